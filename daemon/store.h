@@ -1,0 +1,117 @@
+/* The store: the block pool, the prefix index, LRU eviction and the
+ * per-client sequences. No I/O and no libuv here: the server validates
+ * requests against the segment and calls these with plain pointers.
+ *
+ * Terms
+ *   space  one (namespace, model descriptor, quantization settings) tuple.
+ *          Blocks of different spaces never mix: the space key seeds the
+ *          hash chain.
+ *   block  G tokens of one layer, K and V of all KV heads, quantized
+ *          (kernels/quant.h), plus its 16-bit sink rows.
+ *   seq    a client's sequence: per layer, the blocks it holds references
+ *          to and the 16-bit residual of tokens not yet in a full block.
+ */
+#ifndef KVS_DAEMON_STORE_H
+#define KVS_DAEMON_STORE_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "kernels/quant.h"
+#include "kernels/sink.h"
+#include "proto/proto.h"
+
+/* Where pool memory lives and who runs the kernels. The host backend uses
+ * malloc and the C reference; the CUDA backend (daemon/backend_cuda.c)
+ * cudaMallocs the pool and runs kernels/*.cu. Pointers passed as block /
+ * rows point into pool memory; k/v pointers are host memory. */
+typedef struct kvs__backend {
+  const char *name;                      /* "host" or "cuda" */
+  int (*pool_alloc)(struct kvs__backend *b, size_t bytes, void **base);
+  void (*pool_free)(struct kvs__backend *b, void *base);
+  int (*quantize)(struct kvs__backend *b, const kvs__qparams *p, const uint16_t *k,
+                  const uint16_t *v, uint64_t sink_mask, void *block, uint16_t *const *rows);
+  int (*dequantize)(struct kvs__backend *b, const kvs__qparams *p, const void *block,
+                    const uint16_t *const *rows, uint32_t r0, uint32_t r1,
+                    uint16_t *k_out, uint16_t *v_out);
+  void *priv;
+} kvs__backend;
+
+extern kvs__backend kvs__backend_host;
+
+typedef struct kvs__store_opts {
+  size_t pool_bytes;
+  size_t chunk_bytes;      /* slab chunk; default 2 MiB, grown to fit a block */
+  kvs__backend *backend;   /* NULL = host */
+} kvs__store_opts;
+
+/* A space's settings, fully resolved (no "defaults" left). */
+typedef struct kvs__space_key {
+  char ns[64];             /* namespace: "uid:1000" or a shared name */
+  char model_id[KVS_MAX_MODEL_ID + 1];
+  uint32_t n_layers, n_kv_heads, head_dim;
+  kvs_dtype dtype;
+  uint32_t group;
+  uint32_t k_bits, v_bits;
+  kvs_policy policy;       /* NONE, PFN or KVSINK */
+  uint32_t pfn;
+  float outliers;
+} kvs__space_key;
+
+typedef struct kvs__store kvs__store;
+typedef struct kvs__space kvs__space;
+typedef struct kvs__seq kvs__seq;
+
+int kvs__store_init(kvs__store **out, const kvs__store_opts *o);
+/* Frees everything; all spaces and seqs must be gone or are freed too. */
+void kvs__store_close(kvs__store *s);
+
+/* Find or create the space for key (refcounted; put with _space_unref).
+ * profile may be NULL (then policy KVSINK acts as PFN). */
+int kvs__space_ref(kvs__store *s, const kvs__space_key *key, const kvs__profile *profile,
+                   kvs__space **out);
+void kvs__space_unref(kvs__space *sp);
+const kvs__qparams *kvs__space_qparams(const kvs__space *sp);
+int kvs__space_has_profile(const kvs__space *sp);
+const kvs__profile *kvs__space_profile(const kvs__space *sp);
+
+int kvs__seq_new(kvs__space *sp, kvs__seq **out);
+/* Drops all references and residuals of the seq. */
+void kvs__seq_free(kvs__seq *q);
+uint32_t kvs__seq_len(const kvs__seq *q);  /* min over layers */
+
+typedef struct kvs__put_info {
+  uint32_t quantized;     /* tokens of this put now in quantized blocks (layer_begin's) */
+  uint32_t sinks;         /* sinks newly flagged */
+  uint32_t seq_len;
+} kvs__put_info;
+
+/* Append tokens [start, start+n) for layers [lb, le). k and v are
+ * [le-lb][n][C] raw 16-bit; act is float [n][act_ch] or NULL. Atomic: on
+ * any error nothing changes. Errors: -EINVAL (start != layer length,
+ * tokens differ from those the seq already has at those positions, bad
+ * range), KVS_ENAN, -ENOSPC (pool full of pinned blocks), -E2BIG (too
+ * many pending 16-bit tokens). errmsg gets a reason (KVS_MAX_ERRMSG). */
+int kvs__seq_put(kvs__seq *q, uint32_t start, const uint32_t *tokens, uint32_t n,
+                 uint32_t lb, uint32_t le, const uint16_t *k, const uint16_t *v,
+                 const float *act, uint32_t act_ch, kvs__put_info *info, char *errmsg);
+
+/* Leading tokens of tokens[] cached in whole blocks for every layer of sp.
+ * When bind is non-NULL (an empty seq of sp) it takes references to them. */
+int kvs__space_lookup(kvs__space *sp, const uint32_t *tokens, uint32_t n, kvs__seq *bind,
+                      uint32_t *cached);
+
+/* Read tokens [start, start+n) of layers [lb, le) into k/v ([le-lb][n][C]). */
+int kvs__seq_get(kvs__seq *q, uint32_t start, uint32_t n, uint32_t lb, uint32_t le,
+                 uint16_t *k, uint16_t *v, char *errmsg);
+
+/* Evict every unreferenced block (kvsinkctl evict); returns how many. */
+uint64_t kvs__store_evict_all(kvs__store *s);
+void kvs__store_stats(const kvs__store *s, kvs__stats *st);
+
+/* Iterate spaces for kvsinkctl list: cb gets key, blocks held, pinned. */
+typedef void (*kvs__space_cb)(const kvs__space_key *key, uint64_t blocks, uint64_t pinned,
+                              uint64_t seqs, void *arg);
+void kvs__store_foreach_space(const kvs__store *s, kvs__space_cb cb, void *arg);
+
+#endif
