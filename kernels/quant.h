@@ -43,7 +43,7 @@ typedef struct kvs__qparams {
   uint32_t group;     /* G: rows per block, 1..64 */
   uint32_t channels;  /* C = kv_heads * head_dim */
   uint32_t v_group;   /* vg: channels per value group; divides C */
-  uint32_t k_bits, v_bits;   /* 2, 3, 4 or 8 */
+  uint32_t k_bits, v_bits;   /* 2, 3, 4, 8; 16 = raw passthrough */
   uint32_t k_outliers, v_outliers; /* per-row outlier count (kvs__outlier_count) */
   kvs_dtype dtype;
 } kvs__qparams;
