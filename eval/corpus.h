@@ -1,0 +1,29 @@
+/* Evaluation text: documents separated by a line holding only the ASCII
+ * record separator (0x1E), tokenized with BOS at each document start and
+ * packed into contexts that each begin at a document start. */
+#ifndef KVS_EVAL_CORPUS_H
+#define KVS_EVAL_CORPUS_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "eval/tokenizer.h"
+
+typedef struct kvs__corpus {
+  uint32_t *ids;        /* the whole token stream */
+  size_t n_ids;
+  uint32_t n_docs;
+  size_t *ctx_start;    /* contexts: ids[ctx_start[i] .. + ctx_len[i]) */
+  uint32_t *ctx_len;
+  uint32_t n_ctx;
+} kvs__corpus;
+
+/* Tokenize text and cut at most max_ctx contexts of ctx tokens (0 = as many
+ * as fit). Each context starts at a BOS: the next one starts at the first
+ * document start at or after the end of the previous one. When the text
+ * is shorter than ctx, the one context is the whole stream. */
+int kvs__corpus_build(kvs__corpus *c, const kvs__tokenizer *t, const unsigned char *text,
+                      size_t len, uint32_t bos, uint32_t ctx, uint32_t max_ctx);
+void kvs__corpus_free(kvs__corpus *c);
+
+#endif

@@ -1,0 +1,205 @@
+/* libkvsink-backed K/V cache for the forward pass; see daemonkv.h. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "eval/daemonkv.h"
+
+/* Segment layout: K rows, V rows, then the summary. */
+static size_t seg_k(const kvs__daemonkv *d) { (void)d; return 0; }
+static size_t seg_v(const kvs__daemonkv *d) { return (size_t)d->max_tokens * d->channels * 2; }
+static size_t seg_act(const kvs__daemonkv *d) { return 2 * seg_v(d); }
+static size_t seg_need(const kvs__daemonkv *d)
+{
+  return seg_act(d) + (size_t)d->max_tokens * KVS_PROFILE_MAX_CHANNELS * sizeof(float);
+}
+
+static int put_raw(kvs__daemonkv *d, uint32_t lb, uint32_t le, uint32_t start, uint32_t n,
+                   const uint32_t *tokens, int with_act)
+{
+  kvs_put_args a = {0};
+  kvs_put_result res = {0};
+  a.seq = d->seq;
+  a.start = start;
+  a.tokens = tokens;
+  a.n_tokens = n;
+  a.layer_begin = lb;
+  a.layer_end = le;
+  a.k_off = seg_k(d);
+  a.v_off = seg_v(d);
+  if (with_act) {
+    a.act_off = seg_act(d);
+    a.act_channels = d->info->n_sink_channels;
+  }
+  int r = kvs_put(d->c, &a, &res);
+  if (r < 0)
+    return r;
+  d->daemon_sinks += res.sinks;
+  d->puts++;
+  return 0;
+}
+
+static int dk_put(void *ctx, uint32_t layer, uint32_t start, uint32_t n, const uint32_t *tokens,
+                  const uint16_t *k, const uint16_t *v)
+{
+  kvs__daemonkv *d = ctx;
+  size_t seg_size;
+  uint8_t *seg = kvs_segment(d->c, &seg_size);
+  size_t bytes = (size_t)n * d->channels * 2;
+  int with_act = d->act_pending && d->act_start == start && d->act_n == n;
+  if (n > d->max_tokens)
+    return -EINVAL;
+  memcpy(seg + seg_k(d), k, bytes);
+  memcpy(seg + seg_v(d), v, bytes);
+  if (with_act)
+    memcpy(seg + seg_act(d), d->act, (size_t)n * d->info->n_sink_channels * sizeof(float));
+  int r = put_raw(d, layer, layer + 1, start, n, tokens, with_act);
+  if (r == 0 && with_act)
+    d->act_pending = 0;
+  return r;
+}
+
+static int dk_get(void *ctx, uint32_t layer, uint32_t n, uint16_t *k, uint16_t *v)
+{
+  kvs__daemonkv *d = ctx;
+  size_t seg_size;
+  uint8_t *seg = kvs_segment(d->c, &seg_size);
+  if (n > d->max_tokens)
+    return -EINVAL;
+  int r = kvs_get(d->c, d->seq, 0, n, layer, layer + 1, seg_k(d), seg_v(d));
+  if (r < 0)
+    return r;
+  memcpy(k, seg + seg_k(d), (size_t)n * d->channels * 2);
+  memcpy(v, seg + seg_v(d), (size_t)n * d->channels * 2);
+  d->gets++;
+  return 0;
+}
+
+static int dk_summary(void *ctx, uint32_t start, uint32_t n, const uint32_t *tokens,
+                      const float *h)
+{
+  kvs__daemonkv *d = ctx;
+  uint32_t nch = d->info->n_sink_channels;
+  for (uint32_t t = 0; t < n; t++)
+    for (uint32_t c = 0; c < nch; c++)
+      d->act[(size_t)t * nch + c] = h[(size_t)t * d->hidden + d->info->sink_channels[c]];
+  if (d->profile) {
+    uint32_t budget = d->profile->max_sinks > d->n_pred ? d->profile->max_sinks - d->n_pred : 0;
+    int r = kvs__predict_sinks(d->act, n, nch, d->profile->tau, budget, d->pred + start);
+    if (r < 0)
+      return r;
+    d->n_pred += (uint32_t)r;
+  }
+  if (!d->send_summary)
+    return 0;
+  if (d->info->sink_layer + 1 < d->n_layers) {
+    /* rides on the next layer's put */
+    d->act_start = start;
+    d->act_n = n;
+    d->act_pending = 1;
+    return 0;
+  }
+  size_t seg_size;
+  uint8_t *seg = kvs_segment(d->c, &seg_size);
+  memcpy(seg + seg_act(d), d->act, (size_t)n * nch * sizeof(float));
+  return put_raw(d, d->n_layers, d->n_layers, start, n, tokens, 1);
+}
+
+int kvs__daemonkv_init(kvs__daemonkv *d, const char *socket, const kvs__model *m,
+                       const kvs_options *opts, uint32_t max_tokens, const kvs__profile *profile,
+                       kvs__kvio *io, char *errmsg)
+{
+  kvs_model desc = {0};
+  kvs_options o = *opts;
+  int r;
+  memset(d, 0, sizeof *d);
+  d->n_layers = m->cfg.n_layers;
+  d->hidden = m->cfg.hidden;
+  d->channels = m->cfg.n_kv_heads * m->cfg.head_dim;
+  d->max_tokens = max_tokens;
+  desc.model_id = m->model_id;
+  desc.n_layers = m->cfg.n_layers;
+  desc.n_kv_heads = m->cfg.n_kv_heads;
+  desc.head_dim = m->cfg.head_dim;
+  desc.dtype = KVS_DTYPE_F16;
+  if (o.seg_size == 0)
+    o.seg_size = seg_need(d);
+  if ((r = kvs_connect(&d->c, socket, &desc, &o)) < 0) {
+    snprintf(errmsg, 256, "connect to %s: %s", socket ? socket : "(default socket)",
+             kvs_strerror(r));
+    return r;
+  }
+  d->info = kvs_get_info(d->c);
+  d->seq = 0;
+  size_t seg_size;
+  kvs_segment(d->c, &seg_size);
+  if (seg_size < seg_need(d)) {
+    snprintf(errmsg, 256, "segment of %zu bytes is too small (need %zu)", seg_size, seg_need(d));
+    r = -ENOSPC;
+    goto fail;
+  }
+  if (d->info->n_sink_channels > KVS_PROFILE_MAX_CHANNELS) {
+    snprintf(errmsg, 256, "daemon announced %u sink channels", d->info->n_sink_channels);
+    r = -EPROTO;
+    goto fail;
+  }
+  for (uint32_t c = 0; c < d->info->n_sink_channels; c++)
+    if (d->info->sink_channels[c] >= d->hidden) {
+      snprintf(errmsg, 256, "sink channel %u outside the hidden size", d->info->sink_channels[c]);
+      r = -EPROTO;
+      goto fail;
+    }
+  d->send_summary = d->info->policy == KVS_POLICY_KVSINK && d->info->has_profile &&
+                    d->info->n_sink_channels > 0 && d->info->sink_layer < d->n_layers;
+  if (profile && d->send_summary) {
+    /* the local replica must use what the daemon uses */
+    if (profile->layer != d->info->sink_layer || profile->n_channels != d->info->n_sink_channels ||
+        memcmp(profile->channels, d->info->sink_channels, profile->n_channels * sizeof(uint32_t))) {
+      snprintf(errmsg, 256, "the profile given differs from the daemon's (layer/channels)");
+      r = -EINVAL;
+      goto fail;
+    }
+    d->profile = profile;
+  }
+  d->act = malloc((size_t)max_tokens * KVS_PROFILE_MAX_CHANNELS * sizeof(float));
+  d->pred = calloc(max_tokens, 1);
+  if (!d->act || !d->pred) {
+    r = -ENOMEM;
+    goto fail;
+  }
+  memset(io, 0, sizeof *io);
+  io->ctx = d;
+  io->put = dk_put;
+  io->get = dk_get;
+  io->summary = dk_summary;
+  io->summary_layer = d->send_summary ? (int)d->info->sink_layer : -1;
+  return 0;
+fail:
+  kvs__daemonkv_close(d);
+  return r;
+}
+
+int kvs__daemonkv_begin(kvs__daemonkv *d)
+{
+  int r = 0;
+  if (d->seq)
+    r = kvs_release(d->c, d->seq);
+  d->seq++;
+  d->act_pending = 0;
+  d->n_pred = 0;
+  memset(d->pred, 0, d->max_tokens);
+  return r;
+}
+
+void kvs__daemonkv_close(kvs__daemonkv *d)
+{
+  if (d->c && d->seq)
+    kvs_release(d->c, d->seq);
+  kvs_close(d->c);
+  free(d->act);
+  free(d->pred);
+  d->c = NULL;
+  d->act = NULL;
+  d->pred = NULL;
+}
