@@ -30,7 +30,7 @@
 #define MAX_TEXT (1u << 30)
 
 typedef struct args {
-  const char *model, *text, *socket, *out, *tokens, *policy, *sinks_in, *sinks_out, *profile;
+  const char *model, *text, *socket, *out, *tokens, *policy, *sinks_in, *sinks_out, *profile, *nll_out;
   int bits, json, no_daemon, v_group;
   float outliers;
   uint32_t contexts, ctx, chunk;
@@ -42,6 +42,7 @@ static void usage(FILE *f)
         "                       [--policy none|pfn:N|kvsink] [--outliers F] [--no-daemon]\n"
         "                       [--contexts N] [--ctx N] [--chunk G] [--json]\n"
         "                       [--sinks FILE] [--sinks-out FILE] [--profile FILE] [--v-group N]\n"
+        "                       [--nll-out FILE]\n"
         "       kvsink-eval logits --model DIR --tokens ID,ID,... -o FILE [--chunk G]\n"
         "       kvsink-eval dump --model DIR --text FILE -o DUMP [--contexts N] [--ctx N]\n"
         "       kvsink-eval encode --model DIR --text FILE\n"
@@ -66,7 +67,7 @@ static int parse_args(int argc, char **argv, args *a)
     {"policy", 1, 0, 'p'}, {"outliers", 1, 0, 'O'}, {"contexts", 1, 0, 'n'}, {"ctx", 1, 0, 'c'},
     {"chunk", 1, 0, 'g'}, {"json", 0, 0, 'j'}, {"no-daemon", 0, 0, 'N'}, {"tokens", 1, 0, 'T'},
     {"sinks", 1, 0, 'S'}, {"sinks-out", 1, 0, 'W'}, {"profile", 1, 0, 'P'},
-    {"v-group", 1, 0, 'V'}, {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
+    {"v-group", 1, 0, 'V'}, {"nll-out", 1, 0, 'L'}, {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
   int o;
   uint32_t u;
   memset(a, 0, sizeof *a);
@@ -86,6 +87,7 @@ static int parse_args(int argc, char **argv, args *a)
     case 'S': a->sinks_in = optarg; break;
     case 'W': a->sinks_out = optarg; break;
     case 'P': a->profile = optarg; break;
+    case 'L': a->nll_out = optarg; break;
     case 'j': a->json = 1; break;
     case 'N': a->no_daemon = 1; break;
     case 'b':
@@ -109,7 +111,7 @@ static int parse_args(int argc, char **argv, args *a)
     }
     continue;
   bad:
-    fprintf(stderr, "kvsink-eval: bad value for --%s: %s\n", lo[0].name ? "option" : "", optarg);
+    fprintf(stderr, "kvsink-eval: bad option value: %s\n", optarg);
     return -EINVAL;
   }
   if (optind != argc || !a->model) {
@@ -386,7 +388,7 @@ static int cmd_ppl(const args *a)
   kvs__fwd_out out = {0};
   kvs_options opts;
   ppl_acc acc = {0};
-  FILE *sin = NULL, *sout = NULL;
+  FILE *sin = NULL, *sout = NULL, *nout = NULL;
   char err[256], path[4096];
   int rc = 1, r, fp16 = a->no_daemon || a->bits == 16;
   uint8_t *measured = NULL;
@@ -424,6 +426,10 @@ static int cmd_ppl(const args *a)
   }
   if (!fp16 && a->sinks_in && !(sin = fopen(a->sinks_in, "r"))) {
     fprintf(stderr, "kvsink-eval: %s: %s\n", a->sinks_in, strerror(errno));
+    goto out_c;
+  }
+  if (a->nll_out && !(nout = fopen(a->nll_out, "wb"))) {
+    fprintf(stderr, "kvsink-eval: %s: %s\n", a->nll_out, strerror(errno));
     goto out_c;
   }
   out.nll = malloc(a->ctx * sizeof(double));
@@ -469,6 +475,10 @@ static int cmd_ppl(const args *a)
     for (uint32_t t = 0; t + 1 < n; t++)
       acc.nll += out.nll[t];
     acc.n_pred += n - 1;
+    if (nout && fwrite(out.nll, sizeof(double), n - 1, nout) != n - 1) {
+      fprintf(stderr, "kvsink-eval: cannot write %s\n", a->nll_out);
+      goto out_kv;
+    }
     int have_measured = 0;
     if (fp16) {
       acc.measured += kvs__sinks_measure(out.att_recv, m.cfg.n_layers, m.cfg.n_heads, n,
@@ -551,6 +561,8 @@ out_c:
     rc = 1;
   if (sin)
     fclose(sin);
+  if (nout && fclose(nout) != 0)
+    rc = 1;
   free(out.nll);
   free(out.att_recv);
   free(measured);

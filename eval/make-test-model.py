@@ -150,22 +150,28 @@ def main():
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--merges", type=int, default=254)
     ap.add_argument("--layers", type=int, default=2)
+    ap.add_argument("--full-size", action="store_true",
+                    help="the shipped model's shapes (vocab 8192, hidden 384, 8 layers), for timing")
     a = ap.parse_args()
     os.makedirs(a.out, exist_ok=True)
+    if a.full_size:
+        a.merges = 8192 - 258
     tok_bytes, merges = train_bpe(TEXT, a.merges)
     write_tokenizer(os.path.join(a.out, "tokenizer.json"), tok_bytes, merges)
     V, D, F, H, KVH, HD, L = 258 + a.merges, 64, 128, 4, 2, 16, a.layers
+    if a.full_size:
+        D, F, H, KVH, HD, L = 384, 1024, 6, 2, 64, 8
     cfg = {"architectures": ["LlamaForCausalLM"], "model_type": "llama", "vocab_size": V,
            "hidden_size": D, "intermediate_size": F, "num_hidden_layers": L,
            "num_attention_heads": H, "num_key_value_heads": KVH, "head_dim": HD,
-           "rms_norm_eps": 1e-5, "rope_theta": 10000.0, "max_position_embeddings": 512,
+           "rms_norm_eps": 1e-5, "rope_theta": 10000.0, "max_position_embeddings": 1024 if a.full_size else 512,
            "bos_token_id": 0, "eos_token_id": 1, "tie_word_embeddings": True,
            "torch_dtype": "float16"}
     with open(os.path.join(a.out, "config.json"), "w") as f:
         json.dump(cfg, f, indent=1)
     rng = np.random.default_rng(a.seed)
     w = lambda o, i: rng.standard_normal((o, i)) / np.sqrt(i)
-    t = {"model.embed_tokens.weight": rng.standard_normal((V, D)),
+    t = {"model.embed_tokens.weight": 0.5 * rng.standard_normal((V, D)),
          "model.norm.weight": 1 + 0.1 * rng.standard_normal(D)}
     for l in range(L):
         p = "model.layers.%d." % l
