@@ -28,6 +28,7 @@
 #include "kernels/sink.h"
 
 #define MAX_TEXT (1u << 30)
+#define KVS_MAX_LAYERS_EVAL 256
 
 typedef struct args {
   const char *model, *text, *socket, *out, *tokens, *policy, *sinks_in, *sinks_out, *profile, *nll_out;
@@ -325,6 +326,8 @@ typedef struct ppl_acc {
   uint64_t rows;
   uint64_t measured, predicted, tp;
   uint64_t measured_bos;
+  double share[KVS_MAX_LAYERS_EVAL];  /* attention mass on measured sinks, per layer */
+  double share_q;                     /* queries x heads summed into share */
 } ppl_acc;
 
 static int parse_policy(const char *s, kvs_options *o)
@@ -484,6 +487,13 @@ static int cmd_ppl(const args *a)
       acc.measured += kvs__sinks_measure(out.att_recv, m.cfg.n_layers, m.cfg.n_heads, n,
                                          KVS_SINK_K, measured);
       have_measured = 1;
+      /* share of all attention (queries x heads) that lands on sinks */
+      for (uint32_t l = 0; l < m.cfg.n_layers && l < KVS_MAX_LAYERS_EVAL; l++)
+        for (uint32_t h = 0; h < m.cfg.n_heads; h++)
+          for (uint32_t j = 0; j < n; j++)
+            if (measured[j])
+              acc.share[l] += out.att_recv[((size_t)l * m.cfg.n_heads + h) * n + j];
+      acc.share_q += (double)n * m.cfg.n_heads;
       if (sout && sinks_write(sout, ci, measured, n) < 0)
         goto out_kv;
     } else if (sin) {
@@ -537,9 +547,16 @@ static int cmd_ppl(const args *a)
     else
       printf("\"precision\":%.4f,", prec);
     if (isnan(rec))
-      printf("\"recall\":null}\n");
+      printf("\"recall\":null");
     else
-      printf("\"recall\":%.4f}\n", rec);
+      printf("\"recall\":%.4f", rec);
+    if (acc.share_q > 0) {
+      printf(",\"sink_attention\":[");
+      for (uint32_t l = 0; l < m.cfg.n_layers && l < KVS_MAX_LAYERS_EVAL; l++)
+        printf(l ? ",%.4f" : "%.4f", acc.share[l] / acc.share_q);
+      printf("]");
+    }
+    printf("}\n");
   } else {
     printf("%s bits=%d policy=%s outliers=%g: ppl %.4f over %llu tokens in %u contexts; "
            "avg bits/element %.3f, compression %.2fx vs fp16\n",
@@ -549,6 +566,12 @@ static int cmd_ppl(const args *a)
            "precision %.3f, recall %.3f\n",
            (unsigned long long)acc.measured, (unsigned long long)acc.measured_bos,
            (unsigned long long)acc.predicted, (unsigned long long)dkv.daemon_sinks, prec, rec);
+    if (acc.share_q > 0) {
+      printf("share of attention on measured sinks per layer:");
+      for (uint32_t l = 0; l < m.cfg.n_layers && l < KVS_MAX_LAYERS_EVAL; l++)
+        printf(" %.3f", acc.share[l] / acc.share_q);
+      printf("\n");
+    }
   }
   rc = fflush(stdout) ? 1 : 0;
 out_kv:
