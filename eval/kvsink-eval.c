@@ -326,6 +326,8 @@ typedef struct ppl_acc {
   uint64_t rows;
   uint64_t measured, predicted, tp;
   uint64_t measured_bos;
+  uint64_t bos;                       /* BOS tokens in the contexts */
+  int have_measured;                  /* measured sinks known */
   double share[KVS_MAX_LAYERS_EVAL];  /* attention mass on measured sinks, per layer */
   double share_q;                     /* queries x heads summed into share */
 } ppl_acc;
@@ -505,6 +507,9 @@ static int cmd_ppl(const args *a)
         acc.measured += measured[j];
       have_measured = 1;
     }
+    for (uint32_t j = 0; j < n; j++)
+      acc.bos += ids[j] == m.cfg.bos;
+    acc.have_measured = have_measured;
     for (uint32_t j = 0; have_measured && j < n; j++)
       acc.measured_bos += measured[j] && ids[j] == m.cfg.bos;
     if (!a->no_daemon && dkv.profile) {
@@ -530,18 +535,20 @@ static int cmd_ppl(const args *a)
     }
   }
   double ppl = exp(acc.nll / (double)acc.n_pred), bits = acc.bits_sum / (double)acc.rows;
-  double prec = acc.predicted ? (double)acc.tp / (double)acc.predicted : NAN;
-  double rec = acc.measured && profp && !a->no_daemon ? (double)acc.tp / (double)acc.measured : NAN;
+  int scored = acc.have_measured && !a->no_daemon && dkv.profile;
+  double prec = scored && acc.predicted ? (double)acc.tp / (double)acc.predicted : NAN;
+  double rec = scored && acc.measured ? (double)acc.tp / (double)acc.measured : NAN;
   const char *mode = a->no_daemon ? "local" : "daemon";
   if (a->json) {
     printf("{\"mode\":\"%s\",\"policy\":\"%s\",\"bits\":%d,\"outliers\":%g,\"ppl\":%.4f,"
            "\"nll\":%.6f,\"tokens\":%llu,\"contexts\":%u,\"avg_bits\":%.4f,\"compression\":%.4f,"
            "\"sinks_measured\":%llu,\"sinks_measured_bos\":%llu,\"sinks_predicted\":%llu,"
-           "\"sinks_daemon\":%llu,",
+           "\"sinks_daemon\":%llu,\"bos_tokens\":%llu,",
            mode, a->policy, a->bits, a->outliers, ppl, acc.nll / (double)acc.n_pred,
            (unsigned long long)acc.n_pred, c.n_ctx, bits, 16.0 / bits,
            (unsigned long long)acc.measured, (unsigned long long)acc.measured_bos,
-           (unsigned long long)acc.predicted, (unsigned long long)dkv.daemon_sinks);
+           (unsigned long long)acc.predicted, (unsigned long long)dkv.daemon_sinks,
+           (unsigned long long)acc.bos);
     if (isnan(prec))
       printf("\"precision\":null,");
     else

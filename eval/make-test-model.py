@@ -165,7 +165,7 @@ def main():
            "hidden_size": D, "intermediate_size": F, "num_hidden_layers": L,
            "num_attention_heads": H, "num_key_value_heads": KVH, "head_dim": HD,
            "rms_norm_eps": 1e-5, "rope_theta": 10000.0, "max_position_embeddings": 1024 if a.full_size else 512,
-           "bos_token_id": 0, "eos_token_id": 1, "tie_word_embeddings": True,
+           "bos_token_id": 0, "eos_token_id": 1, "tie_word_embeddings": a.full_size,
            "torch_dtype": "float16"}
     with open(os.path.join(a.out, "config.json"), "w") as f:
         json.dump(cfg, f, indent=1)
@@ -185,6 +185,15 @@ def main():
         t[p + "mlp.gate_proj.weight"] = w(F, D)
         t[p + "mlp.up_proj.weight"] = w(F, D)
         t[p + "mlp.down_proj.weight"] = w(D, F)
+    # A planted massive activation: BOS carries large values in two fixed
+    # channels of the residual stream, as trained models' sink tokens do, so
+    # that calibration finds (l_E = 0, C* = those channels) and the KVSink
+    # path can be tested end to end.
+    if not a.full_size:
+        # separate LM head (the shipped model ties it: both paths get tested)
+        t["lm_head.weight"] = 0.3 * rng.standard_normal((V, D)) / np.sqrt(D) * 4
+        t["model.embed_tokens.weight"][0, 5] = 40.0
+        t["model.embed_tokens.weight"][0, 17] = -40.0
     write_safetensors(os.path.join(a.out, "model.safetensors"), t)
 
 

@@ -3,6 +3,10 @@
 #  - 16-bit through the daemon gives exactly the --no-daemon numbers
 #    (per-token NLL files identical),
 #  - 8 bits stays within 1 % of fp16 perplexity, 2 bits does change it,
+#  - KVSink end to end on the test model, whose BOS rows carry a planted
+#    massive activation: kvsink-eval dump + kvsink-calibrate give a
+#    profile, the daemon flags exactly the BOS tokens, as the local replica
+#    of the prediction does,
 #  - with the shipped model (models/kvsink-tiny + its profile): KVSink
 #    <= PFN-1 at 2 bits on the committed test slice.
 set -eu
@@ -28,6 +32,17 @@ awk 'BEGIN { RS = ""; sep = sprintf("%c", 30) } { if (NR > 1) print sep; print }
   "$top_srcdir/HACKING.md" > "$tmp/text.txt"
 
 mkdir "$tmp/profiles"
+CALIBRATE=
+for c in "$top_builddir/client/kvsink-calibrate" "$top_builddir/kernels/kvsink-calibrate"; do
+  [ -x "$c" ] && CALIBRATE=$c
+done
+if [ -n "$CALIBRATE" ]; then
+  tid=$("$EVAL" info --model "$tmp/model" | sed -n 's/^model_id //p')
+  "$EVAL" dump --model "$tmp/model" --text "$tmp/text.txt" --ctx 128 --contexts 4 -o "$tmp/test.dump"
+  "$CALIBRATE" --model "$tid" -o "$tmp/model/kvsink.profile" "$tmp/test.dump" ||
+    { echo "FAIL: kvsink-calibrate found no sinks in the test model"; exit 1; }
+  cp "$tmp/model/kvsink.profile" "$tmp/profiles/test.profile"
+fi
 real=$top_srcdir/models/kvsink-tiny
 if [ -f "$real/model.safetensors" ] && [ -f "$real/kvsink.profile" ]; then
   cp "$real/kvsink.profile" "$tmp/profiles/kvsink-tiny.profile"
@@ -71,6 +86,21 @@ awk -v a="$p8" -v b="$p16" 'BEGIN { d = a / b - 1; exit !(d < 0.01 && d > -0.01)
 b8=$(field avg_bits "$tmp/d8.json")
 awk -v b="$b8" 'BEGIN { exit !(b > 8 && b < 16) }' || { echo "FAIL: 8-bit avg bits $b8"; exit 1; }
 echo "ok: fp16 $p16 = local, 8-bit $p8, 2-bit $p2"
+
+if [ -n "$CALIBRATE" ]; then
+  run sinks --socket "$sock" --bits 2 --policy kvsink
+  pred=$(field sinks_predicted "$tmp/sinks.json")
+  dmn=$(field sinks_daemon "$tmp/sinks.json")
+  bos=$(field bos_tokens "$tmp/sinks.json")
+  [ "$pred" = "$bos" ] && [ "$dmn" = "$bos" ] ||
+    { echo "FAIL: $bos BOS tokens, predicted $pred, daemon flagged $dmn"; exit 1; }
+  b2=$(field avg_bits "$tmp/d2.json")
+  bs=$(field avg_bits "$tmp/sinks.json")
+  awk -v a="$bs" -v b="$b2" 'BEGIN { exit !(a > b) }' || { echo "FAIL: sink rows cost nothing ($bs vs $b2)"; exit 1; }
+  echo "ok: KVSink flagged the $bos BOS tokens"
+else
+  echo "note: kvsink-calibrate not built: KVSink end-to-end check skipped"
+fi
 
 if [ -f "$tmp/profiles/kvsink-tiny.profile" ] && [ -f "$top_srcdir/eval/testdata/test-slice.txt" ]; then
   # the daemon keys profiles by model id: name it as kvsink-eval does
