@@ -139,6 +139,10 @@ int kvs_release(kvs_client *c, uint64_t seq);
 /* Round trip with no work: for latency measurement and health checks. */
 int kvs_ping(kvs_client *c);
 
+/* Text of the last error on c (the daemon's message when it sent one),
+ * "" after a successful call; never NULL. Valid until the next call. */
+const char *kvs_last_error(const kvs_client *c);
+
 #ifdef __cplusplus
 }
 #endif

@@ -1,0 +1,314 @@
+/* libkvsink: the public API of kvsink.h over a blocking kvs__conn. */
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "client/conn.h"
+#include "client/kvsink.h"
+
+#define DEFAULT_SEG_SIZE (64u << 20)
+
+struct kvs_client {
+  kvs__conn conn;
+  kvs_model model;
+  char model_id[KVS_MAX_MODEL_ID + 1];
+  kvs_info info;
+  void *seg;
+  size_t seg_size;
+};
+
+void kvs_options_init(kvs_options *opts)
+{
+  if (!opts)
+    return;
+  memset(opts, 0, sizeof *opts);
+  opts->pfn = -1;
+  opts->outliers = -1.0f;
+}
+
+static size_t dtype_size(kvs_dtype d)
+{
+  return d == KVS_DTYPE_F16 || d == KVS_DTYPE_BF16 ? 2 : 0;
+}
+
+static int check_model(const kvs_model *m)
+{
+  if (!m || !m->model_id || !*m->model_id || strlen(m->model_id) > KVS_MAX_MODEL_ID)
+    return KVS_EMODEL;
+  if (m->n_layers == 0 || m->n_layers > KVS_MAX_LAYERS || m->n_kv_heads == 0 ||
+      m->n_kv_heads > KVS_MAX_KV_HEADS || m->head_dim == 0 ||
+      m->head_dim > KVS_MAX_HEAD_DIM || dtype_size(m->dtype) == 0)
+    return KVS_EMODEL;
+  return 0;
+}
+
+/* Map the daemon's memfd after checking it is what the reply says. */
+static int map_segment(kvs_client *c, int fd, uint64_t size)
+{
+  struct stat st;
+  if (fd < 0) {
+    snprintf(c->conn.errmsg, sizeof c->conn.errmsg, "hello reply carried no segment fd");
+    return -EPROTO;
+  }
+  if (size == 0 || size > SIZE_MAX || fstat(fd, &st) < 0 || !S_ISREG(st.st_mode) ||
+      st.st_size < 0 || (uint64_t)st.st_size < size) {
+    snprintf(c->conn.errmsg, sizeof c->conn.errmsg, "segment fd does not match the announced size");
+    return KVS_ESEGMENT;
+  }
+  void *p = mmap(NULL, (size_t)size, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  if (p == MAP_FAILED) {
+    int r = -errno;
+    kvs__conn_seterr(&c->conn, r, "mmap segment");
+    return r;
+  }
+  c->seg = p;
+  c->seg_size = (size_t)size;
+  return 0;
+}
+
+static int fill_info(kvs_client *c, const kvs__rep *rep)
+{
+  kvs_info *i = &c->info;
+  if (rep->group == 0 || rep->n_sink_channels > KVS_MAX_ACT_CHANNELS ||
+      rep->n_sink_channels > sizeof i->sink_channels / sizeof i->sink_channels[0]) {
+    snprintf(c->conn.errmsg, sizeof c->conn.errmsg, "hello reply out of range");
+    return -EPROTO;
+  }
+  i->session = rep->session;
+  i->seg_size = c->seg_size;
+  i->group = rep->group;
+  i->k_bits = rep->k_bits;
+  i->v_bits = rep->v_bits;
+  i->pfn = rep->pfn;
+  i->policy = (kvs_policy)rep->policy;
+  i->outliers = rep->outliers;
+  i->has_profile = rep->has_profile;
+  i->sink_layer = rep->sink_layer;
+  i->n_sink_channels = rep->n_sink_channels;
+  memcpy(i->sink_channels, rep->sink_channels,
+         rep->n_sink_channels * sizeof i->sink_channels[0]);
+  return 0;
+}
+
+int kvs_connect(kvs_client **out, const char *socket_path,
+                const kvs_model *model, const kvs_options *opts)
+{
+  kvs_options defaults;
+  kvs__req req;
+  kvs__rep rep;
+  int fd = -1, r;
+
+  if (!out)
+    return -EINVAL;
+  *out = NULL;
+  r = check_model(model);
+  if (r < 0)
+    return r;
+  if (!opts) {
+    kvs_options_init(&defaults);
+    opts = &defaults;
+  }
+  kvs_client *c = calloc(1, sizeof *c);
+  if (!c)
+    return -ENOMEM;
+  snprintf(c->model_id, sizeof c->model_id, "%s", model->model_id);
+  c->model = *model;
+  c->model.model_id = c->model_id;
+
+  r = kvs__conn_open(&c->conn, socket_path);
+  if (r < 0) {
+    *out = NULL;
+    free(c);
+    return r;
+  }
+  memset(&req, 0, sizeof req);
+  req.op = KVS_OP_HELLO;
+  req.hello.version = KVS_PROTO_VERSION;
+  snprintf(req.hello.model_id, sizeof req.hello.model_id, "%s", model->model_id);
+  req.hello.n_layers = model->n_layers;
+  req.hello.n_kv_heads = model->n_kv_heads;
+  req.hello.head_dim = model->head_dim;
+  req.hello.dtype = (uint32_t)model->dtype;
+  req.hello.seg_size = opts->seg_size ? opts->seg_size : DEFAULT_SEG_SIZE;
+  req.hello.k_bits = opts->k_bits;
+  req.hello.v_bits = opts->v_bits;
+  req.hello.policy = (int32_t)opts->policy;
+  req.hello.pfn = opts->pfn;
+  req.hello.outliers = opts->outliers;
+  req.hello.client_pid = (uint32_t)getpid();
+
+  r = kvs__conn_call(&c->conn, &req, &rep, &fd);
+  if (r == 0) {
+    r = map_segment(c, fd, rep.seg_size);
+    if (r == 0)
+      r = fill_info(c, &rep);
+  }
+  if (fd >= 0)
+    close(fd); /* the mapping keeps the segment alive */
+  kvs__rep_free(&rep);
+  if (r < 0) {
+    kvs_close(c);
+    return r;
+  }
+  *out = c;
+  return 0;
+}
+
+void kvs_close(kvs_client *c)
+{
+  if (!c)
+    return;
+  if (c->conn.fd >= 0 && !c->conn.broken && c->seg) {
+    kvs__req req;
+    kvs__rep rep;
+    memset(&req, 0, sizeof req);
+    req.op = KVS_OP_BYE;
+    if (kvs__conn_call(&c->conn, &req, &rep, NULL) <= 0)
+      kvs__rep_free(&rep);
+  }
+  kvs__conn_close(&c->conn);
+  if (c->seg)
+    munmap(c->seg, c->seg_size);
+  free(c);
+}
+
+const kvs_info *kvs_get_info(const kvs_client *c)
+{
+  return c ? &c->info : NULL;
+}
+
+void *kvs_segment(kvs_client *c, size_t *size)
+{
+  if (size)
+    *size = c ? c->seg_size : 0;
+  return c ? c->seg : NULL;
+}
+
+size_t kvs_kv_bytes(const kvs_client *c, uint32_t n_tokens, uint32_t lb, uint32_t le)
+{
+  if (!c || le < lb || le > c->model.n_layers)
+    return 0;
+  return (size_t)(le - lb) * n_tokens * c->model.n_kv_heads * c->model.head_dim *
+         dtype_size(c->model.dtype);
+}
+
+const char *kvs_last_error(const kvs_client *c)
+{
+  return c ? c->conn.errmsg : "no client";
+}
+
+/* One request whose reply carries no payload we keep. */
+static int simple_call(kvs_client *c, kvs__req *req, kvs__rep *rep)
+{
+  int r = kvs__conn_call(&c->conn, req, rep, NULL);
+  if (r == 0)
+    c->conn.errmsg[0] = '\0';
+  return r;
+}
+
+int kvs_put(kvs_client *c, const kvs_put_args *a, kvs_put_result *res)
+{
+  kvs__req req;
+  kvs__rep rep;
+  if (!c || !a || (a->n_tokens && !a->tokens))
+    return -EINVAL;
+  memset(&req, 0, sizeof req);
+  req.op = KVS_OP_PUT;
+  req.seq = a->seq;
+  req.start = a->start;
+  req.n_tokens = a->n_tokens;
+  req.tokens = (uint32_t *)a->tokens;
+  req.layer_begin = a->layer_begin;
+  req.layer_end = a->layer_end;
+  req.k_off = a->k_off;
+  req.v_off = a->v_off;
+  req.act_off = a->act_off;
+  req.act_channels = a->act_channels;
+  req.has_act = a->act_channels > 0;
+  int r = simple_call(c, &req, &rep);
+  if (r == 0 && res) {
+    res->quantized = rep.quantized;
+    res->sinks = rep.sinks;
+    res->seq_len = rep.seq_len;
+  }
+  kvs__rep_free(&rep);
+  return r;
+}
+
+int kvs_lookup(kvs_client *c, uint64_t seq, const uint32_t *tokens,
+               uint32_t n_tokens, int bind)
+{
+  kvs__req req;
+  kvs__rep rep;
+  if (!c || (n_tokens && !tokens))
+    return -EINVAL;
+  memset(&req, 0, sizeof req);
+  req.op = KVS_OP_LOOKUP;
+  req.seq = seq;
+  req.tokens = (uint32_t *)tokens;
+  req.n_tokens = n_tokens;
+  req.bind = bind != 0;
+  int r = simple_call(c, &req, &rep);
+  if (r == 0) {
+    if (rep.cached > n_tokens || rep.cached > INT32_MAX) {
+      snprintf(c->conn.errmsg, sizeof c->conn.errmsg, "lookup reply out of range");
+      r = -EPROTO;
+    } else {
+      r = (int)rep.cached;
+    }
+  }
+  kvs__rep_free(&rep);
+  return r;
+}
+
+int kvs_get(kvs_client *c, uint64_t seq, uint32_t start, uint32_t n_tokens,
+            uint32_t lb, uint32_t le, size_t k_off, size_t v_off)
+{
+  kvs__req req;
+  kvs__rep rep;
+  if (!c)
+    return -EINVAL;
+  memset(&req, 0, sizeof req);
+  req.op = KVS_OP_GET;
+  req.seq = seq;
+  req.start = start;
+  req.n_tokens = n_tokens;
+  req.layer_begin = lb;
+  req.layer_end = le;
+  req.k_off = k_off;
+  req.v_off = v_off;
+  int r = simple_call(c, &req, &rep);
+  kvs__rep_free(&rep);
+  return r;
+}
+
+int kvs_release(kvs_client *c, uint64_t seq)
+{
+  kvs__req req;
+  kvs__rep rep;
+  if (!c)
+    return -EINVAL;
+  memset(&req, 0, sizeof req);
+  req.op = KVS_OP_RELEASE;
+  req.seq = seq;
+  int r = simple_call(c, &req, &rep);
+  kvs__rep_free(&rep);
+  return r;
+}
+
+int kvs_ping(kvs_client *c)
+{
+  kvs__req req;
+  kvs__rep rep;
+  if (!c)
+    return -EINVAL;
+  memset(&req, 0, sizeof req);
+  req.op = KVS_OP_PING;
+  int r = simple_call(c, &req, &rep);
+  kvs__rep_free(&rep);
+  return r;
+}

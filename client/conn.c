@@ -1,0 +1,218 @@
+/* Synchronous socket I/O for libkvsink and kvsinkctl. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "client/conn.h"
+
+#define DEFAULT_SOCKET "/run/kvsink/kvsinkd.sock"
+
+const char *kvs__conn_default_path(const char *path)
+{
+  if (path && *path)
+    return path;
+  const char *env = getenv("KVSINK_SOCKET");
+  if (env && *env)
+    return env;
+  return DEFAULT_SOCKET;
+}
+
+void kvs__conn_seterr(kvs__conn *c, int err, const char *what)
+{
+  snprintf(c->errmsg, sizeof c->errmsg, "%s: %s", what, kvs_strerror(err));
+}
+
+int kvs__conn_open(kvs__conn *c, const char *path)
+{
+  struct sockaddr_un sa;
+  memset(c, 0, sizeof *c);
+  c->fd = -1;
+  c->next_id = 1;
+  path = kvs__conn_default_path(path);
+  if (strlen(path) >= sizeof sa.sun_path) {
+    snprintf(c->errmsg, sizeof c->errmsg, "socket path too long");
+    return -ENAMETOOLONG;
+  }
+  memset(&sa, 0, sizeof sa);
+  sa.sun_family = AF_UNIX;
+  memcpy(sa.sun_path, path, strlen(path) + 1);
+  int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0)
+    return -errno;
+  int r;
+  do
+    r = connect(fd, (struct sockaddr *)&sa, sizeof sa);
+  while (r < 0 && errno == EINTR);
+  if (r < 0) {
+    r = -errno;
+    snprintf(c->errmsg, sizeof c->errmsg, "connect %s: %s", path, strerror(-r));
+    close(fd);
+    return r;
+  }
+  c->fd = fd;
+  return 0;
+}
+
+void kvs__conn_close(kvs__conn *c)
+{
+  if (c->fd >= 0)
+    close(c->fd);
+  c->fd = -1;
+}
+
+static int send_all(int fd, const char *buf, size_t len)
+{
+  while (len > 0) {
+    ssize_t n = send(fd, buf, len, MSG_NOSIGNAL);
+    if (n < 0) {
+      if (errno == EINTR)
+        continue;
+      return errno == EPIPE ? -EPIPE : -errno;
+    }
+    buf += n;
+    len -= (size_t)n;
+  }
+  return 0;
+}
+
+/* Close every fd of an SCM_RIGHTS message except the first, which is kept. */
+static void take_fds(struct msghdr *mh, int *fd_out)
+{
+  for (struct cmsghdr *cm = CMSG_FIRSTHDR(mh); cm; cm = CMSG_NXTHDR(mh, cm)) {
+    if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS)
+      continue;
+    size_t n = (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int);
+    int *fds = (int *)CMSG_DATA(cm);
+    for (size_t i = 0; i < n; i++) {
+      int f;
+      memcpy(&f, &fds[i], sizeof f);
+      if (fd_out && *fd_out < 0)
+        *fd_out = f;
+      else
+        close(f);
+    }
+  }
+}
+
+/* Read exactly len bytes; fds that arrive are collected into *fd_out. */
+static int recv_all(int fd, char *buf, size_t len, int *fd_out)
+{
+  while (len > 0) {
+    union {
+      struct cmsghdr align;
+      char buf[CMSG_SPACE(4 * sizeof(int))];
+    } cbuf;
+    struct iovec iov = {.iov_base = buf, .iov_len = len};
+    struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1,
+                        .msg_control = cbuf.buf, .msg_controllen = sizeof cbuf.buf};
+    ssize_t n = recvmsg(fd, &mh, MSG_CMSG_CLOEXEC);
+    if (n < 0) {
+      if (errno == EINTR)
+        continue;
+      return -errno;
+    }
+    take_fds(&mh, fd_out);
+    if (n == 0)
+      return -ECONNRESET;
+    buf += n;
+    len -= (size_t)n;
+  }
+  return 0;
+}
+
+int kvs__conn_call(kvs__conn *c, kvs__req *req, kvs__rep *rep, int *fd_out)
+{
+  char *out = NULL, *in = NULL;
+  size_t olen = 0;
+  int r;
+
+  memset(rep, 0, sizeof *rep);
+  if (fd_out)
+    *fd_out = -1;
+  if (c->fd < 0 || c->broken) {
+    kvs__conn_seterr(c, -ENOTCONN, "connection");
+    return -ENOTCONN;
+  }
+  req->id = c->next_id++;
+  r = kvs__encode_req(req, &out, &olen);
+  if (r < 0) {
+    kvs__conn_seterr(c, r, "encode request");
+    return r;
+  }
+  r = send_all(c->fd, out, olen);
+  free(out);
+  if (r < 0) {
+    c->broken = 1;
+    kvs__conn_seterr(c, r, "send");
+    return r;
+  }
+  for (;;) {
+    uint8_t hdr[4];
+    r = recv_all(c->fd, (char *)hdr, sizeof hdr, fd_out);
+    if (r < 0)
+      break;
+    uint32_t len = kvs__frame_get_len(hdr);
+    if (len == 0 || len > KVS_MAX_FRAME) {
+      r = -EBADMSG;
+      break;
+    }
+    in = malloc(len);
+    if (!in) {
+      r = -ENOMEM;
+      break;
+    }
+    r = recv_all(c->fd, in, len, fd_out);
+    if (r < 0)
+      break;
+    char emsg[KVS_MAX_ERRMSG] = "";
+    r = kvs__decode_rep(in, len, rep, emsg);
+    free(in);
+    in = NULL;
+    if (r < 0) {
+      snprintf(c->errmsg, sizeof c->errmsg, "bad reply: %s", emsg);
+      c->broken = 1;
+      goto fail_fd;
+    }
+    if (rep->id != req->id) {
+      unsigned long long got = (unsigned long long)rep->id;
+      kvs__rep_free(rep);
+      memset(rep, 0, sizeof *rep);
+      r = -EPROTO;
+      snprintf(c->errmsg, sizeof c->errmsg, "reply id %llu, expected %llu",
+               got, (unsigned long long)req->id);
+      c->broken = 1;
+      goto fail_fd;
+    }
+    if (rep->err < 0) {
+      rep->errmsg[sizeof rep->errmsg - 1] = '\0';
+      if (rep->errmsg[0])
+        snprintf(c->errmsg, sizeof c->errmsg, "%s", rep->errmsg);
+      else
+        snprintf(c->errmsg, sizeof c->errmsg, "%s", kvs_strerror(rep->err));
+      return rep->err;
+    }
+    if (rep->err > 0) {
+      kvs__rep_free(rep);
+      memset(rep, 0, sizeof *rep);
+      r = -EPROTO;
+      snprintf(c->errmsg, sizeof c->errmsg, "positive error code in reply");
+      c->broken = 1;
+      goto fail_fd;
+    }
+    return 0;
+  }
+  free(in);
+  c->broken = 1;
+  kvs__conn_seterr(c, r, "receive");
+fail_fd:
+  if (fd_out && *fd_out >= 0) {
+    close(*fd_out);
+    *fd_out = -1;
+  }
+  return r;
+}

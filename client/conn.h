@@ -1,0 +1,34 @@
+/* Blocking request/reply over the daemon's Unix socket: framing, ids,
+ * SCM_RIGHTS on the hello reply. Shared by libkvsink and kvsinkctl. */
+#ifndef KVS_CLIENT_CONN_H
+#define KVS_CLIENT_CONN_H
+
+#include <stdint.h>
+
+#include "proto/proto.h"
+
+typedef struct kvs__conn {
+  int fd;
+  uint64_t next_id;
+  int broken;                   /* stream out of sync: every call fails */
+  char errmsg[KVS_MAX_ERRMSG];  /* last error text (daemon's or ours) */
+} kvs__conn;
+
+/* Socket path: path, else $KVSINK_SOCKET, else the system default. */
+const char *kvs__conn_default_path(const char *path);
+
+/* Connect; 0 or -errno. */
+int kvs__conn_open(kvs__conn *c, const char *path);
+void kvs__conn_close(kvs__conn *c);
+
+/* Send req (its id is assigned here), read frames until the reply with
+ * that id. rep must be freed with kvs__rep_free when 0 is returned or the
+ * daemon answered an error. If fd_out is not NULL, an fd passed with the
+ * reply is stored there (-1 if none). Returns 0, the daemon's error code,
+ * or a local error (-EPIPE, -ECONNRESET, -EPROTO, -EBADMSG...). */
+int kvs__conn_call(kvs__conn *c, kvs__req *req, kvs__rep *rep, int *fd_out);
+
+/* Record an error text for kvs_last_error(). */
+void kvs__conn_seterr(kvs__conn *c, int err, const char *what);
+
+#endif
