@@ -1,0 +1,661 @@
+/* Request and reply decoders. The payload is first walked without
+ * allocating (scan.c), then unpacked by msgpack-c; every field is checked
+ * for type and range before anything is copied or allocated. */
+#include <errno.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <msgpack.h>
+
+#include "proto/proto.h"
+#include "proto/internal.h"
+
+__attribute__((format(printf, 3, 4)))
+static int fail(char *errmsg, int code, const char *fmt, ...)
+{
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(errmsg, KVS_MAX_ERRMSG, fmt, ap);
+  va_end(ap);
+  return code;
+}
+
+static int parse_top(const char *buf, size_t len, msgpack_unpacked *u, char *errmsg)
+{
+  const uint8_t *p = (const uint8_t *)buf;
+  size_t pos = 0, off = 0;
+
+  if (!buf || len == 0)
+    return fail(errmsg, -EBADMSG, "empty payload");
+  if (len > KVS_MAX_FRAME)
+    return fail(errmsg, -E2BIG, "payload of %zu bytes over the %u byte limit",
+                len, KVS_MAX_FRAME);
+  if (!((p[0] >= 0x80 && p[0] <= 0x8f) || p[0] == 0xde || p[0] == 0xdf))
+    return fail(errmsg, -EBADMSG, "top level is not a map");
+  if (kvs__mp_skip(p, len, &pos, 0) < 0)
+    return fail(errmsg, -EBADMSG, "malformed msgpack");
+  if (pos != len)
+    return fail(errmsg, -EBADMSG, "%zu trailing bytes after the map", len - pos);
+  msgpack_unpacked_init(u);
+  int r = msgpack_unpack_next(u, buf, len, &off);
+  if (r == MSGPACK_UNPACK_NOMEM_ERROR) {
+    msgpack_unpacked_destroy(u);
+    return fail(errmsg, -ENOMEM, "out of memory unpacking");
+  }
+  if (r != MSGPACK_UNPACK_SUCCESS || off != len || u->data.type != MSGPACK_OBJECT_MAP) {
+    msgpack_unpacked_destroy(u);
+    return fail(errmsg, -EBADMSG, "malformed msgpack");
+  }
+  return 0;
+}
+
+/* Sort the map's values into slots by key name. Unknown keys are ignored
+ * (forward compatibility); non-string and duplicate keys are errors. All
+ * keys are looked at even after an error so the caller can still read id. */
+static int collect(const msgpack_object_map *m, const char *const *names, int nn,
+                   const msgpack_object **slots, const char *where, char *errmsg)
+{
+  int err = 0;
+  for (int i = 0; i < nn; i++)
+    slots[i] = NULL;
+  for (uint32_t k = 0; k < m->size; k++) {
+    const msgpack_object *key = &m->ptr[k].key;
+    if (key->type != MSGPACK_OBJECT_STR) {
+      if (!err)
+        err = fail(errmsg, -EBADMSG, "%skey %u is not a string", where, k);
+      continue;
+    }
+    for (int i = 0; i < nn; i++) {
+      if (strlen(names[i]) != key->via.str.size ||
+          memcmp(names[i], key->via.str.ptr, key->via.str.size) != 0)
+        continue;
+      if (slots[i] && !err)
+        err = fail(errmsg, -EBADMSG, "duplicate key %s%s", where, names[i]);
+      slots[i] = &m->ptr[k].val;
+      break;
+    }
+  }
+  return err;
+}
+
+static int missing(const char *where, const char *name, char *errmsg)
+{
+  return fail(errmsg, -EPROTO, "missing field %s%s", where, name);
+}
+
+static int get_uint(const msgpack_object *o, const char *name, uint64_t max,
+                    uint64_t *out, char *errmsg)
+{
+  if (o->type == MSGPACK_OBJECT_NEGATIVE_INTEGER)
+    return fail(errmsg, -EINVAL, "%s must not be negative", name);
+  if (o->type != MSGPACK_OBJECT_POSITIVE_INTEGER)
+    return fail(errmsg, -EBADMSG, "%s must be an unsigned integer", name);
+  if (o->via.u64 > max)
+    return fail(errmsg, -EINVAL, "%s = %llu over its limit %llu", name,
+                (unsigned long long)o->via.u64, (unsigned long long)max);
+  *out = o->via.u64;
+  return 0;
+}
+
+static int get_u32(const msgpack_object *o, const char *name, uint32_t *out, char *errmsg)
+{
+  uint64_t v = 0;
+  int r = get_uint(o, name, UINT32_MAX, &v, errmsg);
+  if (r == 0)
+    *out = (uint32_t)v;
+  return r;
+}
+
+static int get_i32(const msgpack_object *o, const char *name, int32_t *out, char *errmsg)
+{
+  if (o->type == MSGPACK_OBJECT_POSITIVE_INTEGER) {
+    if (o->via.u64 > INT32_MAX)
+      return fail(errmsg, -EINVAL, "%s out of range", name);
+    *out = (int32_t)o->via.u64;
+    return 0;
+  }
+  if (o->type == MSGPACK_OBJECT_NEGATIVE_INTEGER) {
+    if (o->via.i64 < INT32_MIN)
+      return fail(errmsg, -EINVAL, "%s out of range", name);
+    *out = (int32_t)o->via.i64;
+    return 0;
+  }
+  return fail(errmsg, -EBADMSG, "%s must be an integer", name);
+}
+
+static int get_float(const msgpack_object *o, const char *name, float *out, char *errmsg)
+{
+  double d;
+  if (o->type == MSGPACK_OBJECT_FLOAT32 || o->type == MSGPACK_OBJECT_FLOAT64)
+    d = o->via.f64;
+  else if (o->type == MSGPACK_OBJECT_POSITIVE_INTEGER)
+    d = (double)o->via.u64;
+  else if (o->type == MSGPACK_OBJECT_NEGATIVE_INTEGER)
+    d = (double)o->via.i64;
+  else
+    return fail(errmsg, -EBADMSG, "%s must be a number", name);
+  if (!isfinite(d) || fabs(d) > 1e30)
+    return fail(errmsg, -EINVAL, "%s must be a finite number", name);
+  *out = (float)d;
+  return 0;
+}
+
+static int get_bool(const msgpack_object *o, const char *name, int *out, char *errmsg)
+{
+  if (o->type != MSGPACK_OBJECT_BOOLEAN)
+    return fail(errmsg, -EBADMSG, "%s must be a boolean", name);
+  *out = o->via.boolean ? 1 : 0;
+  return 0;
+}
+
+static int get_str(const msgpack_object *o, const char *name, const char **s,
+                   uint32_t *n, char *errmsg)
+{
+  if (o->type != MSGPACK_OBJECT_STR)
+    return fail(errmsg, -EBADMSG, "%s must be a string", name);
+  *s = o->via.str.ptr;
+  *n = o->via.str.size;
+  return 0;
+}
+
+/* Check an array of uint32 (at most maxn, else -E2BIG) before copying it
+ * into dst (fixed room) or a fresh allocation (*heap). */
+static int get_u32_array(const msgpack_object *o, const char *name, uint32_t maxn,
+                         uint32_t *dst, uint32_t **heap, uint32_t *n, char *errmsg)
+{
+  if (o->type != MSGPACK_OBJECT_ARRAY)
+    return fail(errmsg, -EBADMSG, "%s must be an array", name);
+  const msgpack_object_array *a = &o->via.array;
+  if (a->size > maxn)
+    return fail(errmsg, -E2BIG, "%s has %u entries, limit %u", name, a->size, maxn);
+  for (uint32_t i = 0; i < a->size; i++) {
+    uint32_t v;
+    int r = get_u32(&a->ptr[i], name, &v, errmsg);
+    if (r < 0)
+      return r;
+  }
+  if (heap && a->size) {
+    dst = malloc(a->size * sizeof(*dst));
+    if (!dst)
+      return fail(errmsg, -ENOMEM, "out of memory for %s", name);
+    *heap = dst;
+  }
+  for (uint32_t i = 0; i < a->size; i++)
+    dst[i] = (uint32_t)a->ptr[i].via.u64;
+  *n = a->size;
+  return 0;
+}
+
+static int get_layers(const msgpack_object *o, uint32_t *b, uint32_t *e, char *errmsg)
+{
+  uint64_t lb = 0, le = 0;
+  if (o->type != MSGPACK_OBJECT_ARRAY)
+    return fail(errmsg, -EBADMSG, "layers must be an array [begin, end]");
+  if (o->via.array.size != 2)
+    return fail(errmsg, -EINVAL, "layers must be [begin, end], got %u entries",
+                o->via.array.size);
+  int r = get_uint(&o->via.array.ptr[0], "layers[0]", KVS_MAX_LAYERS, &lb, errmsg);
+  if (r == 0)
+    r = get_uint(&o->via.array.ptr[1], "layers[1]", KVS_MAX_LAYERS, &le, errmsg);
+  if (r < 0)
+    return r == -EBADMSG ? r : -EINVAL;
+  if (lb > le)
+    return fail(errmsg, -EINVAL, "layers [%llu, %llu): begin after end",
+                (unsigned long long)lb, (unsigned long long)le);
+  *b = (uint32_t)lb;
+  *e = (uint32_t)le;
+  return 0;
+}
+
+/* ---- requests ---- */
+
+enum {
+  RK_OP, RK_ID, RK_VERSION, RK_MODEL, RK_SEG_SIZE, RK_K_BITS, RK_V_BITS,
+  RK_POLICY, RK_PFN, RK_OUTLIERS, RK_PID, RK_SEQ, RK_START, RK_TOKENS,
+  RK_LAYERS, RK_K_OFF, RK_V_OFF, RK_ACT_OFF, RK_ACT_CHANNELS, RK_BIND, RK_N,
+  RK__COUNT
+};
+static const char *const req_keys[RK__COUNT] = {
+  "op", "id", "version", "model", "seg_size", "k_bits", "v_bits",
+  "policy", "pfn", "outliers", "pid", "seq", "start", "tokens",
+  "layers", "k_off", "v_off", "act_off", "act_channels", "bind", "n",
+};
+
+enum { MK_ID, MK_LAYERS, MK_KV_HEADS, MK_HEAD_DIM, MK_DTYPE, MK__COUNT };
+static const char *const model_keys[MK__COUNT] = {
+  "id", "layers", "kv_heads", "head_dim", "dtype",
+};
+
+static int dim(const msgpack_object *o, const char *name, uint32_t max,
+               uint32_t *out, char *errmsg)
+{
+  uint64_t v = 0;
+  int r = get_uint(o, name, max, &v, errmsg);
+  if (r < 0)
+    return r;
+  if (v == 0)
+    return fail(errmsg, -EINVAL, "%s must not be 0", name);
+  *out = (uint32_t)v;
+  return 0;
+}
+
+static int decode_model(const msgpack_object *o, kvs__hello *h, char *errmsg)
+{
+  const msgpack_object *s[MK__COUNT];
+  const char *str = NULL;
+  uint32_t n = 0;
+  int r;
+
+  if (o->type != MSGPACK_OBJECT_MAP)
+    return fail(errmsg, -EBADMSG, "model must be a map");
+  if ((r = collect(&o->via.map, model_keys, MK__COUNT, s, "model.", errmsg)) < 0)
+    return r;
+  for (int i = 0; i < MK__COUNT; i++)
+    if (!s[i])
+      return missing("model.", model_keys[i], errmsg);
+  if ((r = get_str(s[MK_ID], "model.id", &str, &n, errmsg)) < 0)
+    return r;
+  if (n > KVS_MAX_MODEL_ID)
+    return fail(errmsg, -E2BIG, "model.id of %u bytes, limit %u", n, KVS_MAX_MODEL_ID);
+  if (n == 0 || memchr(str, '\0', n))
+    return fail(errmsg, -EINVAL, "model.id must be a non-empty string without NUL");
+  memcpy(h->model_id, str, n);
+  h->model_id[n] = '\0';
+  if ((r = dim(s[MK_LAYERS], "model.layers", KVS_MAX_LAYERS, &h->n_layers, errmsg)) < 0 ||
+      (r = dim(s[MK_KV_HEADS], "model.kv_heads", KVS_MAX_KV_HEADS, &h->n_kv_heads, errmsg)) < 0 ||
+      (r = dim(s[MK_HEAD_DIM], "model.head_dim", KVS_MAX_HEAD_DIM, &h->head_dim, errmsg)) < 0)
+    return r == -EBADMSG ? r : -EINVAL;
+  if ((r = get_str(s[MK_DTYPE], "model.dtype", &str, &n, errmsg)) < 0)
+    return r;
+  if (n == 4 && memcmp(str, "fp16", 4) == 0)
+    h->dtype = KVS_DTYPE_F16;
+  else if (n == 4 && memcmp(str, "bf16", 4) == 0)
+    h->dtype = KVS_DTYPE_BF16;
+  else
+    return fail(errmsg, -EINVAL, "model.dtype must be \"fp16\" or \"bf16\"");
+  return 0;
+}
+
+static int bits(const msgpack_object *o, const char *name, int32_t *out, char *errmsg)
+{
+  int32_t v = 0;
+  int r = get_i32(o, name, &v, errmsg);
+  if (r < 0)
+    return r;
+  if (v <= 0)
+    v = 0; /* daemon default */
+  else if (v != 2 && v != 3 && v != 4 && v != 8 && v != 16)
+    return fail(errmsg, -EINVAL, "%s = %d: must be 2, 3, 4, 8 or 16", name, (int)v);
+  *out = v;
+  return 0;
+}
+
+static int policy(const msgpack_object *o, int32_t *out, char *errmsg)
+{
+  const char *s = NULL;
+  uint32_t n = 0;
+  int r = get_str(o, "policy", &s, &n, errmsg);
+  if (r < 0)
+    return r;
+  int p = kvs__policy_from_name(s, n);
+  if (p < 0)
+    return fail(errmsg, -EINVAL, "policy must be default, none, pfn or kvsink");
+  *out = p;
+  return 0;
+}
+
+static int decode_hello(const msgpack_object **s, kvs__hello *h, char *errmsg)
+{
+  uint64_t v = 0;
+  int r;
+
+  if (!s[RK_VERSION]) return missing("", "version", errmsg);
+  if (!s[RK_MODEL]) return missing("", "model", errmsg);
+  if (!s[RK_SEG_SIZE]) return missing("", "seg_size", errmsg);
+  /* any version decodes: the daemon answers a foreign one with KVS_EVERSION */
+  if ((r = get_u32(s[RK_VERSION], "version", &h->version, errmsg)) < 0)
+    return r;
+  if ((r = decode_model(s[RK_MODEL], h, errmsg)) < 0)
+    return r;
+  if ((r = get_uint(s[RK_SEG_SIZE], "seg_size", UINT64_MAX, &v, errmsg)) < 0)
+    return r;
+  h->seg_size = v;
+  if (s[RK_K_BITS] && (r = bits(s[RK_K_BITS], "k_bits", &h->k_bits, errmsg)) < 0)
+    return r;
+  if (s[RK_V_BITS] && (r = bits(s[RK_V_BITS], "v_bits", &h->v_bits, errmsg)) < 0)
+    return r;
+  if (s[RK_POLICY] && (r = policy(s[RK_POLICY], &h->policy, errmsg)) < 0)
+    return r;
+  if (s[RK_PFN]) {
+    if ((r = get_i32(s[RK_PFN], "pfn", &h->pfn, errmsg)) < 0)
+      return r;
+    if (h->pfn < 0)
+      h->pfn = -1;
+  }
+  if (s[RK_OUTLIERS]) {
+    if ((r = get_float(s[RK_OUTLIERS], "outliers", &h->outliers, errmsg)) < 0)
+      return r;
+    if (h->outliers < 0)
+      h->outliers = -1.0f;
+    else if (h->outliers > 1.0f)
+      return fail(errmsg, -EINVAL, "outliers is a fraction, at most 1");
+  }
+  if (s[RK_PID] && (r = get_u32(s[RK_PID], "pid", &h->client_pid, errmsg)) < 0)
+    return r;
+  return 0;
+}
+
+static int span(uint32_t start, uint32_t n, char *errmsg)
+{
+  if ((uint64_t)start + n > UINT32_MAX)
+    return fail(errmsg, -EINVAL, "start + count past the largest position");
+  return 0;
+}
+
+static int decode_op(const msgpack_object **s, kvs__req *req, char *errmsg)
+{
+  int r;
+
+  switch (req->op) {
+  case KVS_OP_HELLO:
+    return decode_hello(s, &req->hello, errmsg);
+  case KVS_OP_PUT: {
+    static const int need[] = { RK_SEQ, RK_START, RK_TOKENS, RK_LAYERS, RK_K_OFF, RK_V_OFF };
+    for (size_t i = 0; i < sizeof(need) / sizeof(need[0]); i++)
+      if (!s[need[i]])
+        return missing("", req_keys[need[i]], errmsg);
+    if ((r = get_uint(s[RK_SEQ], "seq", UINT64_MAX, &req->seq, errmsg)) < 0 ||
+        (r = get_u32(s[RK_START], "start", &req->start, errmsg)) < 0 ||
+        (r = get_layers(s[RK_LAYERS], &req->layer_begin, &req->layer_end, errmsg)) < 0 ||
+        (r = get_uint(s[RK_K_OFF], "k_off", UINT64_MAX, &req->k_off, errmsg)) < 0 ||
+        (r = get_uint(s[RK_V_OFF], "v_off", UINT64_MAX, &req->v_off, errmsg)) < 0)
+      return r;
+    if (s[RK_ACT_CHANNELS]) {
+      uint64_t c = 0;
+      if ((r = get_uint(s[RK_ACT_CHANNELS], "act_channels", KVS_MAX_ACT_CHANNELS, &c, errmsg)) < 0)
+        return r;
+      req->act_channels = (uint32_t)c;
+      req->has_act = c > 0;
+    }
+    if (req->has_act) {
+      if (!s[RK_ACT_OFF])
+        return fail(errmsg, -EPROTO, "missing field act_off (act_channels > 0)");
+      if ((r = get_uint(s[RK_ACT_OFF], "act_off", UINT64_MAX, &req->act_off, errmsg)) < 0)
+        return r;
+    }
+    if ((r = get_u32_array(s[RK_TOKENS], "tokens", KVS_MAX_TOKENS_PER_PUT, NULL,
+                           &req->tokens, &req->n_tokens, errmsg)) < 0)
+      return r;
+    return span(req->start, req->n_tokens, errmsg);
+  }
+  case KVS_OP_LOOKUP:
+    if (!s[RK_TOKENS])
+      return missing("", "tokens", errmsg);
+    if (s[RK_BIND] && (r = get_bool(s[RK_BIND], "bind", &req->bind, errmsg)) < 0)
+      return r;
+    if (s[RK_SEQ]) {
+      if ((r = get_uint(s[RK_SEQ], "seq", UINT64_MAX, &req->seq, errmsg)) < 0)
+        return r;
+    } else if (req->bind) {
+      return fail(errmsg, -EPROTO, "missing field seq (bind is set)");
+    }
+    return get_u32_array(s[RK_TOKENS], "tokens", KVS_MAX_TOKENS_PER_PUT, NULL,
+                         &req->tokens, &req->n_tokens, errmsg);
+  case KVS_OP_GET: {
+    static const int need[] = { RK_SEQ, RK_START, RK_N, RK_LAYERS, RK_K_OFF, RK_V_OFF };
+    for (size_t i = 0; i < sizeof(need) / sizeof(need[0]); i++)
+      if (!s[need[i]])
+        return missing("", req_keys[need[i]], errmsg);
+    if ((r = get_uint(s[RK_SEQ], "seq", UINT64_MAX, &req->seq, errmsg)) < 0 ||
+        (r = get_u32(s[RK_START], "start", &req->start, errmsg)) < 0 ||
+        (r = get_u32(s[RK_N], "n", &req->n_tokens, errmsg)) < 0 ||
+        (r = get_layers(s[RK_LAYERS], &req->layer_begin, &req->layer_end, errmsg)) < 0 ||
+        (r = get_uint(s[RK_K_OFF], "k_off", UINT64_MAX, &req->k_off, errmsg)) < 0 ||
+        (r = get_uint(s[RK_V_OFF], "v_off", UINT64_MAX, &req->v_off, errmsg)) < 0)
+      return r;
+    return span(req->start, req->n_tokens, errmsg);
+  }
+  case KVS_OP_RELEASE:
+    if (!s[RK_SEQ])
+      return missing("", "seq", errmsg);
+    return get_uint(s[RK_SEQ], "seq", UINT64_MAX, &req->seq, errmsg);
+  default: /* stats, bye, list, evict, reload, profiles, ping: op and id only */
+    return 0;
+  }
+}
+
+int kvs__decode_req(const char *buf, size_t len, kvs__req *req, char *errmsg)
+{
+  char tmp[KVS_MAX_ERRMSG];
+  const msgpack_object *s[RK__COUNT];
+  msgpack_unpacked u;
+  int r;
+
+  if (!errmsg)
+    errmsg = tmp;
+  errmsg[0] = '\0';
+  memset(req, 0, sizeof(*req));
+  req->hello.pfn = -1;
+  req->hello.outliers = -1.0f;
+  if ((r = parse_top(buf, len, &u, errmsg)) < 0)
+    return r;
+
+  int cerr = collect(&u.data.via.map, req_keys, RK__COUNT, s, "", errmsg);
+  /* id first, so that even a rejected request gets an answer it can match */
+  if (s[RK_ID]) {
+    char idmsg[KVS_MAX_ERRMSG];
+    uint64_t id = 0;
+    r = get_uint(s[RK_ID], "id", UINT64_MAX, &id, idmsg);
+    if (r == 0)
+      req->id = id;
+    else if (cerr == 0)
+      cerr = fail(errmsg, r, "%s", idmsg);
+  } else if (cerr == 0) {
+    cerr = missing("", "id", errmsg);
+  }
+  if ((r = cerr) < 0)
+    goto out;
+  if (!s[RK_OP]) {
+    r = missing("", "op", errmsg);
+    goto out;
+  }
+  if (s[RK_OP]->type != MSGPACK_OBJECT_STR) {
+    r = fail(errmsg, -EBADMSG, "op must be a string");
+    goto out;
+  }
+  req->op = kvs__op_from_name(s[RK_OP]->via.str.ptr, s[RK_OP]->via.str.size);
+  if (req->op == KVS_OP_INVALID) {
+    uint32_t n = s[RK_OP]->via.str.size;
+    r = fail(errmsg, -EPROTO, "unknown op \"%.*s\"", (int)(n > 32 ? 32 : n),
+             s[RK_OP]->via.str.ptr);
+    goto out;
+  }
+  r = decode_op(s, req, errmsg);
+out:
+  msgpack_unpacked_destroy(&u);
+  if (r < 0)
+    kvs__req_free(req);
+  return r;
+}
+
+void kvs__req_free(kvs__req *req)
+{
+  if (!req)
+    return;
+  free(req->tokens);
+  req->tokens = NULL;
+  req->n_tokens = 0;
+}
+
+/* ---- replies ---- */
+
+enum {
+  PK_ID, PK_ERR, PK_SESSION, PK_SEG_SIZE, PK_GROUP, PK_K_BITS, PK_V_BITS,
+  PK_POLICY, PK_PFN, PK_OUTLIERS, PK_PROFILE, PK_SINK_LAYER, PK_SINK_CHANNELS,
+  PK_QUANTIZED, PK_SINKS, PK_SEQ_LEN, PK_CACHED, PK_STATS, PK_ITEMS, PK_EVICTED,
+  PK__COUNT
+};
+static const char *const rep_keys[PK__COUNT] = {
+  "id", "err", "session", "seg_size", "group", "k_bits", "v_bits",
+  "policy", "pfn", "outliers", "profile", "sink_layer", "sink_channels",
+  "quantized", "sinks", "seq_len", "cached", "stats", "items", "evicted",
+};
+
+enum {
+#define X(f) SK_##f,
+  KVS__STATS_U64(X)
+#undef X
+  SK_spaces, SK_backend, SK__COUNT
+};
+static const char *const stats_keys[SK__COUNT] = {
+#define X(f) #f,
+  KVS__STATS_U64(X)
+#undef X
+  "spaces", "backend",
+};
+
+static int decode_stats(const msgpack_object *o, kvs__stats *st, char *errmsg)
+{
+  const msgpack_object *s[SK__COUNT];
+  int r;
+
+  if (o->type != MSGPACK_OBJECT_MAP)
+    return fail(errmsg, -EBADMSG, "stats must be a map");
+  if ((r = collect(&o->via.map, stats_keys, SK__COUNT, s, "stats.", errmsg)) < 0)
+    return r;
+  /* absent counters read as 0: daemons may add or drop some over time */
+#define X(f) \
+  if (s[SK_##f] && (r = get_uint(s[SK_##f], "stats." #f, UINT64_MAX, &st->f, errmsg)) < 0) \
+    return r;
+  KVS__STATS_U64(X)
+#undef X
+  if (s[SK_spaces] && (r = get_u32(s[SK_spaces], "stats.spaces", &st->spaces, errmsg)) < 0)
+    return r;
+  if (s[SK_backend]) {
+    const char *str = NULL;
+    uint32_t n = 0;
+    if ((r = get_str(s[SK_backend], "stats.backend", &str, &n, errmsg)) < 0)
+      return r;
+    if (n >= sizeof(st->backend))
+      return fail(errmsg, -E2BIG, "stats.backend longer than %zu bytes",
+                  sizeof(st->backend) - 1);
+    if (memchr(str, '\0', n))
+      return fail(errmsg, -EINVAL, "stats.backend contains NUL");
+    memcpy(st->backend, str, n);
+    st->backend[n] = '\0';
+  }
+  return 0;
+}
+
+static int decode_err(const msgpack_object *o, kvs__rep *rep, char *errmsg)
+{
+  const char *str = NULL;
+  uint32_t n = 0;
+  int r;
+
+  if (o->type != MSGPACK_OBJECT_ARRAY || o->via.array.size != 2)
+    return fail(errmsg, -EBADMSG, "err must be [code, message]");
+  if ((r = get_i32(&o->via.array.ptr[0], "err[0]", &rep->err, errmsg)) < 0)
+    return r;
+  if (rep->err >= 0)
+    return fail(errmsg, -EBADMSG, "err code must be negative");
+  if ((r = get_str(&o->via.array.ptr[1], "err[1]", &str, &n, errmsg)) < 0)
+    return r;
+  if (n >= KVS_MAX_ERRMSG)
+    n = KVS_MAX_ERRMSG - 1;
+  memcpy(rep->errmsg, str, n);
+  rep->errmsg[n] = '\0';
+  return 0;
+}
+
+static int decode_rep_fields(const char *buf, size_t len, const msgpack_object **s,
+                             kvs__rep *rep, char *errmsg)
+{
+  int r;
+#define U32(K, name, dst) \
+  if (s[K] && (r = get_u32(s[K], name, dst, errmsg)) < 0) return r;
+#define I32(K, name, dst) \
+  if (s[K] && (r = get_i32(s[K], name, dst, errmsg)) < 0) return r;
+#define U64(K, name, dst) \
+  if (s[K] && (r = get_uint(s[K], name, UINT64_MAX, dst, errmsg)) < 0) return r;
+
+  if (s[PK_ERR] && (r = decode_err(s[PK_ERR], rep, errmsg)) < 0)
+    return r;
+  U64(PK_SESSION, "session", &rep->session)
+  U64(PK_SEG_SIZE, "seg_size", &rep->seg_size)
+  U32(PK_GROUP, "group", &rep->group)
+  I32(PK_K_BITS, "k_bits", &rep->k_bits)
+  I32(PK_V_BITS, "v_bits", &rep->v_bits)
+  I32(PK_PFN, "pfn", &rep->pfn)
+  U32(PK_SINK_LAYER, "sink_layer", &rep->sink_layer)
+  U32(PK_QUANTIZED, "quantized", &rep->quantized)
+  U32(PK_SINKS, "sinks", &rep->sinks)
+  U32(PK_SEQ_LEN, "seq_len", &rep->seq_len)
+  U32(PK_CACHED, "cached", &rep->cached)
+  U64(PK_EVICTED, "evicted", &rep->evicted)
+#undef U32
+#undef I32
+#undef U64
+  if (s[PK_POLICY] && (r = policy(s[PK_POLICY], &rep->policy, errmsg)) < 0)
+    return r;
+  if (s[PK_OUTLIERS] && (r = get_float(s[PK_OUTLIERS], "outliers", &rep->outliers, errmsg)) < 0)
+    return r;
+  if (s[PK_PROFILE] && (r = get_bool(s[PK_PROFILE], "profile", &rep->has_profile, errmsg)) < 0)
+    return r;
+  if (s[PK_SINK_CHANNELS] &&
+      (r = get_u32_array(s[PK_SINK_CHANNELS], "sink_channels", KVS_MAX_ACT_CHANNELS,
+                         rep->sink_channels, NULL, &rep->n_sink_channels, errmsg)) < 0)
+    return r;
+  if (s[PK_STATS] && (r = decode_stats(s[PK_STATS], &rep->stats, errmsg)) < 0)
+    return r;
+  if (s[PK_ITEMS]) {
+    size_t off = 0, vlen = 0;
+    if (!kvs__mp_map_find_raw((const uint8_t *)buf, len, "items", &off, &vlen))
+      return fail(errmsg, -EBADMSG, "items unreadable");
+    char *copy = malloc(vlen);
+    if (!copy)
+      return fail(errmsg, -ENOMEM, "out of memory for items");
+    memcpy(copy, buf + off, vlen);
+    rep->items = copy;
+    rep->items_len = vlen;
+  }
+  return 0;
+}
+
+int kvs__decode_rep(const char *buf, size_t len, kvs__rep *rep, char *errmsg)
+{
+  char tmp[KVS_MAX_ERRMSG];
+  const msgpack_object *s[PK__COUNT];
+  msgpack_unpacked u;
+  int r;
+
+  if (!errmsg)
+    errmsg = tmp;
+  errmsg[0] = '\0';
+  memset(rep, 0, sizeof(*rep));
+  if ((r = parse_top(buf, len, &u, errmsg)) < 0)
+    return r;
+  r = collect(&u.data.via.map, rep_keys, PK__COUNT, s, "", errmsg);
+  if (r == 0 && !s[PK_ID])
+    r = missing("", "id", errmsg);
+  if (r == 0)
+    r = get_uint(s[PK_ID], "id", UINT64_MAX, &rep->id, errmsg);
+  if (r == 0)
+    r = decode_rep_fields(buf, len, s, rep, errmsg);
+  msgpack_unpacked_destroy(&u);
+  if (r < 0)
+    kvs__rep_free(rep);
+  return r;
+}
+
+void kvs__rep_free(kvs__rep *rep)
+{
+  if (!rep)
+    return;
+  free((void *)rep->items);
+  rep->items = NULL;
+  rep->items_len = 0;
+}
