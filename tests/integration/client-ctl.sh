@@ -1,0 +1,23 @@
+#!/bin/sh
+# kvsinkctl against a live daemon: every command, JSON parses, exit codes.
+. "${top_srcdir:-.}/tests/integration/client-common.sh"
+start_daemon
+ctl() { timeout 30 "$KVSINKCTL" --socket "$sock" "$@"; }
+json() { /usr/bin/python3 -c 'import json,sys; json.load(sys.stdin)'; }
+[ "$(ctl ping)" = ok ] || fail "ping"
+timeout 60 "$ITEST" "$sock" store 5 2 "$tmp/m.bin" || fail "store"
+ctl stats | grep -q "^compression" || fail "stats text"
+ctl stats --json | json || fail "stats --json"
+[ "$(stat_field puts)" -gt 0 ] || fail "puts not counted"
+ctl list >/dev/null || fail "list"
+ctl list --json | json || fail "list --json"
+ctl profiles >/dev/null || fail "profiles"
+ctl profiles --json | json || fail "profiles --json"
+ctl evict | grep -q "^evicted [0-9]" || fail "evict"
+[ "$(stat_field blocks_used)" = 0 ] || fail "blocks left after evict with no client"
+ctl bogus 2>/dev/null; [ $? -eq 2 ] || fail "usage exit code"
+"$KVSINKCTL" --socket "$tmp/nonexistent.sock" ping 2>/dev/null
+[ $? -eq 3 ] || fail "connect failure exit code"
+stop_daemon || exit 1
+"$KVSINKCTL" --socket "$sock" ping 2>/dev/null; [ $? -eq 3 ] || fail "ping after stop"
+echo "client-ctl ok"
