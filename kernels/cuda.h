@@ -14,11 +14,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "kernels/quant.h"
-
 #ifdef __cplusplus
 extern "C" {
 #endif
+
+#include "kernels/quant.h"
 
 /* One block to quantize: k, v are [G][C] raw 16-bit; rows[i] receives the
  * i-th sink row (2*C words), rows may be NULL when sink_mask is 0. */

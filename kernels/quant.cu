@@ -204,8 +204,10 @@ kvs_quant_kernel(kvs_cu_args a, const kvs__cuda_qjob *jobs, int *st)
         bad |= bad_bits(h, dt);
         if (nko && ((kmask[r * W + (c >> 5)] >> (c & 31u)) & 1u)) continue;
         float x = h2f(h, dt);
+        /* strict compares keep the first of equal values (-0 vs +0), as
+         * the reference's row-order scan does */
         if (!any) { mn = mx = x; any = true; }
-        else { mn = fminf(mn, x); mx = fmaxf(mx, x); }
+        else { mn = x < mn ? x : mn; mx = x > mx ? x : mx; }
       }
       if (bad) set_status(st, KVS_ENAN);
       range_params(mn, mx, any, a.kb, &ksc[c], &kmn[c], &kminf[c], &kinv[c], st);
@@ -223,7 +225,10 @@ kvs_quant_kernel(kvs_cu_args a, const kvs__cuda_qjob *jobs, int *st)
       uint32_t r = rg / ng, g = rg % ng;
       if ((mask >> r) & 1u) continue;
       const uint16_t *row = J.v + (size_t)r * C + (size_t)g * a.vg;
-      float mn = 3.4e38f, mx = -3.4e38f;
+      /* (value, first channel) pairs: ties go to the lower channel so a
+       * zero's sign is the one the reference's in-order scan keeps */
+      float mn = 0.f, mx = 0.f;
+      uint32_t imn = 0xffffffffu, imx = 0xffffffffu;
       bool any = false, bad = false;
       for (uint32_t j = lane; j < a.vg; j += 32) {
         uint16_t h = row[j];
@@ -231,13 +236,17 @@ kvs_quant_kernel(kvs_cu_args a, const kvs__cuda_qjob *jobs, int *st)
         bad |= bad_bits(h, dt);
         if (nvo && ((vmask[r * W + (c >> 5)] >> (c & 31u)) & 1u)) continue;
         float x = h2f(h, dt);
-        mn = fminf(mn, x);
-        mx = fmaxf(mx, x);
-        any = true;
+        if (!any) { mn = mx = x; imn = imx = j; any = true; }
+        else {
+          if (x < mn) { mn = x; imn = j; }
+          if (x > mx) { mx = x; imx = j; }
+        }
       }
       for (int o = 16; o; o >>= 1) {
-        mn = fminf(mn, __shfl_xor_sync(0xffffffffu, mn, o));
-        mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, o));
+        float mn2 = __shfl_xor_sync(0xffffffffu, mn, o), mx2 = __shfl_xor_sync(0xffffffffu, mx, o);
+        uint32_t in2 = __shfl_xor_sync(0xffffffffu, imn, o), ix2 = __shfl_xor_sync(0xffffffffu, imx, o);
+        if (in2 != 0xffffffffu && (imn == 0xffffffffu || mn2 < mn || (mn2 == mn && in2 < imn))) { mn = mn2; imn = in2; }
+        if (ix2 != 0xffffffffu && (imx == 0xffffffffu || mx2 > mx || (mx2 == mx && ix2 < imx))) { mx = mx2; imx = ix2; }
       }
       any = __any_sync(0xffffffffu, any);
       if (__any_sync(0xffffffffu, bad) && lane == 0) set_status(st, KVS_ENAN);
@@ -382,7 +391,7 @@ kvs_dequant_kernel(kvs_cu_args a, const kvs__cuda_dqjob *jobs)
 static int fill_args(const kvs__qparams *p, const kvs__qlayout *l, kvs_cu_args *a)
 {
   if (!p || !l || p->group == 0 || p->group > KVS_QBLOCK_MAX_G || p->channels == 0 ||
-      p->channels > 65535u || p->v_group == 0 || p->channels % p->v_group)
+      p->channels > 65536u || p->v_group == 0 || p->channels % p->v_group)
     return -EINVAL;
   uint32_t kb = p->k_bits, vb = p->v_bits;
   if (!(kb == 2 || kb == 3 || kb == 4 || kb == 8 || kb == 16)) return -EINVAL;

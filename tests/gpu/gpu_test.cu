@@ -1,0 +1,328 @@
+/* GPU test and benchmark of kernels/quant.cu and kernels/sink.cu.
+ *   gpu_test check   compare with the C reference (kernels/quant.c, sink.c)
+ *   gpu_test bench   quantize / dequantize throughput vs cudaMemcpy D2D
+ * Exit status 1 on any mismatch. Built by tests/gpu/run.sh. */
+#include <cerrno>
+#include <cmath>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <vector>
+
+#include <cuda_runtime.h>
+
+#include "kernels/cuda.h"
+extern "C" {
+#include "kernels/half.h"
+#include "kernels/sink.h"
+}
+#ifndef KVS_GPU_NO_REF
+#define LAYOUT kvs__qlayout_of
+#else
+/* Benchmark-only layout when the reference is absent (no comparison). */
+static size_t a16(size_t x) { return (x + 15) & ~(size_t)15; }
+static size_t LAYOUT(const kvs__qparams *p, kvs__qlayout *l)
+{
+  size_t G = p->group, C = p->channels, o = a16(sizeof(kvs__qhdr));
+  l->kstride = ((C * p->k_bits + 7) / 8 + 3) & ~(size_t)3;
+  l->vstride = ((C * p->v_bits + 7) / 8 + 3) & ~(size_t)3;
+  l->kscale = o; o = a16(o + C * 2);
+  l->kmin = o; o = a16(o + C * 2);
+  l->kcodes = o; o = a16(o + G * l->kstride);
+  l->vscale = o; o = a16(o + G * (C / p->v_group) * 2);
+  l->vmin = o; o = a16(o + G * (C / p->v_group) * 2);
+  l->vcodes = o; o = a16(o + G * l->vstride);
+  l->kout = o; o = a16(o + G * p->k_outliers * 4);
+  l->vout = o; o = a16(o + G * p->v_outliers * 4);
+  l->total = o;
+  return o;
+}
+#endif
+
+#define CK(x) do { cudaError_t e_ = (x); if (e_ != cudaSuccess) { \
+  fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #x, cudaGetErrorString(e_)); exit(2); } } while (0)
+
+static uint64_t rng = 88172645463325252ull;
+static uint64_t xr(void) { rng ^= rng << 13; rng ^= rng >> 7; rng ^= rng << 17; return rng; }
+static float unif(void) { return (float)((xr() >> 11) * (1.0 / 9007199254740992.0)); }
+static float gauss(void)
+{
+  float u = unif() + 1e-7f, v = unif();
+  return sqrtf(-2.f * logf(u)) * cosf(6.2831853f * v);
+}
+
+static int failures;
+#define FAIL(...) do { failures++; printf("FAIL: " __VA_ARGS__); printf("\n"); } while (0)
+
+#ifndef KVS_GPU_NO_REF
+static uint32_t get_code(const uint8_t *row, uint32_t i, uint32_t b)
+{
+  uint64_t p = (uint64_t)i * b, v = 0;
+  for (uint32_t k = 0; k < 8 && (p >> 3) + k < (p >> 3) + 5; k++) v |= (uint64_t)row[(p >> 3) + k] << (8 * k);
+  return (uint32_t)(v >> (p & 7)) & (b >= 32 ? 0xffffffffu : (1u << b) - 1u);
+}
+
+struct stats { uint64_t codes, off_by_one; };
+
+/* One case: quantize on both sides, compare bytes; dequantize on both. */
+static void one_case(const char *name, const kvs__qparams &p, const std::vector<uint16_t> &k,
+                     const std::vector<uint16_t> &v, uint64_t mask, int expect_rc, stats &S)
+{
+  kvs__qlayout l;
+  if (kvs__qparams_check(&p)) { FAIL("%s: reference rejects params", name); return; }
+  size_t tot = LAYOUT(&p, &l);
+  uint32_t G = p.group, C = p.channels, ns = (uint32_t)__builtin_popcountll(mask);
+  size_t rowb = kvs__sink_row_bytes(&p), plane = (size_t)G * C * 2;
+  std::vector<uint8_t> rb(tot + 64, 0xa5), gb(tot + 64, 0x5a);
+  std::vector<uint16_t> rrows(ns ? ns * rowb / 2 : 1), grows(ns ? ns * rowb / 2 : 1);
+  std::vector<uint16_t *> rptr(ns ? ns : 1);
+  for (uint32_t i = 0; i < ns; i++) rptr[i] = rrows.data() + i * rowb / 2;
+  int rrc = kvs__quantize_block(&p, k.data(), v.data(), mask, rb.data(), ns ? rptr.data() : NULL);
+
+  kvs__cuda_ctx ctx;
+  if (kvs__cuda_ctx_init(&ctx)) { FAIL("ctx"); return; }
+  uint8_t *dk, *dv, *dblk, *drows, *djob, *dptr, *dout;
+  CK(cudaMalloc(&dk, plane)); CK(cudaMalloc(&dv, plane)); CK(cudaMalloc(&dblk, tot + 64));
+  CK(cudaMalloc(&drows, ns * rowb + 16)); CK(cudaMalloc(&djob, 256)); CK(cudaMalloc(&dptr, 64 * 8));
+  CK(cudaMalloc(&dout, 2 * plane + 16));
+  CK(cudaMemcpy(dk, k.data(), plane, cudaMemcpyHostToDevice));
+  CK(cudaMemcpy(dv, v.data(), plane, cudaMemcpyHostToDevice));
+  CK(cudaMemset(dblk, 0x5a, tot + 64));
+  std::vector<uint16_t *> dp(64);
+  for (uint32_t i = 0; i < ns; i++) dp[i] = (uint16_t *)(drows + i * rowb);
+  CK(cudaMemcpy(dptr, dp.data(), 64 * 8, cudaMemcpyHostToDevice));
+  kvs__cuda_qjob qj = {(uint16_t *)dk, (uint16_t *)dv, dblk, ns ? (uint16_t *const *)dptr : NULL, mask};
+  CK(cudaMemcpy(djob, &qj, sizeof qj, cudaMemcpyHostToDevice));
+  int grc = kvs__cuda_quantize(&ctx, &p, &l, (kvs__cuda_qjob *)djob, 1);
+  if (rrc != expect_rc || grc != expect_rc) {
+    FAIL("%s: rc reference %d gpu %d expected %d", name, rrc, grc, expect_rc);
+    goto out;
+  }
+  if (rrc) goto out;
+  CK(cudaMemcpy(gb.data(), dblk, tot + 64, cudaMemcpyDeviceToHost));
+  if (ns) CK(cudaMemcpy(grows.data(), drows, ns * rowb, cudaMemcpyDeviceToHost));
+  if (memcmp(rb.data() + tot, gb.data() + tot, 0) != 0 || gb[tot] != 0x5a) FAIL("%s: gpu wrote past block end", name);
+  if (ns && memcmp(rrows.data(), grows.data(), ns * rowb)) FAIL("%s: sink rows differ", name);
+  {
+    /* everything but codes bytewise; codes elementwise within one step */
+    std::vector<uint8_t> mk(tot, 1);
+    for (size_t i = l.kcodes; i < l.kcodes + G * l.kstride; i++) mk[i] = 0;
+    for (size_t i = l.vcodes; i < l.vcodes + G * l.vstride; i++) mk[i] = 0;
+    size_t bad = 0, first = 0;
+    for (size_t i = 0; i < tot; i++)
+      if (mk[i] && rb[i] != gb[i]) { if (!bad) first = i; bad++; }
+    if (bad) FAIL("%s: %zu metadata/outlier bytes differ (first at %zu: ref %02x gpu %02x)", name, bad, first, rb[first], gb[first]);
+    for (int side = 0; side < 2; side++) {
+      size_t off = side ? l.vcodes : l.kcodes, st = side ? l.vstride : l.kstride;
+      uint32_t b = side ? p.v_bits : p.k_bits;
+      for (uint32_t r = 0; r < G; r++) {
+        const uint8_t *a = rb.data() + off + r * st, *g = gb.data() + off + r * st;
+        for (uint32_t c = 0; c < C; c++) {
+          uint32_t ca = get_code(a, c, b), cg = get_code(g, c, b);
+          S.codes++;
+          if (ca == cg) continue;
+          if ((ca > cg ? ca - cg : cg - ca) == 1 && b != 16) S.off_by_one++;
+          else { FAIL("%s: %s code r%u c%u ref %u gpu %u", name, side ? "V" : "K", r, c, ca, cg); goto out; }
+        }
+        /* padding bits past C*b must be zero on both */
+        for (size_t j = ((size_t)C * b + 7) / 8; j < st; j++)
+          if (g[j] != a[j]) { FAIL("%s: padding differs", name); goto out; }
+      }
+    }
+  }
+  /* dequantize the reference block on both sides: must be bitwise equal */
+  {
+    uint32_t r0 = (uint32_t)(xr() % G), r1 = r0 + 1 + (uint32_t)(xr() % (G - r0));
+    if (xr() & 1) { r0 = 0; r1 = G; }
+    size_t n = (size_t)(r1 - r0) * C;
+    std::vector<uint16_t> rk(n), rv(n), gk(n), gv(n);
+    int dr = kvs__dequantize_block(&p, rb.data(), ns ? rptr.data() : NULL, r0, r1, rk.data(), rv.data());
+    CK(cudaMemcpy(dblk, rb.data(), tot, cudaMemcpyHostToDevice));
+    CK(cudaMemcpy(drows, rrows.data(), ns * rowb, cudaMemcpyHostToDevice));
+    /* odd output offset exercises the unaligned store path */
+    uint16_t *ok = (uint16_t *)dout + (xr() & 1), *ov = (uint16_t *)(dout + plane + 4);
+    kvs__cuda_dqjob dj = {dblk, ns ? (const uint16_t *const *)dptr : NULL, ok, ov, r0, r1};
+    CK(cudaMemcpy(djob, &dj, sizeof dj, cudaMemcpyHostToDevice));
+    int gr = kvs__cuda_dequantize(&ctx, &p, &l, (kvs__cuda_dqjob *)djob, 1);
+    if (dr || gr) { FAIL("%s: dequantize rc ref %d gpu %d", name, dr, gr); goto out; }
+    CK(cudaMemcpy(gk.data(), ok, n * 2, cudaMemcpyDeviceToHost));
+    CK(cudaMemcpy(gv.data(), ov, n * 2, cudaMemcpyDeviceToHost));
+    for (size_t i = 0; i < n; i++)
+      if (rk[i] != gk[i] || rv[i] != gv[i]) {
+        FAIL("%s: dequantized rows [%u,%u) differ at %zu (K %04x/%04x V %04x/%04x)", name, r0, r1, i,
+             rk[i], gk[i], rv[i], gv[i]);
+        break;
+      }
+  }
+out:
+  kvs__cuda_ctx_close(&ctx);
+  cudaFree(dk); cudaFree(dv); cudaFree(dblk); cudaFree(drows); cudaFree(djob); cudaFree(dptr); cudaFree(dout);
+}
+
+static uint16_t enc(float x, int dt) { return kvs__f32_to_h(x, dt); }
+
+static int check(void)
+{
+  struct cfg { uint32_t G, C, vg, kb, vb, ko, vo; };
+  const cfg cfgs[] = {
+    {32, 1024, 128, 2, 2, 0, 0}, {32, 1024, 128, 4, 4, 10, 10}, {32, 1024, 32, 3, 3, 2, 2},
+    {32, 1024, 64, 8, 8, 1, 1},  {31, 200, 40, 2, 4, 2, 1},     {64, 96, 96, 3, 2, 0, 3},
+    {1, 64, 64, 4, 4, 1, 1},     {17, 130, 13, 3, 8, 5, 0},     {32, 256, 128, 16, 2, 0, 2},
+    {32, 256, 128, 4, 16, 3, 0}, {64, 4096, 128, 2, 2, 41, 41}, {8, 33, 11, 8, 3, 2, 1},
+  };
+  stats S = {0, 0};
+  int n_cases = 0;
+  for (int dt = 1; dt <= 2; dt++)
+    for (const cfg &c : cfgs)
+      for (int kind = 0; kind < 7; kind++) {
+        kvs__qparams p = {c.G, c.C, c.vg, c.kb, c.vb, c.ko, c.vo, (kvs_dtype)dt};
+        size_t n = (size_t)c.G * c.C;
+        std::vector<uint16_t> k(n), v(n);
+        uint64_t mask = 0, full = c.G == 64 ? ~0ull : ((1ull << c.G) - 1);
+        const char *kn[] = {"random", "constant-rows", "huge-outliers", "all-sink", "random-sinks",
+                            "nan", "inf"};
+        for (size_t i = 0; i < n; i++) {
+          float a = gauss(), b = gauss();
+          if (kind == 0 && xr() % 16 == 0) { a = (xr() & 1) ? -0.f : 0.f; b = (xr() & 1) ? -0.f : 0.f; }
+          if (kind == 1) { a = (float)(i / c.C % 5) - 2.f; b = 0.5f; }
+          if (kind == 2 && xr() % 50 == 0) { a *= 3000.f; b *= -1000.f; }
+          k[i] = enc(a * 1.5f + 0.3f, dt);
+          v[i] = enc(b, dt);
+        }
+        if (kind == 3) mask = full;
+        if (kind == 4 || kind == 2) mask = xr() & xr() & full;
+        int expect = 0;
+        if (kind == 5) { (xr() & 1 ? k : v)[xr() % n] = dt == 2 ? 0x7fc0 : 0x7e00; }
+        if (kind == 6) {
+          size_t at = xr() % n;
+          (xr() & 1 ? k : v)[at] = dt == 2 ? 0xff80 : 0xfc00;
+          if (xr() & 1) mask |= 1ull << (at / c.C);  /* Inf inside a sink row too */
+        }
+        if (kind >= 5) expect = KVS_ENAN;
+        char name[160];
+        snprintf(name, sizeof name, "%s G%u C%u vg%u k%u v%u ko%u vo%u %s", dt == 2 ? "bf16" : "fp16",
+                 c.G, c.C, c.vg, c.kb, c.vb, c.ko, c.vo, kn[kind]);
+        one_case(name, p, k, v, mask, expect, S);
+        n_cases++;
+      }
+  printf("check: %d cases, %llu codes compared, %llu (%.6f%%) differ by one step, %d failures\n",
+         n_cases, (unsigned long long)S.codes, (unsigned long long)S.off_by_one,
+         S.codes ? 100.0 * S.off_by_one / S.codes : 0.0, failures);
+
+#ifndef KVS_GPU_NO_SINKREF
+  /* sink prediction: same flags as the reference */
+  kvs__cuda_ctx ctx;
+  if (kvs__cuda_ctx_init(&ctx)) return 1;
+  for (int t = 0; t < 6; t++) {
+    uint32_t n = 1 + (uint32_t)(xr() % 3000), ch = 1 + (uint32_t)(xr() % 8), budget = (uint32_t)(xr() % 20);
+    std::vector<float> act((size_t)n * ch);
+    for (auto &x : act) x = gauss();
+    for (uint32_t i = 0; i < 30; i++) act[(xr() % n) * ch + xr() % ch] = (xr() & 1 ? 40.f : -40.f);
+    act[(xr() % n) * ch] = 40.f;  /* a tie */
+    if (t == 5) act[xr() % act.size()] = NAN;
+    std::vector<uint8_t> fr(n, 0), fg(n, 0);
+    int rr = kvs__predict_sinks(act.data(), n, ch, 8.f, budget, fr.data());
+    float *da; uint8_t *df;
+    CK(cudaMalloc(&da, act.size() * 4)); CK(cudaMalloc(&df, n));
+    CK(cudaMemcpy(da, act.data(), act.size() * 4, cudaMemcpyHostToDevice));
+    CK(cudaMemset(df, 0, n));
+    int gr = kvs__cuda_predict_sinks(&ctx, da, n, ch, 8.f, budget, df);
+    CK(cudaMemcpy(fg.data(), df, n, cudaMemcpyDeviceToHost));
+    if (rr != gr) FAIL("predict_sinks n=%u budget=%u: ref %d gpu %d", n, budget, rr, gr);
+    else if (rr >= 0 && memcmp(fr.data(), fg.data(), n)) FAIL("predict_sinks n=%u: flags differ", n);
+    cudaFree(da); cudaFree(df);
+  }
+  kvs__cuda_ctx_close(&ctx);
+#else
+  printf("check: kernels/sink.c absent, sink prediction not compared\n");
+#endif
+  printf("check: %s (%d failures)\n", failures ? "FAILED" : "passed", failures);
+  return failures ? 1 : 0;
+}
+#endif
+
+/* Benchmark: L layers x H heads x D dim, T tokens, fp16, G = 32. */
+static int bench(void)
+{
+  const uint32_t L = 32, H = 8, D = 128, G = 32, C = H * D;
+  const uint32_t Ts[] = {4096, 8192, 16384, 32768};
+  cudaDeviceProp prop;
+  CK(cudaGetDeviceProperties(&prop, 0));
+  printf("bench: device %s, %u layers x %u KV heads x dim %u, G=%u, fp16\n", prop.name, L, H, D, G);
+  kvs__cuda_ctx ctx;
+  if (kvs__cuda_ctx_init(&ctx)) return 1;
+  cudaEvent_t e0, e1;
+  CK(cudaEventCreate(&e0)); CK(cudaEventCreate(&e1));
+  for (uint32_t T : Ts) {
+    size_t nb = (size_t)L * T / G, plane = (size_t)G * C * 2, bytes = nb * plane * 2; /* K+V */
+    uint16_t *in, *out;
+    CK(cudaMalloc(&in, bytes)); CK(cudaMalloc(&out, bytes));
+    {
+      std::vector<uint16_t> h(1u << 22);
+      for (auto &x : h) x = kvs__f32_to_f16(gauss());
+      for (size_t o = 0; o < bytes / 2; o += h.size())
+        CK(cudaMemcpy(in + o, h.data(), std::min(h.size(), bytes / 2 - o) * 2, cudaMemcpyHostToDevice));
+    }
+    auto time = [&](auto fn) {
+      fn();
+      CK(cudaDeviceSynchronize());
+      float best = 1e30f;
+      for (int it = 0; it < 5; it++) {
+        CK(cudaEventRecord(e0));
+        fn();
+        CK(cudaEventRecord(e1));
+        CK(cudaEventSynchronize(e1));
+        float ms; CK(cudaEventElapsedTime(&ms, e0, e1));
+        best = std::min(best, ms);
+      }
+      return best;
+    };
+    float tcopy = time([&] { CK(cudaMemcpyAsync(out, in, bytes, cudaMemcpyDeviceToDevice)); });
+    double gb = bytes / 1e9, copy_gbs = gb / (tcopy / 1e3);
+    printf("T=%-6u %.2f GB of K+V: D2D copy %.3f ms = %.0f GB/s\n", T, gb, tcopy, copy_gbs);
+    for (uint32_t bits : {2u, 4u}) for (uint32_t outl : {0u, 10u}) {
+      kvs__qparams p = {G, C, 128, bits, bits, outl, outl, KVS_DTYPE_F16};
+      kvs__qlayout l;
+      size_t tot = (LAYOUT(&p, &l) + 255) & ~(size_t)255;
+      uint8_t *blocks;
+      kvs__cuda_qjob *dq; kvs__cuda_dqjob *dd;
+      CK(cudaMalloc(&blocks, nb * tot));
+      CK(cudaMalloc(&dq, nb * sizeof *dq)); CK(cudaMalloc(&dd, nb * sizeof *dd));
+      std::vector<kvs__cuda_qjob> hq(nb); std::vector<kvs__cuda_dqjob> hd(nb);
+      for (size_t b = 0; b < nb; b++) {
+        /* block b = layer b / (T/G), token group b % (T/G): K and V planes */
+        hq[b] = {in + b * (plane / 2), in + bytes / 4 + b * (plane / 2), blocks + b * tot, NULL, 0};
+        hd[b] = {blocks + b * tot, NULL, out + b * (plane / 2), out + bytes / 4 + b * (plane / 2), 0, G};
+      }
+      CK(cudaMemcpy(dq, hq.data(), nb * sizeof *dq, cudaMemcpyHostToDevice));
+      CK(cudaMemcpy(dd, hd.data(), nb * sizeof *dd, cudaMemcpyHostToDevice));
+      int rc = 0;
+      float tq = time([&] { rc |= kvs__cuda_quantize_async(&ctx, &p, &l, dq, (uint32_t)nb); });
+      rc |= kvs__cuda_finish(&ctx);
+      float td = time([&] { rc |= kvs__cuda_dequantize_async(&ctx, &p, &l, dd, (uint32_t)nb); });
+      rc |= kvs__cuda_finish(&ctx);
+      if (rc) { printf("bench: launch failed %d\n", rc); return 1; }
+      printf("T=%-6u %u-bit outliers=%-2u quantize %.3f ms %.0f GB/s (%.0f%% of copy)  "
+             "dequantize %.3f ms %.0f GB/s (%.0f%% of copy)  block %zu B\n",
+             T, bits, outl, tq, gb / (tq / 1e3), 100.0 * tcopy / tq, td, gb / (td / 1e3),
+             100.0 * tcopy / td, (size_t)l.total);
+      cudaFree(blocks); cudaFree(dq); cudaFree(dd);
+    }
+    cudaFree(in); cudaFree(out);
+  }
+  kvs__cuda_ctx_close(&ctx);
+  return 0;
+}
+
+int main(int argc, char **argv)
+{
+  int n = 0;
+  if (cudaGetDeviceCount(&n) != cudaSuccess || n == 0) { fprintf(stderr, "no GPU\n"); return 77; }
+  if (argc > 1 && !strcmp(argv[1], "bench")) return bench();
+#ifndef KVS_GPU_NO_REF
+  return check();
+#else
+  fprintf(stderr, "built without the C reference: no check\n");
+  return 1;
+#endif
+}

@@ -1,0 +1,47 @@
+#!/bin/sh
+# GPU test and benchmark (needs an NVIDIA GPU; not part of `make check`).
+#   tests/gpu/run.sh [OUTDIR]
+# Builds the CUDA kernels and the C reference with nvcc/gcc directly,
+# compares them (tests/gpu/gpu_test.cu check), then benchmarks quantize /
+# dequantize against a D2D copy, and, when PyTorch is present, a PyTorch
+# fp8 cast and KIVI's Triton quantizer (tests/gpu/bench_ref.py; KIVI's
+# source must be in .third_party/kivi/new_pack.py, never committed).
+# Exit status: non-zero when the comparison finds a mismatch.
+set -eu
+top=$(cd "$(dirname "$0")/../.." && pwd)
+out=${1:-$top/build-cuda/gpu}
+mkdir -p "$out"
+NVCC=${NVCC:-nvcc}
+command -v "$NVCC" >/dev/null 2>&1 || NVCC=/usr/local/cuda/bin/nvcc
+ARCH=${NVCC_ARCH:--gencode arch=compute_90,code=sm_90 -gencode arch=compute_80,code=sm_80}
+inc="-I$top -I$top/client"
+defs=
+cobjs=
+for f in half quant sink; do
+  if [ -f "$top/kernels/$f.c" ]; then
+    gcc -std=c11 -O2 -Wall -Wextra $inc -c "$top/kernels/$f.c" -o "$out/ref_$f.o"
+    cobjs="$cobjs $out/ref_$f.o"
+  elif [ $f = sink ]; then
+    defs="$defs -DKVS_GPU_NO_SINKREF"
+  else
+    defs="$defs -DKVS_GPU_NO_REF"
+  fi
+done
+# the reference without quant.c cannot be linked half-way
+case "$defs" in *NO_REF*) cobjs= ;; esac
+for f in quant sink; do
+  $NVCC -O3 $ARCH $inc -Xcompiler -Wall -c "$top/kernels/$f.cu" -o "$out/$f.cu.o"
+done
+$NVCC -std=c++17 -O2 $ARCH $inc $defs -c "$top/tests/gpu/gpu_test.cu" -o "$out/gpu_test.o"
+$NVCC $ARCH -o "$out/gpu_test" "$out/gpu_test.o" "$out/quant.cu.o" "$out/sink.cu.o" $cobjs -lm
+echo "built $out/gpu_test ($defs)"
+
+rc=0
+"$out/gpu_test" check || rc=$?
+"$out/gpu_test" bench || rc=$?
+if python3 -c 'import torch, triton' 2>/dev/null; then
+  python3 "$top/tests/gpu/bench_ref.py" "$top/.third_party/kivi" || rc=$?
+else
+  echo "bench_ref: PyTorch/Triton absent, fp8 and KIVI baselines skipped"
+fi
+exit $rc
