@@ -23,7 +23,7 @@
 
 /* Where pool memory lives and who runs the kernels. The host backend uses
  * malloc and the C reference; the CUDA backend (daemon/backend_cuda.c)
- * cudaMallocs the pool and runs kernels/*.cu. Pointers passed as block /
+ * cudaMallocs the pool and runs the CUDA kernels (kernels/quant.cu). Pointers passed as block /
  * rows point into pool memory; k/v pointers are host memory. */
 typedef struct kvs__backend {
   const char *name;                      /* "host" or "cuda" */
@@ -56,6 +56,8 @@ typedef struct kvs__space_key {
   kvs_policy policy;       /* NONE, PFN or KVSINK */
   uint32_t pfn;
   float outliers;
+  uint32_t v_group;        /* channels per value group; 0 (or one that does not
+                              divide C) = 32 when it divides C, else head_dim */
 } kvs__space_key;
 
 typedef struct kvs__store kvs__store;

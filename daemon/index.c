@@ -1,0 +1,136 @@
+#include "daemon/index.h"
+
+#include <errno.h>
+#include <stdlib.h>
+
+typedef struct slot {
+  kvs__ikey key;
+  void *val;              /* NULL: empty */
+} slot;
+
+struct kvs__index {
+  slot *t;
+  size_t cap;             /* power of two */
+  size_t count;
+};
+
+static size_t home(const kvs__index *ix, const kvs__ikey *k)
+{
+  uint64_t h = k->h.lo ^ ((uint64_t)k->layer * 0x9e3779b97f4a7c15ull);
+  h ^= h >> 29;
+  return (size_t)h & (ix->cap - 1);
+}
+
+static int key_eq(const kvs__ikey *a, const kvs__ikey *b)
+{
+  return a->h.lo == b->h.lo && a->h.hi == b->h.hi && a->layer == b->layer;
+}
+
+int kvs__index_init(kvs__index **out)
+{
+  kvs__index *ix = calloc(1, sizeof(*ix));
+  if (!ix)
+    return -ENOMEM;
+  ix->cap = 64;
+  ix->t = calloc(ix->cap, sizeof(*ix->t));
+  if (!ix->t) {
+    free(ix);
+    return -ENOMEM;
+  }
+  *out = ix;
+  return 0;
+}
+
+void kvs__index_close(kvs__index *ix)
+{
+  if (!ix)
+    return;
+  free(ix->t);
+  free(ix);
+}
+
+static size_t probe(const kvs__index *ix, const kvs__ikey *k)
+{
+  size_t i = home(ix, k);
+  while (ix->t[i].val && !key_eq(&ix->t[i].key, k))
+    i = (i + 1) & (ix->cap - 1);
+  return i;
+}
+
+void *kvs__index_find(const kvs__index *ix, const kvs__ikey *k)
+{
+  return ix->t[probe(ix, k)].val;
+}
+
+static int grow(kvs__index *ix, size_t cap)
+{
+  slot *nt = calloc(cap, sizeof(*nt));
+  if (!nt)
+    return -ENOMEM;
+  slot *ot = ix->t;
+  size_t ocap = ix->cap;
+  ix->t = nt;
+  ix->cap = cap;
+  for (size_t i = 0; i < ocap; i++)
+    if (ot[i].val)
+      ix->t[probe(ix, &ot[i].key)] = ot[i];
+  free(ot);
+  return 0;
+}
+
+int kvs__index_reserve(kvs__index *ix, size_t extra)
+{
+  size_t need = ix->count + extra;
+  if (need < ix->count)
+    return -ENOMEM;
+  size_t cap = ix->cap;
+  /* Load factor at most 3/4 keeps probe runs short. */
+  while (need > cap / 4 * 3) {
+    if (cap > SIZE_MAX / 2 / sizeof(slot))
+      return -ENOMEM;
+    cap *= 2;
+  }
+  return cap == ix->cap ? 0 : grow(ix, cap);
+}
+
+int kvs__index_insert(kvs__index *ix, const kvs__ikey *k, void *val)
+{
+  if (!val)
+    return -EINVAL;
+  if (kvs__index_find(ix, k))
+    return -EEXIST;
+  int rc = kvs__index_reserve(ix, 1);
+  if (rc < 0)
+    return rc;
+  size_t i = probe(ix, k);
+  ix->t[i].key = *k;
+  ix->t[i].val = val;
+  ix->count++;
+  return 0;
+}
+
+int kvs__index_remove(kvs__index *ix, const kvs__ikey *k)
+{
+  size_t mask = ix->cap - 1, i = probe(ix, k);
+  if (!ix->t[i].val)
+    return -ENOENT;
+  /* Backward shift: pull later entries of the run into the hole when their
+   * home lies cyclically at or before it. */
+  size_t j = i;
+  for (;;) {
+    j = (j + 1) & mask;
+    if (!ix->t[j].val)
+      break;
+    size_t h = home(ix, &ix->t[j].key);
+    if (((j - h) & mask) >= ((j - i) & mask)) {
+      ix->t[i] = ix->t[j];
+      i = j;
+    }
+  }
+  ix->t[i].val = NULL;
+  ix->count--;
+  return 0;
+}
+
+size_t kvs__index_count(const kvs__index *ix) { return ix->count; }
+size_t kvs__index_capacity(const kvs__index *ix) { return ix->cap; }

@@ -1,0 +1,30 @@
+/* The prefix index: (128-bit chain hash, layer) -> block, open addressing
+ * with linear probing and backward-shift deletion (no tombstones). */
+#ifndef KVS_DAEMON_INDEX_H
+#define KVS_DAEMON_INDEX_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "daemon/hash.h"
+
+typedef struct kvs__ikey {
+  kvs__h128 h;
+  uint32_t layer;
+} kvs__ikey;
+
+typedef struct kvs__index kvs__index;
+
+int kvs__index_init(kvs__index **out);
+void kvs__index_close(kvs__index *ix);
+void *kvs__index_find(const kvs__index *ix, const kvs__ikey *k);
+/* Make room so that `extra` more inserts cannot fail (-ENOMEM). */
+int kvs__index_reserve(kvs__index *ix, size_t extra);
+/* 0, -EEXIST (key present; nothing changed) or -ENOMEM. */
+int kvs__index_insert(kvs__index *ix, const kvs__ikey *k, void *val);
+/* 0 or -ENOENT. */
+int kvs__index_remove(kvs__index *ix, const kvs__ikey *k);
+size_t kvs__index_count(const kvs__index *ix);
+size_t kvs__index_capacity(const kvs__index *ix);
+
+#endif

@@ -1,0 +1,225 @@
+#include "daemon/pool.h"
+
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#define NONE UINT32_MAX
+
+/* A unit is `span` contiguous chunks serving `nslots` slots of one class.
+ * Its state lives on the first chunk; the others point to it. */
+typedef struct unit {
+  int32_t cls;            /* -1: chunk free */
+  uint32_t head;          /* first chunk of the unit this chunk belongs to */
+  uint32_t nfree;         /* head only */
+  uint32_t prev, next;    /* head only: class list of units with free slots */
+  uint32_t *stack;        /* head only: free slot indices */
+} unit;
+
+typedef struct sclass {
+  size_t slot;            /* rounded slot bytes */
+  uint32_t span;          /* chunks per unit */
+  uint32_t nslots;        /* slots per unit */
+  uint32_t avail;         /* first unit with a free slot, or NONE */
+} sclass;
+
+struct kvs__pool {
+  kvs__backend *be;
+  unsigned char *base;
+  size_t chunk, nchunks, free_chunks, used;
+  unit *u;
+  sclass cls[KVS_POOL_MAX_CLASSES];
+  int ncls;
+  size_t hint;            /* where the next free-chunk search starts */
+};
+
+static size_t round_up(size_t x, size_t a) { return (x + a - 1) / a * a; }
+
+int kvs__pool_init(kvs__pool **out, kvs__backend *be, size_t pool_bytes, size_t chunk_bytes)
+{
+  if (!out || !be || !be->pool_alloc)
+    return -EINVAL;
+  if (!chunk_bytes)
+    chunk_bytes = 2u << 20;
+  chunk_bytes = round_up(chunk_bytes, KVS_POOL_ALIGN);
+  size_t n = pool_bytes / chunk_bytes;
+  if (n == 0 || n >= NONE)
+    return -EINVAL;
+  kvs__pool *p = calloc(1, sizeof(*p));
+  if (!p)
+    return -ENOMEM;
+  p->u = calloc(n, sizeof(*p->u));
+  if (!p->u) {
+    free(p);
+    return -ENOMEM;
+  }
+  void *base = NULL;
+  int rc = be->pool_alloc(be, n * chunk_bytes, &base);
+  if (rc < 0 || !base) {
+    free(p->u);
+    free(p);
+    return rc < 0 ? rc : -ENOMEM;
+  }
+  p->be = be;
+  p->base = base;
+  p->chunk = chunk_bytes;
+  p->nchunks = n;
+  p->free_chunks = n;
+  for (size_t i = 0; i < n; i++) {
+    p->u[i].cls = -1;
+    p->u[i].head = (uint32_t)i;
+  }
+  *out = p;
+  return 0;
+}
+
+void kvs__pool_close(kvs__pool *p)
+{
+  if (!p)
+    return;
+  for (size_t i = 0; i < p->nchunks; i++)
+    free(p->u[i].stack);
+  if (p->be->pool_free)
+    p->be->pool_free(p->be, p->base);
+  free(p->u);
+  free(p);
+}
+
+int kvs__pool_class(kvs__pool *p, size_t slot_bytes)
+{
+  if (!p || slot_bytes == 0)
+    return -EINVAL;
+  size_t s = round_up(slot_bytes, KVS_POOL_ALIGN);
+  for (int i = 0; i < p->ncls; i++)
+    if (p->cls[i].slot == s)
+      return i;
+  size_t span = (s + p->chunk - 1) / p->chunk;
+  if (span > p->nchunks)
+    return -E2BIG;
+  if (p->ncls == (int)KVS_POOL_MAX_CLASSES)
+    return -ENOSPC;
+  sclass *c = &p->cls[p->ncls];
+  c->slot = s;
+  c->span = (uint32_t)span;
+  c->nslots = (uint32_t)(span * p->chunk / s);
+  c->avail = NONE;
+  return p->ncls++;
+}
+
+static void list_unlink(kvs__pool *p, sclass *c, uint32_t h)
+{
+  unit *x = &p->u[h];
+  if (x->prev != NONE)
+    p->u[x->prev].next = x->next;
+  else
+    c->avail = x->next;
+  if (x->next != NONE)
+    p->u[x->next].prev = x->prev;
+  x->prev = x->next = NONE;
+}
+
+static void list_push(kvs__pool *p, sclass *c, uint32_t h)
+{
+  unit *x = &p->u[h];
+  x->prev = NONE;
+  x->next = c->avail;
+  if (c->avail != NONE)
+    p->u[c->avail].prev = h;
+  c->avail = h;
+}
+
+/* First run of `span` free chunks, scanning from the hint. */
+static uint32_t find_run(kvs__pool *p, uint32_t span)
+{
+  if (p->free_chunks < span)
+    return NONE;
+  for (size_t pass = 0; pass < 2; pass++) {
+    size_t from = pass ? 0 : p->hint, to = pass ? p->hint : p->nchunks;
+    size_t run = 0;
+    for (size_t i = from; i < to; i++) {
+      run = p->u[i].cls < 0 ? run + 1 : 0;
+      if (run == span)
+        return (uint32_t)(i + 1 - span);
+    }
+  }
+  return NONE;
+}
+
+static int unit_new(kvs__pool *p, int cls)
+{
+  sclass *c = &p->cls[cls];
+  uint32_t h = find_run(p, c->span);
+  if (h == NONE)
+    return -ENOSPC;
+  uint32_t *st = malloc(sizeof(*st) * c->nslots);
+  if (!st)
+    return -ENOMEM;
+  /* Slot 0 on top so a unit fills from its start. */
+  for (uint32_t i = 0; i < c->nslots; i++)
+    st[i] = c->nslots - 1 - i;
+  for (uint32_t i = 0; i < c->span; i++) {
+    p->u[h + i].cls = cls;
+    p->u[h + i].head = h;
+  }
+  p->u[h].stack = st;
+  p->u[h].nfree = c->nslots;
+  p->free_chunks -= c->span;
+  p->hint = (h + c->span) % p->nchunks;
+  list_push(p, c, h);
+  return 0;
+}
+
+int kvs__pool_alloc(kvs__pool *p, int cls, void **slot)
+{
+  if (!p || cls < 0 || cls >= p->ncls || !slot)
+    return -EINVAL;
+  sclass *c = &p->cls[cls];
+  if (c->avail == NONE) {
+    int rc = unit_new(p, cls);
+    if (rc < 0)
+      return rc;
+  }
+  uint32_t h = c->avail;
+  unit *x = &p->u[h];
+  uint32_t idx = x->stack[--x->nfree];
+  if (x->nfree == 0)
+    list_unlink(p, c, h);
+  p->used += c->slot;
+  *slot = p->base + (size_t)h * p->chunk + (size_t)idx * c->slot;
+  return 0;
+}
+
+void kvs__pool_free(kvs__pool *p, void *slot)
+{
+  if (!p || !slot)
+    return;
+  size_t off = (size_t)((unsigned char *)slot - p->base);
+  uint32_t h = p->u[off / p->chunk].head;
+  unit *x = &p->u[h];
+  sclass *c = &p->cls[x->cls];
+  uint32_t idx = (uint32_t)((off - (size_t)h * p->chunk) / c->slot);
+  if (x->nfree == 0)
+    list_push(p, c, h);
+  x->stack[x->nfree++] = idx;
+  p->used -= c->slot;
+  if (x->nfree == c->nslots) {
+    /* All slots free: the chunks go back for any class to use. */
+    list_unlink(p, c, h);
+    free(x->stack);
+    x->stack = NULL;
+    for (uint32_t i = 0; i < c->span; i++) {
+      p->u[h + i].cls = -1;
+      p->u[h + i].head = h + i;
+    }
+    p->free_chunks += c->span;
+  }
+}
+
+size_t kvs__pool_bytes(const kvs__pool *p) { return p->chunk * p->nchunks; }
+size_t kvs__pool_used_bytes(const kvs__pool *p) { return p->used; }
+size_t kvs__pool_free_chunks(const kvs__pool *p) { return p->free_chunks; }
+size_t kvs__pool_chunk_bytes(const kvs__pool *p) { return p->chunk; }
+size_t kvs__pool_slot_bytes(const kvs__pool *p, int cls)
+{
+  return cls >= 0 && cls < p->ncls ? p->cls[cls].slot : 0;
+}

@@ -1,0 +1,125 @@
+/* The slab pool: classes, chunk reuse, exhaustion. */
+#include <check.h>
+#include <errno.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "daemon/pool.h"
+
+#define CH 4096u
+
+static kvs__pool *mk(size_t chunks)
+{
+  kvs__pool *p = NULL;
+  ck_assert_int_eq(kvs__pool_init(&p, &kvs__backend_host, chunks * CH, CH), 0);
+  return p;
+}
+
+START_TEST(classes)
+{
+  kvs__pool *p = mk(4);
+  int a = kvs__pool_class(p, 100), b = kvs__pool_class(p, 1000), a2 = kvs__pool_class(p, 128);
+  ck_assert_int_ge(a, 0);
+  ck_assert_int_ge(b, 0);
+  ck_assert_int_ne(a, b);
+  ck_assert_int_eq(a, a2); /* 100 and 128 round to the same 64-byte slot */
+  ck_assert_uint_eq(kvs__pool_slot_bytes(p, a), 128);
+  ck_assert_int_eq(kvs__pool_class(p, 0), -EINVAL);
+  ck_assert_int_eq(kvs__pool_class(p, 5 * CH), -E2BIG);
+  void *x, *y;
+  ck_assert_int_eq(kvs__pool_alloc(p, a, &x), 0);
+  ck_assert_int_eq(kvs__pool_alloc(p, b, &y), 0);
+  /* Each class took its own chunk. */
+  ck_assert_uint_eq(kvs__pool_free_chunks(p), 2);
+  ck_assert_uint_eq((uintptr_t)x % KVS_POOL_ALIGN, 0);
+  ck_assert_uint_eq((uintptr_t)y % KVS_POOL_ALIGN, 0);
+  ck_assert_uint_eq(kvs__pool_used_bytes(p), 128 + 1024);
+  ck_assert_int_eq(kvs__pool_alloc(p, 7, &x), -EINVAL);
+  kvs__pool_close(p);
+}
+END_TEST
+
+START_TEST(fill_reuse)
+{
+  kvs__pool *p = mk(2);
+  int a = kvs__pool_class(p, 1024); /* 4 per chunk */
+  void *s[8];
+  for (int i = 0; i < 8; i++)
+    ck_assert_int_eq(kvs__pool_alloc(p, a, &s[i]), 0);
+  /* Distinct and non-overlapping. */
+  for (int i = 0; i < 8; i++)
+    for (int j = i + 1; j < 8; j++) {
+      intptr_t d = (char *)s[i] - (char *)s[j];
+      ck_assert(d >= 1024 || d <= -1024);
+    }
+  for (int i = 0; i < 8; i++)
+    memset(s[i], i, 1024);
+  void *z = (void *)1;
+  ck_assert_int_eq(kvs__pool_alloc(p, a, &z), -ENOSPC);
+  ck_assert_ptr_eq(z, (void *)1); /* untouched on failure */
+  ck_assert_uint_eq(kvs__pool_used_bytes(p), 8 * 1024);
+  int b = kvs__pool_class(p, 2048);
+  ck_assert_int_eq(kvs__pool_alloc(p, b, &z), -ENOSPC);
+  /* Freeing one slot lets the same class reuse it, not the other class. */
+  kvs__pool_free(p, s[3]);
+  ck_assert_int_eq(kvs__pool_alloc(p, b, &z), -ENOSPC);
+  ck_assert_int_eq(kvs__pool_alloc(p, a, &z), 0);
+  ck_assert_ptr_eq(z, s[3]);
+  /* A chunk whose slots are all free returns to the free list. */
+  for (int i = 4; i < 8; i++)
+    kvs__pool_free(p, s[i]);
+  ck_assert_uint_eq(kvs__pool_free_chunks(p), 1);
+  ck_assert_int_eq(kvs__pool_alloc(p, b, &z), 0);
+  ck_assert_uint_eq(kvs__pool_free_chunks(p), 0);
+  kvs__pool_close(p);
+}
+END_TEST
+
+START_TEST(span)
+{
+  kvs__pool *p = mk(5);
+  int a = kvs__pool_class(p, 64), big = kvs__pool_class(p, 2 * CH + 1); /* 3 chunks */
+  ck_assert_int_ge(big, 0);
+  void *x, *y, *m;
+  ck_assert_int_eq(kvs__pool_alloc(p, a, &x), 0); /* chunk 0 */
+  ck_assert_int_eq(kvs__pool_alloc(p, big, &y), 0); /* chunks 1..3 */
+  memset(y, 0xab, 2 * CH + 1);
+  ck_assert_int_eq(kvs__pool_alloc(p, big, &m), -ENOSPC); /* only 1 chunk left */
+  kvs__pool_free(p, x);
+  ck_assert_int_eq(kvs__pool_alloc(p, big, &m), -ENOSPC); /* 0 and 4 not contiguous */
+  kvs__pool_free(p, y);
+  ck_assert_uint_eq(kvs__pool_free_chunks(p), 5);
+  ck_assert_int_eq(kvs__pool_alloc(p, big, &m), 0);
+  ck_assert_int_eq(kvs__pool_alloc(p, a, &x), 0);
+  kvs__pool_close(p);
+}
+END_TEST
+
+START_TEST(bad_init)
+{
+  kvs__pool *p = NULL;
+  ck_assert_int_eq(kvs__pool_init(&p, &kvs__backend_host, CH - 1, CH), -EINVAL);
+  ck_assert_int_eq(kvs__pool_init(&p, NULL, CH, CH), -EINVAL);
+  ck_assert_int_eq(kvs__pool_init(&p, &kvs__backend_host, 3u << 20, 0), 0);
+  ck_assert_uint_eq(kvs__pool_chunk_bytes(p), 2u << 20);
+  ck_assert_uint_eq(kvs__pool_bytes(p), 2u << 20);
+  kvs__pool_close(p);
+}
+END_TEST
+
+int main(void)
+{
+  Suite *s = suite_create("pool");
+  TCase *tc = tcase_create("pool");
+  tcase_add_test(tc, classes);
+  tcase_add_test(tc, fill_reuse);
+  tcase_add_test(tc, span);
+  tcase_add_test(tc, bad_init);
+  suite_add_tcase(s, tc);
+  SRunner *r = srunner_create(s);
+  srunner_run_all(r, CK_NORMAL);
+  int nf = srunner_ntests_failed(r);
+  srunner_free(r);
+  return nf ? EXIT_FAILURE : EXIT_SUCCESS;
+}
