@@ -1,0 +1,285 @@
+/* Config parser. Errors name the line so --check-config is useful. */
+#include <ctype.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "client/kvsink.h"
+#include "daemon/config.h"
+#include "daemon/log.h"
+
+static int parse_u64(const char *v, uint64_t *out)
+{
+  if (!isdigit((unsigned char)*v)) return -EINVAL;
+  errno = 0;
+  char *end;
+  unsigned long long x = strtoull(v, &end, 10);
+  if (errno || *end) return -EINVAL;
+  *out = x;
+  return 0;
+}
+
+static int parse_u32(const char *v, uint32_t lo, uint32_t hi, uint32_t *out)
+{
+  uint64_t x;
+  if (parse_u64(v, &x) < 0 || x < lo || x > hi) return -EINVAL;
+  *out = (uint32_t)x;
+  return 0;
+}
+
+/* Bytes with an optional K/M/G suffix (powers of 1024). */
+static int parse_size(const char *v, uint64_t *out)
+{
+  if (!isdigit((unsigned char)*v)) return -EINVAL;
+  errno = 0;
+  char *end;
+  unsigned long long x = strtoull(v, &end, 10);
+  if (errno) return -EINVAL;
+  unsigned shift = 0;
+  if (*end) {
+    switch (*end) {
+    case 'K': case 'k': shift = 10; break;
+    case 'M': case 'm': shift = 20; break;
+    case 'G': case 'g': shift = 30; break;
+    default: return -EINVAL;
+    }
+    if (end[1]) return -EINVAL;
+  }
+  if (x > (UINT64_MAX >> shift)) return -EINVAL;
+  *out = (uint64_t)x << shift;
+  return 0;
+}
+
+static int valid_bits(uint32_t b) { return b == 2 || b == 3 || b == 4 || b == 8 || b == 16; }
+
+static int set_shared(kvs__config *c, const char *v, char *err)
+{
+  size_t n = 0;
+  const char *p = v;
+  while (*p) {
+    while (*p == ' ' || *p == '\t') p++;
+    char *end;
+    if (!isdigit((unsigned char)*p)) goto bad;
+    errno = 0;
+    unsigned long u = strtoul(p, &end, 10);
+    if (errno || u > (unsigned long)INT_MAX) goto bad;
+    if (n == KVS_CONF_MAX_SHARED_UIDS) {
+      snprintf(err, KVS_CONF_ERRMSG, "shared_namespace_uids: more than %d uids",
+               KVS_CONF_MAX_SHARED_UIDS);
+      return -EINVAL;
+    }
+    c->shared_uids[n++] = (uid_t)u;
+    p = end;
+    while (*p == ' ' || *p == '\t') p++;
+    if (*p == ',') {
+      p++;
+      if (!*p) goto bad;
+    } else if (*p) {
+      goto bad;
+    }
+  }
+  c->n_shared_uids = n;
+  return 0;
+bad:
+  snprintf(err, KVS_CONF_ERRMSG, "shared_namespace_uids: expected comma-separated uids, got '%s'",
+           v);
+  return -EINVAL;
+}
+
+int kvs__config_set(kvs__config *c, const char *key, const char *v, char *err)
+{
+  uint64_t u64;
+  uint32_t u32;
+#define BAD(...) do { snprintf(err, KVS_CONF_ERRMSG, __VA_ARGS__); return -EINVAL; } while (0)
+  if (strcmp(key, "socket") == 0) {
+    if (!*v || strlen(v) >= sizeof c->socket) BAD("socket: path empty or longer than %zu bytes", sizeof c->socket - 1);
+    strcpy(c->socket, v);
+  } else if (strcmp(key, "socket_group") == 0) {
+    if (strlen(v) >= sizeof c->socket_group) BAD("socket_group: name too long");
+    strcpy(c->socket_group, v);
+  } else if (strcmp(key, "socket_mode") == 0) {
+    char *end;
+    errno = 0;
+    unsigned long m = strtoul(v, &end, 8);
+    if (!*v || errno || *end || m > 0777) BAD("socket_mode: expected an octal mode like 0660, got '%s'", v);
+    c->socket_mode = (unsigned)m;
+  } else if (strcmp(key, "pool_size") == 0) {
+    if (parse_size(v, &u64) < 0 || u64 < (1u << 20)) BAD("pool_size: expected bytes >= 1M (K/M/G suffixes), got '%s'", v);
+    c->pool_size = u64;
+  } else if (strcmp(key, "device") == 0) {
+    if (strcmp(v, "auto") == 0) c->device = KVS_DEVICE_AUTO;
+    else if (strcmp(v, "host") == 0) c->device = KVS_DEVICE_HOST;
+    else if (strncmp(v, "cuda:", 5) == 0 && parse_u32(v + 5, 0, 1023, &u32) == 0) c->device = (int)u32;
+    else BAD("device: expected auto, host or cuda:N, got '%s'", v);
+  } else if (strcmp(key, "k_bits") == 0 || strcmp(key, "v_bits") == 0) {
+    if (parse_u32(v, 0, 16, &u32) < 0 || !valid_bits(u32)) BAD("%s: expected 2, 3, 4, 8 or 16, got '%s'", key, v);
+    if (key[0] == 'k') c->k_bits = u32; else c->v_bits = u32;
+  } else if (strcmp(key, "group_size") == 0) {
+    if (parse_u32(v, 1, 64, &u32) < 0) BAD("group_size: expected 1..64, got '%s'", v);
+    c->group_size = u32;
+  } else if (strcmp(key, "v_group_size") == 0) {
+    if (parse_u32(v, 1, 512, &u32) < 0) BAD("v_group_size: expected 1..512, got '%s'", v);
+    c->v_group_size = u32;
+  } else if (strcmp(key, "pfn") == 0) {
+    if (parse_u32(v, 0, 64, &u32) < 0) BAD("pfn: expected 0..64, got '%s'", v);
+    c->pfn = u32;
+  } else if (strcmp(key, "policy") == 0) {
+    if (strcmp(v, "none") == 0) c->policy = KVS_POLICY_NONE;
+    else if (strcmp(v, "pfn") == 0) c->policy = KVS_POLICY_PFN;
+    else if (strcmp(v, "kvsink") == 0) c->policy = KVS_POLICY_KVSINK;
+    else BAD("policy: expected none, pfn or kvsink, got '%s'", v);
+  } else if (strcmp(key, "outliers") == 0) {
+    char *end;
+    errno = 0;
+    float f = strtof(v, &end);
+    if (!*v || errno || *end || !isfinite(f) || f < 0 || f > 0.01f) BAD("outliers: expected a fraction 0..0.01, got '%s'", v);
+    c->outliers = f;
+  } else if (strcmp(key, "profiles_dir") == 0) {
+    if (strlen(v) >= sizeof c->profiles_dir) BAD("profiles_dir: path too long");
+    strcpy(c->profiles_dir, v);
+  } else if (strcmp(key, "shared_namespace_uids") == 0) {
+    return set_shared(c, v, err);
+  } else if (strcmp(key, "max_segment_size") == 0) {
+    if (parse_size(v, &u64) < 0 || u64 < 4096 || u64 > ((uint64_t)1 << 40)) BAD("max_segment_size: expected bytes 4K..1024G, got '%s'", v);
+    c->max_segment_size = u64;
+  } else if (strcmp(key, "max_sessions") == 0) {
+    if (parse_u32(v, 1, 65536, &u32) < 0) BAD("max_sessions: expected 1..65536, got '%s'", v);
+    c->max_sessions = u32;
+  } else if (strcmp(key, "max_pending_tokens") == 0) {
+    if (parse_u32(v, 1, UINT32_MAX, &u32) < 0) BAD("max_pending_tokens: expected a positive count, got '%s'", v);
+    c->max_pending_tokens = u32;
+  } else if (strcmp(key, "log_level") == 0) {
+    int l = kvs__log_level_parse(v);
+    if (l < 0) BAD("log_level: expected debug, info, notice, warning or err, got '%s'", v);
+    c->log_level = l;
+  } else {
+    BAD("unknown key '%s'", key);
+  }
+#undef BAD
+  return 0;
+}
+
+int kvs__config_check(const kvs__config *c, char *err)
+{
+  if (c->pfn > c->group_size) {
+    snprintf(err, KVS_CONF_ERRMSG, "pfn (%u) is larger than group_size (%u)", c->pfn, c->group_size);
+    return -EINVAL;
+  }
+  return 0;
+}
+
+static char *trim(char *s)
+{
+  while (*s == ' ' || *s == '\t') s++;
+  char *e = s + strlen(s);
+  while (e > s && (e[-1] == ' ' || e[-1] == '\t' || e[-1] == '\r')) *--e = 0;
+  return s;
+}
+
+int kvs__config_parse(kvs__config *c, const char *text, const char *name, char *errmsg)
+{
+  char line[1024], why[KVS_CONF_ERRMSG];
+  unsigned lineno = 0, pfn_line = 0, group_line = 0;
+  const char *p = text;
+  while (*p) {
+    const char *nl = strchr(p, '\n');
+    size_t len = nl ? (size_t)(nl - p) : strlen(p);
+    lineno++;
+    if (len >= sizeof line) {
+      snprintf(errmsg, KVS_CONF_ERRMSG, "%s:%u: line too long", name, lineno);
+      return -EINVAL;
+    }
+    memcpy(line, p, len);
+    line[len] = 0;
+    p += len + (nl != NULL);
+    char *hash = strchr(line, '#');
+    if (hash) *hash = 0;
+    char *s = trim(line);
+    if (!*s) continue;
+    char *eq = strchr(s, '=');
+    if (!eq) {
+      snprintf(errmsg, KVS_CONF_ERRMSG, "%s:%u: expected 'key = value'", name, lineno);
+      return -EINVAL;
+    }
+    *eq = 0;
+    char *key = trim(s), *val = trim(eq + 1);
+    if (!*key) {
+      snprintf(errmsg, KVS_CONF_ERRMSG, "%s:%u: missing key", name, lineno);
+      return -EINVAL;
+    }
+    if (kvs__config_set(c, key, val, why) < 0) {
+      snprintf(errmsg, KVS_CONF_ERRMSG, "%s:%u: %.200s", name, lineno, why);
+      return -EINVAL;
+    }
+    if (strcmp(key, "pfn") == 0) pfn_line = lineno;
+    if (strcmp(key, "group_size") == 0) group_line = lineno;
+  }
+  if (kvs__config_check(c, why) < 0) {
+    unsigned l = pfn_line > group_line ? pfn_line : group_line;
+    snprintf(errmsg, KVS_CONF_ERRMSG, "%s:%u: %.200s", name, l, why);
+    return -EINVAL;
+  }
+  return 0;
+}
+
+int kvs__config_load(kvs__config *c, const char *path, char *errmsg)
+{
+  FILE *f = fopen(path, "re");
+  if (!f) {
+    int e = errno;
+    snprintf(errmsg, KVS_CONF_ERRMSG, "%s: %s", path, strerror(e));
+    return -e;
+  }
+  size_t cap = 4096, len = 0;
+  char *buf = malloc(cap);
+  while (buf) {
+    size_t n = fread(buf + len, 1, cap - len - 1, f);
+    len += n;
+    if (n == 0) break;
+    if (cap - len - 1 == 0) {
+      if (cap >= (1u << 20)) { /* a config file is never this big */
+        free(buf); fclose(f);
+        snprintf(errmsg, KVS_CONF_ERRMSG, "%s: file larger than 1 MiB", path);
+        return -EFBIG;
+      }
+      char *nb = realloc(buf, cap * 2);
+      if (!nb) { free(buf); buf = NULL; break; }
+      buf = nb;
+      cap *= 2;
+    }
+  }
+  int rerr = ferror(f);
+  fclose(f);
+  if (!buf) { snprintf(errmsg, KVS_CONF_ERRMSG, "%s: out of memory", path); return -ENOMEM; }
+  if (rerr) { free(buf); snprintf(errmsg, KVS_CONF_ERRMSG, "%s: read error", path); return -EIO; }
+  buf[len] = 0;
+  if (memchr(buf, 0, len)) {
+    free(buf);
+    snprintf(errmsg, KVS_CONF_ERRMSG, "%s: contains a NUL byte", path);
+    return -EINVAL;
+  }
+  int r = kvs__config_parse(c, buf, path, errmsg);
+  free(buf);
+  return r;
+}
+
+void kvs__config_defaults(kvs__config *c)
+{
+  char err[KVS_CONF_ERRMSG];
+  memset(c, 0, sizeof *c);
+  /* Values the embedded file does not set. */
+  c->socket_mode = 0660;
+  c->device = KVS_DEVICE_AUTO;
+  c->policy = KVS_POLICY_KVSINK;
+  c->log_level = KVS_LOG_NOTICE;
+  if (kvs__config_parse(c, kvs__default_conf, "default.conf", err) < 0) {
+    /* Only a broken build gets here; test_config checks the file parses. */
+    fprintf(stderr, "kvsinkd: embedded %s\n", err);
+    abort();
+  }
+}

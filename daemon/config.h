@@ -1,0 +1,50 @@
+/* kvsinkd.conf: "key = value" lines, '#' comments (kvsinkd.conf(5)). */
+#ifndef KVS_DAEMON_CONFIG_H
+#define KVS_DAEMON_CONFIG_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#define KVS_CONF_MAX_SHARED_UIDS 64
+#define KVS_CONF_ERRMSG 256
+
+enum { KVS_DEVICE_AUTO = -2, KVS_DEVICE_HOST = -1 }; /* >= 0: cuda:N */
+
+typedef struct kvs__config {
+  char socket[108];          /* sun_path size */
+  char socket_group[64];     /* "" = leave the group alone */
+  unsigned socket_mode;
+  uint64_t pool_size;
+  int device;
+  uint32_t k_bits, v_bits;
+  uint32_t group_size, v_group_size;
+  uint32_t pfn;
+  int policy;                /* kvs_policy, never DEFAULT */
+  float outliers;
+  char profiles_dir[256];
+  uid_t shared_uids[KVS_CONF_MAX_SHARED_UIDS];
+  size_t n_shared_uids;
+  uint64_t max_segment_size;
+  uint32_t max_sessions;
+  uint32_t max_pending_tokens;
+  int log_level;
+} kvs__config;
+
+/* The compiled-in daemon/default.conf. */
+extern const char kvs__default_conf[];
+
+/* Fill c from the embedded default config. */
+void kvs__config_defaults(kvs__config *c);
+/* Apply the lines of text over c. name prefixes error messages
+ * ("name:LINE: reason"). On error c may be partly changed: parse into a
+ * copy when that matters. Returns 0 or -EINVAL. */
+int kvs__config_parse(kvs__config *c, const char *text, const char *name, char *errmsg);
+/* Read path and apply it over c; -errno when it cannot be read. */
+int kvs__config_load(kvs__config *c, const char *path, char *errmsg);
+/* Set one key (command-line overrides use the same checks). */
+int kvs__config_set(kvs__config *c, const char *key, const char *value, char *errmsg);
+/* Checks that span keys (pfn <= group_size, v_group_size <= ...). */
+int kvs__config_check(const kvs__config *c, char *errmsg);
+
+#endif

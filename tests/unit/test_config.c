@@ -1,0 +1,231 @@
+/* kvsinkd.conf parser: every key, overrides, every error with its line. */
+#include <check.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "client/kvsink.h"
+#include "daemon/config.h"
+#include "daemon/log.h"
+
+static kvs__config c;
+static char err[KVS_CONF_ERRMSG];
+
+static void setup(void)
+{
+  kvs__config_defaults(&c);
+  err[0] = 0;
+}
+
+START_TEST(defaults_embedded)
+{
+  ck_assert_str_eq(c.socket, "/run/kvsink/kvsinkd.sock");
+  ck_assert_uint_eq(c.socket_mode, 0660);
+  ck_assert_uint_eq(c.pool_size, 1ull << 30);
+  ck_assert_int_eq(c.device, KVS_DEVICE_AUTO);
+  ck_assert_uint_eq(c.k_bits, 2);
+  ck_assert_uint_eq(c.v_bits, 2);
+  ck_assert_uint_eq(c.group_size, 32);
+  ck_assert_uint_eq(c.pfn, 1);
+  ck_assert_int_eq(c.policy, KVS_POLICY_KVSINK);
+  ck_assert_uint_eq(c.max_sessions, 256);
+  ck_assert_int_eq(c.log_level, KVS_LOG_NOTICE);
+  ck_assert_uint_eq(c.n_shared_uids, 0);
+}
+END_TEST
+
+START_TEST(every_key)
+{
+  const char *t =
+      "# comment\n"
+      "\n"
+      "socket = /tmp/x.sock  # trailing comment\n"
+      "socket_group = kvsink\n"
+      "socket_mode = 0600\n"
+      "pool_size = 64M\n"
+      "device = cuda:1\n"
+      "k_bits = 4\n"
+      "v_bits = 8\n"
+      "group_size = 16\n"
+      "v_group_size = 64\n"
+      "pfn = 4\n"
+      "policy = pfn\n"
+      "outliers = 0.005\n"
+      "profiles_dir = /tmp/profiles\n"
+      "shared_namespace_uids = 0, 1000,1001\n"
+      "max_segment_size = 2G\n"
+      "max_sessions = 9\n"
+      "max_pending_tokens = 100\n"
+      "\tlog_level=debug\r\n";
+  ck_assert_int_eq(kvs__config_parse(&c, t, "t", err), 0);
+  ck_assert_str_eq(c.socket, "/tmp/x.sock");
+  ck_assert_str_eq(c.socket_group, "kvsink");
+  ck_assert_uint_eq(c.socket_mode, 0600);
+  ck_assert_uint_eq(c.pool_size, 64ull << 20);
+  ck_assert_int_eq(c.device, 1);
+  ck_assert_uint_eq(c.k_bits, 4);
+  ck_assert_uint_eq(c.v_bits, 8);
+  ck_assert_uint_eq(c.group_size, 16);
+  ck_assert_uint_eq(c.v_group_size, 64);
+  ck_assert_uint_eq(c.pfn, 4);
+  ck_assert_int_eq(c.policy, KVS_POLICY_PFN);
+  ck_assert_float_eq_tol(c.outliers, 0.005f, 1e-7f);
+  ck_assert_str_eq(c.profiles_dir, "/tmp/profiles");
+  ck_assert_uint_eq(c.n_shared_uids, 3);
+  ck_assert_uint_eq(c.shared_uids[0], 0);
+  ck_assert_uint_eq(c.shared_uids[2], 1001);
+  ck_assert_uint_eq(c.max_segment_size, 2ull << 30);
+  ck_assert_uint_eq(c.max_sessions, 9);
+  ck_assert_uint_eq(c.max_pending_tokens, 100);
+  ck_assert_int_eq(c.log_level, KVS_LOG_DEBUG);
+}
+END_TEST
+
+START_TEST(other_values)
+{
+  ck_assert_int_eq(kvs__config_parse(&c, "device = host\npolicy = none\npool_size=2048K\n", "t", err), 0);
+  ck_assert_int_eq(c.device, KVS_DEVICE_HOST);
+  ck_assert_int_eq(c.policy, KVS_POLICY_NONE);
+  ck_assert_uint_eq(c.pool_size, 2048ull << 10);
+  ck_assert_int_eq(kvs__config_parse(&c, "device = auto\npolicy = kvsink\nk_bits = 16\n", "t", err), 0);
+  ck_assert_int_eq(c.device, KVS_DEVICE_AUTO);
+  ck_assert_int_eq(c.policy, KVS_POLICY_KVSINK);
+  ck_assert_uint_eq(c.k_bits, 16);
+}
+END_TEST
+
+/* A later value wins: the command line uses kvs__config_set over the file. */
+START_TEST(overrides)
+{
+  ck_assert_int_eq(kvs__config_parse(&c, "pool_size = 8M\nlog_level = err\n", "t", err), 0);
+  ck_assert_int_eq(kvs__config_set(&c, "pool_size", "16M", err), 0);
+  ck_assert_int_eq(kvs__config_set(&c, "log_level", "info", err), 0);
+  ck_assert_uint_eq(c.pool_size, 16ull << 20);
+  ck_assert_int_eq(c.log_level, KVS_LOG_INFO);
+  ck_assert_int_eq(kvs__config_set(&c, "pool_size", "lots", err), -22);
+  ck_assert_uint_eq(c.pool_size, 16ull << 20);
+}
+END_TEST
+
+/* Each bad line and the line number the message must name. */
+static const struct {
+  const char *text;
+  const char *want;
+} bad[] = {
+    {"bogus = 1\n", "t:1: unknown key 'bogus'"},
+    {"\n\nno equals here\n", "t:3: expected 'key = value'"},
+    {" = 3\n", "t:1: missing key"},
+    {"socket =\n", "t:1: socket:"},
+    {"socket_mode = 0999\n", "t:1: socket_mode:"},
+    {"socket_mode = 01777\n", "t:1: socket_mode:"},
+    {"pool_size = 12X\n", "t:1: pool_size:"},
+    {"pool_size = 1K\n", "t:1: pool_size:"},
+    {"pool_size = 99999999999999999999G\n", "t:1: pool_size:"},
+    {"device = gpu\n", "t:1: device:"},
+    {"device = cuda:x\n", "t:1: device:"},
+    {"# c\nk_bits = 5\n", "t:2: k_bits:"},
+    {"v_bits = -2\n", "t:1: v_bits:"},
+    {"group_size = 0\n", "t:1: group_size:"},
+    {"group_size = 65\n", "t:1: group_size:"},
+    {"v_group_size = 0\n", "t:1: v_group_size:"},
+    {"pfn = 65\n", "t:1: pfn:"},
+    {"policy = all\n", "t:1: policy:"},
+    {"outliers = 0.5\n", "t:1: outliers:"},
+    {"outliers = nan\n", "t:1: outliers:"},
+    {"outliers = -0.001\n", "t:1: outliers:"},
+    {"shared_namespace_uids = 1,,2\n", "t:1: shared_namespace_uids:"},
+    {"shared_namespace_uids = 1,\n", "t:1: shared_namespace_uids:"},
+    {"shared_namespace_uids = root\n", "t:1: shared_namespace_uids:"},
+    {"max_segment_size = 1\n", "t:1: max_segment_size:"},
+    {"max_sessions = 0\n", "t:1: max_sessions:"},
+    {"max_pending_tokens = 0\n", "t:1: max_pending_tokens:"},
+    {"log_level = loud\n", "t:1: log_level:"},
+    {"k_bits = 4 4\n", "t:1: k_bits:"},
+    {"group_size = 8\n\npfn = 9\n", "t:3: pfn (9) is larger than group_size (8)"},
+    {"pfn = 20\ngroup_size = 16\n", "t:2: pfn (20) is larger than group_size (16)"},
+};
+
+START_TEST(errors_name_line)
+{
+  kvs__config_defaults(&c);
+  err[0] = 0;
+  ck_assert_int_eq(kvs__config_parse(&c, bad[_i].text, "t", err), -22);
+  ck_assert_msg(strncmp(err, bad[_i].want, strlen(bad[_i].want)) == 0, "case %d: got '%s', want '%s'",
+                _i, err, bad[_i].want);
+}
+END_TEST
+
+START_TEST(long_line)
+{
+  char *t = malloc(3000);
+  memset(t, 'a', 2999);
+  t[2999] = 0;
+  memcpy(t, "ok=1\n", 5);
+  t[0] = '#';
+  ck_assert_int_eq(kvs__config_parse(&c, t, "t", err), -22);
+  ck_assert_str_eq(err, "t:2: line too long");
+  free(t);
+}
+END_TEST
+
+START_TEST(too_many_uids)
+{
+  char t[1024] = "shared_namespace_uids = ";
+  for (int i = 0; i <= KVS_CONF_MAX_SHARED_UIDS; i++) {
+    char n[16];
+    snprintf(n, sizeof n, "%s%d", i ? "," : "", i);
+    strcat(t, n);
+  }
+  ck_assert_int_eq(kvs__config_parse(&c, t, "t", err), -22);
+  ck_assert_ptr_nonnull(strstr(err, "more than"));
+}
+END_TEST
+
+START_TEST(load_file)
+{
+  char path[] = "/tmp/kvs-test-config-XXXXXX";
+  int fd = mkstemp(path);
+  ck_assert_int_ge(fd, 0);
+  const char *t = "k_bits = 3\nmax_sessions = 2\n";
+  ck_assert_int_eq(write(fd, t, strlen(t)), (int)strlen(t));
+  close(fd);
+  ck_assert_int_eq(kvs__config_load(&c, path, err), 0);
+  ck_assert_uint_eq(c.k_bits, 3);
+  ck_assert_uint_eq(c.max_sessions, 2);
+  /* the file name prefixes errors */
+  fd = open(path, O_WRONLY | O_TRUNC);
+  ck_assert_int_ge(fd, 0);
+  t = "k_bits = 3\nwhat = 1\n";
+  ck_assert_int_eq(write(fd, t, strlen(t)), (int)strlen(t));
+  close(fd);
+  ck_assert_int_eq(kvs__config_load(&c, path, err), -22);
+  char want[128];
+  snprintf(want, sizeof want, "%s:2: unknown key 'what'", path);
+  ck_assert_str_eq(err, want);
+  unlink(path);
+  ck_assert_int_eq(kvs__config_load(&c, path, err), -2);
+}
+END_TEST
+
+int main(void)
+{
+  Suite *s = suite_create("config");
+  TCase *tc = tcase_create("parse");
+  tcase_add_checked_fixture(tc, setup, NULL);
+  tcase_add_test(tc, defaults_embedded);
+  tcase_add_test(tc, every_key);
+  tcase_add_test(tc, other_values);
+  tcase_add_test(tc, overrides);
+  tcase_add_loop_test(tc, errors_name_line, 0, (int)(sizeof bad / sizeof bad[0]));
+  tcase_add_test(tc, long_line);
+  tcase_add_test(tc, too_many_uids);
+  tcase_add_test(tc, load_file);
+  suite_add_tcase(s, tc);
+  SRunner *r = srunner_create(s);
+  srunner_run_all(r, CK_NORMAL);
+  int failed = srunner_ntests_failed(r);
+  srunner_free(r);
+  return failed ? 1 : 0;
+}
