@@ -28,7 +28,32 @@
  * codes or outliers, and are excluded from every min/max. Outliers are the
  * n_out largest |x| of each non-sink row (ties: lower channel first), kept
  * as raw 16-bit, excluded from the min/max, written back on dequantize;
- * entries are sorted by channel. */
+ * entries are sorted by channel.
+ *
+ * Decisions where the above is silent (the C reference does exactly this):
+ * - Scales and mins are fp16 for both dtypes; a bf16 range beyond fp16
+ *   gives -ERANGE. scale is computed in fp32 as (max - min) / (2^b - 1)
+ *   then rounded to fp16; 1/scale is the fp32 reciprocal of the fp16
+ *   scale; no fused multiply-add in code or dequantize arithmetic.
+ * - The header is written in full (sink_mask, n_sinks = popcount, k_bits,
+ *   v_bits, rows = G); every byte of the block that is not a code is
+ *   zero unless written, and code bits past C*b in a row are zero. Sink
+ *   rows have all-zero codes and no outlier entries (their slots are 0).
+ * - A range with no member (all rows sinks, or every element an outlier)
+ *   stores scale 0 and min 0.
+ * - Outlier order: larger |x| by the magnitude bits of the 16-bit word,
+ *   ties to the lower channel. Entries are a u32 `channel | raw << 16`.
+ * - bits 16 is passthrough: codes are the raw 16-bit words, stride =
+ *   2*C rounded up to 4 bytes as for every width, scale/min sections
+ *   exist but stay 0, and k/v_outliers are ignored (no outlier sections).
+ * - kvs__outlier_count(C, f) = min(C, ceilf(f * C)) in fp32 with f
+ *   capped at 0.05 (DESIGN's range is 0.1-1 %; 5 % leaves headroom);
+ *   kvs__qparams_check rejects k/v_outliers above that cap (-EINVAL),
+ *   as well as G outside 1..64, C outside 1..65536, vg not dividing C.
+ * - kvs__quantize_block checks every input word (sink rows too) for
+ *   NaN/Inf before it writes anything, and returns -EINVAL for mask bits
+ *   at or above G. kvs__dequantize_block returns -EINVAL when the header
+ *   does not match the params or an outlier channel is out of range. */
 #ifndef KVS_KERNELS_QUANT_H
 #define KVS_KERNELS_QUANT_H
 
