@@ -375,8 +375,11 @@ static int decode_op(const msgpack_object **s, kvs__req *req, char *errmsg)
       return r;
     if (s[RK_ACT_CHANNELS]) {
       uint64_t c = 0;
-      if ((r = get_uint(s[RK_ACT_CHANNELS], "act_channels", KVS_MAX_ACT_CHANNELS, &c, errmsg)) < 0)
+      if ((r = get_uint(s[RK_ACT_CHANNELS], "act_channels", UINT32_MAX, &c, errmsg)) < 0)
         return r;
+      if (c > KVS_MAX_ACT_CHANNELS)
+        return fail(errmsg, -E2BIG, "act_channels = %llu, limit %u",
+                    (unsigned long long)c, KVS_MAX_ACT_CHANNELS);
       req->act_channels = (uint32_t)c;
       req->has_act = c > 0;
     }

@@ -32,7 +32,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
       kvs__req again;
       if (kvs__decode_req(out + 4, len - 4, &again, msg) != 0 ||
           again.op != req.op || again.id != req.id || again.n_tokens != req.n_tokens ||
-          (req.n_tokens && memcmp(again.tokens, req.tokens, req.n_tokens * 4u)))
+          (req.tokens && memcmp(again.tokens, req.tokens, req.n_tokens * 4u)))
         abort();
       kvs__req_free(&again);
       free(out);

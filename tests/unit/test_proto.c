@@ -135,6 +135,20 @@ START_TEST(frame_header)
   ck_assert_int_eq(buf[1], 0);
   ck_assert_uint_eq(((uint8_t)buf[2] << 8 | (uint8_t)buf[3]), len - 4);
   free(buf);
+
+  /* the exact bytes of the example in kvsink-protocol(7) */
+  static const char ping[] = "\x00\x00\x00\x0d\x82\xa2op\xa4ping\xa2id\x01";
+  static const char pong[] = "\x00\x00\x00\x05\x81\xa2id\x01";
+  q.id = 1;
+  ck_assert_int_eq(kvs__encode_req(&q, &buf, &len), 0);
+  ck_assert_uint_eq(len, sizeof(ping) - 1);
+  ck_assert_mem_eq(buf, ping, len);
+  free(buf);
+  kvs__rep p = { .op = KVS_OP_PING, .id = 1 };
+  ck_assert_int_eq(kvs__encode_rep(&p, &buf, &len), 0);
+  ck_assert_uint_eq(len, sizeof(pong) - 1);
+  ck_assert_mem_eq(buf, pong, len);
+  free(buf);
 }
 END_TEST
 
@@ -731,7 +745,7 @@ START_TEST(dec_put_errors)
     kv_u("k_off", 0);
     kv_u("v_off", 0);
     kv_u("act_channels", i ? 2 : KVS_MAX_ACT_CHANNELS + 1);
-    ck_assert_int_eq(req_end(), i ? -EPROTO : -EINVAL);
+    ck_assert_int_eq(req_end(), i ? -EPROTO : -E2BIG);
     if (i)
       ck_assert_ptr_nonnull(strstr(msg, "act_off"));
   }
