@@ -1,0 +1,73 @@
+#!/bin/sh
+# kvsinkd serves hello/put/lookup/get/release/stats/bye, rejects bad
+# requests with error replies, and one bad client does not hurt another.
+. "${top_srcdir:-.}/tests/integration/daemon-lib.sh"
+start_daemon
+
+out=$(raw send "$HELLO" recv \
+  send '{"op":"put","id":2,"seq":7,"start":0,"tokens":[1,2,3,4],"layers":[0,2],"k_off":0,"v_off":256}' recv \
+  send '{"op":"lookup","id":3,"tokens":[1,2,3,4]}' recv \
+  send '{"op":"get","id":4,"seq":7,"start":0,"n":4,"layers":[0,2],"k_off":1024,"v_off":2048}' recv \
+  send '{"op":"release","id":5,"seq":7}' recv \
+  send '{"op":"get","id":6,"seq":7,"start":0,"n":1,"layers":[0,1],"k_off":0,"v_off":0}' recv \
+  send '{"op":"stats","id":7}' recv \
+  send '{"op":"bye","id":8}' recv eof) || fail "session: $out"
+echo "$out"
+echo "$out" | grep -q '"session"=>1' || fail "no hello reply"
+echo "$out" | grep -q 'fd memfd size=65536 seals=7' || fail "no sealed memfd with the hello reply"
+echo "$out" | grep -q '"id"=>2, "quantized"=>0, "sinks"=>[0-9]*, "seq_len"=>4' || fail "put"
+echo "$out" | grep -q '"id"=>3, "cached"=>0' || fail "lookup"
+echo "$out" | grep -q '"id"=>6, "err"=>\[-2,' || fail "get after release must be ENOENT"
+echo "$out" | grep -q '"sessions"=>1' || fail "stats sessions"
+echo "$out" | grep -q 'closed' || fail "bye must close"
+
+# Offsets outside the segment, misaligned, overflowing: KVS_ESEGMENT (-4003).
+out=$(raw send "$HELLO" recv \
+  send '{"op":"put","id":2,"seq":1,"start":0,"tokens":[1],"layers":[0,2],"k_off":65535,"v_off":0}' recv \
+  send '{"op":"put","id":3,"seq":1,"start":0,"tokens":[1],"layers":[0,2],"k_off":1,"v_off":0}' recv \
+  send '{"op":"put","id":4,"seq":1,"start":0,"tokens":[1],"layers":[0,2],"k_off":18446744073709551615,"v_off":0}' recv \
+  send '{"op":"get","id":5,"seq":9,"start":0,"n":1,"layers":[0,1],"k_off":0,"v_off":0}' recv \
+  send '{"op":"put","id":6,"seq":1,"start":0,"tokens":[1],"layers":[0,3],"k_off":0,"v_off":0}' recv \
+  send '{"op":"ping","id":7}' recv) || fail "bad offsets: $out"
+echo "$out"
+for id in 2 3 4; do
+  echo "$out" | grep -q "\"id\"=>$id, \"err\"=>\[-4003," || fail "put $id must fail with KVS_ESEGMENT"
+done
+echo "$out" | grep -q '"id"=>5, "err"=>\[-2,' || fail "get of an unknown seq"
+echo "$out" | grep -q '"id"=>6, "err"=>\[-22,' || fail "layer range past the model"
+echo "$out" | grep -q '"id"=>7}' || fail "session must go on after errors"
+
+# put before hello; wrong version; bad model.
+out=$(raw send '{"op":"put","id":1,"seq":1,"start":0,"tokens":[1],"layers":[0,1],"k_off":0,"v_off":0}' recv \
+  send '{"op":"hello","id":2,"version":99,"model":{"id":"m","layers":2,"kv_heads":2,"head_dim":8,"dtype":"fp16"},"seg_size":0}' recv \
+  send '{"op":"hello","id":3,"version":1,"model":{"id":"m","layers":2,"kv_heads":2,"head_dim":8,"dtype":"fp16"},"seg_size":0,"k_bits":5}' recv) || fail "order: $out"
+echo "$out"
+echo "$out" | grep -q '"id"=>1, "err"=>\[-71,' || fail "put before hello must be EPROTO"
+echo "$out" | grep -q '"id"=>2, "err"=>\[-4001, "protocol version 99' || fail "version mismatch"
+echo "$out" | grep -q '"id"=>3, "err"=>\[-22,' || fail "bad k_bits"
+
+# Unknown op: error reply, the session goes on. A wrong type is a
+# malformed message: error reply (the id is known), then the daemon hangs up.
+out=$(raw send '{"op":"nope","id":1}' recv send '{"op":"ping","id":2}' recv \
+  send '{"op":"release","id":3,"seq":"x"}' recv eof) || fail "types: $out"
+echo "$out"
+echo "$out" | grep -q '"id"=>1, "err"=>\[-71,' || fail "unknown op must be EPROTO"
+echo "$out" | grep -q '"id"=>2}' || fail "session must go on after an unknown op"
+echo "$out" | grep -q '"id"=>3, "err"=>\[-74,' || fail "wrong type must be EBADMSG"
+echo "$out" | grep -q 'closed' || fail "wrong type must close the connection"
+
+# A client that holds a session open while others misbehave.
+timeout 20 "$RAW" "$SOCK" send "$HELLO" recv wait 1500 send '{"op":"ping","id":9}' recv >"$T/keep" 2>&1 &
+KEEP=$!
+# Garbage payload (not msgpack): closed. Oversized length: closed.
+out=$(raw raw 00000003c1c1c1 eof) || fail "garbage: $out"
+out=$(raw raw 7fffffff00 eof) || fail "oversized: $out"
+out=$(raw raw ffffffff eof) || fail "oversized: $out"
+# Truncated frame then hang up: nothing to reply to.
+raw raw 0000001081 >/dev/null 2>&1
+wait $KEEP || fail "the other client failed: $(cat "$T/keep")"
+grep -q '"id"=>9}' "$T/keep" || fail "the other client was not served"
+out=$(raw send '{"op":"ping","id":1}' recv) || fail "daemon no longer serves"
+kill -0 "$DPID" || fail "daemon died"
+stop_daemon
+echo ok
