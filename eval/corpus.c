@@ -19,18 +19,20 @@ static int push_id(kvs__corpus *c, size_t *cap, uint32_t id)
   return 0;
 }
 
-/* A separator is a line that is exactly "\x1e". The newline that ends the
- * line before it belongs to the separator, not to the document. */
-static size_t next_sep(const unsigned char *s, size_t len, size_t from, size_t *after)
+/* Documents are separated by "\n\x1e\n" (eval/bpe.py read_docs, which
+ * the training used): each piece loses its leading and trailing newlines,
+ * and pieces holding only whitespace are dropped. */
+static const unsigned char *find_sep(const unsigned char *s, size_t len, size_t from)
 {
-  for (size_t i = from; i < len; i++) {
-    if (s[i] != 0x1e || (i > 0 && s[i - 1] != '\n') || (i + 1 < len && s[i + 1] != '\n'))
-      continue;
-    *after = i + 1 < len ? i + 2 : len;
-    return i > from ? i - 1 : i;
-  }
-  *after = len;
-  return len;
+  for (size_t i = from; i + 3 <= len; i++)
+    if (s[i] == '\n' && s[i + 1] == 0x1e && s[i + 2] == '\n')
+      return s + i;
+  return NULL;
+}
+
+static int is_space(unsigned char c)
+{
+  return c == ' ' || c == '\t' || c == '\n' || c == '\r' || c == '\v' || c == '\f';
 }
 
 int kvs__corpus_build(kvs__corpus *c, const kvs__tokenizer *t, const unsigned char *text,
@@ -41,11 +43,19 @@ int kvs__corpus_build(kvs__corpus *c, const kvs__tokenizer *t, const unsigned ch
   memset(c, 0, sizeof *c);
   if (ctx < 2)
     return -EINVAL;
-  while (pos < len) {
-    size_t after, end = next_sep(text, len, pos, &after);
-    if (end > pos) {
+  while (pos <= len) {
+    const unsigned char *sep = find_sep(text, len, pos);
+    size_t end = sep ? (size_t)(sep - text) : len, after = sep ? end + 3 : len + 1;
+    size_t b = pos, e = end, k;
+    while (b < e && text[b] == '\n')
+      b++;
+    while (e > b && text[e - 1] == '\n')
+      e--;
+    for (k = b; k < e && is_space(text[k]); k++)
+      ;
+    if (k < e) {
       if ((r = push_id(c, &cap, bos)) < 0 ||
-          (r = kvs__tok_encode(t, text + pos, end - pos, &c->ids, &c->n_ids, &cap)) < 0)
+          (r = kvs__tok_encode(t, text + b, e - b, &c->ids, &c->n_ids, &cap)) < 0)
         goto fail;
       c->n_docs++;
     }

@@ -1,5 +1,7 @@
-/* Evaluation text: documents separated by a line holding only the ASCII
- * record separator (0x1E), tokenized with BOS at each document start and
+/* Evaluation text: documents separated by "\n\x1e\n" (a line holding only
+ * the ASCII record separator, eval/make-corpus.sh), split exactly as
+ * eval/bpe.py read_docs does (leading/trailing newlines dropped, blank
+ * documents skipped), tokenized with BOS at each document start and
  * packed into contexts that each begin at a document start. */
 #ifndef KVS_EVAL_CORPUS_H
 #define KVS_EVAL_CORPUS_H

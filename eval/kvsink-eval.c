@@ -6,7 +6,7 @@
  *                      [--sinks-out FILE] [--profile FILE] [--v-group N]
  *   kvsink-eval logits --model DIR --tokens 0,5,9 -o FILE [--chunk G]
  *   kvsink-eval dump   --model DIR --text FILE -o DUMP [--contexts N] [--ctx N]
- *   kvsink-eval encode --model DIR --text FILE
+ *   kvsink-eval encode --model DIR --text FILE [--docs]
  *   kvsink-eval info   --model DIR
  */
 #include <errno.h>
@@ -32,7 +32,7 @@
 
 typedef struct args {
   const char *model, *text, *socket, *out, *tokens, *policy, *sinks_in, *sinks_out, *profile, *nll_out;
-  int bits, json, no_daemon, v_group;
+  int bits, json, no_daemon, v_group, docs;
   float outliers;
   uint32_t contexts, ctx, chunk;
 } args;
@@ -46,7 +46,7 @@ static void usage(FILE *f)
         "                       [--nll-out FILE]\n"
         "       kvsink-eval logits --model DIR --tokens ID,ID,... -o FILE [--chunk G]\n"
         "       kvsink-eval dump --model DIR --text FILE -o DUMP [--contexts N] [--ctx N]\n"
-        "       kvsink-eval encode --model DIR --text FILE\n"
+        "       kvsink-eval encode --model DIR --text FILE [--docs]\n"
         "       kvsink-eval info --model DIR\n", f);
 }
 
@@ -68,7 +68,7 @@ static int parse_args(int argc, char **argv, args *a)
     {"policy", 1, 0, 'p'}, {"outliers", 1, 0, 'O'}, {"contexts", 1, 0, 'n'}, {"ctx", 1, 0, 'c'},
     {"chunk", 1, 0, 'g'}, {"json", 0, 0, 'j'}, {"no-daemon", 0, 0, 'N'}, {"tokens", 1, 0, 'T'},
     {"sinks", 1, 0, 'S'}, {"sinks-out", 1, 0, 'W'}, {"profile", 1, 0, 'P'},
-    {"v-group", 1, 0, 'V'}, {"nll-out", 1, 0, 'L'}, {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
+    {"v-group", 1, 0, 'V'}, {"nll-out", 1, 0, 'L'}, {"docs", 0, 0, 'D'}, {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
   int o;
   uint32_t u;
   memset(a, 0, sizeof *a);
@@ -91,6 +91,7 @@ static int parse_args(int argc, char **argv, args *a)
     case 'L': a->nll_out = optarg; break;
     case 'j': a->json = 1; break;
     case 'N': a->no_daemon = 1; break;
+    case 'D': a->docs = 1; break;
     case 'b':
       if (parse_u32(optarg, 2, 16, &u) < 0 || (u != 2 && u != 3 && u != 4 && u != 8 && u != 16))
         goto bad;
@@ -208,9 +209,19 @@ static int cmd_encode(const args *a)
     kvs__tok_free(tok);
     return 1;
   }
-  r = kvs__tok_encode(tok, (const unsigned char *)text, len, &ids, &n, &cap);
-  for (size_t i = 0; r == 0 && i < n; i++)
-    printf(i + 1 < n ? "%u " : "%u", ids[i]);
+  if (a->docs) {
+    /* the token stream ppl packs: documents with BOS in front */
+    kvs__corpus c;
+    r = kvs__corpus_build(&c, tok, (const unsigned char *)text, len, KVS_TOK_BOS, UINT32_MAX, 1);
+    for (size_t i = 0; r == 0 && i < c.n_ids; i++)
+      printf(i + 1 < c.n_ids ? "%u " : "%u", c.ids[i]);
+    if (r == 0)
+      kvs__corpus_free(&c);
+  } else {
+    r = kvs__tok_encode(tok, (const unsigned char *)text, len, &ids, &n, &cap);
+    for (size_t i = 0; r == 0 && i < n; i++)
+      printf(i + 1 < n ? "%u " : "%u", ids[i]);
+  }
   printf("\n");
   free(ids);
   free(text);
@@ -457,7 +468,7 @@ static int cmd_ppl(const args *a)
   if (!a->no_daemon) {
     qp.group = dkv.info->group;
     qp.channels = dkv.channels;
-    qp.v_group = a->v_group ? (uint32_t)a->v_group : m.cfg.head_dim;
+    qp.v_group = a->v_group ? (uint32_t)a->v_group : 32; /* kvsinkd default v_group_size */
     qp.k_bits = (uint32_t)dkv.info->k_bits;
     qp.v_bits = (uint32_t)dkv.info->v_bits;
     qp.k_outliers = qp.v_outliers = kvs__outlier_count(qp.channels, dkv.info->outliers);

@@ -43,3 +43,15 @@ if ! cmp -s "$tmp/c.ids" "$tmp/py.ids"; then
   exit 1
 fi
 echo "ok: $n ids identical ($(basename "$model"))"
+
+# Document splitting and BOS placement as the training saw them (bpe.py --docs)
+slice=$top_srcdir/eval/testdata/test-slice.txt
+if [ -f "$slice" ]; then
+  head -c 30000 "$slice" > "$tmp/docs.txt"
+  printf '\n\036\n\n\n \n\036\nlast document\n\n' >> "$tmp/docs.txt"
+  "$EVAL" encode --docs --model "$model" --text "$tmp/docs.txt" | tr -s ' ,[]\n' '\n' | sed '/^$/d' > "$tmp/c.ids"
+  "$PY" "$top_srcdir/eval/bpe.py" encode --docs --tokenizer "$model/tokenizer.json" "$tmp/docs.txt" |
+    tr -s ' ,[]\n' '\n' | sed '/^$/d' > "$tmp/py.ids"
+  cmp -s "$tmp/c.ids" "$tmp/py.ids" || { echo "FAIL: document splitting differs from bpe.py --docs"; exit 1; }
+  echo "ok: $(wc -l < "$tmp/c.ids") ids with BOS per document identical"
+fi
