@@ -367,12 +367,12 @@ static int m_errors(void)
   a.v_off = (size_t)-1 - 4;
   expect_err(c, kvs_put(c, &a, NULL), KVS_ESEGMENT, "put with V offset overflowing");
   a.v_off = kvs_kv_bytes(c, 16, 0, L);
-  expect_err(c, kvs_get(c, 3, 0, 16, 0, L, sz, 0), 0, "get of an unknown seq");
+  expect_err(c, kvs_get(c, 999, 0, 16, 0, L, 0, a.v_off), -ENOENT, "get of an unknown seq");
   int r = put(c, 3, 77, 0, g);
   if (r < 0)
     FAIL("valid put: %s (%s)", kvs_strerror(r), kvs_last_error(c));
   expect_err(c, put(c, 3, 77, g + 1, 4), -EINVAL, "put at a wrong start");
-  expect_err(c, kvs_get(c, 3, 0, g, 0, L, sz - 2, 0), KVS_ESEGMENT, "get into beyond the segment");
+  expect_err(c, kvs_get(c, 3, 0, g, 0, L, sz - 2, 0), KVS_ESEGMENT, "get into a range beyond the segment");
   expect_err(c, kvs_get(c, 3, 0, g + 5, 0, L, 0, 0), 0, "get beyond the seq length");
   a.start = g;
   a.layer_begin = 0;
@@ -384,7 +384,7 @@ static int m_errors(void)
   a.n_tokens = KVS_MAX_TOKENS_PER_PUT + 1;
   expect_err(c, kvs_put(c, &a, NULL), 0, "put of too many tokens");
   free(many);
-  expect_err(c, kvs_release(c, 999), 0, "release of an unknown seq");
+  expect_err(c, kvs_release(c, 999), -ENOENT, "release of an unknown seq");
   r = put(c, 3, 77, g, g);
   if (r < 0)
     FAIL("session cannot continue its seq: %s (%s)", kvs_strerror(r), kvs_last_error(c));
