@@ -3,8 +3,8 @@
 # right; a put into a pool full of pinned blocks gets -ENOSPC and works
 # after a release on another connection.
 . "${top_srcdir:-.}/tests/integration/client-common.sh"
-start_daemon --pool-size 1M
-timeout 120 "$ITEST" "$sock" evict 64 > "$tmp/evict.log" 2>&1
+start_daemon --pool-size 4M
+timeout 120 "$ITEST" "$sock" evict 200 > "$tmp/evict.log" 2>&1
 rc=$?
 cat "$tmp/evict.log"
 [ $rc -eq 0 ] || fail "evict client"

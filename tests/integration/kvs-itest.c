@@ -15,7 +15,7 @@
 #include "client/kvsink.h"
 #include "proto/proto.h" /* limits */
 
-enum { L = 4, H = 2, D = 32 };
+enum { L = 4, H = 2, D = 32, LOOP_GROUPS = 96 };
 
 static const char *sock;
 
@@ -43,7 +43,7 @@ static kvs_client *conn(const char *model_id)
   kvs_options_init(&o);
   o.k_bits = o.v_bits = 4;
   o.policy = KVS_POLICY_PFN;
-  o.seg_size = 4u << 20;
+  o.seg_size = 16u << 20;
   int r = kvs_connect(&c, sock, &m, &o);
   if (r < 0)
     FAIL("connect: %s", kvs_strerror(r));
@@ -207,14 +207,15 @@ static int m_share(uint32_t seed, uint32_t blocks, const char *marker, uint32_t 
   return 0;
 }
 
-/* putloop SEED: append groups to seqs forever (until killed); a new seq
- * every 8 groups. */
+/* putloop SEED: append one group per put to a seq of LOOP_GROUPS groups,
+ * then start over (until killed). */
 static int m_putloop(uint32_t seed)
 {
+  alarm(120); /* the script kills us long before; never outlive a broken one */
   kvs_client *c = conn("itest");
   uint32_t g = kvs_get_info(c)->group;
   for (uint64_t seq = 1;; seq++) {
-    for (uint32_t k = 0; k < 8; k++) {
+    for (uint32_t k = 0; k < LOOP_GROUPS; k++) {
       int r = put(c, seq, seed, k * g, g);
       if (r < 0)
         FAIL("putloop: %s (%s)", kvs_strerror(r), kvs_last_error(c));
@@ -229,9 +230,9 @@ static int m_putloop(uint32_t seed)
 static int m_verify(uint32_t seed)
 {
   kvs_client *c = conn("itest"), *ref = conn("itest-ref");
-  uint32_t g = kvs_get_info(c)->group, n = 8 * g;
-  uint32_t tokens[8 * 1024];
-  if (n > 8 * 1024)
+  uint32_t g = kvs_get_info(c)->group, n = LOOP_GROUPS * g;
+  uint32_t tokens[KVS_MAX_TOKENS_PER_PUT];
+  if (n > KVS_MAX_TOKENS_PER_PUT)
     FAIL("group too large");
   for (uint32_t t = 0; t < n; t++)
     tokens[t] = tok(seed, t);
