@@ -31,8 +31,12 @@ start_daemon() {
 # stop_daemon: SIGTERM and require exit status 0.
 stop_daemon() {
   kill -TERM "$DPID"
+  # a daemon that does not stop is killed, and that fails the test
+  (sleep 20; kill -9 "$DPID" 2>/dev/null) &
+  killer=$!
   wait "$DPID"
   rc=$?
+  kill "$killer" 2>/dev/null
   DPID=
   [ $rc -eq 0 ] || fail "kvsinkd exited with $rc after SIGTERM"
 }

@@ -9,6 +9,8 @@
  *     eof         expect the daemon to close the connection: prints "closed"
  *                 (exit 3 when a frame arrives instead)
  *     wait MS     sleep
+ *     flood N     send N pings without reading the replies (fills the
+ *                 daemon's write queue)
  * Exit 0 when every command worked, 1 usage, 2 I/O error.
  */
 #include <ctype.h>
@@ -207,6 +209,21 @@ int main(int argc, char **argv)
                             .tv_nsec = (long)(atoi(argv[i + 1]) % 1000) * 1000000L};
       nanosleep(&ts, NULL);
       i++;
+    } else if (strcmp(cmd, "flood") == 0 && i + 1 < argc) {
+      long n = atol(argv[++i]);
+      for (long k = 0; k < n && r == 0; k++) {
+        char b[64];
+        msgpack_sbuffer sb;
+        msgpack_sbuffer_init(&sb);
+        msgpack_packer pk;
+        msgpack_packer_init(&pk, &sb, msgpack_sbuffer_write);
+        snprintf(b, sizeof b, "{\"op\":\"ping\",\"id\":%ld}", k + 1000);
+        jp = b;
+        json(&pk);
+        unsigned char hdr[4] = {0, 0, 0, (unsigned char)sb.size};
+        if (write_all(fd, hdr, 4) < 0 || write_all(fd, sb.data, sb.size) < 0) r = 2;
+        msgpack_sbuffer_destroy(&sb);
+      }
     } else if (strcmp(cmd, "send") == 0 && i + 1 < argc) {
       msgpack_sbuffer sb;
       msgpack_sbuffer_init(&sb);
