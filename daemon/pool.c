@@ -39,8 +39,15 @@ int kvs__pool_init(kvs__pool **out, kvs__backend *be, size_t pool_bytes, size_t 
 {
   if (!out || !be || !be->pool_alloc)
     return -EINVAL;
-  if (!chunk_bytes)
+  if (!chunk_bytes) {
+    /* Default 2 MiB, but small pools still get 64 chunks so that several
+     * slot classes can coexist. */
     chunk_bytes = 2u << 20;
+    if (chunk_bytes > pool_bytes / 64)
+      chunk_bytes = pool_bytes / 64 / KVS_POOL_ALIGN * KVS_POOL_ALIGN;
+    if (chunk_bytes == 0)
+      chunk_bytes = KVS_POOL_ALIGN;
+  }
   chunk_bytes = round_up(chunk_bytes, KVS_POOL_ALIGN);
   size_t n = pool_bytes / chunk_bytes;
   if (n == 0 || n >= NONE)

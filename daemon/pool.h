@@ -15,7 +15,8 @@
 
 typedef struct kvs__pool kvs__pool;
 
-/* chunk_bytes 0 = 2 MiB; rounded up to KVS_POOL_ALIGN. */
+/* chunk_bytes 0 = 2 MiB (at most pool_bytes / 64); rounded up to
+ * KVS_POOL_ALIGN. Slots larger than a chunk span several chunks. */
 int kvs__pool_init(kvs__pool **out, kvs__backend *be, size_t pool_bytes, size_t chunk_bytes);
 void kvs__pool_close(kvs__pool *p);
 /* Class id (>= 0) for slots of slot_bytes, created on first use.

@@ -101,9 +101,14 @@ START_TEST(bad_init)
   kvs__pool *p = NULL;
   ck_assert_int_eq(kvs__pool_init(&p, &kvs__backend_host, CH - 1, CH), -EINVAL);
   ck_assert_int_eq(kvs__pool_init(&p, NULL, CH, CH), -EINVAL);
-  ck_assert_int_eq(kvs__pool_init(&p, &kvs__backend_host, 3u << 20, 0), 0);
+  ck_assert_int_eq(kvs__pool_init(&p, &kvs__backend_host, 256u << 20, 0), 0);
   ck_assert_uint_eq(kvs__pool_chunk_bytes(p), 2u << 20);
-  ck_assert_uint_eq(kvs__pool_bytes(p), 2u << 20);
+  ck_assert_uint_eq(kvs__pool_bytes(p), 256u << 20);
+  kvs__pool_close(p);
+  /* A small pool gets smaller chunks by default, still 64 of them. */
+  ck_assert_int_eq(kvs__pool_init(&p, &kvs__backend_host, 1u << 20, 0), 0);
+  ck_assert_uint_eq(kvs__pool_chunk_bytes(p), 16384);
+  ck_assert_uint_eq(kvs__pool_free_chunks(p), 64);
   kvs__pool_close(p);
 }
 END_TEST
