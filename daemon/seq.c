@@ -145,6 +145,7 @@ typedef struct plan {
   uint32_t L0, L1, nb1;
   uint16_t *rk, *rv;            /* new residual buffers (owned until commit) */
   int fresh_res;
+  int append;                   /* no shift: new rows go after the old ones */
 } plan;
 
 int kvs__seq_put(kvs__seq *q, uint32_t start, const uint32_t *tokens, uint32_t n,
@@ -274,8 +275,30 @@ int kvs__seq_put(kvs__seq *q, uint32_t start, const uint32_t *tokens, uint32_t n
   for (uint32_t l = 0; l < nl; l++) {
     plan *p = &pl[l];
     uint32_t pend = p->L1 - p->nb1 * G;
-    if ((p->L1 == p->L0 && p->nb1 == q->l[l].nblk) || pend == 0)
+    kvs__seq_layer *L = &q->l[l];
+    if ((p->L1 == p->L0 && p->nb1 == L->nblk) || pend == 0)
       continue;
+    if (p->nb1 == L->nblk) {
+      /* Decode-style appends: grow in place (contents kept, so a later
+       * failure leaves the seq as it was). */
+      uint32_t cap = L->rcap;
+      if (pend > cap) {
+        cap = cap ? cap : 2u * G;
+        while (cap < pend)
+          cap *= 2;
+        uint16_t *nk = realloc(L->rk, (size_t)cap * C * 2u);
+        if (!nk)
+          goto nomem;
+        L->rk = nk;
+        uint16_t *nv = realloc(L->rv, (size_t)cap * C * 2u);
+        if (!nv)
+          goto nomem;
+        L->rv = nv;
+        L->rcap = cap;
+      }
+      p->append = 1;
+      continue;
+    }
     p->rk = malloc((size_t)pend * C * 2u);
     p->rv = malloc((size_t)pend * C * 2u);
     p->fresh_res = 1;
@@ -401,6 +424,15 @@ int kvs__seq_put(kvs__seq *q, uint32_t start, const uint32_t *tokens, uint32_t n
       free(L->rk);
       free(L->rv);
       L->rk = L->rv = NULL;
+      L->rcap = 0;
+      continue;
+    }
+    if (p->append) {
+      for (uint32_t t = p->L0; t < p->L1; t++) {
+        size_t o = ((size_t)(l - lb) * n + (t - start)) * C, d = (size_t)(t - nb0 * G) * C;
+        memcpy(L->rk + d, k + o, (size_t)C * 2u);
+        memcpy(L->rv + d, v + o, (size_t)C * 2u);
+      }
       continue;
     }
     for (uint32_t r = 0; r < pend; r++) {
@@ -421,6 +453,7 @@ int kvs__seq_put(kvs__seq *q, uint32_t start, const uint32_t *tokens, uint32_t n
     free(L->rv);
     L->rk = p->rk;
     L->rv = p->rv;
+    L->rcap = pend;
     p->fresh_res = 0;
   }
   for (uint32_t i = 0; i < njobs; i++) {

@@ -243,6 +243,13 @@ int kvs__space_ref(kvs__store *st, const kvs__space_key *key, const kvs__profile
   int rc = key_check(key);
   if (rc < 0)
     return rc;
+  /* Resolve v_group first so that equivalent keys find one space. */
+  kvs__space_key rk = *key;
+  uint32_t c = key->n_kv_heads * key->head_dim;
+  rk.v_group = key->v_group && c % key->v_group == 0 ? key->v_group
+               : c % 32u == 0                        ? 32u
+                                                     : key->head_dim;
+  key = &rk;
   for (kvs__space *sp = st->spaces; sp; sp = sp->next)
     if (key_eq(&sp->key, key)) {
       sp->refs++;
@@ -260,12 +267,9 @@ int kvs__space_ref(kvs__store *st, const kvs__space_key *key, const kvs__profile
     sp->prof = *profile;
     sp->has_prof = key->policy == KVS_POLICY_KVSINK;
   }
-  uint32_t c = key->n_kv_heads * key->head_dim;
   sp->qp.group = key->group;
   sp->qp.channels = c;
-  sp->qp.v_group = key->v_group && c % key->v_group == 0 ? key->v_group
-                   : c % 32u == 0                        ? 32u
-                                                         : key->head_dim;
+  sp->qp.v_group = key->v_group;
   sp->qp.k_bits = key->k_bits;
   sp->qp.v_bits = key->v_bits;
   sp->qp.k_outliers = sp->qp.v_outliers = kvs__outlier_count(c, key->outliers);

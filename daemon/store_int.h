@@ -37,6 +37,7 @@ typedef struct kvs__seq_layer {
   uint32_t len, nblk, blkcap;
   kvs__block **blk;
   uint16_t *rk, *rv;                /* residual [len - nblk*G][C] */
+  uint32_t rcap;                    /* rows allocated in rk / rv */
 } kvs__seq_layer;
 
 struct kvs__seq {

@@ -557,6 +557,44 @@ START_TEST(validation)
 }
 END_TEST
 
+
+/* Decode: one token per put, layer by layer, across group boundaries. */
+START_TEST(decode_layer_by_layer)
+{
+  kvs__store *s = mkstore(1u << 20, 0);
+  kvs__space_key key = mkkey(KVS_POLICY_NONE, 0), key32 = key;
+  key32.v_group = 32; /* the resolved default: the same space */
+  kvs__space *sp, *sp2;
+  kvs__seq *q;
+  ck_assert_int_eq(kvs__space_ref(s, &key, NULL, &sp), 0);
+  ck_assert_int_eq(kvs__space_ref(s, &key32, NULL, &sp2), 0);
+  ck_assert_ptr_eq(sp, sp2);
+  kvs__space_unref(sp2);
+  ck_assert_int_eq(kvs__seq_new(sp, &q), 0);
+  uint32_t n = 2 * G + 7;
+  uint16_t *k = randkv(NL, n), *v = randkv(NL, n);
+  uint32_t *t = toks(n, 77);
+  char err[KVS_MAX_ERRMSG];
+  kvs__put_info info;
+  for (uint32_t p = 0; p < n; p++)
+    for (uint32_t l = 0; l < NL; l++) {
+      size_t o = ((size_t)l * n + p) * C;
+      ck_assert_int_eq(kvs__seq_put(q, p, t + p, 1, l, l + 1, k + o, v + o, NULL, 0, &info, err),
+                       0);
+      ck_assert_uint_eq(info.quantized, (p + 1) % G == 0 ? 1 : 0);
+      ck_assert_uint_eq(info.seq_len, l == NL - 1 ? p + 1 : p);
+    }
+  check_seq(q, sp, k, v, n, 2 * G, NULL);
+  ck_assert_uint_eq(stats(s).blocks_used, 2 * NL);
+  kvs__seq_free(q);
+  kvs__space_unref(sp);
+  free(k);
+  free(v);
+  free(t);
+  kvs__store_close(s);
+}
+END_TEST
+
 static void count_cb(const kvs__space_key *key, uint64_t blocks, uint64_t pinned, uint64_t seqs,
                      void *arg)
 {
@@ -604,6 +642,7 @@ int main(void)
   tcase_add_test(tc, eviction_and_nospc);
   tcase_add_test(tc, validation);
   tcase_add_test(tc, foreach_close);
+  tcase_add_test(tc, decode_layer_by_layer);
   suite_add_tcase(s, tc);
   SRunner *r = srunner_create(s);
   srunner_run_all(r, CK_NORMAL);
