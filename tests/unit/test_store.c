@@ -595,6 +595,48 @@ START_TEST(decode_layer_by_layer)
 }
 END_TEST
 
+
+/* A quantizer failure after slots were reserved (bf16 range too wide for
+ * the fp16 scales) leaves the seq and the pool as they were. */
+START_TEST(quantize_error_rolls_back)
+{
+  kvs__store *s = mkstore(1u << 20, 0);
+  kvs__space_key key = mkkey(KVS_POLICY_PFN, 2);
+  key.dtype = KVS_DTYPE_BF16;
+  key.outliers = 0; /* else the huge value would be kept as an outlier */
+  kvs__space *sp;
+  kvs__seq *q;
+  ck_assert_int_eq(kvs__space_ref(s, &key, NULL, &sp), 0);
+  ck_assert_int_eq(kvs__seq_new(sp, &q), 0);
+  uint32_t n = G + 1;
+  size_t m = (size_t)NL * n * C;
+  uint16_t *k = malloc(m * 2), *v = malloc(m * 2);
+  for (size_t i = 0; i < m; i++) {
+    k[i] = kvs__f32_to_bf16(frand());
+    v[i] = kvs__f32_to_bf16(frand());
+  }
+  k[((size_t)NL * n - 1) * C - C * 4] = kvs__f32_to_bf16(1e30f); /* layer 1, row 12 */
+  uint32_t *t = toks(n, 4);
+  char err[KVS_MAX_ERRMSG];
+  ck_assert_int_eq(kvs__seq_put(q, 0, t, n, 0, NL, k, v, NULL, 0, NULL, err), -ERANGE);
+  ck_assert_uint_eq(kvs__seq_len(q), 0);
+  kvs__stats st = stats(s);
+  ck_assert_uint_eq(st.blocks_used, 0);
+  ck_assert_uint_eq(st.pool_used_bytes, 0);
+  ck_assert_uint_eq(st.puts, 0);
+  /* The seq still takes a valid put. */
+  k[((size_t)NL * n - 1) * C - C * 4] = kvs__f32_to_bf16(1.0f);
+  ck_assert_int_eq(kvs__seq_put(q, 0, t, n, 0, NL, k, v, NULL, 0, NULL, err), 0);
+  ck_assert_uint_eq(stats(s).blocks_used, NL);
+  kvs__seq_free(q);
+  kvs__space_unref(sp);
+  free(k);
+  free(v);
+  free(t);
+  kvs__store_close(s);
+}
+END_TEST
+
 static void count_cb(const kvs__space_key *key, uint64_t blocks, uint64_t pinned, uint64_t seqs,
                      void *arg)
 {
@@ -643,6 +685,7 @@ int main(void)
   tcase_add_test(tc, validation);
   tcase_add_test(tc, foreach_close);
   tcase_add_test(tc, decode_layer_by_layer);
+  tcase_add_test(tc, quantize_error_rolls_back);
   suite_add_tcase(s, tc);
   SRunner *r = srunner_create(s);
   srunner_run_all(r, CK_NORMAL);
