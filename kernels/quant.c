@@ -78,20 +78,21 @@ static int range_params(float mn, float mx, int any, uint32_t bits, uint16_t *sc
   float scale = (mx - mn) / (float)((1u << bits) - 1u);
   uint16_t s = kvs__f32_to_f16(scale), m = kvs__f32_to_f16(mn);
   if ((s & 0x7c00u) == 0x7c00u || (m & 0x7c00u) == 0x7c00u) return -ERANGE;
-  float sf = kvs__f16_to_f32(s);
+  float sf = kvs__f16_to_f32_i(s);
   *sc_h = s;
   *mn_h = m;
-  q->minf = kvs__f16_to_f32(m);
+  q->minf = kvs__f16_to_f32_i(m);
   q->inv = sf == 0.f ? 0.f : 1.0f / sf;
   return 0;
 }
 
-static inline uint32_t qcode(float x, const qrange *q, float hi)
+static inline uint32_t qcode(float x, const qrange *q, uint32_t hi)
 {
-  if (q->inv == 0.f) return 0;
-  float t = floorf((x - q->minf) * q->inv + 0.5f);
-  t = t < 0.f ? 0.f : (t > hi ? hi : t);
-  return (uint32_t)t;
+  /* floor(y) then clamp; for y >= 0 truncation is floor */
+  float y = (x - q->minf) * q->inv + 0.5f;
+  if (!(y >= 1.0f)) return 0; /* also inv == 0 */
+  uint32_t c = (uint32_t)y;
+  return c > hi ? hi : c;
 }
 
 /* Bit-stream writer for one row: little-endian 32-bit words. */
@@ -179,12 +180,16 @@ int kvs__quantize_block(const kvs__qparams *p, const uint16_t *k, const uint16_t
   /* scratch: key ranges [C], outlier marks [G][C] each, a heap [C] */
   size_t need = sizeof(qrange) * C + (nko ? (size_t)G * C : 0) + (nvo ? (size_t)G * C : 0);
   need += sizeof(uint32_t) * (nko > nvo ? nko : nvo) + 16u;
+  need += sizeof(float) * 2u * G * C; /* inputs converted once */
   uint8_t *scratch = malloc(need);
   if (!scratch) return -ENOMEM;
   qrange *kq = (qrange *)scratch;
   uint32_t *heap = (uint32_t *)(kq + C);
   uint8_t *kmark = (uint8_t *)(heap + (nko > nvo ? nko : nvo));
   uint8_t *vmark = kmark + (nko ? (size_t)G * C : 0);
+  float *xk = (float *)(((uintptr_t)(vmark + (nvo ? (size_t)G * C : 0)) + 3u) & ~(uintptr_t)3u);
+  float *xv = xk + (size_t)G * C;
+  for (size_t i = 0; i < (size_t)G * C; i++) { xk[i] = kvs__h_to_f32(k[i], dt); xv[i] = kvs__h_to_f32(v[i], dt); }
   if (nko) memset(kmark, 0, (size_t)G * C);
   if (nvo) memset(vmark, 0, (size_t)G * C);
 
@@ -219,11 +224,11 @@ int kvs__quantize_block(const kvs__qparams *p, const uint16_t *k, const uint16_t
     float *mx = mn + C;
     for (uint32_t r = 0; r < G; r++) {
       if ((sink_mask >> r) & 1u) continue;
-      const uint16_t *kr = k + (size_t)r * C;
+      const float *xr = xk + (size_t)r * C;
       const uint8_t *mk = nko ? kmark + (size_t)r * C : NULL;
       for (uint32_t c = 0; c < C; c++) {
         if (mk && mk[c]) continue;
-        float x = kvs__h_to_f32(kr[c], dt);
+        float x = xr[c];
         if (!any[c]) { mn[c] = mx[c] = x; any[c] = 1; }
         else { mn[c] = x < mn[c] ? x : mn[c]; mx[c] = x > mx[c] ? x : mx[c]; }
       }
@@ -241,8 +246,8 @@ int kvs__quantize_block(const kvs__qparams *p, const uint16_t *k, const uint16_t
     uint32_t *w = (uint32_t *)(blk + l.kcodes + r * l.kstride);
     bitw b = { w, 0, 0 };
     if (kraw) { raw_row(&b, kr, C, w + l.kstride / 4u); continue; }
-    const float hi = (float)((1u << p->k_bits) - 1u);
-    for (uint32_t c = 0; c < C; c++) bitw_put(&b, qcode(kvs__h_to_f32(kr[c], dt), &kq[c], hi), p->k_bits);
+    const uint32_t hi = (1u << p->k_bits) - 1u;
+    for (uint32_t c = 0; c < C; c++) bitw_put(&b, qcode(xk[(size_t)r * C + c], &kq[c], hi), p->k_bits);
     bitw_end(&b, w + l.kstride / 4u);
   }
   /* values: per row, per group of vg channels */
@@ -255,21 +260,21 @@ int kvs__quantize_block(const kvs__qparams *p, const uint16_t *k, const uint16_t
     const uint8_t *mk = nvo ? vmark + (size_t)r * C : NULL;
     uint16_t *vsc = (uint16_t *)(blk + l.vscale) + (size_t)r * ng;
     uint16_t *vmn = (uint16_t *)(blk + l.vmin) + (size_t)r * ng;
-    const float hi = (float)((1u << p->v_bits) - 1u);
+    const uint32_t hi = (1u << p->v_bits) - 1u;
     for (uint32_t g = 0; g < ng && !rc; g++) {
       const uint32_t c0 = g * vg;
       float mn = 0.f, mx = 0.f;
       int any = 0;
       for (uint32_t c = c0; c < c0 + vg; c++) {
         if (mk && mk[c]) continue;
-        float x = kvs__h_to_f32(vr[c], dt);
+        float x = xv[(size_t)r * C + c];
         if (!any) { mn = mx = x; any = 1; }
         else { mn = x < mn ? x : mn; mx = x > mx ? x : mx; }
       }
       qrange q;
       rc = range_params(mn, mx, any, p->v_bits, &vsc[g], &vmn[g], &q);
       for (uint32_t c = c0; c < c0 + vg && !rc; c++)
-        bitw_put(&b, qcode(kvs__h_to_f32(vr[c], dt), &q, hi), p->v_bits);
+        bitw_put(&b, qcode(xv[(size_t)r * C + c], &q, hi), p->v_bits);
     }
     if (!rc) bitw_end(&b, w + l.vstride / 4u);
   }
@@ -334,7 +339,7 @@ int kvs__dequantize_block(const kvs__qparams *p, const void *block,
       for (uint32_t c = 0; c < C; c++) ko[c] = (uint16_t)bitr_get(&b, 16);
     } else {
       for (uint32_t c = 0; c < C; c++) {
-        float x = kvs__f16_to_f32(kmn[c]) + (float)bitr_get(&b, p->k_bits) * kvs__f16_to_f32(ksc[c]);
+        float x = kvs__f16_to_f32_i(kmn[c]) + (float)bitr_get(&b, p->k_bits) * kvs__f16_to_f32_i(ksc[c]);
         ko[c] = kvs__f32_to_h(x, dt);
       }
     }
@@ -345,7 +350,7 @@ int kvs__dequantize_block(const kvs__qparams *p, const void *block,
       const uint16_t *vsc = (const uint16_t *)(blk + l.vscale) + (size_t)r * ng;
       const uint16_t *vmn = (const uint16_t *)(blk + l.vmin) + (size_t)r * ng;
       for (uint32_t g = 0; g < ng; g++) {
-        float sf = kvs__f16_to_f32(vsc[g]), mf = kvs__f16_to_f32(vmn[g]);
+        float sf = kvs__f16_to_f32_i(vsc[g]), mf = kvs__f16_to_f32_i(vmn[g]);
         for (uint32_t c = g * vg; c < (g + 1u) * vg; c++)
           vo[c] = kvs__f32_to_h(mf + (float)bitr_get(&b, p->v_bits) * sf, dt);
       }
