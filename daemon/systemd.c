@@ -1,6 +1,7 @@
 /* The only file that knows about systemd. */
 #include <errno.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>

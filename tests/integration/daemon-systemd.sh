@@ -23,7 +23,7 @@ wait_note() {
 
 # The socket is created by systemd-socket-activate; kvsinkd must use the fd
 # (its own --socket points elsewhere and must not be created).
-"$SSA" -l "$SOCK" -E NOTIFY_SOCKET="$NS" "$KVSINKD" --foreground --socket "$T/unused.sock" \
+"$SSA" -l "$SOCK" -E NOTIFY_SOCKET="$NS" -E WATCHDOG_USEC=400000 "$KVSINKD" --foreground --socket "$T/unused.sock" \
   --pool-size 16M --device host --log-level info 2>"$T/log" &
 DPID=$!
 i=0
@@ -35,6 +35,7 @@ echo "$out" | grep -q 'fd memfd' || fail "no segment from the activated daemon: 
 echo "$out" | grep -q '"id"=>2}' || fail "ping: $out"
 wait_note READY=1
 wait_note 'STATUS=serving'
+wait_note WATCHDOG=1
 [ -e "$T/unused.sock" ] && fail "kvsinkd bound its own socket despite socket activation"
 grep -q 'socket passed by systemd' "$T/log" || fail "no socket-activation log line"
 # under NOTIFY_SOCKET the log carries syslog priorities
