@@ -313,11 +313,15 @@ static int decode_hello(const msgpack_object **s, kvs__hello *h, char *errmsg)
   int r;
 
   if (!s[RK_VERSION]) return missing("", "version", errmsg);
-  if (!s[RK_MODEL]) return missing("", "model", errmsg);
-  if (!s[RK_SEG_SIZE]) return missing("", "seg_size", errmsg);
-  /* any version decodes: the daemon answers a foreign one with KVS_EVERSION */
+  /* any version decodes: the daemon answers a foreign one with KVS_EVERSION.
+   * The rest of a foreign hello may be laid out differently, so it is not
+   * looked at: the peer gets the clear version error, not a field error. */
   if ((r = get_u32(s[RK_VERSION], "version", &h->version, errmsg)) < 0)
     return r;
+  if (h->version != KVS_PROTO_VERSION)
+    return 0;
+  if (!s[RK_MODEL]) return missing("", "model", errmsg);
+  if (!s[RK_SEG_SIZE]) return missing("", "seg_size", errmsg);
   if ((r = decode_model(s[RK_MODEL], h, errmsg)) < 0)
     return r;
   if ((r = get_uint(s[RK_SEG_SIZE], "seg_size", UINT64_MAX, &v, errmsg)) < 0)

@@ -121,7 +121,7 @@ static void run_one(const uint8_t *p, size_t len, int is_rep, long iter)
       if (req.op == KVS_OP_PUT || req.op == KVS_OP_LOOKUP)
         check(req.n_tokens <= KVS_MAX_TOKENS_PER_PUT && (!req.n_tokens || req.tokens),
               "tokens", iter);
-      if (req.op == KVS_OP_HELLO)
+      if (req.op == KVS_OP_HELLO && req.hello.version == KVS_PROTO_VERSION)
         check(strlen(req.hello.model_id) >= 1 && req.hello.n_layers >= 1 &&
               req.hello.n_layers <= KVS_MAX_LAYERS, "hello model", iter);
       kvs__req_free(&req);
@@ -189,12 +189,12 @@ int main(int argc, char **argv)
   if (!buf)
     return 1;
   long accepted = 0;
-  for (long it = 0; it < ITERATIONS; it++) {
+  for (long it = 0; accepted < ITERATIONS; it++) {
     const kvs__seed *s = &seeds[rnd((uint32_t)n)];
     size_t len = s->len;
     memcpy(buf, s->frame, len);
     len = mutate(buf, len, cap);
-    if (len < 4)
+    if (len < 4) /* not even a header: nothing to decode */
       continue;
     /* a reader trusts the (possibly mutated) header up to what arrived */
     size_t want = kvs__frame_get_len(buf);

@@ -579,6 +579,15 @@ START_TEST(dec_hello_errors)
   kv_u("seg_size", 0);
   ck_assert_int_eq(req_end(), 0);
   ck_assert_uint_eq(rq.hello.version, 999);
+  /* ... even when the rest of it follows some other layout */
+  mp_begin(4);
+  kv_s("op", "hello");
+  kv_u("id", 6);
+  kv_u("version", 2);
+  kv_s("model", "a string in version 2");
+  ck_assert_int_eq(req_end(), 0);
+  ck_assert_uint_eq(rq.hello.version, 2);
+  ck_assert_uint_eq(rq.id, 6);
 
   /* missing required fields, named */
   mp_begin(4);
