@@ -116,6 +116,21 @@ static void bitw_end(bitw *b, uint32_t *end)
   while (b->w < end) *b->w++ = 0;
 }
 
+/* Per-thread scratch, kept between calls: a fresh allocation per block
+ * costs page faults that dwarf the arithmetic (host path of the daemon). */
+static _Thread_local struct { void *p; size_t n; } qscratch;
+
+static void *scratch_get(size_t n)
+{
+  if (n > qscratch.n) {
+    void *p = realloc(qscratch.p, n);
+    if (!p) return NULL;
+    qscratch.p = p;
+    qscratch.n = n;
+  }
+  return qscratch.p;
+}
+
 static inline uint32_t okey(uint16_t h, uint32_t c) { return ((uint32_t)(h & 0x7fffu) << 16) | (0xffffu - c); }
 
 static void heap_down(uint32_t *h, uint32_t n, uint32_t i)
@@ -181,7 +196,8 @@ int kvs__quantize_block(const kvs__qparams *p, const uint16_t *k, const uint16_t
   size_t need = sizeof(qrange) * C + (nko ? (size_t)G * C : 0) + (nvo ? (size_t)G * C : 0);
   need += sizeof(uint32_t) * (nko > nvo ? nko : nvo) + 16u;
   need += sizeof(float) * 2u * G * C; /* inputs converted once */
-  uint8_t *scratch = malloc(need);
+  need += sizeof(float) * 2u * C + C;  /* key min/max, any */
+  uint8_t *scratch = scratch_get(need);
   if (!scratch) return -ENOMEM;
   qrange *kq = (qrange *)scratch;
   uint32_t *heap = (uint32_t *)(kq + C);
@@ -218,10 +234,10 @@ int kvs__quantize_block(const kvs__qparams *p, const uint16_t *k, const uint16_t
 
   /* keys: per-channel min/max, rows outer so the input is read in order */
   if (!kraw) {
-    float *mn = malloc(sizeof(float) * 2u * C);
-    uint8_t *any = calloc(C, 1);
-    if (!mn || !any) { free(mn); free(any); free(scratch); return -ENOMEM; }
-    float *mx = mn + C;
+    /* after the converted inputs in the same scratch */
+    float *mn = xv + (size_t)G * C, *mx = mn + C;
+    uint8_t *any = (uint8_t *)(mx + C);
+    memset(any, 0, C);
     for (uint32_t r = 0; r < G; r++) {
       if ((sink_mask >> r) & 1u) continue;
       const float *xr = xk + (size_t)r * C;
@@ -236,8 +252,6 @@ int kvs__quantize_block(const kvs__qparams *p, const uint16_t *k, const uint16_t
     uint16_t *ksc = (uint16_t *)(blk + l.kscale), *kmn = (uint16_t *)(blk + l.kmin);
     for (uint32_t c = 0; c < C && !rc; c++)
       rc = range_params(mn[c], mx[c], any[c], p->k_bits, &ksc[c], &kmn[c], &kq[c]);
-    free(mn);
-    free(any);
   }
   /* key codes */
   for (uint32_t r = 0; r < G && !rc; r++) {
@@ -278,7 +292,6 @@ int kvs__quantize_block(const kvs__qparams *p, const uint16_t *k, const uint16_t
     }
     if (!rc) bitw_end(&b, w + l.vstride / 4u);
   }
-  free(scratch);
   return rc;
 }
 
