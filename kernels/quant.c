@@ -90,7 +90,7 @@ static inline uint32_t qcode(float x, const qrange *q, uint32_t hi)
 {
   /* floor(y) then clamp; for y >= 0 truncation is floor */
   float y = (x - q->minf) * q->inv + 0.5f;
-  if (!(y >= 1.0f)) return 0; /* also inv == 0 */
+  y = y > 0.f ? y : 0.f; /* branch-free; inv == 0 gives 0.5 -> code 0 */
   uint32_t c = (uint32_t)y;
   return c > hi ? hi : c;
 }
@@ -338,6 +338,13 @@ int kvs__dequantize_block(const kvs__qparams *p, const void *block,
   kvs__qlayout_of(p, &l);
   const uint32_t nko = n_kout(p), nvo = n_vout(p);
   const uint16_t *ksc = (const uint16_t *)(blk + l.kscale), *kmn = (const uint16_t *)(blk + l.kmin);
+  /* key scale/min as fp32 once per call, not once per element */
+  float *kf = NULL;
+  if (p->k_bits != 16 && r0 < r1) {
+    kf = scratch_get(sizeof(float) * 2u * C);
+    if (!kf) return -ENOMEM;
+    for (uint32_t c = 0; c < C; c++) { kf[2 * c] = kvs__f16_to_f32_i(kmn[c]); kf[2 * c + 1] = kvs__f16_to_f32_i(ksc[c]); }
+  }
 
   for (uint32_t r = r0; r < r1; r++) {
     uint16_t *ko = k_out + (size_t)(r - r0) * C, *vo = v_out + (size_t)(r - r0) * C;
@@ -352,7 +359,7 @@ int kvs__dequantize_block(const kvs__qparams *p, const void *block,
       for (uint32_t c = 0; c < C; c++) ko[c] = (uint16_t)bitr_get(&b, 16);
     } else {
       for (uint32_t c = 0; c < C; c++) {
-        float x = kvs__f16_to_f32_i(kmn[c]) + (float)bitr_get(&b, p->k_bits) * kvs__f16_to_f32_i(ksc[c]);
+        float x = kf[2 * c] + (float)bitr_get(&b, p->k_bits) * kf[2 * c + 1];
         ko[c] = kvs__f32_to_h(x, dt);
       }
     }
