@@ -14,6 +14,11 @@
  *   tau = <float>
  *   max_sinks = <n>          per sequence
  *   pfn = <n>                Preserve-First-N to add
+ * One `key = value` per line, `#` starts a comment, blank lines are
+ * ignored; every key is required exactly once; unknown keys, empty or
+ * repeated channels, more than KVS_PROFILE_MAX_CHANNELS channels, a
+ * channel or layer above 65535, tau not finite or <= 0, and a model id
+ * with blanks are errors. kvs__profile_save writes aside and renames.
  */
 typedef struct kvs__profile {
   char model_id[129];
@@ -59,7 +64,19 @@ typedef struct kvs__calib_opts {
 } kvs__calib_opts;
 
 /* Find l_E, C* and tau. Returns 0 and fills p, or -ENOENT when the dumps
- * show no massive activations (with the reason in errmsg). */
+ * show no massive activations (with the reason in errmsg). Decisions:
+ * - zero opts take the defaults (ratio 8, 50 per mille, 8 channels);
+ *   the median and threshold are per dump (one dump = one sequence).
+ * - l_E is the earliest layer whose outlier set is non-empty and few in it
+ *   and in every later layer except the last one (final layers often lose
+ *   the massive activations); the last layer itself may be l_E.
+ * - C* candidates are all channels where outlier tokens exceed the
+ *   threshold, ranked by how many do (ties: lower channel); a channel is
+ *   kept while those kept cover < 90% of outlier tokens, or when it alone
+ *   covers >= 90%; at most max_channels; stored in channel order.
+ * - tau = sqrt(lo * hi), lo = smallest outlier token's max over C*, hi =
+ *   largest other token's; lo <= hi returns -ERANGE ("overlap").
+ * - On success errmsg holds a one-line summary. model_id is kept from p. */
 int kvs__calibrate(const kvs__dump *dumps, size_t n_dumps, const kvs__calib_opts *o,
                    kvs__profile *p, char *errmsg);
 
