@@ -15,7 +15,7 @@
 #define KVS_CU_MAX_SMEM (200u * 1024u)
 
 struct kvs_cu_args {
-  uint32_t G, C, vg, kb, vb, nko, nvo, dtype;
+  uint32_t G, C, vg, kb, vb, nko, nvo, dtype, vsh;
   size_t kscale, kmin, kcodes, vscale, vmin, vcodes, kout, vout, total, kstride, vstride;
 };
 
@@ -123,7 +123,34 @@ static __device__ __forceinline__ uint32_t pack_word(uint32_t w, uint32_t n, uin
   return word;
 }
 
-static __global__ void __launch_bounds__(KVS_CU_THREADS)
+/* All code words of one side. Power-of-two widths: a warp codes 32
+ * consecutive elements (coalesced reads, conflict-free shared reads) and
+ * ORs each word together with shuffles; 3 bits: one thread per word. */
+template <typename F>
+static __device__ __forceinline__ void codes_side(uint32_t *codes, uint32_t wpr, uint32_t b,
+                                                  uint32_t G, uint32_t C, uint64_t mask,
+                                                  uint32_t tid, uint32_t nt, F code)
+{
+  if ((b & (b - 1u)) == 0) {
+    const uint32_t per = 32u / b, lane = tid & 31u, warp = tid >> 5, nw = nt >> 5;
+    const uint32_t chunks = (wpr * per + 31u) / 32u;
+#pragma unroll 4
+    for (uint32_t t = warp; t < G * chunks; t += nw) {
+      uint32_t r = t / chunks, c = (t % chunks) * 32u + lane;
+      uint32_t v = 0;
+      if (!((mask >> r) & 1u) && c < C) v = code(r, c) << ((lane % per) * b);
+      for (uint32_t o = 1; o < per; o <<= 1) v |= __shfl_xor_sync(0xffffffffu, v, o);
+      if (lane % per == 0 && c / per < wpr) codes[(size_t)r * wpr + c / per] = v;
+    }
+    return;
+  }
+  for (uint32_t i = tid; i < G * wpr; i += nt) {
+    uint32_t r = i / wpr, w = i % wpr;
+    codes[i] = ((mask >> r) & 1u) ? 0u : pack_word(w, C, b, [&](uint32_t c) { return code(r, c); });
+  }
+}
+
+static __global__ void __launch_bounds__(KVS_CU_THREADS, 4)
 kvs_quant_kernel(kvs_cu_args a, const kvs__cuda_qjob *jobs, int *st)
 {
   extern __shared__ uint32_t sm[];
@@ -137,6 +164,8 @@ kvs_quant_kernel(kvs_cu_args a, const kvs__cuda_qjob *jobs, int *st)
   uint32_t *vmask = kmask + (nko ? G * W : 0);   /* [G][W] when nvo */
   float *kminf = (float *)(vmask + (nvo ? G * W : 0));
   float *kinv = kminf + C;
+  float *vminf = kinv + C;                       /* [G][C/vg] when a.vsh */
+  float *vinv = vminf + (a.vsh ? G * (C / a.vg) : 0);
   uint8_t *blk = (uint8_t *)J.block;
   const uint64_t mask = J.sink_mask;
 
@@ -198,11 +227,14 @@ kvs_quant_kernel(kvs_cu_args a, const kvs__cuda_qjob *jobs, int *st)
     for (uint32_t c = tid; c < C; c += nt) {
       float mn = 0.f, mx = 0.f;
       bool any = false, bad = false;
+      /* no early continue: the unrolled loads stay independent */
+#pragma unroll 8
       for (uint32_t r = 0; r < G; r++) {
-        if ((mask >> r) & 1u) continue;
-        uint16_t h = J.k[(size_t)r * C + c];
+        bool skip = (mask >> r) & 1u;
+        uint16_t h = skip ? (uint16_t)0 : __ldg(J.k + (size_t)r * C + c);
         bad |= bad_bits(h, dt);
-        if (nko && ((kmask[r * W + (c >> 5)] >> (c & 31u)) & 1u)) continue;
+        skip = skip || (nko && ((kmask[r * W + (c >> 5)] >> (c & 31u)) & 1u));
+        if (skip) continue;
         float x = h2f(h, dt);
         /* strict compares keep the first of equal values (-0 vs +0), as
          * the reference's row-order scan does */
@@ -230,8 +262,9 @@ kvs_quant_kernel(kvs_cu_args a, const kvs__cuda_qjob *jobs, int *st)
       float mn = 0.f, mx = 0.f;
       uint32_t imn = 0xffffffffu, imx = 0xffffffffu;
       bool any = false, bad = false;
+#pragma unroll 4
       for (uint32_t j = lane; j < a.vg; j += 32) {
-        uint16_t h = row[j];
+        uint16_t h = __ldg(row + j);
         uint32_t c = g * a.vg + j;
         bad |= bad_bits(h, dt);
         if (nvo && ((vmask[r * W + (c >> 5)] >> (c & 31u)) & 1u)) continue;
@@ -253,6 +286,7 @@ kvs_quant_kernel(kvs_cu_args a, const kvs__cuda_qjob *jobs, int *st)
       if (lane == 0) {
         float mf, inv;
         range_params(mn, mx, any, a.vb, &vsc[rg], &vmn[rg], &mf, &inv, st);
+        if (a.vsh) { vminf[rg] = mf; vinv[rg] = inv; }
       }
     }
   } else {
@@ -261,54 +295,36 @@ kvs_quant_kernel(kvs_cu_args a, const kvs__cuda_qjob *jobs, int *st)
   }
   __syncthreads();
 
-  /* key codes: one thread per 32-bit word of a row stream */
+  /* key codes */
   {
-    const uint32_t wpr = (uint32_t)(a.kstride / 4u), b = a.kb;
-    uint32_t *codes = (uint32_t *)(blk + a.kcodes);
-    for (uint32_t i = tid; i < G * wpr; i += nt) {
-      uint32_t r = i / wpr, w = i % wpr;
-      uint32_t word = 0;
-      if (!((mask >> r) & 1u)) {
-        const uint16_t *row = J.k + (size_t)r * C;
-        if (b == 16)
-          word = pack_word(w, C, b, [&](uint32_t c) { return (uint32_t)row[c]; });
-        else
-          word = pack_word(w, C, b, [&](uint32_t c) {
-            return qcode(h2f(row[c], dt), kminf[c], kinv[c], b);
-          });
-      }
-      codes[i] = word;
-    }
+    const uint32_t b = a.kb;
+    const uint16_t *kin = J.k;
+    codes_side((uint32_t *)(blk + a.kcodes), (uint32_t)(a.kstride / 4u), b, G, C, mask, tid, nt,
+               [&](uint32_t r, uint32_t c) {
+                 uint16_t h = __ldg(kin + (size_t)r * C + c);
+                 return b == 16 ? (uint32_t)h : qcode(h2f(h, dt), kminf[c], kinv[c], b);
+               });
   }
   /* value codes */
   {
-    const uint32_t wpr = (uint32_t)(a.vstride / 4u), b = a.vb;
-    uint32_t *codes = (uint32_t *)(blk + a.vcodes);
+    const uint32_t b = a.vb, vg = a.vg;
+    const uint16_t *vin = J.v;
     const uint16_t *vsc = (const uint16_t *)(blk + a.vscale), *vmn = (const uint16_t *)(blk + a.vmin);
-    for (uint32_t i = tid; i < G * wpr; i += nt) {
-      uint32_t r = i / wpr, w = i % wpr;
-      uint32_t word = 0;
-      if (!((mask >> r) & 1u)) {
-        const uint16_t *row = J.v + (size_t)r * C;
-        if (b == 16) {
-          word = pack_word(w, C, b, [&](uint32_t c) { return (uint32_t)row[c]; });
-        } else {
-          uint32_t cg = 0xffffffffu;
-          float mf = 0.f, inv = 0.f;
-          word = pack_word(w, C, b, [&](uint32_t c) {
-            uint32_t g = c / a.vg;
-            if (g != cg) {
-              cg = g;
-              float sf = f162f(vsc[r * ng + g]);
-              mf = f162f(vmn[r * ng + g]);
-              inv = sf == 0.f ? 0.f : __fdiv_rn(1.0f, sf);
-            }
-            return qcode(h2f(row[c], dt), mf, inv, b);
-          });
-        }
-      }
-      codes[i] = word;
-    }
+    const bool vsh = a.vsh;
+    codes_side((uint32_t *)(blk + a.vcodes), (uint32_t)(a.vstride / 4u), b, G, C, mask, tid, nt,
+               [&](uint32_t r, uint32_t c) {
+                 uint16_t h = __ldg(vin + (size_t)r * C + c);
+                 if (b == 16) return (uint32_t)h;
+                 uint32_t gi = r * ng + c / vg;
+                 float mf, inv;
+                 if (vsh) { mf = vminf[gi]; inv = vinv[gi]; }
+                 else {
+                   float sf = f162f(vsc[gi]);
+                   mf = f162f(vmn[gi]);
+                   inv = sf == 0.f ? 0.f : __fdiv_rn(1.0f, sf);
+                 }
+                 return qcode(h2f(h, dt), mf, inv, b);
+               });
   }
 }
 
@@ -342,6 +358,55 @@ static __device__ __forceinline__ uint16_t dq_elem(const kvs_cu_args &a, const u
   return f2h(x, a.dtype);
 }
 
+/* Fast path: 8 consecutive elements per step (one 16-byte store), for
+ * power-of-two widths, C and vg multiples of 8 and an aligned output. The
+ * 8 codes sit in one aligned 16, 32, 64 or 128-bit piece of the row. */
+static __device__ __forceinline__ void dq_octets(const kvs_cu_args &a, const uint8_t *blk,
+                                                 const kvs__cuda_dqjob &J, uint64_t mask,
+                                                 int isv, uint16_t *out)
+{
+  const uint32_t C = a.C, b = isv ? a.vb : a.kb, oct = C / 8u;
+  const size_t n8 = (size_t)(J.r1 - J.r0) * oct;
+  const uint8_t *codes = blk + (isv ? a.vcodes : a.kcodes);
+  const size_t stride = isv ? a.vstride : a.kstride;
+  const uint16_t *sc = (const uint16_t *)(blk + (isv ? a.vscale : a.kscale));
+  const uint16_t *mn = (const uint16_t *)(blk + (isv ? a.vmin : a.kmin));
+  const uint32_t ng = C / a.vg;
+  for (size_t i = threadIdx.x; i < n8; i += blockDim.x) {
+    uint32_t r = J.r0 + (uint32_t)(i / oct), c = (uint32_t)(i % oct) * 8u;
+    union { uint4 q; uint16_t h[8]; } u;
+    uint16_t *o = u.h;
+    if ((mask >> r) & 1u) {
+      const uint16_t *src = J.rows[__popcll(mask & ((1ull << r) - 1ull))] + (isv ? C : 0u) + c;
+      for (int j = 0; j < 8; j++) o[j] = src[j];
+    } else {
+      const uint8_t *row = codes + (size_t)r * stride;
+      if (b == 16) {
+        u.q = *(const uint4 *)(row + (size_t)c * 2u);
+      } else {
+        uint64_t bits;
+        if (b == 8) bits = *(const uint64_t *)(row + c);
+        else if (b == 4) bits = *(const uint32_t *)(row + c / 2u);
+        else bits = *(const uint16_t *)(row + c / 4u);
+        const uint32_t m = (1u << b) - 1u;
+        if (isv) {
+          uint32_t gi = r * ng + c / a.vg;
+          float sf = f162f(sc[gi]), mf = f162f(mn[gi]);
+          for (int j = 0; j < 8; j++)
+            o[j] = f2h(__fadd_rn(mf, __fmul_rn((float)((uint32_t)(bits >> (j * b)) & m), sf)), a.dtype);
+        } else {
+          uint4 s4 = *(const uint4 *)(sc + c), m4 = *(const uint4 *)(mn + c);
+          const uint16_t *s8 = (const uint16_t *)&s4, *m8 = (const uint16_t *)&m4;
+          for (int j = 0; j < 8; j++)
+            o[j] = f2h(__fadd_rn(f162f(m8[j]), __fmul_rn((float)((uint32_t)(bits >> (j * b)) & m),
+                                                         f162f(s8[j]))), a.dtype);
+        }
+      }
+    }
+    *(uint4 *)(out + (size_t)(r - J.r0) * C + c) = u.q;
+  }
+}
+
 static __global__ void __launch_bounds__(KVS_CU_THREADS)
 kvs_dequant_kernel(kvs_cu_args a, const kvs__cuda_dqjob *jobs)
 {
@@ -352,7 +417,11 @@ kvs_dequant_kernel(kvs_cu_args a, const kvs__cuda_dqjob *jobs)
   const size_t n = (size_t)(J.r1 - J.r0) * C;
   for (int side = 0; side < 2; side++) {
     uint16_t *out = side ? J.v_out : J.k_out;
-    if (((uintptr_t)out & 3u) == 0) {
+    const uint32_t b = side ? a.vb : a.kb;
+    if (((uintptr_t)out & 15u) == 0 && C % 8u == 0 && (b & (b - 1u)) == 0 &&
+        (!side || a.vg % 8u == 0)) {
+      dq_octets(a, blk, J, mask, side, out);
+    } else if (((uintptr_t)out & 3u) == 0) {
       for (size_t e = 2 * (size_t)tid; e < n; e += 2 * (size_t)nt) {
         uint32_t r = J.r0 + (uint32_t)(e / C), c = (uint32_t)(e % C);
         uint16_t lo = dq_elem(a, blk, J, mask, side, r, c);
@@ -400,7 +469,7 @@ static int fill_args(const kvs__qparams *p, const kvs__qlayout *l, kvs_cu_args *
   if (p->k_outliers > p->channels || p->v_outliers > p->channels) return -EINVAL;
   if ((l->kstride & 3u) || (l->vstride & 3u) || (l->kcodes & 3u) || (l->vcodes & 3u)) return -EINVAL;
   *a = kvs_cu_args{p->group, p->channels, p->v_group, kb, vb, p->k_outliers, p->v_outliers,
-                   (uint32_t)p->dtype, l->kscale, l->kmin, l->kcodes, l->vscale, l->vmin,
+                   (uint32_t)p->dtype, 0, l->kscale, l->kmin, l->kcodes, l->vscale, l->vmin,
                    l->vcodes, l->kout, l->vout, l->total, l->kstride, l->vstride};
   return 0;
 }
@@ -411,6 +480,14 @@ static size_t quant_smem(const kvs_cu_args &a)
   if (a.kb != 16 && a.nko) s += (size_t)a.G * W * 4u;
   if (a.vb != 16 && a.nvo) s += (size_t)a.G * W * 4u;
   return s + (size_t)a.C * 8u;
+}
+
+/* Value ranges go to shared memory too when they fit. */
+static size_t quant_smem_v(kvs_cu_args *a)
+{
+  size_t base = quant_smem(*a), v = (size_t)a->G * (a->C / a->vg) * 8u;
+  a->vsh = a->vb != 16 && base + v <= KVS_CU_MAX_SMEM;
+  return a->vsh ? base + v : base;
 }
 
 extern "C" int kvs__cuda_ctx_init(kvs__cuda_ctx *c)
@@ -456,7 +533,7 @@ extern "C" int kvs__cuda_quantize_async(kvs__cuda_ctx *c, const kvs__qparams *p,
   int rc = fill_args(p, l, &a);
   if (rc) return rc;
   if (n == 0) return 0;
-  size_t smem = quant_smem(a);
+  size_t smem = quant_smem_v(&a);
   if (smem > KVS_CU_MAX_SMEM) return -EINVAL;
   if (smem > 48u * 1024u &&
       cudaFuncSetAttribute(kvs_quant_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,

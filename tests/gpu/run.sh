@@ -19,7 +19,7 @@ defs=
 cobjs=
 for f in half quant sink; do
   if [ -f "$top/kernels/$f.c" ]; then
-    gcc -std=c11 -O2 -Wall -Wextra $inc -c "$top/kernels/$f.c" -o "$out/ref_$f.o"
+    gcc -std=c11 -D_GNU_SOURCE -O2 -Wall -Wextra $inc -c "$top/kernels/$f.c" -o "$out/ref_$f.o"
     cobjs="$cobjs $out/ref_$f.o"
   elif [ $f = sink ]; then
     defs="$defs -DKVS_GPU_NO_SINKREF"
