@@ -13,7 +13,7 @@ out=$(raw send "$HELLO" recv \
   send '{"op":"stats","id":7}' recv \
   send '{"op":"bye","id":8}' recv eof) || fail "session: $out"
 echo "$out"
-echo "$out" | grep -q '"session"=>1' || fail "no hello reply"
+echo "$out" | grep -q '"session"=>[0-9]' || fail "no hello reply"
 echo "$out" | grep -q 'fd memfd size=65536 seals=7' || fail "no sealed memfd with the hello reply"
 echo "$out" | grep -q '"id"=>2, "quantized"=>0, "sinks"=>[0-9]*, "seq_len"=>4' || fail "put"
 echo "$out" | grep -q '"id"=>3, "cached"=>0' || fail "lookup"

@@ -20,7 +20,8 @@ start_daemon() {
     "$@" 2>"$T/log" &
   DPID=$!
   i=0
-  while [ ! -S "$SOCK" ]; do
+  # bind comes before listen: wait until a ping is answered
+  until [ -S "$SOCK" ] && timeout 5 "$RAW" "$SOCK" send '{"op":"ping","id":1}' recv >/dev/null 2>&1; do
     i=$((i + 1))
     [ $i -gt 100 ] && fail "kvsinkd did not create $SOCK"
     kill -0 "$DPID" 2>/dev/null || fail "kvsinkd exited at start"

@@ -34,4 +34,28 @@ out=$(raw send '{"op":"reload","id":6}' recv send "$HELLO" recv) || fail "reload
 echo "$out" | grep -q '"id"=>6}' || fail "reload op: $out"
 echo "$out" | grep -q '"k_bits"=>3' || fail "reload op not applied: $out"
 stop_daemon
+
+# Profiles: a kvsink session without a profile falls back to PFN and says
+# profile=false; after a profile appears and SIGHUP, the same hello gets it.
+mkdir "$T/prof"
+printf 'policy = kvsink\nprofiles_dir = %s\n' "$T/prof" >"$T/conf"
+start_daemon --config "$T/conf"
+KH='{"op":"hello","id":1,"version":1,"model":{"id":"tiny","layers":2,"kv_heads":2,"head_dim":8,"dtype":"fp16"},"seg_size":65536,"policy":"kvsink"}'
+out=$(raw send "$KH" recv) || fail "hello: $out"
+echo "$out" | grep -q '"policy"=>"pfn".*"profile"=>false' || fail "no profile must mean pfn: $out"
+printf 'model = tiny\nlayer = 1\nchannels = 3,5\ntau = 10\nmax_sinks = 4\npfn = 1\n' >"$T/prof/tiny.profile"
+printf 'garbage\n' >"$T/prof/broken.profile"
+kill -HUP "$DPID"
+i=0
+until [ "$(grep -c 'configuration reloaded' "$T/log")" -ge 1 ]; do
+  i=$((i + 1)); [ $i -gt 100 ] && fail "no reload"; sleep 0.1
+done
+grep -q 'skipping .*broken.profile' "$T/log" || fail "a broken profile must be logged"
+out=$(raw send "$KH" recv send '{"op":"profiles","id":2}' recv) || fail "hello: $out"
+echo "$out"
+echo "$out" | grep -q '"policy"=>"kvsink".*"profile"=>true, "sink_layer"=>1, "sink_channels"=>\[3, 5\]' ||
+  fail "profile not used after reload: $out"
+echo "$out" | grep -q '"id"=>2, "items"=>\[{"model"=>"tiny", "layer"=>1, "channels"=>\[3, 5\]' ||
+  fail "profiles op: $out"
+stop_daemon
 echo ok

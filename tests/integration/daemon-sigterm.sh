@@ -21,7 +21,7 @@ start_daemon
 timeout 30 "$RAW" "$SOCK" flood 200000 wait 20000 >/dev/null 2>&1 &
 C2=$!
 i=0
-until grep -q 'session 1: connected' "$T/log"; do
+until grep -q 'session 2: connected' "$T/log"; do
   i=$((i + 1)); [ $i -gt 100 ] && fail "flood client did not connect"; sleep 0.1
 done
 sleep 1
