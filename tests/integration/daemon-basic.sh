@@ -69,5 +69,21 @@ wait $KEEP || fail "the other client failed: $(cat "$T/keep")"
 grep -q '"id"=>9}' "$T/keep" || fail "the other client was not served"
 out=$(raw send '{"op":"ping","id":1}' recv) || fail "daemon no longer serves"
 kill -0 "$DPID" || fail "daemon died"
+[ "$(stat -c %a "$SOCK")" = 660 ] || fail "socket mode $(stat -c %a "$SOCK"), want 660"
+stop_daemon
+
+# max_sessions: a connection over the limit gets -EUSERS and is closed.
+printf 'max_sessions = 1\nsocket_mode = 0600\n' >"$T/conf"
+start_daemon --config "$T/conf"
+[ "$(stat -c %a "$SOCK")" = 600 ] || fail "socket_mode not applied"
+timeout 20 "$RAW" "$SOCK" send "$HELLO" recv wait 2000 >"$T/keep" 2>&1 &
+KEEP=$!
+i=0
+until grep -q 'fd memfd' "$T/keep" 2>/dev/null; do
+  i=$((i + 1)); [ $i -gt 100 ] && fail "first client not served"; sleep 0.1
+done
+out=$(raw recv eof) || fail "second session: $out"
+echo "$out" | grep -q '"err"=>\[-87, "too many sessions' || fail "max_sessions: $out"
+wait $KEEP
 stop_daemon
 echo ok
