@@ -7,6 +7,7 @@
 
 #include "eval/json.h"
 #include "eval/model.h"
+#include "eval/sinkstat.h"
 #include "eval/util.h"
 #include "kernels/half.h"
 
@@ -337,7 +338,7 @@ static void attend(const kvs__mcfg *c, fwd_buf *b, uint32_t start, uint32_t G, d
         const float *v = b->vf + j * KD + koff;
         for (uint32_t d = 0; d < hd; d++)
           o[d] += a * v[d];
-        if (recv)
+        if (recv && start + i >= j + KVS_SINK_MIN_DIST)
           recv[(size_t)h * n_ctx + j] += a;
       }
     }

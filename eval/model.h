@@ -62,7 +62,8 @@ typedef struct kvs__fwd_out {
   float *logits;       /* [n][vocab] */
   double *nll;         /* [n-1]: -log p(tokens[t+1] | tokens[..t]) */
   float *hidden;       /* [n_layers][n][hidden]: residual after each layer */
-  double *att_recv;    /* [n_layers][n_heads][n]: attention received, summed over queries */
+  double *att_recv;    /* [n_layers][n_heads][n]: attention received from queries at
+                        * distance >= KVS_SINK_MIN_DIST (sinkstat.h), summed */
 } kvs__fwd_out;
 
 int kvs__model_forward(const kvs__model *m, const uint32_t *tokens, uint32_t n, uint32_t chunk,

@@ -288,23 +288,26 @@ START_TEST(measured_sinks)
   enum { L = 3, H = 4, N = 64 };
   static double recv[L][H][N];
   uint8_t flags[N];
-  /* uniform attention: every query spreads 1/(i+1) over its keys */
+  const int D = KVS_SINK_MIN_DIST;
+  /* uniform attention: every query spreads 1/(i+1) over its keys (only
+   * distant queries count) */
   for (int l = 0; l < L; l++)
     for (int h = 0; h < H; h++)
       for (int i = 0; i < N; i++)
-        for (int j = 0; j <= i; j++)
+        for (int j = 0; j + D <= i; j++)
           recv[l][h][j] += 1.0 / (i + 1);
   ck_assert_uint_eq(kvs__sinks_measure(&recv[0][0][0], L, H, N, KVS_SINK_K, flags), 0);
-  /* token 10 takes half of every query's attention in 2 heads of 2 layers */
+  /* token 10 takes half of every distant query's attention in 2 heads of
+   * 2 layers */
   for (int l = 0; l < 2; l++)
     for (int h = 0; h < 2; h++)
-      for (int i = 10; i < N; i++)
+      for (int i = 10 + D; i < N; i++)
         recv[l][h][10] += 0.5;
   ck_assert_uint_eq(kvs__sinks_measure(&recv[0][0][0], L, H, N, KVS_SINK_K, flags), 1);
   ck_assert_uint_eq(flags[10], 1);
   /* one layer only is not "most layers" */
   for (int h = 0; h < 2; h++)
-    for (int i = 10; i < N; i++)
+    for (int i = 10 + D; i < N; i++)
       recv[1][h][10] -= 0.5;
   ck_assert_uint_eq(kvs__sinks_measure(&recv[0][0][0], L, H, N, KVS_SINK_K, flags), 0);
 }
