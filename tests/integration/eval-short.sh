@@ -8,7 +8,7 @@
 #    profile, the daemon flags exactly the BOS tokens, as the local replica
 #    of the prediction does,
 #  - with the shipped model (models/kvsink-tiny + its profile): KVSink
-#    <= PFN-1 at 2 bits on the committed test slice.
+#    < PFN-1 at 2 bits on the committed test slice.
 set -eu
 top_srcdir=${top_srcdir:-$(cd "$(dirname "$0")/../.." && pwd)}
 top_builddir=${top_builddir:-$top_srcdir}
@@ -112,8 +112,10 @@ if [ -f "$tmp/profiles/kvsink-tiny.profile" ] && [ -f "$top_srcdir/eval/testdata
   run sink --socket "$sock" --bits 2 --policy kvsink
   a=$(field ppl "$tmp/sink.json")
   b=$(field ppl "$tmp/pfn1.json")
-  awk -v a="$a" -v b="$b" 'BEGIN { exit !(a <= b) }' || { echo "FAIL: KVSink $a > PFN-1 $b at 2 bits"; exit 1; }
-  echo "ok: shipped model at 2 bits: KVSink $a <= PFN-1 $b"
+  # the slice's contexts hold several documents, so KVSink keeps more than
+  # position 0 and must do strictly better (11.04 vs 11.22 when written)
+  awk -v a="$a" -v b="$b" 'BEGIN { exit !(a < b) }' || { echo "FAIL: KVSink $a >= PFN-1 $b at 2 bits"; exit 1; }
+  echo "ok: shipped model at 2 bits: KVSink $a < PFN-1 $b"
 else
   echo "note: shipped model, profile or test slice absent: ordering check skipped"
 fi
