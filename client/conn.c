@@ -174,7 +174,7 @@ int kvs__conn_call(kvs__conn *c, kvs__req *req, kvs__rep *rep, int *fd_out)
     free(in);
     in = NULL;
     if (r < 0) {
-      snprintf(c->errmsg, sizeof c->errmsg, "bad reply: %s", emsg);
+      snprintf(c->errmsg, sizeof c->errmsg, "bad reply: %.200s", emsg);
       c->broken = 1;
       goto fail_fd;
     }

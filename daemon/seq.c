@@ -239,9 +239,9 @@ int kvs__seq_put(kvs__seq *q, uint32_t start, const uint32_t *tokens, uint32_t n
     p->nb1 = (p->L1 < limit ? p->L1 : limit) / G;
     if (p->nb1 < q->l[l].nblk)
       p->nb1 = q->l[l].nblk;
-    if (p->L1 - p->nb1 * G > KVS_MAX_PENDING) {
+    if (p->L1 - p->nb1 * G > q->sp->st->max_pending) {
       rc = fail(errmsg, -E2BIG, "layer %u would hold %u pending 16-bit tokens (max %u)", l,
-                p->L1 - p->nb1 * G, KVS_MAX_PENDING);
+                p->L1 - p->nb1 * G, q->sp->st->max_pending);
       goto out;
     }
     njobs += p->nb1 - q->l[l].nblk;

@@ -145,7 +145,8 @@ int kvs__server_start(kvs__server *s, uv_loop_t *loop)
   s->started_ms = uv_now(loop);
   kvs__backend *b = open_backend(s);
   if (!b) return -ENODEV;
-  kvs__store_opts o = {.pool_bytes = s->cfg.pool_size, .backend = b};
+  kvs__store_opts o = {.pool_bytes = s->cfg.pool_size, .backend = b,
+                       .max_pending = s->cfg.max_pending_tokens};
   int r = kvs__store_init(&s->store, &o);
   if (r < 0) {
     kvs__err("cannot create a %llu-byte pool on %s: %s", (unsigned long long)s->cfg.pool_size,
@@ -165,6 +166,8 @@ int kvs__server_start(kvs__server *s, uv_loop_t *loop)
     uint64_t ms = wd / 2000;
     uv_timer_start(&s->watchdog, on_watchdog, ms ? ms : 1, ms ? ms : 1);
   }
+  uv_timer_init(loop, &s->drain);
+  s->drain.data = s;
   uv_timer_init(loop, &s->status_timer);
   s->status_timer.data = s;
   uv_timer_start(&s->status_timer, on_status, 10000, 10000);
@@ -241,9 +244,23 @@ static void maybe_finish(kvs__server *s)
   if (!s->stopping || s->sessions) return;
   /* Closing the last handles lets uv_run return. */
   if (!uv_is_closing((uv_handle_t *)&s->sig_term)) {
+    uv_close((uv_handle_t *)&s->drain, NULL);
     uv_close((uv_handle_t *)&s->sig_term, NULL);
     uv_close((uv_handle_t *)&s->sig_int, NULL);
     uv_close((uv_handle_t *)&s->sig_hup, NULL);
+  }
+}
+
+/* A client that never reads its replies must not hold the stop forever
+ * (systemd would end it with SIGKILL after TimeoutStopSec anyway). */
+static void on_drain_timeout(uv_timer_t *t)
+{
+  kvs__server *s = t->data;
+  kvs__warn("stop: %llu sessions still open after %u s, closing them",
+               (unsigned long long)s->n_sessions, KVS_DRAIN_MS / 1000);
+  for (kvs__session *ss = s->sessions, *next; ss; ss = next) {
+    next = ss->next;
+    kvs__session_abort(ss);
   }
 }
 
@@ -259,6 +276,8 @@ void kvs__server_stop(kvs__server *s)
   }
   uv_close((uv_handle_t *)&s->watchdog, NULL);
   uv_close((uv_handle_t *)&s->status_timer, NULL);
+  uv_timer_start(&s->drain, on_drain_timeout, KVS_DRAIN_MS, 0);
+  uv_unref((uv_handle_t *)&s->drain);
   for (kvs__session *ss = s->sessions, *next; ss; ss = next) {
     next = ss->next;
     kvs__session_shutdown(ss);

@@ -8,6 +8,8 @@
 #include "daemon/config.h"
 #include "daemon/store.h"
 
+#define KVS_DRAIN_MS 10000u /* graceful stop: longest wait for slow clients */
+
 /* Sink profiles loaded from profiles_dir, keyed by model id. */
 typedef struct kvs__profiles {
   kvs__profile *v;
@@ -40,6 +42,7 @@ typedef struct kvs__server {
   uint64_t started_ms;
   uv_signal_t sig_term, sig_int, sig_hup;
   uv_timer_t watchdog, status_timer;
+  uv_timer_t drain;        /* graceful stop gives up on slow clients */
   int stopping;
   int exit_code;
 } kvs__server;

@@ -39,6 +39,11 @@ static void session_close(kvs__session *ss)
   uv_close((uv_handle_t *)&ss->pipe, on_close);
 }
 
+void kvs__session_abort(kvs__session *ss)
+{
+  session_close(ss);
+}
+
 static void on_shutdown(uv_shutdown_t *req, int status)
 {
   (void)status;
@@ -246,6 +251,7 @@ static void do_hello(kvs__session *ss, const kvs__req *rq)
   k->head_dim = h->head_dim;
   k->dtype = (kvs_dtype)h->dtype;
   k->group = cfg->group_size;
+  k->v_group = cfg->v_group_size;
   if (resolve_bits(h->k_bits, cfg->k_bits, &k->k_bits) < 0 ||
       resolve_bits(h->v_bits, cfg->v_bits, &k->v_bits) < 0) {
     send_err(ss, rq->op, rq->id, -EINVAL, "bits %d/%d: expected 2, 3, 4, 8 or 16 (0 = default)",

@@ -38,5 +38,7 @@ struct kvs__session {
 void kvs__session_accept(kvs__server *srv);
 /* Finish replies already queued, then close (graceful stop). */
 void kvs__session_shutdown(kvs__session *ss);
+/* Close at once, dropping replies not yet written. */
+void kvs__session_abort(kvs__session *ss);
 
 #endif

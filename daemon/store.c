@@ -13,6 +13,7 @@ int kvs__store_init(kvs__store **out, const kvs__store_opts *o)
   if (!st)
     return -ENOMEM;
   st->be = o->backend ? o->backend : &kvs__backend_host;
+  st->max_pending = o->max_pending ? o->max_pending : KVS_MAX_PENDING;
   int rc = kvs__pool_init(&st->pool, st->be, o->pool_bytes, o->chunk_bytes);
   if (rc == 0) {
     rc = kvs__index_init(&st->ix);

@@ -43,6 +43,7 @@ typedef struct kvs__store_opts {
   size_t pool_bytes;
   size_t chunk_bytes;      /* slab chunk; default 2 MiB, grown to fit a block */
   kvs__backend *backend;   /* NULL = host */
+  uint32_t max_pending;    /* 16-bit residual tokens per layer of a seq; 0 = 4096 */
 } kvs__store_opts;
 
 /* A space's settings, fully resolved (no "defaults" left). */

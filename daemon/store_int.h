@@ -6,7 +6,7 @@
 #include "daemon/pool.h"
 #include "daemon/store.h"
 
-#define KVS_MAX_PENDING 4096u  /* 16-bit residual tokens per layer of a seq */
+#define KVS_MAX_PENDING 4096u  /* default of kvs__store_opts.max_pending */
 
 typedef struct kvs__block {
   kvs__ikey key;
@@ -61,6 +61,7 @@ struct kvs__store {
   kvs__seq *seqs;
   kvs__block *lru_old, *lru_new;
   uint32_t nspaces;
+  uint32_t max_pending;
   uint64_t nseqs, blocks, pinned, sink_rows;
   uint64_t lookups, lookup_hit_tokens, lookup_tokens;
   uint64_t puts, gets, evictions, put_nospc, bytes_in, bytes_out;

@@ -1,5 +1,7 @@
 # Sourced by the client-*.sh integration tests: start a private kvsinkd
 # in a temporary directory, stop it at exit, fail on an unclean exit.
+# timeout --foreground: without it timeout also signals its process group, so
+# kvsinkd would see SIGTERM twice and take the second as "exit at once".
 set -u
 top_builddir=${top_builddir:-.}
 KVSINKD=$top_builddir/daemon/kvsinkd
@@ -30,7 +32,7 @@ trap 'exit 1' INT TERM HUP
 # start_daemon [extra kvsinkd options]
 start_daemon() {
   : > "$tmp/kvsinkd.conf"
-  timeout 300 "$KVSINKD" --foreground --config "$tmp/kvsinkd.conf" --socket "$sock" \
+  timeout --foreground 300 "$KVSINKD" --foreground --config "$tmp/kvsinkd.conf" --socket "$sock" \
     --device host --log-level info "$@" > "$tmp/kvsinkd.log" 2>&1 &
   dpid=$!
   i=0

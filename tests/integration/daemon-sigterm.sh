@@ -1,6 +1,8 @@
 #!/bin/sh
 # SIGTERM: connected clients are closed, exit status 0. A second SIGTERM
 # while a session still drains its replies exits at once with status 1.
+# A client that never reads cannot hold a single SIGTERM for longer than the
+# drain timeout (KVS_DRAIN_MS, 10 s): the daemon closes it and exits 0.
 . "${top_srcdir:-.}/tests/integration/daemon-lib.sh"
 
 start_daemon
@@ -38,4 +40,20 @@ DPID=
 kill $C2 2>/dev/null
 [ $rc -eq 1 ] || fail "second SIGTERM: exit status $rc, want 1"
 grep -q 'second SIGTERM' "$T/log" || fail "no log line for the second SIGTERM"
+
+start_daemon
+timeout 60 "$RAW" "$SOCK" flood 200000 wait 50000 >/dev/null 2>&1 &
+C3=$!
+i=0
+until grep -q 'session 2: connected' "$T/log"; do
+  i=$((i + 1)); [ $i -gt 100 ] && fail "flood client did not connect"; sleep 0.1
+done
+sleep 1
+kill -TERM "$DPID"
+wait "$DPID"
+rc=$?
+DPID=
+kill $C3 2>/dev/null
+[ $rc -eq 0 ] || fail "drain timeout: exit status $rc, want 0"
+grep -q 'still open after' "$T/log" || fail "no log line for the drain timeout"
 echo ok

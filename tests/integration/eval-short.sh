@@ -53,7 +53,7 @@ profiles_dir = $tmp/profiles
 log_level = warning
 CONF
 sock=$tmp/kvsinkd.sock
-timeout 600 "$KVSINKD" --foreground --config "$tmp/kvsinkd.conf" --socket "$sock" 2> "$tmp/kvsinkd.log" &
+timeout --foreground 600 "$KVSINKD" --foreground --config "$tmp/kvsinkd.conf" --socket "$sock" 2> "$tmp/kvsinkd.log" &
 pid=$!
 i=0
 while [ ! -S "$sock" ]; do

@@ -153,7 +153,7 @@ static size_t enc(const kvs__tokenizer *t, const char *s, uint32_t *out)
   uint32_t *ids = NULL;
   size_t n = 0, cap = 0;
   ck_assert_int_eq(kvs__tok_encode(t, (const unsigned char *)s, strlen(s), &ids, &n, &cap), 0);
-  memcpy(out, ids, n * sizeof *ids);
+  if (n) memcpy(out, ids, n * sizeof *ids);
   free(ids);
   return n;
 }

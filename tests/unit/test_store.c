@@ -38,7 +38,7 @@ static kvs__space_key mkkey(kvs_policy pol, uint32_t pfn)
 static kvs__store *mkstore(size_t pool, size_t chunk)
 {
   kvs__store *s = NULL;
-  kvs__store_opts o = {pool, chunk, NULL};
+  kvs__store_opts o = {.pool_bytes = pool, .chunk_bytes = chunk};
   ck_assert_int_eq(kvs__store_init(&s, &o), 0);
   return s;
 }
@@ -554,6 +554,23 @@ START_TEST(validation)
   free(v);
   free(t);
   kvs__store_close(s);
+
+  /* The limit comes from the options (max_pending_tokens in the config). */
+  kvs__store *s2 = NULL;
+  kvs__store_opts o2 = {.pool_bytes = 4u << 20, .max_pending = 40};
+  ck_assert_int_eq(kvs__store_init(&s2, &o2), 0);
+  ck_assert_int_eq(kvs__space_ref(s2, &kk, &prof, &sp), 0);
+  ck_assert_int_eq(kvs__seq_new(sp, &q), 0);
+  uint16_t *sk = randkv(1, 41), *sv = randkv(1, 41);
+  uint32_t *st = toks(41, 0);
+  ck_assert_int_eq(kvs__seq_put(q, 0, st, 41, 0, 1, sk, sv, NULL, 0, NULL, err), -E2BIG);
+  ck_assert_int_eq(kvs__seq_put(q, 0, st, 40, 0, 1, sk, sv, NULL, 0, NULL, err), 0);
+  kvs__seq_free(q);
+  kvs__space_unref(sp);
+  free(sk);
+  free(sv);
+  free(st);
+  kvs__store_close(s2);
 }
 END_TEST
 
