@@ -7,6 +7,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "client/conn.h"
 
@@ -15,7 +16,35 @@ enum { EXIT_DAEMON = 1, EXIT_USAGE = 2, EXIT_CONNECT = 3 };
 static void usage(FILE *f)
 {
   fprintf(f, "usage: kvsinkctl [--socket PATH] ping | stats [--json] | list [--json] |\n"
-             "                 evict | reload | profiles [--json]\n");
+             "                 evict | reload | profiles [--json] |\n"
+             "                 profiles calibrate KVSINK-CALIBRATE-ARGS...\n");
+}
+
+/* "profiles calibrate" runs kvsink-calibrate: the one installed next to
+ * kvsinkctl (same build or prefix) if there is one, else from PATH. */
+static int calibrate(char **argv)
+{
+  char self[4096], path[4096 + 32];
+  ssize_t n = readlink("/proc/self/exe", self, sizeof self - 1);
+  if (n > 0) {
+    self[n] = 0;
+    char *slash = strrchr(self, '/');
+    if (slash) {
+      *slash = 0;
+      size_t len = strlen(self); /* uninstalled libtool binary: .libs/ */
+      if (len >= 6 && strcmp(self + len - 6, "/.libs") == 0)
+        self[len - 6] = 0;
+      snprintf(path, sizeof path, "%s/kvsink-calibrate", self);
+      if (access(path, X_OK) == 0) {
+        argv[0] = path;
+        execv(path, argv);
+      }
+    }
+  }
+  argv[0] = "kvsink-calibrate";
+  execvp(argv[0], argv);
+  fprintf(stderr, "kvsinkctl: cannot run kvsink-calibrate: %s\n", strerror(errno));
+  return EXIT_USAGE;
 }
 
 static void json_str(const char *s, size_t n)
@@ -231,6 +260,8 @@ int main(int argc, char **argv)
     return EXIT_USAGE;
   }
   const char *cmd = argv[i++];
+  if (strcmp(cmd, "profiles") == 0 && i < argc && strcmp(argv[i], "calibrate") == 0)
+    return calibrate(argv + i); /* argv[i] becomes the program name */
   for (; i < argc; i++) {
     if (strcmp(argv[i], "--json") == 0) {
       json = 1;

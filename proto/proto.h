@@ -65,7 +65,7 @@ typedef struct kvs__hello {
 
 /* All other requests share one struct; each op uses the fields it documents
  * in kvs-protocol(7). tokens points into the decoder's buffer (valid until
- * kvs__msg_free) and is NULL when absent. */
+ * kvs__req_free) and is NULL when absent. */
 typedef struct kvs__req {
   kvs__op op;
   uint64_t id;

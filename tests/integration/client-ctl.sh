@@ -15,6 +15,7 @@ ctl profiles >/dev/null || fail "profiles"
 ctl profiles --json | json || fail "profiles --json"
 ctl evict | grep -q "^evicted [0-9]" || fail "evict"
 [ "$(stat_field blocks_used)" = 0 ] || fail "blocks left after evict with no client"
+ctl profiles calibrate --help | grep -q "usage: kvsink-calibrate" || fail "profiles calibrate"
 ctl bogus 2>/dev/null; [ $? -eq 2 ] || fail "usage exit code"
 "$KVSINKCTL" --socket "$tmp/nonexistent.sock" ping 2>/dev/null
 [ $? -eq 3 ] || fail "connect failure exit code"

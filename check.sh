@@ -1,0 +1,22 @@
+#!/bin/sh
+# The test command (README.md): install, build with -Werror, run the test suite (make check), then
+# run it again under AddressSanitizer + UndefinedBehaviorSanitizer.
+set -eu
+cd "$(dirname "$0")"
+[ "$(id -u)" = 0 ] && sh scripts/install-deps.sh
+autoreconf -fi
+jobs=$(nproc 2>/dev/null || echo 2)
+
+mkdir -p build-ci && cd build-ci
+../configure --enable-werror
+make -j"$jobs"
+make -j"$jobs" check || { cat test-suite.log 2>/dev/null | tail -n 200; exit 1; }
+cd ..
+
+mkdir -p build-ci-asan && cd build-ci-asan
+../configure --enable-werror --with-cuda=no \
+  CFLAGS="-O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all"
+export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1
+make -j"$jobs"
+make -j"$jobs" check || { cat test-suite.log 2>/dev/null | tail -n 200; exit 1; }
+echo "CI: all green"
