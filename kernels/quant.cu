@@ -150,11 +150,10 @@ static __device__ __forceinline__ void codes_side(uint32_t *codes, uint32_t wpr,
   }
 }
 
-static __global__ void __launch_bounds__(KVS_CU_THREADS, 4)
-kvs_quant_kernel(kvs_cu_args a, const kvs__cuda_qjob *jobs, int *st)
+/* The general quantizer: any shape, any alignment (one CUDA block per job). */
+static __device__ __forceinline__ void quant_general(const kvs_cu_args &a, const kvs__cuda_qjob &J,
+                                                     int *st, uint32_t *sm)
 {
-  extern __shared__ uint32_t sm[];
-  const kvs__cuda_qjob J = jobs[blockIdx.x];
   const uint32_t G = a.G, C = a.C, W = (C + 31u) / 32u, dt = a.dtype;
   const uint32_t tid = threadIdx.x, nt = blockDim.x, lane = tid & 31u, warp = tid >> 5,
                  nw = nt >> 5;
@@ -328,6 +327,574 @@ kvs_quant_kernel(kvs_cu_args a, const kvs__cuda_qjob *jobs, int *st)
   }
 }
 
+static __global__ void __launch_bounds__(KVS_CU_THREADS, 4)
+kvs_quant_kernel(kvs_cu_args a, const kvs__cuda_qjob *jobs, int *st)
+{
+  extern __shared__ uint32_t sm[];
+  quant_general(a, jobs[blockIdx.x], st, sm);
+}
+
+/* ---- Fast path -------------------------------------------------------
+ * For C a multiple of 256 up to 1024 and value groups of 8..256 channels
+ * dividing 256 (the common shapes: 8 KV heads x 128), 16-byte aligned
+ * inputs and block. One CUDA block of 256 threads per job:
+ *   1. the K tile [G][C] goes to shared memory with cp.async (read once);
+ *   2. meanwhile each warp takes V rows into registers (lane l holds the
+ *      octets l + 32j of the row: channels 256j + 8l .. +7), picks the
+ *      row's outliers, reduces group ranges with shuffles, writes codes;
+ *   3. K outliers: a warp per row of the shared tile;
+ *   4. K ranges: a thread per (octet, row part) keeps 8 channels; the
+ *      parts of one octet sit in one warp and combine with shuffles;
+ *      then the same thread writes its codes.
+ * Every byte of the block is written once (no zeroing pass).
+ *
+ * Ties: the reference scans in order with strict compares, so a minimum
+ * of +0/-0 is the first zero met; partial minima combine "left wins
+ * unless the right is strictly smaller", which is associative. The sign
+ * of a zero maximum never reaches the output once it is made +0 (scale =
+ * (max - min) is then exactly what the reference computes), so maxima
+ * use fmaxf. Codes: floor(min(max(y, 0), hi)) through an fp32 add of
+ * 2^23 rounded down, y = (x - min) * inv + 0.5 in separate _rn steps. */
+
+#define KVS_FQ_NJ 4    /* octets per lane and row: C <= 1024 */
+#define KVS_FQ_CAP 48  /* outlier candidates per warp before the exact fallback */
+
+struct fq_warp {
+  uint32_t cnt, kth, lm[32], key[KVS_FQ_CAP], ent[KVS_FQ_CAP];
+};
+
+template <bool BF> static __device__ __forceinline__ void unpack2(uint32_t w, float &lo, float &hi)
+{
+  if (BF) {
+    lo = __uint_as_float(w << 16);
+    hi = __uint_as_float(w & 0xffff0000u);
+  } else {
+    __half2 h = *reinterpret_cast<const __half2 *>(&w);
+    float2 f = __half22float2(h);
+    lo = f.x;
+    hi = f.y;
+  }
+}
+
+template <bool BF> static __device__ __forceinline__ void unpack8(const uint4 &q, float (&x)[8])
+{
+  unpack2<BF>(q.x, x[0], x[1]);
+  unpack2<BF>(q.y, x[2], x[3]);
+  unpack2<BF>(q.z, x[4], x[5]);
+  unpack2<BF>(q.w, x[6], x[7]);
+}
+
+static __device__ __forceinline__ uint32_t qword(const uint4 &q, int k)
+{
+  return k == 0 ? q.x : k == 1 ? q.y : k == 2 ? q.z : q.w;
+}
+
+/* NaN/Inf: running u16x2 max of the exponent fields. */
+template <bool BF> static __device__ __forceinline__ uint32_t expmax8(uint32_t acc, const uint4 &q)
+{
+  const uint32_t m = BF ? 0x7f807f80u : 0x7c007c00u;
+  acc = __vmaxu2(acc, q.x & m);
+  acc = __vmaxu2(acc, q.y & m);
+  acc = __vmaxu2(acc, q.z & m);
+  return __vmaxu2(acc, q.w & m);
+}
+template <bool BF> static __device__ __forceinline__ bool exp_bad(uint32_t acc)
+{
+  const uint32_t e = BF ? 0x7f80u : 0x7c00u;
+  return (acc & 0xffffu) == e || (acc >> 16) == e;
+}
+
+/* 0x4B000000 + code: y clamped to [0, hi], floored by an add rounded down. */
+static __device__ __forceinline__ uint32_t qbits(float x, float mn, float inv, float hi)
+{
+  float y = __fadd_rn(__fmul_rn(__fsub_rn(x, mn), inv), 0.5f);
+  y = fminf(fmaxf(y, 0.f), hi);
+  return __float_as_uint(__fadd_rd(y, 8388608.f));
+}
+
+/* Pack 8 codes (qbits form) of B bits: lo holds bits 0..31, hi 32..63. */
+template <int B> static __device__ __forceinline__ void pack8(const uint32_t (&u)[8], uint32_t &lo,
+                                                               uint32_t &hi)
+{
+  lo = 0;
+  hi = 0;
+  if constexpr (B == 16) return;
+  uint32_t klo = 0, khi = 0;
+#pragma unroll
+  for (int i = 0; i < 8; i++) {
+    const int s = i * B;
+    if (s < 32) {
+      lo += u[i] << s;
+      klo += 0x4B000000u << s;
+    } else {
+      hi += u[i] << (s - 32);
+      khi += 0x4B000000u << (s - 32);
+    }
+  }
+  lo -= klo;
+  hi -= khi;
+}
+
+/* Store the 8 codes of octet o of a row (B = 3: 4 consecutive lanes hold 4
+ * consecutive octets and write 3 words; every lane must call). */
+template <int B> static __device__ __forceinline__ void store_octet(uint8_t *row, uint32_t o,
+                                                                     uint32_t lo, uint32_t hi,
+                                                                     bool valid)
+{
+  if (B == 3) {
+    uint32_t nx = __shfl_down_sync(0xffffffffu, lo, 1);
+    uint32_t q = o & 3u;
+    if (valid && q < 3u)
+      *(uint32_t *)(row + (o >> 2) * 12u + q * 4u) = (lo >> (8u * q)) | (nx << (24u - 8u * q));
+    return;
+  }
+  if (!valid) return;
+  if (B == 2) *(uint16_t *)(row + o * 2u) = (uint16_t)lo;
+  else if (B == 4) *(uint32_t *)(row + o * 4u) = lo;
+  else *(uint2 *)(row + o * 8u) = make_uint2(lo, hi);
+}
+
+/* Range of a member set -> stored fp16 scale/min and the coder's min/inv. */
+static __device__ __forceinline__ void fq_range(float mn, float mx, float levels, uint16_t &sc_h,
+                                                uint16_t &mn_h, float &minf, float &inv, bool &erange)
+{
+  if (!(mn <= mx)) { mn = 0.f; mx = 0.f; }  /* no member */
+  mx = __fadd_rn(mx, 0.f);                    /* -0 -> +0, see above */
+  float scale = __fdiv_rn(__fsub_rn(mx, mn), levels);
+  uint16_t s = f2f16(scale), m = f2f16(mn);
+  erange |= (s & 0x7c00u) == 0x7c00u || (m & 0x7c00u) == 0x7c00u;
+  float sf = f162f(s);
+  sc_h = s;
+  mn_h = m;
+  minf = f162f(m);
+  inv = sf == 0.f ? 0.f : __frcp_rn(sf);
+}
+
+/* left-biased minimum: the right side wins only when strictly smaller */
+static __device__ __forceinline__ float lmin(float left, float right) { return right < left ? right : left; }
+
+/* Outliers of one row held by a warp (d[j] = octet lane + 32j). Writes the
+ * n entries sorted by channel to ent and returns this lane's exclusion
+ * bits (bit 8j + i = channel 256j + 8 lane + i). 1 <= n <= C. */
+static __device__ uint32_t fq_outliers(const uint4 (&d)[KVS_FQ_NJ], uint32_t nj, uint32_t n,
+                                       uint32_t *ent, fq_warp *ws, uint32_t lane)
+{
+  const uint32_t full = 0xffffffffu;
+  uint32_t M = 0;
+#pragma unroll
+  for (int j = 0; j < KVS_FQ_NJ; j++)
+    if (j < (int)nj)
+#pragma unroll
+      for (int k = 0; k < 4; k++) M = __vmaxu2(M, qword(d[j], k) & 0x7fff7fffu);
+  M = max(M & 0xffffu, M >> 16);
+  ws->lm[lane] = 0;
+  if (lane == 0) ws->cnt = 0;
+  __syncwarp();
+  bool fast = n <= 32u;
+  uint32_t m = 0;
+  if (fast) {
+    /* Lm = the n-th largest lane maximum: at least n elements reach it */
+    uint32_t cur = M, rem = n, Lm = 0;
+    for (;;) {
+      uint32_t mx = __reduce_max_sync(full, cur);
+      uint32_t k = __popc(__ballot_sync(full, cur == mx));
+      if (k >= rem) { Lm = mx; break; }
+      rem -= k;
+      if (cur == mx) cur = 0;
+    }
+#pragma unroll
+    for (int j = 0; j < KVS_FQ_NJ; j++) {
+      if (j >= (int)nj) continue;
+#pragma unroll
+      for (int i = 0; i < 8; i++) {
+        uint32_t raw = (qword(d[j], i >> 1) >> (16 * (i & 1))) & 0xffffu;
+        uint32_t mag = raw & 0x7fffu;
+        if (mag >= Lm) {
+          uint32_t c = 256u * j + 8u * lane + i;
+          uint32_t p = atomicAdd(&ws->cnt, 1u);
+          if (p < KVS_FQ_CAP) {
+            ws->key[p] = (mag << 16) | (0xffffu - c);
+            ws->ent[p] = c | (raw << 16);
+          }
+        }
+      }
+    }
+    __syncwarp();
+    m = ws->cnt;
+    fast = m <= KVS_FQ_CAP;
+  }
+  if (fast) {
+    for (uint32_t i = lane; i < m; i += 32) {
+      uint32_t ki = ws->key[i], r = 0;
+      for (uint32_t t = 0; t < m; t++) r += ws->key[t] > ki;
+      if (r == n - 1u) ws->kth = ki;
+    }
+    __syncwarp();
+    const uint32_t T = ws->kth;
+    for (uint32_t i = lane; i < m; i += 32) {
+      uint32_t ki = ws->key[i];
+      if (ki < T) continue;
+      uint32_t pos = 0;
+      for (uint32_t t = 0; t < m; t++) {
+        uint32_t kt = ws->key[t];
+        pos += kt >= T && (kt & 0xffffu) > (ki & 0xffffu);
+      }
+      uint32_t e = ws->ent[i], c = e & 0xffffu, o = c >> 3;
+      ent[pos] = e;
+      atomicOr(&ws->lm[o & 31u], 1u << ((o >> 5) * 8u + (c & 7u)));
+    }
+    __syncwarp();
+    uint32_t mk = ws->lm[lane];
+    __syncwarp();
+    return mk;
+  }
+  /* exact: bisection for the n-th largest key, then channel-order compaction */
+  uint32_t T = 0;
+  for (int bit = 30; bit >= 0; bit--) {
+    uint32_t t = T | (1u << bit), cnt = 0;
+#pragma unroll
+    for (int j = 0; j < KVS_FQ_NJ; j++) {
+      if (j >= (int)nj) continue;
+#pragma unroll
+      for (int i = 0; i < 8; i++) {
+        uint32_t raw = (qword(d[j], i >> 1) >> (16 * (i & 1))) & 0x7fffu;
+        uint32_t c = 256u * j + 8u * lane + i;
+        cnt += ((raw << 16) | (0xffffu - c)) >= t;
+      }
+    }
+    if (__reduce_add_sync(full, cnt) >= n) T = t;
+  }
+  uint32_t mk = 0, base = 0;
+#pragma unroll
+  for (int j = 0; j < KVS_FQ_NJ; j++) {
+    if (j >= (int)nj) continue;
+    uint32_t bits = 0;
+#pragma unroll
+    for (int i = 0; i < 8; i++) {
+      uint32_t raw = (qword(d[j], i >> 1) >> (16 * (i & 1))) & 0x7fffu;
+      uint32_t c = 256u * j + 8u * lane + i;
+      bits |= (uint32_t)(((raw << 16) | (0xffffu - c)) >= T) << i;
+    }
+    uint32_t cnt = __popc(bits), incl = cnt;
+    for (int o = 1; o < 32; o <<= 1) {
+      uint32_t y = __shfl_up_sync(full, incl, o);
+      if (lane >= (uint32_t)o) incl += y;
+    }
+    uint32_t at = base + incl - cnt;
+#pragma unroll
+    for (int i = 0; i < 8; i++)
+      if ((bits >> i) & 1u) {
+        uint32_t raw = (qword(d[j], i >> 1) >> (16 * (i & 1))) & 0xffffu;
+        ent[at + __popc(bits & ((1u << i) - 1u))] = (256u * j + 8u * lane + i) | (raw << 16);
+      }
+    base += __shfl_sync(full, incl, 31);
+    mk |= bits << (8 * j);
+  }
+  return mk;
+}
+
+/* Write a sink row part (C words) from 8-word pieces. */
+static __device__ __forceinline__ void sink_put(uint16_t *dst, uint32_t o, const uint4 &q)
+{
+  if (((uintptr_t)dst & 15u) == 0) {
+    *(uint4 *)(dst + o * 8u) = q;
+  } else {
+    const uint16_t *h = (const uint16_t *)&q;
+    for (int i = 0; i < 8; i++) dst[o * 8u + i] = h[i];
+  }
+}
+
+/* V codes of one row: per = vg / 8 lanes per group. */
+template <bool BF, int B>
+static __device__ __forceinline__ void fq_vrow(const kvs_cu_args &a, uint8_t *blk, uint32_t r,
+                                               const uint4 (&d)[KVS_FQ_NJ], uint32_t nj,
+                                               uint32_t mk, uint32_t lane, bool &erange)
+{
+  uint8_t *crow = blk + a.vcodes + (size_t)r * a.vstride;
+  if (B == 16) {
+#pragma unroll
+    for (int j = 0; j < KVS_FQ_NJ; j++)
+      if (j < (int)nj) *(uint4 *)(crow + (32u * j + lane) * 16u) = d[j];
+    return;
+  }
+  const uint32_t per = a.vg >> 3, ng = a.C / a.vg;
+  const float hi = (float)((1u << B) - 1u);
+  uint16_t *vsc = (uint16_t *)(blk + a.vscale) + (size_t)r * ng;
+  uint16_t *vmn = (uint16_t *)(blk + a.vmin) + (size_t)r * ng;
+  float gmn[KVS_FQ_NJ], gmx[KVS_FQ_NJ];
+#pragma unroll
+  for (int j = 0; j < KVS_FQ_NJ; j++) {
+    float x[8];
+    unpack8<BF>(d[j], x);
+    float mn = __int_as_float(0x7f800000), mx = -__int_as_float(0x7f800000);
+#pragma unroll
+    for (int i = 0; i < 8; i++) {
+      if ((mk >> (8 * j + i)) & 1u) continue;
+      mn = x[i] < mn ? x[i] : mn;
+      mx = fmaxf(mx, x[i]);
+    }
+    gmn[j] = mn;
+    gmx[j] = mx;
+  }
+  for (uint32_t s = 1; s < per; s <<= 1) {
+#pragma unroll
+    for (int j = 0; j < KVS_FQ_NJ; j++) {
+      float omn = __shfl_xor_sync(0xffffffffu, gmn[j], s);
+      float omx = __shfl_xor_sync(0xffffffffu, gmx[j], s);
+      gmn[j] = (lane & s) ? lmin(omn, gmn[j]) : lmin(gmn[j], omn);
+      gmx[j] = fmaxf(gmx[j], omx);
+    }
+  }
+#pragma unroll
+  for (int j = 0; j < KVS_FQ_NJ; j++) {
+    if (j >= (int)nj) continue;
+    uint16_t sh, mh;
+    float minf, inv;
+    fq_range(gmn[j], gmx[j], hi, sh, mh, minf, inv, erange);
+    const uint32_t o = 32u * j + lane;
+    if ((lane & (per - 1u)) == 0) {
+      uint32_t g = (o * 8u) / a.vg;
+      vsc[g] = sh;
+      vmn[g] = mh;
+    }
+    float x[8];
+    unpack8<BF>(d[j], x);
+    uint32_t u[8];
+#pragma unroll
+    for (int i = 0; i < 8; i++) u[i] = qbits(x[i], minf, inv, hi);
+    uint32_t lo, hw;
+    pack8<B>(u, lo, hw);
+    store_octet<B>(crow, o, lo, hw, true);
+  }
+}
+
+/* K ranges and codes for the thread's octet o over its rows [r0, r0+rpp). */
+template <bool BF, bool OUT, int B>
+static __device__ __forceinline__ void fq_kcols(const kvs_cu_args &a, const kvs__cuda_qjob &J,
+                                                uint8_t *blk, const uint4 *tile,
+                                                const uint32_t *kmask, uint32_t o, uint32_t r0,
+                                                uint32_t rpp, uint32_t opw, uint32_t lane,
+                                                bool first, bool &bad, bool &erange)
+{
+  const uint32_t G = a.G, C = a.C, O = C / 8u;
+  const uint64_t mask = J.sink_mask;
+  const bool kout = OUT && a.nko && B != 16;
+  float mn[8], mx[8];
+  uint32_t ex = 0;
+#pragma unroll
+  for (int i = 0; i < 8; i++) { mn[i] = __int_as_float(0x7f800000); mx[i] = -mn[i]; }
+  for (uint32_t t = 0; t < rpp; t++) {
+    const uint32_t r = r0 + t;
+    if (r >= G) break;
+    uint4 q = tile[(size_t)r * O + o];
+    ex = expmax8<BF>(ex, q);
+    if (B == 16 || ((mask >> r) & 1u)) continue;
+    uint32_t om = kout ? (kmask[r * 32u + (o & 31u)] >> ((o >> 5) * 8u)) : 0u;
+    float x[8];
+    unpack8<BF>(q, x);
+#pragma unroll
+    for (int i = 0; i < 8; i++) {
+      if (kout && ((om >> i) & 1u)) continue;
+      mn[i] = x[i] < mn[i] ? x[i] : mn[i];
+      mx[i] = fmaxf(mx[i], x[i]);
+    }
+  }
+  bad |= exp_bad<BF>(ex);
+  /* combine the parts of this octet (lanes opw apart), left part first */
+  for (uint32_t s = opw; s < 32u; s <<= 1) {
+#pragma unroll
+    for (int i = 0; i < 8; i++) {
+      float omn = __shfl_xor_sync(0xffffffffu, mn[i], s);
+      float omx = __shfl_xor_sync(0xffffffffu, mx[i], s);
+      mn[i] = (lane & s) ? lmin(omn, mn[i]) : lmin(mn[i], omn);
+      mx[i] = fmaxf(mx[i], omx);
+    }
+  }
+  float minf[8], inv[8];
+  if (B != 16) {
+    const float hi = (float)((1u << B) - 1u);
+    uint16_t sh[8], mh[8];
+#pragma unroll
+    for (int i = 0; i < 8; i++) fq_range(mn[i], mx[i], hi, sh[i], mh[i], minf[i], inv[i], erange);
+    if (first) {
+      uint4 s4, m4;
+      s4.x = sh[0] | ((uint32_t)sh[1] << 16); s4.y = sh[2] | ((uint32_t)sh[3] << 16);
+      s4.z = sh[4] | ((uint32_t)sh[5] << 16); s4.w = sh[6] | ((uint32_t)sh[7] << 16);
+      m4.x = mh[0] | ((uint32_t)mh[1] << 16); m4.y = mh[2] | ((uint32_t)mh[3] << 16);
+      m4.z = mh[4] | ((uint32_t)mh[5] << 16); m4.w = mh[6] | ((uint32_t)mh[7] << 16);
+      *(uint4 *)(blk + a.kscale + o * 16u) = s4;
+      *(uint4 *)(blk + a.kmin + o * 16u) = m4;
+    }
+  } else if (first) {
+    *(uint4 *)(blk + a.kscale + o * 16u) = make_uint4(0, 0, 0, 0);
+    *(uint4 *)(blk + a.kmin + o * 16u) = make_uint4(0, 0, 0, 0);
+  }
+  /* codes (and the K half of sink rows); all lanes run rpp steps for B = 3 */
+  for (uint32_t t = 0; t < rpp; t++) {
+    const uint32_t r = r0 + t;
+    const bool valid = r < G;
+    uint4 q = valid ? tile[(size_t)r * O + o] : make_uint4(0, 0, 0, 0);
+    const bool sink = valid && ((mask >> r) & 1u);
+    uint8_t *crow = blk + a.kcodes + (size_t)(valid ? r : 0) * a.kstride;
+    if (sink) sink_put(J.rows[__popcll(mask & ((1ull << r) - 1ull))], o, q);
+    if (B == 16) {
+      if (valid) *(uint4 *)(crow + o * 16u) = sink ? make_uint4(0, 0, 0, 0) : q;
+      continue;
+    }
+    uint32_t lo = 0, hw = 0;
+    if (!sink) {
+      float x[8];
+      unpack8<BF>(q, x);
+      uint32_t u[8];
+#pragma unroll
+      for (int i = 0; i < 8; i++) u[i] = qbits(x[i], minf[i], inv[i], (float)((1u << B) - 1u));
+      pack8<B>(u, lo, hw);
+    }
+    store_octet<B>(crow, o, lo, hw, valid);
+  }
+}
+
+template <bool BF, bool OUT>
+static __global__ void __launch_bounds__(KVS_CU_THREADS, 3)
+kvs_fquant_kernel(kvs_cu_args a, const kvs__cuda_qjob *jobs, int *st)
+{
+  extern __shared__ __align__(16) uint32_t fsm[];
+  const kvs__cuda_qjob J = jobs[blockIdx.x];
+  if ((((uintptr_t)J.k | (uintptr_t)J.v | (uintptr_t)J.block) & 15u) != 0) {
+    quant_general(a, J, st, fsm);
+    return;
+  }
+  const uint32_t G = a.G, C = a.C, O = C / 8u, nj = C / 256u;
+  const uint32_t tid = threadIdx.x, lane = tid & 31u, warp = tid >> 5;
+  const uint64_t mask = J.sink_mask;
+  const uint32_t nko = a.kb == 16 ? 0 : a.nko, nvo = a.vb == 16 ? 0 : a.nvo;
+  uint8_t *blk = (uint8_t *)J.block;
+  uint4 *tile = (uint4 *)fsm;
+  uint32_t *kmask = (uint32_t *)(tile + (size_t)G * O);           /* [G][32] when OUT */
+  fq_warp *wsa = (fq_warp *)(kmask + (OUT ? G * 32u : 0u));
+  fq_warp *ws = wsa + warp;
+  bool bad = false, erange = false;
+
+  /* 1. K tile -> shared memory */
+  {
+    const uint4 *src = (const uint4 *)J.k;
+    const uint32_t n16 = G * O;
+    for (uint32_t i = tid; i < n16; i += KVS_CU_THREADS) {
+      uint32_t sa = (uint32_t)__cvta_generic_to_shared(tile + i);
+      asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(sa),
+                   "l"(__cvta_generic_to_global(src + i)) : "memory");
+    }
+    asm volatile("cp.async.commit_group;\n" ::: "memory");
+  }
+  /* header and the alignment gaps between sections */
+  if (tid == 0) {
+    uint4 h;
+    h.x = (uint32_t)mask;
+    h.y = (uint32_t)(mask >> 32);
+    h.z = (uint32_t)__popcll(mask) | (a.kb << 16) | (a.vb << 24);
+    h.w = G;
+    *(uint4 *)blk = h;
+  } else if (tid <= 8) {
+    const uint32_t ng = C / a.vg;
+    size_t s0 = 0, e0 = 0, nx = 0;
+    switch (tid) {
+      case 1: s0 = a.kscale; e0 = s0 + 2u * C; nx = a.kmin; break;
+      case 2: s0 = a.kmin; e0 = s0 + 2u * C; nx = a.kcodes; break;
+      case 3: s0 = a.kcodes; e0 = s0 + (size_t)G * a.kstride; nx = a.vscale; break;
+      case 4: s0 = a.vscale; e0 = s0 + 2u * (size_t)G * ng; nx = a.vmin; break;
+      case 5: s0 = a.vmin; e0 = s0 + 2u * (size_t)G * ng; nx = a.vcodes; break;
+      case 6: s0 = a.vcodes; e0 = s0 + (size_t)G * a.vstride; nx = a.kout; break;
+      case 7: s0 = a.kout; e0 = s0 + 4u * (size_t)G * nko; nx = a.vout; break;
+      default: s0 = a.vout; e0 = s0 + 4u * (size_t)G * nvo; nx = a.total; break;
+    }
+    for (size_t i = e0; i < nx; i++) blk[i] = 0;
+  }
+
+  /* 2. values: a warp per row, straight from global memory */
+  {
+    const uint32_t vb = a.vb, ng = C / a.vg;
+    for (uint32_t r = warp; r < G; r += KVS_CU_THREADS / 32) {
+      const uint4 *src = (const uint4 *)(J.v + (size_t)r * C);
+      uint4 d[KVS_FQ_NJ];
+      uint32_t ex = 0;
+#pragma unroll
+      for (int j = 0; j < KVS_FQ_NJ; j++) {
+        d[j] = j < (int)nj ? __ldg(src + 32u * j + lane) : make_uint4(0, 0, 0, 0);
+        ex = expmax8<BF>(ex, d[j]);
+      }
+      bad |= exp_bad<BF>(ex);
+      if ((mask >> r) & 1u) {
+        uint16_t *dst = J.rows[__popcll(mask & ((1ull << r) - 1ull))] + C;
+        uint8_t *crow = blk + a.vcodes + (size_t)r * a.vstride;
+#pragma unroll
+        for (int j = 0; j < KVS_FQ_NJ; j++)
+          if (j < (int)nj) sink_put(dst, 32u * j + lane, d[j]);
+        for (uint32_t i = lane; i < a.vstride / 4u; i += 32) ((uint32_t *)crow)[i] = 0;
+        for (uint32_t i = lane; i < ng; i += 32) {
+          ((uint16_t *)(blk + a.vscale))[(size_t)r * ng + i] = 0;
+          ((uint16_t *)(blk + a.vmin))[(size_t)r * ng + i] = 0;
+        }
+        for (uint32_t i = lane; i < nvo; i += 32) ((uint32_t *)(blk + a.vout))[(size_t)r * nvo + i] = 0;
+        continue;
+      }
+      uint32_t mk = 0;
+      if (OUT && nvo) mk = fq_outliers(d, nj, nvo, (uint32_t *)(blk + a.vout) + (size_t)r * nvo, ws, lane);
+      switch (vb) {
+        case 2: fq_vrow<BF, 2>(a, blk, r, d, nj, mk, lane, erange); break;
+        case 3: fq_vrow<BF, 3>(a, blk, r, d, nj, mk, lane, erange); break;
+        case 4: fq_vrow<BF, 4>(a, blk, r, d, nj, mk, lane, erange); break;
+        case 8: fq_vrow<BF, 8>(a, blk, r, d, nj, mk, lane, erange); break;
+        default: {
+          fq_vrow<BF, 16>(a, blk, r, d, nj, mk, lane, erange);
+          for (uint32_t i = lane; i < ng; i += 32) {
+            ((uint16_t *)(blk + a.vscale))[(size_t)r * ng + i] = 0;
+            ((uint16_t *)(blk + a.vmin))[(size_t)r * ng + i] = 0;
+          }
+        }
+      }
+    }
+  }
+  asm volatile("cp.async.wait_all;\n" ::: "memory");
+  __syncthreads();
+
+  /* 3. key outliers: a warp per row of the tile */
+  if (OUT && nko) {
+    for (uint32_t r = warp; r < G; r += KVS_CU_THREADS / 32) {
+      uint32_t *ent = (uint32_t *)(blk + a.kout) + (size_t)r * nko;
+      if ((mask >> r) & 1u) {
+        for (uint32_t i = lane; i < nko; i += 32) ent[i] = 0;
+        continue;
+      }
+      uint4 d[KVS_FQ_NJ];
+#pragma unroll
+      for (int j = 0; j < KVS_FQ_NJ; j++)
+        d[j] = j < (int)nj ? tile[(size_t)r * O + 32u * j + lane] : make_uint4(0, 0, 0, 0);
+      kmask[r * 32u + lane] = fq_outliers(d, nj, nko, ent, ws, lane);
+    }
+    __syncthreads();
+  }
+
+  /* 4. keys: parts P (power of two, nj * P <= 8 warps), octets per warp
+   * opw = 32 / P; lane = part * opw + octet in warp */
+  {
+    const uint32_t P = nj == 1 ? 8u : nj == 2 ? 4u : 2u, opw = 32u / P;
+    if (warp < nj * P) {
+      const uint32_t p = lane / opw, o = warp * opw + (lane % opw);
+      const uint32_t rpp = (G + P - 1u) / P, r0 = p * rpp;
+      const uint32_t *km = kmask;
+      switch (a.kb) {
+        case 2: fq_kcols<BF, OUT, 2>(a, J, blk, tile, km, o, r0, rpp, opw, lane, p == 0, bad, erange); break;
+        case 3: fq_kcols<BF, OUT, 3>(a, J, blk, tile, km, o, r0, rpp, opw, lane, p == 0, bad, erange); break;
+        case 4: fq_kcols<BF, OUT, 4>(a, J, blk, tile, km, o, r0, rpp, opw, lane, p == 0, bad, erange); break;
+        case 8: fq_kcols<BF, OUT, 8>(a, J, blk, tile, km, o, r0, rpp, opw, lane, p == 0, bad, erange); break;
+        default: fq_kcols<BF, OUT, 16>(a, J, blk, tile, km, o, r0, rpp, opw, lane, p == 0, bad, erange); break;
+      }
+    }
+  }
+  if (bad) set_status(st, KVS_ENAN);
+  if (erange) set_status(st, -ERANGE);
+}
+
 static __device__ __forceinline__ uint32_t read_code(const uint32_t *row, uint32_t c, uint32_t b)
 {
   uint64_t p = (uint64_t)c * b;
@@ -490,6 +1057,21 @@ static size_t quant_smem_v(kvs_cu_args *a)
   return a->vsh ? base + v : base;
 }
 
+/* Shapes the fast kernel takes (16-byte alignment is checked per job). */
+static bool fast_ok(const kvs_cu_args &a)
+{
+  return a.C % 256u == 0 && a.C <= 256u * KVS_FQ_NJ && a.vg % 8u == 0 && 256u % a.vg == 0 &&
+         (a.kcodes & 15u) == 0 && (a.kscale & 15u) == 0 && (a.kmin & 15u) == 0 &&
+         (a.vcodes & 15u) == 0 && (size_t)a.G * a.C * 2u <= 160u * 1024u;
+}
+
+static size_t fast_smem(const kvs_cu_args &a, bool out)
+{
+  size_t s = (size_t)a.G * a.C * 2u;
+  if (out) s += (size_t)a.G * 32u * 4u + (KVS_CU_THREADS / 32) * sizeof(fq_warp);
+  return s;
+}
+
 extern "C" int kvs__cuda_ctx_init(kvs__cuda_ctx *c)
 {
   c->stream = NULL;
@@ -535,13 +1117,22 @@ extern "C" int kvs__cuda_quantize_async(kvs__cuda_ctx *c, const kvs__qparams *p,
   if (n == 0) return 0;
   size_t smem = quant_smem_v(&a);
   if (smem > KVS_CU_MAX_SMEM) return -EINVAL;
+  void (*kern)(kvs_cu_args, const kvs__cuda_qjob *, int *) = kvs_quant_kernel;
+  if (fast_ok(a)) {
+    const bool bf = a.dtype == KVS_DTYPE_BF16;
+    const bool out = (a.kb != 16 && a.nko) || (a.vb != 16 && a.nvo);
+    size_t fs = fast_smem(a, out);
+    kern = bf ? (out ? kvs_fquant_kernel<true, true> : kvs_fquant_kernel<true, false>)
+              : (out ? kvs_fquant_kernel<false, true> : kvs_fquant_kernel<false, false>);
+    if (fs > smem) smem = fs;
+  }
   if (smem > 48u * 1024u &&
-      cudaFuncSetAttribute(kvs_quant_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                           (int)smem) != cudaSuccess) {
+      cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem) !=
+          cudaSuccess) {
     cudaGetLastError();
     return -EIO;
   }
-  kvs_quant_kernel<<<n, KVS_CU_THREADS, smem, (cudaStream_t)c->stream>>>(a, d_jobs, c->d_status);
+  kern<<<n, KVS_CU_THREADS, smem, (cudaStream_t)c->stream>>>(a, d_jobs, c->d_status);
   if (cudaGetLastError() != cudaSuccess) return -EIO;
   return 0;
 }

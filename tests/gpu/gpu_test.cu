@@ -67,7 +67,8 @@ struct stats { uint64_t codes, off_by_one; };
 
 /* One case: quantize on both sides, compare bytes; dequantize on both. */
 static void one_case(const char *name, const kvs__qparams &p, const std::vector<uint16_t> &k,
-                     const std::vector<uint16_t> &v, uint64_t mask, int expect_rc, stats &S)
+                     const std::vector<uint16_t> &v, uint64_t mask, int expect_rc, stats &S,
+                     bool misalign = false)
 {
   kvs__qlayout l;
   if (kvs__qparams_check(&p)) { FAIL("%s: reference rejects params", name); return; }
@@ -83,16 +84,16 @@ static void one_case(const char *name, const kvs__qparams &p, const std::vector<
   kvs__cuda_ctx ctx;
   if (kvs__cuda_ctx_init(&ctx)) { FAIL("ctx"); return; }
   uint8_t *dk, *dv, *dblk, *drows, *djob, *dptr, *dout;
-  CK(cudaMalloc(&dk, plane)); CK(cudaMalloc(&dv, plane)); CK(cudaMalloc(&dblk, tot + 64));
+  CK(cudaMalloc(&dk, plane + 16)); CK(cudaMalloc(&dv, plane)); CK(cudaMalloc(&dblk, tot + 64));
   CK(cudaMalloc(&drows, ns * rowb + 16)); CK(cudaMalloc(&djob, 256)); CK(cudaMalloc(&dptr, 64 * 8));
   CK(cudaMalloc(&dout, 2 * plane + 16));
-  CK(cudaMemcpy(dk, k.data(), plane, cudaMemcpyHostToDevice));
+  CK(cudaMemcpy(dk + (misalign ? 2 : 0), k.data(), plane, cudaMemcpyHostToDevice));
   CK(cudaMemcpy(dv, v.data(), plane, cudaMemcpyHostToDevice));
   CK(cudaMemset(dblk, 0x5a, tot + 64));
   std::vector<uint16_t *> dp(64);
   for (uint32_t i = 0; i < ns; i++) dp[i] = (uint16_t *)(drows + i * rowb);
   CK(cudaMemcpy(dptr, dp.data(), 64 * 8, cudaMemcpyHostToDevice));
-  kvs__cuda_qjob qj = {(uint16_t *)dk, (uint16_t *)dv, dblk, ns ? (uint16_t *const *)dptr : NULL, mask};
+  kvs__cuda_qjob qj = {(uint16_t *)(dk + (misalign ? 2 : 0)), (uint16_t *)dv, dblk, ns ? (uint16_t *const *)dptr : NULL, mask};
   CK(cudaMemcpy(djob, &qj, sizeof qj, cudaMemcpyHostToDevice));
   int grc = kvs__cuda_quantize(&ctx, &p, &l, (kvs__cuda_qjob *)djob, 1);
   if (rrc != expect_rc || grc != expect_rc) {
@@ -170,6 +171,10 @@ static int check(void)
     {32, 1024, 64, 8, 8, 1, 1},  {31, 200, 40, 2, 4, 2, 1},     {64, 96, 96, 3, 2, 0, 3},
     {1, 64, 64, 4, 4, 1, 1},     {17, 130, 13, 3, 8, 5, 0},     {32, 256, 128, 16, 2, 0, 2},
     {32, 256, 128, 4, 16, 3, 0}, {64, 4096, 128, 2, 2, 41, 41}, {8, 33, 11, 8, 3, 2, 1},
+    /* shapes of the fast kernel (C % 256 == 0, C <= 1024, vg | 256) */
+    {32, 1024, 32, 3, 8, 10, 3}, {64, 1024, 64, 8, 3, 51, 51}, {16, 512, 256, 2, 4, 3, 0},
+    {32, 768, 8, 4, 2, 0, 7},    {7, 256, 16, 16, 3, 0, 2},    {32, 1024, 128, 2, 16, 5, 0},
+    {33, 1024, 128, 4, 2, 1, 32},
   };
   stats S = {0, 0};
   int n_cases = 0;
@@ -203,7 +208,8 @@ static int check(void)
         char name[160];
         snprintf(name, sizeof name, "%s G%u C%u vg%u k%u v%u ko%u vo%u %s", dt == 2 ? "bf16" : "fp16",
                  c.G, c.C, c.vg, c.kb, c.vb, c.ko, c.vo, kn[kind]);
-        one_case(name, p, k, v, mask, expect, S);
+        /* now and then a K plane 2 bytes off 16-byte alignment */
+        one_case(name, p, k, v, mask, expect, S, kind == 4 && (c.C & 1) == 0);
         n_cases++;
       }
   printf("check: %d cases, %llu codes compared, %llu (%.6f%%) differ by one step, %d failures\n",
@@ -281,7 +287,7 @@ static int bench(void)
     float tcopy = time([&] { CK(cudaMemcpyAsync(out, in, bytes, cudaMemcpyDeviceToDevice)); });
     double gb = bytes / 1e9, copy_gbs = gb / (tcopy / 1e3);
     printf("T=%-6u %.2f GB of K+V: D2D copy %.3f ms = %.0f GB/s\n", T, gb, tcopy, copy_gbs);
-    for (uint32_t bits : {2u, 4u}) for (uint32_t outl : {0u, 10u}) {
+    for (uint32_t bits : {2u, 3u, 4u, 8u}) for (uint32_t outl : {0u, 10u}) {
       kvs__qparams p = {G, C, 128, bits, bits, outl, outl, KVS_DTYPE_F16};
       kvs__qlayout l;
       size_t tot = (LAYOUT(&p, &l) + 255) & ~(size_t)255;
