@@ -9,6 +9,7 @@
 /* Open GPU `device` (cuda:N); NULL with a reason in errmsg (256 bytes)
  * when no usable GPU is there. */
 kvs__backend *kvs__backend_cuda_open(int device, char *errmsg);
+void kvs__backend_cuda_close(kvs__backend *b);
 #endif
 
 #endif

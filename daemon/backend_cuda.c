@@ -23,6 +23,8 @@ typedef struct cuda_priv {
   kvs__cuda_ctx ctx;
   void *stage;           /* device: k, v, then job + row-pointer area */
   size_t stage_bytes;
+  void *hbatch, *dbatch; /* batches: pinned host area and its device mirror */
+  size_t batch_bytes;
 } cuda_priv;
 
 static int stage_reserve(cuda_priv *c, size_t bytes)
@@ -149,6 +151,127 @@ out:
   return rc;
 }
 
+/* Batches: one pinned host area mirrored by one device area, laid out as
+ * [jobs][row-pointer lists][K tiles][V tiles]; one copy each way and one
+ * launch per batch instead of several synchronous calls per block. */
+static int batch_reserve(cuda_priv *c, size_t bytes)
+{
+  if (bytes <= c->batch_bytes) return 0;
+  if (c->hbatch) cudaFreeHost(c->hbatch);
+  if (c->dbatch) cudaFree(c->dbatch);
+  c->hbatch = c->dbatch = NULL;
+  c->batch_bytes = 0;
+  if (cudaHostAlloc(&c->hbatch, bytes, cudaHostAllocDefault) != cudaSuccess ||
+      cudaMalloc(&c->dbatch, bytes) != cudaSuccess) {
+    cudaGetLastError();
+    if (c->hbatch) cudaFreeHost(c->hbatch);
+    c->hbatch = c->dbatch = NULL;
+    return -ENOMEM;
+  }
+  c->batch_bytes = bytes;
+  return 0;
+}
+
+typedef struct batch_layout { size_t rows, k, v, total; } batch_layout;
+
+static int batch_layout_of(cuda_priv *c, const kvs__qparams *p, uint32_t n, size_t job,
+                           batch_layout *bl)
+{
+  size_t plane = (size_t)p->group * p->channels * 2u;
+  bl->rows = align16(n * job);
+  bl->k = align16(bl->rows + (size_t)n * KVS_QBLOCK_MAX_G * sizeof(void *));
+  bl->v = bl->k + n * align16(plane);
+  bl->total = bl->v + n * align16(plane);
+  return batch_reserve(c, bl->total);
+}
+
+static int cu_quantize_n(kvs__backend *b, const kvs__qparams *p, const kvs__qitem *it,
+                         uint32_t n)
+{
+  cuda_priv *c = b->priv;
+  kvs__qlayout l;
+  if (n == 0) return 0;
+  if (kvs__qparams_check(p) || n > KVS_BATCH_MAX) return -EINVAL;
+  kvs__qlayout_of(p, &l);
+  size_t plane = (size_t)p->group * p->channels * 2u, ps = align16(plane);
+  for (uint32_t i = 0; i < n; i++)
+    if ((p->group < 64 && (it[i].sink_mask >> p->group)) || (it[i].sink_mask && !it[i].rows))
+      return -EINVAL;
+  pthread_mutex_lock(&c->lock);
+  batch_layout bl;
+  int rc = batch_layout_of(c, p, n, sizeof(kvs__cuda_qjob), &bl);
+  if (rc) goto out;
+  uint8_t *h = c->hbatch, *d = c->dbatch;
+  kvs__cuda_qjob *jobs = (kvs__cuda_qjob *)h;
+  for (uint32_t i = 0; i < n; i++) {
+    uint32_t ns = (uint32_t)__builtin_popcountll(it[i].sink_mask);
+    size_t ro = bl.rows + (size_t)i * KVS_QBLOCK_MAX_G * sizeof(void *);
+    if (ns) memcpy(h + ro, it[i].rows, ns * sizeof(void *));
+    memcpy(h + bl.k + i * ps, it[i].k, plane);
+    memcpy(h + bl.v + i * ps, it[i].v, plane);
+    jobs[i] = (kvs__cuda_qjob){ (const uint16_t *)(d + bl.k + i * ps),
+                                (const uint16_t *)(d + bl.v + i * ps), it[i].block,
+                                ns ? (uint16_t *const *)(d + ro) : NULL, it[i].sink_mask };
+  }
+  if (cudaMemcpyAsync(d, h, bl.total, cudaMemcpyHostToDevice, 0) != cudaSuccess) {
+    cudaGetLastError();
+    rc = -EIO;
+    goto out;
+  }
+  rc = kvs__cuda_quantize(&c->ctx, p, &l, (const kvs__cuda_qjob *)d, n);
+out:
+  pthread_mutex_unlock(&c->lock);
+  return rc;
+}
+
+static int cu_dequantize_n(kvs__backend *b, const kvs__qparams *p, const kvs__dqitem *it,
+                           uint32_t n)
+{
+  cuda_priv *c = b->priv;
+  kvs__qlayout l;
+  if (n == 0) return 0;
+  if (kvs__qparams_check(p) || n > KVS_BATCH_MAX) return -EINVAL;
+  for (uint32_t i = 0; i < n; i++)
+    if (it[i].r0 >= it[i].r1 || it[i].r1 > p->group || (it[i].sink_mask && !it[i].rows))
+      return -EINVAL;
+  kvs__qlayout_of(p, &l);
+  size_t plane = (size_t)p->group * p->channels * 2u, ps = align16(plane);
+  pthread_mutex_lock(&c->lock);
+  batch_layout bl;
+  int rc = batch_layout_of(c, p, n, sizeof(kvs__cuda_dqjob), &bl);
+  if (rc) goto out;
+  uint8_t *h = c->hbatch, *d = c->dbatch;
+  kvs__cuda_dqjob *jobs = (kvs__cuda_dqjob *)h;
+  for (uint32_t i = 0; i < n; i++) {
+    uint32_t ns = (uint32_t)__builtin_popcountll(it[i].sink_mask);
+    size_t ro = bl.rows + (size_t)i * KVS_QBLOCK_MAX_G * sizeof(void *);
+    if (ns) memcpy(h + ro, it[i].rows, ns * sizeof(void *));
+    jobs[i] = (kvs__cuda_dqjob){ it[i].block, ns ? (const uint16_t *const *)(d + ro) : NULL,
+                                 (uint16_t *)(d + bl.k + i * ps), (uint16_t *)(d + bl.v + i * ps),
+                                 it[i].r0, it[i].r1 };
+  }
+  rc = -EIO;
+  if (cudaMemcpyAsync(d, h, bl.k, cudaMemcpyHostToDevice, 0) != cudaSuccess) {
+    cudaGetLastError();
+    goto out;
+  }
+  rc = kvs__cuda_dequantize(&c->ctx, p, &l, (const kvs__cuda_dqjob *)d, n);
+  if (rc) goto out;
+  if (cudaMemcpy(h + bl.k, d + bl.k, bl.total - bl.k, cudaMemcpyDeviceToHost) != cudaSuccess) {
+    cudaGetLastError();
+    rc = -EIO;
+    goto out;
+  }
+  for (uint32_t i = 0; i < n; i++) {
+    size_t bytes = (size_t)(it[i].r1 - it[i].r0) * p->channels * 2u;
+    memcpy(it[i].k_out, h + bl.k + i * ps, bytes);
+    memcpy(it[i].v_out, h + bl.v + i * ps, bytes);
+  }
+out:
+  pthread_mutex_unlock(&c->lock);
+  return rc;
+}
+
 kvs__backend *kvs__backend_cuda_open(int device, char *errmsg)
 {
   int n = 0;
@@ -190,6 +313,8 @@ kvs__backend *kvs__backend_cuda_open(int device, char *errmsg)
   b->pool_free = cu_pool_free;
   b->quantize = cu_quantize;
   b->dequantize = cu_dequantize;
+  b->quantize_n = cu_quantize_n;
+  b->dequantize_n = cu_dequantize_n;
   b->priv = c;
   return b;
 }
@@ -200,6 +325,8 @@ void kvs__backend_cuda_close(kvs__backend *b)
   cuda_priv *c = b->priv;
   kvs__cuda_ctx_close(&c->ctx);
   if (c->stage) cudaFree(c->stage);
+  if (c->hbatch) cudaFreeHost(c->hbatch);
+  if (c->dbatch) cudaFree(c->dbatch);
   pthread_mutex_destroy(&c->lock);
   free(c);
   free(b);

@@ -47,3 +47,30 @@ kvs__backend kvs__backend_host = {
   .dequantize = host_dequantize,
   .priv = NULL,
 };
+
+int kvs__backend_quantize_n(kvs__backend *b, const kvs__qparams *p, const kvs__qitem *it,
+                            uint32_t n)
+{
+  if (b->quantize_n)
+    return b->quantize_n(b, p, it, n);
+  for (uint32_t i = 0; i < n; i++) {
+    int rc = b->quantize(b, p, it[i].k, it[i].v, it[i].sink_mask, it[i].block, it[i].rows);
+    if (rc < 0)
+      return rc;
+  }
+  return 0;
+}
+
+int kvs__backend_dequantize_n(kvs__backend *b, const kvs__qparams *p, const kvs__dqitem *it,
+                              uint32_t n)
+{
+  if (b->dequantize_n)
+    return b->dequantize_n(b, p, it, n);
+  for (uint32_t i = 0; i < n; i++) {
+    int rc = b->dequantize(b, p, it[i].block, it[i].rows, it[i].r0, it[i].r1, it[i].k_out,
+                           it[i].v_out);
+    if (rc < 0)
+      return rc;
+  }
+  return 0;
+}

@@ -368,34 +368,46 @@ int kvs__seq_put(kvs__seq *q, uint32_t start, const uint32_t *tokens, uint32_t n
   /* Quantize into the reserved slots; rows come from the old residual
    * (positions below L0) or from this put's input. */
   if (nfresh) {
-    uint16_t *gk = malloc((size_t)G * C * 2u), *gv = malloc((size_t)G * C * 2u);
-    if (!gk || !gv) {
+    /* Gather each fresh block's rows into a tile, KVS_BATCH_MAX at a time. */
+    const uint32_t nb = nfresh < KVS_BATCH_MAX ? nfresh : KVS_BATCH_MAX;
+    const size_t tile = (size_t)G * C;
+    uint16_t *gk = malloc(nb * tile * 2u), *gv = malloc(nb * tile * 2u);
+    kvs__qitem *items = malloc(nb * sizeof *items);
+    if (!gk || !gv || !items) {
       free(gk);
       free(gv);
+      free(items);
       jobs_undo(st, jobs, njobs);
       goto nomem;
     }
+    uint32_t m = 0;
     for (uint32_t i = 0; i < njobs && rc == 0; i++) {
-      if (!jobs[i].fresh)
-        continue;
-      uint32_t l = jobs[i].layer, base = q->l[l].nblk * G;
-      for (uint32_t r = 0; r < G; r++) {
-        uint32_t t = jobs[i].g * G + r;
-        const uint16_t *sk, *sv;
-        if (t < pl[l].L0) {
-          sk = q->l[l].rk + (size_t)(t - base) * C;
-          sv = q->l[l].rv + (size_t)(t - base) * C;
-        } else {
-          size_t o = ((size_t)(l - lb) * n + (t - start)) * C;
-          sk = k + o;
-          sv = v + o;
+      if (jobs[i].fresh) {
+        uint32_t l = jobs[i].layer, base = q->l[l].nblk * G;
+        uint16_t *tk = gk + m * tile, *tv = gv + m * tile;
+        for (uint32_t r = 0; r < G; r++) {
+          uint32_t t = jobs[i].g * G + r;
+          const uint16_t *sk, *sv;
+          if (t < pl[l].L0) {
+            sk = q->l[l].rk + (size_t)(t - base) * C;
+            sv = q->l[l].rv + (size_t)(t - base) * C;
+          } else {
+            size_t o = ((size_t)(l - lb) * n + (t - start)) * C;
+            sk = k + o;
+            sv = v + o;
+          }
+          memcpy(tk + (size_t)r * C, sk, (size_t)C * 2u);
+          memcpy(tv + (size_t)r * C, sv, (size_t)C * 2u);
         }
-        memcpy(gk + (size_t)r * C, sk, (size_t)C * 2u);
-        memcpy(gv + (size_t)r * C, sv, (size_t)C * 2u);
+        kvs__block *b = jobs[i].b;
+        items[m++] = (kvs__qitem){tk, tv, b->sink_mask, b->data, b->rows};
       }
-      kvs__block *b = jobs[i].b;
-      rc = st->be->quantize(st->be, &sp->qp, gk, gv, b->sink_mask, b->data, b->rows);
+      if (m == nb || (m && i + 1 == njobs)) {
+        rc = kvs__backend_quantize_n(st->be, &sp->qp, items, m);
+        m = 0;
+      }
     }
+    free(items);
     free(gk);
     free(gv);
     if (rc < 0) {
@@ -518,6 +530,9 @@ int kvs__seq_get(kvs__seq *q, uint32_t start, uint32_t n, uint32_t lb, uint32_t 
     if (end > q->l[l].len)
       return fail(errmsg, -EINVAL, "tokens [%u, %llu) beyond layer %u length %u", start,
                   (unsigned long long)end, l, q->l[l].len);
+  /* Blocks are dequantized KVS_BATCH_MAX at a time, residual rows copied. */
+  kvs__dqitem items[KVS_BATCH_MAX];
+  uint32_t m = 0;
   for (uint32_t l = lb; l < le; l++) {
     const kvs__seq_layer *L = &q->l[l];
     uint32_t qend = L->nblk * G, t = start;
@@ -528,10 +543,14 @@ int kvs__seq_get(kvs__seq *q, uint32_t start, uint32_t n, uint32_t lb, uint32_t 
         if ((uint64_t)g * G + r1 > end)
           r1 = (uint32_t)(end - (uint64_t)g * G);
         const kvs__block *b = L->blk[g];
-        int rc = st->be->dequantize(st->be, &sp->qp, b->data, (const uint16_t *const *)b->rows,
-                                    r0, r1, k + o, v + o);
-        if (rc < 0)
-          return fail(errmsg, rc, "dequantization failed");
+        items[m++] = (kvs__dqitem){b->data, (const uint16_t *const *)b->rows, b->sink_mask, r0, r1,
+                                   k + o, v + o};
+        if (m == KVS_BATCH_MAX) {
+          int rc = kvs__backend_dequantize_n(st->be, &sp->qp, items, m);
+          m = 0;
+          if (rc < 0)
+            return fail(errmsg, rc, "dequantization failed");
+        }
         t = g * G + r1;
       } else {
         size_t rows = (size_t)(end - t), ro = (size_t)(t - qend) * C;
@@ -540,6 +559,11 @@ int kvs__seq_get(kvs__seq *q, uint32_t start, uint32_t n, uint32_t lb, uint32_t 
         t = (uint32_t)end;
       }
     }
+  }
+  if (m) {
+    int rc = kvs__backend_dequantize_n(st->be, &sp->qp, items, m);
+    if (rc < 0)
+      return fail(errmsg, rc, "dequantization failed");
   }
   st->gets++;
   st->bytes_out += (uint64_t)(le - lb) * n * C * 2u * 2u;

@@ -145,6 +145,7 @@ int kvs__server_start(kvs__server *s, uv_loop_t *loop)
   s->started_ms = uv_now(loop);
   kvs__backend *b = open_backend(s);
   if (!b) return -ENODEV;
+  s->backend = b;
   kvs__store_opts o = {.pool_bytes = s->cfg.pool_size, .backend = b,
                        .max_pending = s->cfg.max_pending_tokens};
   int r = kvs__store_init(&s->store, &o);
@@ -309,5 +310,9 @@ void kvs__server_close(kvs__server *s)
 {
   if (s->store) kvs__store_close(s->store);
   s->store = NULL;
+#ifdef HAVE_CUDA
+  if (s->backend && s->backend != &kvs__backend_host) kvs__backend_cuda_close(s->backend);
+#endif
+  s->backend = NULL;
   kvs__profiles_free(&s->profiles);
 }

@@ -36,6 +36,7 @@ typedef struct kvs__server {
   unsigned override_mask;
   kvs__store *store;
   const char *backend_name;
+  kvs__backend *backend;   /* closed after the store */
   kvs__profiles profiles;
   kvs__session *sessions;  /* doubly linked list */
   uint64_t n_sessions, sessions_total, next_session_id;

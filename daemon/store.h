@@ -25,6 +25,22 @@
  * malloc and the C reference; the CUDA backend (daemon/backend_cuda.c)
  * cudaMallocs the pool and runs the CUDA kernels (kernels/quant.cu). Pointers passed as block /
  * rows point into pool memory; k/v pointers are host memory. */
+/* One block of a batch (quantize_n / dequantize_n). */
+typedef struct kvs__qitem {
+  const uint16_t *k, *v;                 /* [G][C] host */
+  uint64_t sink_mask;
+  void *block;
+  uint16_t *const *rows;
+} kvs__qitem;
+typedef struct kvs__dqitem {
+  const void *block;
+  const uint16_t *const *rows;
+  uint64_t sink_mask;                    /* the block's, as the store knows it */
+  uint32_t r0, r1;
+  uint16_t *k_out, *v_out;               /* [r1-r0][C] host */
+} kvs__dqitem;
+#define KVS_BATCH_MAX 64u                /* blocks per batch call */
+
 typedef struct kvs__backend {
   const char *name;                      /* "host" or "cuda" */
   int (*pool_alloc)(struct kvs__backend *b, size_t bytes, void **base);
@@ -34,8 +50,19 @@ typedef struct kvs__backend {
   int (*dequantize)(struct kvs__backend *b, const kvs__qparams *p, const void *block,
                     const uint16_t *const *rows, uint32_t r0, uint32_t r1,
                     uint16_t *k_out, uint16_t *v_out);
+  /* Optional: up to KVS_BATCH_MAX blocks in one call (one copy and one
+   * launch on a GPU instead of one per block); NULL = a loop of the above. */
+  int (*quantize_n)(struct kvs__backend *b, const kvs__qparams *p, const kvs__qitem *it,
+                    uint32_t n);
+  int (*dequantize_n)(struct kvs__backend *b, const kvs__qparams *p, const kvs__dqitem *it,
+                      uint32_t n);
   void *priv;
 } kvs__backend;
+
+int kvs__backend_quantize_n(kvs__backend *b, const kvs__qparams *p, const kvs__qitem *it,
+                            uint32_t n);
+int kvs__backend_dequantize_n(kvs__backend *b, const kvs__qparams *p, const kvs__dqitem *it,
+                              uint32_t n);
 
 extern kvs__backend kvs__backend_host;
 

@@ -2,6 +2,7 @@
 # in a temporary directory, stop it at exit, fail on an unclean exit.
 # timeout --foreground: without it timeout also signals its process group, so
 # kvsinkd would see SIGTERM twice and take the second as "exit at once".
+# KVSINKD_DEVICE (default host) picks the pool: tests/gpu/daemon.sh sets cuda:0.
 set -u
 top_builddir=${top_builddir:-.}
 KVSINKD=$top_builddir/daemon/kvsinkd
@@ -33,7 +34,7 @@ trap 'exit 1' INT TERM HUP
 start_daemon() {
   : > "$tmp/kvsinkd.conf"
   timeout --foreground 300 "$KVSINKD" --foreground --config "$tmp/kvsinkd.conf" --socket "$sock" \
-    --device host --log-level info "$@" > "$tmp/kvsinkd.log" 2>&1 &
+    --device "${KVSINKD_DEVICE:-host}" --log-level info "$@" > "$tmp/kvsinkd.log" 2>&1 &
   dpid=$!
   i=0
   while ! "$KVSINKCTL" --socket "$sock" ping >/dev/null 2>&1; do
