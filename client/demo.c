@@ -1,5 +1,8 @@
 /* kvsink-demo: store a synthetic KV sequence at 2, 3, 4 and 8 bits, read
- * it back, and print the reconstruction error (policy NONE vs PFN). */
+ * it back, and print the reconstruction error: policy NONE, PFN (first
+ * token kept 16-bit) and, when the daemon has a sink profile for the model
+ * "kvsink-demo", KVSINK (the activation summary marks tokens 0 and 37 with
+ * a massive value, so both stay 16-bit). demo.sh installs such a profile. */
 #include <getopt.h>
 #include <math.h>
 #include <stdio.h>
@@ -25,6 +28,8 @@ static float synth(uint32_t l, uint32_t t, uint32_t i, uint32_t kv)
 }
 
 struct err { double rel_rms, max_abs; };
+
+static int no_profile; /* the daemon had no profile: KVSINK acted as PFN */
 
 static struct err compare(const uint16_t *ref, const uint16_t *got, size_t n)
 {
@@ -74,6 +79,25 @@ static int run(const char *sock, int bits, kvs_policy pol, struct err *ek, struc
     tokens[t] = 1000 + t * 7;
   kvs_put_args a = {.seq = 1, .start = 0, .tokens = tokens, .n_tokens = TOKENS,
                     .layer_begin = 0, .layer_end = LAYERS, .k_off = 0, .v_off = kvb};
+  const kvs_info *in = kvs_get_info(c);
+  if (pol == KVS_POLICY_KVSINK && !in->has_profile)
+    no_profile = 1;
+  if (pol == KVS_POLICY_KVSINK && in->has_profile) {
+    /* summary after layer l_E on the profile's channels: the sink tokens
+     * carry a massive activation, the others an ordinary one */
+    uint32_t nch = in->n_sink_channels;
+    size_t off = 4 * kvb;
+    if (sz < off + (size_t)TOKENS * nch * sizeof(float)) {
+      kvs_close(c);
+      return -1;
+    }
+    float *act = (float *)(seg + off);
+    for (uint32_t t = 0; t < TOKENS; t++)
+      for (uint32_t j = 0; j < nch; j++)
+        act[(size_t)t * nch + j] = (t == 0 || t == 37) ? 500.0f : 1.0f + (float)(t % 5);
+    a.act_off = off;
+    a.act_channels = nch;
+  }
   kvs_put_result pr;
   r = kvs_put(c, &a, &pr);
   if (r == 0)
@@ -104,20 +128,21 @@ int main(int argc, char **argv)
     }
   }
   static const int bits[] = {2, 3, 4, 8};
-  static const kvs_policy pols[] = {KVS_POLICY_NONE, KVS_POLICY_PFN};
+  static const kvs_policy pols[] = {KVS_POLICY_NONE, KVS_POLICY_PFN, KVS_POLICY_KVSINK};
+  static const char *const names[] = {"none", "pfn", "kvsink"};
   printf("%d layers x %d kv heads x %d dim, %d tokens, fp16; sink tokens 0 and 37 (x40)\n",
          LAYERS, HEADS, DIM, TOKENS);
   printf("%-6s %-5s %12s %12s %12s %12s\n", "policy", "bits", "K rel RMS", "K max abs",
          "V rel RMS", "V max abs");
   int fail = 0;
-  for (size_t p = 0; p < 2; p++) {
+  for (size_t p = 0; p < 3; p++) {
     for (size_t b = 0; b < 4; b++) {
       struct err ek, ev;
       if (run(sock, bits[b], pols[p], &ek, &ev) < 0) {
         fail = 1;
         continue;
       }
-      printf("%-6s %-5d %12.5f %12.5f %12.5f %12.5f\n", p ? "pfn" : "none", bits[b],
+      printf("%-6s %-5d %12.5f %12.5f %12.5f %12.5f\n", names[p], bits[b],
              ek.rel_rms, ek.max_abs, ev.rel_rms, ev.max_abs);
       /* the quantizer bounds the error; a garbage read-back must fail */
       if (!(ek.rel_rms < 1.0 && ev.rel_rms < 1.0)) {
@@ -126,5 +151,8 @@ int main(int argc, char **argv)
       }
     }
   }
+  if (no_profile)
+    printf("(no sink profile for model 'kvsink-demo' in the daemon: kvsink acted as pfn;\n"
+           " demo.sh installs one)\n");
   return fail;
 }
