@@ -38,10 +38,18 @@ static int is_space(unsigned char c)
 int kvs__corpus_build(kvs__corpus *c, const kvs__tokenizer *t, const unsigned char *text,
                       size_t len, uint32_t bos, uint32_t ctx, uint32_t max_ctx)
 {
-  size_t cap = 0, pos = 0;
+  return kvs__corpus_build_pieces(c, t, text, len, bos, ctx, max_ctx, 0);
+}
+
+int kvs__corpus_build_pieces(kvs__corpus *c, const kvs__tokenizer *t, const unsigned char *text,
+                             size_t len, uint32_t bos, uint32_t ctx, uint32_t max_ctx,
+                             uint32_t piece)
+{
+  size_t cap = 0, pos = 0, dcap = 0, dn = 0;
+  uint32_t *doc = NULL;
   int r;
   memset(c, 0, sizeof *c);
-  if (ctx < 2)
+  if (ctx < 2 || piece == 1)
     return -EINVAL;
   while (pos <= len) {
     const unsigned char *sep = find_sep(text, len, pos);
@@ -53,14 +61,30 @@ int kvs__corpus_build(kvs__corpus *c, const kvs__tokenizer *t, const unsigned ch
       e--;
     for (k = b; k < e && is_space(text[k]); k++)
       ;
-    if (k < e) {
+    if (k < e && piece == 0) {
       if ((r = push_id(c, &cap, bos)) < 0 ||
           (r = kvs__tok_encode(t, text + b, e - b, &c->ids, &c->n_ids, &cap)) < 0)
+        goto fail;
+      c->n_docs++;
+    } else if (k < e) {
+      /* pieces of at most `piece` tokens: BOS + piece - 1 document tokens */
+      dn = 0;
+      if ((r = kvs__tok_encode(t, text + b, e - b, &doc, &dn, &dcap)) < 0)
+        goto fail;
+      for (size_t i = 0; i < dn; i++) {
+        if (i % (piece - 1) == 0 && (r = push_id(c, &cap, bos)) < 0)
+          goto fail;
+        if ((r = push_id(c, &cap, doc[i])) < 0)
+          goto fail;
+      }
+      if (dn == 0 && (r = push_id(c, &cap, bos)) < 0)
         goto fail;
       c->n_docs++;
     }
     pos = after;
   }
+  free(doc);
+  doc = NULL;
   size_t nmax = c->n_ids / ctx + 1;
   c->ctx_start = malloc(nmax * sizeof *c->ctx_start);
   c->ctx_len = malloc(nmax * sizeof *c->ctx_len);
@@ -86,6 +110,7 @@ int kvs__corpus_build(kvs__corpus *c, const kvs__tokenizer *t, const unsigned ch
   }
   return 0;
 fail:
+  free(doc);
   kvs__corpus_free(c);
   return r;
 }

@@ -26,6 +26,16 @@ typedef struct kvs__corpus {
  * is shorter than ctx, the one context is the whole stream. */
 int kvs__corpus_build(kvs__corpus *c, const kvs__tokenizer *t, const unsigned char *text,
                       size_t len, uint32_t bos, uint32_t ctx, uint32_t max_ctx);
+/* The same with each document cut into consecutive pieces of at most
+ * `piece` tokens, each opened by BOS (BOS + up to piece - 1 document
+ * tokens; the last piece of a document may be shorter), as the training
+ * windows cut documents (eval/train.py pack, pieces of 128..1024 there,
+ * of random length): contexts then hold a document start every `piece`
+ * tokens or sooner. piece 0 = whole documents (kvs__corpus_build);
+ * piece 1 is -EINVAL. */
+int kvs__corpus_build_pieces(kvs__corpus *c, const kvs__tokenizer *t, const unsigned char *text,
+                             size_t len, uint32_t bos, uint32_t ctx, uint32_t max_ctx,
+                             uint32_t piece);
 void kvs__corpus_free(kvs__corpus *c);
 
 #endif

@@ -12,16 +12,14 @@ uint32_t kvs__sinks_measure(const double *recv, uint32_t L, uint32_t H, uint32_t
   for (uint32_t jj = n; jj-- > 0;) {
     if ((uint64_t)jj + KVS_SINK_MIN_DIST < n)
       uni += 1.0 / ((double)jj + KVS_SINK_MIN_DIST + 1.0);
-    uint32_t layers = 0;
-    for (uint32_t l = 0; l < L; l++) {
-      uint32_t heads = 0;
-      for (uint32_t h = 0; h < H; h++)
-        if (recv[((size_t)l * H + h) * n + jj] > k * uni)
-          heads++;
-      if (2 * heads >= H)
-        layers++;
-    }
-    flags[jj] = 2 * layers > L;
+    flags[jj] = 0;
+    if ((uint64_t)jj + KVS_SINK_MIN_DIST + KVS_SINK_MIN_QUERIES > n)
+      continue;
+    uint32_t heads = 0;
+    for (uint32_t lh = 0; lh < L * H; lh++)
+      if (recv[(size_t)lh * n + jj] > k * uni)
+        heads++;
+    flags[jj] = (uint64_t)KVS_SINK_HEAD_DIV * heads >= (uint64_t)L * H;
     total += flags[jj];
   }
   return total;

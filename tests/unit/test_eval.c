@@ -227,6 +227,28 @@ START_TEST(corpus_packing)
   ck_assert_uint_eq(c.n_ctx, 1);
   ck_assert_uint_eq(c.ctx_len[0], 2);
   kvs__corpus_free(&c);
+  /* pieces of at most 3 tokens: BOS + 2 document tokens each */
+  ck_assert_int_eq(kvs__corpus_build_pieces(&c, t, (const unsigned char *)text, strlen(text), 0, 4,
+                                            0, 3), 0);
+  ck_assert_uint_eq(c.n_docs, 4);
+  uint32_t want3[] = {0, 260, 261, 0, 2 + 'x', 2 + 'y', 0, 259, 259, 0, 260};
+  ck_assert_uint_eq(c.n_ids, sizeof want3 / sizeof want3[0]);
+  for (size_t i = 0; i < c.n_ids; i++)
+    ck_assert_uint_eq(c.ids[i], want3[i]);
+  kvs__corpus_free(&c);
+  ck_assert_int_eq(kvs__corpus_build_pieces(&c, t, (const unsigned char *)text, strlen(text), 0, 4,
+                                            0, 2), 0);
+  uint32_t want2[] = {0, 260, 0, 261, 0, 2 + 'x', 0, 2 + 'y', 0, 259, 0, 259, 0, 260};
+  ck_assert_uint_eq(c.n_ids, sizeof want2 / sizeof want2[0]);
+  for (size_t i = 0; i < c.n_ids; i++)
+    ck_assert_uint_eq(c.ids[i], want2[i]);
+  /* every context starts at a piece's BOS */
+  ck_assert_uint_eq(c.n_ctx, 3);
+  ck_assert_uint_eq(c.ctx_start[1], 4);
+  ck_assert_uint_eq(c.ctx_start[2], 8);
+  kvs__corpus_free(&c);
+  ck_assert_int_eq(kvs__corpus_build_pieces(&c, t, (const unsigned char *)text, strlen(text), 0, 4,
+                                            0, 1), -EINVAL);
   kvs__tok_free(t);
 }
 END_TEST
@@ -285,10 +307,10 @@ END_TEST
 
 START_TEST(measured_sinks)
 {
-  enum { L = 3, H = 4, N = 64 };
+  enum { L = 3, H = 4, N = 256 };
   static double recv[L][H][N];
   uint8_t flags[N];
-  const int D = KVS_SINK_MIN_DIST;
+  const int D = KVS_SINK_MIN_DIST, Q = KVS_SINK_MIN_QUERIES;
   /* uniform attention: every query spreads 1/(i+1) over its keys (only
    * distant queries count) */
   for (int l = 0; l < L; l++)
@@ -298,18 +320,37 @@ START_TEST(measured_sinks)
           recv[l][h][j] += 1.0 / (i + 1);
   ck_assert_uint_eq(kvs__sinks_measure(&recv[0][0][0], L, H, N, KVS_SINK_K, flags), 0);
   /* token 10 takes half of every distant query's attention in 2 heads of
-   * 2 layers */
+   * 2 layers: 4 of the 12 heads, a third */
   for (int l = 0; l < 2; l++)
     for (int h = 0; h < 2; h++)
       for (int i = 10 + D; i < N; i++)
         recv[l][h][10] += 0.5;
   ck_assert_uint_eq(kvs__sinks_measure(&recv[0][0][0], L, H, N, KVS_SINK_K, flags), 1);
   ck_assert_uint_eq(flags[10], 1);
-  /* one layer only is not "most layers" */
+  /* 2 heads of 12 are not enough */
   for (int h = 0; h < 2; h++)
     for (int i = 10 + D; i < N; i++)
       recv[1][h][10] -= 0.5;
   ck_assert_uint_eq(kvs__sinks_measure(&recv[0][0][0], L, H, N, KVS_SINK_K, flags), 0);
+  ck_assert_uint_eq(flags[10], 0);
+  /* every head, but in one layer only: 4 of 12 heads is a sink */
+  for (int h = 0; h < H; h++)
+    for (int i = 20 + D; i < N; i++)
+      recv[2][h][20] += 0.5;
+  ck_assert_uint_eq(kvs__sinks_measure(&recv[0][0][0], L, H, N, KVS_SINK_K, flags), 1);
+  ck_assert_uint_eq(flags[20], 1);
+  /* near the end too few distant queries: never a sink, however strong;
+   * the last token that can be one has exactly Q of them */
+  int late = N - D - Q + 1, last = N - D - Q;
+  for (int l = 0; l < L; l++)
+    for (int h = 0; h < H; h++)
+      for (int i = last + D; i < N; i++) {
+        recv[l][h][late] += 0.9;
+        recv[l][h][last] += 0.9;
+      }
+  ck_assert_uint_eq(kvs__sinks_measure(&recv[0][0][0], L, H, N, KVS_SINK_K, flags), 2);
+  ck_assert_uint_eq(flags[late], 0);
+  ck_assert_uint_eq(flags[last], 1);
 }
 END_TEST
 
