@@ -83,7 +83,9 @@ static int dk_summary(void *ctx, uint32_t start, uint32_t n, const uint32_t *tok
   uint32_t nch = d->info->n_sink_channels;
   for (uint32_t t = 0; t < n; t++)
     for (uint32_t c = 0; c < nch; c++)
-      d->act[(size_t)t * nch + c] = h[(size_t)t * d->hidden + d->info->sink_channels[c]];
+      d->act[(size_t)t * nch + c] =
+          d->force ? (d->force[start + t] ? 1e30f : 0.0f)
+                   : h[(size_t)t * d->hidden + d->info->sink_channels[c]];
   if (d->profile) {
     uint32_t budget = d->profile->max_sinks > d->n_pred ? d->profile->max_sinks - d->n_pred : 0;
     int r = kvs__predict_sinks(d->act, n, nch, d->profile->tau, budget, d->pred + start);

@@ -26,6 +26,10 @@ typedef struct kvs__daemonkv {
   const kvs__profile *profile; /* NULL: none */
   uint8_t *pred;               /* [max_tokens] predicted sink flags of this seq */
   uint32_t n_pred;
+  /* experiments (kvsink-eval --protect): when set, the summary sent is
+   * replaced by +huge on the positions flagged here and 0 elsewhere, so
+   * the daemon keeps exactly this set (within max_sinks) in 16-bit */
+  const uint8_t *force;
   /* counters over the whole run */
   uint64_t daemon_sinks, puts, gets;
 } kvs__daemonkv;

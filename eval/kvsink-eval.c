@@ -4,8 +4,10 @@
  *                      --policy none|pfn:N|kvsink --outliers F | --no-daemon]
  *                      [--contexts N] [--ctx N] [--json] [--sinks FILE]
  *                      [--sinks-out FILE] [--profile FILE] [--v-group N]
+ *                      [--piece N] [--protect FILE] [--attn-out FILE]
+ *                      [--k-bits B] [--v-bits B]
  *   kvsink-eval logits --model DIR --tokens 0,5,9 -o FILE [--chunk G]
- *   kvsink-eval dump   --model DIR --text FILE -o DUMP [--contexts N] [--ctx N]
+ *   kvsink-eval dump   --model DIR --text FILE -o DUMP [--contexts N] [--ctx N] [--piece N]
  *   kvsink-eval encode --model DIR --text FILE [--docs]
  *   kvsink-eval info   --model DIR
  */
@@ -32,9 +34,10 @@
 
 typedef struct args {
   const char *model, *text, *socket, *out, *tokens, *policy, *sinks_in, *sinks_out, *profile, *nll_out;
-  int bits, json, no_daemon, v_group, docs;
+  const char *protect, *attn_out;
+  int bits, k_bits, v_bits, json, no_daemon, v_group, docs;
   float outliers;
-  uint32_t contexts, ctx, chunk;
+  uint32_t contexts, ctx, chunk, piece;
 } args;
 
 static void usage(FILE *f)
@@ -43,10 +46,11 @@ static void usage(FILE *f)
         "                       [--policy none|pfn:N|kvsink] [--outliers F] [--no-daemon]\n"
         "                       [--contexts N] [--ctx N] [--chunk G] [--json]\n"
         "                       [--sinks FILE] [--sinks-out FILE] [--profile FILE] [--v-group N]\n"
-        "                       [--nll-out FILE]\n"
+        "                       [--nll-out FILE] [--piece N] [--protect FILE] [--attn-out FILE]\n"
+        "                       [--k-bits B] [--v-bits B]\n"
         "       kvsink-eval logits --model DIR --tokens ID,ID,... -o FILE [--chunk G]\n"
-        "       kvsink-eval dump --model DIR --text FILE -o DUMP [--contexts N] [--ctx N]\n"
-        "       kvsink-eval encode --model DIR --text FILE [--docs]\n"
+        "       kvsink-eval dump --model DIR --text FILE -o DUMP [--contexts N] [--ctx N] [--piece N]\n"
+        "       kvsink-eval encode --model DIR --text FILE [--docs [--piece N]]\n"
         "       kvsink-eval info --model DIR\n", f);
 }
 
@@ -68,7 +72,8 @@ static int parse_args(int argc, char **argv, args *a)
     {"policy", 1, 0, 'p'}, {"outliers", 1, 0, 'O'}, {"contexts", 1, 0, 'n'}, {"ctx", 1, 0, 'c'},
     {"chunk", 1, 0, 'g'}, {"json", 0, 0, 'j'}, {"no-daemon", 0, 0, 'N'}, {"tokens", 1, 0, 'T'},
     {"sinks", 1, 0, 'S'}, {"sinks-out", 1, 0, 'W'}, {"profile", 1, 0, 'P'},
-    {"v-group", 1, 0, 'V'}, {"nll-out", 1, 0, 'L'}, {"docs", 0, 0, 'D'}, {"help", 0, 0, 'h'}, {0, 0, 0, 0}};
+    {"v-group", 1, 0, 'V'}, {"nll-out", 1, 0, 'L'}, {"docs", 0, 0, 'D'}, {"help", 0, 0, 'h'},
+    {"piece", 1, 0, 'X'}, {"k-bits", 1, 0, 'K'}, {"v-bits", 1, 0, 'U'}, {"protect", 1, 0, 'F'}, {"attn-out", 1, 0, 'A'}, {0, 0, 0, 0}};
   int o;
   uint32_t u;
   memset(a, 0, sizeof *a);
@@ -89,6 +94,12 @@ static int parse_args(int argc, char **argv, args *a)
     case 'W': a->sinks_out = optarg; break;
     case 'P': a->profile = optarg; break;
     case 'L': a->nll_out = optarg; break;
+    case 'F': a->protect = optarg; break;
+    case 'A': a->attn_out = optarg; break;
+    case 'X':
+      if (parse_u32(optarg, 0, 1u << 20, &a->piece) < 0 || a->piece == 1)
+        goto bad;
+      break;
     case 'j': a->json = 1; break;
     case 'N': a->no_daemon = 1; break;
     case 'D': a->docs = 1; break;
@@ -96,6 +107,12 @@ static int parse_args(int argc, char **argv, args *a)
       if (parse_u32(optarg, 2, 16, &u) < 0 || (u != 2 && u != 3 && u != 4 && u != 8 && u != 16))
         goto bad;
       a->bits = (int)u;
+      break;
+    case 'K':
+    case 'U':
+      if (parse_u32(optarg, 2, 8, &u) < 0 || (u != 2 && u != 3 && u != 4 && u != 8))
+        goto bad;
+      *(o == 'K' ? &a->k_bits : &a->v_bits) = (int)u;
       break;
     case 'O': {
       char *e;
@@ -168,7 +185,8 @@ static int load_corpus(const args *a, const kvs__model *m, const kvs__tokenizer 
     fprintf(stderr, "kvsink-eval: %s: %s\n", a->text, strerror(-r));
     return r;
   }
-  r = kvs__corpus_build(c, tok, (const unsigned char *)text, len, m->cfg.bos, a->ctx, a->contexts);
+  r = kvs__corpus_build_pieces(c, tok, (const unsigned char *)text, len, m->cfg.bos, a->ctx,
+                               a->contexts, a->piece);
   free(text);
   if (r < 0)
     fprintf(stderr, "kvsink-eval: tokenizing %s: %s\n", a->text, strerror(-r));
@@ -212,7 +230,8 @@ static int cmd_encode(const args *a)
   if (a->docs) {
     /* the token stream ppl packs: documents with BOS in front */
     kvs__corpus c;
-    r = kvs__corpus_build(&c, tok, (const unsigned char *)text, len, KVS_TOK_BOS, UINT32_MAX, 1);
+    r = kvs__corpus_build_pieces(&c, tok, (const unsigned char *)text, len, KVS_TOK_BOS,
+                                 UINT32_MAX, 1, a->piece);
     for (size_t i = 0; r == 0 && i < c.n_ids; i++)
       printf(i + 1 < c.n_ids ? "%u " : "%u", c.ids[i]);
     if (r == 0)
@@ -392,6 +411,32 @@ static int sinks_read(FILE *f, uint32_t ctx, uint8_t *flags, uint32_t n)
   }
 }
 
+/* --attn-out: per token "ctx pos id" then, per layer and head, the
+ * attention received from distant queries over the uniform share (the
+ * ratios kvs__sinks_measure compares with k); tokens without distant
+ * queries get 0. */
+static int attn_write(FILE *f, uint32_t ci, const uint32_t *ids, const double *recv, uint32_t L,
+                      uint32_t H, uint32_t n)
+{
+  double uni = 0;
+  double *u = malloc(n * sizeof *u);
+  if (!u)
+    return -ENOMEM;
+  for (uint32_t jj = n; jj-- > 0;) {
+    if ((uint64_t)jj + KVS_SINK_MIN_DIST < n)
+      uni += 1.0 / ((double)jj + KVS_SINK_MIN_DIST + 1.0);
+    u[jj] = uni;
+  }
+  for (uint32_t j = 0; j < n; j++) {
+    fprintf(f, "%u %u %u", ci, j, ids[j]);
+    for (uint32_t lh = 0; lh < L * H; lh++)
+      fprintf(f, " %.3g", u[j] > 0 ? recv[(size_t)lh * n + j] / u[j] : 0.0);
+    fputc('\n', f);
+  }
+  free(u);
+  return ferror(f) ? -EIO : 0;
+}
+
 static int cmd_ppl(const args *a)
 {
   kvs__model m;
@@ -404,13 +449,24 @@ static int cmd_ppl(const args *a)
   kvs__fwd_out out = {0};
   kvs_options opts;
   ppl_acc acc = {0};
-  FILE *sin = NULL, *sout = NULL, *nout = NULL;
+  FILE *sin = NULL, *sout = NULL, *nout = NULL, *fin = NULL, *aout = NULL;
   char err[256], path[4096];
   int rc = 1, r, fp16 = a->no_daemon || a->bits == 16;
-  uint8_t *measured = NULL;
+  uint8_t *measured = NULL, *force = NULL;
 
   kvs_options_init(&opts);
   opts.k_bits = opts.v_bits = a->bits;
+  if (a->k_bits || a->v_bits) {
+    /* K and V apart (experiments: which of them the damage comes from) */
+    if (a->bits == 16 || a->no_daemon) {
+      fprintf(stderr, "kvsink-eval: --k-bits/--v-bits need --bits 2..8 through the daemon\n");
+      return 2;
+    }
+    if (a->k_bits)
+      opts.k_bits = a->k_bits;
+    if (a->v_bits)
+      opts.v_bits = a->v_bits;
+  }
   opts.outliers = a->outliers;
   if (parse_policy(a->policy, &opts) < 0) {
     fprintf(stderr, "kvsink-eval: --policy must be none, pfn:N or kvsink\n");
@@ -429,8 +485,22 @@ static int cmd_ppl(const args *a)
     profp = &prof;
   }
   measured = calloc(a->ctx, 1);
-  if (!measured)
+  force = calloc(a->ctx, 1);
+  if (!measured || !force)
     goto out_c;
+  if (a->protect && (a->no_daemon || opts.policy != KVS_POLICY_KVSINK)) {
+    fprintf(stderr, "kvsink-eval: --protect needs --policy kvsink through the daemon\n");
+    goto out_c;
+  }
+  if (a->protect && !(fin = fopen(a->protect, "r"))) {
+    fprintf(stderr, "kvsink-eval: %s: %s\n", a->protect, strerror(errno));
+    goto out_c;
+  }
+  if (a->attn_out && (!fp16 || !(aout = fopen(a->attn_out, "w")))) {
+    fprintf(stderr, "kvsink-eval: --attn-out %s: %s\n", a->attn_out,
+            fp16 ? strerror(errno) : "needs a 16-bit run");
+    goto out_c;
+  }
   if (fp16) {
     out.att_recv = malloc((size_t)m.cfg.n_layers * m.cfg.n_heads * a->ctx * sizeof(double));
     if (!out.att_recv)
@@ -459,6 +529,13 @@ static int cmd_ppl(const args *a)
     fprintf(stderr, "kvsink-eval: %s\n", a->no_daemon ? strerror(-r) : err);
     goto out_c;
   }
+  if (fin) {
+    if (!dkv.send_summary) {
+      fprintf(stderr, "kvsink-eval: --protect: the daemon has no profile for this model\n");
+      goto out_kv;
+    }
+    dkv.force = force;
+  }
   uint32_t chunk = a->chunk ? a->chunk : a->no_daemon ? 32 : dkv.info->group;
   if (!a->no_daemon && chunk != dkv.info->group)
     fprintf(stderr, "kvsink-eval: note: chunk %u differs from the daemon's group %u\n", chunk,
@@ -479,6 +556,10 @@ static int cmd_ppl(const args *a)
     const uint32_t *ids = c.ids + c.ctx_start[ci];
     if (out.att_recv)
       memset(out.att_recv, 0, (size_t)m.cfg.n_layers * m.cfg.n_heads * n * sizeof(double));
+    if (fin && sinks_read(fin, ci, force, n) < 0) {
+      fprintf(stderr, "kvsink-eval: %s: context %u missing or malformed\n", a->protect, ci);
+      goto out_kv;
+    }
     if (!a->no_daemon && (r = kvs__daemonkv_begin(&dkv)) < 0) {
       fprintf(stderr, "kvsink-eval: release: %s\n", kvs_strerror(r));
       goto out_kv;
@@ -507,6 +588,8 @@ static int cmd_ppl(const args *a)
             if (measured[j])
               acc.share[l] += out.att_recv[((size_t)l * m.cfg.n_heads + h) * n + j];
       acc.share_q += (double)n * m.cfg.n_heads;
+      if (aout && attn_write(aout, ci, ids, out.att_recv, m.cfg.n_layers, m.cfg.n_heads, n) < 0)
+        goto out_kv;
       if (sout && sinks_write(sout, ci, measured, n) < 0)
         goto out_kv;
     } else if (sin) {
@@ -551,11 +634,12 @@ static int cmd_ppl(const args *a)
   double rec = scored && acc.measured ? (double)acc.tp / (double)acc.measured : NAN;
   const char *mode = a->no_daemon ? "local" : "daemon";
   if (a->json) {
-    printf("{\"mode\":\"%s\",\"policy\":\"%s\",\"bits\":%d,\"outliers\":%g,\"ppl\":%.4f,"
+    printf("{\"mode\":\"%s\",\"policy\":\"%s\",\"bits\":%d,\"k_bits\":%d,\"v_bits\":%d,"
+           "\"outliers\":%g,\"ppl\":%.4f,"
            "\"nll\":%.6f,\"tokens\":%llu,\"contexts\":%u,\"avg_bits\":%.4f,\"compression\":%.4f,"
            "\"sinks_measured\":%llu,\"sinks_measured_bos\":%llu,\"sinks_predicted\":%llu,"
            "\"sinks_daemon\":%llu,\"bos_tokens\":%llu,",
-           mode, a->policy, a->bits, a->outliers, ppl, acc.nll / (double)acc.n_pred,
+           mode, a->policy, a->bits, opts.k_bits, opts.v_bits, a->outliers, ppl, acc.nll / (double)acc.n_pred,
            (unsigned long long)acc.n_pred, c.n_ctx, bits, 16.0 / bits,
            (unsigned long long)acc.measured, (unsigned long long)acc.measured_bos,
            (unsigned long long)acc.predicted, (unsigned long long)dkv.daemon_sinks,
@@ -604,6 +688,11 @@ out_c:
     fclose(sin);
   if (nout && fclose(nout) != 0)
     rc = 1;
+  if (aout && fclose(aout) != 0)
+    rc = 1;
+  if (fin)
+    fclose(fin);
+  free(force);
   free(out.nll);
   free(out.att_recv);
   free(measured);

@@ -5,7 +5,10 @@
 # outliers. Prints a markdown table; the JSON rows are kept in $OUT_DIR.
 #
 # Environment: MODEL (models/kvsink-tiny), TEXT (eval/data/test.txt, else
-# eval/testdata/test-slice.txt), CONTEXTS (8), CTX (1024), JOBS (1: rows
+# eval/testdata/test-slice.txt), CONTEXTS (8), CTX (1024), PIECE (256:
+# documents cut into pieces of at most 256 tokens, each opened by BOS, so
+# a context packs at least 4 document starts; 0 = whole documents, the
+# old behaviour; eval/EVAL.md "Text and contexts"), JOBS (1: rows
 # run in parallel against the one daemon), OUT_DIR (a temporary folder),
 # BITS ("2 3 4"), KVSINKD / KVSINK_EVAL (built binaries).
 set -eu
@@ -18,6 +21,7 @@ if [ -z "${TEXT:-}" ]; then
 fi
 CONTEXTS=${CONTEXTS:-8}
 CTX=${CTX:-1024}
+PIECE=${PIECE:-256}
 JOBS=${JOBS:-1}
 BITS=${BITS:-2 3 4}
 KVSINKD=${KVSINKD:-$top_builddir/daemon/kvsinkd}
@@ -62,7 +66,7 @@ while [ ! -S "$sock" ]; do
   sleep 0.1
 done
 
-common="--model $MODEL --text $TEXT --ctx $CTX --contexts $CONTEXTS --json"
+common="--model $MODEL --text $TEXT --ctx $CTX --contexts $CONTEXTS --piece $PIECE --json"
 # fp16 rows first: they measure the attention sinks the others are scored on
 "$EVAL" ppl $common --no-daemon --sinks-out "$OUT_DIR/sinks.txt" > "$OUT_DIR/00-local-16.json"
 "$EVAL" ppl $common --socket "$sock" --bits 16 --policy none > "$OUT_DIR/01-daemon-16.json"
@@ -104,8 +108,8 @@ pid=
 field() { sed -n "s/.*\"$1\":\([^,}]*\).*/\1/p" "$2" | tr -d '"'; }
 base=$(field ppl "$OUT_DIR/00-local-16.json")
 echo "model: $MODEL ($("$EVAL" info --model "$MODEL" | sed -n 's/^model_id //p'))"
-echo "text: $TEXT, $(field contexts "$OUT_DIR/00-local-16.json") contexts of $CTX tokens, $(field tokens "$OUT_DIR/00-local-16.json") predicted tokens"
-echo "measured sinks: $(field sinks_measured "$OUT_DIR/00-local-16.json") ($(field sinks_measured_bos "$OUT_DIR/00-local-16.json") at BOS)"
+echo "text: $TEXT, $(field contexts "$OUT_DIR/00-local-16.json") contexts of $CTX tokens (pieces of at most $PIECE tokens, 0 = whole documents), $(field tokens "$OUT_DIR/00-local-16.json") predicted tokens, $(field bos_tokens "$OUT_DIR/00-local-16.json") BOS"
+echo "measured sinks: $(field sinks_measured "$OUT_DIR/00-local-16.json") ($(field sinks_measured_bos "$OUT_DIR/00-local-16.json") at BOS); attention on them per layer: $(sed -n 's/.*"sink_attention":\[\([^]]*\)\].*/\1/p' "$OUT_DIR/00-local-16.json")"
 echo
 echo "| K/V bits | policy | outliers | ppl | vs fp16 | avg bits/elem | compression | predicted sinks | precision | recall |"
 echo "|---|---|---|---|---|---|---|---|---|---|"
