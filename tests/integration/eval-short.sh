@@ -7,8 +7,11 @@
 #    massive activation: kvsink-eval dump + kvsink-calibrate give a
 #    profile, the daemon flags exactly the BOS tokens, as the local replica
 #    of the prediction does,
-#  - with the shipped model (models/kvsink-tiny + its profile): KVSink
-#    < PFN-1 at 2 bits on the committed test slice.
+#  - with the shipped model (models/kvsink-tiny + its profile), on the
+#    committed test slice: the measured attention sinks are exactly the
+#    BOS tokens and the predicted ones match them (precision = recall =
+#    1), and at 2 bits KVSink beats PFN-1 by more than 1 %, more than the
+#    noise (eval/EVAL.md, "Why KVSink did not beat PFN-4").
 set -eu
 top_srcdir=${top_srcdir:-$(cd "$(dirname "$0")/../.." && pwd)}
 top_builddir=${top_builddir:-$top_srcdir}
@@ -108,14 +111,25 @@ if [ -f "$tmp/profiles/kvsink-tiny.profile" ] && [ -f "$top_srcdir/eval/testdata
   grep -q "^model *= *$id\$" "$tmp/profiles/kvsink-tiny.profile" ||
     { echo "FAIL: models/kvsink-tiny/kvsink.profile is not for model id $id (recalibrate)"; exit 1; }
   M=$real T=$top_srcdir/eval/testdata/test-slice.txt CTX=1024 N=2
+  run real16 --no-daemon --sinks-out "$tmp/real-sinks.txt"
+  ms=$(field sinks_measured "$tmp/real16.json")
+  mb=$(field sinks_measured_bos "$tmp/real16.json")
+  rb=$(field bos_tokens "$tmp/real16.json")
+  [ "$ms" = "$rb" ] && [ "$mb" = "$rb" ] ||
+    { echo "FAIL: measured sinks $ms ($mb at BOS), $rb BOS tokens"; exit 1; }
   run pfn1 --socket "$sock" --bits 2 --policy pfn:1
-  run sink --socket "$sock" --bits 2 --policy kvsink
+  run sink --socket "$sock" --bits 2 --policy kvsink --sinks "$tmp/real-sinks.txt"
+  [ "$(field precision "$tmp/sink.json")" = 1.0000 ] && [ "$(field recall "$tmp/sink.json")" = 1.0000 ] ||
+    { echo "FAIL: predicted sinks do not match the measured ones"; exit 1; }
   a=$(field ppl "$tmp/sink.json")
   b=$(field ppl "$tmp/pfn1.json")
-  # the slice's contexts hold several documents, so KVSink keeps more than
-  # position 0 and must do strictly better (11.04 vs 11.22 when written)
-  awk -v a="$a" -v b="$b" 'BEGIN { exit !(a < b) }' || { echo "FAIL: KVSink $a >= PFN-1 $b at 2 bits"; exit 1; }
-  echo "ok: shipped model at 2 bits: KVSink $a < PFN-1 $b"
+  # the slice's contexts hold 6 document starts. Protecting 6 random
+  # tokens instead (position 0 and 4 others, --protect, 6 draws) gave
+  # 11.16..11.33 (PFN-1 11.22: noise about +-0.6 %); KVSink gave 11.04
+  # (-1.6 %) when written. Require more than 1 %.
+  awk -v a="$a" -v b="$b" 'BEGIN { exit !(a < 0.99 * b) }' ||
+    { echo "FAIL: KVSink $a not 1 % below PFN-1 $b at 2 bits"; exit 1; }
+  echo "ok: shipped model at 2 bits: KVSink $a < 0.99 x PFN-1 $b; measured sinks = BOS = predicted"
 else
   echo "note: shipped model, profile or test slice absent: ordering check skipped"
 fi
