@@ -68,6 +68,7 @@ int main(int argc, char **argv)
   if (!model || !out || optind >= argc) { usage(stderr); return 1; }
   kvs__profile p;
   memset(&p, 0, sizeof p);
+  p.outliers = -1.f;
   if (strlen(model) >= sizeof p.model_id) { fprintf(stderr, "kvsink-calibrate: model id longer than 128 bytes\n"); return 1; }
   strcpy(p.model_id, model);
 

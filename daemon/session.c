@@ -270,7 +270,9 @@ static void do_hello(kvs__session *ss, const kvs__req *rq)
     send_err(ss, rq->op, rq->id, -EINVAL, "pfn %d larger than the group size %u", h->pfn, k->group);
     return;
   }
-  if (h->outliers < 0) k->outliers = cfg->outliers;
+  /* outliers: the request's, else the model profile's, else the config's */
+  const kvs__profile *mprof = kvs__profiles_find(&ss->srv->profiles, h->model_id);
+  if (h->outliers < 0) k->outliers = mprof && mprof->outliers >= 0.f ? mprof->outliers : cfg->outliers;
   else if (h->outliers <= 0.01f) k->outliers = h->outliers;
   else {
     send_err(ss, rq->op, rq->id, -EINVAL, "outliers %g: expected a fraction 0..0.01", h->outliers);

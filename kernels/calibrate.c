@@ -227,6 +227,7 @@ int kvs__calibrate(const kvs__dump *dumps, size_t n_dumps, const kvs__calib_opts
   qsort(cs, H, sizeof *cs, chs_cmp);
   kvs__profile q;
   memset(&q, 0, sizeof q);
+  q.outliers = -1.f; /* not chosen by calibration */
   q.layer = (uint32_t)le;
   q.max_sinks = o->max_sinks;
   q.pfn = o->pfn;

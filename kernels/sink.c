@@ -97,7 +97,8 @@ static char *trim(char *s)
   return s;
 }
 
-enum { K_MODEL = 1, K_LAYER = 2, K_CHANNELS = 4, K_TAU = 8, K_MAX_SINKS = 16, K_PFN = 32, K_ALL = 63 };
+enum { K_MODEL = 1, K_LAYER = 2, K_CHANNELS = 4, K_TAU = 8, K_MAX_SINKS = 16, K_PFN = 32, K_ALL = 63,
+       K_OUTLIERS = 64 /* optional */ };
 
 int kvs__profile_load(const char *path, kvs__profile *p, char *errmsg)
 {
@@ -110,6 +111,7 @@ int kvs__profile_load(const char *path, kvs__profile *p, char *errmsg)
   }
   kvs__profile q;
   memset(&q, 0, sizeof q);
+  q.outliers = -1.f;
   char buf[1024];
   unsigned line = 0, seen = 0;
   int rc = 0;
@@ -133,6 +135,7 @@ int kvs__profile_load(const char *path, kvs__profile *p, char *errmsg)
     else if (!strcmp(key, "tau")) bit = K_TAU;
     else if (!strcmp(key, "max_sinks")) bit = K_MAX_SINKS;
     else if (!strcmp(key, "pfn")) bit = K_PFN;
+    else if (!strcmp(key, "outliers")) bit = K_OUTLIERS;
     else { rc = perr(errmsg, path, line, "unknown key '%.40s'", key); break; }
     if (seen & bit) { rc = perr(errmsg, path, line, "duplicate key '%s'", key); break; }
     seen |= bit;
@@ -149,6 +152,13 @@ int kvs__profile_load(const char *path, kvs__profile *p, char *errmsg)
       if (parse_u32(val, 65536u, &q.max_sinks)) rc = perr(errmsg, path, line, "max_sinks must be an integer 0..65536");
     } else if (bit == K_PFN) {
       if (parse_u32(val, 65536u, &q.pfn)) rc = perr(errmsg, path, line, "pfn must be an integer 0..65536");
+    } else if (bit == K_OUTLIERS) {
+      char *end;
+      errno = 0;
+      float o = strtof(val, &end);
+      if (!*val || *end || errno || !isfinite(o) || o < 0.f || o > 0.01f)
+        rc = perr(errmsg, path, line, "outliers must be a fraction 0..0.01");
+      q.outliers = o;
     } else if (bit == K_TAU) {
       char *end;
       errno = 0;
@@ -181,7 +191,7 @@ int kvs__profile_load(const char *path, kvs__profile *p, char *errmsg)
   if (!rc && ferror(f)) rc = perr(errmsg, path, 0, "read error");
   fclose(f);
   if (rc) return rc;
-  if (seen != K_ALL) {
+  if ((seen & K_ALL) != K_ALL) {
     static const char *names[] = { "model", "layer", "channels", "tau", "max_sinks", "pfn" };
     for (int i = 0; i < 6; i++)
       if (!(seen & (1u << i))) return perr(errmsg, path, 0, "missing key '%s'", names[i]);
@@ -206,6 +216,7 @@ int kvs__profile_save(const char *path, const kvs__profile *p)
   fprintf(f, "model = %s\nlayer = %u\nchannels = ", p->model_id, p->layer);
   for (uint32_t i = 0; i < p->n_channels; i++) fprintf(f, "%s%u", i ? "," : "", p->channels[i]);
   fprintf(f, "\ntau = %.9g\nmax_sinks = %u\npfn = %u\n", (double)p->tau, p->max_sinks, p->pfn);
+  if (p->outliers >= 0.f) fprintf(f, "outliers = %.9g\n", (double)p->outliers);
   int rc = ferror(f) ? -EIO : 0;
   if (fclose(f) && !rc) rc = -errno;
   if (!rc && rename(tmp, path)) rc = -errno;

@@ -14,8 +14,11 @@
  *   tau = <float>
  *   max_sinks = <n>          per sequence
  *   pfn = <n>                Preserve-First-N to add
+ *   outliers = <fraction>    optional: this model's default dense-and-sparse
+ *                            outlier fraction (0..0.01) for sessions that do
+ *                            not choose one
  * One `key = value` per line, `#` starts a comment, blank lines are
- * ignored; every key is required exactly once; unknown keys, empty or
+ * ignored; every key but outliers is required exactly once; unknown keys, empty or
  * repeated channels, more than KVS_PROFILE_MAX_CHANNELS channels, a
  * channel or layer above 65535, tau not finite or <= 0, and a model id
  * with blanks are errors. kvs__profile_save writes aside and renames.
@@ -28,6 +31,7 @@ typedef struct kvs__profile {
   float tau;
   uint32_t max_sinks;
   uint32_t pfn;
+  float outliers;      /* < 0: not set (the daemon's default applies) */
 } kvs__profile;
 
 /* Parse / write a profile file. Parse errors return -EINVAL with a message

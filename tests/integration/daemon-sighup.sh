@@ -43,7 +43,8 @@ start_daemon --config "$T/conf"
 KH='{"op":"hello","id":1,"version":1,"model":{"id":"tiny","layers":2,"kv_heads":2,"head_dim":8,"dtype":"fp16"},"seg_size":65536,"policy":"kvsink"}'
 out=$(raw send "$KH" recv) || fail "hello: $out"
 echo "$out" | grep -q '"policy"=>"pfn".*"profile"=>false' || fail "no profile must mean pfn: $out"
-printf 'model = tiny\nlayer = 1\nchannels = 3,5\ntau = 10\nmax_sinks = 4\npfn = 1\n' >"$T/prof/tiny.profile"
+printf 'model = tiny\nlayer = 1\nchannels = 3,5\ntau = 10\nmax_sinks = 4\npfn = 1\noutliers = 0.0078125\n' \
+  >"$T/prof/tiny.profile"
 printf 'garbage\n' >"$T/prof/broken.profile"
 kill -HUP "$DPID"
 i=0
@@ -55,6 +56,8 @@ out=$(raw send "$KH" recv send '{"op":"profiles","id":2}' recv) || fail "hello: 
 echo "$out"
 echo "$out" | grep -q '"policy"=>"kvsink".*"profile"=>true, "sink_layer"=>1, "sink_channels"=>\[3, 5\]' ||
   fail "profile not used after reload: $out"
+# the profile's outlier fraction is the model's default
+echo "$out" | grep -q '"outliers"=>0.00781' || fail "profile outliers not applied: $out"
 echo "$out" | grep -q '"id"=>2, "items"=>\[{"model"=>"tiny", "layer"=>1, "channels"=>\[3, 5\]' ||
   fail "profiles op: $out"
 stop_daemon

@@ -80,6 +80,7 @@ START_TEST(profile_round_trip)
   p.tau = 12.3456789f;
   p.max_sinks = 16;
   p.pfn = 1;
+  p.outliers = 0.005f;
   char path[128], err[256];
   snprintf(path, sizeof path, "%s/rt.profile", tmpdir);
   ck_assert_int_eq(kvs__profile_save(path, &p), 0);
@@ -91,6 +92,7 @@ START_TEST(profile_round_trip)
   ck_assert(q.tau == p.tau); /* bit-exact through %.9g */
   ck_assert_uint_eq(q.max_sinks, 16);
   ck_assert_uint_eq(q.pfn, 1);
+  ck_assert(q.outliers == 0.005f);
   /* a hand-written one with comments, blanks and spaces */
   const char *h = write_file("hand.profile", "# hi\n\n  model = m/1  # trailing\nlayer=0\nchannels = 1 , 2\n"
                                              "tau = 4e2\nmax_sinks = 0\npfn = 4\n");
@@ -98,6 +100,7 @@ START_TEST(profile_round_trip)
   ck_assert_str_eq(q.model_id, "m/1");
   ck_assert_uint_eq(q.n_channels, 2);
   ck_assert(q.tau == 400.f);
+  ck_assert(q.outliers < 0.f); /* optional key absent: not set */
   p.tau = NAN;
   ck_assert_int_eq(kvs__profile_save(path, &p), -EINVAL);
   p.tau = 1; p.n_channels = 0;
@@ -121,6 +124,7 @@ START_TEST(profile_parse_errors)
   bad("model = a\nlayer = 1\nchannels = 1\n" GOOD_TAIL "colour = red\n", ":7: unknown key 'colour'");
   bad("model = a\nlayer = x1\nchannels = 1\n" GOOD_TAIL, ":2: layer");
   bad("model = a\nlayer = -1\nchannels = 1\n" GOOD_TAIL, ":2: layer");
+  bad("model = a\nlayer = 1\nchannels = 1\n" GOOD_TAIL "outliers = 0.5\n", ":7: outliers");
   bad("model = a\nlayer = 1\nchannels = 1,,2\n" GOOD_TAIL, ":3: channels");
   bad("model = a\nlayer = 1\nchannels = 1,2,\n" GOOD_TAIL, ":3: channels");
   bad("model = a\nlayer = 1\nchannels = 3,3\n" GOOD_TAIL, ":3: channel 3 listed twice");
