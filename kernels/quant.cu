@@ -360,7 +360,7 @@ kvs_quant_kernel(kvs_cu_args a, const kvs__cuda_qjob *jobs, int *st)
 #define KVS_FQ_CAP 48  /* outlier candidates per warp before the exact fallback */
 
 struct fq_warp {
-  uint32_t cnt, kth, lm[32], key[KVS_FQ_CAP], ent[KVS_FQ_CAP];
+  uint32_t lm[32], key[KVS_FQ_CAP + 4], ent[KVS_FQ_CAP];  /* key 16-byte aligned */
 };
 
 template <bool BF> static __device__ __forceinline__ void unpack2(uint32_t w, float &lo, float &hi)
@@ -480,19 +480,15 @@ static __device__ uint32_t fq_outliers(const uint4 (&d)[KVS_FQ_NJ], uint32_t nj,
                                        uint32_t *ent, fq_warp *ws, uint32_t lane)
 {
   const uint32_t full = 0xffffffffu;
+  constexpr int NW = KVS_FQ_NJ * 4;  /* words per lane; word k = channels 256(k/4) + 8 lane + 2(k%4) + {0,1} */
+  /* magnitudes of word k, recomputed where needed (registers are short) */
+#define WA(k) ((k) / 4 < (int)nj ? qword(d[(k) / 4], (k) % 4) & 0x7fff7fffu : 0u)
   uint32_t M = 0;
 #pragma unroll
-  for (int j = 0; j < KVS_FQ_NJ; j++)
-    if (j < (int)nj)
-#pragma unroll
-      for (int k = 0; k < 4; k++) M = __vmaxu2(M, qword(d[j], k) & 0x7fff7fffu);
+  for (int k = 0; k < NW; k++) M = __vmaxu2(M, WA(k));
   M = max(M & 0xffffu, M >> 16);
   ws->lm[lane] = 0;
-  if (lane == 0) ws->cnt = 0;
-  __syncwarp();
-  bool fast = n <= 32u;
-  uint32_t m = 0;
-  if (fast) {
+  if (n <= 32u) {
     /* Lm = the n-th largest lane maximum: at least n elements reach it */
     uint32_t cur = M, rem = n, Lm = 0;
     for (;;) {
@@ -502,65 +498,87 @@ static __device__ uint32_t fq_outliers(const uint4 (&d)[KVS_FQ_NJ], uint32_t nj,
       rem -= k;
       if (cur == mx) cur = 0;
     }
+    /* candidates (magnitude >= Lm): bit 15 / 31 of (mag + 0x8000 - Lm) per half */
+    const uint32_t add = (0x8000u - Lm) * 0x10001u;
+    uint32_t cnt = 0;
 #pragma unroll
-    for (int j = 0; j < KVS_FQ_NJ; j++) {
-      if (j >= (int)nj) continue;
+    for (int k = 0; k < NW; k++) cnt += __popc((WA(k) + add) & 0x80008000u);
+    uint32_t incl = cnt;
 #pragma unroll
-      for (int i = 0; i < 8; i++) {
-        uint32_t raw = (qword(d[j], i >> 1) >> (16 * (i & 1))) & 0xffffu;
-        uint32_t mag = raw & 0x7fffu;
-        if (mag >= Lm) {
-          uint32_t c = 256u * j + 8u * lane + i;
-          uint32_t p = atomicAdd(&ws->cnt, 1u);
-          if (p < KVS_FQ_CAP) {
-            ws->key[p] = (mag << 16) | (0xffffu - c);
-            ws->ent[p] = c | (raw << 16);
-          }
+    for (int o = 1; o < 32; o <<= 1) {
+      uint32_t y = __shfl_up_sync(full, incl, o);
+      if (lane >= (uint32_t)o) incl += y;
+    }
+    const uint32_t m = __shfl_sync(full, incl, 31);
+    if (m <= KVS_FQ_CAP) {
+      uint32_t pos = incl - cnt;
+#pragma unroll
+      for (int k = 0; k < NW; k++) {
+        const uint32_t wak = WA(k), fk = (wak + add) & 0x80008000u;
+        if (!fk) continue;
+        const uint32_t c0 = 256u * (k / 4) + 8u * lane + 2u * (k % 4);
+        const uint32_t w = qword(d[k / 4], k % 4);
+        if (fk & 0x8000u) {
+          ws->key[pos] = ((wak & 0xffffu) << 16) | (0xffffu - c0);
+          ws->ent[pos] = c0 | (w << 16);
+          pos++;
+        }
+        if (fk >> 31) {
+          ws->key[pos] = (wak & 0xffff0000u) | (0xffffu - c0 - 1u);
+          ws->ent[pos] = (c0 + 1u) | (w & 0xffff0000u);
+          pos++;
         }
       }
-    }
-    __syncwarp();
-    m = ws->cnt;
-    fast = m <= KVS_FQ_CAP;
-  }
-  if (fast) {
-    for (uint32_t i = lane; i < m; i += 32) {
-      uint32_t ki = ws->key[i], r = 0;
-      for (uint32_t t = 0; t < m; t++) r += ws->key[t] > ki;
-      if (r == n - 1u) ws->kth = ki;
-    }
-    __syncwarp();
-    const uint32_t T = ws->kth;
-    for (uint32_t i = lane; i < m; i += 32) {
-      uint32_t ki = ws->key[i];
-      if (ki < T) continue;
-      uint32_t pos = 0;
-      for (uint32_t t = 0; t < m; t++) {
-        uint32_t kt = ws->key[t];
-        pos += kt >= T && (kt & 0xffffu) > (ki & 0xffffu);
+      if (lane < 4) ws->key[m + lane] = 0;  /* pad for 4-wide reads; never counts */
+      __syncwarp();
+      const uint4 *k4 = (const uint4 *)ws->key;
+      const uint32_t m4 = (m + 3u) / 4u;
+      /* each candidate i (lanes, then lanes + 32) finds its rank by key */
+      uint32_t T = 0;
+      for (uint32_t i0 = 0; i0 < m; i0 += 32) {
+        const uint32_t i = i0 + lane;
+        const uint32_t ki = i < m ? ws->key[i] : 0xffffffffu;
+        uint32_t r = 0;
+        for (uint32_t t = 0; t < m4; t++) {
+          uint4 q = k4[t];
+          r += (q.x > ki) + (q.y > ki) + (q.z > ki) + (q.w > ki);
+        }
+        uint32_t b = __ballot_sync(full, i < m && r == n - 1u);
+        if (b) T = __shfl_sync(full, ki, __ffs(b) - 1);
       }
-      uint32_t e = ws->ent[i], c = e & 0xffffu, o = c >> 3;
-      ent[pos] = e;
-      atomicOr(&ws->lm[o & 31u], 1u << ((o >> 5) * 8u + (c & 7u)));
+      /* selected = key >= T; place by channel among the selected */
+      for (uint32_t i0 = 0; i0 < m; i0 += 32) {
+        const uint32_t i = i0 + lane;
+        const uint32_t ki = i < m ? ws->key[i] : 0u;
+        if (ki < T) continue;
+        const uint32_t ci = ki & 0xffffu;
+        uint32_t pos2 = 0;
+        for (uint32_t t = 0; t < m4; t++) {
+          uint4 q = k4[t];
+          pos2 += (q.x >= T && (q.x & 0xffffu) > ci) + (q.y >= T && (q.y & 0xffffu) > ci) +
+                  (q.z >= T && (q.z & 0xffffu) > ci) + (q.w >= T && (q.w & 0xffffu) > ci);
+        }
+        uint32_t e = ws->ent[i], c = e & 0xffffu, o = c >> 3;
+        ent[pos2] = e;
+        atomicOr(&ws->lm[o & 31u], 1u << ((o >> 5) * 8u + (c & 7u)));
+      }
+      __syncwarp();
+      uint32_t mk = ws->lm[lane];
+      __syncwarp();
+      return mk;
     }
-    __syncwarp();
-    uint32_t mk = ws->lm[lane];
-    __syncwarp();
-    return mk;
   }
   /* exact: bisection for the n-th largest key, then channel-order compaction */
   uint32_t T = 0;
   for (int bit = 30; bit >= 0; bit--) {
     uint32_t t = T | (1u << bit), cnt = 0;
 #pragma unroll
-    for (int j = 0; j < KVS_FQ_NJ; j++) {
-      if (j >= (int)nj) continue;
-#pragma unroll
-      for (int i = 0; i < 8; i++) {
-        uint32_t raw = (qword(d[j], i >> 1) >> (16 * (i & 1))) & 0x7fffu;
-        uint32_t c = 256u * j + 8u * lane + i;
-        cnt += ((raw << 16) | (0xffffu - c)) >= t;
-      }
+    for (int k = 0; k < NW; k++) {
+      if (k / 4 >= (int)nj) continue;
+      const uint32_t c0 = 256u * (k / 4) + 8u * lane + 2u * (k % 4);
+      const uint32_t wak = WA(k);
+      cnt += (((wak & 0xffffu) << 16) | (0xffffu - c0)) >= t;
+      cnt += ((wak & 0xffff0000u) | (0xffffu - c0 - 1u)) >= t;
     }
     if (__reduce_add_sync(full, cnt) >= n) T = t;
   }
@@ -571,9 +589,9 @@ static __device__ uint32_t fq_outliers(const uint4 (&d)[KVS_FQ_NJ], uint32_t nj,
     uint32_t bits = 0;
 #pragma unroll
     for (int i = 0; i < 8; i++) {
-      uint32_t raw = (qword(d[j], i >> 1) >> (16 * (i & 1))) & 0x7fffu;
+      uint32_t mag = (WA(4 * j + i / 2) >> (16 * (i & 1))) & 0x7fffu;
       uint32_t c = 256u * j + 8u * lane + i;
-      bits |= (uint32_t)(((raw << 16) | (0xffffu - c)) >= T) << i;
+      bits |= (uint32_t)(((mag << 16) | (0xffffu - c)) >= T) << i;
     }
     uint32_t cnt = __popc(bits), incl = cnt;
     for (int o = 1; o < 32; o <<= 1) {
@@ -591,6 +609,7 @@ static __device__ uint32_t fq_outliers(const uint4 (&d)[KVS_FQ_NJ], uint32_t nj,
     mk |= bits << (8 * j);
   }
   return mk;
+#undef WA
 }
 
 /* Write a sink row part (C words) from 8-word pieces. */
@@ -754,8 +773,13 @@ static __device__ __forceinline__ void fq_kcols(const kvs_cu_args &a, const kvs_
   }
 }
 
+/* Blocks per multiprocessor the register budget aims at (64 KB of tile
+ * each: 3 fit in shared memory). */
+#ifndef KVS_FQ_OUT_MINB
+#define KVS_FQ_OUT_MINB 3
+#endif
 template <bool BF, bool OUT>
-static __global__ void __launch_bounds__(KVS_CU_THREADS, 3)
+static __global__ void __launch_bounds__(KVS_CU_THREADS, OUT ? KVS_FQ_OUT_MINB : 3)
 kvs_fquant_kernel(kvs_cu_args a, const kvs__cuda_qjob *jobs, int *st)
 {
   extern __shared__ __align__(16) uint32_t fsm[];
@@ -813,14 +837,35 @@ kvs_fquant_kernel(kvs_cu_args a, const kvs__cuda_qjob *jobs, int *st)
   /* 2. values: a warp per row, straight from global memory */
   {
     const uint32_t vb = a.vb, ng = C / a.vg;
+    /* without outliers the warp's next row is loaded while this one is
+     * coded; with them there is no register room for it (measured slower) */
+    constexpr bool PF = !OUT;
+    uint4 dn[KVS_FQ_NJ];
+    if constexpr (PF) {
+#pragma unroll
+      for (int j = 0; j < KVS_FQ_NJ; j++)
+        dn[j] = j < (int)nj && warp < G ? __ldg((const uint4 *)(J.v + (size_t)warp * C) + 32u * j + lane)
+                                        : make_uint4(0, 0, 0, 0);
+    }
     for (uint32_t r = warp; r < G; r += KVS_CU_THREADS / 32) {
-      const uint4 *src = (const uint4 *)(J.v + (size_t)r * C);
       uint4 d[KVS_FQ_NJ];
       uint32_t ex = 0;
+      if constexpr (PF) {
+        const uint32_t rn = r + KVS_CU_THREADS / 32;
 #pragma unroll
-      for (int j = 0; j < KVS_FQ_NJ; j++) {
-        d[j] = j < (int)nj ? __ldg(src + 32u * j + lane) : make_uint4(0, 0, 0, 0);
-        ex = expmax8<BF>(ex, d[j]);
+        for (int j = 0; j < KVS_FQ_NJ; j++) {
+          d[j] = dn[j];
+          dn[j] = j < (int)nj && rn < G ? __ldg((const uint4 *)(J.v + (size_t)rn * C) + 32u * j + lane)
+                                        : make_uint4(0, 0, 0, 0);
+          ex = expmax8<BF>(ex, d[j]);
+        }
+      } else {
+        const uint4 *src = (const uint4 *)(J.v + (size_t)r * C);
+#pragma unroll
+        for (int j = 0; j < KVS_FQ_NJ; j++) {
+          d[j] = j < (int)nj ? __ldg(src + 32u * j + lane) : make_uint4(0, 0, 0, 0);
+          ex = expmax8<BF>(ex, d[j]);
+        }
       }
       bad |= exp_bad<BF>(ex);
       if ((mask >> r) & 1u) {
@@ -926,8 +971,9 @@ static __device__ __forceinline__ uint16_t dq_elem(const kvs_cu_args &a, const u
 }
 
 /* Fast path: 8 consecutive elements per step (one 16-byte store), for
- * power-of-two widths, C and vg multiples of 8 and an aligned output. The
- * 8 codes sit in one aligned 16, 32, 64 or 128-bit piece of the row. */
+ * power-of-two widths and 3, C and vg multiples of 8 and an aligned output.
+ * The 8 codes sit in one aligned 16, 32, 64 or 128-bit piece of the row
+ * (3 bits: 3 bytes). */
 static __device__ __forceinline__ void dq_octets(const kvs_cu_args &a, const uint8_t *blk,
                                                  const kvs__cuda_dqjob &J, uint64_t mask,
                                                  int isv, uint16_t *out)
@@ -954,7 +1000,10 @@ static __device__ __forceinline__ void dq_octets(const kvs_cu_args &a, const uin
         uint64_t bits;
         if (b == 8) bits = *(const uint64_t *)(row + c);
         else if (b == 4) bits = *(const uint32_t *)(row + c / 2u);
-        else bits = *(const uint16_t *)(row + c / 4u);
+        else if (b == 3) {
+          const uint8_t *p3 = row + (c / 8u) * 3u;  /* 24 bits, byte aligned */
+          bits = (uint32_t)p3[0] | ((uint32_t)p3[1] << 8) | ((uint32_t)p3[2] << 16);
+        } else bits = *(const uint16_t *)(row + c / 4u);
         const uint32_t m = (1u << b) - 1u;
         if (isv) {
           uint32_t gi = r * ng + c / a.vg;
@@ -985,7 +1034,7 @@ kvs_dequant_kernel(kvs_cu_args a, const kvs__cuda_dqjob *jobs)
   for (int side = 0; side < 2; side++) {
     uint16_t *out = side ? J.v_out : J.k_out;
     const uint32_t b = side ? a.vb : a.kb;
-    if (((uintptr_t)out & 15u) == 0 && C % 8u == 0 && (b & (b - 1u)) == 0 &&
+    if (((uintptr_t)out & 15u) == 0 && C % 8u == 0 && ((b & (b - 1u)) == 0 || b == 3u) &&
         (!side || a.vg % 8u == 0)) {
       dq_octets(a, blk, J, mask, side, out);
     } else if (((uintptr_t)out & 3u) == 0) {
@@ -1125,6 +1174,12 @@ extern "C" int kvs__cuda_quantize_async(kvs__cuda_ctx *c, const kvs__qparams *p,
     kern = bf ? (out ? kvs_fquant_kernel<true, true> : kvs_fquant_kernel<true, false>)
               : (out ? kvs_fquant_kernel<false, true> : kvs_fquant_kernel<false, false>);
     if (fs > smem) smem = fs;
+    /* ask for the largest shared-memory carveout: 3 blocks of ~64-73 KB */
+    if (cudaFuncSetAttribute(kern, cudaFuncAttributePreferredSharedMemoryCarveout,
+                             (int)cudaSharedmemCarveoutMaxShared) != cudaSuccess) {
+      cudaGetLastError();
+      return -EIO;
+    }
   }
   if (smem > 48u * 1024u &&
       cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem) !=

@@ -1,6 +1,7 @@
 /* GPU test and benchmark of kernels/quant.cu and kernels/sink.cu.
  *   gpu_test check   compare with the C reference (kernels/quant.c, sink.c)
  *   gpu_test bench   quantize / dequantize throughput vs cudaMemcpy D2D
+ *   gpu_test prof    one launch of each at T=4096, 2 bits, for a profiler
  * Exit status 1 on any mismatch. Built by tests/gpu/run.sh. */
 #include <cerrno>
 #include <cmath>
@@ -249,10 +250,13 @@ static int check(void)
 #endif
 
 /* Benchmark: L layers x H heads x D dim, T tokens, fp16, G = 32. */
-static int bench(void)
+static int bench(bool prof)
 {
   const uint32_t L = 32, H = 8, D = 128, G = 32, C = H * D;
-  const uint32_t Ts[] = {4096, 8192, 16384, 32768};
+  const uint32_t Ts_all[] = {4096, 8192, 16384, 32768}, Ts_prof[] = {4096};
+  const std::vector<uint32_t> Ts = prof ? std::vector<uint32_t>(Ts_prof, Ts_prof + 1)
+                                        : std::vector<uint32_t>(Ts_all, Ts_all + 4);
+  const std::vector<uint32_t> bitss = prof ? std::vector<uint32_t>{2u} : std::vector<uint32_t>{2u, 3u, 4u, 8u};
   cudaDeviceProp prop;
   CK(cudaGetDeviceProperties(&prop, 0));
   printf("bench: device %s, %u layers x %u KV heads x dim %u, G=%u, fp16\n", prop.name, L, H, D, G);
@@ -273,6 +277,7 @@ static int bench(void)
     auto time = [&](auto fn) {
       fn();
       CK(cudaDeviceSynchronize());
+      if (prof) return 1.f;  /* one launch each, for a profiler */
       float best = 1e30f;
       for (int it = 0; it < 5; it++) {
         CK(cudaEventRecord(e0));
@@ -287,7 +292,7 @@ static int bench(void)
     float tcopy = time([&] { CK(cudaMemcpyAsync(out, in, bytes, cudaMemcpyDeviceToDevice)); });
     double gb = bytes / 1e9, copy_gbs = gb / (tcopy / 1e3);
     printf("T=%-6u %.2f GB of K+V: D2D copy %.3f ms = %.0f GB/s\n", T, gb, tcopy, copy_gbs);
-    for (uint32_t bits : {2u, 3u, 4u, 8u}) for (uint32_t outl : {0u, 10u}) {
+    for (uint32_t bits : bitss) for (uint32_t outl : {0u, 10u}) {
       kvs__qparams p = {G, C, 128, bits, bits, outl, outl, KVS_DTYPE_F16};
       kvs__qlayout l;
       size_t tot = (LAYOUT(&p, &l) + 255) & ~(size_t)255;
@@ -333,7 +338,9 @@ int main(int argc, char **argv)
 {
   int n = 0;
   if (cudaGetDeviceCount(&n) != cudaSuccess || n == 0) { fprintf(stderr, "no GPU\n"); return 77; }
-  if (argc > 1 && !strcmp(argv[1], "bench")) return bench();
+  if (argc > 1 && !strcmp(argv[1], "bench")) return bench(false);
+  /* gpu_test prof: one launch of each kernel at T=4096, 2 bits (for ncu) */
+  if (argc > 1 && !strcmp(argv[1], "prof")) return bench(true);
 #ifndef KVS_GPU_NO_REF
   return check();
 #else
