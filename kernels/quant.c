@@ -1,4 +1,28 @@
-/* C reference quantizer: the definition of the block format (quant.h). */
+/* C reference quantizer: the definition of the block format (quant.h).
+ *
+ * It is also the daemon's host path, so it is written for speed; the
+ * arithmetic is still exactly the one quant.h describes, step by step in
+ * fp32, and tests/unit/test_quant_exact.c checks every output byte against
+ * a frozen copy of the plain version this replaced. How it is fast:
+ * - gcc -O2 vectorizes only loops whose trip count is a known multiple of
+ *   the vector width ("very cheap" cost model): the hot loops run over
+ *   fixed chunks of LANES elements with a scalar tail, on restrict pointers
+ *   (a uint8_t store may alias anything, which would also stop it).
+ * - no per-element branches: outliers are left out of the min/max by a NaN
+ *   in the converted row (x < mn and x > mx are both false for NaN, and
+ *   the input has no NaN), sinks by skipping whole rows.
+ * - keys: per-channel min/max row by row over contiguous memory.
+ * - codes are packed 8 at a time: 8 codes of b bits are exactly b bytes of
+ *   the little-endian row stream, merged with shifts in a uint64_t.
+ * - dequantize by table where a range has few levels for its elements
+ *   (the 2^b outputs computed once, each element one load).
+ * The two places where the plain version's bytes were up to the compiler
+ * or the target (out-of-range float conversion, NaN payloads of a corrupt
+ * block) are spelled out as it compiled: see qcode_big, dqx.
+ * No FMA contraction: gcc's ISO C mode (-std=c11) implies
+ * -ffp-contract=off; clang contracts within one expression unless told
+ * not to, hence the pragma (and one operation per statement anyway; only
+ * gcc in GNU mode, -std=gnu11, on an FMA target would still contract). */
 #include <errno.h>
 #include <math.h>
 #include <stdlib.h>
@@ -6,6 +30,28 @@
 
 #include "kernels/half.h"
 #include "kernels/quant.h"
+
+#if defined(__clang__)
+#pragma STDC FP_CONTRACT OFF
+#endif
+
+/* Hot loops live in functions of their own: inlined into the big ones,
+ * gcc loses their restrict and then needs alias versioning, which -O2's
+ * cost model refuses. */
+#if defined(__GNUC__)
+#define NOINLINE __attribute__((noinline))
+#else
+#define NOINLINE
+#endif
+
+#define LANES 16u  /* fixed chunk of the vectorizable loops */
+#define CPAD 64u   /* per-row buffers are padded to this many channels */
+
+#if defined(__BYTE_ORDER__) && __BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__
+#define KVS__LE 1
+#else
+#define KVS__LE 0
+#endif
 
 #define KVS__OUTLIER_MAX_FRACTION 0.05f
 
@@ -63,57 +109,299 @@ double kvs__bits_per_element(const kvs__qparams *p, uint32_t n_sinks)
   return (double)bytes * 8.0 / (2.0 * p->group * p->channels);
 }
 
-static int is_bad(uint16_t h, int dtype)
+/* ---- small helpers ------------------------------------------------------ */
+
+/* Any NaN/Inf among x[0, n)? (x & exp) + the exponent's lowest bit carries
+ * into bit 15 exactly when the exponent is all ones. */
+NOINLINE static int any_bad(const uint16_t *restrict x, size_t n, int dt)
 {
-  return dtype == KVS_DTYPE_BF16 ? (h & 0x7f80u) == 0x7f80u : (h & 0x7c00u) == 0x7c00u;
+  const uint16_t e = dt == KVS_DTYPE_BF16 ? 0x7f80u : 0x7c00u, one = dt == KVS_DTYPE_BF16 ? 0x80u : 0x400u;
+  uint16_t acc = 0;
+  size_t i = 0;
+  for (; i + 4u * LANES <= n; i += 4u * LANES)
+    for (unsigned j = 0; j < 4u * LANES; j++) acc |= (uint16_t)((x[i + j] & e) + one);
+  for (; i < n; i++) acc |= (uint16_t)((x[i] & e) + one);
+  return acc >> 15;
 }
 
-/* Scale/min of a range as stored (fp16), plus what the coder needs. */
-typedef struct qrange { float minf, inv; } qrange;
-
-static int range_params(float mn, float mx, int any, uint32_t bits, uint16_t *sc_h, uint16_t *mn_h,
-                        qrange *q)
+NOINLINE static void to_f32(float *restrict dst, const uint16_t *restrict src, size_t n, int dt)
 {
-  if (!any) mn = mx = 0.f;
-  float scale = (mx - mn) / (float)((1u << bits) - 1u);
-  uint16_t s = kvs__f32_to_f16(scale), m = kvs__f32_to_f16(mn);
-  if ((s & 0x7c00u) == 0x7c00u || (m & 0x7c00u) == 0x7c00u) return -ERANGE;
-  float sf = kvs__f16_to_f32_i(s);
-  *sc_h = s;
-  *mn_h = m;
-  q->minf = kvs__f16_to_f32_i(m);
-  q->inv = sf == 0.f ? 0.f : 1.0f / sf;
-  return 0;
+  kvs__h_to_f32_n(dst, src, n, dt);
 }
 
-static inline uint32_t qcode(float x, const qrange *q, uint32_t hi)
+static uint32_t cpad(uint32_t c) { return (c + CPAD - 1u) & ~(CPAD - 1u); }
+
+/* Little-endian loads and stores of n <= 8 bytes (a memcpy on LE hosts,
+ * which the compiler turns into one move). */
+static inline uint64_t ldn(const uint8_t *p, unsigned n)
 {
-  /* floor(y) then clamp; for y >= 0 truncation is floor */
-  float y = (x - q->minf) * q->inv + 0.5f;
-  y = y > 0.f ? y : 0.f; /* branch-free; inv == 0 gives 0.5 -> code 0 */
-  uint32_t c = (uint32_t)y;
-  return c > hi ? hi : c;
+  uint64_t x = 0;
+  if (KVS__LE) { memcpy(&x, p, n); return x; }
+  for (unsigned i = 0; i < n; i++) x |= (uint64_t)p[i] << (8u * i);
+  return x;
 }
-
-/* Bit-stream writer for one row: little-endian 32-bit words. */
-typedef struct bitw { uint32_t *w; uint64_t acc; uint32_t n; } bitw;
-
-static inline void bitw_put(bitw *b, uint32_t code, uint32_t bits)
+static inline void stn(uint8_t *p, uint64_t x, unsigned n)
 {
-  b->acc |= (uint64_t)code << b->n;
-  b->n += bits;
-  if (b->n >= 32) {
-    *b->w++ = (uint32_t)b->acc;
-    b->acc >>= 32;
-    b->n -= 32;
+  if (KVS__LE) { memcpy(p, &x, n); return; }
+  for (unsigned i = 0; i < n; i++) p[i] = (uint8_t)(x >> (8u * i));
+}
+static inline uint64_t ld64(const uint8_t *p) { return ldn(p, 8); }
+static inline void st64(uint8_t *p, uint64_t x) { stn(p, x, 8); }
+
+/* A row's codes are a little-endian bit stream stored as native 32-bit
+ * words (quant.h). The packers work on the byte stream; these move `n`
+ * bytes (a multiple of 4) between it and the block. */
+static void put_stream(uint8_t *restrict dst, const uint8_t *restrict s, size_t n)
+{
+  if (KVS__LE) { memcpy(dst, s, n); return; }
+  for (size_t i = 0; i < n; i += 4) {
+    uint32_t w = (uint32_t)ldn(s + i, 4);
+    memcpy(dst + i, &w, 4);
+  }
+}
+static void get_stream(uint8_t *restrict s, const uint8_t *restrict src, size_t n)
+{
+  if (KVS__LE) { memcpy(s, src, n); return; }
+  for (size_t i = 0; i < n; i += 4) {
+    uint32_t w;
+    memcpy(&w, src + i, 4);
+    stn(s + i, w, 4);
   }
 }
 
-/* Flush and zero the rest of the row up to `end`. */
-static void bitw_end(bitw *b, uint32_t *end)
+/* 8 codes of b bits are exactly b bytes of the stream: merge neighbours
+ * with shifts inside a uint64_t (codes are < 2^b, so nothing overlaps). */
+NOINLINE static void pack_row(const uint8_t *restrict c, size_t n8, uint32_t b, uint8_t *restrict out)
 {
-  if (b->n) *b->w++ = (uint32_t)b->acc;
-  while (b->w < end) *b->w++ = 0;
+  switch (b) {
+  case 8: memcpy(out, c, 8u * n8); break;
+  case 4:
+    for (size_t i = 0; i < n8; i++) {
+      uint64_t x = ld64(c + 8u * i);
+      x = (x | x >> 4) & 0x00ff00ff00ff00ffull;
+      x = (x | x >> 8) & 0x0000ffff0000ffffull;
+      stn(out + 4u * i, x | x >> 16, 4);
+    }
+    break;
+  case 3:
+    for (size_t i = 0; i < n8; i++) {
+      uint64_t x = ld64(c + 8u * i);
+      x = (x | x >> 5) & 0x00ff00ff00ff00ffull;
+      x = (x | x >> 10) & 0x00000fff00000fffull;
+      stn(out + 3u * i, x | x >> 20, 3);
+    }
+    break;
+  default: /* 2 */
+    for (size_t i = 0; i < n8; i++) {
+      uint64_t x = ld64(c + 8u * i);
+      x = (x | x >> 6) & 0x00ff00ff00ff00ffull;
+      x = (x | x >> 12) & 0x000000ff000000ffull;
+      stn(out + 2u * i, x | x >> 24, 2);
+    }
+    break;
+  }
+}
+
+/* The inverse: spread b bytes back into 8 code bytes. */
+NOINLINE static void unpack_row(const uint8_t *restrict s, size_t n8, uint32_t b, uint8_t *restrict c)
+{
+  switch (b) {
+  case 8: memcpy(c, s, 8u * n8); break;
+  case 4:
+    for (size_t i = 0; i < n8; i++) {
+      uint64_t x = ldn(s + 4u * i, 4);
+      x = (x | x << 16) & 0x0000ffff0000ffffull;
+      x = (x | x << 8) & 0x00ff00ff00ff00ffull;
+      st64(c + 8u * i, (x | x << 4) & 0x0f0f0f0f0f0f0f0full);
+    }
+    break;
+  case 3:
+    for (size_t i = 0; i < n8; i++) {
+      uint64_t x = ldn(s + 3u * i, 3);
+      x = (x | x << 20) & 0x00000fff00000fffull;
+      x = (x | x << 10) & 0x003f003f003f003full;
+      st64(c + 8u * i, (x | x << 5) & 0x0707070707070707ull);
+    }
+    break;
+  default: /* 2 */
+    for (size_t i = 0; i < n8; i++) {
+      uint64_t x = ldn(s + 2u * i, 2);
+      x = (x | x << 24) & 0x000000ff000000ffull;
+      x = (x | x << 12) & 0x000f000f000f000full;
+      st64(c + 8u * i, (x | x << 6) & 0x0303030303030303ull);
+    }
+    break;
+  }
+}
+
+/* ---- quantize ----------------------------------------------------------- */
+
+/* Scale/min of one range as stored (fp16), plus what the coder needs.
+ * mn > mx means the range has no member: scale 0, min 0. Returns nonzero
+ * when the scale or the min overflows fp16 (-ERANGE). Branch-free, so that
+ * the loop over key channels vectorizes. */
+static inline uint32_t range1(float mn, float mx, float levels, uint16_t *sc_h, uint16_t *mn_h, float *minf,
+                              float *inv)
+{
+  /* selects as masks (kvs__sel): gcc -O2 leaves these ?: as branches */
+  int any = mn <= mx;
+  mn = kvs__bits_f(kvs__sel(any, kvs__f_bits(mn), 0));
+  mx = kvs__bits_f(kvs__sel(any, kvs__f_bits(mx), 0));
+  float scale = (mx - mn) / levels;
+  uint16_t s = kvs__f32_to_f16_i(scale), m = kvs__f32_to_f16_i(mn);
+  float sf = kvs__f16_to_f32_i(s);
+  int zero = (s & 0x7fffu) == 0; /* sf == 0.f */
+  float r = 1.0f / kvs__bits_f(kvs__sel(zero, 0x3f800000u, kvs__f_bits(sf))); /* never 1/0 */
+  *sc_h = s;
+  *mn_h = m;
+  *minf = kvs__f16_to_f32_i(m);
+  *inv = kvs__bits_f(kvs__sel(zero, 0, kvs__f_bits(r)));
+  return (uint32_t)((s & 0x7c00u) == 0x7c00u) | (uint32_t)((m & 0x7c00u) == 0x7c00u);
+}
+
+NOINLINE static uint32_t key_ranges(const float *restrict mn, const float *restrict mx, size_t C, float levels,
+                           uint16_t *restrict sc, uint16_t *restrict mh, float *restrict minf, float *restrict inv)
+{
+  uint32_t bad = 0;
+  size_t c = 0;
+  for (; c + LANES <= C; c += LANES)
+    for (unsigned j = 0; j < LANES; j++)
+      bad |= range1(mn[c + j], mx[c + j], levels, &sc[c + j], &mh[c + j], &minf[c + j], &inv[c + j]);
+  for (; c < C; c++) bad |= range1(mn[c], mx[c], levels, &sc[c], &mh[c], &minf[c], &inv[c]);
+  return bad;
+}
+
+/* code = clamp(floor((x - min) * inv + 0.5), 0, hi), one fp32 rounding per
+ * step. For y >= 0 truncation is floor; clamping to hi before the
+ * conversion gives the same code and keeps it in range. */
+static inline float qcode_y(float x, float minf, float inv)
+{
+  float y = x - minf;
+  y = y * inv;
+  y = y + 0.5f;
+  return y > 0.f ? y : 0.f; /* inv == 0 gives 0.5 -> code 0 */
+}
+static inline uint8_t qcode(float y, float hif)
+{
+  y = y < hif ? y : hif;
+  return (uint8_t)(int32_t)y;
+}
+
+/* y >= 2^32 happens only for an outlier (coded with its own value but left
+ * out of the range) far outside a tiny range; its code is overwritten on
+ * dequantize. The plain version converted with (uint32_t)y, undefined
+ * there; this spells out what that compiled to, so the bytes stay as they
+ * were: x86-64 converts to 64 bits and keeps the low half (2^63 and above,
+ * Inf: 0), aarch64 saturates. */
+static uint8_t qcode_big(float y, uint32_t hi)
+{
+  uint32_t c;
+  if (y < 4294967296.0f) c = (uint32_t)y;
+#if defined(__x86_64__) || defined(_M_X64)
+  else c = y < 9223372036854775808.0f ? (uint32_t)(uint64_t)(int64_t)y : 0u;
+#else
+  else c = 0xffffffffu;
+#endif
+  return (uint8_t)(c > hi ? hi : c);
+}
+
+/* Keys: a range per channel (lane). */
+NOINLINE static void codes_lanes(const float *restrict x, const float *restrict minf, const float *restrict inv,
+                                 float hif, size_t n, uint8_t *restrict c)
+{
+  uint32_t big = 0; /* bit 31: some y >= 2^32 */
+  size_t i = 0;
+  for (; i + LANES <= n; i += LANES)
+    for (unsigned j = 0; j < LANES; j++) {
+      float y = qcode_y(x[i + j], minf[i + j], inv[i + j]);
+      big |= kvs__f_bits(y) + 0x30800000u; /* y >= 0: its bits are monotone */
+      c[i + j] = qcode(y, hif);
+    }
+  for (; i < n; i++) {
+    float y = qcode_y(x[i], minf[i], inv[i]);
+    big |= kvs__f_bits(y) + 0x30800000u; /* y >= 0: its bits are monotone */
+    c[i] = qcode(y, hif);
+  }
+  if (big >> 31)
+    for (i = 0; i < n; i++) c[i] = qcode_big(qcode_y(x[i], minf[i], inv[i]), (uint32_t)hif);
+}
+
+/* Values: one range for the n channels of a group. */
+NOINLINE static void codes_const(const float *restrict x, float minf, float inv, float hif, size_t n,
+                                 uint8_t *restrict c)
+{
+  uint32_t big = 0; /* bit 31: some y >= 2^32 */
+  size_t i = 0;
+  for (; i + LANES <= n; i += LANES)
+    for (unsigned j = 0; j < LANES; j++) {
+      float y = qcode_y(x[i + j], minf, inv);
+      big |= kvs__f_bits(y) + 0x30800000u; /* y >= 0: its bits are monotone */
+      c[i + j] = qcode(y, hif);
+    }
+  for (; i < n; i++) {
+    float y = qcode_y(x[i], minf, inv);
+    big |= kvs__f_bits(y) + 0x30800000u; /* y >= 0: its bits are monotone */
+    c[i] = qcode(y, hif);
+  }
+  if (big >> 31)
+    for (i = 0; i < n; i++) c[i] = qcode_big(qcode_y(x[i], minf, inv), (uint32_t)hif);
+}
+
+/* Keys: fold one row into the per-channel min/max. Rows come in order,
+ * each channel is its own lane, so ties resolve as in a plain loop (the
+ * first of -0/+0 stays). NaN (an outlier) compares false: left out. */
+NOINLINE static void minmax_row(const float *restrict x, size_t n, float *restrict mn, float *restrict mx)
+{
+  size_t i = 0;
+  for (; i + LANES <= n; i += LANES)
+    for (unsigned j = 0; j < LANES; j++) {
+      float v = x[i + j];
+      mn[i + j] = v < mn[i + j] ? v : mn[i + j];
+      mx[i + j] = v > mx[i + j] ? v : mx[i + j];
+    }
+  for (; i < n; i++) {
+    float v = x[i];
+    mn[i] = v < mn[i] ? v : mn[i];
+    mx[i] = v > mx[i] ? v : mx[i];
+  }
+}
+
+static float first_zero(const float *x, size_t n)
+{
+  for (size_t i = 0; i < n; i++)
+    if (x[i] == 0.f) return x[i];
+  return 0.f; /* not reached: the caller saw a zero */
+}
+
+/* Values: min/max of one group, LANES partial results at a time. The lanes
+ * see the elements out of order, which matters only for -0 versus +0 (the
+ * plain loop keeps the first zero it meets): fixed up after. No member
+ * leaves mn = +Inf > mx = -Inf. */
+NOINLINE static void minmax_group(const float *restrict x, size_t n, float *mn_out, float *mx_out)
+{
+  float lmn[LANES], lmx[LANES];
+  for (unsigned j = 0; j < LANES; j++) { lmn[j] = INFINITY; lmx[j] = -INFINITY; }
+  size_t i = 0;
+  for (; i + LANES <= n; i += LANES)
+    for (unsigned j = 0; j < LANES; j++) {
+      float v = x[i + j];
+      lmn[j] = v < lmn[j] ? v : lmn[j];
+      lmx[j] = v > lmx[j] ? v : lmx[j];
+    }
+  float mn = INFINITY, mx = -INFINITY;
+  for (unsigned j = 0; j < LANES; j++) {
+    mn = lmn[j] < mn ? lmn[j] : mn;
+    mx = lmx[j] > mx ? lmx[j] : mx;
+  }
+  for (; i < n; i++) {
+    float v = x[i];
+    mn = v < mn ? v : mn;
+    mx = v > mx ? v : mx;
+  }
+  if (mn == 0.f) mn = first_zero(x, n);
+  if (mx == 0.f) mx = first_zero(x, n);
+  *mn_out = mn;
+  *mx_out = mx;
 }
 
 /* Per-thread scratch, kept between calls: a fresh allocation per block
@@ -152,9 +440,9 @@ static int cmp_u32(const void *a, const void *b)
 }
 
 /* Top-n of a row by (|x|, lower channel): a min-heap of order keys. Writes
- * entries sorted by channel and marks them in `mark` (1 byte per channel). */
-static void pick_outliers(const uint16_t *row, uint32_t C, uint32_t n, uint32_t *heap,
-                          uint32_t *entries, uint8_t *mark)
+ * the entries sorted by channel, and NaN at those channels of the
+ * converted row x so that the min/max leave them out. */
+static void pick_outliers(const uint16_t *row, uint32_t C, uint32_t n, uint32_t *heap, uint32_t *entries, float *x)
 {
   for (uint32_t c = 0; c < n; c++) heap[c] = okey(row[c], c);
   for (uint32_t i = n / 2u; i-- > 0;) heap_down(heap, n, i);
@@ -167,50 +455,58 @@ static void pick_outliers(const uint16_t *row, uint32_t C, uint32_t n, uint32_t 
   for (uint32_t i = 0; i < n; i++) {
     uint32_t c = heap[i];
     entries[i] = c | ((uint32_t)row[c] << 16);
-    mark[c] = 1;
+    x[c] = NAN;
   }
 }
 
-static void raw_row(bitw *b, const uint16_t *row, uint32_t C, uint32_t *end)
+/* Put the outliers' own values back for coding (their codes are kept,
+ * though dequantize overwrites them). */
+static void restore_outliers(const uint32_t *entries, uint32_t n, const uint16_t *row, int dt, float *x)
 {
-  for (uint32_t c = 0; c < C; c++) bitw_put(b, row[c], 16);
-  bitw_end(b, end);
+  for (uint32_t i = 0; i < n; i++) {
+    uint32_t c = entries[i] & 0xffffu;
+    x[c] = kvs__h_to_f32(row[c], dt);
+  }
+}
+
+/* 16-bit passthrough: the stream is the row's words in order. */
+static void raw_row(uint8_t *dst, const uint16_t *row, uint32_t C, uint8_t *tmp)
+{
+  if (KVS__LE) { memcpy(dst, row, 2u * C); return; }
+  for (uint32_t c = 0; c < C; c++) stn(tmp + 2u * c, row[c], 2);
+  memset(tmp + 2u * C, 0, 2u * (C & 1u));
+  put_stream(dst, tmp, 2u * C + 2u * (C & 1u));
 }
 
 int kvs__quantize_block(const kvs__qparams *p, const uint16_t *k, const uint16_t *v,
                         uint64_t sink_mask, void *block, uint16_t *const *sink_rows)
 {
   if (kvs__qparams_check(p) || !k || !v || !block) return -EINVAL;
-  const uint32_t G = p->group, C = p->channels, vg = p->v_group, ng = C / vg;
+  const uint32_t G = p->group, C = p->channels, vg = p->v_group, ng = C / vg, Cp = cpad(C);
   const int dt = (int)p->dtype;
   if (G < 64 && (sink_mask >> G)) return -EINVAL;
   if (sink_mask && !sink_rows) return -EINVAL;
-  for (size_t i = 0; i < (size_t)G * C; i++)
-    if (is_bad(k[i], dt) || is_bad(v[i], dt)) return KVS_ENAN;
+  if (any_bad(k, (size_t)G * C, dt) || any_bad(v, (size_t)G * C, dt)) return KVS_ENAN;
 
   kvs__qlayout l;
   kvs__qlayout_of(p, &l);
   const uint32_t nko = n_kout(p), nvo = n_vout(p);
   const int kraw = p->k_bits == 16, vraw = p->v_bits == 16;
-  /* scratch: key ranges [C], outlier marks [G][C] each, a heap [C] */
-  size_t need = sizeof(qrange) * C + (nko ? (size_t)G * C : 0) + (nvo ? (size_t)G * C : 0);
-  need += sizeof(uint32_t) * (nko > nvo ? nko : nvo) + 16u;
-  need += sizeof(float) * 2u * G * C; /* inputs converted once */
-  need += sizeof(float) * 2u * C + C;  /* key min/max, any */
-  uint8_t *scratch = scratch_get(need);
-  if (!scratch) return -ENOMEM;
-  qrange *kq = (qrange *)scratch;
-  uint32_t *heap = (uint32_t *)(kq + C);
-  uint8_t *kmark = (uint8_t *)(heap + (nko > nvo ? nko : nvo));
-  uint8_t *vmark = kmark + (nko ? (size_t)G * C : 0);
-  float *xk = (float *)(((uintptr_t)(vmark + (nvo ? (size_t)G * C : 0)) + 3u) & ~(uintptr_t)3u);
-  float *xv = xk + (size_t)G * C;
-  for (size_t i = 0; i < (size_t)G * C; i++) { xk[i] = kvs__h_to_f32(k[i], dt); xv[i] = kvs__h_to_f32(v[i], dt); }
-  if (nko) memset(kmark, 0, (size_t)G * C);
-  if (nvo) memset(vmark, 0, (size_t)G * C);
+  /* scratch: converted keys [G][C]; key min, max, fp32 min, 1/scale [Cp];
+   * a converted value row [Cp]; group min, 1/scale [ng]; codes [Cp]; a
+   * row stream [2 Cp]; the outlier heap */
+  size_t nf = (kraw ? 0 : (size_t)G * C + 4u * (size_t)Cp) + Cp + 2u * (size_t)ng;
+  size_t need = sizeof(float) * nf + 3u * (size_t)Cp + sizeof(uint32_t) * (nko > nvo ? nko : nvo);
+  float *xk = scratch_get(need);
+  if (!xk) return -ENOMEM;
+  float *kmn = xk + (kraw ? 0 : (size_t)G * C), *kmx = kmn + (kraw ? 0 : Cp);
+  float *kminf = kmx + (kraw ? 0 : Cp), *kinv = kminf + (kraw ? 0 : Cp);
+  float *xv = kinv + (kraw ? 0 : Cp), *gminf = xv + Cp, *ginv = gminf + ng;
+  uint8_t *codes = (uint8_t *)(ginv + ng), *stream = codes + Cp;
+  uint32_t *heap = (uint32_t *)(stream + 2u * (size_t)Cp); /* Cp is a multiple of 64: aligned */
+  memset(codes, 0, Cp); /* channels past C code as 0: zero bits past C*b */
 
   uint8_t *blk = block;
-  int rc = 0;
   memset(blk, 0, l.total);
   kvs__qhdr *h = (kvs__qhdr *)blk;
   h->sink_mask = sink_mask;
@@ -221,94 +517,66 @@ int kvs__quantize_block(const kvs__qparams *p, const uint16_t *k, const uint16_t
 
   uint32_t si = 0;
   for (uint32_t r = 0; r < G; r++) {
-    const uint16_t *kr = k + (size_t)r * C, *vr = v + (size_t)r * C;
-    if ((sink_mask >> r) & 1u) {
-      memcpy(sink_rows[si], kr, 2u * C);
-      memcpy(sink_rows[si] + C, vr, 2u * C);
-      si++;
-      continue;
-    }
-    if (nko) pick_outliers(kr, C, nko, heap, (uint32_t *)(blk + l.kout) + (size_t)r * nko, kmark + (size_t)r * C);
-    if (nvo) pick_outliers(vr, C, nvo, heap, (uint32_t *)(blk + l.vout) + (size_t)r * nvo, vmark + (size_t)r * C);
+    if (!((sink_mask >> r) & 1u)) continue;
+    memcpy(sink_rows[si], k + (size_t)r * C, 2u * C);
+    memcpy(sink_rows[si] + C, v + (size_t)r * C, 2u * C);
+    si++;
   }
 
-  /* keys: per-channel min/max, rows outer so the input is read in order */
-  if (!kraw) {
-    /* after the converted inputs in the same scratch */
-    float *mn = xv + (size_t)G * C, *mx = mn + C;
-    uint8_t *any = (uint8_t *)(mx + C);
-    memset(any, 0, C);
+  /* keys: per-channel min/max over the rows, then codes row by row */
+  if (kraw) {
+    for (uint32_t r = 0; r < G; r++)
+      if (!((sink_mask >> r) & 1u)) raw_row(blk + l.kcodes + r * l.kstride, k + (size_t)r * C, C, stream);
+  } else {
+    uint32_t *kout = (uint32_t *)(blk + l.kout);
+    for (uint32_t c = 0; c < C; c++) { kmn[c] = INFINITY; kmx[c] = -INFINITY; }
     for (uint32_t r = 0; r < G; r++) {
       if ((sink_mask >> r) & 1u) continue;
-      const float *xr = xk + (size_t)r * C;
-      const uint8_t *mk = nko ? kmark + (size_t)r * C : NULL;
-      for (uint32_t c = 0; c < C; c++) {
-        if (mk && mk[c]) continue;
-        float x = xr[c];
-        if (!any[c]) { mn[c] = mx[c] = x; any[c] = 1; }
-        else { mn[c] = x < mn[c] ? x : mn[c]; mx[c] = x > mx[c] ? x : mx[c]; }
-      }
+      float *xr = xk + (size_t)r * C;
+      to_f32(xr, k + (size_t)r * C, C, dt);
+      if (nko) pick_outliers(k + (size_t)r * C, C, nko, heap, kout + (size_t)r * nko, xr);
+      minmax_row(xr, C, kmn, kmx);
     }
-    uint16_t *ksc = (uint16_t *)(blk + l.kscale), *kmn = (uint16_t *)(blk + l.kmin);
-    for (uint32_t c = 0; c < C && !rc; c++)
-      rc = range_params(mn[c], mx[c], any[c], p->k_bits, &ksc[c], &kmn[c], &kq[c]);
+    if (key_ranges(kmn, kmx, C, (float)((1u << p->k_bits) - 1u), (uint16_t *)(blk + l.kscale),
+                   (uint16_t *)(blk + l.kmin), kminf, kinv))
+      return -ERANGE;
+    const float hif = (float)((1u << p->k_bits) - 1u);
+    for (uint32_t r = 0; r < G; r++) {
+      if ((sink_mask >> r) & 1u) continue;
+      float *xr = xk + (size_t)r * C;
+      if (nko) restore_outliers(kout + (size_t)r * nko, nko, k + (size_t)r * C, dt, xr);
+      codes_lanes(xr, kminf, kinv, hif, C, codes);
+      pack_row(codes, Cp / 8u, p->k_bits, stream);
+      put_stream(blk + l.kcodes + r * l.kstride, stream, l.kstride);
+    }
   }
-  /* key codes */
-  for (uint32_t r = 0; r < G && !rc; r++) {
-    if ((sink_mask >> r) & 1u) continue;
-    const uint16_t *kr = k + (size_t)r * C;
-    uint32_t *w = (uint32_t *)(blk + l.kcodes + r * l.kstride);
-    bitw b = { w, 0, 0 };
-    if (kraw) { raw_row(&b, kr, C, w + l.kstride / 4u); continue; }
-    const uint32_t hi = (1u << p->k_bits) - 1u;
-    for (uint32_t c = 0; c < C; c++) bitw_put(&b, qcode(xk[(size_t)r * C + c], &kq[c], hi), p->k_bits);
-    bitw_end(&b, w + l.kstride / 4u);
-  }
+
   /* values: per row, per group of vg channels */
-  for (uint32_t r = 0; r < G && !rc; r++) {
+  const float vlev = (float)((1u << (vraw ? 2 : p->v_bits)) - 1u);
+  for (uint32_t r = 0; r < G; r++) {
     if ((sink_mask >> r) & 1u) continue;
     const uint16_t *vr = v + (size_t)r * C;
-    uint32_t *w = (uint32_t *)(blk + l.vcodes + r * l.vstride);
-    bitw b = { w, 0, 0 };
-    if (vraw) { raw_row(&b, vr, C, w + l.vstride / 4u); continue; }
-    const uint8_t *mk = nvo ? vmark + (size_t)r * C : NULL;
+    if (vraw) { raw_row(blk + l.vcodes + r * l.vstride, vr, C, stream); continue; }
+    uint32_t *vout = (uint32_t *)(blk + l.vout) + (size_t)r * nvo;
+    to_f32(xv, vr, C, dt);
+    if (nvo) pick_outliers(vr, C, nvo, heap, vout, xv);
     uint16_t *vsc = (uint16_t *)(blk + l.vscale) + (size_t)r * ng;
     uint16_t *vmn = (uint16_t *)(blk + l.vmin) + (size_t)r * ng;
-    const uint32_t hi = (1u << p->v_bits) - 1u;
-    for (uint32_t g = 0; g < ng && !rc; g++) {
-      const uint32_t c0 = g * vg;
-      float mn = 0.f, mx = 0.f;
-      int any = 0;
-      for (uint32_t c = c0; c < c0 + vg; c++) {
-        if (mk && mk[c]) continue;
-        float x = xv[(size_t)r * C + c];
-        if (!any) { mn = mx = x; any = 1; }
-        else { mn = x < mn ? x : mn; mx = x > mx ? x : mx; }
-      }
-      qrange q;
-      rc = range_params(mn, mx, any, p->v_bits, &vsc[g], &vmn[g], &q);
-      for (uint32_t c = c0; c < c0 + vg && !rc; c++)
-        bitw_put(&b, qcode(xv[(size_t)r * C + c], &q, hi), p->v_bits);
+    for (uint32_t g = 0; g < ng; g++) {
+      float mn, mx;
+      minmax_group(xv + (size_t)g * vg, vg, &mn, &mx);
+      if (range1(mn, mx, vlev, &vsc[g], &vmn[g], &gminf[g], &ginv[g])) return -ERANGE;
     }
-    if (!rc) bitw_end(&b, w + l.vstride / 4u);
+    if (nvo) restore_outliers(vout, nvo, vr, dt, xv);
+    for (uint32_t g = 0; g < ng; g++)
+      codes_const(xv + (size_t)g * vg, gminf[g], ginv[g], vlev, vg, codes + (size_t)g * vg);
+    pack_row(codes, Cp / 8u, p->v_bits, stream);
+    put_stream(blk + l.vcodes + r * l.vstride, stream, l.vstride);
   }
-  return rc;
+  return 0;
 }
 
-/* Bit-stream reader over one row. */
-typedef struct bitr { const uint32_t *w; uint64_t acc; uint32_t n; } bitr;
-
-static inline uint32_t bitr_get(bitr *b, uint32_t bits)
-{
-  if (b->n < bits) {
-    b->acc |= (uint64_t)*b->w++ << b->n;
-    b->n += 32;
-  }
-  uint32_t c = (uint32_t)(b->acc & ((1u << bits) - 1u));
-  b->acc >>= bits;
-  b->n -= bits;
-  return c;
-}
+/* ---- dequantize --------------------------------------------------------- */
 
 static int put_outliers(const uint32_t *e, uint32_t n, uint32_t C, uint16_t *out)
 {
@@ -320,6 +588,98 @@ static int put_outliers(const uint32_t *e, uint32_t n, uint32_t C, uint16_t *out
   return 0;
 }
 
+/* x = min + code * scale (product rounded, then the sum: no FMA), then
+ * rounded to the dtype. */
+static inline float dqx(uint8_t code, float m, float s)
+{
+  float t = (float)code * s;
+  float x = m + t;
+  /* Only a corrupt block has NaN in both min and scale; then which payload
+   * the sum keeps depends on the operand order the compiler picks. gcc
+   * built the plain version with the product first, so the product's
+   * (the scale's) NaN wins: pinned here, whatever the compiler does (as a
+   * mask select, which vectorizes). */
+  return kvs__bits_f(kvs__sel(t != t, kvs__f_bits(t), kvs__f_bits(x)));
+}
+static inline uint16_t dq1(uint8_t code, float m, float s, int dt)
+{
+  float x = dqx(code, m, s);
+  return dt == KVS_DTYPE_BF16 ? kvs__f32_to_bf16_i(x) : kvs__f32_to_f16_i(x);
+}
+
+/* The loops once per dtype, so that the conversion is branch-free. */
+#define DEQ_LOOP(n, out, X, conv)                                              \
+  do {                                                                         \
+    size_t i = 0;                                                              \
+    for (; i + LANES <= (n); i += LANES)                                       \
+      for (size_t j = i; j < i + LANES; j++) (out)[j] = conv(X(j));            \
+    for (; i < (n); i++) (out)[i] = conv(X(i));                                \
+  } while (0)
+
+NOINLINE static void deq_lanes(const uint8_t *restrict c, const float *restrict m, const float *restrict s, size_t n,
+                          uint16_t *restrict out, int dt)
+{
+#define X_LANES(i) dqx(c[i], m[i], s[i])
+  if (dt == KVS_DTYPE_BF16) DEQ_LOOP(n, out, X_LANES, kvs__f32_to_bf16_i);
+  else DEQ_LOOP(n, out, X_LANES, kvs__f32_to_f16_i);
+#undef X_LANES
+}
+
+NOINLINE static void deq_const(const uint8_t *restrict c, float m, float s, size_t n, uint16_t *restrict out, int dt)
+{
+#define X_CONST(i) dqx(c[i], m, s)
+  if (dt == KVS_DTYPE_BF16) DEQ_LOOP(n, out, X_CONST, kvs__f32_to_bf16_i);
+  else DEQ_LOOP(n, out, X_CONST, kvs__f32_to_f16_i);
+#undef X_CONST
+}
+
+/* Dequantize by table when there are far fewer levels than elements:
+ * the 2^b outputs of a range are computed once (by dq1, so the same bits)
+ * and each element is one load. */
+static void lut_const(float m, float s, uint32_t levels, int dt, uint16_t *lut)
+{
+  for (uint32_t q = 0; q < levels; q++) lut[q] = dq1((uint8_t)q, m, s, dt);
+}
+
+NOINLINE static void lut_apply(const uint8_t *restrict c, const uint16_t *restrict lut, size_t n,
+                               uint16_t *restrict out)
+{
+  for (size_t i = 0; i < n; i++) out[i] = lut[c[i]];
+}
+
+/* Keys: a table per channel, laid out [code][C] so that it is built with
+ * the vectorized deq_lanes, one code at a time. */
+static void lut_keys(const float *m, const float *s, size_t C, uint32_t levels, int dt, uint8_t *qrow,
+                     uint16_t *lut)
+{
+  for (uint32_t q = 0; q < levels; q++) {
+    memset(qrow, (int)q, C);
+    deq_lanes(qrow, m, s, C, lut + q * C, dt);
+  }
+}
+
+NOINLINE static void lut_apply_keys(const uint8_t *restrict c, const uint16_t *restrict lut, size_t C,
+                                    uint16_t *restrict out)
+{
+  for (size_t i = 0; i < C; i++) out[i] = lut[(size_t)c[i] * C + i];
+}
+
+/* Codes of one row into codes[0, Cp): stride bytes of the block, the rest
+ * of the last 8-code group zero. */
+static void row_codes(const uint8_t *src, size_t stride, uint32_t Cp, uint32_t b, uint8_t *stream, uint8_t *codes)
+{
+  get_stream(stream, src, stride);
+  memset(stream + stride, 0, (size_t)Cp / 8u * b - stride);
+  unpack_row(stream, Cp / 8u, b, codes);
+}
+
+static void raw_out(const uint8_t *src, uint32_t C, uint16_t *out, uint8_t *tmp)
+{
+  if (KVS__LE) { memcpy(out, src, 2u * C); return; }
+  get_stream(tmp, src, (2u * C + 3u) & ~3u);
+  for (uint32_t c = 0; c < C; c++) out[c] = (uint16_t)ldn(tmp + 2u * c, 2);
+}
+
 int kvs__dequantize_block(const kvs__qparams *p, const void *block,
                           const uint16_t *const *sink_rows, uint32_t r0, uint32_t r1,
                           uint16_t *k_out, uint16_t *v_out)
@@ -329,21 +689,32 @@ int kvs__dequantize_block(const kvs__qparams *p, const void *block,
   const uint8_t *blk = block;
   kvs__qhdr h;
   memcpy(&h, blk, sizeof h);
-  const uint32_t G = p->group, C = p->channels, vg = p->v_group, ng = C / vg;
+  const uint32_t G = p->group, C = p->channels, vg = p->v_group, ng = C / vg, Cp = cpad(C);
   const int dt = (int)p->dtype;
   if (h.rows != G || h.k_bits != p->k_bits || h.v_bits != p->v_bits) return -EINVAL;
   if (G < 64 && (h.sink_mask >> G)) return -EINVAL;
   if (h.sink_mask && !sink_rows) return -EINVAL;
+  if (r0 == r1) return 0;
   kvs__qlayout l;
   kvs__qlayout_of(p, &l);
   const uint32_t nko = n_kout(p), nvo = n_vout(p);
-  const uint16_t *ksc = (const uint16_t *)(blk + l.kscale), *kmn = (const uint16_t *)(blk + l.kmin);
-  /* key scale/min as fp32 once per call, not once per element */
-  float *kf = NULL;
-  if (p->k_bits != 16 && r0 < r1) {
-    kf = scratch_get(sizeof(float) * 2u * C);
-    if (!kf) return -ENOMEM;
-    for (uint32_t c = 0; c < C; c++) { kf[2 * c] = kvs__f16_to_f32_i(kmn[c]); kf[2 * c + 1] = kvs__f16_to_f32_i(ksc[c]); }
+  const int kraw = p->k_bits == 16, vraw = p->v_bits == 16;
+  /* scratch: key min and scale as fp32 [Cp] (once per call, not once per
+   * element), the tables, codes [Cp], a row stream [2 Cp + 4]. Tables where
+   * a range has at most a quarter as many levels as elements (below that,
+   * building the table costs about what it saves). */
+  const uint32_t klev = 1u << p->k_bits, vlev = 1u << p->v_bits;
+  const int klut = !kraw && 4u * klev <= r1 - r0, vlut = !vraw && 4u * vlev <= vg;
+  size_t need = sizeof(float) * 2u * Cp + sizeof(uint16_t) * ((klut ? (size_t)klev * C : 0) + (vlut ? vlev : 0));
+  float *kminf = scratch_get(need + 3u * (size_t)Cp + 4u);
+  if (!kminf) return -ENOMEM;
+  float *kscf = kminf + Cp;
+  uint16_t *ktab = (uint16_t *)(kscf + Cp), *vtab = ktab + (klut ? (size_t)klev * C : 0);
+  uint8_t *codes = (uint8_t *)(vtab + (vlut ? vlev : 0)), *stream = codes + Cp;
+  if (!kraw) {
+    kvs__h_to_f32_n(kminf, (const uint16_t *)(blk + l.kmin), C, KVS_DTYPE_F16);
+    kvs__h_to_f32_n(kscf, (const uint16_t *)(blk + l.kscale), C, KVS_DTYPE_F16);
+    if (klut) lut_keys(kminf, kscf, C, klev, dt, codes, ktab);
   }
 
   for (uint32_t r = r0; r < r1; r++) {
@@ -354,25 +725,27 @@ int kvs__dequantize_block(const kvs__qparams *p, const void *block,
       memcpy(vo, s + C, 2u * C);
       continue;
     }
-    bitr b = { (const uint32_t *)(blk + l.kcodes + r * l.kstride), 0, 0 };
-    if (p->k_bits == 16) {
-      for (uint32_t c = 0; c < C; c++) ko[c] = (uint16_t)bitr_get(&b, 16);
+    if (kraw) {
+      raw_out(blk + l.kcodes + r * l.kstride, C, ko, stream);
     } else {
-      for (uint32_t c = 0; c < C; c++) {
-        float x = kf[2 * c] + (float)bitr_get(&b, p->k_bits) * kf[2 * c + 1];
-        ko[c] = kvs__f32_to_h(x, dt);
-      }
+      row_codes(blk + l.kcodes + r * l.kstride, l.kstride, Cp, p->k_bits, stream, codes);
+      if (klut) lut_apply_keys(codes, ktab, C, ko);
+      else deq_lanes(codes, kminf, kscf, C, ko, dt);
     }
-    b = (bitr){ (const uint32_t *)(blk + l.vcodes + r * l.vstride), 0, 0 };
-    if (p->v_bits == 16) {
-      for (uint32_t c = 0; c < C; c++) vo[c] = (uint16_t)bitr_get(&b, 16);
+    if (vraw) {
+      raw_out(blk + l.vcodes + r * l.vstride, C, vo, stream);
     } else {
+      row_codes(blk + l.vcodes + r * l.vstride, l.vstride, Cp, p->v_bits, stream, codes);
       const uint16_t *vsc = (const uint16_t *)(blk + l.vscale) + (size_t)r * ng;
       const uint16_t *vmn = (const uint16_t *)(blk + l.vmin) + (size_t)r * ng;
       for (uint32_t g = 0; g < ng; g++) {
-        float sf = kvs__f16_to_f32_i(vsc[g]), mf = kvs__f16_to_f32_i(vmn[g]);
-        for (uint32_t c = g * vg; c < (g + 1u) * vg; c++)
-          vo[c] = kvs__f32_to_h(mf + (float)bitr_get(&b, p->v_bits) * sf, dt);
+        float m = kvs__f16_to_f32_i(vmn[g]), sc = kvs__f16_to_f32_i(vsc[g]);
+        if (vlut) {
+          lut_const(m, sc, vlev, dt, vtab);
+          lut_apply(codes + (size_t)g * vg, vtab, vg, vo + (size_t)g * vg);
+        } else {
+          deq_const(codes + (size_t)g * vg, m, sc, vg, vo + (size_t)g * vg, dt);
+        }
       }
     }
     if (put_outliers((const uint32_t *)(blk + l.kout) + (size_t)r * nko, nko, C, ko) ||
