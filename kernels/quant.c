@@ -131,18 +131,29 @@ NOINLINE static void to_f32(float *restrict dst, const uint16_t *restrict src, s
 
 static uint32_t cpad(uint32_t c) { return (c + CPAD - 1u) & ~(CPAD - 1u); }
 
-/* Little-endian loads and stores of n <= 8 bytes (a memcpy on LE hosts,
- * which the compiler turns into one move). */
+/* Little-endian loads and stores of n = 2, 4 or 8 bytes: on LE hosts a
+ * memcpy into a variable of that width, which compiles to one move (a
+ * memcpy into part of a wider variable goes through the stack and stalls
+ * the load that follows). */
 static inline uint64_t ldn(const uint8_t *p, unsigned n)
 {
+  if (KVS__LE) {
+    if (n == 2) { uint16_t x; memcpy(&x, p, 2); return x; }
+    if (n == 4) { uint32_t x; memcpy(&x, p, 4); return x; }
+    uint64_t x; memcpy(&x, p, 8); return x;
+  }
   uint64_t x = 0;
-  if (KVS__LE) { memcpy(&x, p, n); return x; }
   for (unsigned i = 0; i < n; i++) x |= (uint64_t)p[i] << (8u * i);
   return x;
 }
 static inline void stn(uint8_t *p, uint64_t x, unsigned n)
 {
-  if (KVS__LE) { memcpy(p, &x, n); return; }
+  if (KVS__LE) {
+    if (n == 2) { uint16_t y = (uint16_t)x; memcpy(p, &y, 2); return; }
+    if (n == 4) { uint32_t y = (uint32_t)x; memcpy(p, &y, 4); return; }
+    memcpy(p, &x, 8);
+    return;
+  }
   for (unsigned i = 0; i < n; i++) p[i] = (uint8_t)(x >> (8u * i));
 }
 static inline uint64_t ld64(const uint8_t *p) { return ldn(p, 8); }
@@ -188,7 +199,9 @@ NOINLINE static void pack_row(const uint8_t *restrict c, size_t n8, uint32_t b, 
       uint64_t x = ld64(c + 8u * i);
       x = (x | x >> 5) & 0x00ff00ff00ff00ffull;
       x = (x | x >> 10) & 0x00000fff00000fffull;
-      stn(out + 3u * i, x | x >> 20, 3);
+      /* 4 bytes, the 4th zero: the next group overwrites it, and the row
+       * buffers have room for the one past the end */
+      stn(out + 3u * i, (x | x >> 20) & 0xffffffu, 4);
     }
     break;
   default: /* 2 */
@@ -217,7 +230,7 @@ NOINLINE static void unpack_row(const uint8_t *restrict s, size_t n8, uint32_t b
     break;
   case 3:
     for (size_t i = 0; i < n8; i++) {
-      uint64_t x = ldn(s + 3u * i, 3);
+      uint64_t x = ldn(s + 3u * i, 4) & 0xffffffu; /* the buffers have a byte to spare */
       x = (x | x << 20) & 0x00000fff00000fffull;
       x = (x | x << 10) & 0x003f003f003f003full;
       st64(c + 8u * i, (x | x << 5) & 0x0707070707070707ull);
@@ -601,12 +614,6 @@ static inline float dqx(uint8_t code, float m, float s)
    * mask select, which vectorizes). */
   return kvs__bits_f(kvs__sel(t != t, kvs__f_bits(t), kvs__f_bits(x)));
 }
-static inline uint16_t dq1(uint8_t code, float m, float s, int dt)
-{
-  float x = dqx(code, m, s);
-  return dt == KVS_DTYPE_BF16 ? kvs__f32_to_bf16_i(x) : kvs__f32_to_f16_i(x);
-}
-
 /* The loops once per dtype, so that the conversion is branch-free. */
 #define DEQ_LOOP(n, out, X, conv)                                              \
   do {                                                                         \
@@ -633,12 +640,12 @@ NOINLINE static void deq_const(const uint8_t *restrict c, float m, float s, size
 #undef X_CONST
 }
 
-/* Dequantize by table when there are far fewer levels than elements:
- * the 2^b outputs of a range are computed once (by dq1, so the same bits)
- * and each element is one load. */
-static void lut_const(float m, float s, uint32_t levels, int dt, uint16_t *lut)
+/* Dequantize by table when there are far fewer levels than elements: the
+ * 2^b outputs of a range are computed once (by the same loops, so the same
+ * bits) and each element is one load. */
+static void lut_const(const uint8_t *ramp, float m, float s, uint32_t levels, int dt, uint16_t *lut)
 {
-  for (uint32_t q = 0; q < levels; q++) lut[q] = dq1((uint8_t)q, m, s, dt);
+  deq_const(ramp, m, s, levels, lut, dt); /* ramp[q] = q */
 }
 
 NOINLINE static void lut_apply(const uint8_t *restrict c, const uint16_t *restrict lut, size_t n,
@@ -669,7 +676,7 @@ NOINLINE static void lut_apply_keys(const uint8_t *restrict c, const uint16_t *r
 static void row_codes(const uint8_t *src, size_t stride, uint32_t Cp, uint32_t b, uint8_t *stream, uint8_t *codes)
 {
   get_stream(stream, src, stride);
-  memset(stream + stride, 0, (size_t)Cp / 8u * b - stride);
+  memset(stream + stride, 0, (size_t)Cp / 8u * b - stride + 4u); /* and the spare bytes */
   unpack_row(stream, Cp / 8u, b, codes);
 }
 
@@ -716,6 +723,9 @@ int kvs__dequantize_block(const kvs__qparams *p, const void *block,
     kvs__h_to_f32_n(kscf, (const uint16_t *)(blk + l.kscale), C, KVS_DTYPE_F16);
     if (klut) lut_keys(kminf, kscf, C, klev, dt, codes, ktab);
   }
+  uint8_t ramp[256];
+  if (vlut)
+    for (uint32_t q = 0; q < vlev; q++) ramp[q] = (uint8_t)q;
 
   for (uint32_t r = r0; r < r1; r++) {
     uint16_t *ko = k_out + (size_t)(r - r0) * C, *vo = v_out + (size_t)(r - r0) * C;
@@ -741,7 +751,7 @@ int kvs__dequantize_block(const kvs__qparams *p, const void *block,
       for (uint32_t g = 0; g < ng; g++) {
         float m = kvs__f16_to_f32_i(vmn[g]), sc = kvs__f16_to_f32_i(vsc[g]);
         if (vlut) {
-          lut_const(m, sc, vlev, dt, vtab);
+          lut_const(ramp, m, sc, vlev, dt, vtab);
           lut_apply(codes + (size_t)g * vg, vtab, vg, vo + (size_t)g * vg);
         } else {
           deq_const(codes + (size_t)g * vg, m, sc, vg, vo + (size_t)g * vg, dt);
