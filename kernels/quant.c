@@ -252,7 +252,7 @@ NOINLINE static void unpack_row(const uint8_t *restrict s, size_t n8, uint32_t b
 /* Scale/min of one range as stored (fp16), plus what the coder needs.
  * mn > mx means the range has no member: scale 0, min 0. Returns nonzero
  * when the scale or the min overflows fp16 (-ERANGE). Branch-free, so that
- * the loop over key channels vectorizes. */
+ * the loop over many ranges vectorizes. */
 static inline uint32_t range1(float mn, float mx, float levels, uint16_t *sc_h, uint16_t *mn_h, float *minf,
                               float *inv)
 {
@@ -272,8 +272,10 @@ static inline uint32_t range1(float mn, float mx, float levels, uint16_t *sc_h, 
   return (uint32_t)((s & 0x7c00u) == 0x7c00u) | (uint32_t)((m & 0x7c00u) == 0x7c00u);
 }
 
-NOINLINE static uint32_t key_ranges(const float *restrict mn, const float *restrict mx, size_t C, float levels,
-                           uint16_t *restrict sc, uint16_t *restrict mh, float *restrict minf, float *restrict inv)
+/* n ranges at once: the key channels, or the value groups of a row. */
+NOINLINE static uint32_t ranges(const float *restrict mn, const float *restrict mx, size_t C, float levels,
+                                uint16_t *restrict sc, uint16_t *restrict mh, float *restrict minf,
+                                float *restrict inv)
 {
   uint32_t bad = 0;
   size_t c = 0;
@@ -401,11 +403,13 @@ NOINLINE static void minmax_group(const float *restrict x, size_t n, float *mn_o
       lmn[j] = v < lmn[j] ? v : lmn[j];
       lmx[j] = v > lmx[j] ? v : lmx[j];
     }
-  float mn = INFINITY, mx = -INFINITY;
-  for (unsigned j = 0; j < LANES; j++) {
-    mn = lmn[j] < mn ? lmn[j] : mn;
-    mx = lmx[j] > mx ? lmx[j] : mx;
-  }
+  /* fold the lanes in halves (fixed counts: vectorized too) */
+  for (unsigned w = LANES / 2u; w >= 1u; w /= 2u)
+    for (unsigned j = 0; j < w; j++) {
+      lmn[j] = lmn[j + w] < lmn[j] ? lmn[j + w] : lmn[j];
+      lmx[j] = lmx[j + w] > lmx[j] ? lmx[j + w] : lmx[j];
+    }
+  float mn = lmn[0], mx = lmx[0];
   for (; i < n; i++) {
     float v = x[i];
     mn = v < mn ? v : mn;
@@ -506,16 +510,16 @@ int kvs__quantize_block(const kvs__qparams *p, const uint16_t *k, const uint16_t
   const uint32_t nko = n_kout(p), nvo = n_vout(p);
   const int kraw = p->k_bits == 16, vraw = p->v_bits == 16;
   /* scratch: converted keys [G][C]; key min, max, fp32 min, 1/scale [Cp];
-   * a converted value row [Cp]; group min, 1/scale [ng]; codes [Cp]; a
-   * row stream [2 Cp]; the outlier heap */
-  size_t nf = (kraw ? 0 : (size_t)G * C + 4u * (size_t)Cp) + Cp + 2u * (size_t)ng;
+   * a converted value row [Cp]; group fp32 min, 1/scale, min, max [ng];
+   * codes [Cp]; a row stream [2 Cp]; the outlier heap */
+  size_t nf = (kraw ? 0 : (size_t)G * C + 4u * (size_t)Cp) + Cp + 4u * (size_t)ng;
   size_t need = sizeof(float) * nf + 3u * (size_t)Cp + sizeof(uint32_t) * (nko > nvo ? nko : nvo);
   float *xk = scratch_get(need);
   if (!xk) return -ENOMEM;
   float *kmn = xk + (kraw ? 0 : (size_t)G * C), *kmx = kmn + (kraw ? 0 : Cp);
   float *kminf = kmx + (kraw ? 0 : Cp), *kinv = kminf + (kraw ? 0 : Cp);
-  float *xv = kinv + (kraw ? 0 : Cp), *gminf = xv + Cp, *ginv = gminf + ng;
-  uint8_t *codes = (uint8_t *)(ginv + ng), *stream = codes + Cp;
+  float *xv = kinv + (kraw ? 0 : Cp), *gminf = xv + Cp, *ginv = gminf + ng, *gmn = ginv + ng, *gmx = gmn + ng;
+  uint8_t *codes = (uint8_t *)(gmx + ng), *stream = codes + Cp;
   uint32_t *heap = (uint32_t *)(stream + 2u * (size_t)Cp); /* Cp is a multiple of 64: aligned */
   memset(codes, 0, Cp); /* channels past C code as 0: zero bits past C*b */
 
@@ -550,7 +554,7 @@ int kvs__quantize_block(const kvs__qparams *p, const uint16_t *k, const uint16_t
       if (nko) pick_outliers(k + (size_t)r * C, C, nko, heap, kout + (size_t)r * nko, xr);
       minmax_row(xr, C, kmn, kmx);
     }
-    if (key_ranges(kmn, kmx, C, (float)((1u << p->k_bits) - 1u), (uint16_t *)(blk + l.kscale),
+    if (ranges(kmn, kmx, C, (float)((1u << p->k_bits) - 1u), (uint16_t *)(blk + l.kscale),
                    (uint16_t *)(blk + l.kmin), kminf, kinv))
       return -ERANGE;
     const float hif = (float)((1u << p->k_bits) - 1u);
@@ -575,11 +579,8 @@ int kvs__quantize_block(const kvs__qparams *p, const uint16_t *k, const uint16_t
     if (nvo) pick_outliers(vr, C, nvo, heap, vout, xv);
     uint16_t *vsc = (uint16_t *)(blk + l.vscale) + (size_t)r * ng;
     uint16_t *vmn = (uint16_t *)(blk + l.vmin) + (size_t)r * ng;
-    for (uint32_t g = 0; g < ng; g++) {
-      float mn, mx;
-      minmax_group(xv + (size_t)g * vg, vg, &mn, &mx);
-      if (range1(mn, mx, vlev, &vsc[g], &vmn[g], &gminf[g], &ginv[g])) return -ERANGE;
-    }
+    for (uint32_t g = 0; g < ng; g++) minmax_group(xv + (size_t)g * vg, vg, &gmn[g], &gmx[g]);
+    if (ranges(gmn, gmx, ng, vlev, vsc, vmn, gminf, ginv)) return -ERANGE;
     if (nvo) restore_outliers(vout, nvo, vr, dt, xv);
     for (uint32_t g = 0; g < ng; g++)
       codes_const(xv + (size_t)g * vg, gminf[g], ginv[g], vlev, vg, codes + (size_t)g * vg);
