@@ -124,6 +124,7 @@ NOINLINE static int any_bad(const uint16_t *restrict x, size_t n, int dt)
   return acc >> 15;
 }
 
+/* half.h's array converter in a function of its own (see NOINLINE). */
 NOINLINE static void to_f32(float *restrict dst, const uint16_t *restrict src, size_t n, int dt)
 {
   kvs__h_to_f32_n(dst, src, n, dt);
