@@ -76,7 +76,12 @@ stop_daemon
 printf 'max_sessions = 1\nsocket_mode = 0600\n' >"$T/conf"
 start_daemon --config "$T/conf"
 [ "$(stat -c %a "$SOCK")" = 600 ] || fail "socket_mode not applied"
-timeout 20 "$RAW" "$SOCK" send "$HELLO" recv wait 2000 >"$T/keep" 2>&1 &
+# start_daemon's ping session must be gone before the slot is taken
+i=0
+until grep -q 'session 1: closed' "$T/log"; do
+  i=$((i + 1)); [ $i -gt 100 ] && fail "ping session not closed"; sleep 0.1
+done
+timeout 30 "$RAW" "$SOCK" send "$HELLO" recv wait 6000 >"$T/keep" 2>&1 &
 KEEP=$!
 i=0
 until grep -q 'fd memfd' "$T/keep" 2>/dev/null; do

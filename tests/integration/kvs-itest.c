@@ -243,8 +243,11 @@ static int m_verify(uint32_t seed)
   if (bound < found)
     FAIL("bind found %d after lookup found %d", bound, found);
   printf("cached %d tokens\n", bound);
-  if (bound == 0)
+  if (bound == 0) {
+    kvs_close(ref);
+    kvs_close(c);
     return 0;
+  }
   size_t len, rlen;
   uint8_t *b = get(c, 1, (uint32_t)bound, &len);
   int r = put(ref, 1, seed, 0, (uint32_t)bound);
