@@ -187,22 +187,36 @@ static int key_eq(const kvs__space_key *a, const kvs__space_key *b)
          a->head_dim == b->head_dim && a->dtype == b->dtype && a->group == b->group &&
          a->k_bits == b->k_bits && a->v_bits == b->v_bits && a->policy == b->policy &&
          a->pfn == b->pfn && memcmp(&a->outliers, &b->outliers, sizeof(float)) == 0 &&
-         a->v_group == b->v_group;
+         a->v_group == b->v_group && a->prof_id == b->prof_id;
+}
+
+/* Everything of a profile that decides which rows are sinks. */
+static uint64_t prof_fingerprint(const kvs__profile *p)
+{
+  uint32_t f[4 + KVS_PROFILE_MAX_CHANNELS];
+  uint32_t n = p->n_channels <= KVS_PROFILE_MAX_CHANNELS ? p->n_channels : KVS_PROFILE_MAX_CHANNELS;
+  f[0] = p->layer;
+  memcpy(&f[1], &p->tau, sizeof(float));
+  f[2] = p->max_sinks;
+  f[3] = p->pfn;
+  memcpy(&f[4], p->channels, n * sizeof(uint32_t));
+  uint64_t h = kvs__hash64(f, (4 + n) * sizeof(uint32_t), 0x6b7670726f66ull);
+  return h ? h : 1;
 }
 
 /* The seed covers every field, serialized without padding bytes. */
 static kvs__h128 key_seed(const kvs__space_key *k)
 {
-  unsigned char buf[sizeof(k->ns) + sizeof(k->model_id) + 12 * 4];
+  unsigned char buf[sizeof(k->ns) + sizeof(k->model_id) + 14 * 4];
   size_t n = 0, ln = strnlen(k->ns, sizeof(k->ns)), lm = strnlen(k->model_id, sizeof(k->model_id));
   memset(buf, 0, sizeof(buf));
   memcpy(buf + n, k->ns, ln);
   n += sizeof(k->ns);
   memcpy(buf + n, k->model_id, lm);
   n += sizeof(k->model_id);
-  uint32_t f[12] = {k->n_layers, k->n_kv_heads, k->head_dim, (uint32_t)k->dtype, k->group,
+  uint32_t f[14] = {k->n_layers, k->n_kv_heads, k->head_dim, (uint32_t)k->dtype, k->group,
                     k->k_bits, k->v_bits, (uint32_t)k->policy, k->pfn, 0, k->v_group,
-                    0x6b76736bu};
+                    0x6b76736bu, (uint32_t)k->prof_id, (uint32_t)(k->prof_id >> 32)};
   memcpy(&f[9], &k->outliers, sizeof(float));
   memcpy(buf + n, f, sizeof(f));
   n += sizeof(f);
@@ -250,6 +264,8 @@ int kvs__space_ref(kvs__store *st, const kvs__space_key *key, const kvs__profile
   rk.v_group = key->v_group && c % key->v_group == 0 ? key->v_group
                : c % 32u == 0                        ? 32u
                                                      : key->head_dim;
+  rk.prof_id = profile && key->policy == KVS_POLICY_KVSINK && profile->n_channels
+                   ? prof_fingerprint(profile) : 0;
   key = &rk;
   for (kvs__space *sp = st->spaces; sp; sp = sp->next)
     if (key_eq(&sp->key, key)) {

@@ -86,6 +86,9 @@ typedef struct kvs__space_key {
   float outliers;
   uint32_t v_group;        /* channels per value group; 0 (or one that does not
                               divide C) = 32 when it divides C, else head_dim */
+  uint64_t prof_id;        /* set by kvs__space_ref: fingerprint of the sink
+                              profile in use (0 = none), so that blocks whose
+                              sinks a different profile chose never mix */
 } kvs__space_key;
 
 typedef struct kvs__store kvs__store;

@@ -373,6 +373,21 @@ START_TEST(kvsink_waits_for_act)
   kvs__stats st = stats(s);
   ck_assert_uint_eq(st.sinks_dropped, 1);
   ck_assert_uint_eq(st.sink_rows_used, 3 * NL);
+  /* The same profile finds the same space and its blocks; a profile that
+   * would choose other sinks (reloaded with a new tau) gets its own. */
+  kvs__space *same, *other;
+  uint32_t cached = 0;
+  ck_assert_int_eq(kvs__space_ref(s, &key, &prof, &same), 0);
+  ck_assert_ptr_eq(same, sp);
+  kvs__space_unref(same);
+  prof.tau = 100.0f;
+  ck_assert_int_eq(kvs__space_ref(s, &key, &prof, &other), 0);
+  ck_assert_ptr_ne(other, sp);
+  ck_assert_int_eq(kvs__space_lookup(other, t, n, NULL, &cached), 0);
+  ck_assert_uint_eq(cached, 0);
+  ck_assert_int_eq(kvs__space_lookup(sp, t, n, NULL, &cached), 0);
+  ck_assert_uint_eq(cached, n);
+  kvs__space_unref(other);
   kvs__seq_free(q);
   kvs__space_unref(sp);
   free(act);
