@@ -19,15 +19,21 @@ grep -q closed "$T/c1" || fail "client was not closed: $(cat "$T/c1")"
 
 # A client that never reads keeps replies queued, so the first SIGTERM
 # waits; the second one must end the daemon at once with status 1.
-start_daemon
-timeout 30 "$RAW" "$SOCK" flood 200000 wait 20000 >/dev/null 2>&1 &
-C2=$!
-i=0
-until grep -q 'session 2: connected' "$T/log"; do
-  i=$((i + 1)); [ $i -gt 100 ] && fail "flood client did not connect"; sleep 0.1
-done
-sleep 1
-kill -TERM "$DPID"
+# flood_client MS: a fresh daemon and a client that sends many requests and
+# reads nothing for MS milliseconds; then the first SIGTERM. Sets FLOOD.
+flood_client() {
+  start_daemon
+  timeout $(($1 / 1000 + 10)) "$RAW" "$SOCK" flood 200000 wait "$1" >/dev/null 2>&1 &
+  FLOOD=$!
+  i=0
+  until grep -q 'session 2: connected' "$T/log"; do
+    i=$((i + 1)); [ $i -gt 100 ] && fail "flood client did not connect"; sleep 0.1
+  done
+  sleep 1
+  kill -TERM "$DPID"
+}
+
+flood_client 20000
 i=0
 until grep -q 'SIGTERM: finishing' "$T/log"; do
   i=$((i + 1)); [ $i -gt 100 ] && fail "first SIGTERM not seen"; sleep 0.1
@@ -37,23 +43,15 @@ kill -TERM "$DPID"
 wait "$DPID"
 rc=$?
 DPID=
-kill $C2 2>/dev/null
+kill $FLOOD 2>/dev/null
 [ $rc -eq 1 ] || fail "second SIGTERM: exit status $rc, want 1"
 grep -q 'second SIGTERM' "$T/log" || fail "no log line for the second SIGTERM"
 
-start_daemon
-timeout 60 "$RAW" "$SOCK" flood 200000 wait 50000 >/dev/null 2>&1 &
-C3=$!
-i=0
-until grep -q 'session 2: connected' "$T/log"; do
-  i=$((i + 1)); [ $i -gt 100 ] && fail "flood client did not connect"; sleep 0.1
-done
-sleep 1
-kill -TERM "$DPID"
+flood_client 50000
 wait "$DPID"
 rc=$?
 DPID=
-kill $C3 2>/dev/null
+kill $FLOOD 2>/dev/null
 [ $rc -eq 0 ] || fail "drain timeout: exit status $rc, want 0"
 grep -q 'still open after' "$T/log" || fail "no log line for the drain timeout"
 echo ok
