@@ -16,9 +16,8 @@
  *   the little-endian row stream, merged with shifts in a uint64_t.
  * - dequantize by table where a range has few levels for its elements
  *   (the 2^b outputs computed once, each element one load).
- * The two places where the plain version's bytes were up to the compiler
- * or the target (out-of-range float conversion, NaN payloads of a corrupt
- * block) are spelled out as it compiled: see qcode_big, dqx.
+ * Out-of-range float conversion saturates (qcode_big); the NaN payload of
+ * a corrupt block is spelled out as gcc compiled it (dqx).
  * No FMA contraction: gcc's ISO C mode (-std=c11) implies
  * -ffp-contract=off; clang contracts within one expression unless told
  * not to, hence the pragma (and one operation per statement anyway; only
@@ -303,21 +302,11 @@ static inline uint8_t qcode(float y, float hif)
   return (uint8_t)(int32_t)y;
 }
 
-/* y >= 2^32 happens only for an outlier (coded with its own value but left
- * out of the range) far outside a tiny range; its code is overwritten on
- * dequantize. The plain version converted with (uint32_t)y, undefined
- * there; this spells out what that compiled to, so the bytes stay as they
- * were: x86-64 converts to 64 bits and keeps the low half (2^63 and above,
- * Inf: 0), aarch64 saturates. */
+/* y >= 2^32 (an outlier far outside a tiny range): (uint32_t)y would be
+ * undefined; the code saturates, as quant.h specifies and quant.cu does. */
 static uint8_t qcode_big(float y, uint32_t hi)
 {
-  uint32_t c;
-  if (y < 4294967296.0f) c = (uint32_t)y;
-#if defined(__x86_64__) || defined(_M_X64)
-  else c = y < 9223372036854775808.0f ? (uint32_t)(uint64_t)(int64_t)y : 0u;
-#else
-  else c = 0xffffffffu;
-#endif
+  uint32_t c = y < 4294967296.0f ? (uint32_t)y : 0xffffffffu;
   return (uint8_t)(c > hi ? hi : c);
 }
 

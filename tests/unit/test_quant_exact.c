@@ -158,16 +158,9 @@ static inline uint32_t qcode(float x, const qrange *q, uint32_t hi)
   float y = (x - q->minf) * q->inv + 0.5f;
   y = y > 0.f ? y : 0.f; /* branch-free; inv == 0 gives 0.5 -> code 0 */
   /* The one edit to the frozen code: (uint32_t)y is undefined for
-   * y >= 2^32 (an outlier far outside a tiny range); spelled out as what
-   * it compiled to (x86-64: low half of a 64-bit conversion, 0 from 2^63;
-   * aarch64: saturation), so that the check runs clean under UBSan. */
-  uint32_t c;
-  if (y < 4294967296.0f) c = (uint32_t)y;
-#if defined(__x86_64__) || defined(_M_X64)
-  else c = y < 9223372036854775808.0f ? (uint32_t)(uint64_t)(int64_t)y : 0u;
-#else
-  else c = 0xffffffffu;
-#endif
+   * y >= 2^32 (an outlier far outside a tiny range); such a y saturates
+   * to the top code, as quant.h specifies and the CUDA kernel does. */
+  uint32_t c = y < 4294967296.0f ? (uint32_t)y : 0xffffffffu;
   return c > hi ? hi : c;
 }
 
