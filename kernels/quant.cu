@@ -476,8 +476,9 @@ static __device__ __forceinline__ float lmin(float left, float right) { return r
 /* Outliers of one row held by a warp (d[j] = octet lane + 32j). Writes the
  * n entries sorted by channel to ent and returns this lane's exclusion
  * bits (bit 8j + i = channel 256j + 8 lane + i). 1 <= n <= C. */
-static __device__ uint32_t fq_outliers(const uint4 (&d)[KVS_FQ_NJ], uint32_t nj, uint32_t n,
-                                       uint32_t *ent, fq_warp *ws, uint32_t lane)
+static __device__ __forceinline__ uint32_t fq_outliers(const uint4 (&d)[KVS_FQ_NJ], uint32_t nj,
+                                                       uint32_t n, uint32_t *ent, fq_warp *ws,
+                                                       uint32_t lane)
 {
   const uint32_t full = 0xffffffffu;
   constexpr int NW = KVS_FQ_NJ * 4;  /* words per lane; word k = channels 256(k/4) + 8 lane + 2(k%4) + {0,1} */
@@ -498,11 +499,16 @@ static __device__ uint32_t fq_outliers(const uint4 (&d)[KVS_FQ_NJ], uint32_t nj,
       rem -= k;
       if (cur == mx) cur = 0;
     }
-    /* candidates (magnitude >= Lm): bit 15 / 31 of (mag + 0x8000 - Lm) per half */
+    /* candidates (magnitude >= Lm): bit 15 / 31 of (mag + 0x8000 - Lm) per
+     * half; this lane's as a bit set, bit 2k + h = half h of word k */
     const uint32_t add = (0x8000u - Lm) * 0x10001u;
-    uint32_t cnt = 0;
+    uint32_t cb = 0;
 #pragma unroll
-    for (int k = 0; k < NW; k++) cnt += __popc((WA(k) + add) & 0x80008000u);
+    for (int k = 0; k < NW; k++) {
+      const uint32_t t = (WA(k) + add) & 0x80008000u;
+      cb |= (((t >> 15) & 1u) | (t >> 30)) << (2 * k);
+    }
+    const uint32_t cnt = __popc(cb);
     uint32_t incl = cnt;
 #pragma unroll
     for (int o = 1; o < 32; o <<= 1) {
@@ -512,22 +518,24 @@ static __device__ uint32_t fq_outliers(const uint4 (&d)[KVS_FQ_NJ], uint32_t nj,
     const uint32_t m = __shfl_sync(full, incl, 31);
     if (m <= KVS_FQ_CAP) {
       uint32_t pos = incl - cnt;
+      while (cb) {
+        const uint32_t i = __ffs(cb) - 1u, kk = i >> 1, h = i & 1u;
+        cb &= cb - 1u;
+        /* word kk by a select tree (an indexed pick puts d in local memory) */
+        const bool b0 = kk & 1u, b1 = kk & 2u, b2 = kk & 4u, b3 = kk & 8u;
+        uint32_t sj[KVS_FQ_NJ];
 #pragma unroll
-      for (int k = 0; k < NW; k++) {
-        const uint32_t wak = WA(k), fk = (wak + add) & 0x80008000u;
-        if (!fk) continue;
-        const uint32_t c0 = 256u * (k / 4) + 8u * lane + 2u * (k % 4);
-        const uint32_t w = qword(d[k / 4], k % 4);
-        if (fk & 0x8000u) {
-          ws->key[pos] = ((wak & 0xffffu) << 16) | (0xffffu - c0);
-          ws->ent[pos] = c0 | (w << 16);
-          pos++;
+        for (int j = 0; j < KVS_FQ_NJ; j++) {
+          const uint32_t lo = b0 ? d[j].y : d[j].x, hi = b0 ? d[j].w : d[j].z;
+          sj[j] = b1 ? hi : lo;
         }
-        if (fk >> 31) {
-          ws->key[pos] = (wak & 0xffff0000u) | (0xffffu - c0 - 1u);
-          ws->ent[pos] = (c0 + 1u) | (w & 0xffff0000u);
-          pos++;
-        }
+        static_assert(KVS_FQ_NJ == 4, "select tree assumes 4 octets per lane");
+        const uint32_t wsel = b3 ? (b2 ? sj[3] : sj[2]) : (b2 ? sj[1] : sj[0]);
+        const uint32_t raw = (wsel >> (16u * h)) & 0xffffu;
+        const uint32_t c = 256u * (kk >> 2) + 8u * lane + 2u * (kk & 3u) + h;
+        ws->key[pos] = ((raw & 0x7fffu) << 16) | (0xffffu - c);
+        ws->ent[pos] = c | (raw << 16);
+        pos++;
       }
       if (lane < 4) ws->key[m + lane] = 0;  /* pad for 4-wide reads; never counts */
       __syncwarp();
@@ -778,7 +786,10 @@ static __device__ __forceinline__ void fq_kcols(const kvs_cu_args &a, const kvs_
 #ifndef KVS_FQ_OUT_MINB
 #define KVS_FQ_OUT_MINB 3
 #endif
-template <bool BF, bool OUT>
+#ifndef KVS_FQ_NJT
+#define KVS_FQ_NJT 1   /* C = 1024 gets its own instance (octets per lane a constant) */
+#endif
+template <bool BF, bool OUT, int NJT>
 static __global__ void __launch_bounds__(KVS_CU_THREADS, OUT ? KVS_FQ_OUT_MINB : 3)
 kvs_fquant_kernel(kvs_cu_args a, const kvs__cuda_qjob *jobs, int *st)
 {
@@ -788,7 +799,7 @@ kvs_fquant_kernel(kvs_cu_args a, const kvs__cuda_qjob *jobs, int *st)
     quant_general(a, J, st, fsm);
     return;
   }
-  const uint32_t G = a.G, C = a.C, O = C / 8u, nj = C / 256u;
+  const uint32_t G = a.G, C = a.C, O = C / 8u, nj = NJT ? (uint32_t)NJT : C / 256u;
   const uint32_t tid = threadIdx.x, lane = tid & 31u, warp = tid >> 5;
   const uint64_t mask = J.sink_mask;
   const uint32_t nko = a.kb == 16 ? 0 : a.nko, nvo = a.vb == 16 ? 0 : a.nvo;
@@ -1171,8 +1182,12 @@ extern "C" int kvs__cuda_quantize_async(kvs__cuda_ctx *c, const kvs__qparams *p,
     const bool bf = a.dtype == KVS_DTYPE_BF16;
     const bool out = (a.kb != 16 && a.nko) || (a.vb != 16 && a.nvo);
     size_t fs = fast_smem(a, out);
-    kern = bf ? (out ? kvs_fquant_kernel<true, true> : kvs_fquant_kernel<true, false>)
-              : (out ? kvs_fquant_kernel<false, true> : kvs_fquant_kernel<false, false>);
+    if (KVS_FQ_NJT && a.C == 256u * KVS_FQ_NJ)
+      kern = bf ? (out ? kvs_fquant_kernel<true, true, KVS_FQ_NJ> : kvs_fquant_kernel<true, false, KVS_FQ_NJ>)
+                : (out ? kvs_fquant_kernel<false, true, KVS_FQ_NJ> : kvs_fquant_kernel<false, false, KVS_FQ_NJ>);
+    else
+      kern = bf ? (out ? kvs_fquant_kernel<true, true, 0> : kvs_fquant_kernel<true, false, 0>)
+                : (out ? kvs_fquant_kernel<false, true, 0> : kvs_fquant_kernel<false, false, 0>);
     if (fs > smem) smem = fs;
     /* ask for the largest shared-memory carveout: 3 blocks of ~64-73 KB */
     if (cudaFuncSetAttribute(kern, cudaFuncAttributePreferredSharedMemoryCarveout,
