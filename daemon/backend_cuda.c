@@ -21,25 +21,9 @@ typedef struct cuda_priv {
   int device;
   pthread_mutex_t lock;
   kvs__cuda_ctx ctx;
-  void *stage;           /* device: k, v, then job + row-pointer area */
-  size_t stage_bytes;
   void *hbatch, *dbatch; /* batches: pinned host area and its device mirror */
   size_t batch_bytes;
 } cuda_priv;
-
-static int stage_reserve(cuda_priv *c, size_t bytes)
-{
-  if (bytes <= c->stage_bytes) return 0;
-  if (c->stage) cudaFree(c->stage);
-  c->stage = NULL;
-  c->stage_bytes = 0;
-  if (cudaMalloc(&c->stage, bytes) != cudaSuccess) {
-    cudaGetLastError();
-    return -ENOMEM;
-  }
-  c->stage_bytes = bytes;
-  return 0;
-}
 
 static size_t align16(size_t x) { return (x + 15u) & ~(size_t)15u; }
 
@@ -58,97 +42,6 @@ static void cu_pool_free(kvs__backend *b, void *base)
 {
   (void)b;
   if (base) cudaFree(base);
-}
-
-/* Stage area: [k][v][job][row pointers]; returns the offsets. */
-static int stage_layout(cuda_priv *c, const kvs__qparams *p, size_t *o_v, size_t *o_job,
-                        size_t *o_rows)
-{
-  size_t plane = (size_t)p->group * p->channels * 2u;
-  *o_v = align16(plane);
-  *o_job = *o_v + align16(plane);
-  *o_rows = *o_job + align16(sizeof(kvs__cuda_dqjob) > sizeof(kvs__cuda_qjob)
-                                 ? sizeof(kvs__cuda_dqjob) : sizeof(kvs__cuda_qjob));
-  return stage_reserve(c, *o_rows + KVS_QBLOCK_MAX_G * sizeof(void *));
-}
-
-static int cu_quantize(kvs__backend *b, const kvs__qparams *p, const uint16_t *k,
-                       const uint16_t *v, uint64_t sink_mask, void *block, uint16_t *const *rows)
-{
-  cuda_priv *c = b->priv;
-  kvs__qlayout l;
-  if (kvs__qparams_check(p)) return -EINVAL;
-  if (p->group < 64 && (sink_mask >> p->group)) return -EINVAL;
-  kvs__qlayout_of(p, &l);
-  uint32_t ns = (uint32_t)__builtin_popcountll(sink_mask);
-  if (ns && !rows) return -EINVAL;
-  pthread_mutex_lock(&c->lock);
-  size_t ov, oj, orow;
-  int rc = stage_layout(c, p, &ov, &oj, &orow);
-  if (rc) goto out;
-  uint8_t *st = c->stage;
-  size_t plane = (size_t)p->group * p->channels * 2u;
-  kvs__cuda_qjob job = { (const uint16_t *)st, (const uint16_t *)(st + ov), block,
-                         ns ? (uint16_t *const *)(st + orow) : NULL, sink_mask };
-  rc = -EIO;
-  if (cudaMemcpyAsync(st, k, plane, cudaMemcpyHostToDevice, 0) != cudaSuccess ||
-      cudaMemcpyAsync(st + ov, v, plane, cudaMemcpyHostToDevice, 0) != cudaSuccess ||
-      cudaMemcpyAsync(st + oj, &job, sizeof job, cudaMemcpyHostToDevice, 0) != cudaSuccess ||
-      (ns && cudaMemcpyAsync(st + orow, rows, ns * sizeof(void *), cudaMemcpyHostToDevice, 0) !=
-                 cudaSuccess)) {
-    cudaGetLastError();
-    goto out;
-  }
-  rc = kvs__cuda_quantize(&c->ctx, p, &l, (const kvs__cuda_qjob *)(st + oj), 1);
-out:
-  pthread_mutex_unlock(&c->lock);
-  return rc;
-}
-
-static int cu_dequantize(kvs__backend *b, const kvs__qparams *p, const void *block,
-                         const uint16_t *const *rows, uint32_t r0, uint32_t r1, uint16_t *k_out,
-                         uint16_t *v_out)
-{
-  cuda_priv *c = b->priv;
-  kvs__qlayout l;
-  kvs__qhdr h;
-  if (kvs__qparams_check(p) || r0 > r1 || r1 > p->group) return -EINVAL;
-  if (r0 == r1) return 0;
-  kvs__qlayout_of(p, &l);
-  pthread_mutex_lock(&c->lock);
-  size_t ov, oj, orow;
-  int rc = stage_layout(c, p, &ov, &oj, &orow);
-  if (rc) goto out;
-  rc = -EIO;
-  if (cudaMemcpy(&h, block, sizeof h, cudaMemcpyDeviceToHost) != cudaSuccess) {
-    cudaGetLastError();
-    goto out;
-  }
-  uint32_t ns = (uint32_t)__builtin_popcountll(h.sink_mask);
-  if (ns && !rows) {
-    rc = -EINVAL;
-    goto out;
-  }
-  uint8_t *st = c->stage;
-  size_t n = (size_t)(r1 - r0) * p->channels * 2u;
-  kvs__cuda_dqjob job = { block, ns ? (const uint16_t *const *)(st + orow) : NULL,
-                          (uint16_t *)st, (uint16_t *)(st + ov), r0, r1 };
-  if (cudaMemcpyAsync(st + oj, &job, sizeof job, cudaMemcpyHostToDevice, 0) != cudaSuccess ||
-      (ns && cudaMemcpyAsync(st + orow, rows, ns * sizeof(void *), cudaMemcpyHostToDevice, 0) !=
-                 cudaSuccess)) {
-    cudaGetLastError();
-    goto out;
-  }
-  rc = kvs__cuda_dequantize(&c->ctx, p, &l, (const kvs__cuda_dqjob *)(st + oj), 1);
-  if (rc) goto out;
-  if (cudaMemcpy(k_out, st, n, cudaMemcpyDeviceToHost) != cudaSuccess ||
-      cudaMemcpy(v_out, st + ov, n, cudaMemcpyDeviceToHost) != cudaSuccess) {
-    cudaGetLastError();
-    rc = -EIO;
-  }
-out:
-  pthread_mutex_unlock(&c->lock);
-  return rc;
 }
 
 /* Batches: one pinned host area mirrored by one device area, laid out as
@@ -272,6 +165,30 @@ out:
   return rc;
 }
 
+/* The single-block entry points are batches of one. */
+static int cu_quantize(kvs__backend *b, const kvs__qparams *p, const uint16_t *k,
+                       const uint16_t *v, uint64_t sink_mask, void *block, uint16_t *const *rows)
+{
+  kvs__qitem it = { k, v, sink_mask, block, rows };
+  return cu_quantize_n(b, p, &it, 1);
+}
+
+static int cu_dequantize(kvs__backend *b, const kvs__qparams *p, const void *block,
+                         const uint16_t *const *rows, uint32_t r0, uint32_t r1, uint16_t *k_out,
+                         uint16_t *v_out)
+{
+  kvs__qhdr h;
+  if (r0 > r1) return -EINVAL;
+  if (r0 == r1) return 0;
+  /* the row-pointer count comes from the block's own header */
+  if (cudaMemcpy(&h, block, sizeof h, cudaMemcpyDeviceToHost) != cudaSuccess) {
+    cudaGetLastError();
+    return -EIO;
+  }
+  kvs__dqitem it = { block, rows, h.sink_mask, r0, r1, k_out, v_out };
+  return cu_dequantize_n(b, p, &it, 1);
+}
+
 kvs__backend *kvs__backend_cuda_open(int device, char *errmsg)
 {
   int n = 0;
@@ -324,7 +241,6 @@ void kvs__backend_cuda_close(kvs__backend *b)
   if (!b) return;
   cuda_priv *c = b->priv;
   kvs__cuda_ctx_close(&c->ctx);
-  if (c->stage) cudaFree(c->stage);
   if (c->hbatch) cudaFreeHost(c->hbatch);
   if (c->dbatch) cudaFree(c->dbatch);
   pthread_mutex_destroy(&c->lock);
