@@ -7,7 +7,7 @@ cd "$(dirname "$0")"
 if [ "$(id -u)" = 0 ] && ! pkg-config --exists libuv msgpack check 2>/dev/null; then
   sh scripts/install-deps.sh
 fi
-if [ ! -x build/daemon/kvsinkd ] || [ ! -x build/client/kvsink-demo ]; then
+if [ ! -x build/daemon/kvsinkd ] || [ ! -x build/tools/kvsink-demo ]; then
   autoreconf -fi
   mkdir -p build && (cd build && ../configure && make -j"$(nproc 2>/dev/null || echo 2)")
 fi
@@ -22,6 +22,6 @@ build/daemon/kvsinkd --foreground --config "$dir/kvsinkd.conf" --socket "$sock" 
 pid=$!
 trap 'kill -TERM $pid 2>/dev/null; wait $pid 2>/dev/null; rm -rf "$dir"' EXIT INT TERM
 i=0; while [ ! -S "$sock" ] && [ $i -lt 100 ]; do sleep 0.1; i=$((i + 1)); done
-build/client/kvsink-demo --socket "$sock"
-build/client/kvsinkctl --socket "$sock" profiles
-build/client/kvsinkctl --socket "$sock" stats
+build/tools/kvsink-demo --socket "$sock"
+build/tools/kvsinkctl --socket "$sock" profiles
+build/tools/kvsinkctl --socket "$sock" stats

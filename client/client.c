@@ -8,7 +8,7 @@
 #include <unistd.h>
 
 #include "client/conn.h"
-#include "client/kvsink.h"
+#include <kvsink.h>
 
 #define DEFAULT_SEG_SIZE (64u << 20)
 

@@ -9,7 +9,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "client/kvsink.h"
+#include <kvsink.h>
 #include "daemon/config.h"
 #include "daemon/log.h"
 

@@ -9,7 +9,7 @@
 #include <sys/un.h>
 #include <unistd.h>
 
-#include "daemon/backend.h"
+#include "store/backend.h"
 #include "daemon/log.h"
 #include "daemon/server.h"
 #include "daemon/session.h"

@@ -9,7 +9,7 @@
 
 #include <stdint.h>
 
-#include "kvsink.h"
+#include <kvsink.h>
 #include "eval/model.h"
 #include "kernels/sink.h"
 

@@ -60,7 +60,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "kvsink.h"
+#include <kvsink.h>
 
 #define KVS_QBLOCK_MAX_G 64u   /* sink mask is 64 bits */
 

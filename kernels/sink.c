@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "kvsink.h"
+#include <kvsink.h>
 #include "kernels/sink.h"
 
 typedef struct cand { float m; uint32_t t; } cand;

@@ -3,7 +3,7 @@
 #include <errno.h>
 #include <string.h>
 
-#include "kvsink.h"
+#include <kvsink.h>
 
 static const struct {
   int code;

@@ -12,7 +12,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "kvsink.h" /* public error codes, dtype, policy enums */
+#include <kvsink.h> /* public error codes, dtype, policy enums */
 
 #define KVS_PROTO_VERSION 1
 

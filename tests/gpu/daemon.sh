@@ -33,8 +33,8 @@ case $? in
   77) echo "SKIP: eval-short: $(tail -n 1 "$out/eval-short.log")" ;;
   *) failed "eval-short"; tail -n 30 "$out/eval-short.log" ;;
 esac
-if [ -x "$b/tests/unit/test_cuda" ]; then
-  "$b/tests/unit/test_cuda" > "$out/test_cuda.log" 2>&1 && pass "test_cuda (with a GPU)" ||
+if [ -x "$b/tests/store/test_cuda" ]; then
+  "$b/tests/store/test_cuda" > "$out/test_cuda.log" 2>&1 && pass "test_cuda (with a GPU)" ||
     { failed "test_cuda"; tail -n 20 "$out/test_cuda.log"; }
 fi
 
@@ -45,14 +45,14 @@ start() { # start NAME DEVICE
     --log-level info 2> "$out/kvsinkd-$1.log" &
   pids="$pids $!"
   i=0
-  until "$b/client/kvsinkctl" --socket "$tmp/$1.sock" ping >/dev/null 2>&1; do
+  until "$b/tools/kvsinkctl" --socket "$tmp/$1.sock" ping >/dev/null 2>&1; do
     i=$((i + 1)); [ $i -gt 300 ] && { failed "kvsinkd $2 did not start"; cat "$out/kvsinkd-$1.log"; return 1; }
     sleep 0.1
   done
 }
 trap 'kill $pids 2>/dev/null; wait 2>/dev/null; rm -rf "$tmp"' EXIT
 start gpu "$GPU" && start host host || exit 1
-"$b/client/kvsinkctl" --socket "$tmp/gpu.sock" stats --json > "$out/stats-gpu.json"
+"$b/tools/kvsinkctl" --socket "$tmp/gpu.sock" stats --json > "$out/stats-gpu.json"
 grep -q '"backend": *"cuda"' "$out/stats-gpu.json" && pass "GPU daemon reports backend cuda" ||
   { failed "GPU daemon backend"; cat "$out/stats-gpu.json"; }
 
@@ -75,7 +75,7 @@ done
 
 for d in gpu host; do
   echo "== kvsink-bench, $d pool" >> "$out/bench.txt"
-  "$b/client/kvsink-bench" --socket "$tmp/$d.sock" --clients 4 >> "$out/bench.txt" 2>&1 ||
+  "$b/tools/kvsink-bench" --socket "$tmp/$d.sock" --clients 4 >> "$out/bench.txt" 2>&1 ||
     failed "bench $d"
 done
 cat "$out/bench.txt"

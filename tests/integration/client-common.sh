@@ -6,7 +6,7 @@
 set -u
 top_builddir=${top_builddir:-.}
 KVSINKD=$top_builddir/daemon/kvsinkd
-KVSINKCTL=$top_builddir/client/kvsinkctl
+KVSINKCTL=$top_builddir/tools/kvsinkctl
 ITEST=$top_builddir/tests/integration/kvs-itest
 [ -x "$KVSINKD" ] || { echo "kvsinkd not built"; exit 77; }
 tmp=$(mktemp -d "${TMPDIR:-/tmp}/kvsink-test.XXXXXX") || exit 1

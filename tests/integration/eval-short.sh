@@ -36,7 +36,7 @@ awk 'BEGIN { RS = ""; sep = sprintf("%c", 30) } { if (NR > 1) print sep; print }
 
 mkdir "$tmp/profiles"
 CALIBRATE=
-for c in "$top_builddir/client/kvsink-calibrate" "$top_builddir/kernels/kvsink-calibrate"; do
+for c in "$top_builddir/tools/kvsink-calibrate" "$top_builddir/kernels/kvsink-calibrate"; do
   [ -x "$c" ] && CALIBRATE=$c
 done
 if [ -n "$CALIBRATE" ]; then

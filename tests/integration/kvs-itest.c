@@ -12,7 +12,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "client/kvsink.h"
+#include <kvsink.h>
 #include "proto/proto.h" /* limits */
 
 enum { L = 4, H = 2, D = 32, LOOP_GROUPS = 96 };

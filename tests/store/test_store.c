@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "daemon/store.h"
+#include "store/store.h"
 #include "kernels/half.h"
 
 #define NL 2u

@@ -1,4 +1,4 @@
-#include "daemon/index.h"
+#include "store/index.h"
 
 #include <errno.h>
 #include <stdlib.h>

@@ -3,8 +3,8 @@
 #include <errno.h>
 #include <stdlib.h>
 
-#include "daemon/pool.h"
-#include "daemon/store.h"
+#include "store/pool.h"
+#include "store/store.h"
 
 static int host_pool_alloc(kvs__backend *b, size_t bytes, void **base)
 {

@@ -11,7 +11,7 @@
 
 #include <cuda_runtime_api.h>
 
-#include "daemon/store.h"
+#include "store/store.h"
 #include "kernels/cuda.h"
 
 kvs__backend *kvs__backend_cuda_open(int device, char *errmsg);

@@ -3,7 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "daemon/store_int.h"
+#include "store/store_int.h"
 
 int kvs__store_init(kvs__store **out, const kvs__store_opts *o)
 {

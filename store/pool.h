@@ -8,7 +8,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "daemon/store.h"
+#include "store/store.h"
 
 #define KVS_POOL_ALIGN 64u
 #define KVS_POOL_MAX_CLASSES 64u

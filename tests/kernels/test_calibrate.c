@@ -206,7 +206,7 @@ START_TEST(tool_exit_codes)
 {
   const char *bd = getenv("top_builddir");
   char tool[512], cmd[1400], out[160];
-  snprintf(tool, sizeof tool, "%s/client/kvsink-calibrate", bd ? bd : ".");
+  snprintf(tool, sizeof tool, "%s/tools/kvsink-calibrate", bd ? bd : ".");
   ck_assert_msg(access(tool, X_OK) == 0, "%s not built", tool);
   float *h = synth(L);
   const char *none = write_dump("none", h, 3, 0);

@@ -2,9 +2,9 @@
 #ifndef KVS_DAEMON_STORE_INT_H
 #define KVS_DAEMON_STORE_INT_H
 
-#include "daemon/index.h"
-#include "daemon/pool.h"
-#include "daemon/store.h"
+#include "store/index.h"
+#include "store/pool.h"
+#include "store/store.h"
 
 #define KVS_MAX_PENDING 4096u  /* default of kvs__store_opts.max_pending */
 

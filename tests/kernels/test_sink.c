@@ -7,7 +7,7 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "kvsink.h"
+#include <kvsink.h>
 #include "kernels/sink.h"
 
 START_TEST(predict_basic)

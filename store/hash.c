@@ -1,4 +1,4 @@
-#include "daemon/hash.h"
+#include "store/hash.h"
 
 #include <string.h>
 

@@ -6,7 +6,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "daemon/hash.h"
+#include "store/hash.h"
 
 typedef struct kvs__ikey {
   kvs__h128 h;

@@ -6,7 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "daemon/store_int.h"
+#include "store/store_int.h"
 
 static int fail(char *errmsg, int rc, const char *fmt, ...)
 {

@@ -3,7 +3,7 @@
 #ifndef KVS_DAEMON_BACKEND_H
 #define KVS_DAEMON_BACKEND_H
 
-#include "daemon/store.h"
+#include "store/store.h"
 
 #ifdef HAVE_CUDA
 /* Open GPU `device` (cuda:N); NULL with a reason in errmsg (256 bytes)

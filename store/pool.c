@@ -1,4 +1,4 @@
-#include "daemon/pool.h"
+#include "store/pool.h"
 
 #include <errno.h>
 #include <stdlib.h>

@@ -5,7 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "daemon/pool.h"
+#include "store/pool.h"
 
 #define CH 4096u
 

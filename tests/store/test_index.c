@@ -4,7 +4,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 
-#include "daemon/index.h"
+#include "store/index.h"
 
 static kvs__ikey key_of(uint32_t i, uint32_t layer)
 {

@@ -9,7 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "client/kvsink.h"
+#include <kvsink.h>
 #include "kernels/half.h"
 
 enum { LAYERS = 4, HEADS = 8, DIM = 64, TOKENS = 256 };

@@ -9,7 +9,7 @@
 #include <time.h>
 #include <unistd.h>
 
-#include "client/kvsink.h"
+#include <kvsink.h>
 
 static const char *sock;
 static uint32_t L = 32, H = 8, D = 128, T = 1024;

@@ -8,7 +8,7 @@
 
 #include <cuda_runtime_api.h>
 
-#include "daemon/store.h"
+#include "store/store.h"
 #include "kernels/half.h"
 
 kvs__backend *kvs__backend_cuda_open(int device, char *errmsg);
