@@ -3,7 +3,7 @@
 # run it again under AddressSanitizer + UndefinedBehaviorSanitizer.
 set -eu
 cd "$(dirname "$0")"
-[ "$(id -u)" = 0 ] && sh scripts/install-deps.sh
+[ "$(id -u)" = 0 ] && sh scripts/install-test-deps.sh
 autoreconf -fi
 jobs=$(nproc 2>/dev/null || echo 2)
 

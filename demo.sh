@@ -4,7 +4,7 @@
 # socket, run the demo client against it, show the daemon's stats, stop.
 set -eu
 cd "$(dirname "$0")"
-if [ "$(id -u)" = 0 ] && ! pkg-config --exists libuv msgpack check 2>/dev/null; then
+if [ "$(id -u)" = 0 ] && ! pkg-config --exists libuv msgpack libsodium check 2>/dev/null; then
   sh scripts/install-deps.sh
 fi
 if [ ! -x build/daemon/kvsinkd ] || [ ! -x build/tools/kvsink-demo ]; then
