@@ -19,4 +19,8 @@ mkdir -p build-ci-asan && cd build-ci-asan
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=1 UBSAN_OPTIONS=print_stacktrace=1
 make -j"$jobs"
 make -j"$jobs" check || { cat test-suite.log 2>/dev/null | tail -n 200; exit 1; }
+cd ..
+
+# the Debian packages build from a clean copy and hold what they should
+sh tests/packaging/debian.sh
 echo "CI: all green"

@@ -14,3 +14,11 @@ out=$(cd "$tmp" && SYSTEMD_LOG_LEVEL=warning systemd-analyze verify --man=no \
 # verify exits 0 on some warnings: fail on any line about our units.
 if printf '%s\n' "$out" | grep -E 'kvsinkd\.(service|socket)' ; then exit 1; fi
 echo "systemd units verified"
+
+# The unit's exposure score must not grow past 1.4 (the hardening it
+# ships with; systemd-analyze security, offline on the file).
+score=$(cd "$tmp" && systemd-analyze security --offline=yes ./kvsinkd.service 2>/dev/null |
+  sed -n 's/.*Overall exposure level for kvsinkd.service: \([0-9.]*\).*/\1/p')
+[ -n "$score" ] || { echo "no exposure score from systemd-analyze security"; exit 1; }
+awk -v s="$score" 'BEGIN { exit !(s <= 1.4) }' || { echo "exposure $score > 1.4"; exit 1; }
+echo "exposure level $score (<= 1.4)"
