@@ -17,9 +17,17 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <kvsink.h>
 #include "kernels/quant.h"
 #include "kernels/sink.h"
-#include "proto/proto.h"
+
+/* The store's own limits (the daemon checks the wire's against them). */
+#define KVS_STORE_ERRMSG 256u          /* bytes of an errmsg buffer */
+#define KVS_STORE_MAX_MODEL_ID 128u
+#define KVS_STORE_MAX_LAYERS 256u
+#define KVS_STORE_MAX_KV_HEADS 256u
+#define KVS_STORE_MAX_HEAD_DIM 512u
+#define KVS_STORE_MAX_TOKENS 8192u     /* token ids in one put or lookup */
 
 /* Where pool memory lives and who runs the kernels. The host backend uses
  * malloc and the C reference; the CUDA backend (daemon/backend_cuda.c)
@@ -68,15 +76,23 @@ extern kvs__backend kvs__backend_host;
 
 typedef struct kvs__store_opts {
   size_t pool_bytes;
+  /* Secret of the chain hash (keyed BLAKE2b): block identity cannot be
+   * predicted, so collisions cannot be crafted. All zero = drawn with
+   * getrandom at init. */
+  unsigned char hash_key[32];
   size_t chunk_bytes;      /* slab chunk; default 2 MiB, grown to fit a block */
   kvs__backend *backend;   /* NULL = host */
   uint32_t max_pending;    /* 16-bit residual tokens per layer of a seq; 0 = 4096 */
+  /* Host bytes of 16-bit residual rows (K and V, allocated capacity): in
+   * all seqs (0 = pool_bytes) and in one seq (0 or more = the total).
+   * Exceeding them fails a put with -ENOSPC / -E2BIG (Decision 18). */
+  uint64_t residual_bytes, residual_seq_bytes;
 } kvs__store_opts;
 
 /* A space's settings, fully resolved (no "defaults" left). */
 typedef struct kvs__space_key {
   char ns[64];             /* namespace: "uid:1000" or a shared name */
-  char model_id[KVS_MAX_MODEL_ID + 1];
+  char model_id[KVS_STORE_MAX_MODEL_ID + 1];
   uint32_t n_layers, n_kv_heads, head_dim;
   kvs_dtype dtype;
   uint32_t group;
@@ -86,6 +102,8 @@ typedef struct kvs__space_key {
   float outliers;
   uint32_t v_group;        /* channels per value group; 0 (or one that does not
                               divide C) = 32 when it divides C, else head_dim */
+  uint8_t salt[32];        /* optional: spaces with different salts never share */
+  uint32_t salt_len;       /* 0..32 bytes of salt used; 0 = none */
   uint64_t prof_id;        /* set by kvs__space_ref: fingerprint of the sink
                               profile in use (0 = none), so that blocks whose
                               sinks a different profile chose never mix */
@@ -124,7 +142,7 @@ typedef struct kvs__put_info {
  * any error nothing changes. Errors: -EINVAL (start != layer length,
  * tokens differ from those the seq already has at those positions, bad
  * range), KVS_ENAN, -ENOSPC (pool full of pinned blocks), -E2BIG (too
- * many pending 16-bit tokens). errmsg gets a reason (KVS_MAX_ERRMSG). */
+ * many pending 16-bit tokens). errmsg gets a reason (KVS_STORE_ERRMSG). */
 int kvs__seq_put(kvs__seq *q, uint32_t start, const uint32_t *tokens, uint32_t n,
                  uint32_t lb, uint32_t le, const uint16_t *k, const uint16_t *v,
                  const float *act, uint32_t act_ch, kvs__put_info *info, char *errmsg);
@@ -140,7 +158,26 @@ int kvs__seq_get(kvs__seq *q, uint32_t start, uint32_t n, uint32_t lb, uint32_t 
 
 /* Evict every unreferenced block (kvsinkctl evict); returns how many. */
 uint64_t kvs__store_evict_all(kvs__store *s);
-void kvs__store_stats(const kvs__store *s, kvs__stats *st);
+
+/* What the store knows about itself; the daemon adds sessions and uptime. */
+typedef struct kvs__store_stats {
+  uint64_t pool_bytes;       /* capacity: usable bytes of the pool */
+  uint64_t pool_used_bytes;  /* bytes of slots holding blocks or sink rows */
+  uint64_t pool_free_bytes;  /* bytes of whole free chunks, usable by any size */
+  uint64_t residual_bytes;   /* host bytes of 16-bit residual rows now */
+  uint64_t residual_max;     /* the bound on residual_bytes */
+  uint64_t blocks, blocks_pinned, sink_rows;
+  uint64_t lookups, lookup_hit_tokens, lookup_tokens;
+  uint64_t puts, gets, evictions, put_nospc;
+  uint64_t bytes_in, bytes_out;        /* 16-bit bytes through put / get */
+  uint64_t stored_raw_bytes;           /* 16-bit size of what is stored */
+  uint64_t stored_bytes;               /* compressed size of what is stored */
+  uint64_t sinks_found, sinks_dropped, outliers_kept;
+  uint64_t seqs;
+  uint32_t spaces;
+  char backend[16];                    /* "host" or "cuda" */
+} kvs__store_stats;
+void kvs__store_stats_get(const kvs__store *s, kvs__store_stats *st);
 
 /* Iterate spaces for kvsinkctl list: cb gets key, blocks held, pinned. */
 typedef void (*kvs__space_cb)(const kvs__space_key *key, uint64_t blocks, uint64_t pinned,
