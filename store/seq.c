@@ -80,6 +80,7 @@ void kvs__seq_free(kvs__seq *q)
   if (q->next)
     q->next->prev = q->prev;
   st->nseqs--;
+  st->res_bytes -= q->res_bytes;
   sp->seqs--;
   free(q->l);
   free(q->tok);
