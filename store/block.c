@@ -95,7 +95,21 @@ static void account(kvs__block *b, int sign)
       d * (uint64_t)(sp->qp.group - b->n_sinks) * (sp->qp.k_outliers + sp->qp.v_outliers);
 }
 
-void kvs__blk_publish(kvs__block *b)
+void kvs__blk_view(const kvs__block *b, const uint32_t *prefix, kvs__block_view *v)
+{
+  memset(v, 0, sizeof(*v));
+  v->space = &b->sp->key;
+  v->blk = b;
+  memcpy(v->id, &b->key.h.lo, 8);
+  memcpy(v->id + 8, &b->key.h.hi, 8);
+  v->layer = b->key.layer;
+  v->group_index = b->g;
+  v->group = b->sp->qp.group;
+  v->tokens = b->tok;
+  v->prefix = prefix;
+}
+
+void kvs__blk_publish(kvs__block *b, const uint32_t *prefix)
 {
   kvs__space *sp = b->sp;
   kvs__store *st = sp->st;
@@ -106,6 +120,11 @@ void kvs__blk_publish(kvs__block *b)
     st->pinned++;
   } else {
     lru_push(st, b);
+  }
+  if (prefix && b->indexed && st->hooks.on_publish) {
+    kvs__block_view v;
+    kvs__blk_view(b, prefix, &v);
+    st->hooks.on_publish(&v, st->hooks.arg);
   }
 }
 
@@ -138,6 +157,11 @@ static void blk_evict(kvs__block *b)
 {
   kvs__space *sp = b->sp;
   kvs__store *st = sp->st;
+  if (b->indexed && st->hooks.on_evict) {
+    kvs__block_view v;
+    kvs__blk_view(b, NULL, &v);
+    st->hooks.on_evict(&v, st->hooks.arg);
+  }
   lru_unlink(st, b);
   if (b->indexed)
     kvs__index_remove(st->ix, &b->key);
@@ -162,7 +186,7 @@ static int reserve(kvs__store *st, int cls, void **slot)
   }
 }
 
-int kvs__blk_new(kvs__space *sp, kvs__h128 h, kvs__h128 parent, uint32_t layer,
+int kvs__blk_new(kvs__space *sp, kvs__h128 h, kvs__h128 parent, uint32_t layer, uint32_t g,
                  const uint32_t *tok, uint64_t sink_mask, kvs__block **out)
 {
   uint32_t ns = (uint32_t)__builtin_popcountll(sink_mask);
@@ -177,6 +201,7 @@ int kvs__blk_new(kvs__space *sp, kvs__h128 h, kvs__h128 parent, uint32_t layer,
   memcpy(b->tok, tok, (size_t)sp->qp.group * sizeof(*tok));
   b->key = (kvs__ikey){h, layer};
   b->parent = parent;
+  b->g = g;
   b->sp = sp;
   b->sink_mask = sink_mask;
   b->n_sinks = ns;

@@ -441,7 +441,7 @@ static int put_reserve(put *c)
       int f = q->flag[t] || (c->pred && t >= q->known && c->pred[t - q->known]);
       mask |= (uint64_t)f << r;
     }
-    rc = kvs__blk_new(sp, q->chain[g], g ? q->chain[g - 1] : none, c->jobs[i].layer,
+    rc = kvs__blk_new(sp, q->chain[g], g ? q->chain[g - 1] : none, c->jobs[i].layer, g,
                       &q->tok[(size_t)g * G], mask, &c->jobs[i].b);
     if (rc == -ENOSPC) {
       c->st->put_nospc++;
@@ -535,7 +535,7 @@ static void put_commit(put *c, kvs__put_info *info)
     kvs__block *b = c->jobs[i].b;
     if (c->jobs[i].fresh) {
       b->refs = 1;
-      kvs__blk_publish(b);
+      kvs__blk_publish(b, q->tok);
     }
     L->blk[L->nblk++] = b;
   }

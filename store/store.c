@@ -104,6 +104,14 @@ void kvs__store_stats_get(const kvs__store *st, kvs__store_stats *s)
   strncpy(s->backend, st->be->name ? st->be->name : "", sizeof(s->backend) - 1);
 }
 
+void kvs__store_set_hooks(kvs__store *st, const kvs__tier_hooks *h)
+{
+  if (h)
+    st->hooks = *h;
+  else
+    memset(&st->hooks, 0, sizeof(st->hooks));
+}
+
 void kvs__store_foreach_space(const kvs__store *st, kvs__space_cb cb, void *arg)
 {
   for (const kvs__space *sp = st->spaces; sp; sp = sp->next)

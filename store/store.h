@@ -64,8 +64,12 @@ typedef struct kvs__backend {
                     uint32_t n);
   int (*dequantize_n)(struct kvs__backend *b, const kvs__qparams *p, const kvs__dqitem *it,
                       uint32_t n);
+  /* Optional: copy n bytes between host memory and pool memory (to_pool
+   * 1: host src to pool dst; 0: pool src to host dst); NULL = memcpy. */
+  int (*copy)(struct kvs__backend *b, void *dst, const void *src, size_t n, int to_pool);
   void *priv;
 } kvs__backend;
+int kvs__backend_copy(kvs__backend *b, void *dst, const void *src, size_t n, int to_pool);
 
 int kvs__backend_quantize_n(kvs__backend *b, const kvs__qparams *p, const kvs__qitem *it,
                             uint32_t n);
@@ -155,6 +159,44 @@ int kvs__space_lookup(kvs__space *sp, const uint32_t *tokens, uint32_t n, kvs__s
 /* Read tokens [start, start+n) of layers [lb, le) into k/v ([le-lb][n][C]). */
 int kvs__seq_get(kvs__seq *q, uint32_t start, uint32_t n, uint32_t lb, uint32_t le,
                  uint16_t *k, uint16_t *v, char *errmsg);
+
+/* A second tier (e.g. Redis; no I/O here): hooks on publish and on evict
+ * see a read-only view of the block, and blocks travel as bytes.
+ * Hooks run synchronously inside the store call and must not call back
+ * into the store except kvs__block_serialize on the view they were given. */
+typedef struct kvs__block kvs__block;
+typedef struct kvs__block_view {
+  const kvs__space_key *space;   /* resolved key of the block's space */
+  const kvs__block *blk;         /* for kvs__block_serialize, valid during the hook */
+  uint8_t id[16];                /* its chain hash in this store (stable while cached) */
+  uint32_t layer, group_index;   /* the block holds tokens [g*G, (g+1)*G) of layer */
+  uint32_t group;                /* G */
+  const uint32_t *tokens;        /* its G token ids */
+  const uint32_t *prefix;        /* publish: ids [0, (g+1)*G) of the prefix; evict: NULL */
+} kvs__block_view;
+typedef struct kvs__tier_hooks {
+  void (*on_publish)(const kvs__block_view *v, void *arg);  /* not for imports */
+  void (*on_evict)(const kvs__block_view *v, void *arg);    /* also at close */
+  void *arg;
+} kvs__tier_hooks;
+/* NULL or all-NULL hooks = none. */
+void kvs__store_set_hooks(kvs__store *s, const kvs__tier_hooks *h);
+
+#define KVS_BLOCK_FORMAT 1u
+/* Bytes of a serialized block of v's space. */
+size_t kvs__block_serial_size(const kvs__block_view *v);
+/* Write the block (header with format version and params, token ids, the
+ * quantized part, sink rows, a BLAKE2b-128 checksum) to out; cap bytes
+ * there. 0, -ENOBUFS when cap is short, or a backend error. */
+int kvs__block_serialize(const kvs__block_view *v, void *out, size_t cap);
+/* Publish a serialized block in sp (unreferenced, evictable) after
+ * checking everything: checksum, version, the space's params, that its
+ * token ids are the last G of prefix ([0, n_prefix), n_prefix a positive
+ * multiple of G), the layer, the sink mask, and a trial dequantize whose
+ * output must be finite. -EINVAL (errmsg says why), -EEXIST when the block
+ * is already cached, -ENOSPC (pool full of pinned blocks), -ENOMEM. */
+int kvs__space_import(kvs__space *sp, const uint32_t *prefix, uint32_t n_prefix,
+                      const void *bytes, size_t len, char *errmsg);
 
 /* Evict every unreferenced block (kvsinkctl evict); returns how many. */
 uint64_t kvs__store_evict_all(kvs__store *s);

@@ -27,6 +27,7 @@ typedef struct kvs__block {
   uint64_t sink_mask;
   uint32_t refs;
   uint32_t n_sinks;
+  uint32_t g;                       /* group index: tokens [g*G, (g+1)*G) */
   int indexed;                      /* 0: a collision kept it private to its seq */
   uint16_t *rows[];                 /* sink-row slots, in the pool */
 } kvs__block;
@@ -75,6 +76,7 @@ struct kvs__store {
   kvs__lru lru;                     /* all unreferenced blocks */
   kvs__lru cls_lru[KVS_POOL_MAX_CLASSES]; /* by the block's slot class */
   unsigned char key[32];            /* secret of the chain hash */
+  kvs__tier_hooks hooks;
   uint32_t nspaces;
   uint32_t max_pending;
   uint64_t res_bytes, res_max, res_seq_max;
@@ -88,14 +90,17 @@ struct kvs__store {
 /* A new, unpublished block of sp for chain hash h at layer; its slots are
  * reserved (evicting as needed): -ENOSPC when the pool is full of pinned
  * blocks, -ENOMEM. */
-int kvs__blk_new(kvs__space *sp, kvs__h128 h, kvs__h128 parent, uint32_t layer,
+int kvs__blk_new(kvs__space *sp, kvs__h128 h, kvs__h128 parent, uint32_t layer, uint32_t g,
                  const uint32_t *tok, uint64_t sink_mask, kvs__block **out);
 /* Free a block that was never published. */
 void kvs__blk_drop(kvs__block *b);
-/* Make b (filled, refs == 1) known: index (unless its key is taken by a
- * different block: then it stays private), counters. Room in the index was
- * reserved by the caller, so this cannot fail. */
-void kvs__blk_publish(kvs__block *b);
+/* Make b (filled; refs 1 for a seq's, 0 for an import) known: index
+ * (unless its key is taken by a different block: then it stays private),
+ * counters, and the publish hook when prefix (ids [0, (g+1)*G)) is given.
+ * Room in the index was reserved by the caller, so this cannot fail. */
+void kvs__blk_publish(kvs__block *b, const uint32_t *prefix);
+/* The view hooks see. */
+void kvs__blk_view(const kvs__block *b, const uint32_t *prefix, kvs__block_view *v);
 /* The published block for (h, layer) whose parent and tokens match, or NULL. */
 kvs__block *kvs__blk_find(kvs__store *st, kvs__h128 h, kvs__h128 parent, uint32_t layer,
                           const uint32_t *tok);
