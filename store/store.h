@@ -30,9 +30,10 @@
 #define KVS_STORE_MAX_TOKENS 8192u     /* token ids in one put or lookup */
 
 /* Where pool memory lives and who runs the kernels. The host backend uses
- * malloc and the C reference; the CUDA backend (daemon/backend_cuda.c)
- * cudaMallocs the pool and runs the CUDA kernels (kernels/quant.cu). Pointers passed as block /
- * rows point into pool memory; k/v pointers are host memory. */
+ * malloc and the C reference; the CUDA backend (store/backend_cuda.c)
+ * cudaMallocs the pool and runs the CUDA kernels (kernels/quant.cu).
+ * Pointers passed as block / rows point into pool memory; k/v pointers
+ * are host memory. */
 /* One block of a batch (quantize_n / dequantize_n). */
 typedef struct kvs__qitem {
   const uint16_t *k, *v;                 /* [G][C] host */
