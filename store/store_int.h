@@ -1,7 +1,8 @@
 /* Internals of the store. Call direction, one way only:
- *   store.c (init, close, stats) -> seq.c -> space.c, block.c -> pool, index.
- * block.c owns the block lifecycle (reserve, publish, reference, LRU,
- * evict, drop); space.c the spaces and the chain hash. */
+ *   store.c (init, close, stats) -> seq.c (seqs, get, lookup), put.c,
+ *   tier.c -> space.c, block.c -> pool.c, index.c.
+ * block.c owns the block lifecycle (reserve, publish, find, reference,
+ * LRU, evict, drop); space.c the spaces and the chain hash. */
 #ifndef KVS_DAEMON_STORE_INT_H
 #define KVS_DAEMON_STORE_INT_H
 
@@ -109,6 +110,23 @@ void kvs__blk_unref(kvs__block *b);
 /* Move an unreferenced block to the young end of the LRU. */
 void kvs__blk_touch(kvs__block *b);
 uint64_t kvs__blk_evict_all(kvs__store *st);
+
+/* seq.c: helpers the put shares */
+/* Write a reason to errmsg (KVS_STORE_ERRMSG bytes, may be NULL); returns rc. */
+int kvs__fail(char *errmsg, int rc, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* Grow *p (elements of size sz) to hold at least n; contents kept. */
+int kvs__grow(void **p, uint32_t *cap, uint32_t n, size_t sz);
+/* Position t is a sink by the PFN rule of sp. */
+int kvs__pfn_flag(const kvs__space *sp, uint32_t t);
+
+static inline int kvs__has_nonfinite(const uint16_t *x, size_t n, kvs_dtype dt)
+{
+  uint16_t e = dt == KVS_DTYPE_BF16 ? 0x7f80u : 0x7c00u;
+  for (size_t i = 0; i < n; i++)
+    if ((x[i] & e) == e)
+      return 1;
+  return 0;
+}
 
 /* space.c */
 kvs__h128 kvs__chain_next(const kvs__space *sp, const kvs__h128 *prev, const uint32_t *tokens);

@@ -86,15 +86,6 @@ static int bad(char *errmsg, const char *fmt, ...)
   return -EINVAL;
 }
 
-static int finite16(const uint16_t *x, size_t n, kvs_dtype dt)
-{
-  uint16_t e = dt == KVS_DTYPE_BF16 ? 0x7f80u : 0x7c00u;
-  for (size_t i = 0; i < n; i++)
-    if ((x[i] & e) == e)
-      return 0;
-  return 1;
-}
-
 /* Dequantize the candidate on the host; the kernel checks the header and
  * outlier channels, and the output must be finite as a put's would be. */
 static int trial(const kvs__space *sp, const unsigned char *q, const unsigned char *rows,
@@ -115,7 +106,8 @@ static int trial(const kvs__space *sp, const unsigned char *q, const unsigned ch
     rc = kvs__dequantize_block(&sp->qp, blk, rp, 0, G, k, v);
     if (rc < 0)
       rc = bad(errmsg, "block does not decode (%d)", rc);
-    else if (!finite16(k, (size_t)G * C, sp->qp.dtype) || !finite16(v, (size_t)G * C, sp->qp.dtype))
+    else if (kvs__has_nonfinite(k, (size_t)G * C, sp->qp.dtype) ||
+             kvs__has_nonfinite(v, (size_t)G * C, sp->qp.dtype))
       rc = bad(errmsg, "block decodes to NaN or Inf");
   }
   free(blk);
