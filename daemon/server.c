@@ -129,11 +129,49 @@ static void on_watchdog(uv_timer_t *t)
 
 static void on_status(uv_timer_t *t) { kvs__server_status(t->data); }
 
+/* The store's own stats into the wire struct. blocks_total stays the count
+ * of blocks held: the pool's capacity is pool_bytes (blocks of several
+ * sizes share it). */
+static void copy_store_stats(const kvs__store *store, kvs__stats *st)
+{
+  _Static_assert(KVS_MAX_ERRMSG >= KVS_STORE_ERRMSG && KVS_MAX_MODEL_ID == KVS_STORE_MAX_MODEL_ID &&
+                     KVS_MAX_TOKENS_PER_PUT <= KVS_STORE_MAX_TOKENS &&
+                     KVS_MAX_LAYERS <= KVS_STORE_MAX_LAYERS &&
+                     KVS_MAX_KV_HEADS <= KVS_STORE_MAX_KV_HEADS &&
+                     KVS_MAX_HEAD_DIM <= KVS_STORE_MAX_HEAD_DIM,
+                 "wire limits within the store's");
+  kvs__store_stats ss;
+  kvs__store_stats_get(store, &ss);
+  st->pool_bytes = ss.pool_bytes;
+  st->pool_used_bytes = ss.pool_used_bytes;
+  st->blocks_total = ss.blocks;
+  st->blocks_used = ss.blocks;
+  st->blocks_pinned = ss.blocks_pinned;
+  st->sink_rows_used = ss.sink_rows;
+  st->lookups = ss.lookups;
+  st->lookup_hit_tokens = ss.lookup_hit_tokens;
+  st->lookup_tokens = ss.lookup_tokens;
+  st->puts = ss.puts;
+  st->gets = ss.gets;
+  st->evictions = ss.evictions;
+  st->put_nospc = ss.put_nospc;
+  st->bytes_in = ss.bytes_in;
+  st->bytes_out = ss.bytes_out;
+  st->stored_raw_bytes = ss.stored_raw_bytes;
+  st->stored_bytes = ss.stored_bytes;
+  st->sinks_found = ss.sinks_found;
+  st->sinks_dropped = ss.sinks_dropped;
+  st->outliers_kept = ss.outliers_kept;
+  st->seqs = ss.seqs;
+  st->spaces = ss.spaces;
+  snprintf(st->backend, sizeof st->backend, "%s", ss.backend);
+}
+
 void kvs__server_status(kvs__server *s)
 {
   kvs__stats st;
   memset(&st, 0, sizeof st);
-  kvs__store_stats(s->store, &st);
+  copy_store_stats(s->store, &st);
   unsigned pct = st.pool_bytes ? (unsigned)(st.pool_used_bytes * 100 / st.pool_bytes) : 0;
   kvs__sd_notifyf("STATUS=serving %llu sessions, pool %u%% used (%s)",
                   (unsigned long long)s->n_sessions, pct, s->backend_name);
@@ -299,7 +337,7 @@ void kvs__server_session_gone(kvs__server *s, kvs__session *ss)
 void kvs__server_fill_stats(kvs__server *s, kvs__stats *st)
 {
   memset(st, 0, sizeof *st);
-  kvs__store_stats(s->store, st);
+  copy_store_stats(s->store, st);
   st->sessions = s->n_sessions;
   st->sessions_total = s->sessions_total;
   st->uptime_s = (uv_now(s->loop) - s->started_ms) / 1000;

@@ -6,6 +6,7 @@
 #include <uv.h>
 
 #include "daemon/config.h"
+#include "proto/proto.h"
 #include "store/store.h"
 
 #define KVS_DRAIN_MS 10000u /* graceful stop: longest wait for slow clients */

@@ -24,41 +24,28 @@ int kvs__predict_sinks(const float *act, uint32_t n, uint32_t n_ch, float tau,
 {
   if (n == 0) return 0;
   if (!act || !flags || n_ch == 0) return -EINVAL;
-  /* pass 1: validate and count, so nothing is flagged on bad input */
-  uint32_t count = 0;
-  for (uint32_t t = 0; t < n; t++) {
-    const float *a = act + (size_t)t * n_ch;
-    float m = 0.f;
-    for (uint32_t c = 0; c < n_ch; c++) {
-      float x = fabsf(a[c]);
-      if (!(x <= 3.4028235e38f)) return KVS_ENAN; /* NaN or Inf */
-      m = x > m ? x : m;
-    }
-    count += m > tau;
-  }
-  if (count == 0 || budget == 0) return 0;
-  if (count <= budget) {
-    for (uint32_t t = 0; t < n; t++) {
-      const float *a = act + (size_t)t * n_ch;
-      for (uint32_t c = 0; c < n_ch; c++)
-        if (fabsf(a[c]) > tau) { flags[t] = 1; break; }
-    }
-    return (int)count;
-  }
-  /* more candidates than budget: keep the largest */
-  cand *cs = malloc(sizeof *cs * count);
+  /* One pass over act into our own array: act may live in memory another
+   * process writes, so it is read once and every bound below comes from
+   * the copy, never from a second read. */
+  cand *cs = malloc(sizeof *cs * n);
   if (!cs) return -ENOMEM;
   uint32_t k = 0;
   for (uint32_t t = 0; t < n; t++) {
     const float *a = act + (size_t)t * n_ch;
     float m = 0.f;
-    for (uint32_t c = 0; c < n_ch; c++) m = fabsf(a[c]) > m ? fabsf(a[c]) : m;
+    for (uint32_t c = 0; c < n_ch; c++) {
+      float x = fabsf(a[c]);
+      if (!(x <= 3.4028235e38f)) { free(cs); return KVS_ENAN; } /* NaN or Inf */
+      m = x > m ? x : m;
+    }
     if (m > tau) cs[k++] = (cand){ m, t };
   }
-  qsort(cs, k, sizeof *cs, cand_cmp);
-  for (uint32_t i = 0; i < budget; i++) flags[cs[i].t] = 1;
+  uint32_t keep = k < budget ? k : budget;
+  /* more candidates than budget: keep the largest */
+  if (k > keep) qsort(cs, k, sizeof *cs, cand_cmp);
+  for (uint32_t i = 0; i < keep; i++) flags[cs[i].t] = 1;
   free(cs);
-  return (int)budget;
+  return (int)keep;
 }
 
 static int perr(char *errmsg, const char *path, unsigned line, const char *fmt, ...)

@@ -44,6 +44,18 @@ static void cu_pool_free(kvs__backend *b, void *base)
   if (base) cudaFree(base);
 }
 
+static int cu_copy(kvs__backend *b, void *dst, const void *src, size_t n, int to_pool)
+{
+  cuda_priv *c = b->priv;
+  if (cudaSetDevice(c->device) != cudaSuccess ||
+      cudaMemcpy(dst, src, n, to_pool ? cudaMemcpyHostToDevice : cudaMemcpyDeviceToHost) !=
+          cudaSuccess) {
+    cudaGetLastError();
+    return -EIO;
+  }
+  return 0;
+}
+
 /* Batches: one pinned host area mirrored by one device area, laid out as
  * [jobs][row-pointer lists][K tiles][V tiles]; one copy each way and one
  * launch per batch instead of several synchronous calls per block. */
@@ -230,6 +242,7 @@ kvs__backend *kvs__backend_cuda_open(int device, char *errmsg)
   b->pool_free = cu_pool_free;
   b->quantize = cu_quantize;
   b->dequantize = cu_dequantize;
+  b->copy = cu_copy;
   b->quantize_n = cu_quantize_n;
   b->dequantize_n = cu_dequantize_n;
   b->priv = c;

@@ -2,6 +2,7 @@
  * are the C reference. */
 #include <errno.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "store/pool.h"
 #include "store/store.h"
@@ -47,6 +48,14 @@ kvs__backend kvs__backend_host = {
   .dequantize = host_dequantize,
   .priv = NULL,
 };
+
+int kvs__backend_copy(kvs__backend *b, void *dst, const void *src, size_t n, int to_pool)
+{
+  if (b->copy)
+    return b->copy(b, dst, src, n, to_pool);
+  memcpy(dst, src, n);
+  return 0;
+}
 
 int kvs__backend_quantize_n(kvs__backend *b, const kvs__qparams *p, const kvs__qitem *it,
                             uint32_t n)

@@ -34,11 +34,3 @@ uint64_t kvs__hash64(const void *data, size_t len, uint64_t seed)
   }
   return mix64(h);
 }
-
-kvs__h128 kvs__hash128(const void *data, size_t len, kvs__h128 seed)
-{
-  kvs__h128 r;
-  r.lo = kvs__hash64(data, len, seed.lo ^ rotl(seed.hi, 17));
-  r.hi = kvs__hash64(data, len, seed.hi ^ 0x5851f42d4c957f2dull ^ rotl(seed.lo, 41));
-  return r;
-}

@@ -132,5 +132,3 @@ int kvs__index_remove(kvs__index *ix, const kvs__ikey *k)
   return 0;
 }
 
-size_t kvs__index_count(const kvs__index *ix) { return ix->count; }
-size_t kvs__index_capacity(const kvs__index *ix) { return ix->cap; }

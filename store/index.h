@@ -24,7 +24,5 @@ int kvs__index_reserve(kvs__index *ix, size_t extra);
 int kvs__index_insert(kvs__index *ix, const kvs__ikey *k, void *val);
 /* 0 or -ENOENT. */
 int kvs__index_remove(kvs__index *ix, const kvs__ikey *k);
-size_t kvs__index_count(const kvs__index *ix);
-size_t kvs__index_capacity(const kvs__index *ix);
 
 #endif

@@ -21,6 +21,7 @@ typedef struct sclass {
   uint32_t span;          /* chunks per unit */
   uint32_t nslots;        /* slots per unit */
   uint32_t avail;         /* first unit with a free slot, or NONE */
+  uint32_t refs;          /* holders (spaces); 0 = id free for another size */
 } sclass;
 
 struct kvs__pool {
@@ -97,20 +98,38 @@ int kvs__pool_class(kvs__pool *p, size_t slot_bytes)
   if (!p || slot_bytes == 0)
     return -EINVAL;
   size_t s = round_up(slot_bytes, KVS_POOL_ALIGN);
-  for (int i = 0; i < p->ncls; i++)
-    if (p->cls[i].slot == s)
+  int spare = -1;
+  for (int i = 0; i < p->ncls; i++) {
+    if (p->cls[i].refs && p->cls[i].slot == s) {
+      p->cls[i].refs++;
       return i;
+    }
+    if (!p->cls[i].refs && spare < 0)
+      spare = i;
+  }
   size_t span = (s + p->chunk - 1) / p->chunk;
   if (span > p->nchunks)
     return -E2BIG;
-  if (p->ncls == (int)KVS_POOL_MAX_CLASSES)
-    return -ENOSPC;
-  sclass *c = &p->cls[p->ncls];
+  if (spare < 0) {
+    if (p->ncls == (int)KVS_POOL_MAX_CLASSES)
+      return -ENOSPC;
+    spare = p->ncls++;
+  }
+  sclass *c = &p->cls[spare];
   c->slot = s;
   c->span = (uint32_t)span;
   c->nslots = (uint32_t)(span * p->chunk / s);
   c->avail = NONE;
-  return p->ncls++;
+  c->refs = 1;
+  return spare;
+}
+
+void kvs__pool_class_put(kvs__pool *p, int cls)
+{
+  /* The last holder's slots are all free by now, so the class owns no
+   * chunk and its id can serve another size. */
+  if (p && cls >= 0 && cls < p->ncls && p->cls[cls].refs)
+    p->cls[cls].refs--;
 }
 
 static void list_unlink(kvs__pool *p, sclass *c, uint32_t h)
@@ -178,7 +197,7 @@ static int unit_new(kvs__pool *p, int cls)
 
 int kvs__pool_alloc(kvs__pool *p, int cls, void **slot)
 {
-  if (!p || cls < 0 || cls >= p->ncls || !slot)
+  if (!p || cls < 0 || cls >= p->ncls || !p->cls[cls].refs || !slot)
     return -EINVAL;
   sclass *c = &p->cls[cls];
   if (c->avail == NONE) {
@@ -224,9 +243,4 @@ void kvs__pool_free(kvs__pool *p, void *slot)
 
 size_t kvs__pool_bytes(const kvs__pool *p) { return p->chunk * p->nchunks; }
 size_t kvs__pool_used_bytes(const kvs__pool *p) { return p->used; }
-size_t kvs__pool_free_chunks(const kvs__pool *p) { return p->free_chunks; }
-size_t kvs__pool_chunk_bytes(const kvs__pool *p) { return p->chunk; }
-size_t kvs__pool_slot_bytes(const kvs__pool *p, int cls)
-{
-  return cls >= 0 && cls < p->ncls ? p->cls[cls].slot : 0;
-}
+size_t kvs__pool_free_bytes(const kvs__pool *p) { return p->chunk * p->free_chunks; }

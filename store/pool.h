@@ -19,18 +19,18 @@ typedef struct kvs__pool kvs__pool;
  * KVS_POOL_ALIGN. Slots larger than a chunk span several chunks. */
 int kvs__pool_init(kvs__pool **out, kvs__backend *be, size_t pool_bytes, size_t chunk_bytes);
 void kvs__pool_close(kvs__pool *p);
-/* Class id (>= 0) for slots of slot_bytes, created on first use.
- * -EINVAL for 0, -E2BIG when one slot cannot fit in the pool, -ENOSPC when
- * all class ids are taken. */
+/* Class id (>= 0) for slots of slot_bytes, created on first use; each
+ * call takes a reference, dropped with kvs__pool_class_put (then, once the
+ * last goes, the id may serve another size). -EINVAL for 0, -E2BIG when
+ * one slot cannot fit in the pool, -ENOSPC when all class ids are taken. */
 int kvs__pool_class(kvs__pool *p, size_t slot_bytes);
+void kvs__pool_class_put(kvs__pool *p, int cls);
 /* A free slot of class cls or -ENOSPC (no free slot and no free chunks). */
 int kvs__pool_alloc(kvs__pool *p, int cls, void **slot);
 void kvs__pool_free(kvs__pool *p, void *slot);
 
-size_t kvs__pool_bytes(const kvs__pool *p);       /* usable bytes (whole chunks) */
+size_t kvs__pool_bytes(const kvs__pool *p);       /* capacity (whole chunks) */
 size_t kvs__pool_used_bytes(const kvs__pool *p);  /* bytes of slots in use */
-size_t kvs__pool_free_chunks(const kvs__pool *p);
-size_t kvs__pool_chunk_bytes(const kvs__pool *p);
-size_t kvs__pool_slot_bytes(const kvs__pool *p, int cls);  /* rounded size */
+size_t kvs__pool_free_bytes(const kvs__pool *p);  /* bytes of free chunks */
 
 #endif

@@ -17,14 +17,23 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <kvsink.h>
 #include "kernels/quant.h"
 #include "kernels/sink.h"
-#include "proto/proto.h"
+
+/* The store's own limits (the daemon checks the wire's against them). */
+#define KVS_STORE_ERRMSG 256u          /* bytes of an errmsg buffer */
+#define KVS_STORE_MAX_MODEL_ID 128u
+#define KVS_STORE_MAX_LAYERS 256u
+#define KVS_STORE_MAX_KV_HEADS 256u
+#define KVS_STORE_MAX_HEAD_DIM 512u
+#define KVS_STORE_MAX_TOKENS 8192u     /* token ids in one put or lookup */
 
 /* Where pool memory lives and who runs the kernels. The host backend uses
- * malloc and the C reference; the CUDA backend (daemon/backend_cuda.c)
- * cudaMallocs the pool and runs the CUDA kernels (kernels/quant.cu). Pointers passed as block /
- * rows point into pool memory; k/v pointers are host memory. */
+ * malloc and the C reference; the CUDA backend (store/backend_cuda.c)
+ * cudaMallocs the pool and runs the CUDA kernels (kernels/quant.cu).
+ * Pointers passed as block / rows point into pool memory; k/v pointers
+ * are host memory. */
 /* One block of a batch (quantize_n / dequantize_n). */
 typedef struct kvs__qitem {
   const uint16_t *k, *v;                 /* [G][C] host */
@@ -56,8 +65,12 @@ typedef struct kvs__backend {
                     uint32_t n);
   int (*dequantize_n)(struct kvs__backend *b, const kvs__qparams *p, const kvs__dqitem *it,
                       uint32_t n);
+  /* Optional: copy n bytes between host memory and pool memory (to_pool
+   * 1: host src to pool dst; 0: pool src to host dst); NULL = memcpy. */
+  int (*copy)(struct kvs__backend *b, void *dst, const void *src, size_t n, int to_pool);
   void *priv;
 } kvs__backend;
+int kvs__backend_copy(kvs__backend *b, void *dst, const void *src, size_t n, int to_pool);
 
 int kvs__backend_quantize_n(kvs__backend *b, const kvs__qparams *p, const kvs__qitem *it,
                             uint32_t n);
@@ -68,15 +81,23 @@ extern kvs__backend kvs__backend_host;
 
 typedef struct kvs__store_opts {
   size_t pool_bytes;
+  /* Secret of the chain hash (keyed BLAKE2b): block identity cannot be
+   * predicted, so collisions cannot be crafted. All zero = drawn with
+   * getrandom at init. */
+  unsigned char hash_key[32];
   size_t chunk_bytes;      /* slab chunk; default 2 MiB, grown to fit a block */
   kvs__backend *backend;   /* NULL = host */
   uint32_t max_pending;    /* 16-bit residual tokens per layer of a seq; 0 = 4096 */
+  /* Host bytes of 16-bit residual rows (K and V, allocated capacity): in
+   * all seqs (0 = pool_bytes) and in one seq (0 or more = the total).
+   * Exceeding them fails a put with -ENOSPC / -E2BIG (Decision 18). */
+  uint64_t residual_bytes, residual_seq_bytes;
 } kvs__store_opts;
 
 /* A space's settings, fully resolved (no "defaults" left). */
 typedef struct kvs__space_key {
   char ns[64];             /* namespace: "uid:1000" or a shared name */
-  char model_id[KVS_MAX_MODEL_ID + 1];
+  char model_id[KVS_STORE_MAX_MODEL_ID + 1];
   uint32_t n_layers, n_kv_heads, head_dim;
   kvs_dtype dtype;
   uint32_t group;
@@ -86,6 +107,8 @@ typedef struct kvs__space_key {
   float outliers;
   uint32_t v_group;        /* channels per value group; 0 (or one that does not
                               divide C) = 32 when it divides C, else head_dim */
+  uint8_t salt[32];        /* optional: spaces with different salts never share */
+  uint32_t salt_len;       /* 0..32 bytes of salt used; 0 = none */
   uint64_t prof_id;        /* set by kvs__space_ref: fingerprint of the sink
                               profile in use (0 = none), so that blocks whose
                               sinks a different profile chose never mix */
@@ -124,7 +147,7 @@ typedef struct kvs__put_info {
  * any error nothing changes. Errors: -EINVAL (start != layer length,
  * tokens differ from those the seq already has at those positions, bad
  * range), KVS_ENAN, -ENOSPC (pool full of pinned blocks), -E2BIG (too
- * many pending 16-bit tokens). errmsg gets a reason (KVS_MAX_ERRMSG). */
+ * many pending 16-bit tokens). errmsg gets a reason (KVS_STORE_ERRMSG). */
 int kvs__seq_put(kvs__seq *q, uint32_t start, const uint32_t *tokens, uint32_t n,
                  uint32_t lb, uint32_t le, const uint16_t *k, const uint16_t *v,
                  const float *act, uint32_t act_ch, kvs__put_info *info, char *errmsg);
@@ -138,9 +161,66 @@ int kvs__space_lookup(kvs__space *sp, const uint32_t *tokens, uint32_t n, kvs__s
 int kvs__seq_get(kvs__seq *q, uint32_t start, uint32_t n, uint32_t lb, uint32_t le,
                  uint16_t *k, uint16_t *v, char *errmsg);
 
+/* A second tier (e.g. Redis; no I/O here): hooks on publish and on evict
+ * see a read-only view of the block, and blocks travel as bytes.
+ * Hooks run synchronously inside the store call and must not call back
+ * into the store except kvs__block_serialize on the view they were given. */
+typedef struct kvs__block kvs__block;
+typedef struct kvs__block_view {
+  const kvs__space_key *space;   /* resolved key of the block's space */
+  const kvs__block *blk;         /* for kvs__block_serialize, valid during the hook */
+  uint8_t id[16];                /* its chain hash in this store (stable while cached) */
+  uint32_t layer, group_index;   /* the block holds tokens [g*G, (g+1)*G) of layer */
+  uint32_t group;                /* G */
+  const uint32_t *tokens;        /* its G token ids */
+  const uint32_t *prefix;        /* publish: ids [0, (g+1)*G) of the prefix; evict: NULL */
+} kvs__block_view;
+typedef struct kvs__tier_hooks {
+  void (*on_publish)(const kvs__block_view *v, void *arg);  /* not for imports */
+  void (*on_evict)(const kvs__block_view *v, void *arg);    /* also at close */
+  void *arg;
+} kvs__tier_hooks;
+/* NULL or all-NULL hooks = none. */
+void kvs__store_set_hooks(kvs__store *s, const kvs__tier_hooks *h);
+
+#define KVS_BLOCK_FORMAT 1u
+/* Bytes of a serialized block of v's space. */
+size_t kvs__block_serial_size(const kvs__block_view *v);
+/* Write the block (header with format version and params, token ids, the
+ * quantized part, sink rows, a BLAKE2b-128 checksum) to out; cap bytes
+ * there. 0, -ENOBUFS when cap is short, or a backend error. */
+int kvs__block_serialize(const kvs__block_view *v, void *out, size_t cap);
+/* Publish a serialized block in sp (unreferenced, evictable) after
+ * checking everything: checksum, version, the space's params, that its
+ * token ids are the last G of prefix ([0, n_prefix), n_prefix a positive
+ * multiple of G), the layer, the sink mask, and a trial dequantize whose
+ * output must be finite. -EINVAL (errmsg says why), -EEXIST when the block
+ * is already cached, -ENOSPC (pool full of pinned blocks), -ENOMEM. */
+int kvs__space_import(kvs__space *sp, const uint32_t *prefix, uint32_t n_prefix,
+                      const void *bytes, size_t len, char *errmsg);
+
 /* Evict every unreferenced block (kvsinkctl evict); returns how many. */
 uint64_t kvs__store_evict_all(kvs__store *s);
-void kvs__store_stats(const kvs__store *s, kvs__stats *st);
+
+/* What the store knows about itself; the daemon adds sessions and uptime. */
+typedef struct kvs__store_stats {
+  uint64_t pool_bytes;       /* capacity: usable bytes of the pool */
+  uint64_t pool_used_bytes;  /* bytes of slots holding blocks or sink rows */
+  uint64_t pool_free_bytes;  /* bytes of whole free chunks, usable by any size */
+  uint64_t residual_bytes;   /* host bytes of 16-bit residual rows now */
+  uint64_t residual_max;     /* the bound on residual_bytes */
+  uint64_t blocks, blocks_pinned, sink_rows;
+  uint64_t lookups, lookup_hit_tokens, lookup_tokens;
+  uint64_t puts, gets, evictions, put_nospc;
+  uint64_t bytes_in, bytes_out;        /* 16-bit bytes through put / get */
+  uint64_t stored_raw_bytes;           /* 16-bit size of what is stored */
+  uint64_t stored_bytes;               /* compressed size of what is stored */
+  uint64_t sinks_found, sinks_dropped, outliers_kept;
+  uint64_t seqs;
+  uint32_t spaces;
+  char backend[16];                    /* "host" or "cuda" */
+} kvs__store_stats;
+void kvs__store_stats_get(const kvs__store *s, kvs__store_stats *st);
 
 /* Iterate spaces for kvsinkctl list: cb gets key, blocks held, pinned. */
 typedef void (*kvs__space_cb)(const kvs__space_key *key, uint64_t blocks, uint64_t pinned,

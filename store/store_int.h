@@ -1,4 +1,8 @@
-/* Internals shared by store.c (spaces, blocks, LRU) and seq.c. */
+/* Internals of the store. Call direction, one way only:
+ *   store.c (init, close, stats) -> seq.c (seqs, get, lookup), put.c,
+ *   tier.c -> space.c, block.c -> pool.c, index.c.
+ * block.c owns the block lifecycle (reserve, publish, find, reference,
+ * LRU, evict, drop); space.c the spaces and the chain hash. */
 #ifndef KVS_DAEMON_STORE_INT_H
 #define KVS_DAEMON_STORE_INT_H
 
@@ -8,14 +12,24 @@
 
 #define KVS_MAX_PENDING 4096u  /* default of kvs__store_opts.max_pending */
 
+/* An LRU list of unreferenced blocks. */
+typedef struct kvs__lru {
+  struct kvs__block *old, *young;
+} kvs__lru;
+
 typedef struct kvs__block {
   kvs__ikey key;
   kvs__space *sp;
   void *data;                       /* quantized part, in the pool */
-  struct kvs__block *prev, *next;   /* LRU, while refs == 0 */
+  struct kvs__block *prev, *next;   /* global LRU, while refs == 0 */
+  struct kvs__block *cprev, *cnext; /* LRU of its slot class, while refs == 0 */
+  kvs__h128 parent;                 /* chain hash of the group before (0 for the first) */
+  uint32_t *tok;                    /* the G token ids, checked on every hit */
   uint64_t sink_mask;
   uint32_t refs;
   uint32_t n_sinks;
+  uint32_t g;                       /* group index: tokens [g*G, (g+1)*G) */
+  int indexed;                      /* 0: a collision kept it private to its seq */
   uint16_t *rows[];                 /* sink-row slots, in the pool */
 } kvs__block;
 
@@ -27,7 +41,7 @@ struct kvs__space {
   int has_prof;                     /* KVSINK with a profile */
   kvs__qparams qp;
   size_t qbytes, rowbytes;
-  int blk_cls, row_cls;
+  int blk_cls, row_cls;             /* pool classes, referenced while the space lives */
   kvs__h128 seed;
   uint32_t refs;                    /* users + seqs */
   uint64_t blocks, pinned, seqs;
@@ -51,6 +65,7 @@ struct kvs__seq {
   uint32_t nchain, chaincap;
   kvs__h128 *chain;                 /* chain hash per group */
   uint32_t npred;                   /* predicted sinks so far */
+  uint64_t res_bytes;               /* residual bytes allocated (rk + rv, all layers) */
 };
 
 struct kvs__store {
@@ -59,24 +74,63 @@ struct kvs__store {
   kvs__index *ix;
   kvs__space *spaces;
   kvs__seq *seqs;
-  kvs__block *lru_old, *lru_new;
+  kvs__lru lru;                     /* all unreferenced blocks */
+  kvs__lru cls_lru[KVS_POOL_MAX_CLASSES]; /* by the block's slot class */
+  unsigned char key[32];            /* secret of the chain hash */
+  kvs__tier_hooks hooks;
   uint32_t nspaces;
   uint32_t max_pending;
+  uint64_t res_bytes, res_max, res_seq_max;
   uint64_t nseqs, blocks, pinned, sink_rows;
   uint64_t lookups, lookup_hit_tokens, lookup_tokens;
   uint64_t puts, gets, evictions, put_nospc, bytes_in, bytes_out;
   uint64_t stored_raw, stored, sinks_found, sinks_dropped, outliers_kept;
 };
 
+/* block.c */
+/* A new, unpublished block of sp for chain hash h at layer; its slots are
+ * reserved (evicting as needed): -ENOSPC when the pool is full of pinned
+ * blocks, -ENOMEM. */
+int kvs__blk_new(kvs__space *sp, kvs__h128 h, kvs__h128 parent, uint32_t layer, uint32_t g,
+                 const uint32_t *tok, uint64_t sink_mask, kvs__block **out);
+/* Free a block that was never published. */
+void kvs__blk_drop(kvs__block *b);
+/* Make b (filled; refs 1 for a seq's, 0 for an import) known: index
+ * (unless its key is taken by a different block: then it stays private),
+ * counters, and the publish hook when prefix (ids [0, (g+1)*G)) is given.
+ * Room in the index was reserved by the caller, so this cannot fail. */
+void kvs__blk_publish(kvs__block *b, const uint32_t *prefix);
+/* The view hooks see. */
+void kvs__blk_view(const kvs__block *b, const uint32_t *prefix, kvs__block_view *v);
+/* The published block for (h, layer) whose parent and tokens match, or NULL. */
+kvs__block *kvs__blk_find(kvs__store *st, kvs__h128 h, kvs__h128 parent, uint32_t layer,
+                          const uint32_t *tok);
 void kvs__blk_ref(kvs__block *b);
 void kvs__blk_unref(kvs__block *b);
 /* Move an unreferenced block to the young end of the LRU. */
 void kvs__blk_touch(kvs__block *b);
-/* A slot of cls, evicting LRU blocks as needed; -ENOSPC when none left. */
-int kvs__store_reserve(kvs__store *st, int cls, void **slot);
-/* Make b (already filled, refs == 1) known: index, counters. */
-void kvs__blk_publish(kvs__block *b);
+uint64_t kvs__blk_evict_all(kvs__store *st);
+
+/* seq.c: helpers the put shares */
+/* Write a reason to errmsg (KVS_STORE_ERRMSG bytes, may be NULL); returns rc. */
+int kvs__fail(char *errmsg, int rc, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+/* Grow *p (elements of size sz) to hold at least n; contents kept. */
+int kvs__grow(void **p, uint32_t *cap, uint32_t n, size_t sz);
+/* Position t is a sink by the PFN rule of sp. */
+int kvs__pfn_flag(const kvs__space *sp, uint32_t t);
+
+static inline int kvs__has_nonfinite(const uint16_t *x, size_t n, kvs_dtype dt)
+{
+  uint16_t e = dt == KVS_DTYPE_BF16 ? 0x7f80u : 0x7c00u;
+  for (size_t i = 0; i < n; i++)
+    if ((x[i] & e) == e)
+      return 1;
+  return 0;
+}
+
+/* space.c */
 kvs__h128 kvs__chain_next(const kvs__space *sp, const kvs__h128 *prev, const uint32_t *tokens);
 void kvs__space_unref_internal(kvs__space *sp);
+void kvs__space_free(kvs__space *sp);
 
 #endif

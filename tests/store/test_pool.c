@@ -24,17 +24,16 @@ START_TEST(classes)
   ck_assert_int_ge(b, 0);
   ck_assert_int_ne(a, b);
   ck_assert_int_eq(a, a2); /* 100 and 128 round to the same 64-byte slot */
-  ck_assert_uint_eq(kvs__pool_slot_bytes(p, a), 128);
   ck_assert_int_eq(kvs__pool_class(p, 0), -EINVAL);
   ck_assert_int_eq(kvs__pool_class(p, 5 * CH), -E2BIG);
   void *x, *y;
   ck_assert_int_eq(kvs__pool_alloc(p, a, &x), 0);
   ck_assert_int_eq(kvs__pool_alloc(p, b, &y), 0);
   /* Each class took its own chunk. */
-  ck_assert_uint_eq(kvs__pool_free_chunks(p), 2);
+  ck_assert_uint_eq(kvs__pool_free_bytes(p), 2 * CH);
   ck_assert_uint_eq((uintptr_t)x % KVS_POOL_ALIGN, 0);
   ck_assert_uint_eq((uintptr_t)y % KVS_POOL_ALIGN, 0);
-  ck_assert_uint_eq(kvs__pool_used_bytes(p), 128 + 1024);
+  ck_assert_uint_eq(kvs__pool_used_bytes(p), 128 + 1024); /* 100 rounded to 128 */
   ck_assert_int_eq(kvs__pool_alloc(p, 7, &x), -EINVAL);
   kvs__pool_close(p);
 }
@@ -69,9 +68,9 @@ START_TEST(fill_reuse)
   /* A chunk whose slots are all free returns to the free list. */
   for (int i = 4; i < 8; i++)
     kvs__pool_free(p, s[i]);
-  ck_assert_uint_eq(kvs__pool_free_chunks(p), 1);
+  ck_assert_uint_eq(kvs__pool_free_bytes(p), CH);
   ck_assert_int_eq(kvs__pool_alloc(p, b, &z), 0);
-  ck_assert_uint_eq(kvs__pool_free_chunks(p), 0);
+  ck_assert_uint_eq(kvs__pool_free_bytes(p), 0);
   kvs__pool_close(p);
 }
 END_TEST
@@ -89,7 +88,7 @@ START_TEST(span)
   kvs__pool_free(p, x);
   ck_assert_int_eq(kvs__pool_alloc(p, big, &m), -ENOSPC); /* 0 and 4 not contiguous */
   kvs__pool_free(p, y);
-  ck_assert_uint_eq(kvs__pool_free_chunks(p), 5);
+  ck_assert_uint_eq(kvs__pool_free_bytes(p), 5 * CH);
   ck_assert_int_eq(kvs__pool_alloc(p, big, &m), 0);
   ck_assert_int_eq(kvs__pool_alloc(p, a, &x), 0);
   kvs__pool_close(p);
@@ -102,13 +101,51 @@ START_TEST(bad_init)
   ck_assert_int_eq(kvs__pool_init(&p, &kvs__backend_host, CH - 1, CH), -EINVAL);
   ck_assert_int_eq(kvs__pool_init(&p, NULL, CH, CH), -EINVAL);
   ck_assert_int_eq(kvs__pool_init(&p, &kvs__backend_host, 256u << 20, 0), 0);
-  ck_assert_uint_eq(kvs__pool_chunk_bytes(p), 2u << 20);
   ck_assert_uint_eq(kvs__pool_bytes(p), 256u << 20);
+  /* 2 MiB chunks: a slot of 2 MiB + 1 takes two of them. */
+  int big = kvs__pool_class(p, (2u << 20) + 1);
+  void *x;
+  ck_assert_int_eq(kvs__pool_alloc(p, big, &x), 0);
+  ck_assert_uint_eq(kvs__pool_free_bytes(p), (256u << 20) - (4u << 20));
   kvs__pool_close(p);
   /* A small pool gets smaller chunks by default, still 64 of them. */
   ck_assert_int_eq(kvs__pool_init(&p, &kvs__backend_host, 1u << 20, 0), 0);
-  ck_assert_uint_eq(kvs__pool_chunk_bytes(p), 16384);
-  ck_assert_uint_eq(kvs__pool_free_chunks(p), 64);
+  ck_assert_uint_eq(kvs__pool_free_bytes(p), 1u << 20);
+  int one = kvs__pool_class(p, 64);
+  ck_assert_int_eq(kvs__pool_alloc(p, one, &x), 0);
+  ck_assert_uint_eq(kvs__pool_free_bytes(p), (1u << 20) - 16384);
+  kvs__pool_close(p);
+}
+END_TEST
+
+/* Classes are counted: an id comes back only when its last holder lets go,
+ * and then serves another size, so sizes that come and go never run out. */
+START_TEST(class_refs)
+{
+  kvs__pool *p = mk(4);
+  int a = kvs__pool_class(p, 256), a2 = kvs__pool_class(p, 256);
+  ck_assert_int_eq(a, a2);
+  kvs__pool_class_put(p, a);
+  ck_assert_int_eq(kvs__pool_class(p, 512), a + 1); /* a still held once */
+  kvs__pool_class_put(p, a);
+  void *x;
+  ck_assert_int_eq(kvs__pool_alloc(p, a, &x), -EINVAL); /* released */
+  ck_assert_int_eq(kvs__pool_class(p, 1024), a);          /* reused for a new size */
+  ck_assert_int_eq(kvs__pool_alloc(p, a, &x), 0);
+  kvs__pool_free(p, x);
+  /* Far more sizes than class ids, one at a time. */
+  kvs__pool_class_put(p, a);
+  for (unsigned i = 0; i < 4 * KVS_POOL_MAX_CLASSES; i++) {
+    int c = kvs__pool_class(p, 64u * (i + 1) % CH + 64u);
+    ck_assert_int_ge(c, 0);
+    kvs__pool_class_put(p, c);
+  }
+  /* All ids held: the next new size is refused. */
+  int ids[KVS_POOL_MAX_CLASSES];
+  for (unsigned i = 0; i < KVS_POOL_MAX_CLASSES - 1; i++)
+    ck_assert_int_ge(ids[i] = kvs__pool_class(p, 64u * (i + 20)), 0);
+  ck_assert_int_eq(kvs__pool_class(p, 64u * 10), -ENOSPC);
+  (void)ids;
   kvs__pool_close(p);
 }
 END_TEST
@@ -121,6 +158,7 @@ int main(void)
   tcase_add_test(tc, fill_reuse);
   tcase_add_test(tc, span);
   tcase_add_test(tc, bad_init);
+  tcase_add_test(tc, class_refs);
   suite_add_tcase(s, tc);
   SRunner *r = srunner_create(s);
   srunner_run_all(r, CK_NORMAL);

@@ -92,7 +92,7 @@ static void check_seq_n(kvs__seq *q, const kvs__space *sp, const uint16_t *k, co
                         uint32_t kn, uint32_t n, uint32_t qtok, uint64_t (*maskf)(uint32_t g))
 {
   uint16_t *gk = malloc((size_t)NL * n * C * 2), *gv = malloc((size_t)NL * n * C * 2);
-  char err[KVS_MAX_ERRMSG];
+  char err[KVS_STORE_ERRMSG];
   ck_assert_int_eq(kvs__seq_get(q, 0, n, 0, NL, gk, gv, err), 0);
   uint16_t ek[G * C], ev[G * C];
   for (uint32_t l = 0; l < NL; l++) {
@@ -126,10 +126,10 @@ static void check_seq(kvs__seq *q, const kvs__space *sp, const uint16_t *k, cons
   check_seq_n(q, sp, k, v, n, n, qtok, maskf);
 }
 
-static kvs__stats stats(kvs__store *s)
+static kvs__store_stats stats(kvs__store *s)
 {
-  kvs__stats st;
-  kvs__store_stats(s, &st);
+  kvs__store_stats st;
+  kvs__store_stats_get(s, &st);
   return st;
 }
 
@@ -147,7 +147,7 @@ START_TEST(aligned_and_residual)
   /* Put 20 tokens (one block + 4 residual), then the rest, from separate
    * per-put buffers laid out [NL][m][C]. */
   uint32_t cut = G + 4;
-  char err[KVS_MAX_ERRMSG];
+  char err[KVS_STORE_ERRMSG];
   kvs__put_info info;
   for (int part = 0; part < 2; part++) {
     uint32_t a = part ? cut : 0, m = part ? n - cut : cut;
@@ -166,8 +166,8 @@ START_TEST(aligned_and_residual)
   }
   ck_assert_uint_eq(kvs__seq_len(q), n);
   check_seq(q, sp, k, v, n, 2 * G, NULL);
-  kvs__stats st = stats(s);
-  ck_assert_uint_eq(st.blocks_used, 2 * NL);
+  kvs__store_stats st = stats(s);
+  ck_assert_uint_eq(st.blocks, 2 * NL);
   ck_assert_uint_eq(st.blocks_pinned, 2 * NL);
   ck_assert_uint_eq(st.puts, 2);
   ck_assert_uint_eq(st.seqs, 1);
@@ -181,10 +181,10 @@ START_TEST(aligned_and_residual)
   kvs__seq_free(q);
   st = stats(s);
   ck_assert_uint_eq(st.blocks_pinned, 0);
-  ck_assert_uint_eq(st.blocks_used, 2 * NL);
+  ck_assert_uint_eq(st.blocks, 2 * NL);
   ck_assert_uint_eq(st.seqs, 0);
   ck_assert_uint_eq(kvs__store_evict_all(s), 2 * NL);
-  ck_assert_uint_eq(stats(s).blocks_used, 0);
+  ck_assert_uint_eq(stats(s).blocks, 0);
   ck_assert_uint_eq(stats(s).pool_used_bytes, 0);
   kvs__space_unref(sp);
   ck_assert_uint_eq(stats(s).spaces, 0);
@@ -208,18 +208,18 @@ START_TEST(share_lookup_bind)
   uint32_t n = 3 * G + 3;
   uint16_t *k = randkv(NL, n), *v = randkv(NL, n), *k2 = randkv(NL, n), *v2 = randkv(NL, n);
   uint32_t *t = toks(n, 5);
-  char err[KVS_MAX_ERRMSG];
+  char err[KVS_STORE_ERRMSG];
   uint32_t cached = 99;
   ck_assert_int_eq(kvs__space_lookup(sp, t, n, NULL, &cached), 0);
   ck_assert_uint_eq(cached, 0);
   ck_assert_int_eq(kvs__seq_new(sp, &a), 0);
   ck_assert_int_eq(kvs__seq_put(a, 0, t, n, 0, NL, k, v, NULL, 0, NULL, err), 0);
-  uint64_t blocks = stats(s).blocks_used;
+  uint64_t blocks = stats(s).blocks;
   ck_assert_uint_eq(blocks, 3 * NL);
   /* Same tokens, other data: shares the blocks, block count unchanged. */
   ck_assert_int_eq(kvs__seq_new(sp, &b), 0);
   ck_assert_int_eq(kvs__seq_put(b, 0, t, n, 0, NL, k2, v2, NULL, 0, NULL, err), 0);
-  ck_assert_uint_eq(stats(s).blocks_used, blocks);
+  ck_assert_uint_eq(stats(s).blocks, blocks);
   check_seq_n(b, sp, k, v, n, 3 * G, 3 * G, NULL); /* b reads a's blocks */
   ck_assert_int_eq(kvs__space_lookup(sp, t, n, NULL, &cached), 0);
   ck_assert_uint_eq(cached, 3 * G);
@@ -244,7 +244,7 @@ START_TEST(share_lookup_bind)
   }
   ck_assert_int_eq(kvs__seq_put(c, 3 * G, t + 3 * G, 3, 0, NL, tk, tv, NULL, 0, NULL, err), 0);
   check_seq(c, sp, k, v, n, 3 * G, NULL);
-  kvs__stats st = stats(s);
+  kvs__store_stats st = stats(s);
   ck_assert_uint_eq(st.lookups, 5);
   ck_assert_uint_eq(st.lookup_hit_tokens, 3 * G + G + G + 3 * G);
   /* Lookup needs every layer: a seq of another space with only layer 0. */
@@ -302,7 +302,7 @@ START_TEST(pfn_rows)
     k[C + c] = kvs__f32_to_f16(1000.0f + (float)c);
   uint32_t *t = toks(n, 1);
   kvs__put_info info;
-  char err[KVS_MAX_ERRMSG];
+  char err[KVS_STORE_ERRMSG];
   ck_assert_int_eq(kvs__seq_put(q, 0, t, n, 0, NL, k, v, NULL, 0, &info, err), 0);
   ck_assert_uint_eq(info.sinks, 3);
   ck_assert_uint_eq(info.quantized, n);
@@ -311,8 +311,8 @@ START_TEST(pfn_rows)
   ck_assert_int_eq(kvs__seq_get(q, 0, 3, 0, 1, rk, rv, err), 0);
   ck_assert_int_eq(memcmp(rk, k, sizeof(rk)), 0);
   ck_assert_int_eq(memcmp(rv, v, sizeof(rv)), 0);
-  kvs__stats st = stats(s);
-  ck_assert_uint_eq(st.sink_rows_used, 3 * NL);
+  kvs__store_stats st = stats(s);
+  ck_assert_uint_eq(st.sink_rows, 3 * NL);
   ck_assert_uint_eq(st.sinks_found, 3);
   kvs__seq_free(q);
   kvs__space_unref(sp);
@@ -347,12 +347,12 @@ START_TEST(kvsink_waits_for_act)
   uint32_t n = 2 * G;
   uint16_t *k = randkv(NL, n), *v = randkv(NL, n);
   uint32_t *t = toks(n, 9);
-  char err[KVS_MAX_ERRMSG];
+  char err[KVS_STORE_ERRMSG];
   kvs__put_info info;
   /* No summary yet: everything waits in the residual. */
   ck_assert_int_eq(kvs__seq_put(q, 0, t, n, 0, NL, k, v, NULL, 0, &info, err), 0);
   ck_assert_uint_eq(info.quantized, 0);
-  ck_assert_uint_eq(stats(s).blocks_used, 0);
+  ck_assert_uint_eq(stats(s).blocks, 0);
   check_seq(q, sp, k, v, n, 0, NULL);
   /* Summary-only put: tokens 5 and 16+9 exceed tau; token 20 too but the
    * budget of 2 keeps the largest two. */
@@ -368,11 +368,11 @@ START_TEST(kvsink_waits_for_act)
   ck_assert_int_eq(kvs__seq_put(q, 0, t, n, 0, 0, NULL, NULL, act, 2, &info, err), 0);
   ck_assert_uint_eq(info.quantized, n);
   ck_assert_uint_eq(info.sinks, 2); /* 5 and 25; 0 was flagged (PFN) at the first put */
-  ck_assert_uint_eq(stats(s).blocks_used, 2 * NL);
+  ck_assert_uint_eq(stats(s).blocks, 2 * NL);
   check_seq(q, sp, k, v, n, n, mask_ks);
-  kvs__stats st = stats(s);
+  kvs__store_stats st = stats(s);
   ck_assert_uint_eq(st.sinks_dropped, 1);
-  ck_assert_uint_eq(st.sink_rows_used, 3 * NL);
+  ck_assert_uint_eq(st.sink_rows, 3 * NL);
   /* The same profile finds the same space and its blocks; a profile that
    * would choose other sinks (reloaded with a new tau) gets its own. */
   kvs__space *same, *other;
@@ -423,7 +423,7 @@ START_TEST(eviction_and_nospc)
   uint32_t n = 2 * G; /* 4 blocks per seq */
   uint16_t *k = randkv(NL, n), *v = randkv(NL, n);
   uint32_t *t1 = toks(n, 1), *t2 = toks(n, 1000), *t3 = toks(n, 5000);
-  char err[KVS_MAX_ERRMSG];
+  char err[KVS_STORE_ERRMSG];
   uint32_t cached;
   kvs__seq *a, *b, *c, *d;
   ck_assert_int_eq(kvs__seq_new(sp, &a), 0);
@@ -440,15 +440,15 @@ START_TEST(eviction_and_nospc)
   ck_assert_int_eq(kvs__seq_put(d, 0, t3, n, 0, NL, k, v, NULL, 0, NULL, err), -ENOSPC);
   ck_assert_uint_eq(kvs__seq_len(d), 0);
   ck_assert_uint_eq(stats(s).put_nospc, 1);
-  ck_assert_uint_eq(stats(s).blocks_used, 8);
+  ck_assert_uint_eq(stats(s).blocks, 8);
   /* The bound seq still reads (its blocks are pinned). */
   check_seq(b, sp, k, v, n, n, NULL);
   /* Release c: its blocks become evictable and the retry succeeds. */
   kvs__seq_free(c);
   ck_assert_int_eq(kvs__seq_put(d, 0, t3, n, 0, NL, k, v, NULL, 0, NULL, err), 0);
-  kvs__stats st = stats(s);
+  kvs__store_stats st = stats(s);
   ck_assert_uint_eq(st.evictions, 4);
-  ck_assert_uint_eq(st.blocks_used, 8);
+  ck_assert_uint_eq(st.blocks, 8);
   /* Evicted prefix is never reported; pinned ones still are. */
   ck_assert_int_eq(kvs__space_lookup(sp, t2, n, NULL, &cached), 0);
   ck_assert_uint_eq(cached, 0);
@@ -500,14 +500,14 @@ START_TEST(validation)
   uint32_t n = G + 2;
   uint16_t *k = randkv(NL, n), *v = randkv(NL, n);
   uint32_t *t = toks(n, 3);
-  char err[KVS_MAX_ERRMSG];
+  char err[KVS_STORE_ERRMSG];
   ck_assert_int_eq(kvs__seq_put(q, 0, t, n, 1, 3, k, v, NULL, 0, NULL, err), -EINVAL);
   ck_assert_int_eq(kvs__seq_put(q, 0, t, n, 2, 1, k, v, NULL, 0, NULL, err), -EINVAL);
   ck_assert_int_eq(kvs__seq_put(q, 1, t, n, 0, NL, k, v, NULL, 0, NULL, err), -EINVAL);
   ck_assert_int_gt(strlen(err), 0);
   ck_assert_int_eq(kvs__seq_put(q, 0, NULL, n, 0, NL, k, v, NULL, 0, NULL, err), -EINVAL);
   ck_assert_int_eq(kvs__seq_put(q, 0, t, n, 0, NL, NULL, v, NULL, 0, NULL, err), -EINVAL);
-  ck_assert_int_eq(kvs__seq_put(q, 0, t, KVS_MAX_TOKENS_PER_PUT + 1, 0, NL, k, v, NULL, 0, NULL,
+  ck_assert_int_eq(kvs__seq_put(q, 0, t, KVS_STORE_MAX_TOKENS + 1, 0, NL, k, v, NULL, 0, NULL,
                                 err),
                    -EINVAL);
   uint16_t keep = k[C * 3 + 1];
@@ -519,7 +519,7 @@ START_TEST(validation)
   ck_assert_int_eq(kvs__seq_put(q, 0, t, n, 0, NL, k, v, NULL, 0, NULL, err), KVS_ENAN);
   v[C * 5] = keep;
   ck_assert_uint_eq(kvs__seq_len(q), 0);
-  ck_assert_uint_eq(stats(s).blocks_used, 0);
+  ck_assert_uint_eq(stats(s).blocks, 0);
   ck_assert_int_eq(kvs__seq_put(q, 0, t, n, 0, 1, k, v, NULL, 0, NULL, err), 0);
   /* Layer 1 must start at its own length (0), not layer 0's. */
   ck_assert_int_eq(kvs__seq_put(q, n, t, 1, 1, 2, k, v, NULL, 0, NULL, err), -EINVAL);
@@ -553,7 +553,7 @@ START_TEST(validation)
   uint32_t *bt = toks(big, 0);
   ck_assert_int_eq(kvs__seq_put(q, 0, bt, big, 0, 1, bk, bv, NULL, 0, NULL, err), -E2BIG);
   ck_assert_int_eq(kvs__seq_put(q, 0, bt, big - 1, 0, 1, bk, bv, NULL, 0, NULL, err), 0);
-  ck_assert_uint_eq(stats(s).blocks_used, 1); /* the NONE space's cached block */
+  ck_assert_uint_eq(stats(s).blocks, 1); /* the NONE space's cached block */
   /* The summary may not leave a gap. */
   float a1[2] = {0, 0};
   ck_assert_int_eq(kvs__seq_put(q, 1, bt + 1, 1, 0, 0, NULL, NULL, a1, 1, NULL, err), -EINVAL);
@@ -606,7 +606,7 @@ START_TEST(decode_layer_by_layer)
   uint32_t n = 2 * G + 7;
   uint16_t *k = randkv(NL, n), *v = randkv(NL, n);
   uint32_t *t = toks(n, 77);
-  char err[KVS_MAX_ERRMSG];
+  char err[KVS_STORE_ERRMSG];
   kvs__put_info info;
   for (uint32_t p = 0; p < n; p++)
     for (uint32_t l = 0; l < NL; l++) {
@@ -617,7 +617,7 @@ START_TEST(decode_layer_by_layer)
       ck_assert_uint_eq(info.seq_len, l == NL - 1 ? p + 1 : p);
     }
   check_seq(q, sp, k, v, n, 2 * G, NULL);
-  ck_assert_uint_eq(stats(s).blocks_used, 2 * NL);
+  ck_assert_uint_eq(stats(s).blocks, 2 * NL);
   kvs__seq_free(q);
   kvs__space_unref(sp);
   free(k);
@@ -649,17 +649,17 @@ START_TEST(quantize_error_rolls_back)
   }
   k[((size_t)NL * n - 1) * C - C * 4] = kvs__f32_to_bf16(1e30f); /* layer 1, row 12 */
   uint32_t *t = toks(n, 4);
-  char err[KVS_MAX_ERRMSG];
+  char err[KVS_STORE_ERRMSG];
   ck_assert_int_eq(kvs__seq_put(q, 0, t, n, 0, NL, k, v, NULL, 0, NULL, err), -ERANGE);
   ck_assert_uint_eq(kvs__seq_len(q), 0);
-  kvs__stats st = stats(s);
-  ck_assert_uint_eq(st.blocks_used, 0);
+  kvs__store_stats st = stats(s);
+  ck_assert_uint_eq(st.blocks, 0);
   ck_assert_uint_eq(st.pool_used_bytes, 0);
   ck_assert_uint_eq(st.puts, 0);
   /* The seq still takes a valid put. */
   k[((size_t)NL * n - 1) * C - C * 4] = kvs__f32_to_bf16(1.0f);
   ck_assert_int_eq(kvs__seq_put(q, 0, t, n, 0, NL, k, v, NULL, 0, NULL, err), 0);
-  ck_assert_uint_eq(stats(s).blocks_used, NL);
+  ck_assert_uint_eq(stats(s).blocks, NL);
   kvs__seq_free(q);
   kvs__space_unref(sp);
   free(k);

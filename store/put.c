@@ -1,0 +1,493 @@
+/* The put (Decisions 3-6, 17, 18), in phases: validate, predict, plan,
+ * reserve (with the residual rows staged), quantize, commit. */
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "store/store_int.h"
+
+static uint64_t res_size(uint32_t rows, uint32_t C) { return (uint64_t)rows * C * 2u * 2u; }
+
+static void res_account(kvs__seq *q, uint64_t add, uint64_t sub)
+{
+  q->res_bytes = q->res_bytes + add - sub;
+  q->sp->st->res_bytes = q->sp->st->res_bytes + add - sub;
+}
+
+/* One block a put needs: found in the index (pinned) or freshly reserved. */
+typedef struct job {
+  uint32_t layer, g;
+  kvs__block *b;
+  int fresh;
+} job;
+
+typedef struct plan {
+  uint32_t L0, L1, nb1;
+  uint32_t rcap1;               /* append: residual rows of capacity needed */
+  uint16_t *rk, *rv;            /* new residual buffers (owned until commit) */
+  int fresh_res;
+  int append;                   /* no shift: new rows go after the old ones */
+} plan;
+
+/* A put in progress. Input k / v / act point into client-writable memory:
+ * every byte the store uses is copied once into its own memory and checked
+ * there (Decision 17); nothing reads the input twice. */
+typedef struct put {
+  kvs__seq *q;
+  kvs__space *sp;
+  kvs__store *st;
+  uint32_t start, n, lb, le, nlp, end, ntok1, G, C, nl;
+  const uint32_t *tokens;
+  const uint16_t *k, *v;
+  const float *act;
+  uint32_t act_ch;
+  char *errmsg;
+  uint8_t *pred;                /* predicted sinks of [known, known1) */
+  uint32_t known1, npred, ndrop, limit;
+  plan *pl;
+  job *jobs;
+  uint32_t njobs, maxnb, nfresh;
+} put;
+
+static void jobs_undo(put *c)
+{
+  for (uint32_t i = 0; i < c->njobs; i++) {
+    if (!c->jobs[i].b)
+      continue;
+    if (c->jobs[i].fresh)
+      kvs__blk_drop(c->jobs[i].b);
+    else
+      kvs__blk_unref(c->jobs[i].b);
+    c->jobs[i].b = NULL;
+  }
+}
+
+static int put_validate(put *c)
+{
+  kvs__seq *q = c->q;
+  kvs__space *sp = c->sp;
+  if (c->lb > c->le || c->le > c->nl)
+    return kvs__fail(c->errmsg, -EINVAL, "layer range [%u, %u) outside 0..%u", c->lb, c->le, c->nl);
+  if (c->n > KVS_STORE_MAX_TOKENS)
+    return kvs__fail(c->errmsg, -EINVAL, "%u tokens in one put (max %u)", c->n, KVS_STORE_MAX_TOKENS);
+  if (c->n && !c->tokens)
+    return kvs__fail(c->errmsg, -EINVAL, "no token ids");
+  if (c->n && c->nlp && (!c->k || !c->v))
+    return kvs__fail(c->errmsg, -EINVAL, "no K/V data");
+  if ((uint64_t)c->start + c->n > UINT32_MAX - KVS_QBLOCK_MAX_G)
+    return kvs__fail(c->errmsg, -EINVAL, "position overflow");
+  for (uint32_t l = c->lb; l < c->le; l++)
+    if (q->l[l].len != c->start)
+      return kvs__fail(c->errmsg, -EINVAL, "start %u but layer %u holds %u tokens", c->start, l,
+                  q->l[l].len);
+  if (c->start > q->ntok)
+    return kvs__fail(c->errmsg, -EINVAL, "start %u leaves a gap after %u known tokens", c->start,
+                q->ntok);
+  for (uint32_t i = 0; i < c->n && c->start + i < q->ntok; i++)
+    if (q->tok[c->start + i] != c->tokens[i])
+      return kvs__fail(c->errmsg, -EINVAL, "token id at position %u differs from the seq's",
+                  c->start + i);
+  if (c->act && sp->has_prof && c->act_ch != sp->prof.n_channels)
+    return kvs__fail(c->errmsg, -EINVAL, "activation summary has %u channels, profile %u", c->act_ch,
+                sp->prof.n_channels);
+  if (sp->has_prof && c->act && c->n && c->start > q->known)
+    return kvs__fail(c->errmsg, -EINVAL, "activation summary at %u leaves a gap after %u", c->start,
+                q->known);
+  return 0;
+}
+
+/* Sinks of the new tokens from a copy of the activation summary. */
+static int put_predict(put *c)
+{
+  kvs__seq *q = c->q;
+  kvs__space *sp = c->sp;
+  c->known1 = q->known;
+  c->limit = sp->has_prof ? q->known : UINT32_MAX;
+  if (!(sp->has_prof && c->act && c->n) || c->end <= q->known)
+    return 0;
+  uint32_t off = q->known - c->start, m = c->end - q->known, ch = c->act_ch;
+  float *a = malloc((size_t)m * ch * sizeof(*a));
+  c->pred = calloc(m, 1);
+  if (!a || !c->pred) {
+    free(a);
+    return kvs__fail(c->errmsg, -ENOMEM, "out of memory");
+  }
+  memcpy(a, c->act + (size_t)off * ch, (size_t)m * ch * sizeof(*a));
+  uint32_t budget = sp->prof.max_sinks > q->npred ? sp->prof.max_sinks - q->npred : 0;
+  int rc = kvs__predict_sinks(a, m, ch, sp->prof.tau, budget, c->pred);
+  if (rc < 0) {
+    free(a);
+    return kvs__fail(c->errmsg, rc, rc == KVS_ENAN ? "NaN or Inf in the activation summary"
+                                              : "sink prediction failed (out of memory)");
+  }
+  c->npred = (uint32_t)rc;
+  uint32_t cand = 0;
+  for (uint32_t t = 0; t < m; t++) {
+    float mx = 0;
+    for (uint32_t j = 0; j < ch; j++)
+      mx = fmaxf(mx, fabsf(a[(size_t)t * ch + j]));
+    cand += mx > sp->prof.tau;
+  }
+  free(a);
+  c->ndrop = cand > c->npred ? cand - c->npred : 0;
+  c->known1 = c->end;
+  c->limit = c->known1;
+  return 0;
+}
+
+/* Per layer: new length, groups quantized, pending rows, residual bytes. */
+static int put_plan(put *c)
+{
+  kvs__seq *q = c->q;
+  kvs__store *st = c->st;
+  c->pl = calloc(c->nl, sizeof(*c->pl));
+  if (!c->pl)
+    return kvs__fail(c->errmsg, -ENOMEM, "out of memory");
+  c->maxnb = q->nchain;
+  uint64_t add = 0;
+  for (uint32_t l = 0; l < c->nl; l++) {
+    plan *p = &c->pl[l];
+    kvs__seq_layer *L = &q->l[l];
+    p->L0 = L->len;
+    p->L1 = l >= c->lb && l < c->le ? c->end : p->L0;
+    p->nb1 = (p->L1 < c->limit ? p->L1 : c->limit) / c->G;
+    if (p->nb1 < L->nblk)
+      p->nb1 = L->nblk;
+    uint32_t pend = p->L1 - p->nb1 * c->G;
+    if (pend > st->max_pending)
+      return kvs__fail(c->errmsg, -E2BIG, "layer %u would hold %u pending 16-bit tokens (max %u)", l,
+                  pend, st->max_pending);
+    c->njobs += p->nb1 - L->nblk;
+    if (p->nb1 > c->maxnb)
+      c->maxnb = p->nb1;
+    if ((p->L1 == p->L0 && p->nb1 == L->nblk))
+      continue;
+    if (pend && p->nb1 == L->nblk) {
+      /* Decode-style appends grow in place, doubling. */
+      p->append = 1;
+      p->rcap1 = L->rcap;
+      if (pend > p->rcap1) {
+        p->rcap1 = p->rcap1 ? p->rcap1 : 2u * c->G;
+        while (p->rcap1 < pend)
+          p->rcap1 *= 2;
+        add += res_size(p->rcap1 - L->rcap, c->C);
+      }
+    } else {
+      add += res_size(pend, c->C);
+    }
+  }
+  /* The peak holds old and new buffers both, so the bound counts both. */
+  if (add && q->res_bytes + add > st->res_seq_max)
+    return kvs__fail(c->errmsg, -E2BIG,
+                "16-bit residual of this sequence would take %llu bytes (max %llu)",
+                (unsigned long long)(q->res_bytes + add), (unsigned long long)st->res_seq_max);
+  if (add && st->res_bytes + add > st->res_max)
+    return kvs__fail(c->errmsg, -ENOSPC,
+                "16-bit residual of all sequences would take %llu bytes (max %llu)",
+                (unsigned long long)(st->res_bytes + add), (unsigned long long)st->res_max);
+  return 0;
+}
+
+/* Input row t of layer l (t >= start). */
+static const uint16_t *in_row(const put *c, const uint16_t *x, uint32_t l, uint32_t t)
+{
+  return x + ((size_t)(l - c->lb) * c->n + (t - c->start)) * c->C;
+}
+
+/* Copy the rows that stay 16-bit into the seq's own memory and check the
+ * copy; nothing visible changes (rows past a layer's length are scratch). */
+static int put_stage_residual(put *c)
+{
+  kvs__seq *q = c->q;
+  const uint32_t C = c->C, G = c->G;
+  const size_t rb = (size_t)C * 2u;
+  for (uint32_t l = 0; l < c->nl; l++) {
+    plan *p = &c->pl[l];
+    kvs__seq_layer *L = &q->l[l];
+    uint32_t pend = p->L1 - p->nb1 * G, nb0 = L->nblk;
+    if ((p->L1 == p->L0 && p->nb1 == nb0) || pend == 0)
+      continue;
+    uint16_t *dk, *dv;
+    uint32_t first;          /* first staged row that came from the input */
+    if (p->append) {
+      if (p->rcap1 > L->rcap) {
+        /* Contents kept, so a later failure leaves the seq as it was. */
+        uint16_t *nk = realloc(L->rk, (size_t)p->rcap1 * rb);
+        if (!nk)
+          return kvs__fail(c->errmsg, -ENOMEM, "out of memory");
+        L->rk = nk;
+        uint16_t *nv = realloc(L->rv, (size_t)p->rcap1 * rb);
+        if (!nv)
+          return kvs__fail(c->errmsg, -ENOMEM, "out of memory");
+        L->rv = nv;
+        res_account(q, res_size(p->rcap1 - L->rcap, C), 0);
+        L->rcap = p->rcap1;
+      }
+      dk = L->rk;
+      dv = L->rv;
+      first = p->L0 - nb0 * G;
+      for (uint32_t t = p->L0; t < p->L1; t++) {
+        memcpy(dk + (size_t)(t - nb0 * G) * C, in_row(c, c->k, l, t), rb);
+        memcpy(dv + (size_t)(t - nb0 * G) * C, in_row(c, c->v, l, t), rb);
+      }
+    } else {
+      p->rk = malloc((size_t)pend * rb);
+      p->rv = malloc((size_t)pend * rb);
+      p->fresh_res = 1;
+      if (!p->rk || !p->rv)
+        return kvs__fail(c->errmsg, -ENOMEM, "out of memory");
+      res_account(q, res_size(pend, C), 0);
+      dk = p->rk;
+      dv = p->rv;
+      first = pend;
+      for (uint32_t r = 0; r < pend; r++) {
+        uint32_t t = p->nb1 * G + r;
+        const uint16_t *sk, *sv;
+        if (t < p->L0) {
+          sk = L->rk + (size_t)(t - nb0 * G) * C;
+          sv = L->rv + (size_t)(t - nb0 * G) * C;
+        } else {
+          if (r < first)
+            first = r;
+          sk = in_row(c, c->k, l, t);
+          sv = in_row(c, c->v, l, t);
+        }
+        memcpy(dk + (size_t)r * C, sk, rb);
+        memcpy(dv + (size_t)r * C, sv, rb);
+      }
+    }
+    uint32_t last = p->append ? p->L1 - nb0 * G : pend;
+    if (first < last && (kvs__has_nonfinite(dk + (size_t)first * C, (size_t)(last - first) * C,
+                                       c->sp->qp.dtype) ||
+                         kvs__has_nonfinite(dv + (size_t)first * C, (size_t)(last - first) * C,
+                                       c->sp->qp.dtype)))
+      return kvs__fail(c->errmsg, KVS_ENAN, "NaN or Inf in K/V");
+  }
+  return 0;
+}
+
+static int grow_seq(put *c)
+{
+  kvs__seq *q = c->q;
+  if (kvs__grow((void **)&q->tok, &q->tokcap, c->ntok1, sizeof(*q->tok)) < 0 ||
+      kvs__grow((void **)&q->chain, &q->chaincap, c->maxnb, sizeof(*q->chain)) < 0)
+    return -ENOMEM;
+  void *f = realloc(q->flag, q->tokcap ? q->tokcap : 1);
+  if (!f)
+    return -ENOMEM;
+  q->flag = f;
+  for (uint32_t l = 0; l < c->nl; l++)
+    if (kvs__grow((void **)&q->l[l].blk, &q->l[l].blkcap, c->pl[l].nb1, sizeof(kvs__block *)) < 0)
+      return -ENOMEM;
+  return 0;
+}
+
+/* Capacity, scratch ids / flags / chain, staged residuals, then the blocks:
+ * hits pinned first (so reserving cannot evict them), then fresh slots. */
+static int put_reserve(put *c)
+{
+  kvs__seq *q = c->q;
+  kvs__space *sp = c->sp;
+  const uint32_t G = c->G;
+  if (grow_seq(c) < 0)
+    return kvs__fail(c->errmsg, -ENOMEM, "out of memory");
+  /* Scratch beyond ntok / nchain is invisible until the commit. */
+  for (uint32_t t = q->ntok; t < c->ntok1; t++) {
+    q->tok[t] = c->tokens[t - c->start];
+    q->flag[t] = (uint8_t)kvs__pfn_flag(sp, t);
+  }
+  for (uint32_t g = q->nchain; g < c->maxnb; g++)
+    q->chain[g] = kvs__chain_next(sp, g ? &q->chain[g - 1] : NULL, &q->tok[(size_t)g * G]);
+  int rc = put_stage_residual(c);
+  if (rc < 0)
+    return rc;
+
+  c->jobs = calloc(c->njobs ? c->njobs : 1, sizeof(*c->jobs));
+  if (!c->jobs)
+    return kvs__fail(c->errmsg, -ENOMEM, "out of memory");
+  c->njobs = 0;
+  for (uint32_t l = 0; l < c->nl; l++)
+    for (uint32_t g = q->l[l].nblk; g < c->pl[l].nb1; g++)
+      c->jobs[c->njobs++] = (job){.layer = l, .g = g};
+  const kvs__h128 none = {0, 0};
+  for (uint32_t i = 0; i < c->njobs; i++) {
+    uint32_t g = c->jobs[i].g;
+    kvs__block *b = kvs__blk_find(c->st, q->chain[g], g ? q->chain[g - 1] : none,
+                                  c->jobs[i].layer, &q->tok[(size_t)g * G]);
+    if (b) {
+      kvs__blk_ref(b);
+      c->jobs[i].b = b;
+    } else {
+      c->nfresh++;
+    }
+  }
+  if (kvs__index_reserve(c->st->ix, c->nfresh) < 0)
+    return kvs__fail(c->errmsg, -ENOMEM, "out of memory");
+  for (uint32_t i = 0; i < c->njobs; i++) {
+    if (c->jobs[i].b)
+      continue;
+    uint32_t g = c->jobs[i].g;
+    uint64_t mask = 0;
+    for (uint32_t r = 0; r < G; r++) {
+      uint32_t t = g * G + r;
+      int f = q->flag[t] || (c->pred && t >= q->known && c->pred[t - q->known]);
+      mask |= (uint64_t)f << r;
+    }
+    rc = kvs__blk_new(sp, q->chain[g], g ? q->chain[g - 1] : none, c->jobs[i].layer, g,
+                      &q->tok[(size_t)g * G], mask, &c->jobs[i].b);
+    if (rc == -ENOSPC) {
+      c->st->put_nospc++;
+      return kvs__fail(c->errmsg, rc, "pool full: no block can be evicted");
+    }
+    if (rc < 0)
+      return kvs__fail(c->errmsg, rc, "out of memory");
+    c->jobs[i].fresh = 1;
+  }
+  return 0;
+}
+
+/* Quantize the fresh blocks, KVS_BATCH_MAX at a time, each from a tile
+ * copied once (old residual rows below L0, this put's input above) and
+ * checked before use. */
+static int put_quantize(put *c)
+{
+  if (!c->nfresh)
+    return 0;
+  kvs__seq *q = c->q;
+  const uint32_t G = c->G, C = c->C;
+  const uint32_t nb = c->nfresh < KVS_BATCH_MAX ? c->nfresh : KVS_BATCH_MAX;
+  const size_t tile = (size_t)G * C, rb = (size_t)C * 2u;
+  uint16_t *gk = malloc(nb * tile * 2u), *gv = malloc(nb * tile * 2u);
+  kvs__qitem *items = malloc(nb * sizeof *items);
+  int rc = 0;
+  if (!gk || !gv || !items)
+    rc = kvs__fail(c->errmsg, -ENOMEM, "out of memory");
+  uint32_t m = 0;
+  for (uint32_t i = 0; i < c->njobs && rc == 0; i++) {
+    if (c->jobs[i].fresh) {
+      uint32_t l = c->jobs[i].layer, base = q->l[l].nblk * G;
+      uint16_t *tk = gk + m * tile, *tv = gv + m * tile;
+      for (uint32_t r = 0; r < G; r++) {
+        uint32_t t = c->jobs[i].g * G + r;
+        int old = t < c->pl[l].L0;
+        memcpy(tk + (size_t)r * C, old ? q->l[l].rk + (size_t)(t - base) * C : in_row(c, c->k, l, t), rb);
+        memcpy(tv + (size_t)r * C, old ? q->l[l].rv + (size_t)(t - base) * C : in_row(c, c->v, l, t), rb);
+      }
+      if (kvs__has_nonfinite(tk, tile, c->sp->qp.dtype) || kvs__has_nonfinite(tv, tile, c->sp->qp.dtype)) {
+        rc = kvs__fail(c->errmsg, KVS_ENAN, "NaN or Inf in K/V");
+        break;
+      }
+      kvs__block *b = c->jobs[i].b;
+      items[m++] = (kvs__qitem){tk, tv, b->sink_mask, b->data, b->rows};
+    }
+    if (m == nb || (m && i + 1 == c->njobs)) {
+      rc = kvs__backend_quantize_n(c->st->be, &c->sp->qp, items, m);
+      m = 0;
+      if (rc < 0)
+        rc = kvs__fail(c->errmsg, rc, rc == KVS_ENAN ? "NaN or Inf in K/V" : "quantization failed");
+    }
+  }
+  free(items);
+  free(gk);
+  free(gv);
+  return rc;
+}
+
+/* Make the put visible: nothing here can fail. */
+static void put_commit(put *c, kvs__put_info *info)
+{
+  kvs__seq *q = c->q;
+  kvs__store *st = c->st;
+  uint32_t newsinks = 0;
+  for (uint32_t t = q->ntok; t < c->ntok1; t++)
+    newsinks += q->flag[t];
+  if (c->pred)
+    for (uint32_t t = q->known; t < c->known1; t++)
+      if (c->pred[t - q->known] && !q->flag[t]) {
+        q->flag[t] = 1;
+        newsinks++;
+      }
+  for (uint32_t l = 0; l < c->nl; l++) {
+    plan *p = &c->pl[l];
+    kvs__seq_layer *L = &q->l[l];
+    uint32_t pend = p->L1 - p->nb1 * c->G;
+    if ((p->L1 == p->L0 && p->nb1 == L->nblk) || p->append)
+      continue;
+    res_account(q, 0, res_size(L->rcap, c->C));
+    free(L->rk);
+    free(L->rv);
+    L->rk = p->rk;
+    L->rv = p->rv;
+    L->rcap = pend;
+    p->rk = p->rv = NULL;
+    p->fresh_res = 0;
+  }
+  for (uint32_t i = 0; i < c->njobs; i++) {
+    kvs__seq_layer *L = &q->l[c->jobs[i].layer];
+    kvs__block *b = c->jobs[i].b;
+    if (c->jobs[i].fresh) {
+      b->refs = 1;
+      kvs__blk_publish(b, q->tok);
+    }
+    L->blk[L->nblk++] = b;
+  }
+  for (uint32_t l = 0; l < c->nl; l++)
+    q->l[l].len = c->pl[l].L1;
+  q->ntok = c->ntok1;
+  q->known = c->known1;
+  q->npred += c->npred;
+  if (c->maxnb > q->nchain)
+    q->nchain = c->maxnb;
+  st->puts++;
+  st->bytes_in += (uint64_t)c->nlp * c->n * c->C * 2u * 2u;
+  st->sinks_found += newsinks;
+  st->sinks_dropped += c->ndrop;
+  if (info) {
+    uint32_t ref = c->lb < c->nl ? c->lb : 0, qe = q->l[ref].nblk * c->G;
+    info->quantized = qe > c->start ? (qe < c->end ? qe : c->end) - c->start : 0;
+    info->sinks = newsinks;
+    info->seq_len = kvs__seq_len(q);
+  }
+}
+
+static void put_release(put *c)
+{
+  if (c->pl)
+    for (uint32_t l = 0; l < c->nl; l++)
+      if (c->pl[l].fresh_res) {
+        if (c->pl[l].rk && c->pl[l].rv)
+          res_account(c->q, 0, res_size(c->pl[l].L1 - c->pl[l].nb1 * c->G, c->C));
+        free(c->pl[l].rk);
+        free(c->pl[l].rv);
+      }
+  free(c->pl);
+  free(c->jobs);
+  free(c->pred);
+}
+
+int kvs__seq_put(kvs__seq *q, uint32_t start, const uint32_t *tokens, uint32_t n,
+                 uint32_t lb, uint32_t le, const uint16_t *k, const uint16_t *v,
+                 const float *act, uint32_t act_ch, kvs__put_info *info, char *errmsg)
+{
+  if (errmsg)
+    errmsg[0] = 0;
+  if (!q)
+    return -EINVAL;
+  put c = {.q = q, .sp = q->sp, .st = q->sp->st, .start = start, .n = n, .lb = lb, .le = le,
+           .nlp = le - lb, .end = start + n, .G = q->sp->qp.group, .C = q->sp->qp.channels,
+           .nl = q->sp->key.n_layers, .tokens = tokens, .k = k, .v = v, .act = act,
+           .act_ch = act_ch, .errmsg = errmsg};
+  int rc = put_validate(&c);
+  if (rc < 0)
+    return rc;
+  c.ntok1 = c.end > q->ntok ? c.end : q->ntok;
+  if ((rc = put_predict(&c)) == 0 && (rc = put_plan(&c)) == 0 &&
+      (rc = put_reserve(&c)) == 0 && (rc = put_quantize(&c)) == 0)
+    put_commit(&c, info);
+  else if (c.jobs)
+    jobs_undo(&c);
+  put_release(&c);
+  return rc;
+}
+

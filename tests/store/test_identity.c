@@ -1,0 +1,170 @@
+/* Block identity (issue 10.3): the chain hash is keyed per store, a hit
+ * compares token ids, and a salt keeps spaces of one namespace apart. */
+#include "tests/store/util.h"
+
+#include <errno.h>
+
+#include "store/store_int.h"
+
+static kvs__store *mk(const unsigned char *key)
+{
+  kvs__store *s;
+  kvs__store_opts o = {.pool_bytes = 1u << 20};
+  if (key)
+    memcpy(o.hash_key, key, sizeof(o.hash_key));
+  ck_assert_int_eq(kvs__store_init(&s, &o), 0);
+  return s;
+}
+
+static void get_all(kvs__seq *q, uint32_t n, uint16_t *k, uint16_t *v)
+{
+  char err[KVS_STORE_ERRMSG];
+  ck_assert_int_eq(kvs__seq_get(q, 0, n, 0, NL, k, v, err), 0);
+}
+
+/* Two token sequences forced onto one index key must not share a block. */
+START_TEST(forced_collision)
+{
+  kvs__store *s = mk(NULL);
+  kvs__space_key key = tkey(16, 16); /* passthrough: reads are bit-exact */
+  kvs__space *sp;
+  ck_assert_int_eq(kvs__space_ref(s, &key, NULL, &sp), 0);
+  uint16_t *ka = trandkv(NL, G, 1), *va = trandkv(NL, G, 2);
+  uint16_t *kb = trandkv(NL, G, 3), *vb = trandkv(NL, G, 4);
+  uint32_t *ta = ttoks(G, 10), *tb = ttoks(G, 20);
+  char err[KVS_STORE_ERRMSG];
+  kvs__seq *a, *b;
+  ck_assert_int_eq(kvs__seq_new(sp, &a), 0);
+  ck_assert_int_eq(kvs__seq_put(a, 0, ta, G, 0, NL, ka, va, NULL, 0, NULL, err), 0);
+  /* The collision: A's blocks re-filed under B's chain hash. */
+  kvs__h128 hb = kvs__chain_next(sp, NULL, tb);
+  for (uint32_t l = 0; l < NL; l++) {
+    kvs__block *x = a->l[l].blk[0];
+    ck_assert_int_eq(kvs__index_remove(s->ix, &x->key), 0);
+    x->key.h = hb;
+    ck_assert_int_eq(kvs__index_insert(s->ix, &x->key, x), 0);
+  }
+  ck_assert_uint_eq(tcached(sp, tb, G), 0); /* ids differ: no hit */
+  ck_assert_int_eq(kvs__seq_new(sp, &b), 0);
+  uint32_t cached = 99;
+  ck_assert_int_eq(kvs__space_lookup(sp, tb, G, b, &cached), 0);
+  ck_assert_uint_eq(cached, 0);
+  ck_assert_int_eq(kvs__seq_put(b, 0, tb, G, 0, NL, kb, vb, NULL, 0, NULL, err), 0);
+  ck_assert_uint_eq(tstats(s).blocks, 2 * NL); /* B got blocks of its own */
+  uint16_t *gk = malloc((size_t)NL * G * C * 2), *gv = malloc((size_t)NL * G * C * 2);
+  get_all(b, G, gk, gv);
+  ck_assert_int_eq(memcmp(gk, kb, (size_t)NL * G * C * 2), 0);
+  ck_assert_int_eq(memcmp(gv, vb, (size_t)NL * G * C * 2), 0);
+  get_all(a, G, gk, gv);
+  ck_assert_int_eq(memcmp(gk, ka, (size_t)NL * G * C * 2), 0);
+  ck_assert_int_eq(memcmp(gv, va, (size_t)NL * G * C * 2), 0);
+  /* B's private blocks leave A's index entries alone when they go. */
+  kvs__seq_free(b);
+  ck_assert_uint_eq(kvs__store_evict_all(s), NL);
+  for (uint32_t l = 0; l < NL; l++) {
+    kvs__ikey ik = {hb, l};
+    ck_assert_ptr_eq(kvs__index_find(s->ix, &ik), a->l[l].blk[0]);
+  }
+  kvs__seq_free(a);
+  kvs__space_unref(sp);
+  free(gk);
+  free(gv);
+  free(ka);
+  free(va);
+  free(kb);
+  free(vb);
+  free(ta);
+  free(tb);
+  kvs__store_close(s);
+}
+END_TEST
+
+/* A salt joins the space key: other salt, no sharing; same salt (bytes
+ * past salt_len ignored), sharing. */
+START_TEST(salt_separates)
+{
+  kvs__store *s = mk(NULL);
+  kvs__space_key k0 = tkey(4, 2), k1 = k0, k2 = k0, k3 = k0;
+  memcpy(k1.salt, "tenant-a", 8);
+  k1.salt_len = 8;
+  memcpy(k2.salt, "tenant-b", 8);
+  k2.salt_len = 8;
+  memcpy(k3.salt, "tenant-a-ignored", 16);
+  k3.salt_len = 8;
+  kvs__space *s0, *s1, *s2, *s3;
+  ck_assert_int_eq(kvs__space_ref(s, &k0, NULL, &s0), 0);
+  ck_assert_int_eq(kvs__space_ref(s, &k1, NULL, &s1), 0);
+  ck_assert_int_eq(kvs__space_ref(s, &k2, NULL, &s2), 0);
+  ck_assert_int_eq(kvs__space_ref(s, &k3, NULL, &s3), 0);
+  ck_assert_ptr_ne(s0, s1);
+  ck_assert_ptr_ne(s1, s2);
+  ck_assert_ptr_eq(s1, s3);
+  uint16_t *k = trandkv(NL, 2 * G, 5), *v = trandkv(NL, 2 * G, 6);
+  uint32_t *t = ttoks(2 * G, 1);
+  ck_assert_int_eq(tput_free(s1, t, 2 * G, k, v), 0);
+  ck_assert_uint_eq(tcached(s1, t, 2 * G), 2 * G);
+  ck_assert_uint_eq(tcached(s0, t, 2 * G), 0);
+  ck_assert_uint_eq(tcached(s2, t, 2 * G), 0);
+  k0.salt_len = 33;
+  kvs__space *bad;
+  ck_assert_int_eq(kvs__space_ref(s, &k0, NULL, &bad), -EINVAL);
+  kvs__space_unref(s0);
+  kvs__space_unref(s1);
+  kvs__space_unref(s2);
+  kvs__space_unref(s3);
+  free(k);
+  free(v);
+  free(t);
+  kvs__store_close(s);
+}
+END_TEST
+
+static kvs__h128 first_chain(kvs__store *s, const uint32_t *t)
+{
+  kvs__space_key key = tkey(4, 2);
+  kvs__space *sp;
+  ck_assert_int_eq(kvs__space_ref(s, &key, NULL, &sp), 0);
+  kvs__h128 h = kvs__chain_next(sp, NULL, t);
+  kvs__space_unref(sp);
+  return h;
+}
+
+/* The same key gives the same chain; another key, or none (drawn at
+ * random), another. */
+START_TEST(keys_change_chains)
+{
+  unsigned char k1[32], k2[32];
+  memset(k1, 0x11, sizeof(k1));
+  memcpy(k2, k1, sizeof(k2));
+  k2[31] ^= 1;
+  uint32_t *t = ttoks(G, 3);
+  kvs__store *a = mk(k1), *b = mk(k1), *c = mk(k2), *d = mk(NULL), *e = mk(NULL);
+  kvs__h128 ha = first_chain(a, t), hb = first_chain(b, t), hc = first_chain(c, t),
+            hd = first_chain(d, t), he = first_chain(e, t);
+  ck_assert(ha.lo == hb.lo && ha.hi == hb.hi);
+  ck_assert(ha.lo != hc.lo && ha.hi != hc.hi);
+  ck_assert(hd.lo != he.lo && hd.hi != he.hi);
+  ck_assert(hd.lo != ha.lo && hd.hi != ha.hi);
+  kvs__store_close(a);
+  kvs__store_close(b);
+  kvs__store_close(c);
+  kvs__store_close(d);
+  kvs__store_close(e);
+  free(t);
+}
+END_TEST
+
+int main(void)
+{
+  Suite *s = suite_create("identity");
+  TCase *tc = tcase_create("identity");
+  tcase_add_test(tc, forced_collision);
+  tcase_add_test(tc, salt_separates);
+  tcase_add_test(tc, keys_change_chains);
+  suite_add_tcase(s, tc);
+  SRunner *r = srunner_create(s);
+  srunner_run_all(r, CK_NORMAL);
+  int nf = srunner_ntests_failed(r);
+  srunner_free(r);
+  return nf ? EXIT_FAILURE : EXIT_SUCCESS;
+}
