@@ -113,10 +113,10 @@ static double peak(const kvs__bench_cfg *g, const kvs_info *in, int maxc, int bw
   return m;
 }
 
-/* Fit T to the pool and the segment; 0, or KVS__EXIT_* after saying why. */
+/* Connect once; fit T to the pool and the segment; 0, or KVS__EXIT_* after
+ * saying why. */
 static int fit(kvs__bench_cfg *g, size_t pool, int maxc, int bw, int share, int json)
 {
-  kvs__bench_err e = {0, ""};
   kvs_client *c;
   char b1[32], b2[32];
   /* a probe session: the group size and the segment the daemon grants */
@@ -127,12 +127,14 @@ static int fit(kvs__bench_cfg *g, size_t pool, int maxc, int bw, int share, int 
   o.seg_size = 4 * kvs__bench_kvb(g);
   int r = kvs_connect(&c, g->sock, &m, &o);
   if (r < 0) {
-    kvs__bench_fail(&e, r, NULL, "connect");
-    fprintf(stderr, "%s: %s to %s\n", prog, e.msg, g->sock ? g->sock : "the default socket");
+    fprintf(stderr, "%s: connect to %s: %s\n", prog, g->sock ? g->sock : "the default socket",
+            kvs_strerror(r));
     return KVS__EXIT_CONNECT;
   }
   kvs_info in = *kvs_get_info(c);
   kvs_close(c);
+  if (!bw && !share)
+    return 0; /* latency only: nothing to fit, the daemon answers */
   uint32_t G = in.group;
   FILE *note = json ? stderr : stdout;
   /* the segment: K, V and room to get them back */
@@ -257,11 +259,10 @@ int main(int argc, char **argv)
   if (optind < argc)
     return kvs__cli_usage_error(prog, "unexpected argument '%s'", argv[optind]);
   tokens_asked = g.T;
-  if (mode & (M_BW | M_SHARE)) {
-    int r = fit(&g, pool, (int)maxc, mode & M_BW, mode & M_SHARE, json);
-    if (r)
-      return r;
-  }
+  /* a probe session first: an unreachable daemon is told apart (exit 3) */
+  int r = fit(&g, pool, (int)maxc, mode & M_BW, mode & M_SHARE, json);
+  if (r)
+    return r;
   progress_on = isatty(STDERR_FILENO);
   int nrows = 0;
   for (long n = 1; n <= maxc; n *= 2)
@@ -282,7 +283,7 @@ int main(int argc, char **argv)
   if (mode & M_LAT) {
     kvs__bench_lat ping = {0, 0}, pg = {0, 0};
     progress("latency, %ld round trips", iters);
-    int r = kvs__bench_latency(&g, (int)iters, &ping, &pg, &e);
+    r = kvs__bench_latency(&g, (int)iters, &ping, &pg, &e);
     fail |= r < 0;
     if (json) {
       printf(",\"iters\":%ld,\"latency\":", iters);
@@ -316,7 +317,7 @@ int main(int argc, char **argv)
       for (int b = 0; b < N_BITS; b++) {
         kvs__bench_bw bw = {0, 0};
         progress("bandwidth, %d client%s at %d bits", n, n > 1 ? "s" : "", bits_list[b]);
-        int r = kvs__bench_bandwidth(&g, n, bits_list[b], &bw, &e);
+        r = kvs__bench_bandwidth(&g, n, bits_list[b], &bw, &e);
         fail |= r < 0;
         if (json) {
           printf("%s{\"clients\":%d,\"bits\":%d,", first ? "" : ",", n, bits_list[b]);
@@ -347,7 +348,7 @@ int main(int argc, char **argv)
   if (mode & M_SHARE) {
     kvs__bench_share s = {0, 0, 0, 0, 0};
     progress("sharing, 1 process stores, %ld look up", maxc);
-    int r = kvs__bench_sharing(&g, (int)maxc, SHARE_BITS, &s, &e);
+    r = kvs__bench_sharing(&g, (int)maxc, SHARE_BITS, &s, &e);
     fail |= r < 0;
     double hit = s.wanted ? (double)s.found / s.wanted : 0;
     if (json) {

@@ -104,7 +104,10 @@ int kvs__bench_sharing(const kvs__bench_cfg *g, int n, int bits, kvs__bench_shar
   kvs_client *c = NULL;
   e->code = 0;
   if (!prefix || !fetch || !own || pipe(go) < 0 || pipe(res) < 0) {
-    r = kvs__bench_fail(e, -ENOMEM, NULL, "sharing");
+    r = kvs__bench_fail(e, prefix && fetch && own ? -errno : -ENOMEM, NULL, "sharing");
+    for (int i = 0; i < 2; i++)
+      if (go[i] >= 0)
+        close(go[i]);
     goto out;
   }
   /* ids of this run only: an earlier run's blocks must not answer */
