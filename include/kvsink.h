@@ -230,7 +230,8 @@ typedef struct kvs_quant_settings {
   uint32_t channels;  /* n_kv_heads * head_dim */
   uint32_t v_group;   /* channels per V scale group, divides channels; 0 = 32 */
   int k_bits, v_bits; /* 2, 3, 4, 8, or 16 (stored raw) */
-  float outliers;     /* fraction of each vector kept 16-bit, 0..0.05 */
+  float outliers;     /* fraction of each vector kept 16-bit (kvs_info.outliers);
+                         the quantizer caps it at 0.05 */
   kvs_dtype dtype;
 } kvs_quant_settings;
 
