@@ -29,7 +29,10 @@ int kvs__mp_map_find_raw(const uint8_t *p, size_t len, const char *key,
   X(lookup_tokens) X(puts) X(gets) X(evictions) X(put_nospc) X(bytes_in) \
   X(bytes_out) X(stored_raw_bytes) X(stored_bytes) X(sinks_found) \
   X(sinks_dropped) X(outliers_kept) X(sessions) X(sessions_total) X(seqs) \
-  X(uptime_s)
+  X(uptime_s) X(remote_hits) X(remote_misses) X(remote_bytes_in) \
+  X(remote_bytes_out) X(remote_errors) X(remote_rejected) X(remote_timeouts) \
+  X(remote_dropped) X(remote_latency_us_sum) X(remote_latency_count) \
+  X(remote_connected)
 
 const char *kvs__policy_name(int policy);
 int kvs__policy_from_name(const char *s, size_t len); /* -1 if unknown */

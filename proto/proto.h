@@ -96,6 +96,13 @@ typedef struct kvs__stats {
   uint64_t outliers_kept;
   uint64_t sessions, sessions_total, seqs;
   uint64_t uptime_s;
+  /* Redis tier (all 0 when off): blocks brought in, keys asked and not
+   * there, value bytes in / out, failed commands and refused values,
+   * lookups answered past remote_timeout_ms, writes dropped (down or
+   * queue full), round-trip latency of lookups' reads, 1 when connected. */
+  uint64_t remote_hits, remote_misses, remote_bytes_in, remote_bytes_out;
+  uint64_t remote_errors, remote_rejected, remote_timeouts, remote_dropped;
+  uint64_t remote_latency_us_sum, remote_latency_count, remote_connected;
   uint32_t spaces;                     /* model/config spaces in the pool */
   char backend[16];                    /* "host" or "cuda" */
 } kvs__stats;

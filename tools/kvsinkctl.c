@@ -201,7 +201,10 @@ static double ratio(uint64_t a, uint64_t b)
   X(lookup_tokens) X(puts) X(gets) X(evictions) X(put_nospc) X(bytes_in) \
   X(bytes_out) X(stored_raw_bytes) X(stored_bytes) X(sinks_found) \
   X(sinks_dropped) X(outliers_kept) X(sessions) X(sessions_total) X(seqs) \
-  X(uptime_s)
+  X(uptime_s) X(remote_hits) X(remote_misses) X(remote_bytes_in) \
+  X(remote_bytes_out) X(remote_errors) X(remote_rejected) X(remote_timeouts) \
+  X(remote_dropped) X(remote_latency_us_sum) X(remote_latency_count) \
+  X(remote_connected)
 
 static void print_stats(const kvs__stats *s, int json)
 {
