@@ -25,6 +25,7 @@ void kvs__profiles_free(kvs__profiles *p);
 const kvs__profile *kvs__profiles_find(const kvs__profiles *p, const char *model_id);
 
 typedef struct kvs__session kvs__session;
+struct kvs__remote;
 
 typedef struct kvs__server {
   uv_loop_t *loop;
@@ -39,6 +40,7 @@ typedef struct kvs__server {
   const char *backend_name;
   kvs__backend *backend;   /* closed after the store */
   kvs__profiles profiles;
+  struct kvs__remote *remote; /* the Redis tier, NULL when off (daemon/remote.h) */
   kvs__session *sessions;  /* doubly linked list */
   uint64_t n_sessions, sessions_total, next_session_id;
   uint64_t started_ms;
