@@ -9,6 +9,9 @@
 #include <unistd.h>
 
 #include "daemon/log.h"
+#ifdef HAVE_REDIS
+#include "daemon/remote.h"
+#endif
 #include "daemon/session.h"
 #include "proto/proto.h"
 
@@ -20,9 +23,12 @@ typedef struct write_req {
   char *data;
 } write_req;
 
+static void parked_free(kvs__session *ss);
+
 static void on_close(uv_handle_t *h)
 {
   kvs__session *ss = h->data;
+  parked_free(ss);
   for (size_t i = 0; i < ss->n_seqs; i++) kvs__seq_free(ss->seqs[i].seq);
   free(ss->seqs);
   if (ss->space) kvs__space_unref(ss->space);
@@ -475,6 +481,28 @@ static void do_get(kvs__session *ss, const kvs__req *rq)
   send_rep(ss, &rep);
 }
 
+/* The lookup proper and its reply; slot is the bound seq or NULL. */
+static void lookup_answer(kvs__session *ss, kvs__op op, uint64_t id, kvs__seq_slot *slot,
+                          int created, const uint32_t *tokens, uint32_t n)
+{
+  uint32_t cached = 0;
+  int r = kvs__space_lookup(ss->space, tokens, n, slot ? slot->seq : NULL, &cached);
+  if (r < 0) {
+    if (created) seq_remove(ss, slot);
+    send_err(ss, op, id, r, "lookup failed: %s", kvs_strerror(r));
+    return;
+  }
+  kvs__rep rep;
+  memset(&rep, 0, sizeof rep);
+  rep.op = op;
+  rep.id = id;
+  rep.cached = cached;
+  rep.seq_len = slot ? kvs__seq_len(slot->seq) : 0;
+  send_rep(ss, &rep);
+}
+
+static int lookup_park(kvs__session *ss, const kvs__req *rq, int created);
+
 static void do_lookup(kvs__session *ss, const kvs__req *rq)
 {
   if (rq->n_tokens > 0 && !rq->tokens) {
@@ -500,21 +528,83 @@ static void do_lookup(kvs__session *ss, const kvs__req *rq)
       created = 1;
     }
   }
-  uint32_t cached = 0;
-  r = kvs__space_lookup(ss->space, rq->tokens, rq->n_tokens, slot ? slot->seq : NULL, &cached);
-  if (r < 0) {
-    if (created) seq_remove(ss, slot);
-    send_err(ss, rq->op, rq->id, r, "lookup failed: %s", kvs_strerror(r));
-    return;
-  }
-  kvs__rep rep;
-  memset(&rep, 0, sizeof rep);
-  rep.op = rq->op;
-  rep.id = rq->id;
-  rep.cached = cached;
-  rep.seq_len = slot ? kvs__seq_len(slot->seq) : 0;
-  send_rep(ss, &rep);
+  if (lookup_park(ss, rq, created) == 0) return;
+  lookup_answer(ss, rq->op, rq->id, slot, created, rq->tokens, rq->n_tokens);
 }
+
+/* ---- deferred lookup (the Redis tier) ----
+ * A lookup that misses locally waits for Redis, at most remote_timeout_ms:
+ * the request is parked on the session, reading and framing pause (replies
+ * stay in order), and the remote's callback answers it and resumes. */
+
+struct kvs__parked {
+#ifdef HAVE_REDIS
+  kvs__remote_req *fetch;
+#endif
+  kvs__op op;
+  uint64_t id, seq;
+  int bind, created;
+  uint32_t *tokens, n;
+};
+
+static void parked_free(kvs__session *ss)
+{
+  struct kvs__parked *p = ss->parked;
+  if (!p) return;
+#ifdef HAVE_REDIS
+  if (p->fetch) kvs__remote_fetch_cancel(p->fetch); /* late replies are dropped */
+#endif
+  ss->parked = NULL;
+  free(p->tokens);
+  free(p);
+}
+
+#ifdef HAVE_REDIS
+static void on_fetched(void *arg)
+{
+  kvs__session *ss = arg;
+  struct kvs__parked *p = ss->parked;
+  p->fetch = NULL; /* it frees itself */
+  kvs__seq_slot *slot = p->bind ? seq_find(ss, p->seq) : NULL;
+  lookup_answer(ss, p->op, p->id, slot, p->created, p->tokens, p->n);
+  parked_free(ss);
+  if (ss->closing) return;
+  kvs__session_resume(ss);
+}
+#endif
+
+static int lookup_park(kvs__session *ss, const kvs__req *rq, int created)
+{
+#ifdef HAVE_REDIS
+  if (!ss->srv->remote || rq->n_tokens == 0) return -EALREADY;
+  struct kvs__parked *p = calloc(1, sizeof *p);
+  uint32_t *t = malloc((size_t)rq->n_tokens * sizeof *t);
+  if (!p || !t) {
+    free(p);
+    free(t);
+    return -ENOMEM;
+  }
+  memcpy(t, rq->tokens, (size_t)rq->n_tokens * sizeof *t);
+  *p = (struct kvs__parked){.op = rq->op, .id = rq->id, .seq = rq->seq, .bind = rq->bind,
+                            .created = created, .tokens = t, .n = rq->n_tokens};
+  int r = kvs__remote_fetch(ss->srv->remote, ss->space, t, rq->n_tokens, on_fetched, ss, &p->fetch);
+  if (r < 0) {
+    free(t);
+    free(p);
+    return r;
+  }
+  ss->parked = p;
+  uv_read_stop((uv_stream_t *)&ss->pipe);
+  return 0;
+#else
+  (void)ss;
+  (void)rq;
+  (void)created;
+  return -EALREADY;
+#endif
+}
+
+/* ---- end of the deferred lookup ---- */
 
 static void do_release(kvs__session *ss, const kvs__req *rq)
 {
@@ -732,7 +822,7 @@ static int process_frames(kvs__session *ss)
 {
   size_t pos = 0;
   int rc = 0;
-  while (!ss->closing && ss->buf_len - pos >= 4) {
+  while (!ss->closing && !ss->parked && ss->buf_len - pos >= 4) {
     uint32_t flen = kvs__frame_get_len(ss->buf + pos);
     if (flen > KVS_MAX_FRAME) {
       kvs__warn("session %llu: frame of %u bytes over the %u limit, closing",
@@ -787,6 +877,18 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *b)
   }
   ss->buf_len += (size_t)nread;
   if (process_frames(ss) < 0) kvs__session_shutdown(ss);
+}
+
+/* After a parked request was answered: go on with the frames that came
+ * in meanwhile, then read again. */
+void kvs__session_resume(kvs__session *ss)
+{
+  if (process_frames(ss) < 0) {
+    kvs__session_shutdown(ss);
+    return;
+  }
+  if (!ss->closing && !ss->parked && uv_read_start((uv_stream_t *)&ss->pipe, on_alloc, on_read) < 0)
+    session_close(ss);
 }
 
 void kvs__session_accept(kvs__server *srv)

@@ -32,6 +32,7 @@ struct kvs__session {
   uint8_t *buf;            /* received bytes not yet consumed */
   size_t buf_len, buf_cap;
   uv_shutdown_t shutdown_req;
+  struct kvs__parked *parked; /* a lookup waiting on the Redis tier (session.c) */
 };
 
 /* Accept one connection from the listener; closes it on failure. */
@@ -40,5 +41,7 @@ void kvs__session_accept(kvs__server *srv);
 void kvs__session_shutdown(kvs__session *ss);
 /* Close at once, dropping replies not yet written. */
 void kvs__session_abort(kvs__session *ss);
+/* Process frames received while a request was parked, and read again. */
+void kvs__session_resume(kvs__session *ss);
 
 #endif
