@@ -354,9 +354,11 @@ static void on_mget(redisAsyncContext *ac, void *reply, void *priv)
   kvs__remote *r = f->r;
   redisReply *rep = reply;
   f->reply_pending = 0;
-  r->st.latency_us_sum += (uv_hrtime() - f->sent_ns) / 1000u;
-  r->st.latency_count++;
   (void)ac;
+  if (rep) { /* NULL: the connection went, counted there */
+    r->st.latency_us_sum += (uv_hrtime() - f->sent_ns) / 1000u;
+    r->st.latency_count++;
+  }
   if (f->done && rep) {
     if (rep->type == REDIS_REPLY_ARRAY && rep->elements == (size_t)f->ng * f->nl) {
       import_all(f, rep);
