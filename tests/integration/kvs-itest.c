@@ -208,7 +208,9 @@ static int m_share(uint32_t seed, uint32_t blocks, const char *marker, uint32_t 
 }
 
 /* putloop SEED: append one group per put to a seq of LOOP_GROUPS groups,
- * then start over (until killed). */
+ * then start over (until killed). After each acknowledged put of the first
+ * seq it prints how many groups are stored, so the killer knows what the
+ * cache must hold. */
 static int m_putloop(uint32_t seed)
 {
   alarm(120); /* the script kills us long before; never outlive a broken one */
@@ -219,15 +221,20 @@ static int m_putloop(uint32_t seed)
       int r = put(c, seq, seed, k * g, g);
       if (r < 0)
         FAIL("putloop: %s (%s)", kvs_strerror(r), kvs_last_error(c));
+      if (seq == 1) {
+        printf("acked %u\n", k + 1);
+        fflush(stdout);
+      }
     }
     kvs_release(c, seq);
   }
 }
 
-/* verify SEED: what the cache holds for seed is whole blocks and equals
+/* verify SEED [--expect MIN[:MAX]]: what the cache holds for seed is whole
+ * blocks, between MIN and MAX groups (default: at least one), and equals
  * what a fresh space (same settings, other model id) gives for the same
  * data. */
-static int m_verify(uint32_t seed)
+static int m_verify(uint32_t seed, uint32_t min_groups, uint32_t max_groups)
 {
   kvs_client *c = conn("itest"), *ref = conn("itest-ref");
   uint32_t g = kvs_get_info(c)->group, n = LOOP_GROUPS * g;
@@ -242,12 +249,11 @@ static int m_verify(uint32_t seed)
   int bound = kvs_lookup(c, 1, tokens, n, 1);
   if (bound < found)
     FAIL("bind found %d after lookup found %d", bound, found);
-  printf("cached %d tokens\n", bound);
-  if (bound == 0) {
-    kvs_close(ref);
-    kvs_close(c);
-    return 0;
-  }
+  printf("cached %d tokens (%d groups; expected %u..%u)\n", bound, bound / (int)g, min_groups, max_groups);
+  if (bound != found)
+    FAIL("bind found %d, lookup %d: the cache changed with no writer", bound, found);
+  if (bound < (int)(min_groups * g) || bound > (int)(max_groups * g))
+    FAIL("cached %d tokens, expected %u..%u groups of %u", bound, min_groups, max_groups, g);
   size_t len, rlen;
   uint8_t *b = get(c, 1, (uint32_t)bound, &len);
   int r = put(ref, 1, seed, 0, (uint32_t)bound);
@@ -304,6 +310,9 @@ static int m_evict(uint32_t nseq)
     kvs_release(c, 1);
   }
   printf("%d of %u sequences still cached\n", hits, nseq);
+  /* LRU keeps the latest ones: none found means nothing was checked */
+  if (hits == 0)
+    FAIL("no stored sequence found again: nothing read back was checked");
   /* pin until the pool is full */
   uint64_t seq;
   int r = 0;
@@ -404,7 +413,7 @@ static int m_errors(void)
 int main(int argc, char **argv)
 {
   if (argc < 3) {
-    fprintf(stderr, "usage: kvs-itest SOCKET store|share|putloop|verify|evict|errors ARGS\n");
+    fprintf(stderr, "usage: kvs-itest SOCKET store|share|putloop|verify [--expect MIN[:MAX]]|evict|errors ARGS\n");
     return 2;
   }
   sock = argv[1];
@@ -418,7 +427,16 @@ int main(int argc, char **argv)
   if (strcmp(m, "putloop") == 0 && argc == 4)
     return m_putloop((uint32_t)a1);
   if (strcmp(m, "verify") == 0 && argc == 4)
-    return m_verify((uint32_t)a1);
+    return m_verify((uint32_t)a1, 1, LOOP_GROUPS);
+  if (strcmp(m, "verify") == 0 && argc == 6 && strcmp(argv[4], "--expect") == 0) {
+    char *e;
+    unsigned long lo = strtoul(argv[5], &e, 10), hi = lo;
+    if (*e == ':')
+      hi = strtoul(e + 1, &e, 10);
+    if (*e || hi < lo || hi > LOOP_GROUPS)
+      FAIL("--expect MIN[:MAX] groups, MAX <= %d", LOOP_GROUPS);
+    return m_verify((uint32_t)a1, (uint32_t)lo, (uint32_t)hi);
+  }
   if (strcmp(m, "evict") == 0 && argc == 4)
     return m_evict((uint32_t)a1);
   if (strcmp(m, "errors") == 0 && argc == 3)
