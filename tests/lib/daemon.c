@@ -27,11 +27,14 @@ static void sleep_ms(long ms)
 
 static int can_connect(const char *path)
 {
+  struct sockaddr_un a = {.sun_family = AF_UNIX};
+  size_t n = strlen(path);
+  if (n >= sizeof a.sun_path)
+    return 0;
+  memcpy(a.sun_path, path, n + 1);
   int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd < 0)
     return 0;
-  struct sockaddr_un a = {.sun_family = AF_UNIX};
-  snprintf(a.sun_path, sizeof a.sun_path, "%s", path);
   int ok = connect(fd, (struct sockaddr *)&a, sizeof a) == 0;
   close(fd);
   return ok;

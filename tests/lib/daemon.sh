@@ -67,17 +67,23 @@ start_daemon() {
   done
 }
 
+# running PID: the process exists and is not a zombie waiting for wait.
+running() { [ -r "/proc/$1/stat" ] && [ "$(awk '{ print $3 }' "/proc/$1/stat" 2>/dev/null)" != Z ]; }
+
 # stop_daemon: SIGTERM, require exit status 0; one that does not stop
-# within 60 s is killed, which fails the test.
+# within 60 s is killed, which fails the test. (A watchdog subshell would
+# leave its sleep behind: poll instead.)
 stop_daemon() {
   [ -n "$DPID" ] || return 0
   kill -TERM "$DPID"
-  (sleep 60; kill -KILL "$DPID" 2>/dev/null) &
-  killer=$!
+  i=0
+  while running "$DPID"; do
+    i=$((i + 1))
+    [ $i -gt 600 ] && { kill -KILL "$DPID"; echo "kvsinkd did not stop in 60 s"; break; }
+    sleep 0.1
+  done
   rc=0
   wait "$DPID" || rc=$?
-  kill "$killer" 2>/dev/null
-  wait "$killer" 2>/dev/null
   DPID=
   [ $rc -eq 0 ] || fail "kvsinkd exited with status $rc after SIGTERM"
 }
