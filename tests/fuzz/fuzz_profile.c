@@ -2,7 +2,6 @@
  * kvs__profile_load): any file gives 0 or a negative code with a message,
  * never a crash; a profile it accepts is written back by kvs__profile_save
  * and loads again to the same values. Seeds: tests/fuzz/corpus/profile. */
-#define _GNU_SOURCE
 #include <errno.h>
 #include <math.h>
 #include <stdio.h>

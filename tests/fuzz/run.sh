@@ -35,7 +35,7 @@ for t in decode config profile; do
      -max_total_time="$secs" -print_final_stats=1 -timeout=10 -rss_limit_mb=2048 \
      -artifact_prefix="$tmp/crash-$t-" "$tmp/$t" "$corpus" > "$tmp/$t.log" 2>&1)
   r=$?
-  done_line=$(grep '^#[0-9]* *DONE' "$tmp/$t.log" | tail -n 1)
+  done_line=$(grep -E '^#[0-9]+[[:space:]]+DONE' "$tmp/$t.log" | tail -n 1 | tr -s '\t ' ' ')
   execs=$(sed -n 's/^stat::number_of_executed_units: *//p' "$tmp/$t.log")
   if [ $r -ne 0 ] || [ -z "$done_line" ]; then
     echo "FAIL: fuzz_$t (exit $r)"
