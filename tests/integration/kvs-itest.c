@@ -270,6 +270,40 @@ static int m_verify(uint32_t seed, uint32_t min_groups, uint32_t max_groups)
   return 0;
 }
 
+/* probe SEED BLOCKS all|none: the prefix `store SEED BLOCKS` wrote, seen
+ * from this process's namespace: lookup without and with bind must both
+ * find all of its tokens, or none; found data must read back right, and with nothing found
+ * a get of the bound seq must read nothing (tests/integration/isolation.sh). */
+static int m_probe(uint32_t seed, uint32_t blocks, int all)
+{
+  kvs_client *c = conn("itest");
+  uint32_t n = blocks * kvs_get_info(c)->group, expect = all ? n : 0;
+  uint32_t *tokens = malloc(sizeof(uint32_t) * n);
+  if (!tokens)
+    FAIL("out of memory");
+  for (uint32_t t = 0; t < n; t++)
+    tokens[t] = tok(seed, t);
+  int f = kvs_lookup(c, 1, tokens, n, 0);
+  int b = kvs_lookup(c, 1, tokens, n, 1);
+  printf("probe: lookup %d, bind %d tokens of %u (expected %u)\n", f, b, n, expect);
+  if (f != (int)expect || b != (int)expect)
+    FAIL("lookup found %d, bind %d, expected %u", f, b, expect);
+  if (expect > 0) {
+    size_t len;
+    uint8_t *got = get(c, 1, expect, &len);
+    check_close(c, got, seed, expect);
+    free(got);
+  } else {
+    size_t kvb = kvs_kv_bytes(c, 1, 0, L);
+    int r = kvs_get(c, 1, 0, 1, 0, L, 0, kvb);
+    if (r >= 0)
+      FAIL("get of another namespace's prefix succeeded");
+  }
+  free(tokens);
+  kvs_close(c);
+  return 0;
+}
+
 /* evict NSEQ: store many sequences (released at once), check that found
  * prefixes read back right; then fill the pool with pinned seqs until
  * -ENOSPC, and check that a refused put succeeds after a release. */
@@ -413,7 +447,7 @@ static int m_errors(void)
 int main(int argc, char **argv)
 {
   if (argc < 3) {
-    fprintf(stderr, "usage: kvs-itest SOCKET store|share|putloop|verify [--expect MIN[:MAX]]|evict|errors ARGS\n");
+    fprintf(stderr, "usage: kvs-itest SOCKET store|share|putloop|verify [--expect MIN[:MAX]]|probe|evict|errors ARGS\n");
     return 2;
   }
   sock = argv[1];
@@ -437,6 +471,8 @@ int main(int argc, char **argv)
       FAIL("--expect MIN[:MAX] groups, MAX <= %d", LOOP_GROUPS);
     return m_verify((uint32_t)a1, (uint32_t)lo, (uint32_t)hi);
   }
+  if (strcmp(m, "probe") == 0 && argc == 6 && (!strcmp(argv[5], "all") || !strcmp(argv[5], "none")))
+    return m_probe((uint32_t)a1, (uint32_t)a2, !strcmp(argv[5], "all"));
   if (strcmp(m, "evict") == 0 && argc == 4)
     return m_evict((uint32_t)a1);
   if (strcmp(m, "errors") == 0 && argc == 3)
