@@ -7,4 +7,5 @@ apt-get install -y -q --no-install-recommends \
   build-essential autoconf automake libtool pkg-config \
   libuv1-dev libmsgpack-dev libsystemd-dev check \
   systemd mandoc groff-base xz-utils ca-certificates \
-  python3 python3-numpy python3-torch
+  python3 python3-numpy python3-torch \
+  clang-14 libclang-rt-14-dev util-linux

@@ -99,8 +99,10 @@ static uint8_t *get(kvs_client *c, uint64_t seq, uint32_t n, size_t *len)
   return b;
 }
 
-/* Read-back must be a plausible reconstruction of the generated data:
- * relative RMS error of 4-bit quantization is far below 0.5. */
+/* Read-back must reconstruct the generated data: at 4 bits the step is
+ * range / 15 and the RMS error about step / sqrt(12), some 6 % of the
+ * data's RMS for these values; 0.15 leaves headroom and still fails on
+ * any wrong block (about 1.4 for unrelated data). */
 static void check_close(kvs_client *c, const uint8_t *got, uint32_t seed, uint32_t n)
 {
   uint32_t *tokens = malloc(sizeof(uint32_t) * n);
@@ -121,7 +123,7 @@ static void check_close(kvs_client *c, const uint8_t *got, uint32_t seed, uint32
     ss += (double)fa * fa;
   }
   free(tokens);
-  if (!(sqrt(se / ss) < 0.5))
+  if (!(sqrt(se / ss) < 0.15))
     FAIL("seed %u: read-back differs from what was stored (rel RMS %.3f)", seed, sqrt(se / ss));
 }
 
