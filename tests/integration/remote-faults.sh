@@ -3,20 +3,20 @@
 # restarted mid-run, frozen (slower than remote_timeout_ms), flushed.
 # They serve locally meanwhile, count the faults, and reconnect.
 . "${top_srcdir:-.}/tests/integration/remote-lib.sh"
-make_key "$tmp/cluster.key"
+make_key "$T/cluster.key"
 
 # Down at start: a serves locally, writes are dropped and counted.
-start_kvsinkd a "$tmp/cluster.key"
-[ "$(stat a remote_connected)" = 0 ] || fail "a connected to no redis"
+start_kvsinkd a "$T/cluster.key"
+[ "$(dstat a remote_connected)" = 0 ] || fail "a connected to no redis"
 client a store 1 128 16 || fail "store with redis down"
 client a fetch 1 128 16 128 128 || fail "local fetch with redis down"
-[ "$(stat a remote_dropped)" -ge 16 ] || fail "writes while down not counted"
-[ "$(stat a remote_errors)" -ge 1 ] || fail "failed connects not counted"
+[ "$(dstat a remote_dropped)" -ge 16 ] || fail "writes while down not counted"
+[ "$(dstat a remote_errors)" -ge 1 ] || fail "failed connects not counted"
 
 # Redis comes up: a reconnects (backoff) and writes again.
 start_redis
 wait_for "a reconnected" stat_is a remote_connected 1
-start_kvsinkd b "$tmp/cluster.key"
+start_kvsinkd b "$T/cluster.key"
 wait_for "b connected" stat_is b remote_connected 1
 client a store 2 128 16 || fail "store after reconnect"
 wait_for "16 blocks in redis" dbsize_is 16
@@ -41,29 +41,29 @@ client b fetch 4 128 16 128 128 || fail "tier did not come back"
 # (the reply comes late and is dropped; the client is gone by then).
 client a store 5 128 16 || fail "store seed 5"
 wait_for "32 blocks in redis" dbsize_is 32
-kill -STOP "$rpid"
-t0=$(stat b remote_timeouts)
+kill -STOP "$RPID"
+t0=$(dstat b remote_timeouts)
 client b fetch 5 128 16 0 0 || fail "b lookup with redis frozen"
 client b fetch 4 128 16 128 128 || fail "b local fetch with redis frozen"
-[ "$(stat b remote_timeouts)" -gt "$t0" ] || fail "timeout not counted"
-kill -CONT "$rpid"
+[ "$(dstat b remote_timeouts)" -gt "$t0" ] || fail "timeout not counted"
+kill -CONT "$RPID"
 wait_for "late reply handled" stat_ge b remote_latency_count 3
 client b fetch 5 128 16 128 128 || fail "b: tier unusable after a slow redis"
 
 # A client that goes away while its lookup waits on a frozen redis (a
 # daemon with a long remote_timeout_ms): the daemon drops the parked
 # request, and the late reply, and serves on.
-start_kvsinkd s "$tmp/cluster.key" "remote_timeout_ms = 10000"
+start_kvsinkd s "$T/cluster.key" "remote_timeout_ms = 10000"
 wait_for "s connected" stat_is s remote_connected 1
-kill -STOP "$rpid"
-"$RCLIENT" "$tmp/s.sock" fetch 5 128 16 0 128 > /dev/null 2>&1 &
+kill -STOP "$RPID"
+"$RCLIENT" "$T/s.sock" fetch 5 128 16 0 128 > /dev/null 2>&1 &
 cpid=$!
 # (kvsinkctl's own session counts too)
 wait_for "the client's session" stat_is s sessions 2
 sleep 0.5
 kill -KILL "$cpid"; wait "$cpid" 2>/dev/null
 wait_for "s saw the client go" stat_is s sessions 1
-kill -CONT "$rpid"
+kill -CONT "$RPID"
 wait_for "the late reply" stat_ge s remote_latency_count 1
 client s fetch 5 128 16 128 128 || fail "s after a client left mid-lookup"
 
@@ -71,9 +71,9 @@ client s fetch 5 128 16 128 128 || fail "s after a client left mid-lookup"
 client a store 6 128 16 || fail "store seed 6"
 wait_for "48 blocks in redis" dbsize_is 48
 rcli flushall >/dev/null
-m0=$(stat b remote_misses)
+m0=$(dstat b remote_misses)
 client b fetch 6 128 16 0 0 || fail "b found a flushed prefix"
-[ "$(stat b remote_misses)" -gt "$m0" ] || fail "misses after flush not counted"
+[ "$(dstat b remote_misses)" -gt "$m0" ] || fail "misses after flush not counted"
 client a fetch 6 128 16 128 128 || fail "a lost its prefix after a flush"
 client b fetch 4 128 16 128 128 || fail "b lost its prefix after a flush"
 

@@ -1,35 +1,39 @@
 # Sourced by the remote-*.sh tests: a private redis-server on a unix
-# socket and any number of kvsinkd sharing it, all in a temporary
-# directory, stopped at exit; a daemon that exits uncleanly fails the test.
-set -u
-top_builddir=${top_builddir:-.}
-KVSINKD=$top_builddir/daemon/kvsinkd
-KVSINKCTL=$top_builddir/tools/kvsinkctl
+# socket, and several kvsinkd sharing it, each started through
+# tests/lib/daemon.sh (private configuration and profiles) under a name:
+# its socket, log and configuration are $T/NAME.{sock,log,conf}.
+#   start_redis / stop_redis         cache-only redis-server on $RSOCK
+#   start_kvsinkd NAME KEYFILE [conf lines]   remote + cluster_key_file set
+#   stop_kvsinkd NAME                SIGTERM, exit status 0 required
+#   dstat NAME FIELD                 one field of that daemon's stats
+#   client NAME ARGS...              tests/integration/remote-client
+command -v redis-server >/dev/null 2>&1 || { echo "SKIP: redis-server not installed"; exit 77; }
+command -v redis-cli >/dev/null 2>&1 || { echo "SKIP: redis-cli not installed"; exit 77; }
+. "${top_srcdir:-.}/tests/lib/daemon.sh"
 RCLIENT=$top_builddir/tests/integration/remote-client
-command -v redis-server >/dev/null 2>&1 || { echo "redis-server not installed"; exit 77; }
-command -v redis-cli >/dev/null 2>&1 || { echo "redis-cli not installed"; exit 77; }
-[ -x "$KVSINKD" ] || { echo "kvsinkd not built"; exit 1; }
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/kvsink-remote.XXXXXX") || exit 1
-rsock=$tmp/redis.sock
-rpid=
-daemons=
-cleanup() {
-  for d in $daemons; do
-    p=$(cat "$tmp/$d.pid" 2>/dev/null) && kill -KILL "$p" 2>/dev/null
+[ -x "$RCLIENT" ] || { echo "FAIL: $RCLIENT not built"; exit 99; }
+RSOCK=$T/redis.sock
+RPID=
+DAEMONS=
+
+remote_cleanup() {
+  for d in $DAEMONS; do
+    p=$(cat "$T/$d.pid" 2>/dev/null) && kill -KILL "$p" 2>/dev/null
   done
-  [ -n "$rpid" ] && kill -CONT "$rpid" 2>/dev/null && kill -KILL "$rpid" 2>/dev/null
-  rm -rf "$tmp"
+  if [ -n "$RPID" ]; then kill -CONT "$RPID" 2>/dev/null; kill -KILL "$RPID" 2>/dev/null; fi
+  cleanup
 }
-trap cleanup EXIT
-trap 'exit 1' INT TERM HUP
+trap remote_cleanup EXIT
 
 fail() {
   echo "FAIL: $*"
-  for d in $daemons; do echo "--- $d.log"; tail -15 "$tmp/$d.log"; done
+  for d in $DAEMONS; do
+    [ -f "$T/$d.log" ] && tail -n 15 "$T/$d.log" | sed "s/^/  $d: /"
+  done
   exit 1
 }
 
-# wait_for WHAT CMD...: poll CMD (0.1 s steps, 60 s at most) until it succeeds.
+# wait_for WHAT CMD...: poll CMD every 0.1 s, 60 s at most.
 wait_for() {
   what=$1; shift
   i=0
@@ -40,67 +44,50 @@ wait_for() {
   done
 }
 
-rcli() { redis-cli -s "$rsock" "$@"; }
+rcli() { timeout 30 redis-cli -s "$RSOCK" "$@"; }
 
-# start_redis: a cache-only redis-server (no persistence) on $rsock.
 start_redis() {
-  redis-server --port 0 --unixsocket "$rsock" --unixsocketperm 600 --save '' \
-    --appendonly no --dir "$tmp" --maxmemory 64mb --maxmemory-policy allkeys-lru \
-    > "$tmp/redis.log" 2>&1 &
-  rpid=$!
+  redis-server --port 0 --unixsocket "$RSOCK" --unixsocketperm 600 --save '' \
+    --appendonly no --dir "$T" --maxmemory 64mb --maxmemory-policy allkeys-lru \
+    > "$T/redis.log" 2>&1 &
+  RPID=$!
   wait_for "redis-server" rcli ping
 }
 
 stop_redis() {
-  kill -KILL "$rpid" 2>/dev/null
-  wait "$rpid" 2>/dev/null
-  rpid=
-  rm -f "$rsock"
+  kill -KILL "$RPID" 2>/dev/null
+  wait "$RPID" 2>/dev/null
+  RPID=
+  rm -f "$RSOCK"
 }
 
 # make_key FILE: a 32-byte cluster secret.
 make_key() { head -c 32 /dev/urandom > "$1" && chmod 600 "$1"; }
 
-# start_kvsinkd NAME KEYFILE [config lines...]: daemon NAME on $tmp/NAME.sock
+use() { SOCK=$T/$1.sock; LOG=$T/$1.log; CONF=$T/$1.conf; DPID=$(cat "$T/$1.pid" 2>/dev/null); }
+
 start_kvsinkd() {
   name=$1 key=$2; shift 2
-  {
-    echo "remote = unix:$rsock"
-    echo "cluster_key_file = $key"
-    echo "pool_size = 64M"
-    for l in "$@"; do echo "$l"; done
-  } > "$tmp/$name.conf"
-  timeout --foreground 300 "$KVSINKD" --foreground --config "$tmp/$name.conf" \
-    --socket "$tmp/$name.sock" --device host --log-level info > "$tmp/$name.log" 2>&1 &
-  echo $! > "$tmp/$name.pid"
-  daemons="$daemons $name"
-  i=0
-  while ! "$KVSINKCTL" --socket "$tmp/$name.sock" ping >/dev/null 2>&1; do
-    i=$((i + 1))
-    if [ $i -gt 300 ] || ! kill -0 "$(cat "$tmp/$name.pid")" 2>/dev/null; then
-      fail "kvsinkd $name did not come up"
-    fi
-    sleep 0.1
-  done
+  use "$name"
+  daemon_conf "remote = unix:$RSOCK" "cluster_key_file = $key" "$@"
+  start_daemon --log-level info
+  echo "$DPID" > "$T/$name.pid"
+  DAEMONS="$DAEMONS $name"
 }
 
-# stop_kvsinkd NAME: SIGTERM, and the exit must be clean.
 stop_kvsinkd() {
-  p=$(cat "$tmp/$1.pid")
-  kill -TERM "$p"
-  wait "$p"; rc=$?
-  rm -f "$tmp/$1.pid"
-  [ $rc -eq 0 ] || fail "kvsinkd $1 exited with status $rc"
+  use "$1"
+  stop_daemon
+  rm -f "$T/$1.pid"
 }
 
-# stat NAME FIELD: one field of kvsinkctl stats --json of daemon NAME
-stat() {
-  "$KVSINKCTL" --socket "$tmp/$1.sock" stats --json |
-    /usr/bin/python3 -c 'import json,sys; print(json.load(sys.stdin)[sys.argv[1]])' "$2"
+dstat() {
+  timeout 30 "$KVSINKCTL" --socket "$T/$1.sock" stats --json > "$T/stats.json" || return 1
+  /usr/bin/python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])' \
+    "$T/stats.json" "$2"
 }
-stat_is() { [ "$(stat "$1" "$2")" = "$3" ]; }
-stat_ge() { [ "$(stat "$1" "$2")" -ge "$3" ]; }
+stat_is() { [ "$(dstat "$1" "$2")" = "$3" ]; }
+stat_ge() { [ "$(dstat "$1" "$2")" -ge "$3" ]; }
 dbsize_is() { [ "$(rcli dbsize)" = "$1" ]; }
 
-# client NAME ARGS...: remote-client against daemon NAME
-client() { n=$1; shift; timeout 120 "$RCLIENT" "$tmp/$n.sock" "$@"; }
+client() { n=$1; shift; timeout 120 "$RCLIENT" "$T/$n.sock" "$@"; }

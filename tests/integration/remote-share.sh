@@ -5,26 +5,26 @@
 # nothing; values damaged in Redis are refused, counted, and not used.
 . "${top_srcdir:-.}/tests/integration/remote-lib.sh"
 start_redis
-make_key "$tmp/cluster.key"
-make_key "$tmp/other.key"
-start_kvsinkd a "$tmp/cluster.key"
-start_kvsinkd b "$tmp/cluster.key"
-start_kvsinkd c "$tmp/other.key"
+make_key "$T/cluster.key"
+make_key "$T/other.key"
+start_kvsinkd a "$T/cluster.key"
+start_kvsinkd b "$T/cluster.key"
+start_kvsinkd c "$T/other.key"
 for d in a b c; do wait_for "$d connected" stat_is $d remote_connected 1; done
 
 # 256 tokens = 8 groups x 4 layers = 32 blocks, 16 bits: raw K/V.
 client a store 5 256 16 || fail "store on a"
 wait_for "32 blocks in redis" dbsize_is 32
-[ "$(stat a remote_bytes_out)" -gt 0 ] || fail "a wrote no bytes"
+[ "$(dstat a remote_bytes_out)" -gt 0 ] || fail "a wrote no bytes"
 client b fetch 5 256 16 256 256 || fail "b did not read a's prefix bit-exact"
-[ "$(stat b remote_hits)" = 32 ] || fail "b: remote_hits $(stat b remote_hits), expected 32"
-[ "$(stat b remote_latency_count)" -ge 1 ] || fail "b: no latency sample"
+[ "$(dstat b remote_hits)" = 32 ] || fail "b: remote_hits $(dstat b remote_hits), expected 32"
+[ "$(dstat b remote_latency_count)" -ge 1 ] || fail "b: no latency sample"
 # Now local to b: no second round.
 client b fetch 5 256 16 256 256 || fail "b lost the imported prefix"
-[ "$(stat b remote_latency_count)" = 1 ] || fail "b asked redis for a prefix it holds"
+[ "$(dstat b remote_latency_count)" = 1 ] || fail "b asked redis for a prefix it holds"
 # Imports are not written back.
 wait_for "redis unchanged" dbsize_is 32
-[ "$(stat b remote_bytes_out)" = 0 ] || fail "b wrote imported blocks back"
+[ "$(dstat b remote_bytes_out)" = 0 ] || fail "b wrote imported blocks back"
 
 # A longer prompt: b serves the cached part and asks only for the rest.
 client b fetch 5 300 16 256 256 || fail "b: longer prompt"
@@ -36,15 +36,16 @@ client b fetch 6 128 4 128 128 || fail "b did not find a's 4-bit prefix"
 
 # Another cluster key: other chain hashes, nothing found.
 client c fetch 5 256 16 0 0 || fail "c (other cluster key) found a's prefix"
-[ "$(stat c remote_hits)" = 0 ] || fail "c imported blocks of another cluster"
-[ "$(stat c remote_misses)" -ge 4 ] || fail "c: misses not counted"
+[ "$(dstat c remote_hits)" = 0 ] || fail "c imported blocks of another cluster"
+[ "$(dstat c remote_misses)" -ge 4 ] || fail "c: misses not counted"
 
 # Damaged values: one byte changed in every value (checksum) and one
 # value replaced by garbage: refused, counted, not used.
 rcli flushall >/dev/null
 client a store 7 128 16 || fail "store seed 7 on a"
 wait_for "16 blocks in redis" dbsize_is 16
-keys=$(rcli --scan --pattern 'kvsink:1:*')
+keys=$(rcli --scan --pattern 'kvsink:1:*') || fail "redis-cli --scan"
+[ "$(echo "$keys" | wc -l)" = 16 ] || fail "expected 16 keys named kvsink:1:*"
 first=
 for k in $keys; do
   [ -n "$first" ] || first=$k
@@ -52,7 +53,7 @@ for k in $keys; do
 done
 rcli set "$first" "not a block" >/dev/null
 client b fetch 7 128 16 0 0 || fail "b used damaged values"
-[ "$(stat b remote_rejected)" -ge 1 ] || fail "b: damaged values not counted"
+[ "$(dstat b remote_rejected)" -ge 1 ] || fail "b: damaged values not counted"
 # The daemons keep serving: a still has its own copy.
 client a fetch 7 128 16 128 128 || fail "a lost its local prefix"
 client b fetch 5 256 16 256 256 || fail "b cannot serve after refusing values"
