@@ -7,12 +7,17 @@
  *       lookup with bind; fail unless MIN <= cached tokens <= MAX; read
  *       them back: bit-exact at 16 bits, finite otherwise. Prints cached
  *       and the lookup's time in microseconds.
+ *   remote-client REDIS_SOCKET rawset KEY BYTES
+ *   remote-client REDIS_SOCKET rawget KEY REPEATS
+ *       the benchmark's baseline: one plain GET of BYTES over the same
+ *       socket (hiredis, blocking), median microseconds of REPEATS.
  * Shape: RC_LAYERS, RC_HEADS, RC_DIM (default 4, 2, 32); model "rtest". */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
+#include <hiredis/hiredis.h>
 #include <kvsink.h>
 
 #define FAIL(...) do { fprintf(stderr, "remote-client: " __VA_ARGS__); fputc('\n', stderr); exit(1); } while (0)
@@ -103,13 +108,15 @@ static int m_fetch(const char *sock, uint32_t seed, uint32_t n, int bits, uint32
   double t1 = now_us();
   if (cached < 0)
     FAIL("lookup: %s (%s)", kvs_strerror(cached), kvs_last_error(c));
-  printf("cached %d lookup_us %.0f\n", cached, t1 - t0);
+  printf("cached %d lookup_us %.0f", cached, t1 - t0);
   if ((uint32_t)cached < min || (uint32_t)cached > max)
     FAIL("cached %d tokens, expected %u..%u", cached, min, max);
   if (cached > 0) {
     uint32_t m = (uint32_t)cached;
     size_t mb = kvs_kv_bytes(c, m, 0, L);
+    double t2 = now_us();
     int r = kvs_get(c, 1, 0, m, 0, L, 2 * kvb, 2 * kvb + mb);
+    printf(" get_us %.0f", now_us() - t2);
     if (r < 0)
       FAIL("get: %s (%s)", kvs_strerror(r), kvs_last_error(c));
     const uint16_t *seg = kvs_segment(c, NULL);
@@ -128,8 +135,48 @@ static int m_fetch(const char *sock, uint32_t seed, uint32_t n, int bits, uint32
     if (bad)
       FAIL("%zu values read back differ%s", bad, bits == 16 ? " (16 bits: must be bit-exact)" : "");
   }
+  putchar('\n');
   free(tokens);
   kvs_close(c);
+  return 0;
+}
+
+static int cmp_d(const void *a, const void *b)
+{
+  double x = *(const double *)a, y = *(const double *)b;
+  return x < y ? -1 : x > y;
+}
+
+static int m_raw(const char *rsock, const char *op, const char *key, size_t arg)
+{
+  redisContext *rc = redisConnectUnix(rsock);
+  if (!rc || rc->err)
+    FAIL("redis %s: %s", rsock, rc ? rc->errstr : "out of memory");
+  if (strcmp(op, "rawset") == 0) {
+    char *buf = malloc(arg);
+    for (size_t i = 0; i < arg; i++)
+      buf[i] = (char)(i * 131u);
+    redisReply *r = redisCommand(rc, "SET %s %b", key, buf, arg);
+    if (!r || r->type == REDIS_REPLY_ERROR)
+      FAIL("SET failed");
+    freeReplyObject(r);
+    free(buf);
+  } else {
+    double t[64];
+    size_t n = arg < 1 ? 1 : arg > 64 ? 64 : arg, len = 0;
+    for (size_t i = 0; i < n; i++) {
+      double t0 = now_us();
+      redisReply *r = redisCommand(rc, "GET %s", key);
+      t[i] = now_us() - t0;
+      if (!r || r->type != REDIS_REPLY_STRING)
+        FAIL("GET %s: no value", key);
+      len = r->len;
+      freeReplyObject(r);
+    }
+    qsort(t, n, sizeof t[0], cmp_d);
+    printf("bytes %zu get_us %.0f\n", len, t[n / 2]);
+  }
+  redisFree(rc);
   return 0;
 }
 
@@ -143,7 +190,10 @@ int main(int argc, char **argv)
   if (argc >= 7 && strcmp(argv[2], "fetch") == 0)
     return m_fetch(argv[1], (uint32_t)atoi(argv[3]), (uint32_t)atoi(argv[4]), atoi(argv[5]),
                    (uint32_t)atoi(argv[6]), argc > 7 ? (uint32_t)atoi(argv[7]) : UINT32_MAX);
+  if (argc == 5 && (strcmp(argv[2], "rawset") == 0 || strcmp(argv[2], "rawget") == 0))
+    return m_raw(argv[1], argv[2], argv[3], (size_t)strtoull(argv[4], NULL, 10));
   fprintf(stderr, "usage: remote-client SOCKET store SEED NTOK BITS\n"
-                  "       remote-client SOCKET fetch SEED NTOK BITS MIN [MAX]\n");
+                  "       remote-client SOCKET fetch SEED NTOK BITS MIN [MAX]\n"
+                  "       remote-client REDIS_SOCKET rawset|rawget KEY BYTES|REPEATS\n");
   return 2;
 }
