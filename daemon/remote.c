@@ -361,7 +361,11 @@ static void on_mget(redisAsyncContext *ac, void *reply, void *priv)
   }
   if (f->done && rep) {
     if (rep->type == REDIS_REPLY_ARRAY && rep->elements == (size_t)f->ng * f->nl) {
+      uint64_t t0 = uv_hrtime();
       import_all(f, rep);
+      kvs__debug("redis: MGET of %zu keys answered in %llu us, imported in %llu us",
+                 rep->elements, (unsigned long long)(t0 - f->sent_ns) / 1000u,
+                 (unsigned long long)(uv_hrtime() - t0) / 1000u);
     } else {
       r->st.errors++;
       rlog(r, LOG_CMD, KVS_LOG_WARNING, "MGET: unexpected reply (type %d%s%.*s)", rep->type,

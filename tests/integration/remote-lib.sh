@@ -70,7 +70,7 @@ start_kvsinkd() {
   name=$1 key=$2; shift 2
   use "$name"
   daemon_conf "remote = unix:$RSOCK" "cluster_key_file = $key" "$@"
-  start_daemon --log-level info
+  start_daemon --log-level "${REMOTE_LOG_LEVEL:-info}"
   echo "$DPID" > "$T/$name.pid"
   DAEMONS="$DAEMONS $name"
 }
