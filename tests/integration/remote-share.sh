@@ -2,7 +2,8 @@
 # The Redis tier between two daemons of one cluster (one key file): a
 # client of the second finds and reads, bit-exact at 16 bits, a prefix a
 # client of the first stored; a daemon with another cluster key finds
-# nothing; values damaged in Redis are refused, counted, and not used.
+# nothing; values damaged in Redis, or another cluster's values under
+# this cluster's keys, are refused, counted, and not used.
 . "${top_srcdir:-.}/tests/integration/remote-lib.sh"
 start_redis
 make_key "$T/cluster.key"
@@ -57,6 +58,23 @@ client b fetch 7 128 16 0 0 || fail "b used damaged values"
 # The daemons keep serving: a still has its own copy.
 client a fetch 7 128 16 128 128 || fail "a lost its local prefix"
 client b fetch 5 256 16 256 256 || fail "b cannot serve after refusing values"
+
+# Another cluster's values under this cluster's keys: a block of one
+# group per key, with a valid checksum but other token ids: refused.
+rcli flushall >/dev/null
+client a store 9 32 16 || fail "store seed 9 on a"
+wait_for "4 blocks of a" dbsize_is 4
+rcli --scan --pattern 'kvsink:1:*' > "$T/a.keys" || fail "redis-cli --scan"
+client c store 10 32 16 || fail "store seed 10 on c"
+wait_for "4 blocks of c" dbsize_is 8
+r0=$(dstat b remote_rejected)
+for l in 0 1 2 3; do
+  ak=$(grep ":$l\$" "$T/a.keys") || fail "no key of a for layer $l"
+  ck=$(rcli --scan --pattern "kvsink:1:*:$l" | grep -v -x -F "$ak") || fail "no key of c for layer $l"
+  [ "$(rcli copy "$ck" "$ak" replace)" = 1 ] || fail "COPY $ck $ak"
+done
+client b fetch 9 32 16 0 0 || fail "b used another cluster's values"
+[ "$(dstat b remote_rejected)" -gt "$r0" ] || fail "another cluster's values not counted as refused"
 
 stop_kvsinkd a
 stop_kvsinkd b
