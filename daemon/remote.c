@@ -26,6 +26,7 @@
 
 #define KEY_MAX 192u          /* "kvsink:1:" + ns (63) + 32 + 32 + layer + colons */
 #define MAX_KEYS 8192u        /* keys in one MGET: groups x layers */
+#define MAX_REPLY (128u << 20) /* bytes one MGET may bring, at 16 bits */
 #define BACKOFF_MIN_MS 100u
 #define BACKOFF_MAX_MS 5000u
 #define CONNECT_TIMEOUT_MS 1000u
@@ -398,7 +399,15 @@ int kvs__remote_fetch(kvs__remote *r, kvs__space *sp, const uint32_t *tokens, ui
   const kvs__space_key *key = kvs__space_key_of(sp);
   const uint32_t nl = key->n_layers;
   kvs__remote_req *f = calloc(1, sizeof *f);
+  /* Bounded per round; the next lookup asks for the rest. A block is at
+   * most its 16-bit size (plus a little), whatever its bits. */
+  const kvs__qparams *qp = kvs__space_qparams(sp);
+  uint64_t group_bytes = ((uint64_t)G * qp->channels * 4u + 4096u) * nl;
   uint32_t want = ng - local, cap = MAX_KEYS / nl;
+  if (cap > MAX_REPLY / group_bytes)
+    cap = (uint32_t)(MAX_REPLY / group_bytes);
+  if (cap == 0)
+    cap = 1;
   if (want > cap)
     want = cap;
   size_t nkeys = (size_t)want * nl;
