@@ -27,6 +27,7 @@
 #define KEY_MAX 192u          /* "kvsink:1:" + ns (63) + 32 + 32 + layer + colons */
 #define MAX_KEYS 8192u        /* keys in one MGET: groups x layers */
 #define MAX_REPLY (128u << 20) /* bytes one MGET may bring, at 16 bits */
+#define MAX_PENDING 64u       /* MGETs unanswered: a hung Redis costs no more */
 #define BACKOFF_MIN_MS 100u
 #define BACKOFF_MAX_MS 5000u
 #define CONNECT_TIMEOUT_MS 1000u
@@ -44,6 +45,7 @@ struct kvs__remote {
   uv_timer_t timer;           /* reconnect backoff, connect timeout */
   uint32_t backoff_ms;
   uint64_t inflight;          /* bytes of SETs sent and not yet answered */
+  uint32_t pending;           /* MGETs sent and not yet answered */
   kvs__remote_stats st;
   uint64_t last_log[LOG__N], suppressed[LOG__N];
 };
@@ -355,6 +357,7 @@ static void on_mget(redisAsyncContext *ac, void *reply, void *priv)
   kvs__remote *r = f->r;
   redisReply *rep = reply;
   f->reply_pending = 0;
+  r->pending--;
   (void)ac;
   if (rep) { /* NULL: the connection went, counted there */
     r->st.latency_us_sum += (uv_hrtime() - f->sent_ns) / 1000u;
@@ -394,6 +397,11 @@ int kvs__remote_fetch(kvs__remote *r, kvs__space *sp, const uint32_t *tokens, ui
   if (rc < 0 || local == ng) {
     free(ids);
     return rc < 0 ? rc : -EALREADY;
+  }
+  if (r->pending >= MAX_PENDING) {
+    free(ids);
+    r->st.timeouts++; /* answered without Redis: it is too slow */
+    return -EBUSY;
   }
   kvs__space_id(sp, sid);
   const kvs__space_key *key = kvs__space_key_of(sp);
@@ -448,6 +456,7 @@ int kvs__remote_fetch(kvs__remote *r, kvs__space *sp, const uint32_t *tokens, ui
     r->st.errors++;
     return -ENOTCONN;
   }
+  r->pending++;
   uv_timer_init(r->loop, &f->timer);
   f->timer.data = f;
   uv_timer_start(&f->timer, on_fetch_timeout, r->cfg.remote_timeout_ms, 0);

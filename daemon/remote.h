@@ -42,7 +42,8 @@ typedef void (*kvs__remote_done)(void *arg);
 /* Ask Redis for the groups of tokens[0, n) not cached locally in sp.
  * 0: *out is in flight and done(arg) will be called, unless cancelled;
  * -EALREADY: nothing to ask (all local, or no whole group);
- * -ENOTCONN: the tier is down; -ENOMEM. sp must stay referenced until
+ * -ENOTCONN: the tier is down; -EBUSY: too many reads unanswered
+ * (counted as a timeout); -ENOMEM. sp must stay referenced until
  * done is called or the fetch is cancelled. */
 int kvs__remote_fetch(kvs__remote *r, kvs__space *sp, const uint32_t *tokens, uint32_t n,
                       kvs__remote_done done, void *arg, kvs__remote_req **out);
