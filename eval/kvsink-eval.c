@@ -156,7 +156,8 @@ static int load_all(const args *a, kvs__model *m, kvs__tokenizer **tok)
     kvs__model_free(m);
     return r;
   }
-  if (kvs__tok_vocab_size(*tok) != m->cfg.vocab) {
+  /* checkpoints often pad the embedding beyond the tokenizer's ids */
+  if (kvs__tok_vocab_size(*tok) > m->cfg.vocab) {
     fprintf(stderr, "kvsink-eval: tokenizer has %u tokens, model %u\n", kvs__tok_vocab_size(*tok),
             m->cfg.vocab);
     kvs__tok_free(*tok);
@@ -174,6 +175,10 @@ static int load_corpus(const args *a, const kvs__model *m, const kvs__tokenizer 
   int r;
   if (!a->text) {
     fprintf(stderr, "kvsink-eval: --text is required\n");
+    return -EINVAL;
+  }
+  if (m->cfg.bos == UINT32_MAX) {
+    fprintf(stderr, "kvsink-eval: config.json names no bos_token_id (documents start with it)\n");
     return -EINVAL;
   }
   if (a->ctx > m->cfg.max_pos) {
@@ -230,7 +235,11 @@ static int cmd_encode(const args *a)
   if (a->docs) {
     /* the token stream ppl packs: documents with BOS in front */
     kvs__corpus c;
-    r = kvs__corpus_build_pieces(&c, tok, (const unsigned char *)text, len, KVS_TOK_BOS,
+    kvs__mcfg cfg;
+    uint32_t bos = KVS_TOK_BOS; /* bpe.py's, when there is no config.json */
+    if (kvs__model_load_config(&cfg, a->model, err) == 0 && cfg.bos != UINT32_MAX)
+      bos = cfg.bos;
+    r = kvs__corpus_build_pieces(&c, tok, (const unsigned char *)text, len, bos,
                                  UINT32_MAX, 1, a->piece);
     for (size_t i = 0; r == 0 && i < c.n_ids; i++)
       printf(i + 1 < c.n_ids ? "%u " : "%u", c.ids[i]);
