@@ -87,7 +87,10 @@ class KVSinkCache(DynamicCache):
         self._act_start = 0
         self.prefix_tokens = 0
         self.put_results = dict(quantized=0, sinks=0)
-        self._hooks = [model.register_forward_pre_hook(self._pre_forward, with_kwargs=True)]
+        try:
+            self._hooks = [model.register_forward_pre_hook(self._pre_forward, with_kwargs=True)]
+        except TypeError:  # torch < 2.0: positional input_ids only
+            self._hooks = [model.register_forward_pre_hook(self._pre_forward)]
         self._sink_layer = None
         if (info["policy"] == "kvsink" and info["has_profile"] and info["sink_channels"]
                 and info["sink_layer"] < self._n_layers):
@@ -97,8 +100,8 @@ class KVSinkCache(DynamicCache):
             self._hooks.append(layer.register_forward_hook(self._after_sink_layer))
 
     # ---- hooks ----
-    def _pre_forward(self, module, args, kwargs):
-        ids = kwargs.get("input_ids")
+    def _pre_forward(self, module, args, kwargs=None):
+        ids = (kwargs or {}).get("input_ids")
         if ids is None and args:
             ids = args[0]
         if ids is None:
