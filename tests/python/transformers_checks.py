@@ -128,8 +128,38 @@ def check_prefix_reuse_across_processes_cuts_ttft(sock, model=None):
     return msg
 
 
+def check_calibrate_finds_the_shipped_profile(sock=None, model=None):
+    """python -m kvsink.calibrate on the shipped model (token ids from
+    eval/bpe.py: transformers cannot load its tokenizer's own pre-tokenizer)
+    finds what models/kvsink-tiny/kvsink.profile says: layer 4, channel 187."""
+    import tempfile
+    if os.path.abspath(MODEL) != os.path.join(TOP, "models", "kvsink-tiny"):
+        raise Skip("the expected profile is known for models/kvsink-tiny only")
+    calib = os.path.join(os.environ.get("top_builddir", TOP), "tools", "kvsink-calibrate")
+    with tempfile.TemporaryDirectory() as d:
+        with open(os.path.join(d, "ids"), "w") as f:
+            subprocess.run([sys.executable, os.path.join(TOP, "eval", "bpe.py"), "encode", "--docs",
+                            "--tokenizer", os.path.join(MODEL, "tokenizer.json"),
+                            os.path.join(TOP, "eval", "testdata", "test-slice.txt")],
+                           stdout=f, check=True)
+        env = dict(os.environ, PYTHONPATH=os.path.join(TOP, "python"))
+        p = subprocess.run([sys.executable, "-m", "kvsink.calibrate", MODEL, "--tokens",
+                            os.path.join(d, "ids"), "--out", os.path.join(d, "p.profile"),
+                            "--ratio", "5.5", "--calibrate-bin", calib],
+                           env=env, capture_output=True, text=True, timeout=600)
+        assert p.returncode == 0, p.stderr[-2000:]
+        prof = dict(line.split("=", 1) for line in open(os.path.join(d, "p.profile"))
+                    if "=" in line and not line.startswith("#"))
+        prof = {k.strip(): v.strip() for k, v in prof.items()}
+    assert prof["layer"] == "4" and prof["channels"] == "187", prof
+    assert prof["model"] == "kvsink-tiny", prof
+    return "profile layer %s, channels %s, tau %s (%s)" % (prof["layer"], prof["channels"],
+                                                          prof["tau"], p.stderr.strip()[-120:])
+
+
 CHECKS = [check_16bit_generate_equals_dynamic_cache, check_bound_prefix_continues_the_same,
-          check_kvsink_policy_sends_summary, check_prefix_reuse_across_processes_cuts_ttft]
+          check_kvsink_policy_sends_summary, check_prefix_reuse_across_processes_cuts_ttft,
+          check_calibrate_finds_the_shipped_profile]
 
 
 def main():
