@@ -143,6 +143,102 @@ int kvs_ping(kvs_client *c);
  * "" after a successful call; never NULL. Valid until the next call. */
 const char *kvs_last_error(const kvs_client *c);
 
+
+/* ---- Utilities ------------------------------------------------------------
+ * Helpers for clients and tools that need no daemon: the library version,
+ * 16-bit float conversions, sink profiles (load, save, calibrate, predict)
+ * and the storage cost of quantization settings. Same conventions: 0 or a
+ * count on success, a negative errno-style code on failure. */
+
+/* Version of this header; kvs_version() is the library's (they match
+ * unless an application was built against another release). */
+#define KVS_VERSION_MAJOR 0
+#define KVS_VERSION_MINOR 1
+#define KVS_VERSION_PATCH 0
+#define KVS_VERSION_STRING "0.1.0"
+const char *kvs_version(void);
+
+/* Arrays of n values, round to nearest even; NaN stays NaN, overflow is
+ * Inf. dst and src must not overlap. */
+void kvs_f16_from_f32(uint16_t *dst, const float *src, size_t n);
+void kvs_f16_to_f32(float *dst, const uint16_t *src, size_t n);
+void kvs_bf16_from_f32(uint16_t *dst, const float *src, size_t n);
+void kvs_bf16_to_f32(float *dst, const uint16_t *src, size_t n);
+/* The above by dtype (KVS_DTYPE_F16 or KVS_DTYPE_BF16); -EINVAL otherwise. */
+int kvs_half_from_f32(uint16_t *dst, const float *src, size_t n, kvs_dtype dtype);
+int kvs_half_to_f32(float *dst, const uint16_t *src, size_t n, kvs_dtype dtype);
+
+/* A model's sink profile (the file format of kvsinkd.conf(5), PROFILES):
+ * the layer l_E whose hidden state is the activation summary, its outlier
+ * channels C*, the threshold tau, the per-sequence sink budget, the
+ * Preserve-First-N to add, and optionally an outlier fraction. */
+typedef struct kvs_profile kvs_profile;
+
+/* Parse a profile file. Errors: -EINVAL (errmsg names the line), -ENOENT
+ * and other open errors, -ENOMEM. errmsg (errlen bytes) may be NULL. */
+int kvs_profile_load(kvs_profile **out, const char *path, char *errmsg, size_t errlen);
+/* Write p to path atomically (written aside, then renamed). */
+int kvs_profile_save(const kvs_profile *p, const char *path);
+void kvs_profile_free(kvs_profile *p); /* accepts NULL */
+
+const char *kvs_profile_model(const kvs_profile *p);
+uint32_t kvs_profile_layer(const kvs_profile *p);
+/* C*: returns the channel array and sets *n to its length. */
+const uint32_t *kvs_profile_channels(const kvs_profile *p, uint32_t *n);
+float kvs_profile_tau(const kvs_profile *p);
+uint32_t kvs_profile_max_sinks(const kvs_profile *p);
+uint32_t kvs_profile_pfn(const kvs_profile *p);
+float kvs_profile_outliers(const kvs_profile *p); /* < 0: not set */
+
+/* Online prediction, as kvsinkd does it. act: float32 [n][n_ch], the
+ * summary of n tokens on the profile's channels (n_ch must be their
+ * count, else -EINVAL). Token t is a candidate when max_c |act[t][c]| >
+ * tau; at most budget are flagged, largest first (ties: earlier token).
+ * flags[t] is set to 1 for flagged tokens and left alone otherwise.
+ * Returns the number flagged, or KVS_ENAN when act holds NaN/Inf. */
+int kvs_predict_sinks(const kvs_profile *p, const float *act, uint32_t n, uint32_t n_ch,
+                      uint32_t budget, uint8_t *flags);
+
+/* Offline calibration from hidden-state dumps (file layout in
+ * kvsink-calibrate(1): "KVSDUMP1", u32 n_layers, n_tokens, hidden, dtype,
+ * then [n_layers][n_tokens][hidden]); one dump is one sequence. */
+typedef struct kvs_dump kvs_dump;
+int kvs_dump_load(kvs_dump **out, const char *path, char *errmsg, size_t errlen);
+void kvs_dump_free(kvs_dump *d); /* accepts NULL */
+
+typedef struct kvs_calib_options {
+  float ratio;                 /* outlier token: max|h| > ratio * the median token's; 0 = 8 */
+  uint32_t max_outlier_tokens; /* per 1000 tokens, for a layer to count; 0 = 50 */
+  uint32_t max_channels;       /* size of C*, 1..64; 0 = 8 */
+  uint32_t max_sinks, pfn;     /* copied into the profile */
+} kvs_calib_options;
+
+/* Defaults: ratio 8, 50 per mille, 8 channels, max_sinks 16, pfn 1. */
+void kvs_calib_options_init(kvs_calib_options *o);
+
+/* Find l_E, C* and tau for model_id from n dumps; *out is a new profile.
+ * -ENOENT: the dumps show no massive activations; -ERANGE: outlier and
+ * ordinary tokens overlap over C*; -EINVAL: bad arguments or dumps of
+ * different shapes. On success errmsg holds a one-line summary, on
+ * failure the reason. */
+int kvs_calibrate(kvs_profile **out, const char *model_id, const kvs_dump *const *dumps,
+                  size_t n, const kvs_calib_options *o, char *errmsg, size_t errlen);
+
+/* Storage cost of quantization settings, from the quantizer's own layout. */
+typedef struct kvs_quant_settings {
+  uint32_t group;     /* tokens per block (kvs_info.group), 1..64 */
+  uint32_t channels;  /* n_kv_heads * head_dim */
+  uint32_t v_group;   /* channels per V scale group, divides channels; 0 = 32 */
+  int k_bits, v_bits; /* 2, 3, 4, 8, or 16 (stored raw) */
+  float outliers;     /* fraction of each vector kept 16-bit, 0..0.05 */
+  kvs_dtype dtype;
+} kvs_quant_settings;
+
+/* Average stored bits per K/V element of one block holding n_sinks sink
+ * tokens (all metadata, outliers and 16-bit sink rows counted); raw
+ * 16-bit K/V is 16. -EINVAL on settings the quantizer rejects. */
+int kvs_bits_per_element(const kvs_quant_settings *s, uint32_t n_sinks, double *bits);
+
 #ifdef __cplusplus
 }
 #endif

@@ -1,198 +1,51 @@
-/* kvsink-bench: request latency and put/get bandwidth through the
- * shared segment, next to a plain memcpy of the same bytes. */
+/* kvsink-bench: request latency, put/get bandwidth through the shared
+ * segment next to a plain memcpy of the same bytes, and what sharing a
+ * prefix across processes saves. The workload is fitted to the pool
+ * (--pool-size) and the segment the daemon grants; a row that fails stays
+ * in the output with its error. Parts: bench_run.c, bench_share.c. */
 #include <errno.h>
 #include <getopt.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
-#include <kvsink.h>
+#include "tools/bench.h"
+#include "tools/cli.h"
 
-static const char *sock;
-static uint32_t L = 32, H = 8, D = 128, T = 1024;
-static int reps = 4;
+static const char prog[] = "kvsink-bench";
+static const int bits_list[] = {16, 8, 4, 2}; /* 16: stored raw, the transport alone */
+#define N_BITS ((int)(sizeof bits_list / sizeof bits_list[0]))
+#define SHARE_BITS 4
+/* of the pool: slab chunks are per slot size, so rows of different bit
+ * widths cannot use every byte of it */
+#define POOL_USE 0.7
 
-static double now(void)
+static int progress_on, progress_n, progress_i;
+static uint32_t tokens_asked; /* --tokens before fitting */
+
+/* "[i/n] what" on a terminal's stderr, overwritten in place */
+static void progress(const char *fmt, ...)
 {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return ts.tv_sec + ts.tv_nsec * 1e-9;
+  if (!progress_on)
+    return;
+  va_list ap;
+  va_start(ap, fmt);
+  fprintf(stderr, "\r\033[K%s: [%d/%d] ", prog, ++progress_i, progress_n);
+  vfprintf(stderr, fmt, ap);
+  va_end(ap);
 }
 
-static int cmp_d(const void *a, const void *b)
+static void progress_done(void)
 {
-  double x = *(const double *)a, y = *(const double *)b;
-  return x < y ? -1 : x > y;
+  if (progress_on)
+    fprintf(stderr, "\r\033[K");
 }
 
-static int connect_bits(kvs_client **c, int bits, size_t seg, const char *id, uint32_t layers)
+static double memcpy_gbs(const kvs__bench_cfg *g)
 {
-  kvs_model m = {id, layers, H, D, KVS_DTYPE_F16};
-  kvs_options o;
-  kvs_options_init(&o);
-  o.k_bits = o.v_bits = bits;
-  o.seg_size = seg;
-  int r = kvs_connect(c, sock, &m, &o);
-  if (r < 0)
-    fprintf(stderr, "kvsink-bench: connect: %s\n", kvs_strerror(r));
-  return r;
-}
-
-struct lat { double med_us, p99_us; };
-
-static struct lat summarize(double *v, int n)
-{
-  qsort(v, (size_t)n, sizeof *v, cmp_d);
-  struct lat l = {v[n / 2] * 1e6, v[(int)(n * 0.99)] * 1e6};
-  return l;
-}
-
-/* (a) ping and put+get of one token (2 layers) */
-static int latency(int iters, struct lat *ping, struct lat *pg)
-{
-  kvs_client *c;
-  int r = connect_bits(&c, 4, 1 << 20, "kvsink-bench-lat", 2);
-  if (r < 0)
-    return r;
-  double *v = malloc(sizeof(double) * (size_t)iters);
-  if (!v) {
-    kvs_close(c);
-    return -ENOMEM;
-  }
-  for (int i = 0; i < iters && r == 0; i++) {
-    double t0 = now();
-    r = kvs_ping(c);
-    v[i] = now() - t0;
-  }
-  if (r == 0)
-    *ping = summarize(v, iters);
-  size_t kvb = kvs_kv_bytes(c, 1, 0, 2);
-  uint8_t *seg = kvs_segment(c, NULL);
-  memset(seg, 0x3c, 2 * kvb); /* fp16 1.0 */
-  uint64_t seq = 1;
-  uint32_t pos = 0;
-  for (int i = 0; i < iters && r == 0; i++) {
-    if (pos == 512) { /* keep the seq short: the pool stays small */
-      r = kvs_release(c, seq++);
-      pos = 0;
-    }
-    uint32_t tok = (uint32_t)i;
-    kvs_put_args a = {.seq = seq, .start = pos, .tokens = &tok, .n_tokens = 1,
-                      .layer_begin = 0, .layer_end = 2, .k_off = 0, .v_off = kvb};
-    double t0 = now();
-    if (r == 0)
-      r = kvs_put(c, &a, NULL);
-    if (r == 0)
-      r = kvs_get(c, seq, pos, 1, 0, 2, 2 * kvb, 3 * kvb);
-    v[i] = now() - t0;
-    pos++;
-  }
-  if (r == 0)
-    *pg = summarize(v, iters);
-  else
-    fprintf(stderr, "kvsink-bench: latency: %s (%s)\n", kvs_strerror(r), kvs_last_error(c));
-  free(v);
-  kvs_close(c);
-  return r;
-}
-
-/* One worker: reps puts of T tokens then reps gets; writes put and get
- * seconds to fd. Token ids differ per worker and rep: no dedup shortcut. */
-static int worker(int id, int bits, int go_fd, int out_fd)
-{
-  kvs_client *c;
-  size_t kvb = (size_t)L * T * H * D * 2;
-  if (connect_bits(&c, bits, 4 * kvb, "kvsink-bench-bw", L) < 0)
-    return 1;
-  uint8_t *seg = kvs_segment(c, NULL);
-  for (size_t i = 0; i < 2 * kvb / 2; i++)
-    ((uint16_t *)seg)[i] = (uint16_t)(0x3000 + (i * 2654435761u >> 20) % 0x0c00);
-  uint32_t *tok = malloc(sizeof(uint32_t) * T);
-  char go;
-  if (!tok || read(go_fd, &go, 1) != 1) {
-    kvs_close(c);
-    return 1;
-  }
-  double tput = 0, tget = 0;
-  int r = 0;
-  for (int k = 0; k < reps && r == 0; k++) {
-    for (uint32_t t = 0; t < T; t++)
-      tok[t] = (uint32_t)(id * 1000003 + k * 7919 + getpid()) * 31u + t;
-    uint64_t seq = (uint64_t)k + 1;
-    kvs_put_args a = {.seq = seq, .start = 0, .tokens = tok, .n_tokens = T,
-                      .layer_begin = 0, .layer_end = L, .k_off = 0, .v_off = kvb};
-    double t0 = now();
-    r = kvs_put(c, &a, NULL);
-    double t1 = now();
-    if (r == 0)
-      r = kvs_get(c, seq, 0, T, 0, L, 2 * kvb, 3 * kvb);
-    double t2 = now();
-    tput += t1 - t0;
-    tget += t2 - t1;
-    if (r == 0)
-      r = kvs_release(c, seq);
-  }
-  if (r < 0)
-    fprintf(stderr, "kvsink-bench: worker %d: %s (%s)\n", id, kvs_strerror(r), kvs_last_error(c));
-  double res[2] = {tput, tget};
-  int ok = r == 0 && write(out_fd, res, sizeof res) == (ssize_t)sizeof res;
-  free(tok);
-  kvs_close(c);
-  return ok ? 0 : 1;
-}
-
-struct bw { double put, get; };
-
-static int bandwidth(int n, int bits, struct bw *out)
-{
-  int go[2], res[2];
-  if (pipe(go) < 0 || pipe(res) < 0)
-    return -errno;
-  fflush(NULL);
-  for (int i = 0; i < n; i++) {
-    pid_t p = fork();
-    if (p < 0)
-      return -errno;
-    if (p == 0) {
-      close(go[1]);
-      close(res[0]);
-      _exit(worker(i, bits, go[0], res[1]));
-    }
-  }
-  close(go[0]);
-  close(res[1]);
-  sleep(1); /* let workers connect and fill their segments before the start */
-  char g[64] = {0};
-  if (write(go[1], g, (size_t)n) != n)
-    return -EIO;
-  close(go[1]);
-  double maxput = 0, maxget = 0;
-  int got = 0;
-  double r2[2];
-  while (read(res[0], r2, sizeof r2) == (ssize_t)sizeof r2) {
-    maxput = r2[0] > maxput ? r2[0] : maxput;
-    maxget = r2[1] > maxget ? r2[1] : maxget;
-    got++;
-  }
-  close(res[0]);
-  int fail = 0, st;
-  while (wait(&st) > 0)
-    fail |= !WIFEXITED(st) || WEXITSTATUS(st) != 0;
-  if (fail || got != n || maxput <= 0 || maxget <= 0)
-    return -EIO;
-  /* the workers overlap; the slowest one bounds the aggregate rate */
-  double bytes = 2.0 * L * T * H * D * 2 * reps * n;
-  out->put = bytes / maxput / 1e9;
-  out->get = bytes / maxget / 1e9;
-  return 0;
-}
-
-static double memcpy_gbs(void)
-{
-  size_t n = (size_t)L * T * H * D * 2 * 2;
+  size_t n = 2 * kvs__bench_kvb(g);
   char *a = malloc(n), *b = malloc(n);
   if (!a || !b) {
     free(a);
@@ -201,83 +54,326 @@ static double memcpy_gbs(void)
   }
   memset(a, 1, n);
   memset(b, 2, n);
-  double t0 = now();
-  for (int k = 0; k < reps; k++) {
+  double t0 = kvs__bench_now();
+  for (int k = 0; k < g->reps; k++) {
     memcpy(b, a, n);
     a[k] = b[n - 1 - (size_t)k]; /* keep the copies observable */
   }
-  double dt = now() - t0;
+  double dt = kvs__bench_now() - t0;
   free(a);
   free(b);
-  return (double)n * reps / dt / 1e9;
+  return (double)n * g->reps / dt / 1e9;
 }
+
+/* JSON string body: the messages are ours and the daemon's (ASCII), but
+ * escape quotes, backslashes and control bytes anyway */
+static void json_str(const char *s)
+{
+  putchar('"');
+  for (; *s; s++) {
+    unsigned char ch = (unsigned char)*s;
+    if (ch == '"' || ch == '\\')
+      printf("\\%c", ch);
+    else if (ch < 0x20 || ch >= 0x7f)
+      printf("\\u%04x", ch);
+    else
+      putchar(ch);
+  }
+  putchar('"');
+}
+
+/* Bytes the pool holds for n live sequences of T tokens x L layers at
+ * bits (one sink row per block: the daemon's default Preserve-First-1
+ * flags one per sequence, this errs on the safe side). */
+static double footprint(const kvs__bench_cfg *g, const kvs_info *in, int bits, int n, uint32_t T)
+{
+  kvs_quant_settings s = {.group = in->group, .channels = g->H * g->D, .v_group = 0,
+                          .k_bits = bits, .v_bits = bits, .outliers = in->outliers,
+                          .dtype = KVS_DTYPE_F16};
+  double bpe;
+  if (kvs_bits_per_element(&s, 1, &bpe) < 0)
+    bpe = 17.0; /* settings the helper does not know: assume raw plus */
+  double blocks_t = (double)((T + in->group - 1) / in->group * in->group);
+  return (double)n * g->L * blocks_t * 2.0 * s.channels * bpe / 8.0;
+}
+
+/* The largest (peak) footprint of the rows to run, at T tokens. */
+static double peak(const kvs__bench_cfg *g, const kvs_info *in, int maxc, int bw, int share,
+                   uint32_t T)
+{
+  double m = 0;
+  for (int b = 0; bw && b < N_BITS; b++) {
+    double f = footprint(g, in, bits_list[b], maxc, T);
+    m = f > m ? f : m;
+  }
+  if (share) { /* the prefix plus each reader's own */
+    double f = footprint(g, in, SHARE_BITS, maxc + 1, T);
+    m = f > m ? f : m;
+  }
+  return m;
+}
+
+/* Connect once; fit T to the pool and the segment; 0, or KVS__EXIT_* after
+ * saying why. */
+static int fit(kvs__bench_cfg *g, size_t pool, int maxc, int bw, int share, int json)
+{
+  kvs_client *c;
+  char b1[32], b2[32];
+  /* a probe session: the group size and the segment the daemon grants */
+  kvs_model m = {"kvsink-bench-bw", g->L, g->H, g->D, KVS_DTYPE_F16};
+  kvs_options o;
+  kvs_options_init(&o);
+  o.k_bits = o.v_bits = 16;
+  o.seg_size = 4 * kvs__bench_kvb(g);
+  int r = kvs_connect(&c, g->sock, &m, &o);
+  if (r < 0) {
+    fprintf(stderr, "%s: connect to %s: %s\n", prog, g->sock ? g->sock : "the default socket",
+            kvs_strerror(r));
+    return KVS__EXIT_CONNECT;
+  }
+  kvs_info in = *kvs_get_info(c);
+  kvs_close(c);
+  if (!bw && !share)
+    return 0; /* latency only: nothing to fit, the daemon answers */
+  uint32_t G = in.group;
+  FILE *note = json ? stderr : stdout;
+  /* the segment: K, V and room to get them back */
+  size_t per_tok = (size_t)g->L * g->H * g->D * 2 * 4;
+  if ((size_t)g->T * per_tok > in.seg_size) {
+    g->T = (uint32_t)(in.seg_size / per_tok);
+    g->T = g->T >= G ? g->T / G * G : g->T;
+  }
+  if (pool && peak(g, &in, maxc, bw, share, g->T) > POOL_USE * (double)pool) {
+    g->T = g->T / G * G; /* whole blocks: a tail would wait in 16-bit */
+    while (g->T >= G && peak(g, &in, maxc, bw, share, g->T) > POOL_USE * (double)pool)
+      g->T -= G;
+    if (g->T < G) {
+      fprintf(stderr,
+              "%s: cannot fit: %d clients x %u layers need %s at one block (%u tokens) per put,\n"
+              "  more than %.0f %% of the pool's %s: use fewer --clients or --layers\n",
+              prog, maxc, g->L, kvs__cli_bytes((size_t)peak(g, &in, maxc, bw, share, G), b1, sizeof b1),
+              G, POOL_USE * 100, kvs__cli_bytes(pool, b2, sizeof b2));
+      return KVS__EXIT_FAIL;
+    }
+  }
+  if (g->T == 0) {
+    fprintf(stderr, "%s: cannot fit: the daemon grants a segment of %s, too small for one token\n"
+            "  of %u layers (max_segment_size): use fewer --layers\n",
+            prog, kvs__cli_bytes(in.seg_size, b1, sizeof b1), g->L);
+    return KVS__EXIT_FAIL;
+  }
+  if (!pool)
+    fprintf(note, "note: pool capacity unknown (pass --pool-size, as kvsinkctl stats shows it):\n"
+            "      not fitted; the largest row needs about %s of pool\n",
+            kvs__cli_bytes((size_t)peak(g, &in, maxc, bw, share, g->T), b1, sizeof b1));
+  if (g->T != tokens_asked)
+    fprintf(note, "note: --tokens %u fitted to %u (pool %s, segment %s, %d clients, %u-token blocks)\n",
+            tokens_asked, g->T, pool ? kvs__cli_bytes(pool, b1, sizeof b1) : "unknown",
+            kvs__cli_bytes(in.seg_size, b2, sizeof b2), maxc, G);
+  return 0;
+}
+
+static void help(void)
+{
+  printf("usage: kvsink-bench [OPTION]...\n"
+         "Measure a running kvsinkd: request latency, put/get bandwidth at 16, 8, 4 and 2\n"
+         "bits with 1, 2, 4 ... N clients at once, and what sharing a prefix saves N\n"
+         "processes.\n"
+         "\n"
+         "  -s, --socket PATH      the daemon's socket (default $KVSINK_SOCKET, else\n"
+         "                         /run/kvsink/kvsinkd.sock)\n"
+         "  -c, --clients N        most clients at once, 1..64 (default 4)\n"
+         "  -t, --tokens N         tokens per put, 1..8192 (default 1024; fitted down)\n"
+         "  -l, --layers N         layers per put, 1..256 (default 32)\n"
+         "  -r, --reps N           puts per client and row (default 4)\n"
+         "  -i, --iters N          latency round trips, >= 100 (default 20000)\n"
+         "  -p, --pool-size SIZE   the daemon's pool (K/M/G): fit the workload to it\n"
+         "  -m, --mode MODE        all, latency, bandwidth or share (default all)\n"
+         "  -j, --json             one JSON object on stdout\n"
+         "  -h, --help             this text\n"
+         "  -V, --version          version\n"
+         "\n"
+         "Exit status: 0 every row measured, 1 a row failed (it is shown with its\n"
+         "error), 2 bad command line, 3 the daemon could not be reached.\n"
+         "See kvsink-bench(1).\n");
+}
+
+enum { M_LAT = 1, M_BW = 2, M_SHARE = 4 };
 
 int main(int argc, char **argv)
 {
   static const struct option lo[] = {
     {"socket", required_argument, 0, 's'}, {"clients", required_argument, 0, 'c'},
-    {"json", no_argument, 0, 'j'}, {"iters", required_argument, 0, 'i'},
+    {"json", no_argument, 0, 'j'},         {"iters", required_argument, 0, 'i'},
     {"tokens", required_argument, 0, 't'}, {"layers", required_argument, 0, 'l'},
-    {"reps", required_argument, 0, 'r'}, {"help", no_argument, 0, 'h'}, {0, 0, 0, 0}};
-  int maxc = 4, json = 0, iters = 20000, ch;
-  while ((ch = getopt_long(argc, argv, "s:c:ji:t:l:r:h", lo, NULL)) != -1) {
+    {"reps", required_argument, 0, 'r'},   {"pool-size", required_argument, 0, 'p'},
+    {"mode", required_argument, 0, 'm'},   {"help", no_argument, 0, 'h'},
+    {"version", no_argument, 0, 'V'},      {0, 0, 0, 0}};
+  kvs__bench_cfg g = {NULL, 32, 8, 128, 1024, 4};
+  int json = 0, mode = M_LAT | M_BW | M_SHARE, ch;
+  long maxc = 4, iters = 20000, v;
+  size_t pool = 0;
+  argv[0] = (char *)prog; /* getopt names the program in its messages */
+  while ((ch = getopt_long(argc, argv, "s:c:ji:t:l:r:p:m:hV", lo, NULL)) != -1) {
     switch (ch) {
-    case 's': sock = optarg; break;
-    case 'c': maxc = atoi(optarg); break;
+    case 's': g.sock = optarg; break;
     case 'j': json = 1; break;
-    case 'i': iters = atoi(optarg); break;
-    case 't': T = (uint32_t)atoi(optarg); break;
-    case 'l': L = (uint32_t)atoi(optarg); break;
-    case 'r': reps = atoi(optarg); break;
-    default:
-      fprintf(ch == 'h' ? stdout : stderr,
-              "usage: kvsink-bench [--socket PATH] [--clients N] [--json] [--iters N]\n"
-              "                    [--tokens N] [--layers N] [--reps N]\n");
-      return ch == 'h' ? 0 : 2;
-    }
-  }
-  if (maxc < 1 || maxc > 64 || iters < 100 || T < 1 || T > 8192 || L < 1 || L > 256 || reps < 1) {
-    fprintf(stderr, "kvsink-bench: argument out of range\n");
-    return 2;
-  }
-  struct lat ping = {0, 0}, pg = {0, 0};
-  if (latency(iters, &ping, &pg) < 0)
-    return 1;
-  double mc = memcpy_gbs();
-  if (json)
-    printf("{\"iters\":%d,\"ping_us\":{\"median\":%.2f,\"p99\":%.2f},"
-           "\"put_get_1tok_us\":{\"median\":%.2f,\"p99\":%.2f},"
-           "\"shape\":{\"layers\":%u,\"kv_heads\":%u,\"head_dim\":%u,\"tokens\":%u,\"reps\":%d},"
-           "\"memcpy_gbs\":%.3f,\"bandwidth\":[",
-           iters, ping.med_us, ping.p99_us, pg.med_us, pg.p99_us, L, H, D, T, reps, mc);
-  else
-    printf("latency (%d iterations)\n  ping             median %8.2f us  p99 %8.2f us\n"
-           "  put+get 1 token  median %8.2f us  p99 %8.2f us\n"
-           "bandwidth of 16-bit K+V, %u layers x %u heads x %u dim x %u tokens per put\n"
-           "  memcpy %.2f GB/s\n",
-           iters, ping.med_us, ping.p99_us, pg.med_us, pg.p99_us, L, H, D, T, mc);
-  /* 16 = stored raw: the transport alone (segment, protocol, pool copy) */
-  static const int bits[] = {16, 8, 4, 2};
-  int first = 1, fail = 0;
-  for (int n = 1; n <= maxc; n *= 2) {
-    for (int b = 0; b < (int)(sizeof bits / sizeof bits[0]); b++) {
-      struct bw bw = {0, 0};
-      if (bandwidth(n, bits[b], &bw) < 0) {
-        fprintf(stderr, "kvsink-bench: bandwidth with %d clients at %d bits failed\n", n, bits[b]);
-        fail = 1;
-        continue;
-      }
-      if (json)
-        printf("%s{\"clients\":%d,\"bits\":%d,\"put_gbs\":%.3f,\"get_gbs\":%.3f,"
-               "\"put_vs_memcpy\":%.4f,\"get_vs_memcpy\":%.4f}",
-               first ? "" : ",", n, bits[b], bw.put, bw.get, bw.put / mc, bw.get / mc);
+    case 'c':
+      if (kvs__cli_long(optarg, 1, 64, &maxc))
+        return kvs__cli_usage_error(prog, "--clients wants 1..64, not '%s'", optarg);
+      break;
+    case 'i':
+      if (kvs__cli_long(optarg, 100, 100000000, &iters))
+        return kvs__cli_usage_error(prog, "--iters wants 100 or more, not '%s'", optarg);
+      break;
+    case 't':
+    case 'l':
+    case 'r':
+      if (kvs__cli_long(optarg, 1, ch == 't' ? 8192 : ch == 'l' ? 256 : 1000, &v))
+        return kvs__cli_usage_error(prog, "--%s wants 1..%d, not '%s'",
+                                    ch == 't' ? "tokens" : ch == 'l' ? "layers" : "reps",
+                                    ch == 't' ? 8192 : ch == 'l' ? 256 : 1000, optarg);
+      if (ch == 't')
+        g.T = (uint32_t)v;
+      else if (ch == 'l')
+        g.L = (uint32_t)v;
       else
-        printf("  %d client%s %2d-bit  put %7.3f GB/s (%.3fx memcpy)  get %7.3f GB/s (%.3fx memcpy)\n",
-               n, n > 1 ? "s" : " ", bits[b], bw.put, bw.put / mc, bw.get, bw.get / mc);
-      first = 0;
+        g.reps = (int)v;
+      break;
+    case 'p':
+      if (kvs__cli_size(optarg, &pool) || pool < (1u << 20))
+        return kvs__cli_usage_error(prog, "--pool-size wants bytes >= 1M (K/M/G), not '%s'", optarg);
+      break;
+    case 'm':
+      if (strcmp(optarg, "all") == 0) mode = M_LAT | M_BW | M_SHARE;
+      else if (strcmp(optarg, "latency") == 0) mode = M_LAT;
+      else if (strcmp(optarg, "bandwidth") == 0) mode = M_BW;
+      else if (strcmp(optarg, "share") == 0) mode = M_SHARE;
+      else return kvs__cli_usage_error(prog, "unknown --mode '%s' (all, latency, bandwidth, share)", optarg);
+      break;
+    case 'h': help(); return KVS__EXIT_OK;
+    case 'V': kvs__cli_version(prog); return KVS__EXIT_OK;
+    default: return kvs__cli_usage_error(prog, NULL); /* getopt named the option */
+    }
+  }
+  if (optind < argc)
+    return kvs__cli_usage_error(prog, "unexpected argument '%s'", argv[optind]);
+  tokens_asked = g.T;
+  /* a probe session first: an unreachable daemon is told apart (exit 3) */
+  int r = fit(&g, pool, (int)maxc, mode & M_BW, mode & M_SHARE, json);
+  if (r)
+    return r;
+  progress_on = isatty(STDERR_FILENO);
+  int nrows = 0;
+  for (long n = 1; n <= maxc; n *= 2)
+    nrows += N_BITS;
+  progress_n = !!(mode & M_LAT) + (mode & M_BW ? nrows : 0) + !!(mode & M_SHARE);
+
+  int fail = 0;
+  kvs__bench_err e = {0, ""};
+  if (json)
+    printf("{\"version\":\"%s\",\"pool_size\":%zu,"
+           "\"shape\":{\"layers\":%u,\"kv_heads\":%u,\"head_dim\":%u,\"tokens\":%u,"
+           "\"tokens_asked\":%u,\"reps\":%d}",
+           kvs_version(), pool, g.L, g.H, g.D, g.T, tokens_asked, g.reps);
+  else
+    printf("shape: %u layers x %u kv heads x %u dim, %u tokens per put, %d reps\n", g.L, g.H,
+           g.D, g.T, g.reps);
+
+  if (mode & M_LAT) {
+    kvs__bench_lat ping = {0, 0}, pg = {0, 0};
+    progress("latency, %ld round trips", iters);
+    r = kvs__bench_latency(&g, (int)iters, &ping, &pg, &e);
+    fail |= r < 0;
+    if (json) {
+      printf(",\"iters\":%ld,\"latency\":", iters);
+      if (r < 0) {
+        printf("{\"error\":");
+        json_str(e.msg);
+        printf("}");
+      } else {
+        printf("{\"ping_us\":{\"median\":%.2f,\"p99\":%.2f},"
+               "\"put_get_1tok_us\":{\"median\":%.2f,\"p99\":%.2f}}",
+               ping.med_us, ping.p99_us, pg.med_us, pg.p99_us);
+      }
+    } else if (r < 0) {
+      printf("latency: FAILED: %s\n", e.msg);
+    } else {
+      printf("latency (%ld iterations)\n  ping             median %8.2f us  p99 %8.2f us\n"
+             "  put+get 1 token  median %8.2f us  p99 %8.2f us\n",
+             iters, ping.med_us, ping.p99_us, pg.med_us, pg.p99_us);
+    }
+    fflush(stdout);
+  }
+
+  if (mode & M_BW) {
+    double mc = memcpy_gbs(&g);
+    if (json)
+      printf(",\"memcpy_gbs\":%.3f,\"bandwidth\":[", mc);
+    else
+      printf("bandwidth of 16-bit K+V, memcpy %.2f GB/s\n", mc);
+    int first = 1;
+    for (int n = 1; n <= maxc; n *= 2) {
+      for (int b = 0; b < N_BITS; b++) {
+        kvs__bench_bw bw = {0, 0};
+        progress("bandwidth, %d client%s at %d bits", n, n > 1 ? "s" : "", bits_list[b]);
+        r = kvs__bench_bandwidth(&g, n, bits_list[b], &bw, &e);
+        fail |= r < 0;
+        if (json) {
+          printf("%s{\"clients\":%d,\"bits\":%d,", first ? "" : ",", n, bits_list[b]);
+          if (r < 0) {
+            printf("\"error\":");
+            json_str(e.msg);
+            printf("}");
+          } else {
+            printf("\"put_gbs\":%.3f,\"get_gbs\":%.3f,\"put_vs_memcpy\":%.4f,"
+                   "\"get_vs_memcpy\":%.4f}",
+                   bw.put_gbs, bw.get_gbs, bw.put_gbs / mc, bw.get_gbs / mc);
+          }
+        } else if (r < 0) {
+          printf("  %d client%s %2d-bit  FAILED: %s\n", n, n > 1 ? "s" : " ", bits_list[b], e.msg);
+        } else {
+          printf("  %d client%s %2d-bit  put %7.3f GB/s (%.3fx memcpy)  get %7.3f GB/s (%.3fx memcpy)\n",
+                 n, n > 1 ? "s" : " ", bits_list[b], bw.put_gbs, bw.put_gbs / mc, bw.get_gbs,
+                 bw.get_gbs / mc);
+        }
+        fflush(stdout);
+        first = 0;
+      }
+    }
+    if (json)
+      printf("]");
+  }
+
+  if (mode & M_SHARE) {
+    kvs__bench_share s = {0, 0, 0, 0, 0};
+    progress("sharing, 1 process stores, %ld look up", maxc);
+    r = kvs__bench_sharing(&g, (int)maxc, SHARE_BITS, &s, &e);
+    fail |= r < 0;
+    double hit = s.wanted ? (double)s.found / s.wanted : 0;
+    if (json) {
+      printf(",\"sharing\":{\"readers\":%ld,\"bits\":%d,", maxc, SHARE_BITS);
+      if (r < 0) {
+        printf("\"error\":");
+        json_str(e.msg);
+        printf("}");
+      } else {
+        printf("\"hit_rate\":%.4f,\"store_ms\":%.3f,\"lookup_get_ms\":%.3f,\"own_put_ms\":%.3f,"
+               "\"saved_ms\":%.3f}",
+               hit, s.store_ms, s.fetch_ms, s.own_ms, s.own_ms - s.fetch_ms);
+      }
+    } else if (r < 0) {
+      printf("sharing: FAILED: %s\n", e.msg);
+    } else {
+      printf("sharing a %u-token prefix at %d bits: 1 process stores it (%.2f ms), %ld look it up\n"
+             "  hit rate %.1f %%; lookup + get %.2f ms vs storing it themselves %.2f ms:\n"
+             "  %.2f ms saved per process (%.0f %%), before the prefill it also saves\n",
+             g.T, SHARE_BITS, s.store_ms, maxc, 100.0 * hit, s.fetch_ms, s.own_ms,
+             s.own_ms - s.fetch_ms, s.own_ms > 0 ? 100.0 * (s.own_ms - s.fetch_ms) / s.own_ms : 0);
     }
   }
   if (json)
-    printf("]}\n");
-  return fail;
+    printf("}\n");
+  progress_done();
+  return fail ? KVS__EXIT_FAIL : KVS__EXIT_OK;
 }

@@ -6,99 +6,123 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "kernels/sink.h"
+#include <kvsink.h>
+#include "tools/cli.h"
 
-static void usage(FILE *f)
-{
-  fprintf(f,
-          "usage: kvsink-calibrate [--ratio R] [--max-channels N] [--max-sinks N] [--pfn N]\n"
-          "                        --model ID -o OUT.profile DUMP...\n"
-          "Exit status: 0 profile written, 2 no massive activations found, 1 other errors.\n");
-}
+static const char prog[] = "kvsink-calibrate";
 
-static int num(const char *s, double lo, double hi, double *out)
+/* no massive activations (or they overlap the ordinary tokens): nothing
+ * to write, which a script may want to tell from a failure */
+#define EXIT_NO_SINKS 4
+
+static void help(void)
 {
-  char *end;
-  errno = 0;
-  double v = strtod(s, &end);
-  if (!*s || *end || errno || !(v >= lo && v <= hi)) return -1;
-  *out = v;
-  return 0;
+  printf("usage: kvsink-calibrate [OPTION]... --model ID -o OUT.profile DUMP...\n"
+         "Find a model's attention-sink profile (emergence layer, outlier channels,\n"
+         "threshold) from hidden-state dumps, one sequence per DUMP, and write it\n"
+         "for kvsinkd's profiles_dir.\n"
+         "\n"
+         "  -m, --model ID          model id clients send in hello (required)\n"
+         "  -o, --output FILE       where to write the profile (required)\n"
+         "      --ratio R           outlier token: max|h| > R x the median token's (default 8)\n"
+         "      --max-channels N    at most N outlier channels, 1..64 (default 8)\n"
+         "      --max-sinks N       predicted sinks per sequence, into the profile (default 16)\n"
+         "      --pfn N             Preserve-First-N, into the profile (default 1)\n"
+         "  -h, --help              this text\n"
+         "  -V, --version           version\n"
+         "\n"
+         "Exit status: 0 profile written, 1 error, 2 bad command line,\n"
+         "4 no massive activations found (nothing written).\n"
+         "Dump and profile formats: kvsink-calibrate(1), kvsinkd.conf(5).\n");
 }
 
 int main(int argc, char **argv)
 {
   static const struct option opts[] = {
-    { "ratio", required_argument, NULL, 'r' },       { "max-channels", required_argument, NULL, 'c' },
-    { "max-sinks", required_argument, NULL, 's' },   { "pfn", required_argument, NULL, 'p' },
-    { "model", required_argument, NULL, 'm' },       { "output", required_argument, NULL, 'o' },
-    { "help", no_argument, NULL, 'h' },              { NULL, 0, NULL, 0 },
+    {"ratio", required_argument, NULL, 'r'},     {"max-channels", required_argument, NULL, 'c'},
+    {"max-sinks", required_argument, NULL, 's'}, {"pfn", required_argument, NULL, 'p'},
+    {"model", required_argument, NULL, 'm'},     {"output", required_argument, NULL, 'o'},
+    {"help", no_argument, NULL, 'h'},            {"version", no_argument, NULL, 'V'},
+    {NULL, 0, NULL, 0},
   };
-  kvs__calib_opts o = { 8.f, 50u, 8u, 16u, 1u };
+  kvs_calib_options o;
+  kvs_calib_options_init(&o);
   const char *model = NULL, *out = NULL;
+  argv[0] = (char *)prog; /* getopt names the program in its messages */
   int ch;
-  double v;
-  while ((ch = getopt_long(argc, argv, "o:m:h", opts, NULL)) != -1) {
+  long v;
+  while ((ch = getopt_long(argc, argv, "o:m:hV", opts, NULL)) != -1) {
     switch (ch) {
-    case 'r':
-      if (num(optarg, 1.0, 1e6, &v)) { fprintf(stderr, "kvsink-calibrate: --ratio wants a number >= 1\n"); return 1; }
-      o.ratio = (float)v;
+    case 'r': {
+      char *end;
+      errno = 0;
+      double d = strtod(optarg, &end);
+      if (!*optarg || *end || errno || !(d >= 1.0 && d <= 1e6))
+        return kvs__cli_usage_error(prog, "--ratio wants a number 1..1e6, not '%s'", optarg);
+      o.ratio = (float)d;
       break;
+    }
     case 'c':
-      if (num(optarg, 1, KVS_PROFILE_MAX_CHANNELS, &v) || v != (uint32_t)v) {
-        fprintf(stderr, "kvsink-calibrate: --max-channels wants 1..%u\n", KVS_PROFILE_MAX_CHANNELS);
-        return 1;
-      }
+      if (kvs__cli_long(optarg, 1, 64, &v))
+        return kvs__cli_usage_error(prog, "--max-channels wants 1..64, not '%s'", optarg);
       o.max_channels = (uint32_t)v;
       break;
     case 's':
     case 'p':
-      if (num(optarg, 0, 65536, &v) || v != (uint32_t)v) {
-        fprintf(stderr, "kvsink-calibrate: --%s wants an integer 0..65536\n", ch == 's' ? "max-sinks" : "pfn");
-        return 1;
-      }
-      if (ch == 's') o.max_sinks = (uint32_t)v; else o.pfn = (uint32_t)v;
+      if (kvs__cli_long(optarg, 0, 65536, &v))
+        return kvs__cli_usage_error(prog, "--%s wants an integer 0..65536, not '%s'",
+                                    ch == 's' ? "max-sinks" : "pfn", optarg);
+      if (ch == 's')
+        o.max_sinks = (uint32_t)v;
+      else
+        o.pfn = (uint32_t)v;
       break;
     case 'm': model = optarg; break;
     case 'o': out = optarg; break;
-    case 'h': usage(stdout); return 0;
-    default: usage(stderr); return 1;
+    case 'h': help(); return KVS__EXIT_OK;
+    case 'V': kvs__cli_version(prog); return KVS__EXIT_OK;
+    default: return kvs__cli_usage_error(prog, NULL); /* getopt named the option */
     }
   }
-  if (!model || !out || optind >= argc) { usage(stderr); return 1; }
-  kvs__profile p;
-  memset(&p, 0, sizeof p);
-  p.outliers = -1.f;
-  if (strlen(model) >= sizeof p.model_id) { fprintf(stderr, "kvsink-calibrate: model id longer than 128 bytes\n"); return 1; }
-  strcpy(p.model_id, model);
+  if (!model)
+    return kvs__cli_usage_error(prog, "--model ID is required");
+  if (!out)
+    return kvs__cli_usage_error(prog, "-o OUT.profile is required");
+  if (optind >= argc)
+    return kvs__cli_usage_error(prog, "no DUMP file given");
 
-  size_t nd = (size_t)(argc - optind);
-  kvs__dump *ds = calloc(nd, sizeof *ds);
-  if (!ds) { fprintf(stderr, "kvsink-calibrate: out of memory\n"); return 1; }
+  size_t nd = (size_t)(argc - optind), loaded = 0;
+  kvs_dump **ds = calloc(nd, sizeof *ds);
+  kvs_profile *p = NULL;
   char msg[256];
-  int status = 1;
-  size_t loaded = 0;
+  int status = KVS__EXIT_FAIL;
+  if (!ds) {
+    fprintf(stderr, "%s: out of memory\n", prog);
+    return KVS__EXIT_FAIL;
+  }
   for (; loaded < nd; loaded++) {
-    if (kvs__dump_load(argv[optind + (int)loaded], &ds[loaded], msg)) {
-      fprintf(stderr, "kvsink-calibrate: %s\n", msg);
+    if (kvs_dump_load(&ds[loaded], argv[optind + (int)loaded], msg, sizeof msg) < 0) {
+      fprintf(stderr, "%s: %s\n", prog, msg);
       goto done;
     }
   }
-  int rc = kvs__calibrate(ds, nd, &o, &p, msg);
-  if (rc) {
-    fprintf(stderr, "kvsink-calibrate: %s\n", msg);
-    status = rc == -ENOENT ? 2 : 1;
+  int rc = kvs_calibrate(&p, model, (const kvs_dump *const *)ds, nd, &o, msg, sizeof msg);
+  if (rc < 0) {
+    fprintf(stderr, "%s: %s\n", prog, msg);
+    status = rc == -ENOENT || rc == -ERANGE ? EXIT_NO_SINKS : KVS__EXIT_FAIL;
     goto done;
   }
   printf("%s\n", msg);
-  rc = kvs__profile_save(out, &p);
-  if (rc) {
-    fprintf(stderr, "kvsink-calibrate: %s: %s\n", out, strerror(-rc));
+  rc = kvs_profile_save(p, out);
+  if (rc < 0) {
+    fprintf(stderr, "%s: %s: %s\n", prog, out, strerror(-rc));
     goto done;
   }
-  status = 0;
+  status = KVS__EXIT_OK;
 done:
-  for (size_t i = 0; i < loaded; i++) kvs__dump_free(&ds[i]);
+  for (size_t i = 0; i < loaded; i++)
+    kvs_dump_free(ds[i]);
   free(ds);
+  kvs_profile_free(p);
   return status;
 }
