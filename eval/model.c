@@ -9,7 +9,7 @@
 #include "eval/model.h"
 #include "eval/sinkstat.h"
 #include "eval/util.h"
-#include "kernels/half.h"
+#include <kvsink.h>
 
 #define MM_ROWS 8
 #define MM_TILE 256
@@ -126,8 +126,13 @@ static float elem(const kvs__st_tensor *t, uint64_t i)
     return f;
   }
   uint16_t h;
+  float f;
   memcpy(&h, (const char *)t->data + 2 * i, 2);
-  return kvs__h_to_f32(h, t->dtype == KVS_ST_BF16 ? 2 : 1);
+  if (t->dtype == KVS_ST_BF16)
+    kvs_bf16_to_f32(&f, &h, 1);
+  else
+    kvs_f16_to_f32(&f, &h, 1);
+  return f;
 }
 
 /* Tensor name of shape [rows][cols] (or [rows] when cols == 0) as fp32;
@@ -410,22 +415,16 @@ int kvs__model_forward(const kvs__model *m, const uint32_t *tokens, uint32_t n, 
         rope(b.k + i * KD, c->n_kv_heads, c->head_dim, start + i, c->rope_theta);
       }
       /* the cache holds model-dtype K/V: the chunk uses the same rounding */
-      for (size_t e = 0; e < G * KD; e++) {
-        b.k16[e] = kvs__f32_to_f16(b.k[e]);
-        b.v16[e] = kvs__f32_to_f16(b.v[e]);
-      }
+      kvs_f16_from_f32(b.k16, b.k, (size_t)G * KD);
+      kvs_f16_from_f32(b.v16, b.v, (size_t)G * KD);
       if ((r = io->put(io->ctx, l, start, G, tokens + start, b.k16, b.v16)) < 0)
         goto out;
       if (start > 0 && (r = io->get(io->ctx, l, start, b.kp, b.vp)) < 0)
         goto out;
-      for (size_t e = 0; e < start * KD; e++) {
-        b.kf[e] = kvs__f16_to_f32(b.kp[e]);
-        b.vf[e] = kvs__f16_to_f32(b.vp[e]);
-      }
-      for (size_t e = 0; e < G * KD; e++) {
-        b.kf[start * KD + e] = kvs__f16_to_f32(b.k16[e]);
-        b.vf[start * KD + e] = kvs__f16_to_f32(b.v16[e]);
-      }
+      kvs_f16_to_f32(b.kf, b.kp, (size_t)start * KD);
+      kvs_f16_to_f32(b.vf, b.vp, (size_t)start * KD);
+      kvs_f16_to_f32(b.kf + (size_t)start * KD, b.k16, (size_t)G * KD);
+      kvs_f16_to_f32(b.vf + (size_t)start * KD, b.v16, (size_t)G * KD);
       attend(c, &b, start, G, out->att_recv ? out->att_recv + (size_t)l * c->n_heads * n : NULL,
              n);
       matmul(b.o, b.att, L->wo, G, QD, D);
