@@ -5,7 +5,11 @@
 # BUILDDIR: a build with the shared libkvsink (client/.libs/libkvsink.so.0)
 # and daemon/kvsinkd; libuv/msgpack/systemd .so files the machine lacks go
 # in BUILDDIR/libs. Python: $KVSINK_PYTHON (default python3) with torch and
-# transformers; pytest is not needed.
+# transformers; pytest is not needed. E.g. prepared on the build host:
+#   mkdir build-py && cd build-py && ../configure --with-cuda=no --enable-systemd=no &&
+#   make -j2 && mkdir libs && cp /lib/x86_64-linux-gnu/libuv.so.1 \
+#     /lib/x86_64-linux-gnu/libmsgpackc.so.2 libs/
+# then on the GPU machine: GPU=host sh tests/gpu/transformers.sh build-py
 # 1. tests/python/transformers_checks.py against a private kvsinkd (device
 #    $GPU, default auto): 16-bit generate() equals transformers' own cache,
 #    a bound prefix continues the same, the 2-bit kvsink policy gets its
@@ -18,7 +22,11 @@ b=$(cd "${1:?usage: transformers.sh BUILDDIR [OUTDIR]}" && pwd)
 out=${2:-$b/gpu-transformers}
 mkdir -p "$out"
 export top_srcdir="$top" top_builddir="$b"
-[ -d "$b/libs" ] && export LD_LIBRARY_PATH="$b/libs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+# libtool's wrappers (tools/kvsink-calibrate) name the library by the path
+# it was built at: give them the carried copy
+LD_LIBRARY_PATH="$b/client/.libs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+[ -d "$b/libs" ] && LD_LIBRARY_PATH="$b/libs:$LD_LIBRARY_PATH"
+export LD_LIBRARY_PATH
 export KVSINK_LIBRARY="$b/client/.libs/libkvsink.so.0" PYTHONDONTWRITEBYTECODE=1
 PY=${KVSINK_PYTHON:-python3}
 [ -e "$KVSINK_LIBRARY" ] || { echo "FAIL: $KVSINK_LIBRARY missing (configure with shared libraries)"; exit 1; }
