@@ -90,3 +90,21 @@ same = (a.argmax(1) == b.argmax(1)).mean()
 assert rel < 0.05 and same > 0.9, "bf16 logits off: rel %g, argmax agreement %g" % (rel, same)
 print("ok: bf16 logits within %.4f of max |logit|, argmax agrees on %.0f%%" % (rel, 100 * same))
 PYEOF
+
+# an index that names a tensor its shard lacks, or a path, is refused
+"$PY" - "$tmp/hf/model.safetensors.index.json" "$tmp/bad1.json" "$tmp/bad2.json" <<'PYEOF'
+import json, sys
+ix = json.load(open(sys.argv[1]))
+wm = ix["weight_map"]
+a = dict(ix, weight_map=dict(wm, **{"model.norm.weight": "model-00001-of-00002.safetensors"
+                                    if wm["model.norm.weight"].startswith("model-00002") else
+                                    "model-00002-of-00002.safetensors"}))
+json.dump(a, open(sys.argv[2], "w"))
+json.dump(dict(ix, weight_map=dict(wm, **{"model.norm.weight": "../x.safetensors"})), open(sys.argv[3], "w"))
+PYEOF
+for bad in bad1 bad2; do
+  cp "$tmp/$bad.json" "$tmp/hf/model.safetensors.index.json"
+  if "$EVAL" info --model "$tmp/hf" > "$tmp/out" 2>&1; then echo "FAIL: $bad index accepted"; exit 1; fi
+  grep -q "missing\|plain file name" "$tmp/out" || { echo "FAIL: $bad: $(cat "$tmp/out")"; exit 1; }
+done
+echo "ok: broken indexes refused"
