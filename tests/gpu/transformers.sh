@@ -7,8 +7,9 @@
 # in BUILDDIR/libs. Python: $KVSINK_PYTHON (default python3) with torch and
 # transformers; pytest is not needed. E.g. prepared on the build host:
 #   mkdir build-py && cd build-py && ../configure --with-cuda=no --enable-systemd=no &&
-#   make -j2 && mkdir libs && cp /lib/x86_64-linux-gnu/libuv.so.1 \
-#     /lib/x86_64-linux-gnu/libmsgpackc.so.2 libs/
+#   make -j2 && mkdir libs && cp -L /lib/x86_64-linux-gnu/libuv.so.1 \
+#     /lib/x86_64-linux-gnu/libmsgpackc.so.2 client/.libs/libkvsink.so.0 libs/
+# (libs/ holds real files, in case symbolic links do not travel)
 # then on the GPU machine: GPU=host sh tests/gpu/transformers.sh build-py
 # 1. tests/python/transformers_checks.py against a private kvsinkd (device
 #    $GPU, default auto): 16-bit generate() equals transformers' own cache,
@@ -27,7 +28,9 @@ export top_srcdir="$top" top_builddir="$b"
 LD_LIBRARY_PATH="$b/client/.libs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 [ -d "$b/libs" ] && LD_LIBRARY_PATH="$b/libs:$LD_LIBRARY_PATH"
 export LD_LIBRARY_PATH
-export KVSINK_LIBRARY="$b/client/.libs/libkvsink.so.0" PYTHONDONTWRITEBYTECODE=1
+KVSINK_LIBRARY=$b/client/.libs/libkvsink.so.0
+[ -f "$b/libs/libkvsink.so.0" ] && KVSINK_LIBRARY=$b/libs/libkvsink.so.0
+export KVSINK_LIBRARY PYTHONDONTWRITEBYTECODE=1
 PY=${KVSINK_PYTHON:-python3}
 [ -e "$KVSINK_LIBRARY" ] || { echo "FAIL: $KVSINK_LIBRARY missing (configure with shared libraries)"; exit 1; }
 "$PY" -c 'import torch, transformers, numpy' || { echo "FAIL: $PY lacks torch/transformers/numpy"; exit 1; }
