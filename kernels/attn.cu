@@ -494,11 +494,14 @@ kvs_attn_kernel(at_args a, const kvs__attn_seq *seqs, const float *q, float *ws_
     for (int h = 0; h < GQ; h++)
       for (uint32_t c = tid; c < D; c += AT_NT) vcorr[h * D + c] *= al[h];
     __syncthreads();
-    if (tid < GQ) {
-      float l = 0.f;
-      for (int w = 0; w < AT_NT / 32; w++) l += wsum[w * GQ + tid];
-      lrun[tid] = lrun[tid] * al[tid] + l;
-      mrun[tid] = mnew[tid];
+    if (tid < GQ) { /* from shared, not al[tid] / mnew[tid]: registers have no dynamic index */
+      float l = 0.f, mo = mrun[tid], mn = mo;
+      for (int w = 0; w < AT_NT / 32; w++) {
+        l += wsum[w * GQ + tid];
+        mn = fmaxf(mn, wmax[w * GQ + tid]);
+      }
+      lrun[tid] = lrun[tid] * exp2f(mo - mn) + l;
+      mrun[tid] = mn;
     }
 #pragma unroll
     for (int h = 0; h < GQ; h++) {
@@ -606,11 +609,21 @@ static int at_launch(const at_args &a, uint32_t nkv, uint32_t n_seqs, cudaStream
                      const float *q, float *ws_acc, float *ws_ml, int *d_status)
 {
   const size_t smem = at_smem(a, GQ);
-  if (smem > 48u * 1024u &&
-      cudaFuncSetAttribute(kvs_attn_kernel<GQ>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem) !=
+  /* raised once per device and kernel (the size only grows): the call
+   * costs host time on every step otherwise. Idempotent, so a race between
+   * threads only repeats it. */
+  static size_t smem_set[64];
+  int dev = 0;
+  if (smem > 48u * 1024u) {
+    if (cudaGetDevice(&dev) != cudaSuccess) { cudaGetLastError(); return -EIO; }
+    if (dev < 0 || dev >= 64 || smem > smem_set[dev]) {
+      if (cudaFuncSetAttribute(kvs_attn_kernel<GQ>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem) !=
           cudaSuccess) {
-    cudaGetLastError();
-    return -EIO;
+        cudaGetLastError();
+        return -EIO;
+      }
+      if (dev >= 0 && dev < 64) smem_set[dev] = smem;
+    }
   }
   dim3 grid(a.splits, nkv, n_seqs);
   kvs_attn_kernel<GQ><<<grid, AT_NT, smem, st>>>(a, seqs, q, ws_acc, ws_ml, d_status);

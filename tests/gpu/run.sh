@@ -14,7 +14,7 @@ mkdir -p "$out"
 NVCC=${NVCC:-nvcc}
 command -v "$NVCC" >/dev/null 2>&1 || NVCC=/usr/local/cuda/bin/nvcc
 ARCH=${NVCC_ARCH:--gencode arch=compute_90,code=sm_90 -gencode arch=compute_80,code=sm_80}
-inc="-I$top -I$top/client"
+inc="-I$top -I$top/include"
 defs=
 cobjs=
 for f in half quant sink; do
