@@ -186,6 +186,7 @@ static __device__ __forceinline__ void k_phase(const at_args &a, const kvs__attn
                                                uint32_t t1, const float *qs, float *red, int *st)
 {
   constexpr int KB4 = KB <= 4 ? KB : 4;
+  constexpr int PB = KB == 2 ? AT_TPS : AT_PB; /* 2-bit loads are small: more in flight */
   const uint32_t tid = threadIdx.x, o = tid % a.no, s = tid / a.no, lc = 8u * o, c0 = j * a.D + lc;
   const uint32_t tb = ct0 + s * AT_TPS, nbt = S.n_blocks * a.G;
   if (tb >= t1) return;
@@ -200,12 +201,12 @@ static __device__ __forceinline__ void k_phase(const at_args &a, const kvs__attn
     kscales<GQ>(a, data, c0, lc, qs, w, qm);
     /* loads of a batch all in flight before the first is used */
 #pragma unroll
-    for (int i0 = 0; i0 < AT_TPS; i0 += AT_PB) {
-      uint32_t bits[AT_PB];
+    for (int i0 = 0; i0 < AT_TPS; i0 += PB) {
+      uint32_t bits[PB];
 #pragma unroll
-      for (int i = 0; i < AT_PB; i++) bits[i] = obits<KB4>(row + (i0 + i) * a.kstride, c0);
+      for (int i = 0; i < PB; i++) bits[i] = obits<KB4>(row + (i0 + i) * a.kstride, c0);
 #pragma unroll
-      for (int i = 0; i < AT_PB; i++) {
+      for (int i = 0; i < PB; i++) {
         float x[8];
         unpack<KB4>(bits[i], x);
 #pragma unroll
@@ -284,6 +285,7 @@ static __device__ __forceinline__ void v_phase(const at_args &a, const kvs__attn
                                                float (&bias)[GQ], int *st)
 {
   constexpr int VB4 = VB <= 4 ? VB : 4;
+  constexpr int PB = AT_PB; /* with acc live, 16 would spill at g = 4 */
   const uint32_t tid = threadIdx.x, o = tid % a.no, s = tid / a.no, lc = 8u * o, c0 = j * a.D + lc;
   const uint32_t tb = ct0 + s * AT_TPS, nbt = S.n_blocks * a.G, ng = a.C / a.vg, gi = c0 / a.vg;
   if (tb >= t1) return;
@@ -298,17 +300,17 @@ static __device__ __forceinline__ void v_phase(const at_args &a, const kvs__attn
     const uint16_t *vsc = (const uint16_t *)(data + a.vscale) + (size_t)r0 * ng + gi;
     const uint16_t *vmn = (const uint16_t *)(data + a.vmin) + (size_t)r0 * ng + gi;
 #pragma unroll
-    for (int i0 = 0; i0 < AT_TPS; i0 += AT_PB) {
-      uint32_t bits[AT_PB];
-      uint16_t sc[AT_PB], mn[AT_PB];
+    for (int i0 = 0; i0 < AT_TPS; i0 += PB) {
+      uint32_t bits[PB];
+      uint16_t sc[PB], mn[PB];
 #pragma unroll
-      for (int i = 0; i < AT_PB; i++) {
+      for (int i = 0; i < PB; i++) {
         bits[i] = obits<VB4>(row + (i0 + i) * a.vstride, c0);
         sc[i] = vsc[(i0 + i) * ng];
         mn[i] = vmn[(i0 + i) * ng];
       }
 #pragma unroll
-      for (int i = 0; i < AT_PB; i++) {
+      for (int i = 0; i < PB; i++) {
         float x[8];
         unpack<VB4>(bits[i], x);
         const float scf = f16f(sc[i]), mnf = f16f(mn[i]);
