@@ -94,7 +94,7 @@ def table(kv_csv, sdpa_csv, md=None):
     base = {(int(r["T"]), int(r["B"])): r for r in sr}
     lines = [f"GPU: {km.get('device')}; D2D copy {km.get('copy_bw_gbs')} GB/s (read + write, attn_test), "
              f"{sm.get('copy_bw_gbs')} GB/s (torch)",
-             "32 query heads, 8 KV heads, head dim 128, G = 32, v_group 128, no outliers, token 0 a 16-bit sink, "
+             "32 query heads, 8 KV heads, head dim 128, G = 32, v_group 128, no outliers unless the bits say so, token 0 a 16-bit sink, "
              "31-token fp16 residual; fp16 = torch SDPA (its default backend) over fp16 K/V; times are medians of 20 steps.",
              "limit = bytes the step must read / copy bandwidth.",
              "",
@@ -104,7 +104,7 @@ def table(kv_csv, sdpa_csv, md=None):
         T, B = int(r["T"]), int(r["B"])
         s = base.get((T, B))
         if r["us"] == "skip":
-            lines.append(f"| {r['bits']} | {T} | {B} | skipped (memory) | | | | | |")
+            lines.append(f"| {r['bits']} | {T // 1024}k | {B} | skipped (memory) | | | | | |")
             continue
         us, lim = float(r["us"]), float(r["limit_us"])
         if s is None or s["us"] == "skip":
