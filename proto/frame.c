@@ -63,3 +63,8 @@ int kvs__policy_from_name(const char *s, size_t len)
       return i;
   return -1;
 }
+
+int kvs__bits_valid(uint32_t bits)
+{
+  return bits == 2 || bits == 3 || bits == 4 || bits == 8 || bits == 16;
+}

@@ -31,7 +31,5 @@ int kvs__mp_map_find_raw(const uint8_t *p, size_t len, const char *key,
   X(sinks_dropped) X(outliers_kept) X(sessions) X(sessions_total) X(seqs) \
   X(uptime_s)
 
-const char *kvs__policy_name(int policy);
-int kvs__policy_from_name(const char *s, size_t len); /* -1 if unknown */
 
 #endif

@@ -48,6 +48,12 @@ typedef enum kvs__op {
 const char *kvs__op_name(kvs__op op);
 kvs__op kvs__op_from_name(const char *s, size_t len);
 
+/* Policy names on the wire, in logs, configs and kvsinkctl: the one table. */
+const char *kvs__policy_name(int policy);
+int kvs__policy_from_name(const char *s, size_t len); /* -1 if unknown */
+/* The K/V bit widths the quantizer supports (2, 3, 4, 8, 16). */
+int kvs__bits_valid(uint32_t bits);
+
 /* hello: model descriptor and the session's quantization settings.
  * Zero / negative values mean "daemon default". */
 typedef struct kvs__hello {
@@ -64,7 +70,7 @@ typedef struct kvs__hello {
 } kvs__hello;
 
 /* All other requests share one struct; each op uses the fields it documents
- * in kvs-protocol(7). tokens points into the decoder's buffer (valid until
+ * in kvsink-protocol(7). tokens is the decoder's own copy (freed by
  * kvs__req_free) and is NULL when absent. */
 typedef struct kvs__req {
   kvs__op op;

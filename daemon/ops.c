@@ -1,0 +1,545 @@
+/* The request layer: validation and the store calls of every op. */
+#include <errno.h>
+#include <msgpack.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "daemon/log.h"
+#include "daemon/ops.h"
+
+void kvs__sess_init(kvs__sess_state *st, const kvs__config *cfg, uint64_t id, uid_t uid,
+                    pid_t pid, int admin)
+{
+  memset(st, 0, sizeof *st);
+  st->id = id;
+  st->uid = uid;
+  st->pid = pid;
+  st->admin = admin;
+  st->seg.fd = -1;
+  snprintf(st->ns, sizeof st->ns, "uid:%u", (unsigned)uid);
+  for (size_t i = 0; i < cfg->n_shared_uids; i++)
+    if (cfg->shared_uids[i] == uid) snprintf(st->ns, sizeof st->ns, "shared");
+}
+
+void kvs__sess_free(kvs__sess_state *st)
+{
+  for (size_t i = 0; i < st->n_seqs; i++) kvs__seq_free(st->seqs[i].seq);
+  free(st->seqs);
+  st->seqs = NULL;
+  st->n_seqs = st->cap_seqs = 0;
+  if (st->space) kvs__space_unref(st->space);
+  st->space = NULL;
+  kvs__segment_close(&st->seg);
+}
+
+static void vfail(kvs__rep *rep, int err, const char *fmt, va_list ap)
+{
+  rep->err = err;
+  vsnprintf(rep->errmsg, sizeof rep->errmsg, fmt, ap);
+}
+
+static int fail(kvs__rep *rep, int err, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static int fail(kvs__rep *rep, int err, const char *fmt, ...)
+{
+  va_list ap;
+  va_start(ap, fmt);
+  vfail(rep, err, fmt, ap);
+  va_end(ap);
+  return err;
+}
+
+void kvs__ops_error(kvs__rep *rep, kvs__op op, uint64_t id, int err, const char *fmt, ...)
+{
+  memset(rep, 0, sizeof *rep);
+  rep->op = op;
+  rep->id = id;
+  va_list ap;
+  va_start(ap, fmt);
+  vfail(rep, err, fmt, ap);
+  va_end(ap);
+  /* Messages may quote client bytes (an unknown op name): printable ASCII
+   * only, so logs and terminals never see control bytes or broken UTF-8. */
+  for (char *p = rep->errmsg; *p; p++)
+    if ((unsigned char)*p < 0x20 || (unsigned char)*p > 0x7e) *p = '?';
+}
+
+void kvs__ops_rep_free(kvs__rep *rep)
+{
+  free((void *)rep->items);
+  rep->items = NULL;
+  rep->items_len = 0;
+}
+
+/* ---- seqs ---- */
+
+static kvs__seq_slot *seq_find(kvs__sess_state *st, uint64_t id)
+{
+  for (size_t i = 0; i < st->n_seqs; i++)
+    if (st->seqs[i].id == id) return &st->seqs[i];
+  return NULL;
+}
+
+/* Live seqs are capped per session; going over answers -EMFILE. */
+static int seq_create(kvs__sess_state *st, uint64_t id, kvs__seq_slot **out, kvs__rep *rep)
+{
+  if (st->n_seqs >= KVS_MAX_SEQS_PER_CLIENT)
+    return fail(rep, -EMFILE, "too many open sequences (max %u)", KVS_MAX_SEQS_PER_CLIENT);
+  if (st->n_seqs == st->cap_seqs) {
+    size_t cap = st->cap_seqs ? st->cap_seqs * 2 : 16;
+    kvs__seq_slot *n = realloc(st->seqs, cap * sizeof *n);
+    if (!n) return fail(rep, -ENOMEM, "cannot create sequence %llu: out of memory",
+                        (unsigned long long)id);
+    st->seqs = n;
+    st->cap_seqs = cap;
+  }
+  kvs__seq *q;
+  int r = kvs__seq_new(st->space, &q);
+  if (r < 0)
+    return fail(rep, r, "cannot create sequence %llu: %s", (unsigned long long)id,
+                kvs_strerror(r));
+  st->seqs[st->n_seqs] = (kvs__seq_slot){.id = id, .seq = q};
+  *out = &st->seqs[st->n_seqs++];
+  return 0;
+}
+
+static void seq_remove(kvs__sess_state *st, kvs__seq_slot *slot)
+{
+  kvs__seq_free(slot->seq);
+  *slot = st->seqs[--st->n_seqs];
+}
+
+/* ---- hello ---- */
+
+static int resolve_bits(int32_t asked, uint32_t def, uint32_t *out)
+{
+  if (asked <= 0) {
+    *out = def;
+    return 0;
+  }
+  if (!kvs__bits_valid((uint32_t)asked)) return -EINVAL;
+  *out = (uint32_t)asked;
+  return 0;
+}
+
+static int op_hello(const kvs__ops_env *env, kvs__sess_state *st, const kvs__req *rq,
+                    kvs__rep *rep)
+{
+  const kvs__hello *h = &rq->hello;
+  const kvs__config *cfg = env->cfg;
+  if (st->hello_done) return fail(rep, -EPROTO, "hello already done on this connection");
+  if (h->version != KVS_PROTO_VERSION)
+    return fail(rep, KVS_EVERSION,
+                "protocol version %u not supported: this kvsinkd speaks version %u", h->version,
+                KVS_PROTO_VERSION);
+  if (!h->model_id[0] || h->n_layers == 0 || h->n_layers > KVS_MAX_LAYERS || h->n_kv_heads == 0 ||
+      h->n_kv_heads > KVS_MAX_KV_HEADS || h->head_dim == 0 || h->head_dim > KVS_MAX_HEAD_DIM ||
+      (h->dtype != KVS_DTYPE_F16 && h->dtype != KVS_DTYPE_BF16))
+    return fail(rep, KVS_EMODEL,
+                "invalid model descriptor: id '%s', %u layers (1..%u), %u kv heads (1..%u), "
+                "head dim %u (1..%u), dtype %u (1 f16, 2 bf16)",
+                h->model_id, h->n_layers, KVS_MAX_LAYERS, h->n_kv_heads, KVS_MAX_KV_HEADS,
+                h->head_dim, KVS_MAX_HEAD_DIM, h->dtype);
+  kvs__space_key k;
+  memset(&k, 0, sizeof k);
+  snprintf(k.ns, sizeof k.ns, "%s", st->ns);
+  snprintf(k.model_id, sizeof k.model_id, "%s", h->model_id);
+  k.n_layers = h->n_layers;
+  k.n_kv_heads = h->n_kv_heads;
+  k.head_dim = h->head_dim;
+  k.dtype = (kvs_dtype)h->dtype;
+  k.group = cfg->group_size;
+  k.v_group = cfg->v_group_size;
+  if (resolve_bits(h->k_bits, cfg->k_bits, &k.k_bits) < 0 ||
+      resolve_bits(h->v_bits, cfg->v_bits, &k.v_bits) < 0)
+    return fail(rep, -EINVAL, "bits %d/%d: expected 2, 3, 4, 8 or 16 (0 = default)", h->k_bits,
+                h->v_bits);
+  if (h->policy == KVS_POLICY_DEFAULT) k.policy = (kvs_policy)cfg->policy;
+  else if (h->policy >= KVS_POLICY_NONE && h->policy <= KVS_POLICY_KVSINK)
+    k.policy = (kvs_policy)h->policy;
+  else
+    return fail(rep, -EINVAL, "policy %d: expected 0 (default), 1 (none), 2 (pfn), 3 (kvsink)",
+                h->policy);
+  if (h->pfn < 0) k.pfn = cfg->pfn;
+  else if ((uint32_t)h->pfn <= k.group) k.pfn = (uint32_t)h->pfn;
+  else return fail(rep, -EINVAL, "pfn %d larger than the group size %u", h->pfn, k.group);
+  /* outliers: the request's, else the model profile's, else the config's */
+  const kvs__profile *mprof = kvs__profiles_find(env->profiles, h->model_id);
+  if (h->outliers < 0) k.outliers = mprof && mprof->outliers >= 0.f ? mprof->outliers : cfg->outliers;
+  else if (h->outliers <= 0.01f) k.outliers = h->outliers;
+  else return fail(rep, -EINVAL, "outliers %g: expected a fraction 0..0.01", h->outliers);
+  const kvs__profile *prof = NULL;
+  int fell_back = 0;
+  if (k.policy == KVS_POLICY_KVSINK) {
+    prof = mprof;
+    if (!prof) {
+      k.policy = KVS_POLICY_PFN; /* the reply says profile=false */
+      fell_back = 1;
+    }
+  }
+  uint64_t seg = h->seg_size ? h->seg_size : KVS_DEFAULT_SEGMENT;
+  if (seg > cfg->max_segment_size) seg = cfg->max_segment_size;
+  uint64_t pg = (uint64_t)sysconf(_SC_PAGESIZE);
+  seg = (seg + pg - 1) / pg * pg;
+
+  int r = kvs__space_ref(env->store, &k, prof, &st->space);
+  if (r < 0) {
+    st->space = NULL;
+    return fail(rep, r, "cannot create the cache space: %s", kvs_strerror(r));
+  }
+  char name[64];
+  snprintf(name, sizeof name, "kvsink-session-%llu", (unsigned long long)st->id);
+  r = kvs__segment_create(&st->seg, seg, name);
+  if (r < 0) {
+    kvs__space_unref(st->space);
+    st->space = NULL;
+    return fail(rep, r, "cannot create a %llu-byte segment: %s", (unsigned long long)seg,
+                strerror(-r));
+  }
+  st->key = k;
+  st->hello_done = 1;
+  rep->session = st->id;
+  rep->seg_size = st->seg.size;
+  rep->group = k.group;
+  rep->k_bits = (int32_t)k.k_bits;
+  rep->v_bits = (int32_t)k.v_bits;
+  rep->policy = k.policy;
+  rep->pfn = (int32_t)k.pfn;
+  rep->outliers = k.outliers;
+  rep->has_profile = kvs__space_has_profile(st->space);
+  const kvs__profile *sp = kvs__space_profile(st->space);
+  if (rep->has_profile && sp) {
+    rep->sink_layer = sp->layer;
+    rep->n_sink_channels = sp->n_channels;
+    memcpy(rep->sink_channels, sp->channels, sp->n_channels * sizeof sp->channels[0]);
+  }
+  if (fell_back)
+    kvs__notice("session %llu: no sink profile for model '%s': policy kvsink falls back to pfn",
+                (unsigned long long)st->id, k.model_id);
+  kvs__info("session %llu: hello from pid %d (%s), model '%s' %u/%u/%u, bits %u/%u, policy %s, "
+            "pfn %u, segment %llu bytes",
+            (unsigned long long)st->id, (int)st->pid, st->ns, k.model_id, k.n_layers,
+            k.n_kv_heads, k.head_dim, k.k_bits, k.v_bits, kvs__policy_name(k.policy), k.pfn,
+            (unsigned long long)st->seg.size);
+  return 0;
+}
+
+void kvs__ops_hello_undo(kvs__sess_state *st)
+{
+  kvs__segment_close(&st->seg);
+  if (st->space) kvs__space_unref(st->space);
+  st->space = NULL;
+  st->hello_done = 0;
+}
+
+/* ---- put / get / lookup / release ---- */
+
+/* Size in bytes of [layers][n][C] 16-bit, or UINT64_MAX on overflow. */
+static uint64_t kv_bytes(const kvs__sess_state *st, uint32_t layers, uint32_t n)
+{
+  uint64_t b;
+  if (kvs__mul_u64(&b, layers, n, (uint64_t)st->key.n_kv_heads * st->key.head_dim, 2) < 0)
+    return UINT64_MAX;
+  return b;
+}
+
+static int check_layers(const kvs__sess_state *st, const kvs__req *rq, kvs__rep *rep)
+{
+  if (rq->layer_begin > rq->layer_end || rq->layer_end > st->key.n_layers)
+    return fail(rep, -EINVAL, "layer range [%u, %u) outside the model's %u layers",
+                rq->layer_begin, rq->layer_end, st->key.n_layers);
+  return 0;
+}
+
+static int check_range(const kvs__sess_state *st, kvs__rep *rep, const char *what, uint64_t off,
+                       uint64_t len, uint64_t align)
+{
+  if (len == UINT64_MAX || !kvs__segment_range_ok(&st->seg, off, len, align))
+    return fail(rep, KVS_ESEGMENT,
+                "%s: offset %llu + %llu bytes outside the %llu-byte segment or not %llu-aligned",
+                what, (unsigned long long)off, (unsigned long long)len,
+                (unsigned long long)st->seg.size, (unsigned long long)align);
+  return 0;
+}
+
+static int op_put(kvs__sess_state *st, const kvs__req *rq, kvs__rep *rep)
+{
+  int r;
+  if ((r = check_layers(st, rq, rep)) < 0) return r;
+  uint32_t nl = rq->layer_end - rq->layer_begin, n = rq->n_tokens;
+  if (n > 0 && !rq->tokens) return fail(rep, -EPROTO, "put: tokens missing");
+  uint64_t kvb = kv_bytes(st, nl, n);
+  const uint16_t *kp = NULL, *vp = NULL;
+  const float *act = NULL;
+  if (nl > 0) {
+    if ((r = check_range(st, rep, "k", rq->k_off, kvb, 2)) < 0) return r;
+    if ((r = check_range(st, rep, "v", rq->v_off, kvb, 2)) < 0) return r;
+    kp = (const uint16_t *)(st->seg.base + rq->k_off);
+    vp = (const uint16_t *)(st->seg.base + rq->v_off);
+  }
+  uint32_t ach = 0;
+  if (rq->has_act && rq->act_channels > 0) {
+    if (rq->act_channels > KVS_MAX_ACT_CHANNELS)
+      return fail(rep, -E2BIG, "act_channels %u over %u", rq->act_channels, KVS_MAX_ACT_CHANNELS);
+    uint64_t ab;
+    if (kvs__mul_u64(&ab, n, rq->act_channels, 4, 1) < 0) ab = UINT64_MAX;
+    if ((r = check_range(st, rep, "act", rq->act_off, ab, 4)) < 0) return r;
+    act = (const float *)(st->seg.base + rq->act_off);
+    ach = rq->act_channels;
+  }
+  kvs__seq_slot *slot = seq_find(st, rq->seq);
+  int created = 0;
+  if (!slot) {
+    if ((r = seq_create(st, rq->seq, &slot, rep)) < 0) return r;
+    created = 1;
+  }
+  kvs__put_info info = {0};
+  char msg[KVS_MAX_ERRMSG] = "";
+  r = kvs__seq_put(slot->seq, rq->start, rq->tokens, n, rq->layer_begin, rq->layer_end, kp, vp,
+                   act, ach, &info, msg);
+  if (r < 0) {
+    if (created) seq_remove(st, slot); /* atomic: nothing was there before */
+    return fail(rep, r, "%s", msg[0] ? msg : kvs_strerror(r));
+  }
+  rep->quantized = info.quantized;
+  rep->sinks = info.sinks;
+  rep->seq_len = info.seq_len;
+  return 0;
+}
+
+static int op_get(kvs__sess_state *st, const kvs__req *rq, kvs__rep *rep)
+{
+  int r;
+  if ((r = check_layers(st, rq, rep)) < 0) return r;
+  kvs__seq_slot *slot = seq_find(st, rq->seq);
+  if (!slot) return fail(rep, -ENOENT, "no sequence %llu", (unsigned long long)rq->seq);
+  uint32_t nl = rq->layer_end - rq->layer_begin;
+  uint64_t kvb = kv_bytes(st, nl, rq->n_tokens);
+  uint16_t *kp = NULL, *vp = NULL;
+  if (nl > 0 && rq->n_tokens > 0) {
+    if ((r = check_range(st, rep, "k", rq->k_off, kvb, 2)) < 0) return r;
+    if ((r = check_range(st, rep, "v", rq->v_off, kvb, 2)) < 0) return r;
+    kp = (uint16_t *)(st->seg.base + rq->k_off);
+    vp = (uint16_t *)(st->seg.base + rq->v_off);
+  }
+  char msg[KVS_MAX_ERRMSG] = "";
+  r = kvs__seq_get(slot->seq, rq->start, rq->n_tokens, rq->layer_begin, rq->layer_end, kp, vp,
+                   msg);
+  if (r < 0) return fail(rep, r, "%s", msg[0] ? msg : kvs_strerror(r));
+  rep->seq_len = kvs__seq_len(slot->seq);
+  return 0;
+}
+
+static int op_lookup(kvs__sess_state *st, const kvs__req *rq, kvs__rep *rep)
+{
+  if (rq->n_tokens > 0 && !rq->tokens) return fail(rep, -EPROTO, "lookup: tokens missing");
+  kvs__seq_slot *slot = NULL;
+  int created = 0, r;
+  if (rq->bind) {
+    slot = seq_find(st, rq->seq);
+    if (slot && kvs__seq_len(slot->seq) > 0)
+      return fail(rep, -EEXIST, "bind: sequence %llu is not empty", (unsigned long long)rq->seq);
+    if (!slot) {
+      if ((r = seq_create(st, rq->seq, &slot, rep)) < 0) return r;
+      created = 1;
+    }
+  }
+  uint32_t cached = 0;
+  r = kvs__space_lookup(st->space, rq->tokens, rq->n_tokens, slot ? slot->seq : NULL, &cached);
+  if (r < 0) {
+    if (created) seq_remove(st, slot);
+    return fail(rep, r, "lookup failed: %s", kvs_strerror(r));
+  }
+  rep->cached = cached;
+  rep->seq_len = slot ? kvs__seq_len(slot->seq) : 0;
+  return 0;
+}
+
+static int op_release(kvs__sess_state *st, const kvs__req *rq, kvs__rep *rep)
+{
+  kvs__seq_slot *slot = seq_find(st, rq->seq);
+  if (!slot) return fail(rep, -ENOENT, "no sequence %llu", (unsigned long long)rq->seq);
+  seq_remove(st, slot);
+  return 0;
+}
+
+/* ---- control ops ---- */
+
+static void pack_str(msgpack_packer *pk, const char *s)
+{
+  size_t n = strlen(s);
+  msgpack_pack_str(pk, n);
+  msgpack_pack_str_body(pk, s, n);
+}
+
+typedef struct list_ctx {
+  msgpack_packer pk;
+  msgpack_sbuffer body;
+  uint32_t n;
+  const char *ns;  /* NULL: every namespace (admin) */
+  kvs__stats *st;  /* stats of one namespace instead of a list */
+} list_ctx;
+
+static void list_cb(const kvs__space_key *k, uint64_t blocks, uint64_t pinned, uint64_t seqs,
+                    void *arg)
+{
+  list_ctx *c = arg;
+  if (c->ns && strcmp(c->ns, k->ns) != 0) return;
+  if (c->st) {
+    c->st->spaces++;
+    c->st->blocks_used += blocks;
+    c->st->blocks_pinned += pinned;
+    c->st->seqs += seqs;
+    return;
+  }
+  msgpack_packer *pk = &c->pk;
+  c->n++;
+  msgpack_pack_map(pk, 12);
+  pack_str(pk, "ns"); pack_str(pk, k->ns);
+  pack_str(pk, "model"); pack_str(pk, k->model_id);
+  pack_str(pk, "layers"); msgpack_pack_uint32(pk, k->n_layers);
+  pack_str(pk, "kv_heads"); msgpack_pack_uint32(pk, k->n_kv_heads);
+  pack_str(pk, "head_dim"); msgpack_pack_uint32(pk, k->head_dim);
+  pack_str(pk, "k_bits"); msgpack_pack_uint32(pk, k->k_bits);
+  pack_str(pk, "v_bits"); msgpack_pack_uint32(pk, k->v_bits);
+  pack_str(pk, "policy"); pack_str(pk, kvs__policy_name(k->policy));
+  pack_str(pk, "pfn"); msgpack_pack_uint32(pk, k->pfn);
+  pack_str(pk, "blocks"); msgpack_pack_uint64(pk, blocks);
+  pack_str(pk, "pinned"); msgpack_pack_uint64(pk, pinned);
+  pack_str(pk, "seqs"); msgpack_pack_uint64(pk, seqs);
+}
+
+/* rep->items = array header + the n maps in body (malloc'd). */
+static int finish_items(const msgpack_sbuffer *body, uint32_t n, kvs__rep *rep)
+{
+  msgpack_sbuffer out;
+  msgpack_sbuffer_init(&out);
+  msgpack_packer pk;
+  msgpack_packer_init(&pk, &out, msgpack_sbuffer_write);
+  msgpack_pack_array(&pk, n);
+  if (body->size) msgpack_sbuffer_write(&out, body->data, body->size);
+  if (!out.data) return fail(rep, -ENOMEM, "out of memory");
+  rep->items = out.data; /* msgpack_sbuffer_destroy is free(data) */
+  rep->items_len = out.size;
+  return 0;
+}
+
+static int op_list(const kvs__ops_env *env, kvs__sess_state *st, kvs__rep *rep)
+{
+  list_ctx c;
+  memset(&c, 0, sizeof c);
+  msgpack_sbuffer_init(&c.body);
+  msgpack_packer_init(&c.pk, &c.body, msgpack_sbuffer_write);
+  c.ns = st->admin ? NULL : st->ns;
+  kvs__store_foreach_space(env->store, list_cb, &c);
+  int r = finish_items(&c.body, c.n, rep);
+  msgpack_sbuffer_destroy(&c.body);
+  return r;
+}
+
+static int op_profiles(const kvs__ops_env *env, kvs__rep *rep)
+{
+  const kvs__profiles *ps = env->profiles;
+  msgpack_sbuffer body;
+  msgpack_sbuffer_init(&body);
+  msgpack_packer pk;
+  msgpack_packer_init(&pk, &body, msgpack_sbuffer_write);
+  for (size_t i = 0; i < ps->n; i++) {
+    const kvs__profile *p = &ps->v[i];
+    uint32_t nc = p->n_channels < KVS_PROFILE_MAX_CHANNELS ? p->n_channels : KVS_PROFILE_MAX_CHANNELS;
+    msgpack_pack_map(&pk, 6);
+    pack_str(&pk, "model"); pack_str(&pk, p->model_id);
+    pack_str(&pk, "layer"); msgpack_pack_uint32(&pk, p->layer);
+    pack_str(&pk, "channels");
+    msgpack_pack_array(&pk, nc);
+    for (uint32_t j = 0; j < nc; j++) msgpack_pack_uint32(&pk, p->channels[j]);
+    pack_str(&pk, "tau"); msgpack_pack_float(&pk, p->tau);
+    pack_str(&pk, "max_sinks"); msgpack_pack_uint32(&pk, p->max_sinks);
+    pack_str(&pk, "pfn"); msgpack_pack_uint32(&pk, p->pfn);
+  }
+  int r = finish_items(&body, (uint32_t)ps->n, rep);
+  msgpack_sbuffer_destroy(&body);
+  return r;
+}
+
+/* An admin sees everything; a data client the spaces of its namespace,
+ * the daemon's uptime and backend, and nothing of other users. */
+static void op_stats(const kvs__ops_env *env, kvs__sess_state *st, kvs__rep *rep)
+{
+  memset(&rep->stats, 0, sizeof rep->stats);
+  if (st->admin) {
+    kvs__store_stats(env->store, &rep->stats);
+    if (env->server_stats) env->server_stats(env->arg, &rep->stats);
+    return;
+  }
+  kvs__stats all;
+  memset(&all, 0, sizeof all);
+  if (env->server_stats) env->server_stats(env->arg, &all);
+  rep->stats.uptime_s = all.uptime_s;
+  memcpy(rep->stats.backend, all.backend, sizeof all.backend);
+  list_ctx c;
+  memset(&c, 0, sizeof c);
+  c.ns = st->ns;
+  c.st = &rep->stats;
+  kvs__store_foreach_space(env->store, list_cb, &c);
+}
+
+static int is_admin_op(kvs__op op)
+{
+  return op == KVS_OP_EVICT || op == KVS_OP_RELOAD || op == KVS_OP_PROFILES;
+}
+
+int kvs__ops_run(const kvs__ops_env *env, kvs__sess_state *st, const kvs__req *rq, kvs__rep *rep)
+{
+  memset(rep, 0, sizeof *rep);
+  rep->op = rq->op;
+  rep->id = rq->id;
+  if (is_admin_op(rq->op) && !st->admin) {
+    fail(rep, -EACCES, "%s is an admin operation: use the admin socket (or uid 0, admin_group)",
+         kvs__op_name(rq->op));
+    return KVS_OPS_REPLY;
+  }
+  switch (rq->op) {
+  case KVS_OP_PING:
+    return KVS_OPS_REPLY;
+  case KVS_OP_BYE:
+    return KVS_OPS_CLOSE;
+  case KVS_OP_STATS:
+    op_stats(env, st, rep);
+    return KVS_OPS_REPLY;
+  case KVS_OP_LIST:
+    op_list(env, st, rep);
+    return KVS_OPS_REPLY;
+  case KVS_OP_PROFILES:
+    op_profiles(env, rep);
+    return KVS_OPS_REPLY;
+  case KVS_OP_EVICT:
+    rep->evicted = kvs__store_evict_all(env->store);
+    kvs__notice("evicted %llu blocks on request of session %llu (uid %u)",
+                (unsigned long long)rep->evicted, (unsigned long long)st->id, (unsigned)st->uid);
+    return KVS_OPS_REPLY;
+  case KVS_OP_RELOAD: {
+    int r = env->reload ? env->reload(env->arg, rep->errmsg) : -ENOTSUP;
+    if (r < 0) rep->err = r;
+    return KVS_OPS_REPLY;
+  }
+  case KVS_OP_HELLO:
+    return op_hello(env, st, rq, rep) < 0 ? KVS_OPS_REPLY : KVS_OPS_REPLY_FD;
+  default:
+    break;
+  }
+  if (!st->hello_done) {
+    fail(rep, -EPROTO, "%s before hello", kvs__op_name(rq->op));
+    return KVS_OPS_REPLY;
+  }
+  switch (rq->op) {
+  case KVS_OP_PUT: op_put(st, rq, rep); break;
+  case KVS_OP_GET: op_get(st, rq, rep); break;
+  case KVS_OP_LOOKUP: op_lookup(st, rq, rep); break;
+  case KVS_OP_RELEASE: op_release(st, rq, rep); break;
+  default: fail(rep, -EPROTO, "unknown op"); break;
+  }
+  return KVS_OPS_REPLY;
+}
