@@ -1,6 +1,5 @@
 /* The request layer: validation and the store calls of every op. */
 #include <errno.h>
-#include <msgpack.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -68,9 +67,7 @@ void kvs__ops_error(kvs__rep *rep, kvs__op op, uint64_t id, int err, const char 
 
 void kvs__ops_rep_free(kvs__rep *rep)
 {
-  free((void *)rep->items);
-  rep->items = NULL;
-  rep->items_len = 0;
+  kvs__rep_free(rep);
 }
 
 /* ---- seqs ---- */
@@ -179,7 +176,7 @@ static int op_hello(const kvs__ops_env *env, kvs__sess_state *st, const kvs__req
       fell_back = 1;
     }
   }
-  uint64_t seg = h->seg_size ? h->seg_size : KVS_DEFAULT_SEGMENT;
+  uint64_t seg = h->seg_size ? h->seg_size : KVS_DEFAULT_SEG_SIZE;
   if (seg > cfg->max_segment_size) seg = cfg->max_segment_size;
   uint64_t pg = (uint64_t)sysconf(_SC_PAGESIZE);
   seg = (seg + pg - 1) / pg * pg;
@@ -209,6 +206,8 @@ static int op_hello(const kvs__ops_env *env, kvs__sess_state *st, const kvs__req
   rep->pfn = (int32_t)k.pfn;
   rep->outliers = k.outliers;
   rep->has_profile = kvs__space_has_profile(st->space);
+  rep->policy_fallback = fell_back;
+  rep->v_group = kvs__space_qparams(st->space)->v_group;
   const kvs__profile *sp = kvs__space_profile(st->space);
   if (rep->has_profile && sp) {
     rep->sink_layer = sp->layer;
@@ -218,6 +217,11 @@ static int op_hello(const kvs__ops_env *env, kvs__sess_state *st, const kvs__req
   if (fell_back)
     kvs__notice("session %llu: no sink profile for model '%s': policy kvsink falls back to pfn",
                 (unsigned long long)st->id, k.model_id);
+  /* the pid a client states is only informational: the log names the
+   * kernel's (SO_PEERCRED) and adds the stated one when they differ */
+  if (h->client_pid && h->client_pid != (uint32_t)st->pid)
+    kvs__info("session %llu: pid %d says it is pid %u", (unsigned long long)st->id, (int)st->pid,
+              h->client_pid);
   kvs__info("session %llu: hello from pid %d (%s), model '%s' %u/%u/%u, bits %u/%u, policy %s, "
             "pfn %u, segment %llu bytes",
             (unsigned long long)st->id, (int)st->pid, st->ns, k.model_id, k.n_layers,
@@ -367,19 +371,12 @@ static int op_release(kvs__sess_state *st, const kvs__req *rq, kvs__rep *rep)
 
 /* ---- control ops ---- */
 
-static void pack_str(msgpack_packer *pk, const char *s)
-{
-  size_t n = strlen(s);
-  msgpack_pack_str(pk, n);
-  msgpack_pack_str_body(pk, s, n);
-}
-
 typedef struct list_ctx {
-  msgpack_packer pk;
-  msgpack_sbuffer body;
-  uint32_t n;
-  const char *ns;  /* NULL: every namespace (admin) */
-  kvs__stats *st;  /* stats of one namespace instead of a list */
+  const char *ns;        /* NULL: every namespace (admin) */
+  kvs__stats *st;        /* sum one namespace into st instead of listing */
+  kvs_space_info *v;
+  uint32_t n, cap;
+  int oom;
 } list_ctx;
 
 static void list_cb(const kvs__space_key *k, uint64_t blocks, uint64_t pinned, uint64_t seqs,
@@ -394,74 +391,72 @@ static void list_cb(const kvs__space_key *k, uint64_t blocks, uint64_t pinned, u
     c->st->seqs += seqs;
     return;
   }
-  msgpack_packer *pk = &c->pk;
-  c->n++;
-  msgpack_pack_map(pk, 12);
-  pack_str(pk, "ns"); pack_str(pk, k->ns);
-  pack_str(pk, "model"); pack_str(pk, k->model_id);
-  pack_str(pk, "layers"); msgpack_pack_uint32(pk, k->n_layers);
-  pack_str(pk, "kv_heads"); msgpack_pack_uint32(pk, k->n_kv_heads);
-  pack_str(pk, "head_dim"); msgpack_pack_uint32(pk, k->head_dim);
-  pack_str(pk, "k_bits"); msgpack_pack_uint32(pk, k->k_bits);
-  pack_str(pk, "v_bits"); msgpack_pack_uint32(pk, k->v_bits);
-  pack_str(pk, "policy"); pack_str(pk, kvs__policy_name(k->policy));
-  pack_str(pk, "pfn"); msgpack_pack_uint32(pk, k->pfn);
-  pack_str(pk, "blocks"); msgpack_pack_uint64(pk, blocks);
-  pack_str(pk, "pinned"); msgpack_pack_uint64(pk, pinned);
-  pack_str(pk, "seqs"); msgpack_pack_uint64(pk, seqs);
-}
-
-/* rep->items = array header + the n maps in body (malloc'd). */
-static int finish_items(const msgpack_sbuffer *body, uint32_t n, kvs__rep *rep)
-{
-  msgpack_sbuffer out;
-  msgpack_sbuffer_init(&out);
-  msgpack_packer pk;
-  msgpack_packer_init(&pk, &out, msgpack_sbuffer_write);
-  msgpack_pack_array(&pk, n);
-  if (body->size) msgpack_sbuffer_write(&out, body->data, body->size);
-  if (!out.data) return fail(rep, -ENOMEM, "out of memory");
-  rep->items = out.data; /* msgpack_sbuffer_destroy is free(data) */
-  rep->items_len = out.size;
-  return 0;
+  if (c->oom || c->n == KVS_MAX_LIST_ITEMS) return; /* the reply's limit */
+  if (c->n == c->cap) {
+    uint32_t cap = c->cap ? c->cap * 2 : 16;
+    kvs_space_info *nv = realloc(c->v, cap * sizeof *nv);
+    if (!nv) {
+      c->oom = 1;
+      return;
+    }
+    c->v = nv;
+    c->cap = cap;
+  }
+  kvs_space_info *i = &c->v[c->n++];
+  memset(i, 0, sizeof *i);
+  snprintf(i->ns, sizeof i->ns, "%s", k->ns);
+  snprintf(i->model_id, sizeof i->model_id, "%s", k->model_id);
+  i->n_layers = k->n_layers;
+  i->n_kv_heads = k->n_kv_heads;
+  i->head_dim = k->head_dim;
+  i->k_bits = k->k_bits;
+  i->v_bits = k->v_bits;
+  i->pfn = k->pfn;
+  i->policy = k->policy;
+  i->has_profile = k->prof_id != 0;
+  i->blocks = blocks;
+  i->pinned = pinned;
+  i->seqs = seqs;
 }
 
 static int op_list(const kvs__ops_env *env, kvs__sess_state *st, kvs__rep *rep)
 {
   list_ctx c;
   memset(&c, 0, sizeof c);
-  msgpack_sbuffer_init(&c.body);
-  msgpack_packer_init(&c.pk, &c.body, msgpack_sbuffer_write);
   c.ns = st->admin ? NULL : st->ns;
   kvs__store_foreach_space(env->store, list_cb, &c);
-  int r = finish_items(&c.body, c.n, rep);
-  msgpack_sbuffer_destroy(&c.body);
-  return r;
+  if (c.oom) {
+    free(c.v);
+    return fail(rep, -ENOMEM, "out of memory");
+  }
+  rep->spaces = c.v;
+  rep->n_spaces = c.n;
+  return 0;
 }
 
 static int op_profiles(const kvs__ops_env *env, kvs__rep *rep)
 {
   const kvs__profiles *ps = env->profiles;
-  msgpack_sbuffer body;
-  msgpack_sbuffer_init(&body);
-  msgpack_packer pk;
-  msgpack_packer_init(&pk, &body, msgpack_sbuffer_write);
-  for (size_t i = 0; i < ps->n; i++) {
+  size_t n = ps->n < KVS_MAX_LIST_ITEMS ? ps->n : KVS_MAX_LIST_ITEMS;
+  if (!n) return 0;
+  kvs_profile_info *v = calloc(n, sizeof *v);
+  if (!v) return fail(rep, -ENOMEM, "out of memory");
+  for (size_t i = 0; i < n; i++) {
     const kvs__profile *p = &ps->v[i];
-    uint32_t nc = p->n_channels < KVS_PROFILE_MAX_CHANNELS ? p->n_channels : KVS_PROFILE_MAX_CHANNELS;
-    msgpack_pack_map(&pk, 6);
-    pack_str(&pk, "model"); pack_str(&pk, p->model_id);
-    pack_str(&pk, "layer"); msgpack_pack_uint32(&pk, p->layer);
-    pack_str(&pk, "channels");
-    msgpack_pack_array(&pk, nc);
-    for (uint32_t j = 0; j < nc; j++) msgpack_pack_uint32(&pk, p->channels[j]);
-    pack_str(&pk, "tau"); msgpack_pack_float(&pk, p->tau);
-    pack_str(&pk, "max_sinks"); msgpack_pack_uint32(&pk, p->max_sinks);
-    pack_str(&pk, "pfn"); msgpack_pack_uint32(&pk, p->pfn);
+    uint32_t nc = p->n_channels;
+    if (nc > KVS_PROFILE_MAX_CHANNELS) nc = KVS_PROFILE_MAX_CHANNELS;
+    if (nc > KVS_MAX_ACT_CHANNELS) nc = KVS_MAX_ACT_CHANNELS;
+    snprintf(v[i].model_id, sizeof v[i].model_id, "%s", p->model_id);
+    v[i].layer = p->layer;
+    v[i].n_channels = nc;
+    memcpy(v[i].channels, p->channels, nc * sizeof v[i].channels[0]);
+    v[i].tau = p->tau;
+    v[i].max_sinks = p->max_sinks;
+    v[i].pfn = p->pfn;
   }
-  int r = finish_items(&body, (uint32_t)ps->n, rep);
-  msgpack_sbuffer_destroy(&body);
-  return r;
+  rep->profiles = v;
+  rep->n_profiles = (uint32_t)n;
+  return 0;
 }
 
 /* An admin sees everything; a data client the spaces of its namespace,

@@ -13,8 +13,6 @@
 #include "proto/proto.h"
 #include "store/store.h"
 
-#define KVS_DEFAULT_SEGMENT (64ull << 20) /* hello without seg_size */
-
 typedef struct kvs__seq_slot {
   uint64_t id;
   kvs__seq *seq;

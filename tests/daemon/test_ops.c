@@ -2,7 +2,6 @@
  * success path, the admin checks and the namespace view. */
 #include <check.h>
 #include <errno.h>
-#include <msgpack.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -206,6 +205,8 @@ START_TEST(hello_success_and_twice)
   ck_assert_int_eq(rep.v_bits, 16);
   ck_assert_int_eq(rep.policy, KVS_POLICY_PFN);
   ck_assert_int_eq(rep.has_profile, 0);
+  ck_assert_int_eq(rep.policy_fallback, 1);
+  ck_assert_uint_gt(rep.v_group, 0);
   ck_assert_int_eq(rep.pfn, (int32_t)cfg.pfn);
   ck_assert_uint_eq(rep.group, cfg.group_size);
   rq = mkhello();
@@ -356,20 +357,6 @@ START_TEST(lookup_bind_and_seq_cap)
 }
 END_TEST
 
-/* Number of elements in a list/profiles reply's items array. */
-static uint32_t items_count(const kvs__rep *rep)
-{
-  msgpack_unpacked u;
-  msgpack_unpacked_init(&u);
-  size_t off = 0;
-  ck_assert_int_eq(msgpack_unpack_next(&u, rep->items, rep->items_len, &off),
-                   MSGPACK_UNPACK_SUCCESS);
-  ck_assert_int_eq(u.data.type, MSGPACK_OBJECT_ARRAY);
-  uint32_t n = u.data.via.array.size;
-  msgpack_unpacked_destroy(&u);
-  return n;
-}
-
 START_TEST(admin_ops_refused_for_data_clients)
 {
   kvs__sess_state st, adm;
@@ -401,12 +388,18 @@ START_TEST(list_and_stats_by_namespace)
   kvs__rep rep;
   rq = mkreq(KVS_OP_LIST);
   ck_assert_int_eq(run(&a, &rq, &rep), 0);
-  ck_assert_uint_eq(items_count(&rep), 1);
-  ck_assert_ptr_nonnull(memmem(rep.items, rep.items_len, "uid:1000", 8));
-  ck_assert_ptr_null(memmem(rep.items, rep.items_len, "uid:1001", 8));
+  ck_assert_uint_eq(rep.n_spaces, 1);
+  ck_assert_str_eq(rep.spaces[0].ns, "uid:1000");
+  ck_assert_str_eq(rep.spaces[0].model_id, "test-model");
+  ck_assert_uint_eq(rep.spaces[0].n_layers, NL);
+  ck_assert_uint_eq(rep.spaces[0].k_bits, 16);
+  ck_assert_int_eq(rep.spaces[0].policy, KVS_POLICY_NONE);
+  ck_assert_uint_eq(rep.spaces[0].seqs, 1);
+  ck_assert_uint_eq(rep.spaces[0].blocks, NL * (40 / cfg.group_size)); /* per layer */
   kvs__ops_rep_free(&rep);
   ck_assert_int_eq(run(&adm, &rq, &rep), 0);
-  ck_assert_uint_eq(items_count(&rep), 2);
+  ck_assert_uint_eq(rep.n_spaces, 2);
+  ck_assert_str_ne(rep.spaces[0].ns, rep.spaces[1].ns);
   kvs__ops_rep_free(&rep);
 
   rq = mkreq(KVS_OP_STATS);
@@ -457,6 +450,47 @@ START_TEST(error_text_is_printable)
 }
 END_TEST
 
+START_TEST(profiles_typed)
+{
+  kvs__profile p[2];
+  memset(p, 0, sizeof p);
+  strcpy(p[0].model_id, "m0");
+  p[0].layer = 1;
+  p[0].n_channels = 2;
+  p[0].channels[0] = 5;
+  p[0].channels[1] = 9;
+  p[0].tau = 3.5f;
+  p[0].max_sinks = 4;
+  p[0].pfn = 1;
+  strcpy(p[1].model_id, "test-model");
+  p[1].n_channels = 1;
+  p[1].outliers = -1.f;
+  profiles.v = p;
+  profiles.n = 2;
+  kvs__sess_state adm;
+  sess(&adm, 0, 1);
+  kvs__req rq = mkreq(KVS_OP_PROFILES);
+  kvs__rep rep;
+  ck_assert_int_eq(run(&adm, &rq, &rep), 0);
+  ck_assert_uint_eq(rep.n_profiles, 2);
+  ck_assert_str_eq(rep.profiles[0].model_id, "m0");
+  ck_assert_uint_eq(rep.profiles[0].n_channels, 2);
+  ck_assert_uint_eq(rep.profiles[0].channels[1], 9);
+  ck_assert_float_eq(rep.profiles[0].tau, 3.5f);
+  kvs__ops_rep_free(&rep);
+  /* with a profile for the model, kvsink stays kvsink */
+  rq = mkhello();
+  rq.hello.policy = KVS_POLICY_KVSINK;
+  ck_assert_int_eq(run(&adm, &rq, &rep), 0);
+  ck_assert_int_eq(rep.policy, KVS_POLICY_KVSINK);
+  ck_assert_int_eq(rep.has_profile, 1);
+  ck_assert_int_eq(rep.policy_fallback, 0);
+  kvs__sess_free(&adm);
+  profiles.v = NULL;
+  profiles.n = 0;
+}
+END_TEST
+
 int main(void)
 {
   Suite *s = suite_create("ops");
@@ -473,6 +507,7 @@ int main(void)
   tcase_add_test(tc, list_and_stats_by_namespace);
   tcase_add_test(tc, shared_namespace_and_bye);
   tcase_add_test(tc, error_text_is_printable);
+  tcase_add_test(tc, profiles_typed);
   suite_add_tcase(s, tc);
   SRunner *sr = srunner_create(s);
   srunner_run_all(sr, CK_NORMAL);
