@@ -475,9 +475,19 @@ int kvs__decode_req(const char *buf, size_t len, kvs__req *req, char *errmsg)
   }
   req->op = kvs__op_from_name(s[RK_OP]->via.str.ptr, s[RK_OP]->via.str.size);
   if (req->op == KVS_OP_INVALID) {
-    uint32_t n = s[RK_OP]->via.str.size;
-    r = fail(errmsg, -EPROTO, "unknown op \"%.*s\"", (int)(n > 32 ? 32 : n),
-             s[RK_OP]->via.str.ptr);
+    /* the name is the peer's bytes: printable ASCII as is, the rest as
+     * \xHH, so replies and logs never carry control bytes or bad UTF-8 */
+    char name[32 * 4 + 1];
+    uint32_t n = s[RK_OP]->via.str.size, o = 0;
+    const unsigned char *p = (const unsigned char *)s[RK_OP]->via.str.ptr;
+    for (uint32_t i = 0; i < n && i < 32; i++) {
+      if (p[i] >= 0x20 && p[i] < 0x7f && p[i] != '"' && p[i] != '\\')
+        name[o++] = (char)p[i];
+      else
+        o += (uint32_t)snprintf(name + o, sizeof(name) - o, "\\x%02x", p[i]);
+    }
+    name[o] = '\0';
+    r = fail(errmsg, -EPROTO, "unknown op \"%s\"%s", name, n > 32 ? "..." : "");
     goto out;
   }
   r = decode_op(s, req, errmsg);

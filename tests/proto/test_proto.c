@@ -586,6 +586,15 @@ START_TEST(dec_keys_and_op)
   ck_assert_uint_eq(rq.id, 12);
   ck_assert_ptr_nonnull(strstr(msg, "frobnicate"));
 
+  /* an unknown op's bytes come back as printable ASCII only */
+  mp_begin(2);
+  kv_u("id", 13);
+  kv_s("op", "\x1b[2J\xff\"x\\");
+  ck_assert_int_eq(req_end(), -EPROTO);
+  for (const char *c = msg; *c; c++)
+    ck_assert_msg(*c >= 0x20 && *c < 0x7f, "byte 0x%02x in \"%s\"", (unsigned char)*c, msg);
+  ck_assert_ptr_nonnull(strstr(msg, "\\x1b[2J\\xff\\x22x\\x5c"));
+
   /* op of the wrong type */
   mp_begin(2);
   kv_u("id", 12);
@@ -972,7 +981,7 @@ START_TEST(strerror_codes)
     KVS_OK, KVS_EVERSION, KVS_EMODEL, KVS_ESEGMENT, KVS_ENAN, -EINVAL, -EPROTO,
     -EBADMSG, -E2BIG, -ENOSPC, -ENOENT, -ENOMEM, -EEXIST, -EPERM, -EACCES,
     -ECONNREFUSED, -ECONNRESET, -ENOTCONN, -EPIPE, -ETIMEDOUT, -ERANGE, -EBUSY,
-    -ENOTSUP, -EMFILE, -EAGAIN, -EINTR, -EIO, -ENOSYS,
+    -ENOTSUP, -EMFILE, -EAGAIN, -EINTR, -EIO, -ENOSYS, -EUSERS,
   };
   size_t n = sizeof(codes) / sizeof(codes[0]);
   for (size_t i = 0; i < n; i++) {
@@ -984,6 +993,7 @@ START_TEST(strerror_codes)
       ck_assert_str_ne(s, kvs_strerror(codes[j]));
   }
   ck_assert_str_eq(kvs_strerror(-ENOSPC), "cache pool full");
+  ck_assert_str_eq(kvs_strerror(-EUSERS), "too many sessions (max_sessions)");
   ck_assert_str_eq(kvs_strerror(KVS_EVERSION), "protocol version not spoken by the peer");
   /* errno values without an entry fall back to strerror */
   ck_assert_str_eq(kvs_strerror(-EXDEV), strerror(EXDEV));
