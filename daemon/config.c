@@ -286,6 +286,8 @@ void kvs__config_defaults(kvs__config *c)
   char err[KVS_CONF_ERRMSG];
   memset(c, 0, sizeof *c);
   /* Values the embedded file does not set. */
+  /* the one definition of the default path is in kvsink.h */
+  snprintf(c->socket, sizeof c->socket, "%s", KVS_DEFAULT_SOCKET);
   c->socket_mode = 0660;
   c->admin_socket_mode = 0600;
   c->device = KVS_DEVICE_AUTO;
