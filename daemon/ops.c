@@ -70,6 +70,16 @@ void kvs__ops_rep_free(kvs__rep *rep)
   kvs__rep_free(rep);
 }
 
+/* A client's string for the log: printable ASCII, the rest '?'. */
+static const char *printable(const char *s, char *buf, size_t cap)
+{
+  size_t i = 0;
+  for (; s[i] && i + 1 < cap; i++)
+    buf[i] = (unsigned char)s[i] >= 0x20 && (unsigned char)s[i] < 0x7f ? s[i] : '?';
+  buf[i] = 0;
+  return buf;
+}
+
 /* ---- seqs ---- */
 
 static kvs__seq_slot *seq_find(kvs__sess_state *st, uint64_t id)
@@ -214,9 +224,11 @@ static int op_hello(const kvs__ops_env *env, kvs__sess_state *st, const kvs__req
     rep->n_sink_channels = sp->n_channels;
     memcpy(rep->sink_channels, sp->channels, sp->n_channels * sizeof sp->channels[0]);
   }
+  char mid[KVS_MAX_MODEL_ID + 1];
+  printable(k.model_id, mid, sizeof mid);
   if (fell_back)
     kvs__notice("session %llu: no sink profile for model '%s': policy kvsink falls back to pfn",
-                (unsigned long long)st->id, k.model_id);
+                (unsigned long long)st->id, mid);
   /* the pid a client states is only informational: the log names the
    * kernel's (SO_PEERCRED) and adds the stated one when they differ */
   if (h->client_pid && h->client_pid != (uint32_t)st->pid)
@@ -224,7 +236,7 @@ static int op_hello(const kvs__ops_env *env, kvs__sess_state *st, const kvs__req
               h->client_pid);
   kvs__info("session %llu: hello from pid %d (%s), model '%s' %u/%u/%u, bits %u/%u, policy %s, "
             "pfn %u, segment %llu bytes",
-            (unsigned long long)st->id, (int)st->pid, st->ns, k.model_id, k.n_layers,
+            (unsigned long long)st->id, (int)st->pid, st->ns, mid, k.n_layers,
             k.n_kv_heads, k.head_dim, k.k_bits, k.v_bits, kvs__policy_name(k.policy), k.pfn,
             (unsigned long long)st->seg.size);
   return 0;
@@ -486,7 +498,20 @@ static int is_admin_op(kvs__op op)
   return op == KVS_OP_EVICT || op == KVS_OP_RELOAD || op == KVS_OP_PROFILES;
 }
 
+static int run_op(const kvs__ops_env *env, kvs__sess_state *st, const kvs__req *rq,
+                  kvs__rep *rep);
+
 int kvs__ops_run(const kvs__ops_env *env, kvs__sess_state *st, const kvs__req *rq, kvs__rep *rep)
+{
+  int act = run_op(env, st, rq, rep);
+  /* messages may quote client strings (model id): printable ASCII only */
+  for (char *p = rep->errmsg; *p; p++)
+    if ((unsigned char)*p < 0x20 || (unsigned char)*p > 0x7e) *p = '?';
+  return act;
+}
+
+static int run_op(const kvs__ops_env *env, kvs__sess_state *st, const kvs__req *rq,
+                  kvs__rep *rep)
 {
   memset(rep, 0, sizeof *rep);
   rep->op = rq->op;

@@ -164,6 +164,14 @@ START_TEST(hello_validation)
   rq.hello.model_id[0] = 0;
   ck_assert_int_eq(run(&st, &rq, NULL), KVS_EMODEL);
   rq = mkhello();
+  rq.hello.n_layers = 0;
+  strcpy(rq.hello.model_id, "bad\x1b[2J\xff");
+  kvs__rep rep;
+  ck_assert_int_eq(run(&st, &rq, &rep), KVS_EMODEL);
+  for (const char *c = rep.errmsg; *c; c++) /* the client's bytes, made printable */
+    ck_assert(*c >= 0x20 && *c <= 0x7e);
+  ck_assert_ptr_nonnull(strstr(rep.errmsg, "bad?[2J?"));
+  rq = mkhello();
   rq.hello.dtype = 7;
   ck_assert_int_eq(run(&st, &rq, NULL), KVS_EMODEL);
   rq = mkhello();
