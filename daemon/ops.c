@@ -207,6 +207,7 @@ static int op_hello(const kvs__ops_env *env, kvs__sess_state *st, const kvs__req
   }
   st->key = k;
   st->hello_done = 1;
+  st->fell_back = fell_back;
   rep->session = st->id;
   rep->seg_size = st->seg.size;
   rep->group = k.group;
@@ -248,6 +249,7 @@ void kvs__ops_hello_undo(kvs__sess_state *st)
   if (st->space) kvs__space_unref(st->space);
   st->space = NULL;
   st->hello_done = 0;
+  st->fell_back = 0;
 }
 
 /* ---- put / get / lookup / release ---- */
@@ -431,6 +433,27 @@ static void list_cb(const kvs__space_key *k, uint64_t blocks, uint64_t pinned, u
   i->seqs = seqs;
 }
 
+/* The space a session's key names, as list_cb saw it (prof_id aside: a
+ * session that fell back has none). */
+static int same_space(const kvs_space_info *i, const kvs__space_key *k)
+{
+  return strcmp(i->ns, k->ns) == 0 && strcmp(i->model_id, k->model_id) == 0 &&
+         i->n_layers == k->n_layers && i->n_kv_heads == k->n_kv_heads &&
+         i->head_dim == k->head_dim && i->k_bits == k->k_bits && i->v_bits == k->v_bits &&
+         i->pfn == k->pfn && i->policy == k->policy && !i->has_profile;
+}
+
+static void count_fallback(const kvs__sess_state *s, void *arg)
+{
+  list_ctx *c = arg;
+  if (!s->hello_done || !s->fell_back) return;
+  for (uint32_t i = 0; i < c->n; i++)
+    if (same_space(&c->v[i], &s->key)) {
+      c->v[i].fallback_sessions++;
+      return;
+    }
+}
+
 static int op_list(const kvs__ops_env *env, kvs__sess_state *st, kvs__rep *rep)
 {
   list_ctx c;
@@ -441,6 +464,7 @@ static int op_list(const kvs__ops_env *env, kvs__sess_state *st, kvs__rep *rep)
     free(c.v);
     return fail(rep, -ENOMEM, "out of memory");
   }
+  if (env->foreach_session) env->foreach_session(env->arg, count_fallback, &c);
   rep->spaces = c.v;
   rep->n_spaces = c.n;
   return 0;

@@ -20,29 +20,35 @@ typedef struct kvs__seq_slot {
 
 /* What the ops see of the daemon. server_stats fills the fields the store
  * does not know (sessions, uptime, backend); reload rereads the config. */
+typedef struct kvs__sess_state kvs__sess_state;
+typedef void (*kvs__sess_cb)(const kvs__sess_state *st, void *arg);
+
 typedef struct kvs__ops_env {
   kvs__store *store;
   const kvs__config *cfg;
   const kvs__profiles *profiles;
   void (*server_stats)(void *arg, kvs__stats *st);
   int (*reload)(void *arg, char *errmsg);
+  /* every live session (list counts the ones that fell back to pfn) */
+  void (*foreach_session)(void *arg, kvs__sess_cb cb, void *cb_arg);
   void *arg;
 } kvs__ops_env;
 
 /* One session's state. */
-typedef struct kvs__sess_state {
+struct kvs__sess_state {
   uint64_t id;
   uid_t uid;
   pid_t pid;
   char ns[64];
   int admin;               /* may run evict, reload, profiles, see every space */
   int hello_done;
+  int fell_back;           /* asked for kvsink, runs under pfn (no profile) */
   kvs__space *space;
   kvs__space_key key;
   kvs__segment seg;
   kvs__seq_slot *seqs;
   size_t n_seqs, cap_seqs;
-} kvs__sess_state;
+};
 
 /* Namespace from cfg (shared_namespace_uids), no space, no segment. */
 void kvs__sess_init(kvs__sess_state *st, const kvs__config *cfg, uint64_t id, uid_t uid,

@@ -207,6 +207,12 @@ static void server_stats(void *arg, kvs__stats *st)
 
 static int reload_cb(void *arg, char *errmsg) { return kvs__server_reload(arg, errmsg); }
 
+static void foreach_session(void *arg, kvs__sess_cb cb, void *cb_arg)
+{
+  kvs__server *s = arg;
+  for (kvs__session *ss = s->sess.head; ss; ss = ss->next) cb(&ss->st, cb_arg);
+}
+
 static void on_sighup(void *arg)
 {
   char msg[KVS_CONF_ERRMSG];
@@ -253,7 +259,8 @@ int kvs__server_start(kvs__server *s, uv_loop_t *loop)
   s->sess = (kvs__sessions){
       .loop = loop, .cfg = &s->cfg, .admin_gid = admin_gid(&s->cfg),
       .env = {.store = s->store, .cfg = &s->cfg, .profiles = &s->profiles,
-              .server_stats = server_stats, .reload = reload_cb, .arg = s},
+              .server_stats = server_stats, .reload = reload_cb,
+              .foreach_session = foreach_session, .arg = s},
       .on_gone = on_session_gone, .arg = s};
   kvs__signals_init(&s->sig, loop, on_sigterm, on_sighup, s);
   r = open_listener(s);

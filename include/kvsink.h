@@ -182,6 +182,8 @@ typedef struct kvs_space_info {
   kvs_policy policy;      /* NONE, PFN or KVSINK */
   int has_profile;        /* sinks predicted with a profile */
   uint64_t blocks, pinned, seqs;
+  uint32_t fallback_sessions; /* live sessions that asked for KVSINK and run
+                                 under PFN for want of a profile */
 } kvs_space_info;
 
 /* One loaded sink profile. */

@@ -607,10 +607,10 @@ static int get_maps(const msgpack_object *o, const char *name, size_t elem, void
 }
 
 enum { SP_NS, SP_MODEL, SP_LAYERS, SP_KV_HEADS, SP_HEAD_DIM, SP_K_BITS, SP_V_BITS, SP_POLICY,
-       SP_PFN, SP_PROFILE, SP_BLOCKS, SP_PINNED, SP_SEQS, SP__COUNT };
+       SP_PFN, SP_PROFILE, SP_BLOCKS, SP_PINNED, SP_SEQS, SP_FALLBACK, SP__COUNT };
 static const char *const space_keys[SP__COUNT] = {
   "ns", "model", "layers", "kv_heads", "head_dim", "k_bits", "v_bits", "policy",
-  "pfn", "profile", "blocks", "pinned", "seqs",
+  "pfn", "profile", "blocks", "pinned", "seqs", "fallback",
 };
 
 static int decode_space(const msgpack_object *o, kvs_space_info *sp, char *errmsg)
@@ -631,6 +631,7 @@ static int decode_space(const msgpack_object *o, kvs_space_info *sp, char *errms
   if (s[K] && (r = get_uint(s[K], "spaces." #f, UINT64_MAX, &sp->f, errmsg)) < 0) return r;
   U32(SP_LAYERS, n_layers) U32(SP_KV_HEADS, n_kv_heads) U32(SP_HEAD_DIM, head_dim)
   U32(SP_K_BITS, k_bits) U32(SP_V_BITS, v_bits) U32(SP_PFN, pfn)
+  U32(SP_FALLBACK, fallback_sessions)
   U64(SP_BLOCKS, blocks) U64(SP_PINNED, pinned) U64(SP_SEQS, seqs)
 #undef U32
 #undef U64

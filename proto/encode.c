@@ -209,7 +209,7 @@ static void enc_spaces(enc *e, const kvs_space_info *v, uint32_t n)
   e->fail |= msgpack_pack_array(&e->pk, n) != 0;
   for (uint32_t i = 0; i < n; i++) {
     const kvs_space_info *s = &v[i];
-    e->fail |= msgpack_pack_map(&e->pk, 13) != 0;
+    e->fail |= msgpack_pack_map(&e->pk, 14) != 0;
     kv_str(e, "ns", s->ns);
     kv_str(e, "model", s->model_id);
     kv_u64(e, "layers", s->n_layers);
@@ -223,6 +223,7 @@ static void enc_spaces(enc *e, const kvs_space_info *v, uint32_t n)
     kv_u64(e, "blocks", s->blocks);
     kv_u64(e, "pinned", s->pinned);
     kv_u64(e, "seqs", s->seqs);
+    kv_u64(e, "fallback", s->fallback_sessions);
   }
 }
 

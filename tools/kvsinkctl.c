@@ -189,10 +189,10 @@ static void print_list(const kvs_space_info *v, size_t n, int json)
       json_cstr(s->model_id, sizeof s->model_id);
       printf(",\"layers\":%u,\"kv_heads\":%u,\"head_dim\":%u,\"k_bits\":%u,\"v_bits\":%u,"
              "\"policy\":\"%s\",\"pfn\":%u,\"profile\":%s,\"blocks\":%" PRIu64
-             ",\"pinned\":%" PRIu64 ",\"seqs\":%" PRIu64 "}",
+             ",\"pinned\":%" PRIu64 ",\"seqs\":%" PRIu64 ",\"fallback_sessions\":%u}",
              s->n_layers, s->n_kv_heads, s->head_dim, s->k_bits, s->v_bits,
              policy_name(s->policy), s->pfn, s->has_profile ? "true" : "false", s->blocks,
-             s->pinned, s->seqs);
+             s->pinned, s->seqs, s->fallback_sessions);
       continue;
     }
     fputs("ns=", stdout);
@@ -200,10 +200,13 @@ static void print_list(const kvs_space_info *v, size_t n, int json)
     fputs(" model=", stdout);
     text_str(s->model_id, sizeof s->model_id);
     printf(" layers=%u kv_heads=%u head_dim=%u k_bits=%u v_bits=%u policy=%s pfn=%u "
-           "profile=%s blocks=%" PRIu64 " pinned=%" PRIu64 " seqs=%" PRIu64 "\n",
+           "profile=%s blocks=%" PRIu64 " pinned=%" PRIu64 " seqs=%" PRIu64,
            s->n_layers, s->n_kv_heads, s->head_dim, s->k_bits, s->v_bits,
            policy_name(s->policy), s->pfn, s->has_profile ? "yes" : "no", s->blocks, s->pinned,
            s->seqs);
+    if (s->fallback_sessions)
+      printf(" (kvsink fell back to pfn: no profile; %u sessions)", s->fallback_sessions);
+    putchar('\n');
   }
   if (json) puts("]");
 }

@@ -35,6 +35,15 @@ static int fake_reload(void *arg, char *errmsg)
   return 0;
 }
 
+/* the live sessions list_op walks for fallbacks */
+static kvs__sess_state *live[4];
+static void fake_foreach(void *arg, kvs__sess_cb cb, void *cb_arg)
+{
+  (void)arg;
+  for (size_t i = 0; i < 4; i++)
+    if (live[i]) cb(live[i], cb_arg);
+}
+
 static void setup(void)
 {
   kvs__config_defaults(&cfg);
@@ -42,7 +51,9 @@ static void setup(void)
   ck_assert_int_eq(kvs__store_init(&store, &o), 0);
   memset(&profiles, 0, sizeof profiles);
   env = (kvs__ops_env){.store = store, .cfg = &cfg, .profiles = &profiles,
-                       .server_stats = fake_server_stats, .reload = fake_reload};
+                       .server_stats = fake_server_stats, .reload = fake_reload,
+                       .foreach_session = fake_foreach};
+  memset(live, 0, sizeof live);
   reloads = 0;
 }
 
@@ -217,6 +228,18 @@ START_TEST(hello_success_and_twice)
   ck_assert_uint_gt(rep.v_group, 0);
   ck_assert_int_eq(rep.pfn, (int32_t)cfg.pfn);
   ck_assert_uint_eq(rep.group, cfg.group_size);
+  /* list shows the space with one session that fell back */
+  live[0] = &st;
+  rq = mkreq(KVS_OP_LIST);
+  ck_assert_int_eq(run(&st, &rq, &rep), 0);
+  ck_assert_uint_eq(rep.n_spaces, 1);
+  ck_assert_int_eq(rep.spaces[0].policy, KVS_POLICY_PFN);
+  ck_assert_uint_eq(rep.spaces[0].fallback_sessions, 1);
+  kvs__ops_rep_free(&rep);
+  live[0] = NULL;
+  ck_assert_int_eq(run(&st, &rq, &rep), 0);
+  ck_assert_uint_eq(rep.spaces[0].fallback_sessions, 0);
+  kvs__ops_rep_free(&rep);
   rq = mkhello();
   ck_assert_int_eq(run(&st, &rq, NULL), -EPROTO);
   /* the undo path used when the reply cannot be sent */

@@ -44,9 +44,15 @@ raw.decode("utf-8")  # strict: raises on invalid UTF-8
 spaces = json.loads(raw)
 ids = [s["model"] for s in spaces]
 assert "m\u0001\ufffd\ufffdx" in ids, ids
+# default policy kvsink, no profile: the open session fell back to pfn
+s = spaces[ids.index("m\u0001\ufffd\ufffdx")]
+assert s["policy"] == "pfn" and s["fallback_sessions"] == 1, s
 PY
 # the text form never prints the control byte
-ctl --admin-socket "$ADM" list | LC_ALL=C grep -q "$(printf '\001')" && fail "control byte printed"
+ctl --admin-socket "$ADM" list >"$T/list.txt"
+LC_ALL=C grep -q "$(printf '\001')" "$T/list.txt" && fail "control byte printed"
+grep -q 'policy=pfn .*kvsink fell back to pfn: no profile; 1 sessions' "$T/list.txt" ||
+  fail "list must show the fallback: $(cat "$T/list.txt")"
 wait $hp
 LC_ALL=C grep -q "$(printf '\001')" "$T/log" && fail "control byte logged"
 stop_daemon

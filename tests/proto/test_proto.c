@@ -417,6 +417,7 @@ START_TEST(rt_rep_items)
   sp[0].blocks = 1ull << 33;
   sp[0].pinned = 5;
   sp[0].seqs = 2;
+  sp[0].fallback_sessions = 3;
   strcpy(sp[1].ns, "shared");
   strcpy(sp[1].model_id, "x");
   sp[1].policy = KVS_POLICY_NONE;
