@@ -160,6 +160,15 @@ int kvs__config_set(kvs__config *c, const char *key, const char *v, char *err)
   } else if (strcmp(key, "max_segment_size") == 0) {
     if (parse_size(v, &u64) < 0 || u64 < 4096 || u64 > ((uint64_t)1 << 40)) BAD("max_segment_size: expected bytes 4K..1024G, got '%s'", v);
     c->max_segment_size = u64;
+  } else if (strcmp(key, "max_sessions_per_uid") == 0) {
+    if (parse_u32(v, 1, 65536, &u32) < 0) BAD("max_sessions_per_uid: expected 1..65536, got '%s'", v);
+    c->max_sessions_per_uid = u32;
+  } else if (strcmp(key, "hello_timeout") == 0 || strcmp(key, "frame_timeout") == 0) {
+    if (parse_u32(v, 1, 86400, &u32) < 0) BAD("%s: expected seconds 1..86400, got '%s'", key, v);
+    if (key[0] == 'h') c->hello_timeout_s = u32; else c->frame_timeout_s = u32;
+  } else if (strcmp(key, "max_reply_queue") == 0) {
+    if (parse_size(v, &u64) < 0 || u64 < (64u << 10) || u64 > (1ull << 32)) BAD("max_reply_queue: expected bytes 64K..4G, got '%s'", v);
+    c->max_reply_queue = u64;
   } else if (strcmp(key, "max_sessions") == 0) {
     if (parse_u32(v, 1, 65536, &u32) < 0) BAD("max_sessions: expected 1..65536, got '%s'", v);
     c->max_sessions = u32;

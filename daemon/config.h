@@ -31,6 +31,10 @@ typedef struct kvs__config {
   size_t n_shared_uids;
   uint64_t max_segment_size;
   uint32_t max_sessions;
+  uint32_t max_sessions_per_uid; /* data-socket sessions of one uid */
+  uint32_t hello_timeout_s;      /* data session without hello is closed */
+  uint32_t frame_timeout_s;      /* a partial frame may wait this long */
+  uint64_t max_reply_queue;      /* queued reply bytes before a session's reads pause */
   uint32_t max_pending_tokens;
   int log_level;
 } kvs__config;

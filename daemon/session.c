@@ -22,6 +22,7 @@ typedef struct write_req {
 static void on_close(uv_handle_t *h)
 {
   kvs__session *ss = h->data;
+  if (--ss->pending_closes > 0) return; /* the pipe and the timer both */
   kvs__sessions *host = ss->host;
   kvs__sess_free(&ss->st);
   free(ss->buf);
@@ -38,6 +39,11 @@ static void session_close(kvs__session *ss)
 {
   if (uv_is_closing((uv_handle_t *)&ss->pipe)) return;
   ss->closing = 1;
+  ss->pending_closes = 1;
+  if (ss->timer_on) {
+    ss->pending_closes++;
+    uv_close((uv_handle_t *)&ss->timer, on_close);
+  }
   uv_close((uv_handle_t *)&ss->pipe, on_close);
 }
 
@@ -64,6 +70,8 @@ void kvs__session_shutdown(kvs__session *ss)
   }
 }
 
+static void resume(kvs__session *ss);
+
 static void on_write(uv_write_t *req, int status)
 {
   write_req *w = (write_req *)req;
@@ -73,7 +81,11 @@ static void on_write(uv_write_t *req, int status)
   if (status < 0 && status != UV_ECANCELED) {
     kvs__debug("session %llu: write failed: %s", (unsigned long long)ss->st.id, uv_strerror(status));
     session_close(ss);
+    return;
   }
+  if (ss->paused && !ss->closing &&
+      uv_stream_get_write_queue_size((uv_stream_t *)&ss->pipe) <= ss->host->cfg->max_reply_queue / 2)
+    resume(ss);
 }
 
 /* Queue bytes [off, len) of data (owned, freed after the write). */
@@ -225,7 +237,8 @@ static int process_frames(kvs__session *ss)
 {
   size_t pos = 0;
   int rc = 0;
-  while (!ss->closing && ss->buf_len - pos >= 4) {
+  uint64_t cap = ss->host->cfg->max_reply_queue;
+  while (!ss->closing && !ss->paused && ss->buf_len - pos >= 4) {
     uint32_t flen = kvs__frame_get_len(ss->buf + pos);
     if (flen > KVS_MAX_FRAME) {
       kvs__warn("session %llu: frame of %u bytes over the %u limit, closing",
@@ -252,11 +265,23 @@ static int process_frames(kvs__session *ss)
       dispatch(ss, &rq);
     }
     kvs__req_free(&rq);
+    /* a client that sends requests but does not read the replies must not
+     * make the daemon hold them all: stop reading until they drain */
+    if (!ss->closing && uv_stream_get_write_queue_size((uv_stream_t *)&ss->pipe) > cap) {
+      ss->paused = 1;
+      uv_read_stop((uv_stream_t *)&ss->pipe);
+      kvs__debug("session %llu: %zu reply bytes queued, reads paused", (unsigned long long)ss->st.id,
+                 uv_stream_get_write_queue_size((uv_stream_t *)&ss->pipe));
+    }
   }
   if (pos) {
     memmove(ss->buf, ss->buf + pos, ss->buf_len - pos);
     ss->buf_len -= pos;
   }
+  /* the frame deadline runs while a started frame waits for its bytes
+   * (not while we are the ones not reading) */
+  if (ss->buf_len == 0 || ss->paused) ss->partial_since_ms = 0;
+  else if (!ss->partial_since_ms) ss->partial_since_ms = uv_now(ss->host->loop);
   /* Give memory back after a big frame. */
   if (ss->buf_cap > 4 * READ_CHUNK && ss->buf_len < READ_CHUNK) {
     uint8_t *n = realloc(ss->buf, READ_CHUNK * 2);
@@ -266,6 +291,43 @@ static int process_frames(kvs__session *ss)
     }
   }
   return rc;
+}
+
+static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *b);
+
+static void resume(kvs__session *ss)
+{
+  ss->paused = 0;
+  kvs__debug("session %llu: replies drained, reading again", (unsigned long long)ss->st.id);
+  if (process_frames(ss) < 0) {
+    kvs__session_shutdown(ss);
+    return;
+  }
+  if (!ss->paused && !ss->closing &&
+      uv_read_start((uv_stream_t *)&ss->pipe, on_alloc, on_read) < 0)
+    session_close(ss);
+}
+
+static void on_tick(uv_timer_t *t)
+{
+  kvs__session *ss = t->data;
+  const kvs__config *cfg = ss->host->cfg;
+  uint64_t now = uv_now(ss->host->loop);
+  if (ss->closing) return;
+  if (!ss->admin_listener && !ss->st.hello_done &&
+      now - ss->connected_ms >= (uint64_t)cfg->hello_timeout_s * 1000) {
+    kvs__notice("session %llu (pid %d uid %u): no hello in %u s, closing",
+                (unsigned long long)ss->st.id, (int)ss->st.pid, (unsigned)ss->st.uid,
+                cfg->hello_timeout_s);
+    session_close(ss);
+    return;
+  }
+  if (ss->partial_since_ms && now - ss->partial_since_ms >= (uint64_t)cfg->frame_timeout_s * 1000) {
+    kvs__notice("session %llu (pid %d uid %u): a partial frame waited %u s, closing",
+                (unsigned long long)ss->st.id, (int)ss->st.pid, (unsigned)ss->st.uid,
+                cfg->frame_timeout_s);
+    session_close(ss);
+  }
 }
 
 static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *b)
@@ -332,6 +394,12 @@ void kvs__session_accept(kvs__sessions *h, uv_stream_t *listener, int admin_list
   }
   int admin = admin_listener || peer_is_admin(h, fd, &cred);
   kvs__sess_init(&ss->st, h->cfg, id, cred.uid, cred.pid, admin);
+  ss->admin_listener = admin_listener;
+  ss->connected_ms = uv_now(h->loop);
+  uv_timer_init(h->loop, &ss->timer);
+  ss->timer.data = ss;
+  ss->timer_on = 1;
+  uv_timer_start(&ss->timer, on_tick, 1000, 1000);
   /* admin connections do not count against max_sessions: the operator
    * must get in when clients fill the daemon */
   if (!admin_listener && h->n > h->cfg->max_sessions) {
@@ -341,6 +409,20 @@ void kvs__session_accept(kvs__sessions *h, uv_stream_t *listener, int admin_list
              h->cfg->max_sessions);
     kvs__session_shutdown(ss);
     return;
+  }
+  if (!admin_listener) {
+    uint32_t same = 0;
+    for (kvs__session *o = h->head; o; o = o->next)
+      if (o != ss && !o->admin_listener && !o->closing && o->st.uid == cred.uid) same++;
+    if (same >= h->cfg->max_sessions_per_uid) {
+      kvs__warn("refusing connection from pid %d uid %u: max_sessions_per_uid (%u) reached",
+                (int)cred.pid, (unsigned)cred.uid, h->cfg->max_sessions_per_uid);
+      send_err(ss, KVS_OP_INVALID, 0, -EUSERS,
+               "too many sessions of uid %u (max_sessions_per_uid = %u)", (unsigned)cred.uid,
+               h->cfg->max_sessions_per_uid);
+      kvs__session_shutdown(ss);
+      return;
+    }
   }
   kvs__debug("session %llu: connected%s, pid %d uid %u%s", (unsigned long long)id,
              admin_listener ? " to the admin socket" : "", (int)cred.pid, (unsigned)cred.uid,

@@ -25,10 +25,16 @@ typedef struct kvs__sessions {
 
 struct kvs__session {
   uv_pipe_t pipe;
+  uv_timer_t timer;        /* hello and partial-frame deadlines, every second */
   kvs__sessions *host;
   kvs__session *prev, *next;
   kvs__sess_state st;
   int closing;
+  int admin_listener;      /* came in on the admin socket */
+  int timer_on;
+  int pending_closes;      /* handles still closing; freed at 0 */
+  int paused;              /* reads stopped: too many reply bytes queued */
+  uint64_t connected_ms, partial_since_ms;
   uint8_t *buf;            /* received bytes not yet consumed */
   size_t buf_len, buf_cap;
   uv_shutdown_t shutdown_req;
