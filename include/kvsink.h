@@ -151,9 +151,9 @@ int kvs_ping(kvs_client *c);
 /* ---- Control and admin plane (kvsinkctl) ----
  * A control connection needs no hello. On the admin socket (kvsinkd.conf
  * admin_socket, mode 0600) every call is allowed and list/stats cover the
- * whole daemon. On the data socket a client that is not uid 0 or in
- * admin_group sees only its own namespace in list and stats, and evict,
- * reload and profiles answer -EACCES. */
+ * whole daemon. On the data socket a client that is not uid 0, the
+ * daemon's uid or in admin_group sees only its own namespace in list and
+ * stats, and evict, reload and profiles answer -EACCES. */
 
 /* The daemon's counters: the one field table, used by the wire encoder and
  * decoder and by kvsinkctl's printer (each name is also its wire key). */
