@@ -142,10 +142,9 @@ int kvs__config_set(kvs__config *c, const char *key, const char *v, char *err)
     if (parse_u32(v, 0, 64, &u32) < 0) BAD("pfn: expected 0..64, got '%s'", v);
     c->pfn = u32;
   } else if (strcmp(key, "policy") == 0) {
-    if (strcmp(v, "none") == 0) c->policy = KVS_POLICY_NONE;
-    else if (strcmp(v, "pfn") == 0) c->policy = KVS_POLICY_PFN;
-    else if (strcmp(v, "kvsink") == 0) c->policy = KVS_POLICY_KVSINK;
-    else BAD("policy: expected none, pfn or kvsink, got '%s'", v);
+    int p = kvs__policy_from_name(v, strlen(v)); /* proto's table of names */
+    if (p < KVS_POLICY_NONE) BAD("policy: expected none, pfn or kvsink, got '%s'", v);
+    c->policy = p;
   } else if (strcmp(key, "outliers") == 0) {
     char *end;
     errno = 0;

@@ -52,6 +52,10 @@ typedef enum kvs_policy {
   KVS_POLICY_KVSINK = 3   /* predicted sinks + first N (needs a profile) */
 } kvs_policy;
 
+/* "default", "none", "pfn" or "kvsink": the names used on the wire, in
+ * kvsinkd.conf and in kvsinkctl; "default" for out-of-range values. */
+const char *kvs_policy_name(kvs_policy policy);
+
 typedef struct kvs_model {
   const char *model_id;   /* caches of different ids never mix */
   uint32_t n_layers;
@@ -60,10 +64,14 @@ typedef struct kvs_model {
   kvs_dtype dtype;
 } kvs_model;
 
+/* The K/V bit widths the quantizer supports (16 = kept as is): the one
+ * definition, for the daemon, the protocol, the kernels and clients. */
+#define KVS_BITS_VALID(b) ((b) == 2 || (b) == 3 || (b) == 4 || (b) == 8 || (b) == 16)
+
 /* Connection options; zero-initialise and set what you need. */
 typedef struct kvs_options {
   size_t seg_size;        /* shared segment bytes wanted; 0 = KVS_DEFAULT_SEG_SIZE */
-  int k_bits, v_bits;     /* 2, 3, 4, 8; 0 = daemon default */
+  int k_bits, v_bits;     /* 2, 3, 4, 8, 16 (KVS_BITS_VALID); 0 = daemon default */
   kvs_policy policy;
   int pfn;                /* Preserve-First-N; -1 = daemon default */
   float outliers;         /* fraction of each vector kept 16-bit, 0..0.01; <0 = default */

@@ -56,6 +56,11 @@ const char *kvs__policy_name(int policy)
   return policy_names[policy];
 }
 
+const char *kvs_policy_name(kvs_policy policy)
+{
+  return kvs__policy_name((int)policy);
+}
+
 int kvs__policy_from_name(const char *s, size_t len)
 {
   for (int i = KVS_POLICY_DEFAULT; i <= KVS_POLICY_KVSINK; i++)
@@ -66,5 +71,5 @@ int kvs__policy_from_name(const char *s, size_t len)
 
 int kvs__bits_valid(uint32_t bits)
 {
-  return bits == 2 || bits == 3 || bits == 4 || bits == 8 || bits == 16;
+  return KVS_BITS_VALID(bits);
 }

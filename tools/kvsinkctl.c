@@ -131,12 +131,6 @@ static void text_str(const char *str, size_t cap)
   }
 }
 
-static const char *policy_name(kvs_policy p)
-{
-  return p == KVS_POLICY_NONE ? "none" : p == KVS_POLICY_PFN ? "pfn"
-         : p == KVS_POLICY_KVSINK ? "kvsink" : "default";
-}
-
 static double ratio(uint64_t a, uint64_t b) { return b ? (double)a / (double)b : 0.0; }
 
 static void print_stats(const kvs_stats *s, int json)
@@ -191,7 +185,7 @@ static void print_list(const kvs_space_info *v, size_t n, int json)
              "\"policy\":\"%s\",\"pfn\":%u,\"profile\":%s,\"blocks\":%" PRIu64
              ",\"pinned\":%" PRIu64 ",\"seqs\":%" PRIu64 ",\"fallback_sessions\":%u}",
              s->n_layers, s->n_kv_heads, s->head_dim, s->k_bits, s->v_bits,
-             policy_name(s->policy), s->pfn, s->has_profile ? "true" : "false", s->blocks,
+             kvs_policy_name(s->policy), s->pfn, s->has_profile ? "true" : "false", s->blocks,
              s->pinned, s->seqs, s->fallback_sessions);
       continue;
     }
@@ -202,7 +196,7 @@ static void print_list(const kvs_space_info *v, size_t n, int json)
     printf(" layers=%u kv_heads=%u head_dim=%u k_bits=%u v_bits=%u policy=%s pfn=%u "
            "profile=%s blocks=%" PRIu64 " pinned=%" PRIu64 " seqs=%" PRIu64,
            s->n_layers, s->n_kv_heads, s->head_dim, s->k_bits, s->v_bits,
-           policy_name(s->policy), s->pfn, s->has_profile ? "yes" : "no", s->blocks, s->pinned,
+           kvs_policy_name(s->policy), s->pfn, s->has_profile ? "yes" : "no", s->blocks, s->pinned,
            s->seqs);
     if (s->fallback_sessions)
       printf(" (kvsink fell back to pfn: no profile; %u sessions)", s->fallback_sessions);

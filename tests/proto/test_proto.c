@@ -995,6 +995,9 @@ START_TEST(strerror_codes)
   }
   ck_assert_str_eq(kvs_strerror(-ENOSPC), "cache pool full");
   ck_assert_str_eq(kvs_strerror(-EUSERS), "too many sessions (max_sessions)");
+  ck_assert_str_eq(kvs_policy_name(KVS_POLICY_KVSINK), "kvsink");
+  ck_assert_str_eq(kvs_policy_name(KVS_POLICY_PFN), "pfn");
+  ck_assert_str_eq(kvs_policy_name((kvs_policy)42), "default");
   ck_assert_str_eq(kvs_strerror(KVS_EVERSION), "protocol version not spoken by the peer");
   /* errno values without an entry fall back to strerror */
   ck_assert_str_eq(kvs_strerror(-EXDEV), strerror(EXDEV));
