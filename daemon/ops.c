@@ -167,7 +167,7 @@ static int op_hello(const kvs__ops_env *env, kvs__sess_state *st, const kvs__req
   else if (h->policy >= KVS_POLICY_NONE && h->policy <= KVS_POLICY_KVSINK)
     k.policy = (kvs_policy)h->policy;
   else
-    return fail(rep, -EINVAL, "policy %d: expected 0 (default), 1 (none), 2 (pfn), 3 (kvsink)",
+    return fail(rep, -EINVAL, "policy %d: expected default, none, pfn or kvsink (0..3)",
                 h->policy);
   if (h->pfn < 0) k.pfn = cfg->pfn;
   else if ((uint32_t)h->pfn <= k.group) k.pfn = (uint32_t)h->pfn;
