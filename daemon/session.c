@@ -15,7 +15,6 @@
 #include "daemon/session.h"
 #include "proto/proto.h"
 
-#define KVS_DEFAULT_SEGMENT (64ull << 20)
 #define READ_CHUNK (64u << 10)
 
 typedef struct write_req {
@@ -28,20 +27,29 @@ static void parked_free(kvs__session *ss);
 static void on_close(uv_handle_t *h)
 {
   kvs__session *ss = h->data;
-  parked_free(ss);
-  for (size_t i = 0; i < ss->n_seqs; i++) kvs__seq_free(ss->seqs[i].seq);
-  free(ss->seqs);
-  if (ss->space) kvs__space_unref(ss->space);
-  kvs__segment_close(&ss->seg);
+  if (--ss->pending_closes > 0) return; /* the pipe and the timer both */
+  kvs__sessions *host = ss->host;
+  parked_free(ss); /* before the space goes */
+  kvs__sess_free(&ss->st);
   free(ss->buf);
-  kvs__server_session_gone(ss->srv, ss);
+  if (ss->prev) ss->prev->next = ss->next;
+  else host->head = ss->next;
+  if (ss->next) ss->next->prev = ss->prev;
+  host->n--;
+  kvs__debug("session %llu: closed", (unsigned long long)ss->st.id);
   free(ss);
+  if (host->on_gone) host->on_gone(host->arg);
 }
 
 static void session_close(kvs__session *ss)
 {
   if (uv_is_closing((uv_handle_t *)&ss->pipe)) return;
   ss->closing = 1;
+  ss->pending_closes = 1;
+  if (ss->timer_on) {
+    ss->pending_closes++;
+    uv_close((uv_handle_t *)&ss->timer, on_close);
+  }
   uv_close((uv_handle_t *)&ss->pipe, on_close);
 }
 
@@ -68,6 +76,8 @@ void kvs__session_shutdown(kvs__session *ss)
   }
 }
 
+static void resume(kvs__session *ss);
+
 static void on_write(uv_write_t *req, int status)
 {
   write_req *w = (write_req *)req;
@@ -75,9 +85,13 @@ static void on_write(uv_write_t *req, int status)
   free(w->data);
   free(w);
   if (status < 0 && status != UV_ECANCELED) {
-    kvs__debug("session %llu: write failed: %s", (unsigned long long)ss->id, uv_strerror(status));
+    kvs__debug("session %llu: write failed: %s", (unsigned long long)ss->st.id, uv_strerror(status));
     session_close(ss);
+    return;
   }
+  if (ss->paused && !ss->closing &&
+      uv_stream_get_write_queue_size((uv_stream_t *)&ss->pipe) <= ss->host->cfg->max_reply_queue / 2)
+    resume(ss);
 }
 
 /* Queue bytes [off, len) of data (owned, freed after the write). */
@@ -105,7 +119,7 @@ static int send_rep(kvs__session *ss, const kvs__rep *rep)
   size_t len;
   int r = kvs__encode_rep(rep, &out, &len);
   if (r < 0) {
-    kvs__err("session %llu: cannot encode %s reply: %d", (unsigned long long)ss->id,
+    kvs__err("session %llu: cannot encode %s reply: %d", (unsigned long long)ss->st.id,
              kvs__op_name(rep->op), r);
     return r;
   }
@@ -118,53 +132,16 @@ static int send_err(kvs__session *ss, kvs__op op, uint64_t id, int err, const ch
     __attribute__((format(printf, 5, 6)));
 static int send_err(kvs__session *ss, kvs__op op, uint64_t id, int err, const char *fmt, ...)
 {
-  kvs__rep rep;
-  memset(&rep, 0, sizeof rep);
-  rep.op = op;
-  rep.id = id;
-  rep.err = err;
+  char msg[KVS_MAX_ERRMSG];
   va_list ap;
   va_start(ap, fmt);
-  vsnprintf(rep.errmsg, sizeof rep.errmsg, fmt, ap);
+  vsnprintf(msg, sizeof msg, fmt, ap);
   va_end(ap);
-  kvs__debug("session %llu: %s id %llu -> %d %s", (unsigned long long)ss->id, kvs__op_name(op),
+  kvs__rep rep;
+  kvs__ops_error(&rep, op, id, err, "%s", msg);
+  kvs__debug("session %llu: %s id %llu -> %d %s", (unsigned long long)ss->st.id, kvs__op_name(op),
              (unsigned long long)id, err, rep.errmsg);
   return send_rep(ss, &rep);
-}
-
-/* ---- seqs ---- */
-
-static kvs__seq_slot *seq_find(kvs__session *ss, uint64_t id)
-{
-  for (size_t i = 0; i < ss->n_seqs; i++)
-    if (ss->seqs[i].id == id) return &ss->seqs[i];
-  return NULL;
-}
-
-/* Live seqs are capped per session; going over answers -EMFILE
- * (kvsink-protocol(7): "too many open sequences"). */
-static int seq_create(kvs__session *ss, uint64_t id, kvs__seq_slot **out)
-{
-  if (ss->n_seqs >= KVS_MAX_SEQS_PER_CLIENT) return -EMFILE;
-  if (ss->n_seqs == ss->cap_seqs) {
-    size_t cap = ss->cap_seqs ? ss->cap_seqs * 2 : 16;
-    kvs__seq_slot *n = realloc(ss->seqs, cap * sizeof *n);
-    if (!n) return -ENOMEM;
-    ss->seqs = n;
-    ss->cap_seqs = cap;
-  }
-  kvs__seq *q;
-  int r = kvs__seq_new(ss->space, &q);
-  if (r < 0) return r;
-  ss->seqs[ss->n_seqs] = (kvs__seq_slot){.id = id, .seq = q};
-  *out = &ss->seqs[ss->n_seqs++];
-  return 0;
-}
-
-static void seq_remove(kvs__session *ss, kvs__seq_slot *slot)
-{
-  kvs__seq_free(slot->seq);
-  *slot = ss->seqs[--ss->n_seqs];
 }
 
 /* ---- hello ---- */
@@ -199,7 +176,7 @@ static int send_hello(kvs__session *ss, const kvs__rep *rep)
   c->cmsg_level = SOL_SOCKET;
   c->cmsg_type = SCM_RIGHTS;
   c->cmsg_len = CMSG_LEN(sizeof(int));
-  memcpy(CMSG_DATA(c), &ss->seg.fd, sizeof(int));
+  memcpy(CMSG_DATA(c), &ss->st.seg.fd, sizeof(int));
   ssize_t n;
   do n = sendmsg(fd, &mh, MSG_NOSIGNAL);
   while (n < 0 && errno == EINTR);
@@ -213,338 +190,46 @@ static int send_hello(kvs__session *ss, const kvs__rep *rep)
   return 0;
 }
 
-static int resolve_bits(int32_t asked, uint32_t def, uint32_t *out)
+static void dispatch(kvs__session *ss, const kvs__req *rq)
 {
-  if (asked <= 0) {
-    *out = def;
-    return 0;
-  }
-  if (asked != 2 && asked != 3 && asked != 4 && asked != 8 && asked != 16) return -EINVAL;
-  *out = (uint32_t)asked;
-  return 0;
-}
-
-static void do_hello(kvs__session *ss, const kvs__req *rq)
-{
-  const kvs__hello *h = &rq->hello;
-  const kvs__config *cfg = &ss->srv->cfg;
-  if (ss->hello_done) {
-    send_err(ss, rq->op, rq->id, -EPROTO, "hello already done on this connection");
-    return;
-  }
-  if (h->version != KVS_PROTO_VERSION) {
-    send_err(ss, rq->op, rq->id, KVS_EVERSION,
-             "protocol version %u not supported: this kvsinkd speaks version %u", h->version,
-             KVS_PROTO_VERSION);
-    return;
-  }
-  if (!h->model_id[0] || h->n_layers == 0 || h->n_layers > KVS_MAX_LAYERS || h->n_kv_heads == 0 ||
-      h->n_kv_heads > KVS_MAX_KV_HEADS || h->head_dim == 0 || h->head_dim > KVS_MAX_HEAD_DIM ||
-      (h->dtype != KVS_DTYPE_F16 && h->dtype != KVS_DTYPE_BF16)) {
-    send_err(ss, rq->op, rq->id, KVS_EMODEL,
-             "invalid model descriptor: id '%s', %u layers (1..%u), %u kv heads (1..%u), head dim "
-             "%u (1..%u), dtype %u (1 f16, 2 bf16)",
-             h->model_id, h->n_layers, KVS_MAX_LAYERS, h->n_kv_heads, KVS_MAX_KV_HEADS, h->head_dim,
-             KVS_MAX_HEAD_DIM, h->dtype);
-    return;
-  }
-  kvs__space_key *k = &ss->key;
-  memset(k, 0, sizeof *k);
-  snprintf(k->ns, sizeof k->ns, "%s", ss->ns);
-  snprintf(k->model_id, sizeof k->model_id, "%s", h->model_id);
-  k->n_layers = h->n_layers;
-  k->n_kv_heads = h->n_kv_heads;
-  k->head_dim = h->head_dim;
-  k->dtype = (kvs_dtype)h->dtype;
-  k->group = cfg->group_size;
-  k->v_group = cfg->v_group_size;
-  if (resolve_bits(h->k_bits, cfg->k_bits, &k->k_bits) < 0 ||
-      resolve_bits(h->v_bits, cfg->v_bits, &k->v_bits) < 0) {
-    send_err(ss, rq->op, rq->id, -EINVAL, "bits %d/%d: expected 2, 3, 4, 8 or 16 (0 = default)",
-             h->k_bits, h->v_bits);
-    return;
-  }
-  if (h->policy == KVS_POLICY_DEFAULT) k->policy = (kvs_policy)cfg->policy;
-  else if (h->policy >= KVS_POLICY_NONE && h->policy <= KVS_POLICY_KVSINK) k->policy = (kvs_policy)h->policy;
-  else {
-    send_err(ss, rq->op, rq->id, -EINVAL, "policy %d: expected 0..3", h->policy);
-    return;
-  }
-  if (h->pfn < 0) k->pfn = cfg->pfn;
-  else if ((uint32_t)h->pfn <= k->group) k->pfn = (uint32_t)h->pfn;
-  else {
-    send_err(ss, rq->op, rq->id, -EINVAL, "pfn %d larger than the group size %u", h->pfn, k->group);
-    return;
-  }
-  /* outliers: the request's, else the model profile's, else the config's */
-  const kvs__profile *mprof = kvs__profiles_find(&ss->srv->profiles, h->model_id);
-  if (h->outliers < 0) k->outliers = mprof && mprof->outliers >= 0.f ? mprof->outliers : cfg->outliers;
-  else if (h->outliers <= 0.01f) k->outliers = h->outliers;
-  else {
-    send_err(ss, rq->op, rq->id, -EINVAL, "outliers %g: expected a fraction 0..0.01", h->outliers);
-    return;
-  }
-  const kvs__profile *prof = NULL;
-  if (k->policy == KVS_POLICY_KVSINK) {
-    prof = kvs__profiles_find(&ss->srv->profiles, k->model_id);
-    if (!prof) k->policy = KVS_POLICY_PFN; /* no profile: the reply says profile=false */
-  }
-  uint64_t seg = h->seg_size ? h->seg_size : KVS_DEFAULT_SEGMENT;
-  if (seg > cfg->max_segment_size) seg = cfg->max_segment_size;
-  long pg = sysconf(_SC_PAGESIZE);
-  seg = (seg + (uint64_t)pg - 1) / (uint64_t)pg * (uint64_t)pg;
-
-  char msg[KVS_MAX_ERRMSG];
-  int r = kvs__space_ref(ss->srv->store, k, prof, &ss->space);
-  if (r < 0) {
-    ss->space = NULL;
-    send_err(ss, rq->op, rq->id, r, "cannot create the cache space: %s", kvs_strerror(r));
-    return;
-  }
-  char name[64];
-  snprintf(name, sizeof name, "kvsink-session-%llu", (unsigned long long)ss->id);
-  r = kvs__segment_create(&ss->seg, seg, name);
-  if (r < 0) {
-    kvs__space_unref(ss->space);
-    ss->space = NULL;
-    send_err(ss, rq->op, rq->id, r, "cannot create a %llu-byte segment: %s",
-             (unsigned long long)seg, strerror(-r));
-    return;
-  }
   kvs__rep rep;
-  memset(&rep, 0, sizeof rep);
-  rep.op = KVS_OP_HELLO;
-  rep.id = rq->id;
-  rep.session = ss->id;
-  rep.seg_size = ss->seg.size;
-  rep.group = k->group;
-  rep.k_bits = (int32_t)k->k_bits;
-  rep.v_bits = (int32_t)k->v_bits;
-  rep.policy = k->policy;
-  rep.pfn = (int32_t)k->pfn;
-  rep.outliers = k->outliers;
-  rep.has_profile = kvs__space_has_profile(ss->space);
-  const kvs__profile *sp = kvs__space_profile(ss->space);
-  if (rep.has_profile && sp) {
-    rep.sink_layer = sp->layer;
-    rep.n_sink_channels = sp->n_channels;
-    memcpy(rep.sink_channels, sp->channels, sp->n_channels * sizeof sp->channels[0]);
+  int act = kvs__ops_run(&ss->host->env, &ss->st, rq, &rep);
+  if (rep.err < 0) {
+    kvs__debug("session %llu: %s id %llu -> %d %s", (unsigned long long)ss->st.id,
+               kvs__op_name(rep.op), (unsigned long long)rep.id, rep.err, rep.errmsg);
+    act = KVS_OPS_REPLY;
   }
-  r = send_hello(ss, &rep);
-  if (r < 0) {
-    snprintf(msg, sizeof msg, "%s", strerror(-r));
-    kvs__warn("session %llu: sending hello reply: %s", (unsigned long long)ss->id, msg);
-    kvs__segment_close(&ss->seg);
-    kvs__space_unref(ss->space);
-    ss->space = NULL;
-    if (r == -EBUSY)
-      send_err(ss, rq->op, rq->id, -EBUSY, "hello sent while replies were pending");
-    else
-      session_close(ss);
-    return;
-  }
-  ss->hello_done = 1;
-  kvs__info("session %llu: hello from pid %d (%s), model '%s' %u/%u/%u, bits %u/%u, policy %d, "
-            "segment %llu bytes",
-            (unsigned long long)ss->id, (int)ss->pid, ss->ns, k->model_id, k->n_layers,
-            k->n_kv_heads, k->head_dim, k->k_bits, k->v_bits, k->policy,
-            (unsigned long long)ss->seg.size);
-}
-
-/* ---- put / get / lookup / release ---- */
-
-static uint64_t row_elems(const kvs__session *ss)
-{
-  return (uint64_t)ss->key.n_kv_heads * ss->key.head_dim;
-}
-
-/* Size in bytes of [layers][n][C] 16-bit, or UINT64_MAX on overflow. */
-static uint64_t kv_bytes(const kvs__session *ss, uint32_t layers, uint32_t n)
-{
-  uint64_t b;
-  if (kvs__mul_u64(&b, layers, n, row_elems(ss), 2) < 0) return UINT64_MAX;
-  return b;
-}
-
-static int check_layers(kvs__session *ss, const kvs__req *rq)
-{
-  if (rq->layer_begin > rq->layer_end || rq->layer_end > ss->key.n_layers) {
-    send_err(ss, rq->op, rq->id, -EINVAL, "layer range [%u, %u) outside the model's %u layers",
-             rq->layer_begin, rq->layer_end, ss->key.n_layers);
-    return -1;
-  }
-  return 0;
-}
-
-static int check_range(kvs__session *ss, const kvs__req *rq, const char *what, uint64_t off,
-                       uint64_t len, uint64_t align)
-{
-  if (len == UINT64_MAX || !kvs__segment_range_ok(&ss->seg, off, len, align)) {
-    send_err(ss, rq->op, rq->id, KVS_ESEGMENT,
-             "%s: offset %llu + %llu bytes outside the %llu-byte segment or not %llu-aligned",
-             what, (unsigned long long)off, (unsigned long long)len,
-             (unsigned long long)ss->seg.size, (unsigned long long)align);
-    return -1;
-  }
-  return 0;
-}
-
-static void do_put(kvs__session *ss, const kvs__req *rq)
-{
-  if (check_layers(ss, rq) < 0) return;
-  uint32_t nl = rq->layer_end - rq->layer_begin, n = rq->n_tokens;
-  if (n > 0 && !rq->tokens) {
-    send_err(ss, rq->op, rq->id, -EPROTO, "put: tokens missing");
-    return;
-  }
-  uint64_t kvb = kv_bytes(ss, nl, n);
-  const uint16_t *kp = NULL, *vp = NULL;
-  const float *act = NULL;
-  if (nl > 0) {
-    if (check_range(ss, rq, "k", rq->k_off, kvb, 2) < 0) return;
-    if (check_range(ss, rq, "v", rq->v_off, kvb, 2) < 0) return;
-    kp = (const uint16_t *)(ss->seg.base + rq->k_off);
-    vp = (const uint16_t *)(ss->seg.base + rq->v_off);
-  }
-  uint32_t ach = 0;
-  if (rq->has_act && rq->act_channels > 0) {
-    uint64_t ab;
-    if (rq->act_channels > KVS_MAX_ACT_CHANNELS) {
-      send_err(ss, rq->op, rq->id, -E2BIG, "act_channels %u over %u", rq->act_channels,
-               KVS_MAX_ACT_CHANNELS);
-      return;
-    }
-    if (kvs__mul_u64(&ab, n, rq->act_channels, 4, 1) < 0) ab = UINT64_MAX;
-    if (check_range(ss, rq, "act", rq->act_off, ab, 4) < 0) return;
-    act = (const float *)(ss->seg.base + rq->act_off);
-    ach = rq->act_channels;
-  }
-  kvs__seq_slot *slot = seq_find(ss, rq->seq);
-  int created = 0, r;
-  if (!slot) {
-    r = seq_create(ss, rq->seq, &slot);
+  if (act == KVS_OPS_REPLY_FD) {
+    int r = send_hello(ss, &rep);
     if (r < 0) {
-      send_err(ss, rq->op, rq->id, r, r == -EMFILE ? "too many open sequences (max %u)" : "cannot create sequence (%u)",
-               KVS_MAX_SEQS_PER_CLIENT);
-      return;
+      kvs__warn("session %llu: sending hello reply: %s", (unsigned long long)ss->st.id,
+                strerror(-r));
+      kvs__ops_hello_undo(&ss->st);
+      if (r == -EBUSY)
+        send_err(ss, rq->op, rq->id, -EBUSY, "hello sent while replies were pending");
+      else
+        session_close(ss);
     }
-    created = 1;
+  } else {
+    send_rep(ss, &rep);
   }
-  kvs__put_info info = {0};
-  char msg[KVS_MAX_ERRMSG] = "";
-  r = kvs__seq_put(slot->seq, rq->start, rq->tokens, n, rq->layer_begin, rq->layer_end, kp, vp,
-                   act, ach, &info, msg);
-  if (r < 0) {
-    if (created) seq_remove(ss, slot); /* atomic: nothing was there before */
-    send_err(ss, rq->op, rq->id, r, "%s", msg[0] ? msg : kvs_strerror(r));
-    return;
-  }
-  kvs__rep rep;
-  memset(&rep, 0, sizeof rep);
-  rep.op = rq->op;
-  rep.id = rq->id;
-  rep.quantized = info.quantized;
-  rep.sinks = info.sinks;
-  rep.seq_len = info.seq_len;
-  send_rep(ss, &rep);
+  kvs__ops_rep_free(&rep);
+  if (act == KVS_OPS_CLOSE) kvs__session_shutdown(ss);
 }
 
-static void do_get(kvs__session *ss, const kvs__req *rq)
-{
-  if (check_layers(ss, rq) < 0) return;
-  kvs__seq_slot *slot = seq_find(ss, rq->seq);
-  if (!slot) {
-    send_err(ss, rq->op, rq->id, -ENOENT, "no sequence %llu", (unsigned long long)rq->seq);
-    return;
-  }
-  uint32_t nl = rq->layer_end - rq->layer_begin;
-  uint64_t kvb = kv_bytes(ss, nl, rq->n_tokens);
-  uint16_t *kp = NULL, *vp = NULL;
-  if (nl > 0 && rq->n_tokens > 0) {
-    if (check_range(ss, rq, "k", rq->k_off, kvb, 2) < 0) return;
-    if (check_range(ss, rq, "v", rq->v_off, kvb, 2) < 0) return;
-    kp = (uint16_t *)(ss->seg.base + rq->k_off);
-    vp = (uint16_t *)(ss->seg.base + rq->v_off);
-  }
-  char msg[KVS_MAX_ERRMSG] = "";
-  int r = kvs__seq_get(slot->seq, rq->start, rq->n_tokens, rq->layer_begin, rq->layer_end, kp, vp,
-                       msg);
-  if (r < 0) {
-    send_err(ss, rq->op, rq->id, r, "%s", msg[0] ? msg : kvs_strerror(r));
-    return;
-  }
-  kvs__rep rep;
-  memset(&rep, 0, sizeof rep);
-  rep.op = rq->op;
-  rep.id = rq->id;
-  rep.seq_len = kvs__seq_len(slot->seq);
-  send_rep(ss, &rep);
-}
-
-/* The lookup proper and its reply; slot is the bound seq or NULL. */
-static void lookup_answer(kvs__session *ss, kvs__op op, uint64_t id, kvs__seq_slot *slot,
-                          int created, const uint32_t *tokens, uint32_t n)
-{
-  uint32_t cached = 0;
-  int r = kvs__space_lookup(ss->space, tokens, n, slot ? slot->seq : NULL, &cached);
-  if (r < 0) {
-    if (created) seq_remove(ss, slot);
-    send_err(ss, op, id, r, "lookup failed: %s", kvs_strerror(r));
-    return;
-  }
-  kvs__rep rep;
-  memset(&rep, 0, sizeof rep);
-  rep.op = op;
-  rep.id = id;
-  rep.cached = cached;
-  rep.seq_len = slot ? kvs__seq_len(slot->seq) : 0;
-  send_rep(ss, &rep);
-}
-
-static int lookup_park(kvs__session *ss, const kvs__req *rq, int created);
-
-static void do_lookup(kvs__session *ss, const kvs__req *rq)
-{
-  if (rq->n_tokens > 0 && !rq->tokens) {
-    send_err(ss, rq->op, rq->id, -EPROTO, "lookup: tokens missing");
-    return;
-  }
-  kvs__seq_slot *slot = NULL;
-  int created = 0, r;
-  if (rq->bind) {
-    slot = seq_find(ss, rq->seq);
-    if (slot && kvs__seq_len(slot->seq) > 0) {
-      send_err(ss, rq->op, rq->id, -EEXIST, "bind: sequence %llu is not empty",
-               (unsigned long long)rq->seq);
-      return;
-    }
-    if (!slot) {
-      r = seq_create(ss, rq->seq, &slot);
-      if (r < 0) {
-        send_err(ss, rq->op, rq->id, r, r == -EMFILE ? "too many open sequences (max %u)" : "cannot create sequence (%u)",
-                 KVS_MAX_SEQS_PER_CLIENT);
-        return;
-      }
-      created = 1;
-    }
-  }
-  if (lookup_park(ss, rq, created) == 0) return;
-  lookup_answer(ss, rq->op, rq->id, slot, created, rq->tokens, rq->n_tokens);
-}
-
-/* ---- deferred lookup (the Redis tier) ----
- * A lookup that misses locally waits for Redis, at most remote_timeout_ms:
- * the request is parked on the session, reading and framing pause (replies
- * stay in order), and the remote's callback answers it and resumes. */
+/* ---- a lookup waits on the Redis tier (daemon/remote.c) ----
+ * A lookup of whole groups not all cached here is parked on its session:
+ * reading and framing stop (replies stay in order) while one MGET brings
+ * the missing blocks into the pool, at most remote_timeout_ms; then the
+ * request runs through the ops layer as any other and framing resumes.
+ * A session that closes meanwhile cancels the fetch (late replies are
+ * dropped by the tier). */
 
 struct kvs__parked {
 #ifdef HAVE_REDIS
   kvs__remote_req *fetch;
 #endif
-  kvs__op op;
-  uint64_t id, seq;
-  int bind, created;
-  uint32_t *tokens, n;
+  kvs__req rq; /* moved from the framing loop; its tokens are ours now */
 };
 
 static void parked_free(kvs__session *ss)
@@ -552,249 +237,67 @@ static void parked_free(kvs__session *ss)
   struct kvs__parked *p = ss->parked;
   if (!p) return;
 #ifdef HAVE_REDIS
-  if (p->fetch) kvs__remote_fetch_cancel(p->fetch); /* late replies are dropped */
+  if (p->fetch) kvs__remote_fetch_cancel(p->fetch);
 #endif
   ss->parked = NULL;
-  free(p->tokens);
+  kvs__req_free(&p->rq);
   free(p);
 }
+
+static int process_frames(kvs__session *ss);
+static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *b);
+static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *b);
 
 #ifdef HAVE_REDIS
 static void on_fetched(void *arg)
 {
   kvs__session *ss = arg;
   struct kvs__parked *p = ss->parked;
-  p->fetch = NULL; /* it frees itself */
-  kvs__seq_slot *slot = p->bind ? seq_find(ss, p->seq) : NULL;
-  lookup_answer(ss, p->op, p->id, slot, p->created, p->tokens, p->n);
-  parked_free(ss);
+  p->fetch = NULL; /* the tier frees it */
+  ss->parked = NULL;
+  if (!ss->closing) dispatch(ss, &p->rq);
+  kvs__req_free(&p->rq);
+  free(p);
   if (ss->closing) return;
-  kvs__session_resume(ss);
+  if (process_frames(ss) < 0) {
+    kvs__session_shutdown(ss);
+    return;
+  }
+  if (!ss->paused && !ss->closing && !ss->parked &&
+      uv_read_start((uv_stream_t *)&ss->pipe, on_alloc, on_read) < 0)
+    session_close(ss);
 }
 #endif
 
-static int lookup_park(kvs__session *ss, const kvs__req *rq, int created)
+/* 0: rq was moved into ss->parked (the caller's copy is emptied); < 0:
+ * nothing to ask, run it now. */
+static int park(kvs__session *ss, kvs__req *rq)
 {
 #ifdef HAVE_REDIS
-  if (!ss->srv->remote || rq->n_tokens == 0) return -EALREADY;
+  if (!ss->host->remote || rq->op != KVS_OP_LOOKUP || !ss->st.hello_done || !ss->st.space ||
+      rq->n_tokens == 0 || !rq->tokens)
+    return -EALREADY;
   struct kvs__parked *p = calloc(1, sizeof *p);
-  uint32_t *t = malloc((size_t)rq->n_tokens * sizeof *t);
-  if (!p || !t) {
-    free(p);
-    free(t);
-    return -ENOMEM;
-  }
-  memcpy(t, rq->tokens, (size_t)rq->n_tokens * sizeof *t);
-  *p = (struct kvs__parked){.op = rq->op, .id = rq->id, .seq = rq->seq, .bind = rq->bind,
-                            .created = created, .tokens = t, .n = rq->n_tokens};
-  int r = kvs__remote_fetch(ss->srv->remote, ss->space, t, rq->n_tokens, on_fetched, ss, &p->fetch);
+  if (!p) return -ENOMEM;
+  int r = kvs__remote_fetch(ss->host->remote, ss->st.space, rq->tokens, rq->n_tokens, on_fetched,
+                            ss, &p->fetch);
   if (r < 0) {
-    free(t);
     free(p);
     return r;
   }
+  p->rq = *rq;
+  memset(rq, 0, sizeof *rq);
   ss->parked = p;
   uv_read_stop((uv_stream_t *)&ss->pipe);
   return 0;
 #else
   (void)ss;
   (void)rq;
-  (void)created;
   return -EALREADY;
 #endif
 }
 
-/* ---- end of the deferred lookup ---- */
-
-static void do_release(kvs__session *ss, const kvs__req *rq)
-{
-  kvs__seq_slot *slot = seq_find(ss, rq->seq);
-  if (!slot) {
-    send_err(ss, rq->op, rq->id, -ENOENT, "no sequence %llu", (unsigned long long)rq->seq);
-    return;
-  }
-  seq_remove(ss, slot);
-  kvs__rep rep;
-  memset(&rep, 0, sizeof rep);
-  rep.op = rq->op;
-  rep.id = rq->id;
-  send_rep(ss, &rep);
-}
-
-/* ---- control ops ---- */
-
-static void pack_str(msgpack_packer *pk, const char *s)
-{
-  size_t n = strlen(s);
-  msgpack_pack_str(pk, n);
-  msgpack_pack_str_body(pk, s, n);
-}
-
-static const char *policy_name(int p)
-{
-  return p == KVS_POLICY_NONE ? "none" : p == KVS_POLICY_PFN ? "pfn" : "kvsink";
-}
-
-typedef struct list_ctx {
-  msgpack_packer *pk;
-  uint32_t n;
-  msgpack_sbuffer body;
-} list_ctx;
-
-static void list_cb(const kvs__space_key *k, uint64_t blocks, uint64_t pinned, uint64_t seqs,
-                    void *arg)
-{
-  list_ctx *c = arg;
-  msgpack_packer *pk = c->pk;
-  c->n++;
-  msgpack_pack_map(pk, 12);
-  pack_str(pk, "ns"); pack_str(pk, k->ns);
-  pack_str(pk, "model"); pack_str(pk, k->model_id);
-  pack_str(pk, "layers"); msgpack_pack_uint32(pk, k->n_layers);
-  pack_str(pk, "kv_heads"); msgpack_pack_uint32(pk, k->n_kv_heads);
-  pack_str(pk, "head_dim"); msgpack_pack_uint32(pk, k->head_dim);
-  pack_str(pk, "k_bits"); msgpack_pack_uint32(pk, k->k_bits);
-  pack_str(pk, "v_bits"); msgpack_pack_uint32(pk, k->v_bits);
-  pack_str(pk, "policy"); pack_str(pk, policy_name(k->policy));
-  pack_str(pk, "pfn"); msgpack_pack_uint32(pk, k->pfn);
-  pack_str(pk, "blocks"); msgpack_pack_uint64(pk, blocks);
-  pack_str(pk, "pinned"); msgpack_pack_uint64(pk, pinned);
-  pack_str(pk, "seqs"); msgpack_pack_uint64(pk, seqs);
-}
-
-/* items = array header + the maps packed into body. */
-static int finish_items(msgpack_sbuffer *body, uint32_t n, kvs__rep *rep, msgpack_sbuffer *out)
-{
-  msgpack_sbuffer_init(out);
-  msgpack_packer pk;
-  msgpack_packer_init(&pk, out, msgpack_sbuffer_write);
-  msgpack_pack_array(&pk, n);
-  if (body->size) msgpack_sbuffer_write(out, body->data, body->size);
-  if (!out->data) return -ENOMEM;
-  rep->items = out->data;
-  rep->items_len = out->size;
-  return 0;
-}
-
-static void do_list(kvs__session *ss, const kvs__req *rq)
-{
-  list_ctx c = {0};
-  msgpack_sbuffer_init(&c.body);
-  msgpack_packer pk;
-  msgpack_packer_init(&pk, &c.body, msgpack_sbuffer_write);
-  c.pk = &pk;
-  kvs__store_foreach_space(ss->srv->store, list_cb, &c);
-  kvs__rep rep;
-  memset(&rep, 0, sizeof rep);
-  rep.op = rq->op;
-  rep.id = rq->id;
-  msgpack_sbuffer out;
-  if (finish_items(&c.body, c.n, &rep, &out) < 0)
-    send_err(ss, rq->op, rq->id, -ENOMEM, "out of memory");
-  else
-    send_rep(ss, &rep);
-  msgpack_sbuffer_destroy(&out);
-  msgpack_sbuffer_destroy(&c.body);
-}
-
-static void do_profiles(kvs__session *ss, const kvs__req *rq)
-{
-  const kvs__profiles *ps = &ss->srv->profiles;
-  msgpack_sbuffer body;
-  msgpack_sbuffer_init(&body);
-  msgpack_packer pk;
-  msgpack_packer_init(&pk, &body, msgpack_sbuffer_write);
-  for (size_t i = 0; i < ps->n; i++) {
-    const kvs__profile *p = &ps->v[i];
-    msgpack_pack_map(&pk, 6);
-    pack_str(&pk, "model"); pack_str(&pk, p->model_id);
-    pack_str(&pk, "layer"); msgpack_pack_uint32(&pk, p->layer);
-    pack_str(&pk, "channels");
-    msgpack_pack_array(&pk, p->n_channels);
-    for (uint32_t j = 0; j < p->n_channels && j < KVS_PROFILE_MAX_CHANNELS; j++)
-      msgpack_pack_uint32(&pk, p->channels[j]);
-    pack_str(&pk, "tau"); msgpack_pack_float(&pk, p->tau);
-    pack_str(&pk, "max_sinks"); msgpack_pack_uint32(&pk, p->max_sinks);
-    pack_str(&pk, "pfn"); msgpack_pack_uint32(&pk, p->pfn);
-  }
-  kvs__rep rep;
-  memset(&rep, 0, sizeof rep);
-  rep.op = rq->op;
-  rep.id = rq->id;
-  msgpack_sbuffer out;
-  if (finish_items(&body, (uint32_t)ps->n, &rep, &out) < 0)
-    send_err(ss, rq->op, rq->id, -ENOMEM, "out of memory");
-  else
-    send_rep(ss, &rep);
-  msgpack_sbuffer_destroy(&out);
-  msgpack_sbuffer_destroy(&body);
-}
-
-static void do_simple(kvs__session *ss, const kvs__req *rq)
-{
-  kvs__rep rep;
-  memset(&rep, 0, sizeof rep);
-  rep.op = rq->op;
-  rep.id = rq->id;
-  switch (rq->op) {
-  case KVS_OP_STATS:
-    kvs__server_fill_stats(ss->srv, &rep.stats);
-    break;
-  case KVS_OP_EVICT:
-    rep.evicted = kvs__store_evict_all(ss->srv->store);
-    kvs__notice("evicted %llu blocks on request of session %llu", (unsigned long long)rep.evicted,
-                (unsigned long long)ss->id);
-    break;
-  case KVS_OP_RELOAD: {
-    int r = kvs__server_reload(ss->srv, rep.errmsg);
-    if (r < 0) rep.err = r;
-    break;
-  }
-  default:
-    break;
-  }
-  send_rep(ss, &rep);
-}
-
-static void dispatch(kvs__session *ss, const kvs__req *rq)
-{
-  switch (rq->op) {
-  case KVS_OP_PING:
-  case KVS_OP_STATS:
-  case KVS_OP_EVICT:
-  case KVS_OP_RELOAD:
-    do_simple(ss, rq);
-    return;
-  case KVS_OP_LIST:
-    do_list(ss, rq);
-    return;
-  case KVS_OP_PROFILES:
-    do_profiles(ss, rq);
-    return;
-  case KVS_OP_BYE:
-    do_simple(ss, rq);
-    kvs__session_shutdown(ss);
-    return;
-  case KVS_OP_HELLO:
-    do_hello(ss, rq);
-    return;
-  default:
-    break;
-  }
-  if (!ss->hello_done) {
-    send_err(ss, rq->op, rq->id, -EPROTO, "%s before hello", kvs__op_name(rq->op));
-    return;
-  }
-  switch (rq->op) {
-  case KVS_OP_PUT: do_put(ss, rq); break;
-  case KVS_OP_GET: do_get(ss, rq); break;
-  case KVS_OP_LOOKUP: do_lookup(ss, rq); break;
-  case KVS_OP_RELEASE: do_release(ss, rq); break;
-  default:
-    send_err(ss, rq->op, rq->id, -EPROTO, "unknown op");
-    break;
-  }
-}
+/* ---- end of the Redis tier's part ---- */
 
 /* ---- framing ---- */
 
@@ -822,11 +325,12 @@ static int process_frames(kvs__session *ss)
 {
   size_t pos = 0;
   int rc = 0;
-  while (!ss->closing && !ss->parked && ss->buf_len - pos >= 4) {
+  uint64_t cap = ss->host->cfg->max_reply_queue;
+  while (!ss->closing && !ss->paused && !ss->parked && ss->buf_len - pos >= 4) {
     uint32_t flen = kvs__frame_get_len(ss->buf + pos);
     if (flen > KVS_MAX_FRAME) {
       kvs__warn("session %llu: frame of %u bytes over the %u limit, closing",
-                (unsigned long long)ss->id, flen, KVS_MAX_FRAME);
+                (unsigned long long)ss->st.id, flen, KVS_MAX_FRAME);
       rc = -1;
       break;
     }
@@ -837,7 +341,7 @@ static int process_frames(kvs__session *ss)
     int r = kvs__decode_req((const char *)ss->buf + pos + 4, flen, &rq, msg);
     pos += 4 + (size_t)flen;
     if (r == -EBADMSG) {
-      kvs__warn("session %llu: malformed frame (%s), closing", (unsigned long long)ss->id, msg);
+      kvs__warn("session %llu: malformed frame (%s), closing", (unsigned long long)ss->st.id, msg);
       if (rq.id) send_err(ss, KVS_OP_INVALID, rq.id, r, "malformed message: %s", msg);
       kvs__req_free(&rq);
       rc = -1;
@@ -845,15 +349,27 @@ static int process_frames(kvs__session *ss)
     }
     if (r < 0) {
       send_err(ss, rq.op, rq.id, r, "%s", msg[0] ? msg : kvs_strerror(r));
-    } else {
+    } else if (park(ss, &rq) < 0) {
       dispatch(ss, &rq);
     }
     kvs__req_free(&rq);
+    /* a client that sends requests but does not read the replies must not
+     * make the daemon hold them all: stop reading until they drain */
+    if (!ss->closing && uv_stream_get_write_queue_size((uv_stream_t *)&ss->pipe) > cap) {
+      ss->paused = 1;
+      uv_read_stop((uv_stream_t *)&ss->pipe);
+      kvs__debug("session %llu: %zu reply bytes queued, reads paused", (unsigned long long)ss->st.id,
+                 uv_stream_get_write_queue_size((uv_stream_t *)&ss->pipe));
+    }
   }
   if (pos) {
     memmove(ss->buf, ss->buf + pos, ss->buf_len - pos);
     ss->buf_len -= pos;
   }
+  /* the frame deadline runs while a started frame waits for its bytes
+   * (not while we are the ones not reading) */
+  if (ss->buf_len == 0 || ss->paused || ss->parked) ss->partial_since_ms = 0;
+  else if (!ss->partial_since_ms) ss->partial_since_ms = uv_now(ss->host->loop);
   /* Give memory back after a big frame. */
   if (ss->buf_cap > 4 * READ_CHUNK && ss->buf_len < READ_CHUNK) {
     uint8_t *n = realloc(ss->buf, READ_CHUNK * 2);
@@ -865,13 +381,50 @@ static int process_frames(kvs__session *ss)
   return rc;
 }
 
+static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *b);
+
+static void resume(kvs__session *ss)
+{
+  ss->paused = 0;
+  kvs__debug("session %llu: replies drained, reading again", (unsigned long long)ss->st.id);
+  if (process_frames(ss) < 0) {
+    kvs__session_shutdown(ss);
+    return;
+  }
+  if (!ss->paused && !ss->closing && !ss->parked &&
+      uv_read_start((uv_stream_t *)&ss->pipe, on_alloc, on_read) < 0)
+    session_close(ss);
+}
+
+static void on_tick(uv_timer_t *t)
+{
+  kvs__session *ss = t->data;
+  const kvs__config *cfg = ss->host->cfg;
+  uint64_t now = uv_now(ss->host->loop);
+  if (ss->closing) return;
+  if (!ss->admin_listener && !ss->st.hello_done &&
+      now - ss->connected_ms >= (uint64_t)cfg->hello_timeout_s * 1000) {
+    kvs__notice("session %llu (pid %d uid %u): no hello in %u s, closing",
+                (unsigned long long)ss->st.id, (int)ss->st.pid, (unsigned)ss->st.uid,
+                cfg->hello_timeout_s);
+    session_close(ss);
+    return;
+  }
+  if (ss->partial_since_ms && now - ss->partial_since_ms >= (uint64_t)cfg->frame_timeout_s * 1000) {
+    kvs__notice("session %llu (pid %d uid %u): a partial frame waited %u s, closing",
+                (unsigned long long)ss->st.id, (int)ss->st.pid, (unsigned)ss->st.uid,
+                cfg->frame_timeout_s);
+    session_close(ss);
+  }
+}
+
 static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *b)
 {
   (void)b;
   kvs__session *ss = st->data;
   if (nread < 0) {
     if (nread != UV_EOF)
-      kvs__debug("session %llu: read: %s", (unsigned long long)ss->id, uv_strerror((int)nread));
+      kvs__debug("session %llu: read: %s", (unsigned long long)ss->st.id, uv_strerror((int)nread));
     session_close(ss);
     return;
   }
@@ -879,65 +432,90 @@ static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *b)
   if (process_frames(ss) < 0) kvs__session_shutdown(ss);
 }
 
-/* After a parked request was answered: go on with the frames that came
- * in meanwhile, then read again. */
-void kvs__session_resume(kvs__session *ss)
+/* Admin on the data socket: uid 0, the daemon's own uid (it could signal
+ * or ptrace the daemon anyway), or a member of admin_group (primary or
+ * supplementary group of the peer, SO_PEERGROUPS). */
+static int peer_is_admin(const kvs__sessions *h, int fd, const struct ucred *cred)
 {
-  if (process_frames(ss) < 0) {
-    kvs__session_shutdown(ss);
-    return;
-  }
-  if (!ss->closing && !ss->parked && uv_read_start((uv_stream_t *)&ss->pipe, on_alloc, on_read) < 0)
-    session_close(ss);
+  if (cred->uid == 0 || cred->uid == geteuid()) return 1;
+  if (h->admin_gid < 0) return 0;
+  if (cred->gid == (gid_t)h->admin_gid) return 1;
+  gid_t groups[256];
+  socklen_t gl = sizeof groups;
+  if (getsockopt(fd, SOL_SOCKET, SO_PEERGROUPS, groups, &gl) < 0) return 0;
+  for (size_t i = 0; i < gl / sizeof groups[0]; i++)
+    if (groups[i] == (gid_t)h->admin_gid) return 1;
+  return 0;
 }
 
-void kvs__session_accept(kvs__server *srv)
+void kvs__session_accept(kvs__sessions *h, uv_stream_t *listener, int admin_listener)
 {
   kvs__session *ss = calloc(1, sizeof *ss);
   if (!ss) {
     kvs__err("accept: out of memory");
     return;
   }
-  ss->seg.fd = -1;
-  ss->srv = srv;
-  uv_pipe_init(srv->loop, &ss->pipe, 0);
+  ss->st.seg.fd = -1;
+  ss->host = h;
+  uv_pipe_init(h->loop, &ss->pipe, 0);
   ss->pipe.data = ss;
-  if (uv_accept((uv_stream_t *)&srv->listener, (uv_stream_t *)&ss->pipe) < 0) {
+  if (uv_accept(listener, (uv_stream_t *)&ss->pipe) < 0) {
     uv_close((uv_handle_t *)&ss->pipe, (uv_close_cb)free);
     return;
   }
-  ss->id = ++srv->next_session_id;
+  uint64_t id = ++h->next_id;
+  ss->st.id = id;
   /* link first so on_close can always unlink */
-  ss->next = srv->sessions;
-  if (srv->sessions) srv->sessions->prev = ss;
-  srv->sessions = ss;
-  srv->n_sessions++;
-  srv->sessions_total++;
+  ss->next = h->head;
+  if (h->head) h->head->prev = ss;
+  h->head = ss;
+  h->n++;
+  h->total++;
 
   uv_os_fd_t fd;
   struct ucred cred;
   socklen_t cl = sizeof cred;
   if (uv_fileno((uv_handle_t *)&ss->pipe, &fd) < 0 ||
       getsockopt(fd, SOL_SOCKET, SO_PEERCRED, &cred, &cl) < 0) {
-    kvs__warn("session %llu: no peer credentials, closing", (unsigned long long)ss->id);
+    kvs__warn("session %llu: no peer credentials, closing", (unsigned long long)id);
     session_close(ss);
     return;
   }
-  ss->uid = cred.uid;
-  ss->pid = cred.pid;
-  snprintf(ss->ns, sizeof ss->ns, "uid:%u", (unsigned)cred.uid);
-  for (size_t i = 0; i < srv->cfg.n_shared_uids; i++)
-    if (srv->cfg.shared_uids[i] == cred.uid) snprintf(ss->ns, sizeof ss->ns, "shared");
-  if (srv->n_sessions > srv->cfg.max_sessions) {
-    kvs__warn("refusing connection from pid %d: max_sessions (%u) reached", (int)cred.pid,
-              srv->cfg.max_sessions);
+  int admin = admin_listener || peer_is_admin(h, fd, &cred);
+  kvs__sess_init(&ss->st, h->cfg, id, cred.uid, cred.pid, admin);
+  ss->admin_listener = admin_listener;
+  ss->connected_ms = uv_now(h->loop);
+  uv_timer_init(h->loop, &ss->timer);
+  ss->timer.data = ss;
+  ss->timer_on = 1;
+  uv_timer_start(&ss->timer, on_tick, 1000, 1000);
+  /* admin connections do not count against max_sessions: the operator
+   * must get in when clients fill the daemon */
+  if (!admin_listener && h->n > h->cfg->max_sessions) {
+    kvs__warn("refusing connection from pid %d uid %u: max_sessions (%u) reached", (int)cred.pid,
+              (unsigned)cred.uid, h->cfg->max_sessions);
     send_err(ss, KVS_OP_INVALID, 0, -EUSERS, "too many sessions (max_sessions = %u)",
-             srv->cfg.max_sessions);
+             h->cfg->max_sessions);
     kvs__session_shutdown(ss);
     return;
   }
-  kvs__debug("session %llu: connected, pid %d uid %u", (unsigned long long)ss->id, (int)cred.pid,
-             (unsigned)cred.uid);
+  if (!admin_listener) {
+    uint32_t same = 0;
+    for (kvs__session *o = h->head; o; o = o->next)
+      if (o != ss && !o->admin_listener && !o->closing && o->st.uid == cred.uid) same++;
+    if (same >= h->cfg->max_sessions_per_uid) {
+      kvs__warn("refusing connection from pid %d uid %u: max_sessions_per_uid (%u) reached",
+                (int)cred.pid, (unsigned)cred.uid, h->cfg->max_sessions_per_uid);
+      send_err(ss, KVS_OP_INVALID, 0, -EUSERS,
+               "too many sessions of uid %u (max_sessions_per_uid = %u)", (unsigned)cred.uid,
+               h->cfg->max_sessions_per_uid);
+      kvs__session_shutdown(ss);
+      return;
+    }
+  }
+  kvs__debug("session %llu: connected%s, pid %d uid %u%s", (unsigned long long)id,
+             admin_listener ? " to the admin socket" : "", (int)cred.pid, (unsigned)cred.uid,
+             admin ? " (admin)" : "");
   int r = uv_read_start((uv_stream_t *)&ss->pipe, on_alloc, on_read);
   if (r < 0) session_close(ss);
 }
