@@ -349,8 +349,6 @@ void kvs__config_defaults(kvs__config *c)
   c->device = KVS_DEVICE_AUTO;
   c->policy = KVS_POLICY_KVSINK;
   c->log_level = KVS_LOG_NOTICE;
-  c->remote_timeout_ms = 20;
-  c->remote_queue = 64ull << 20;
   if (kvs__config_parse(c, kvs__default_conf, "default.conf", err) < 0) {
     /* Only a broken build gets here; test_config checks the file parses. */
     fprintf(stderr, "kvsinkd: embedded %s\n", err);
