@@ -32,6 +32,8 @@
 #define BACKOFF_MAX_MS 5000u
 #define CONNECT_TIMEOUT_MS 1000u
 #define LOG_EVERY_MS 5000u    /* one fault message per kind this often */
+#define TICK_MS 1000u         /* while up: is Redis still answering? */
+#define STALL_MIN_MS 2000u    /* nothing answered this long: reconnect */
 
 enum { DOWN, CONNECTING, UP };
 enum { LOG_CONN, LOG_CMD, LOG_VALUE, LOG__N };
@@ -46,6 +48,8 @@ struct kvs__remote {
   uint32_t backoff_ms;
   uint64_t inflight;          /* bytes of SETs sent and not yet answered */
   uint32_t pending;           /* MGETs sent and not yet answered */
+  uint64_t replies, replies_seen; /* replies received; as of the last tick */
+  uint32_t stalled_ms;        /* commands outstanding and no reply since */
   kvs__remote_stats st;
   uint64_t last_log[LOG__N], suppressed[LOG__N];
 };
@@ -133,8 +137,10 @@ static void on_connect(const redisAsyncContext *ac, int status)
     schedule(r);
     return;
   }
-  uv_timer_stop(&r->timer);
   r->state = UP;
+  r->stalled_ms = 0;
+  r->replies_seen = r->replies;
+  uv_timer_start(&r->timer, on_timer, TICK_MS, TICK_MS);
   r->backoff_ms = 0;
   r->last_log[LOG_CONN] = 0; /* the next fault is news */
   kvs__notice("redis: connected to %s", r->cfg.remote);
@@ -193,10 +199,39 @@ static void schedule(kvs__remote *r)
   uv_timer_start(&r->timer, on_timer, r->backoff_ms, 0);
 }
 
+/* hiredis 0.14's libuv adapter drops poll errors, and a peer that
+ * vanished sends nothing: a connection whose commands go unanswered for
+ * long is given up and made again. */
+static void check_stall(kvs__remote *r)
+{
+  if ((r->pending == 0 && r->inflight == 0) || r->replies != r->replies_seen) {
+    r->stalled_ms = 0;
+    r->replies_seen = r->replies;
+    return;
+  }
+  r->stalled_ms += TICK_MS;
+  uint32_t limit = 2u * r->cfg.remote_timeout_ms;
+  if (limit < STALL_MIN_MS)
+    limit = STALL_MIN_MS;
+  if (r->stalled_ms < limit)
+    return;
+  rlog(r, LOG_CONN, KVS_LOG_WARNING, "%s answered nothing for %u ms; reconnecting", r->cfg.remote,
+       r->stalled_ms);
+  redisAsyncContext *ac = r->ac; /* on_disconnect counts the error */
+  r->ac = NULL;
+  r->state = DOWN;
+  uv_timer_stop(&r->timer);
+  redisAsyncFree(ac); /* pending callbacks get NULL; on_disconnect reschedules */
+  if (!uv_is_active((uv_handle_t *)&r->timer))
+    schedule(r);
+}
+
 static void on_timer(uv_timer_t *t)
 {
   kvs__remote *r = t->data;
-  if (r->state == CONNECTING) {
+  if (r->state == UP) {
+    check_stall(r);
+  } else if (r->state == CONNECTING) {
     rlog(r, LOG_CONN, KVS_LOG_WARNING, "connecting to %s timed out; serving locally",
          r->cfg.remote);
     redisAsyncContext *ac = r->ac;
@@ -239,6 +274,7 @@ static void on_set(redisAsyncContext *ac, void *reply, void *priv)
   r->inflight -= (uint64_t)(uintptr_t)priv;
   if (!rep) /* disconnected: counted there */
     return;
+  r->replies++;
   if (rep->type == REDIS_REPLY_ERROR) {
     r->st.errors++;
     rlog(r, LOG_CMD, KVS_LOG_WARNING, "SET failed: %.*s", (int)rep->len, rep->str);
@@ -360,6 +396,7 @@ static void on_mget(redisAsyncContext *ac, void *reply, void *priv)
   r->pending--;
   (void)ac;
   if (rep) { /* NULL: the connection went, counted there */
+    r->replies++;
     r->st.latency_us_sum += (uv_hrtime() - f->sent_ns) / 1000u;
     r->st.latency_count++;
   }

@@ -3,7 +3,8 @@
 # tests/lib/daemon.sh (private configuration and profiles) under a name:
 # its socket, log and configuration are $T/NAME.{sock,log,conf}.
 #   start_redis / stop_redis         cache-only redis-server on $RSOCK
-#   start_kvsinkd NAME KEYFILE [conf lines]   remote + cluster_key_file set
+#   start_kvsinkd NAME KEYFILE [conf lines]   remote, cluster_key_file and
+#                                    remote_timeout_ms = 5000 set
 #   stop_kvsinkd NAME                SIGTERM, exit status 0 required
 #   dstat NAME FIELD                 one field of that daemon's stats
 #   client NAME ARGS...              tests/integration/remote-client
@@ -69,7 +70,9 @@ use() { SOCK=$T/$1.sock; LOG=$T/$1.log; CONF=$T/$1.conf; DPID=$(cat "$T/$1.pid" 
 start_kvsinkd() {
   name=$1 key=$2; shift 2
   use "$name"
-  daemon_conf "remote = unix:$RSOCK" "cluster_key_file = $key" "$@"
+  # a generous wait: a loaded machine must not turn hits into timeouts
+  # (timeouts are tested with a frozen server instead)
+  daemon_conf "remote = unix:$RSOCK" "cluster_key_file = $key" "remote_timeout_ms = 5000" "$@"
   start_daemon --log-level "${REMOTE_LOG_LEVEL:-info}"
   echo "$DPID" > "$T/$name.pid"
   DAEMONS="$DAEMONS $name"
