@@ -6,6 +6,8 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "daemon/devlist.h"
+
 #define KVS_CONF_MAX_SHARED_UIDS 64
 #define KVS_CONF_ERRMSG 256
 
@@ -16,7 +18,8 @@ typedef struct kvs__config {
   char socket_group[64];     /* "" = leave the group alone */
   unsigned socket_mode;
   uint64_t pool_size;
-  int device;
+  int device;                /* the first GPU of devices (or AUTO / HOST) */
+  kvs__devlist devices;      /* `device`: auto, host, all or a list */
   uint32_t k_bits, v_bits;
   uint32_t group_size, v_group_size;
   uint32_t pfn;

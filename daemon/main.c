@@ -13,7 +13,7 @@ static void usage(FILE *f)
 {
   fprintf(f,
           "usage: kvsinkd [--foreground] [--socket PATH] [--config FILE] [--pool-size BYTES]\n"
-          "               [--log-level LEVEL] [--device auto|host|cuda:N]\n"
+          "               [--log-level LEVEL] [--device auto|host|all|cuda:N[,cuda:M...]]\n"
           "       kvsinkd --check-config FILE\n");
 }
 
@@ -78,7 +78,10 @@ int main(int argc, char **argv)
   if (srv.override_mask & KVS_OVR_SOCKET) memcpy(srv.cfg.socket, srv.overrides.socket, sizeof srv.cfg.socket);
   if (srv.override_mask & KVS_OVR_POOL) srv.cfg.pool_size = srv.overrides.pool_size;
   if (srv.override_mask & KVS_OVR_LOG) srv.cfg.log_level = srv.overrides.log_level;
-  if (srv.override_mask & KVS_OVR_DEVICE) srv.cfg.device = srv.overrides.device;
+  if (srv.override_mask & KVS_OVR_DEVICE) {
+    srv.cfg.device = srv.overrides.device;
+    srv.cfg.devices = srv.overrides.devices;
+  }
   kvs__log_set_level(srv.cfg.log_level);
 
   uv_loop_t *loop = uv_default_loop();

@@ -194,6 +194,17 @@ int kvs__server_start(kvs__server *s, uv_loop_t *loop)
   }
   s->backend_name = b->name;
   kvs__notice("pool of %llu bytes on %s", (unsigned long long)s->cfg.pool_size, b->name);
+  /* device segments for clients of the pool's GPU (daemon/devseg.h); a
+   * driver that cannot export fds leaves them on host segments */
+  if (strcmp(b->name, "cuda") == 0) {
+    int ord = s->cfg.device < 0 ? 0 : s->cfg.device;
+    int dr = kvs__devset_add(&s->devs, ord);
+    if (dr < 0)
+      kvs__notice("cuda:%d: no device segments (%s); clients get host segments", ord,
+                  kvs__cudrv_error());
+    else
+      kvs__notice("cuda:%d: device segments on", ord);
+  }
   r = kvs__profiles_load(&s->profiles, s->cfg.profiles_dir);
   if (r < 0) return r;
   kvs__server_signals_init(s);
@@ -221,7 +232,10 @@ static void apply_overrides(kvs__server *s, kvs__config *c)
   if (s->override_mask & KVS_OVR_SOCKET) memcpy(c->socket, s->overrides.socket, sizeof c->socket);
   if (s->override_mask & KVS_OVR_POOL) c->pool_size = s->overrides.pool_size;
   if (s->override_mask & KVS_OVR_LOG) c->log_level = s->overrides.log_level;
-  if (s->override_mask & KVS_OVR_DEVICE) c->device = s->overrides.device;
+  if (s->override_mask & KVS_OVR_DEVICE) {
+    c->device = s->overrides.device;
+    c->devices = s->overrides.devices;
+  }
 }
 
 int kvs__server_reload(kvs__server *s, char *errmsg)
@@ -247,6 +261,7 @@ int kvs__server_reload(kvs__server *s, char *errmsg)
   c.socket_mode = s->cfg.socket_mode;
   c.pool_size = s->cfg.pool_size;
   c.device = s->cfg.device;
+  c.devices = s->cfg.devices;
 
   kvs__profiles np;
   if (kvs__profiles_load(&np, c.profiles_dir) < 0) {

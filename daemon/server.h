@@ -6,6 +6,7 @@
 #include <uv.h>
 
 #include "daemon/config.h"
+#include "daemon/devseg.h"
 #include "proto/proto.h"
 #include "store/store.h"
 
@@ -39,6 +40,7 @@ typedef struct kvs__server {
   const char *backend_name;
   kvs__backend *backend;   /* closed after the store */
   kvs__profiles profiles;
+  kvs__devset devs;        /* GPUs whose clients get device segments */
   kvs__session *sessions;  /* doubly linked list */
   uint64_t n_sessions, sessions_total, next_session_id;
   uint64_t started_ms;

@@ -27,6 +27,7 @@ static void on_close(uv_handle_t *h)
   free(ss->seqs);
   if (ss->space) kvs__space_unref(ss->space);
   kvs__segment_close(&ss->seg);
+  kvs__devseg_close(&ss->dseg); /* unmaps and releases: nothing outlives the session */
   free(ss->buf);
   kvs__server_session_gone(ss->srv, ss);
   free(ss);
@@ -183,17 +184,20 @@ static int send_hello(kvs__session *ss, const kvs__rep *rep)
   }
   union {
     struct cmsghdr h;
-    char buf[CMSG_SPACE(sizeof(int))];
+    char buf[CMSG_SPACE(2 * sizeof(int))];
   } cm;
+  /* the memfd, then the device segment's fd when there is one */
+  int fds[2] = {ss->seg.fd, ss->dseg.fd};
+  size_t nfd = ss->dseg.fd >= 0 ? 2 : 1;
   memset(&cm, 0, sizeof cm);
   struct iovec iov = {.iov_base = out, .iov_len = len};
   struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = cm.buf,
-                      .msg_controllen = sizeof cm.buf};
+                      .msg_controllen = CMSG_SPACE(nfd * sizeof(int))};
   struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
   c->cmsg_level = SOL_SOCKET;
   c->cmsg_type = SCM_RIGHTS;
-  c->cmsg_len = CMSG_LEN(sizeof(int));
-  memcpy(CMSG_DATA(c), &ss->seg.fd, sizeof(int));
+  c->cmsg_len = CMSG_LEN(nfd * sizeof(int));
+  memcpy(CMSG_DATA(c), fds, nfd * sizeof(int));
   ssize_t n;
   do n = sendmsg(fd, &mh, MSG_NOSIGNAL);
   while (n < 0 && errno == EINTR);
@@ -305,12 +309,26 @@ static void do_hello(kvs__session *ss, const kvs__req *rq)
              (unsigned long long)seg, strerror(-r));
     return;
   }
+  /* device segment: only for a GPU with a pool here, else the host one */
+  int dev = h->has_gpu ? kvs__devseg_choose(h->gpu_uuid, ss->srv->devs.uuid, ss->srv->devs.n) : -1;
+  if (dev >= 0) {
+    uint64_t dsz = h->dev_seg_size ? h->dev_seg_size : seg;
+    if (dsz > cfg->max_segment_size) dsz = cfg->max_segment_size;
+    r = kvs__devseg_open(&ss->dseg, ss->srv->devs.ordinal[dev], dsz);
+    if (r < 0) {
+      kvs__warn("session %llu: no device segment on cuda:%d (%s); host segment only",
+                (unsigned long long)ss->id, ss->srv->devs.ordinal[dev], kvs__cudrv_error());
+      kvs__devseg_close(&ss->dseg);
+    }
+  }
   kvs__rep rep;
   memset(&rep, 0, sizeof rep);
   rep.op = KVS_OP_HELLO;
   rep.id = rq->id;
   rep.session = ss->id;
   rep.seg_size = ss->seg.size;
+  rep.seg_device = ss->dseg.vmm.ptr != 0;
+  rep.dev_seg_size = ss->dseg.vmm.size;
   rep.group = k->group;
   rep.k_bits = (int32_t)k->k_bits;
   rep.v_bits = (int32_t)k->v_bits;
@@ -329,6 +347,7 @@ static void do_hello(kvs__session *ss, const kvs__req *rq)
     snprintf(msg, sizeof msg, "%s", strerror(-r));
     kvs__warn("session %llu: sending hello reply: %s", (unsigned long long)ss->id, msg);
     kvs__segment_close(&ss->seg);
+    kvs__devseg_close(&ss->dseg);
     kvs__space_unref(ss->space);
     ss->space = NULL;
     if (r == -EBUSY)
@@ -338,6 +357,8 @@ static void do_hello(kvs__session *ss, const kvs__req *rq)
     return;
   }
   ss->hello_done = 1;
+  if (ss->dseg.fd >= 0) close(ss->dseg.fd); /* the client holds it now */
+  ss->dseg.fd = -1;
   kvs__info("session %llu: hello from pid %d (%s), model '%s' %u/%u/%u, bits %u/%u, policy %d, "
             "segment %llu bytes",
             (unsigned long long)ss->id, (int)ss->pid, ss->ns, k->model_id, k->n_layers,
@@ -383,6 +404,52 @@ static int check_range(kvs__session *ss, const kvs__req *rq, const char *what, u
   return 0;
 }
 
+/* ---- device segments (daemon/devseg.h) ---- */
+
+static int check_dev_range(kvs__session *ss, const kvs__req *rq, const char *what, uint64_t off,
+                           uint64_t len, uint64_t align)
+{
+  if (!ss->dseg.vmm.ptr) {
+    send_err(ss, rq->op, rq->id, KVS_ESEGMENT, "%s: this session has no device segment", what);
+    return -1;
+  }
+  if (len == UINT64_MAX || !kvs__devseg_range_ok(&ss->dseg, off, len, align)) {
+    send_err(ss, rq->op, rq->id, KVS_ESEGMENT,
+             "%s: offset %llu + %llu bytes outside the %llu-byte device segment or not "
+             "%llu-aligned",
+             what, (unsigned long long)off, (unsigned long long)len,
+             (unsigned long long)ss->dseg.vmm.size, (unsigned long long)align);
+    return -1;
+  }
+  return 0;
+}
+
+/* Read once: K, V and the summary of a put come out of the client's device
+ * segment into daemon memory in one copy each, and are used from there. */
+static int dev_put_stage(kvs__session *ss, const kvs__req *rq, uint64_t kvb, uint64_t ab,
+                         const uint16_t **kp, const uint16_t **vp, const float **act)
+{
+  if (check_dev_range(ss, rq, "k", rq->k_off, kvb, 2) < 0 ||
+      check_dev_range(ss, rq, "v", rq->v_off, kvb, 2) < 0 ||
+      (ab && check_dev_range(ss, rq, "act", rq->act_off, ab, 4) < 0))
+    return -1;
+  size_t ko = (size_t)((ab + 15u) & ~(uint64_t)15u), vo = ko + (size_t)kvb;
+  uint8_t *st = kvs__devseg_stage(&ss->dseg, vo + (size_t)kvb);
+  int r = st ? 0 : -ENOMEM;
+  if (r == 0 && ab) r = kvs__devseg_to_host(&ss->dseg, st, rq->act_off, (size_t)ab);
+  if (r == 0) r = kvs__devseg_to_host(&ss->dseg, st + ko, rq->k_off, (size_t)kvb);
+  if (r == 0) r = kvs__devseg_to_host(&ss->dseg, st + vo, rq->v_off, (size_t)kvb);
+  if (r < 0) {
+    send_err(ss, rq->op, rq->id, r, "put: reading the device segment: %s",
+             r == -ENOMEM ? "out of memory" : kvs__cudrv_error());
+    return -1;
+  }
+  *kp = (const uint16_t *)(st + ko);
+  *vp = (const uint16_t *)(st + vo);
+  if (ab) *act = (const float *)st;
+  return 0;
+}
+
 static void do_put(kvs__session *ss, const kvs__req *rq)
 {
   if (check_layers(ss, rq) < 0) return;
@@ -394,7 +461,7 @@ static void do_put(kvs__session *ss, const kvs__req *rq)
   uint64_t kvb = kv_bytes(ss, nl, n);
   const uint16_t *kp = NULL, *vp = NULL;
   const float *act = NULL;
-  if (nl > 0) {
+  if (nl > 0 && !rq->dev) {
     if (check_range(ss, rq, "k", rq->k_off, kvb, 2) < 0) return;
     if (check_range(ss, rq, "v", rq->v_off, kvb, 2) < 0) return;
     kp = (const uint16_t *)(ss->seg.base + rq->k_off);
@@ -409,9 +476,16 @@ static void do_put(kvs__session *ss, const kvs__req *rq)
       return;
     }
     if (kvs__mul_u64(&ab, n, rq->act_channels, 4, 1) < 0) ab = UINT64_MAX;
-    if (check_range(ss, rq, "act", rq->act_off, ab, 4) < 0) return;
-    act = (const float *)(ss->seg.base + rq->act_off);
     ach = rq->act_channels;
+    if (rq->dev) {
+      if (dev_put_stage(ss, rq, nl ? kvb : 0, ab, &kp, &vp, &act) < 0) return;
+      if (!nl) kp = vp = NULL;
+    } else {
+      if (check_range(ss, rq, "act", rq->act_off, ab, 4) < 0) return;
+      act = (const float *)(ss->seg.base + rq->act_off);
+    }
+  } else if (rq->dev && nl > 0) {
+    if (dev_put_stage(ss, rq, kvb, 0, &kp, &vp, &act) < 0) return;
   }
   kvs__seq_slot *slot = seq_find(ss, rq->seq);
   int created = 0, r;
@@ -454,7 +528,17 @@ static void do_get(kvs__session *ss, const kvs__req *rq)
   uint32_t nl = rq->layer_end - rq->layer_begin;
   uint64_t kvb = kv_bytes(ss, nl, rq->n_tokens);
   uint16_t *kp = NULL, *vp = NULL;
-  if (nl > 0 && rq->n_tokens > 0) {
+  if (nl > 0 && rq->n_tokens > 0 && rq->dev) {
+    /* dequantized into daemon memory, then one copy into the segment */
+    if (check_dev_range(ss, rq, "k", rq->k_off, kvb, 2) < 0) return;
+    if (check_dev_range(ss, rq, "v", rq->v_off, kvb, 2) < 0) return;
+    kp = kvs__devseg_stage(&ss->dseg, 2 * (size_t)kvb);
+    if (!kp) {
+      send_err(ss, rq->op, rq->id, -ENOMEM, "get: out of memory for staging");
+      return;
+    }
+    vp = kp + kvb / 2;
+  } else if (nl > 0 && rq->n_tokens > 0) {
     if (check_range(ss, rq, "k", rq->k_off, kvb, 2) < 0) return;
     if (check_range(ss, rq, "v", rq->v_off, kvb, 2) < 0) return;
     kp = (uint16_t *)(ss->seg.base + rq->k_off);
@@ -466,6 +550,16 @@ static void do_get(kvs__session *ss, const kvs__req *rq)
   if (r < 0) {
     send_err(ss, rq->op, rq->id, r, "%s", msg[0] ? msg : kvs_strerror(r));
     return;
+  }
+  if (rq->dev && kp) {
+    /* the reply goes out only once the data is in the segment */
+    r = kvs__devseg_from_host(&ss->dseg, rq->k_off, kp, (size_t)kvb);
+    if (r == 0) r = kvs__devseg_from_host(&ss->dseg, rq->v_off, vp, (size_t)kvb);
+    if (r == 0) r = kvs__devseg_sync(&ss->dseg);
+    if (r < 0) {
+      send_err(ss, rq->op, rq->id, r, "get: writing the device segment: %s", kvs__cudrv_error());
+      return;
+    }
   }
   kvs__rep rep;
   memset(&rep, 0, sizeof rep);
@@ -797,6 +891,7 @@ void kvs__session_accept(kvs__server *srv)
     return;
   }
   ss->seg.fd = -1;
+  kvs__devseg_init(&ss->dseg);
   ss->srv = srv;
   uv_pipe_init(srv->loop, &ss->pipe, 0);
   ss->pipe.data = ss;

@@ -6,6 +6,7 @@
 #include <sys/types.h>
 #include <uv.h>
 
+#include "daemon/devseg.h"
 #include "daemon/segment.h"
 #include "daemon/server.h"
 
@@ -27,6 +28,7 @@ struct kvs__session {
   kvs__space *space;
   kvs__space_key key;
   kvs__segment seg;
+  kvs__devseg dseg;        /* device segment; dseg.vmm.ptr 0 = none */
   kvs__seq_slot *seqs;
   size_t n_seqs, cap_seqs;
   uint8_t *buf;            /* received bytes not yet consumed */

@@ -61,6 +61,11 @@ typedef struct kvs_options {
   kvs_policy policy;
   int pfn;                /* Preserve-First-N; -1 = daemon default */
   float outliers;         /* fraction of each vector kept 16-bit, 0..0.01; <0 = default */
+  /* 1: ask for a device segment on the GPU of the calling thread's CUDA
+   * context (device 0 without one); the host segment stays and is the
+   * fallback (kvs_info.seg_device says what the session got). */
+  int device_segment;
+  size_t dev_seg_size;    /* device segment bytes wanted; 0 = seg_size */
 } kvs_options;
 
 /* What the daemon granted. */
@@ -75,6 +80,8 @@ typedef struct kvs_info {
   uint32_t sink_layer;    /* summary = hidden state after this layer */
   uint32_t n_sink_channels;
   uint32_t sink_channels[64];
+  int seg_device;         /* 1: a device segment is mapped (kvs_device_segment) */
+  size_t dev_seg_size;
 } kvs_info;
 
 typedef struct kvs_client kvs_client;
@@ -108,6 +115,7 @@ typedef struct kvs_put_args {
   size_t k_off, v_off;    /* segment offsets of K and V */
   size_t act_off;         /* segment offset of the activation summary */
   uint32_t act_channels;  /* 0 = no summary in this put */
+  int device;             /* 1: the offsets are in the device segment */
 } kvs_put_args;
 
 typedef struct kvs_put_result {
@@ -142,6 +150,18 @@ int kvs_ping(kvs_client *c);
 /* Text of the last error on c (the daemon's message when it sent one),
  * "" after a successful call; never NULL. Valid until the next call. */
 const char *kvs_last_error(const kvs_client *c);
+
+/* Device segments (libkvsink(3), DEVICE SEGMENTS). The device pointer
+ * (a CUdeviceptr) of the session's device segment, mapped read-write on
+ * the client's GPU, or NULL when the session got a host segment only. */
+void *kvs_device_segment(kvs_client *c, size_t *size);
+/* kvs_get into the device segment; returns when the data is there. */
+int kvs_get_device(kvs_client *c, uint64_t seq, uint32_t start, uint32_t n_tokens,
+                   uint32_t lb, uint32_t le, size_t k_off, size_t v_off);
+/* After a daemon restart (calls fail with -ECONNRESET or -EPIPE): connect
+ * again with the same model and options, map the new segments (pointers
+ * change; sequences of the old session are gone). 0 or an error. */
+int kvs_reconnect(kvs_client *c);
 
 
 /* ---- Utilities ------------------------------------------------------------

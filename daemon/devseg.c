@@ -1,0 +1,82 @@
+/* Device segments of sessions (daemon/devseg.h). */
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "daemon/devseg.h"
+
+int kvs__devset_add(kvs__devset *s, int ordinal)
+{
+  if (s->n == KVS_MAX_DEVICES) return -E2BIG;
+  int r = kvs__cudrv_uuid(ordinal, s->uuid[s->n]);
+  if (r < 0) return r;
+  s->ordinal[s->n++] = ordinal;
+  return 0;
+}
+
+void kvs__devseg_init(kvs__devseg *d)
+{
+  memset(d, 0, sizeof *d);
+  d->fd = -1;
+}
+
+int kvs__devseg_open(kvs__devseg *d, int ordinal, uint64_t size)
+{
+  kvs__devseg_init(d);
+  return kvs__vmm_create(&d->vmm, ordinal, size, &d->fd);
+}
+
+static void stage_free(kvs__devseg *d)
+{
+  if (d->stage_pinned) kvs__cudrv_host_unregister(d->stage);
+  free(d->stage);
+  d->stage = NULL;
+  d->stage_cap = 0;
+  d->stage_pinned = 0;
+}
+
+void kvs__devseg_close(kvs__devseg *d)
+{
+  if (d->fd >= 0) close(d->fd);
+  d->fd = -1;
+  kvs__vmm_close(&d->vmm);
+  stage_free(d);
+}
+
+int kvs__devseg_range_ok(const kvs__devseg *d, uint64_t off, uint64_t len, uint64_t align)
+{
+  if (!d->vmm.ptr) return 0;
+  if (align > 1 && off % align) return 0;
+  if (off > d->vmm.size) return 0;
+  return len <= d->vmm.size - off;
+}
+
+void *kvs__devseg_stage(kvs__devseg *d, size_t n)
+{
+  if (n <= d->stage_cap) return d->stage;
+  stage_free(d);
+  size_t cap = (n + 4095u) & ~(size_t)4095u;
+  void *p = NULL;
+  if (posix_memalign(&p, 4096, cap)) return NULL;
+  d->stage = p;
+  d->stage_cap = cap;
+  /* page-locked: the copies run at DMA speed, without the driver's bounce */
+  d->stage_pinned = kvs__cudrv_host_register(p, cap) == 0;
+  return p;
+}
+
+int kvs__devseg_to_host(kvs__devseg *d, void *dst, uint64_t off, size_t n)
+{
+  return kvs__vmm_to_host(&d->vmm, dst, off, n);
+}
+
+int kvs__devseg_from_host(kvs__devseg *d, uint64_t off, const void *src, size_t n)
+{
+  return kvs__vmm_from_host(&d->vmm, off, src, n);
+}
+
+int kvs__devseg_sync(kvs__devseg *d)
+{
+  return kvs__cudrv_sync(&d->vmm);
+}

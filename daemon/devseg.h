@@ -1,0 +1,46 @@
+/* Device segments (docs/DESIGN.md, Data flow 4): GPU memory the daemon
+ * allocates with cuMemCreate, exports as a POSIX fd and passes on the hello
+ * reply after the memfd. The session owns it: closing the session unmaps
+ * and releases it, so a dead client leaves nothing behind. */
+#ifndef KVS_DAEMON_DEVSEG_H
+#define KVS_DAEMON_DEVSEG_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "daemon/devlist.h"
+#include "kernels/cudrv.h"
+
+/* GPUs whose clients get device segments: those with a pool here. */
+typedef struct kvs__devset {
+  size_t n;
+  int ordinal[KVS_MAX_DEVICES];
+  uint8_t uuid[KVS_MAX_DEVICES][16];
+} kvs__devset;
+
+/* Add GPU ordinal (its UUID from the driver); 0 or -errno. */
+int kvs__devset_add(kvs__devset *s, int ordinal);
+
+typedef struct kvs__devseg {
+  kvs__vmm vmm;        /* the daemon's own mapping; ptr 0 = no segment */
+  int fd;              /* exported handle, closed once the hello reply went out */
+  uint8_t *stage;      /* host staging of put/get (page-locked when possible) */
+  size_t stage_cap;
+  int stage_pinned;
+} kvs__devseg;
+
+void kvs__devseg_init(kvs__devseg *d);
+/* Allocate size bytes on GPU ordinal (rounded to the granularity). */
+int kvs__devseg_open(kvs__devseg *d, int ordinal, uint64_t size);
+void kvs__devseg_close(kvs__devseg *d);
+/* 1 when [off, off + len) lies in the segment and off is align-aligned. */
+int kvs__devseg_range_ok(const kvs__devseg *d, uint64_t off, uint64_t len, uint64_t align);
+/* A host buffer of n bytes for one request (grown as needed). */
+void *kvs__devseg_stage(kvs__devseg *d, size_t n);
+/* Copy between the segment and host memory; to_host returns when the data
+ * is in host memory, from_host when it is in the segment (synchronized). */
+int kvs__devseg_to_host(kvs__devseg *d, void *dst, uint64_t off, size_t n);
+int kvs__devseg_from_host(kvs__devseg *d, uint64_t off, const void *src, size_t n);
+int kvs__devseg_sync(kvs__devseg *d);
+
+#endif
