@@ -40,6 +40,9 @@ void kvs__devseg_close(kvs__devseg *d)
 {
   if (d->fd >= 0) close(d->fd);
   d->fd = -1;
+  kvs__cudrv_free(&d->vmm, d->dstage);
+  d->dstage = 0;
+  d->dstage_cap = 0;
   kvs__vmm_close(&d->vmm);
   stage_free(d);
 }
@@ -79,4 +82,28 @@ int kvs__devseg_from_host(kvs__devseg *d, uint64_t off, const void *src, size_t 
 int kvs__devseg_sync(kvs__devseg *d)
 {
   return kvs__cudrv_sync(&d->vmm);
+}
+
+void *kvs__devseg_dstage(kvs__devseg *d, size_t n)
+{
+  if (n > d->dstage_cap) {
+    kvs__cudrv_free(&d->vmm, d->dstage);
+    d->dstage = 0;
+    d->dstage_cap = 0;
+    size_t cap = (n + ((size_t)1 << 20) - 1) & ~(((size_t)1 << 20) - 1);
+    if (kvs__cudrv_alloc(&d->vmm, &d->dstage, cap) < 0) return NULL;
+    d->dstage_cap = cap;
+  }
+  return (void *)(uintptr_t)d->dstage;
+}
+
+int kvs__devseg_to_dstage(kvs__devseg *d, size_t dst_off, uint64_t off, size_t n)
+{
+  if (dst_off > d->dstage_cap || n > d->dstage_cap - dst_off) return -EINVAL;
+  return kvs__vmm_to_device(&d->vmm, d->dstage + dst_off, off, n);
+}
+
+void *kvs__devseg_ptr(const kvs__devseg *d, uint64_t off)
+{
+  return (void *)(uintptr_t)(d->vmm.ptr + off);
 }

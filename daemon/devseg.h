@@ -27,6 +27,8 @@ typedef struct kvs__devseg {
   uint8_t *stage;      /* host staging of put/get (page-locked when possible) */
   size_t stage_cap;
   int stage_pinned;
+  uint64_t dstage;     /* device staging: the daemon's copy of a put's K/V */
+  size_t dstage_cap;
 } kvs__devseg;
 
 void kvs__devseg_init(kvs__devseg *d);
@@ -42,5 +44,11 @@ void *kvs__devseg_stage(kvs__devseg *d, size_t n);
 int kvs__devseg_to_host(kvs__devseg *d, void *dst, uint64_t off, size_t n);
 int kvs__devseg_from_host(kvs__devseg *d, uint64_t off, const void *src, size_t n);
 int kvs__devseg_sync(kvs__devseg *d);
+/* Device memory of n bytes on the segment's GPU for one request (grown as
+ * needed), and copies from the segment into it (device to device). */
+void *kvs__devseg_dstage(kvs__devseg *d, size_t n);
+int kvs__devseg_to_dstage(kvs__devseg *d, size_t dst_off, uint64_t off, size_t n);
+/* The daemon's own device address of segment offset off. */
+void *kvs__devseg_ptr(const kvs__devseg *d, uint64_t off);
 
 #endif

@@ -433,12 +433,24 @@ static int dev_put_stage(kvs__session *ss, const kvs__req *rq, uint64_t kvb, uin
       check_dev_range(ss, rq, "v", rq->v_off, kvb, 2) < 0 ||
       (ab && check_dev_range(ss, rq, "act", rq->act_off, ab, 4) < 0))
     return -1;
-  size_t ko = (size_t)((ab + 15u) & ~(uint64_t)15u), vo = ko + (size_t)kvb;
-  uint8_t *st = kvs__devseg_stage(&ss->dseg, vo + (size_t)kvb);
-  int r = st ? 0 : -ENOMEM;
-  if (r == 0 && ab) r = kvs__devseg_to_host(&ss->dseg, st, rq->act_off, (size_t)ab);
-  if (r == 0) r = kvs__devseg_to_host(&ss->dseg, st + ko, rq->k_off, (size_t)kvb);
-  if (r == 0) r = kvs__devseg_to_host(&ss->dseg, st + vo, rq->v_off, (size_t)kvb);
+  size_t ko = (size_t)((ab + 255u) & ~(uint64_t)255u), vo = ko + (size_t)((kvb + 255u) & ~(uint64_t)255u);
+  uint8_t *st;
+  int r;
+  if (ss->srv->backend->dev_io) {
+    /* a GPU pool: one device-to-device copy into the daemon's own device
+     * memory, checked and quantized there by the store */
+    st = kvs__devseg_dstage(&ss->dseg, vo + (size_t)kvb);
+    r = st ? 0 : -ENOMEM;
+    if (r == 0 && ab) r = kvs__devseg_to_dstage(&ss->dseg, 0, rq->act_off, (size_t)ab);
+    if (r == 0 && kvb) r = kvs__devseg_to_dstage(&ss->dseg, ko, rq->k_off, (size_t)kvb);
+    if (r == 0 && kvb) r = kvs__devseg_to_dstage(&ss->dseg, vo, rq->v_off, (size_t)kvb);
+  } else {
+    st = kvs__devseg_stage(&ss->dseg, vo + (size_t)kvb);
+    r = st ? 0 : -ENOMEM;
+    if (r == 0 && ab) r = kvs__devseg_to_host(&ss->dseg, st, rq->act_off, (size_t)ab);
+    if (r == 0) r = kvs__devseg_to_host(&ss->dseg, st + ko, rq->k_off, (size_t)kvb);
+    if (r == 0) r = kvs__devseg_to_host(&ss->dseg, st + vo, rq->v_off, (size_t)kvb);
+  }
   if (r < 0) {
     send_err(ss, rq->op, rq->id, r, "put: reading the device segment: %s",
              r == -ENOMEM ? "out of memory" : kvs__cudrv_error());
@@ -500,8 +512,12 @@ static void do_put(kvs__session *ss, const kvs__req *rq)
   }
   kvs__put_info info = {0};
   char msg[KVS_MAX_ERRMSG] = "";
-  r = kvs__seq_put(slot->seq, rq->start, rq->tokens, n, rq->layer_begin, rq->layer_end, kp, vp,
-                   act, ach, &info, msg);
+  if (rq->dev && ss->srv->backend->dev_io)
+    r = kvs__seq_put_dev(slot->seq, rq->start, rq->tokens, n, rq->layer_begin, rq->layer_end, kp,
+                         vp, act, ach, &info, msg);
+  else
+    r = kvs__seq_put(slot->seq, rq->start, rq->tokens, n, rq->layer_begin, rq->layer_end, kp, vp,
+                     act, ach, &info, msg);
   if (r < 0) {
     if (created) seq_remove(ss, slot); /* atomic: nothing was there before */
     send_err(ss, rq->op, rq->id, r, "%s", msg[0] ? msg : kvs_strerror(r));
@@ -532,12 +548,18 @@ static void do_get(kvs__session *ss, const kvs__req *rq)
     /* dequantized into daemon memory, then one copy into the segment */
     if (check_dev_range(ss, rq, "k", rq->k_off, kvb, 2) < 0) return;
     if (check_dev_range(ss, rq, "v", rq->v_off, kvb, 2) < 0) return;
-    kp = kvs__devseg_stage(&ss->dseg, 2 * (size_t)kvb);
-    if (!kp) {
-      send_err(ss, rq->op, rq->id, -ENOMEM, "get: out of memory for staging");
-      return;
+    if (ss->srv->backend->dev_io) {
+      /* a GPU pool dequantizes straight into the segment */
+      kp = kvs__devseg_ptr(&ss->dseg, rq->k_off);
+      vp = kvs__devseg_ptr(&ss->dseg, rq->v_off);
+    } else {
+      kp = kvs__devseg_stage(&ss->dseg, 2 * (size_t)kvb);
+      if (!kp) {
+        send_err(ss, rq->op, rq->id, -ENOMEM, "get: out of memory for staging");
+        return;
+      }
+      vp = kp + kvb / 2;
     }
-    vp = kp + kvb / 2;
   } else if (nl > 0 && rq->n_tokens > 0) {
     if (check_range(ss, rq, "k", rq->k_off, kvb, 2) < 0) return;
     if (check_range(ss, rq, "v", rq->v_off, kvb, 2) < 0) return;
@@ -545,16 +567,20 @@ static void do_get(kvs__session *ss, const kvs__req *rq)
     vp = (uint16_t *)(ss->seg.base + rq->v_off);
   }
   char msg[KVS_MAX_ERRMSG] = "";
-  int r = kvs__seq_get(slot->seq, rq->start, rq->n_tokens, rq->layer_begin, rq->layer_end, kp, vp,
-                       msg);
+  int direct = rq->dev && ss->srv->backend->dev_io;
+  int r = direct ? kvs__seq_get_dev(slot->seq, rq->start, rq->n_tokens, rq->layer_begin,
+                                    rq->layer_end, kp, vp, msg)
+                 : kvs__seq_get(slot->seq, rq->start, rq->n_tokens, rq->layer_begin,
+                                rq->layer_end, kp, vp, msg);
   if (r < 0) {
     send_err(ss, rq->op, rq->id, r, "%s", msg[0] ? msg : kvs_strerror(r));
     return;
   }
   if (rq->dev && kp) {
     /* the reply goes out only once the data is in the segment */
-    r = kvs__devseg_from_host(&ss->dseg, rq->k_off, kp, (size_t)kvb);
-    if (r == 0) r = kvs__devseg_from_host(&ss->dseg, rq->v_off, vp, (size_t)kvb);
+    r = 0;
+    if (!direct) r = kvs__devseg_from_host(&ss->dseg, rq->k_off, kp, (size_t)kvb);
+    if (r == 0 && !direct) r = kvs__devseg_from_host(&ss->dseg, rq->v_off, vp, (size_t)kvb);
     if (r == 0) r = kvs__devseg_sync(&ss->dseg);
     if (r < 0) {
       send_err(ss, rq->op, rq->id, r, "get: writing the device segment: %s", kvs__cudrv_error());

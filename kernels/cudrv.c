@@ -20,6 +20,9 @@ void kvs__vmm_close(kvs__vmm *m) { (void)m; }
 int kvs__vmm_to_host(const kvs__vmm *m, void *d, uint64_t o, size_t n) { (void)m; (void)d; (void)o; (void)n; return -ENOSYS; }
 int kvs__vmm_from_host(const kvs__vmm *m, uint64_t o, const void *s, size_t n) { (void)m; (void)o; (void)s; (void)n; return -ENOSYS; }
 int kvs__cudrv_sync(const kvs__vmm *m) { (void)m; return -ENOSYS; }
+int kvs__cudrv_alloc(const kvs__vmm *m, uint64_t *p, size_t n) { (void)m; (void)n; *p = 0; return -ENOSYS; }
+void kvs__cudrv_free(const kvs__vmm *m, uint64_t p) { (void)m; (void)p; }
+int kvs__vmm_to_device(const kvs__vmm *m, uint64_t d, uint64_t o, size_t n) { (void)m; (void)d; (void)o; (void)n; return -ENOSYS; }
 int kvs__cudrv_host_register(void *p, size_t n) { (void)p; (void)n; return -ENOSYS; }
 void kvs__cudrv_host_unregister(void *p) { (void)p; }
 
@@ -39,7 +42,8 @@ void kvs__cudrv_host_unregister(void *p) { (void)p; }
   X(cuCtxSynchronize) X(cuMemGetAllocationGranularity) X(cuMemCreate) X(cuMemRelease) \
   X(cuMemExportToShareableHandle) X(cuMemImportFromShareableHandle) X(cuMemAddressReserve) \
   X(cuMemAddressFree) X(cuMemMap) X(cuMemUnmap) X(cuMemSetAccess) X(cuMemcpyDtoH) \
-  X(cuMemcpyHtoD) X(cuMemHostRegister) X(cuMemHostUnregister)
+  X(cuMemcpyHtoD) X(cuMemHostRegister) X(cuMemHostUnregister) X(cuMemAlloc) X(cuMemFree) \
+  X(cuMemcpyDtoDAsync)
 
 static struct {
 #define X(f) __typeof__(f) *f;
@@ -269,6 +273,35 @@ int kvs__vmm_from_host(const kvs__vmm *m, uint64_t off, const void *src, size_t 
   if (n == 0) return 0;
   CU(cu.cuCtxSetCurrent((CUcontext)m->ctx), "cuCtxSetCurrent");
   CU(cu.cuMemcpyHtoD((CUdeviceptr)(m->ptr + off), src, n), "cuMemcpyHtoD");
+  return 0;
+}
+
+int kvs__cudrv_alloc(const kvs__vmm *m, uint64_t *dptr, size_t n)
+{
+  *dptr = 0;
+  if (!m->ctx || kvs__cudrv_load()) return -ENOSYS;
+  CU(cu.cuCtxSetCurrent((CUcontext)m->ctx), "cuCtxSetCurrent");
+  CUdeviceptr p;
+  CU(cu.cuMemAlloc(&p, n), "cuMemAlloc");
+  *dptr = (uint64_t)p;
+  return 0;
+}
+
+void kvs__cudrv_free(const kvs__vmm *m, uint64_t dptr)
+{
+  if (!dptr || !m->ctx || kvs__cudrv_load()) return;
+  cu.cuCtxSetCurrent((CUcontext)m->ctx);
+  cu.cuMemFree((CUdeviceptr)dptr);
+}
+
+int kvs__vmm_to_device(const kvs__vmm *m, uint64_t dst, uint64_t off, size_t n)
+{
+  if (!range_ok(m, off, n)) return -EINVAL;
+  if (n == 0) return 0;
+  CU(cu.cuCtxSetCurrent((CUcontext)m->ctx), "cuCtxSetCurrent");
+  /* the legacy default stream: ordered before the backend's kernels */
+  CU(cu.cuMemcpyDtoDAsync((CUdeviceptr)dst, (CUdeviceptr)(m->ptr + off), n, NULL),
+     "cuMemcpyDtoDAsync");
   return 0;
 }
 

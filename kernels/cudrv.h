@@ -46,6 +46,12 @@ void kvs__vmm_close(kvs__vmm *m);
 /* Copies on m's context; they return when the data is there. */
 int kvs__vmm_to_host(const kvs__vmm *m, void *dst, uint64_t off, size_t n);
 int kvs__vmm_from_host(const kvs__vmm *m, uint64_t off, const void *src, size_t n);
+/* Device memory on m's GPU and context (cuMemAlloc); 0 or -errno. */
+int kvs__cudrv_alloc(const kvs__vmm *m, uint64_t *dptr, size_t n);
+void kvs__cudrv_free(const kvs__vmm *m, uint64_t dptr);
+/* Copy n bytes at off in m to device address dst (same GPU), in stream
+ * order on m's context (kernels queued after it see the data). */
+int kvs__vmm_to_device(const kvs__vmm *m, uint64_t dst, uint64_t off, size_t n);
 /* Wait for everything queued in m's context (or the current one: NULL). */
 int kvs__cudrv_sync(const kvs__vmm *m);
 
