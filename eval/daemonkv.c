@@ -6,13 +6,16 @@
 
 #include "eval/daemonkv.h"
 
+/* kvs_info.sink_channels holds at most this many */
+#define KVS_EVAL_MAX_CHANNELS 64u
+
 /* Segment layout: K rows, V rows, then the summary. */
 static size_t seg_k(const kvs__daemonkv *d) { (void)d; return 0; }
 static size_t seg_v(const kvs__daemonkv *d) { return (size_t)d->max_tokens * d->channels * 2; }
 static size_t seg_act(const kvs__daemonkv *d) { return 2 * seg_v(d); }
 static size_t seg_need(const kvs__daemonkv *d)
 {
-  return seg_act(d) + (size_t)d->max_tokens * KVS_PROFILE_MAX_CHANNELS * sizeof(float);
+  return seg_act(d) + (size_t)d->max_tokens * KVS_EVAL_MAX_CHANNELS * sizeof(float);
 }
 
 static int put_raw(kvs__daemonkv *d, uint32_t lb, uint32_t le, uint32_t start, uint32_t n,
@@ -87,8 +90,9 @@ static int dk_summary(void *ctx, uint32_t start, uint32_t n, const uint32_t *tok
           d->force ? (d->force[start + t] ? 1e30f : 0.0f)
                    : h[(size_t)t * d->hidden + d->info->sink_channels[c]];
   if (d->profile) {
-    uint32_t budget = d->profile->max_sinks > d->n_pred ? d->profile->max_sinks - d->n_pred : 0;
-    int r = kvs__predict_sinks(d->act, n, nch, d->profile->tau, budget, d->pred + start);
+    uint32_t max_sinks = kvs_profile_max_sinks(d->profile);
+    uint32_t budget = max_sinks > d->n_pred ? max_sinks - d->n_pred : 0;
+    int r = kvs_predict_sinks(d->profile, d->act, n, nch, budget, d->pred + start);
     if (r < 0)
       return r;
     d->n_pred += (uint32_t)r;
@@ -109,7 +113,7 @@ static int dk_summary(void *ctx, uint32_t start, uint32_t n, const uint32_t *tok
 }
 
 int kvs__daemonkv_init(kvs__daemonkv *d, const char *socket, const kvs__model *m,
-                       const kvs_options *opts, uint32_t max_tokens, const kvs__profile *profile,
+                       const kvs_options *opts, uint32_t max_tokens, const kvs_profile *profile,
                        kvs__kvio *io, char *errmsg)
 {
   kvs_model desc = {0};
@@ -141,7 +145,7 @@ int kvs__daemonkv_init(kvs__daemonkv *d, const char *socket, const kvs__model *m
     r = -ENOSPC;
     goto fail;
   }
-  if (d->info->n_sink_channels > KVS_PROFILE_MAX_CHANNELS) {
+  if (d->info->n_sink_channels > KVS_EVAL_MAX_CHANNELS) {
     snprintf(errmsg, 256, "daemon announced %u sink channels", d->info->n_sink_channels);
     r = -EPROTO;
     goto fail;
@@ -156,15 +160,17 @@ int kvs__daemonkv_init(kvs__daemonkv *d, const char *socket, const kvs__model *m
                     d->info->n_sink_channels > 0 && d->info->sink_layer < d->n_layers;
   if (profile && d->send_summary) {
     /* the local replica must use what the daemon uses */
-    if (profile->layer != d->info->sink_layer || profile->n_channels != d->info->n_sink_channels ||
-        memcmp(profile->channels, d->info->sink_channels, profile->n_channels * sizeof(uint32_t))) {
+    uint32_t n_ch;
+    const uint32_t *ch = kvs_profile_channels(profile, &n_ch);
+    if (kvs_profile_layer(profile) != d->info->sink_layer || n_ch != d->info->n_sink_channels ||
+        memcmp(ch, d->info->sink_channels, n_ch * sizeof(uint32_t))) {
       snprintf(errmsg, 256, "the profile given differs from the daemon's (layer/channels)");
       r = -EINVAL;
       goto fail;
     }
     d->profile = profile;
   }
-  d->act = malloc((size_t)max_tokens * KVS_PROFILE_MAX_CHANNELS * sizeof(float));
+  d->act = malloc((size_t)max_tokens * KVS_EVAL_MAX_CHANNELS * sizeof(float));
   d->pred = calloc(max_tokens, 1);
   if (!d->act || !d->pred) {
     r = -ENOMEM;

@@ -11,7 +11,6 @@
 
 #include <kvsink.h>
 #include "eval/model.h"
-#include "kernels/sink.h"
 
 typedef struct kvs__daemonkv {
   kvs_client *c;
@@ -23,7 +22,7 @@ typedef struct kvs__daemonkv {
   uint32_t act_start, act_n;
   int act_pending;
   /* local replica of the daemon's prediction, for precision/recall */
-  const kvs__profile *profile; /* NULL: none */
+  const kvs_profile *profile;  /* NULL: none */
   uint8_t *pred;               /* [max_tokens] predicted sink flags of this seq */
   uint32_t n_pred;
   /* experiments (kvsink-eval --protect): when set, the summary sent is
@@ -36,7 +35,7 @@ typedef struct kvs__daemonkv {
 
 /* Connect with the given options, for contexts of up to max_tokens. */
 int kvs__daemonkv_init(kvs__daemonkv *d, const char *socket, const kvs__model *m,
-                       const kvs_options *opts, uint32_t max_tokens, const kvs__profile *profile,
+                       const kvs_options *opts, uint32_t max_tokens, const kvs_profile *profile,
                        kvs__kvio *io, char *errmsg);
 /* Start a new sequence (the previous one is released). */
 int kvs__daemonkv_begin(kvs__daemonkv *d);

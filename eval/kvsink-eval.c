@@ -25,9 +25,6 @@
 #include "eval/sinkstat.h"
 #include "eval/tokenizer.h"
 #include "eval/util.h"
-#include "kernels/half.h"
-#include "kernels/quant.h"
-#include "kernels/sink.h"
 
 #define MAX_TEXT (1u << 30)
 #define KVS_MAX_LAYERS_EVAL 256
@@ -156,7 +153,8 @@ static int load_all(const args *a, kvs__model *m, kvs__tokenizer **tok)
     kvs__model_free(m);
     return r;
   }
-  if (kvs__tok_vocab_size(*tok) != m->cfg.vocab) {
+  /* checkpoints often pad the embedding beyond the tokenizer's ids */
+  if (kvs__tok_vocab_size(*tok) > m->cfg.vocab) {
     fprintf(stderr, "kvsink-eval: tokenizer has %u tokens, model %u\n", kvs__tok_vocab_size(*tok),
             m->cfg.vocab);
     kvs__tok_free(*tok);
@@ -174,6 +172,10 @@ static int load_corpus(const args *a, const kvs__model *m, const kvs__tokenizer 
   int r;
   if (!a->text) {
     fprintf(stderr, "kvsink-eval: --text is required\n");
+    return -EINVAL;
+  }
+  if (m->cfg.bos == UINT32_MAX) {
+    fprintf(stderr, "kvsink-eval: config.json names no bos_token_id (documents start with it)\n");
     return -EINVAL;
   }
   if (a->ctx > m->cfg.max_pos) {
@@ -230,7 +232,11 @@ static int cmd_encode(const args *a)
   if (a->docs) {
     /* the token stream ppl packs: documents with BOS in front */
     kvs__corpus c;
-    r = kvs__corpus_build_pieces(&c, tok, (const unsigned char *)text, len, KVS_TOK_BOS,
+    kvs__mcfg cfg;
+    uint32_t bos = KVS_TOK_BOS; /* bpe.py's, when there is no config.json */
+    if (kvs__model_load_config(&cfg, a->model, err) == 0 && cfg.bos != UINT32_MAX)
+      bos = cfg.bos;
+    r = kvs__corpus_build_pieces(&c, tok, (const unsigned char *)text, len, bos,
                                  UINT32_MAX, 1, a->piece);
     for (size_t i = 0; r == 0 && i < c.n_ids; i++)
       printf(i + 1 < c.n_ids ? "%u " : "%u", c.ids[i]);
@@ -292,7 +298,7 @@ out:
   return rc;
 }
 
-/* KVSDUMP1 (kernels/sink.h): hidden states after each layer, fp16. */
+/* KVSDUMP1 (kvsink-calibrate(1)): hidden states after each layer, fp16. */
 static int cmd_dump(const args *a)
 {
   kvs__model m;
@@ -323,8 +329,8 @@ static int cmd_dump(const args *a)
     if (kvs__model_forward(&m, c.ids + c.ctx_start[i], n, 32, &io, &out) < 0)
       goto out_lkv;
     for (uint32_t l = 0; l < L; l++)
-      for (size_t e = 0; e < (size_t)n * D; e++)
-        all[((size_t)l * total + at) * D + e] = kvs__f32_to_f16(out.hidden[(size_t)l * n * D + e]);
+      kvs_f16_from_f32(all + ((size_t)l * total + at) * D, out.hidden + (size_t)l * n * D,
+                       (size_t)n * D);
     at += n;
   }
   FILE *f = fopen(a->out, "wb");
@@ -442,7 +448,7 @@ static int cmd_ppl(const args *a)
   kvs__model m;
   kvs__tokenizer *tok;
   kvs__corpus c;
-  kvs__profile prof, *profp = NULL;
+  kvs_profile *profp = NULL;
   kvs__localkv lkv = {0};
   kvs__daemonkv dkv = {0};
   kvs__kvio io;
@@ -478,11 +484,10 @@ static int cmd_ppl(const args *a)
     goto out_tok;
   snprintf(path, sizeof path, "%s/kvsink.profile", a->model);
   if (a->profile || access(path, R_OK) == 0) {
-    if ((r = kvs__profile_load(a->profile ? a->profile : path, &prof, err)) < 0) {
+    if ((r = kvs_profile_load(&profp, a->profile ? a->profile : path, err, sizeof err)) < 0) {
       fprintf(stderr, "kvsink-eval: %s\n", err);
       goto out_c;
     }
-    profp = &prof;
   }
   measured = calloc(a->ctx, 1);
   force = calloc(a->ctx, 1);
@@ -541,14 +546,14 @@ static int cmd_ppl(const args *a)
     fprintf(stderr, "kvsink-eval: note: chunk %u differs from the daemon's group %u\n", chunk,
             dkv.info->group);
   /* storage cost of a block, from the quantizer's own accounting */
-  kvs__qparams qp = {0};
+  kvs_quant_settings qp = {0};
   if (!a->no_daemon) {
     qp.group = dkv.info->group;
     qp.channels = dkv.channels;
     qp.v_group = a->v_group ? (uint32_t)a->v_group : 32; /* kvsinkd default v_group_size */
-    qp.k_bits = (uint32_t)dkv.info->k_bits;
-    qp.v_bits = (uint32_t)dkv.info->v_bits;
-    qp.k_outliers = qp.v_outliers = kvs__outlier_count(qp.channels, dkv.info->outliers);
+    qp.k_bits = dkv.info->k_bits;
+    qp.v_bits = dkv.info->v_bits;
+    qp.outliers = dkv.info->outliers;
     qp.dtype = KVS_DTYPE_F16;
   }
   for (uint32_t ci = 0; ci < c.n_ctx; ci++) {
@@ -612,7 +617,7 @@ static int cmd_ppl(const args *a)
         acc.tp += have_measured && dkv.pred[j] && measured[j];
       }
     }
-    /* bits: full groups cost what kvs__bits_per_element says for their
+    /* bits: full groups cost what kvs_bits_per_element says for their
      * sink rows (first N plus predicted), the tail waits in 16-bit */
     for (uint32_t g0 = 0; g0 < n; g0 += chunk) {
       uint32_t rows = n - g0 < chunk ? n - g0 : chunk;
@@ -622,7 +627,10 @@ static int cmd_ppl(const args *a)
         for (uint32_t t = g0; t < g0 + rows; t++)
           ns += ((dkv.info->policy == KVS_POLICY_PFN || dkv.info->policy == KVS_POLICY_KVSINK) &&
                  t < (uint32_t)dkv.info->pfn) || dkv.pred[t];
-        b = kvs__bits_per_element(&qp, ns);
+        if ((r = kvs_bits_per_element(&qp, ns, &b)) < 0) {
+          fprintf(stderr, "kvsink-eval: bits per element: %s\n", kvs_strerror(r));
+          goto out_kv;
+        }
       }
       acc.bits_sum += b * rows;
       acc.rows += rows;
@@ -692,6 +700,7 @@ out_c:
     rc = 1;
   if (fin)
     fclose(fin);
+  kvs_profile_free(profp);
   free(force);
   free(out.nll);
   free(out.att_recv);

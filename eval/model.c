@@ -9,25 +9,40 @@
 #include "eval/model.h"
 #include "eval/sinkstat.h"
 #include "eval/util.h"
-#include "kernels/half.h"
+#include <kvsink.h>
 
 #define MM_ROWS 8
 #define MM_TILE 256
 
 /* ---- loading ---- */
 
-static int load_config(kvs__mcfg *c, const char *dir, char *errmsg)
+/* A token id member that may be absent, null or a list (first element). */
+static int token_id(const kvs__json *root, const char *key, uint32_t vocab, uint32_t *out)
+{
+  const kvs__json *v = kvs__json_get(root, key);
+  if (v && v->type == KVS_J_ARR && v->n > 0)
+    v = v->items[0];
+  if (!v || v->type == KVS_J_NULL) {
+    *out = UINT32_MAX;
+    return 0;
+  }
+  if (v->type != KVS_J_NUM || v->num < 0 || v->num >= vocab || v->num != (uint32_t)v->num)
+    return -EINVAL;
+  *out = (uint32_t)v->num;
+  return 0;
+}
+
+int kvs__model_load_config(kvs__mcfg *c, const char *dir, char *errmsg)
 {
   char path[4096], *text = NULL;
   size_t len;
   kvs__json *root = NULL;
-  long v[9];
-  double eps, theta;
+  long v[7];
+  double eps = 1e-6, theta = 10000.0; /* transformers' LlamaConfig defaults */
   static const char *const keys[] = {"vocab_size", "hidden_size", "intermediate_size",
                                      "num_hidden_layers", "num_attention_heads",
-                                     "num_key_value_heads", "max_position_embeddings",
-                                     "bos_token_id", "eos_token_id"};
-  static const long hi[] = {1 << 20, 1 << 14, 1 << 16, 256, 256, 256, 1 << 20, 1 << 20, 1 << 20};
+                                     "num_key_value_heads", "max_position_embeddings"};
+  static const long hi[] = {1 << 22, 1 << 16, 1 << 18, 1024, 1024, 1024, 1 << 24};
   snprintf(path, sizeof path, "%s/config.json", dir);
   int r = kvs__read_file(path, 1 << 20, &text, &len);
   if (r < 0) {
@@ -37,15 +52,21 @@ static int load_config(kvs__mcfg *c, const char *dir, char *errmsg)
   if ((r = kvs__json_parse(text, len, &root, errmsg)) < 0)
     goto out;
   r = -EINVAL;
-  for (int i = 0; i < 9; i++)
-    if (kvs__json_get_int(root, keys[i], i >= 7 ? 0 : 1, hi[i], &v[i]) < 0) {
+  const kvs__json *mt = kvs__json_get(root, "model_type");
+  if (!mt || mt->type != KVS_J_STR || (strcmp(mt->str, "llama") && strcmp(mt->str, "mistral"))) {
+    snprintf(errmsg, 256, "config.json: model_type is not \"llama\" or \"mistral\"");
+    goto out;
+  }
+  for (int i = 0; i < 7; i++) {
+    /* older LLaMA configs have no num_key_value_heads: one per head */
+    if (i == 5 && !kvs__json_get(root, keys[i])) {
+      v[5] = v[4];
+      continue;
+    }
+    if (kvs__json_get_int(root, keys[i], 1, hi[i], &v[i]) < 0) {
       snprintf(errmsg, 256, "config.json: %s missing or out of range", keys[i]);
       goto out;
     }
-  const kvs__json *mt = kvs__json_get(root, "model_type");
-  if (!mt || mt->type != KVS_J_STR || strcmp(mt->str, "llama")) {
-    snprintf(errmsg, 256, "config.json: model_type is not \"llama\"");
-    goto out;
   }
   c->vocab = (uint32_t)v[0];
   c->hidden = (uint32_t)v[1];
@@ -54,25 +75,40 @@ static int load_config(kvs__mcfg *c, const char *dir, char *errmsg)
   c->n_heads = (uint32_t)v[4];
   c->n_kv_heads = (uint32_t)v[5];
   c->max_pos = (uint32_t)v[6];
-  c->bos = (uint32_t)v[7];
-  c->eos = (uint32_t)v[8];
+  if (token_id(root, "bos_token_id", c->vocab, &c->bos) < 0 ||
+      token_id(root, "eos_token_id", c->vocab, &c->eos) < 0) {
+    snprintf(errmsg, 256, "config.json: bos_token_id / eos_token_id out of range");
+    goto out;
+  }
   long hd = c->hidden / c->n_heads;
-  if (kvs__json_get(root, "head_dim") && kvs__json_get_int(root, "head_dim", 2, 512, &hd) < 0) {
+  const kvs__json *hdj = kvs__json_get(root, "head_dim");
+  if (hdj && hdj->type != KVS_J_NULL && kvs__json_get_int(root, "head_dim", 2, 1024, &hd) < 0) {
     snprintf(errmsg, 256, "config.json: head_dim out of range");
     goto out;
   }
   c->head_dim = (uint32_t)hd;
-  if (kvs__json_get_num(root, "rms_norm_eps", &eps) < 0 || !(eps > 0 && eps < 1) ||
-      kvs__json_get_num(root, "rope_theta", &theta) < 0 || !(theta > 1)) {
-    snprintf(errmsg, 256, "config.json: rms_norm_eps / rope_theta missing or out of range");
+  if ((kvs__json_get(root, "rms_norm_eps") && kvs__json_get_num(root, "rms_norm_eps", &eps) < 0) ||
+      (kvs__json_get(root, "rope_theta") && kvs__json_get_num(root, "rope_theta", &theta) < 0) ||
+      !(eps > 0 && eps < 1) || !(theta > 1)) {
+    snprintf(errmsg, 256, "config.json: rms_norm_eps / rope_theta out of range");
     goto out;
   }
   c->eps = (float)eps;
   c->rope_theta = (float)theta;
+  /* what this forward pass does not compute is refused, not approximated */
+  const kvs__json *rs = kvs__json_get(root, "rope_scaling");
+  const kvs__json *act = kvs__json_get(root, "hidden_act");
+  const kvs__json *ab = kvs__json_get(root, "attention_bias");
+  const kvs__json *mb = kvs__json_get(root, "mlp_bias");
+  if ((rs && rs->type != KVS_J_NULL) || (act && (act->type != KVS_J_STR || strcmp(act->str, "silu"))) ||
+      (ab && ab->type == KVS_J_TRUE) || (mb && mb->type == KVS_J_TRUE)) {
+    snprintf(errmsg, 256, "config.json: rope_scaling, a hidden_act other than silu, or biases are not supported");
+    goto out;
+  }
   const kvs__json *tie = kvs__json_get(root, "tie_word_embeddings");
   c->tied = tie && tie->type == KVS_J_TRUE;
-  if (c->n_heads % c->n_kv_heads || c->head_dim % 2 || c->bos >= c->vocab) {
-    snprintf(errmsg, 256, "config.json: heads/kv heads/head_dim/bos inconsistent");
+  if (c->n_heads % c->n_kv_heads || c->head_dim % 2) {
+    snprintf(errmsg, 256, "config.json: heads/kv heads/head_dim inconsistent");
     goto out;
   }
   r = 0;
@@ -90,23 +126,28 @@ static float elem(const kvs__st_tensor *t, uint64_t i)
     return f;
   }
   uint16_t h;
+  float f;
   memcpy(&h, (const char *)t->data + 2 * i, 2);
-  return kvs__h_to_f32(h, t->dtype == KVS_ST_BF16 ? 2 : 1);
+  if (t->dtype == KVS_ST_BF16)
+    kvs_bf16_to_f32(&f, &h, 1);
+  else
+    kvs_f16_to_f32(&f, &h, 1);
+  return f;
 }
 
 /* Tensor name of shape [rows][cols] (or [rows] when cols == 0) as fp32;
  * transposed to [cols][rows] when transpose is set. */
-static int fetch(const kvs__st *st, const char *name, uint32_t rows, uint32_t cols, int transpose,
+static int fetch(const kvs__stset *st, const char *name, uint32_t rows, uint32_t cols, int transpose,
                  float **out, char *errmsg)
 {
-  const kvs__st_tensor *t = kvs__st_find(st, name);
+  const kvs__st_tensor *t = kvs__stset_find(st, name);
   if (!t) {
-    snprintf(errmsg, 256, "model.safetensors: %s missing", name);
+    snprintf(errmsg, 256, "checkpoint: %s missing", name);
     return -EINVAL;
   }
   if ((cols == 0 && (t->ndim != 1 || t->shape[0] != rows)) ||
       (cols != 0 && (t->ndim != 2 || t->shape[0] != rows || t->shape[1] != cols))) {
-    snprintf(errmsg, 256, "model.safetensors: %s has the wrong shape", name);
+    snprintf(errmsg, 256, "checkpoint: %s has the wrong shape", name);
     return -EINVAL;
   }
   size_t c = cols ? cols : 1;
@@ -118,7 +159,7 @@ static int fetch(const kvs__st *st, const char *name, uint32_t rows, uint32_t co
       float x = elem(t, i * c + j);
       if (!isfinite(x)) {
         free(f);
-        snprintf(errmsg, 256, "model.safetensors: %s holds NaN/Inf", name);
+        snprintf(errmsg, 256, "checkpoint: %s holds NaN/Inf", name);
         return -EINVAL;
       }
       if (transpose)
@@ -132,14 +173,13 @@ static int fetch(const kvs__st *st, const char *name, uint32_t rows, uint32_t co
 
 int kvs__model_load(kvs__model *m, const char *dir, char *errmsg)
 {
-  kvs__st st;
-  char path[4096], name[256];
+  kvs__stset st;
+  char name[256];
   int r;
   memset(m, 0, sizeof *m);
-  if ((r = load_config(&m->cfg, dir, errmsg)) < 0)
+  if ((r = kvs__model_load_config(&m->cfg, dir, errmsg)) < 0)
     return r;
-  snprintf(path, sizeof path, "%s/model.safetensors", dir);
-  if ((r = kvs__st_open(&st, path, errmsg)) < 0)
+  if ((r = kvs__stset_open(&st, dir, errmsg)) < 0)
     return r;
   const kvs__mcfg *c = &m->cfg;
   uint32_t D = c->hidden, F = c->inter, QD = c->n_heads * c->head_dim,
@@ -186,10 +226,10 @@ int kvs__model_load(kvs__model *m, const char *dir, char *errmsg)
   if (bl > 60)
     bl = 60;
   snprintf(m->model_id, sizeof m->model_id, "%.*s-%08llx", bl, base,
-           (unsigned long long)((st.header_hash ^ (st.header_hash >> 32) ^ st.map_len) & 0xffffffffu));
+           (unsigned long long)(st.id_hash & 0xffffffffu));
   r = 0;
 out:
-  kvs__st_close(&st);
+  kvs__stset_close(&st);
   if (r < 0)
     kvs__model_free(m);
   return r;
@@ -375,22 +415,16 @@ int kvs__model_forward(const kvs__model *m, const uint32_t *tokens, uint32_t n, 
         rope(b.k + i * KD, c->n_kv_heads, c->head_dim, start + i, c->rope_theta);
       }
       /* the cache holds model-dtype K/V: the chunk uses the same rounding */
-      for (size_t e = 0; e < G * KD; e++) {
-        b.k16[e] = kvs__f32_to_f16(b.k[e]);
-        b.v16[e] = kvs__f32_to_f16(b.v[e]);
-      }
+      kvs_f16_from_f32(b.k16, b.k, (size_t)G * KD);
+      kvs_f16_from_f32(b.v16, b.v, (size_t)G * KD);
       if ((r = io->put(io->ctx, l, start, G, tokens + start, b.k16, b.v16)) < 0)
         goto out;
       if (start > 0 && (r = io->get(io->ctx, l, start, b.kp, b.vp)) < 0)
         goto out;
-      for (size_t e = 0; e < start * KD; e++) {
-        b.kf[e] = kvs__f16_to_f32(b.kp[e]);
-        b.vf[e] = kvs__f16_to_f32(b.vp[e]);
-      }
-      for (size_t e = 0; e < G * KD; e++) {
-        b.kf[start * KD + e] = kvs__f16_to_f32(b.k16[e]);
-        b.vf[start * KD + e] = kvs__f16_to_f32(b.v16[e]);
-      }
+      kvs_f16_to_f32(b.kf, b.kp, (size_t)start * KD);
+      kvs_f16_to_f32(b.vf, b.vp, (size_t)start * KD);
+      kvs_f16_to_f32(b.kf + (size_t)start * KD, b.k16, (size_t)G * KD);
+      kvs_f16_to_f32(b.vf + (size_t)start * KD, b.v16, (size_t)G * KD);
       attend(c, &b, start, G, out->att_recv ? out->att_recv + (size_t)l * c->n_heads * n : NULL,
              n);
       matmul(b.o, b.att, L->wo, G, QD, D);

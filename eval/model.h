@@ -39,9 +39,12 @@ typedef struct kvs__model {
   char model_id[96];             /* <dir basename>-<hash of the weights header> */
 } kvs__model;
 
-/* Load config.json + model.safetensors from dir. */
+/* Load config.json (LLaMA family) and the weights (model.safetensors, or
+ * shards + model.safetensors.index.json; fp16, bf16 or fp32) from dir. */
 int kvs__model_load(kvs__model *m, const char *dir, char *errmsg);
 void kvs__model_free(kvs__model *m);
+/* config.json alone; bos/eos are UINT32_MAX when the config has none. */
+int kvs__model_load_config(kvs__mcfg *c, const char *dir, char *errmsg);
 
 /* Where the K/V cache lives. K/V rows are raw fp16 [n][kv_heads*head_dim]. */
 typedef struct kvs__kvio {

@@ -10,6 +10,7 @@
 
 #include "eval/json.h"
 #include "eval/safetensors.h"
+#include "eval/util.h"
 
 #define ST_MAX_HEADER (64u << 20)
 
@@ -140,5 +141,119 @@ const kvs__st_tensor *kvs__st_find(const kvs__st *st, const char *name)
   for (size_t i = 0; i < st->n; i++)
     if (!strcmp(st->t[i].name, name))
       return &st->t[i];
+  return NULL;
+}
+
+#define ST_MAX_SHARDS 256u
+
+static int add_shard(kvs__stset *s, const char *dir, const char *file, char *errmsg)
+{
+  char path[4096];
+  if (!file[0] || strchr(file, '/') || !strcmp(file, ".") || !strcmp(file, "..")) {
+    snprintf(errmsg, 256, "model.safetensors.index.json: shard name %.100s is not a plain file name", file);
+    return -EINVAL;
+  }
+  if (s->n >= ST_MAX_SHARDS) {
+    snprintf(errmsg, 256, "model.safetensors.index.json: more than %u shards", ST_MAX_SHARDS);
+    return -EINVAL;
+  }
+  snprintf(path, sizeof path, "%s/%s", dir, file);
+  if (!(s->names[s->n] = strdup(file)))
+    return -ENOMEM;
+  int r = kvs__st_open(&s->f[s->n], path, errmsg);
+  if (r < 0) {
+    free(s->names[s->n]);
+    s->names[s->n] = NULL;
+    return r;
+  }
+  s->n++;
+  return 0;
+}
+
+int kvs__stset_open(kvs__stset *s, const char *dir, char *errmsg)
+{
+  char path[4096], *text = NULL;
+  size_t len;
+  kvs__json *root = NULL;
+  int r;
+  memset(s, 0, sizeof *s);
+  s->f = calloc(ST_MAX_SHARDS, sizeof *s->f);
+  s->names = calloc(ST_MAX_SHARDS, sizeof *s->names);
+  if (!s->f || !s->names) {
+    free(s->f);
+    free(s->names);
+    return -ENOMEM;
+  }
+  snprintf(path, sizeof path, "%s/model.safetensors.index.json", dir);
+  if (access(path, F_OK) != 0) {
+    if ((r = add_shard(s, dir, "model.safetensors", errmsg)) < 0)
+      goto fail;
+    /* unchanged for one file, so existing model ids and profiles stay valid */
+    s->id_hash = s->f[0].header_hash ^ (s->f[0].header_hash >> 32) ^ s->f[0].map_len;
+    return 0;
+  }
+  if ((r = kvs__read_file(path, 64u << 20, &text, &len)) < 0) {
+    snprintf(errmsg, 256, "%.200s: %s", path, strerror(-r));
+    goto fail;
+  }
+  if ((r = kvs__json_parse(text, len, &root, errmsg)) < 0)
+    goto fail;
+  const kvs__json *wm = kvs__json_get(root, "weight_map");
+  r = -EINVAL;
+  if (!wm || wm->type != KVS_J_OBJ || wm->n == 0) {
+    snprintf(errmsg, 256, "model.safetensors.index.json: no weight_map");
+    goto fail;
+  }
+  /* shards in order of first mention; every mapped tensor must be in its file */
+  for (size_t i = 0; i < wm->n; i++) {
+    const kvs__json *v = wm->items[i];
+    size_t k;
+    if (v->type != KVS_J_STR) {
+      snprintf(errmsg, 256, "model.safetensors.index.json: %.100s: file is not a string", v->key);
+      goto fail;
+    }
+    for (k = 0; k < s->n; k++)
+      if (!strcmp(s->names[k], v->str))
+        break;
+    if (k == s->n && (r = add_shard(s, dir, v->str, errmsg)) < 0)
+      goto fail;
+    r = -EINVAL;
+    if (!kvs__st_find(&s->f[k], v->key)) {
+      snprintf(errmsg, 256, "%.100s: tensor %.100s of the index is missing", v->str, v->key);
+      goto fail;
+    }
+  }
+  s->id_hash = 1469598103934665603ULL;
+  for (size_t k = 0; k < s->n; k++)
+    s->id_hash = (s->id_hash ^ s->f[k].header_hash ^ s->f[k].map_len) * 1099511628211ULL;
+  r = 0;
+  kvs__json_free(root);
+  free(text);
+  return 0;
+fail:
+  kvs__json_free(root);
+  free(text);
+  kvs__stset_close(s);
+  return r;
+}
+
+void kvs__stset_close(kvs__stset *s)
+{
+  for (size_t i = 0; i < s->n; i++) {
+    kvs__st_close(&s->f[i]);
+    free(s->names[i]);
+  }
+  free(s->f);
+  free(s->names);
+  memset(s, 0, sizeof *s);
+}
+
+const kvs__st_tensor *kvs__stset_find(const kvs__stset *s, const char *name)
+{
+  for (size_t i = 0; i < s->n; i++) {
+    const kvs__st_tensor *t = kvs__st_find(&s->f[i], name);
+    if (t)
+      return t;
+  }
   return NULL;
 }

@@ -32,4 +32,18 @@ int kvs__st_open(kvs__st *st, const char *path, char *errmsg);
 void kvs__st_close(kvs__st *st);
 const kvs__st_tensor *kvs__st_find(const kvs__st *st, const char *name);
 
+/* The weights of a checkpoint directory: model.safetensors, or the shards
+ * named by model.safetensors.index.json (weight_map). */
+typedef struct kvs__stset {
+  size_t n;
+  kvs__st *f;
+  char **names;        /* file name of each shard */
+  uint64_t id_hash;    /* identifies the weights (one file: as before sharding existed) */
+} kvs__stset;
+
+int kvs__stset_open(kvs__stset *s, const char *dir, char *errmsg);
+void kvs__stset_close(kvs__stset *s);
+/* The tensor of that name in whichever shard holds it. */
+const kvs__st_tensor *kvs__stset_find(const kvs__stset *s, const char *name);
+
 #endif

@@ -9,7 +9,7 @@ sh "$(dirname "$0")/install-deps.sh"
 apt-get install -y -q --no-install-recommends \
   systemd mandoc groff-base xz-utils ca-certificates git \
   python3 python3-numpy python3-torch python3-pytest python3-setuptools \
-  clang libclang-rt-14-dev \
+  clang-14 libclang-rt-14-dev util-linux \
   libhiredis-dev redis-server \
   prometheus \
   debhelper dpkg-dev fakeroot lintian

@@ -8,8 +8,10 @@ rc=0; n=0
 for f in "$src"/man/*.[1-8]; do
   [ -f "$f" ] || continue
   n=$((n + 1))
-  out=$(mandoc -T lint -W warning "$f" 2>&1) || true
-  if [ -n "$out" ]; then echo "$out"; rc=1; fi
+  # any output, or a status above 1 (notes only), is a complaint
+  out=$(mandoc -T lint -W warning "$f" 2>&1)
+  mrc=$?
+  if [ -n "$out" ] || [ $mrc -gt 1 ]; then echo "$f: mandoc status $mrc"; echo "$out"; rc=1; fi
   if command -v groff >/dev/null 2>&1; then
     out=$(groff -ww -z -man "$f" 2>&1)
     if [ -n "$out" ]; then echo "$f: $out"; rc=1; fi

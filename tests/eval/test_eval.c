@@ -119,6 +119,39 @@ START_TEST(pretokenize_rules)
 }
 END_TEST
 
+static const char *pretok2(const char *s)
+{
+  static chunks c;
+  c.w = 0;
+  c.out[0] = 0;
+  c.text = s;
+  kvs__tok_pretokenize_gpt2((const unsigned char *)s, strlen(s), collect, &c);
+  return c.out;
+}
+
+/* GPT-2's regex: 's|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+ */
+START_TEST(pretokenize_gpt2)
+{
+  ck_assert_str_eq(pretok2("Hello world"), "Hello| world|");
+  ck_assert_str_eq(pretok2("a  b"), "a| | b|");
+  ck_assert_str_eq(pretok2("x\n\ny"), "x|\n|\n|y|");
+  ck_assert_str_eq(pretok2("x \n y"), "x| \n| y|");
+  ck_assert_str_eq(pretok2("12ab 345"), "12|ab| 345|");
+  ck_assert_str_eq(pretok2("it's they're 'sx"), "it|'s| they|'re| '|sx|");
+  ck_assert_str_eq(pretok2("a, b!!"), "a|,| b|!!|");
+  ck_assert_str_eq(pretok2("end  "), "end|  |");
+  ck_assert_str_eq(pretok2("\t x"), "\t| x|");
+  /* Unicode classes: é is a letter, — (U+2014) punctuation, ² a number,
+   * U+00A0 white space (but only ' ' glues to a word) */
+  ck_assert_str_eq(pretok2("caf\xc3\xa9 \xe2\x80\x94 x\xc2\xb2"), "caf\xc3\xa9| \xe2\x80\x94| x|\xc2\xb2|");
+  ck_assert_str_eq(pretok2("\xc2\xa0x"), "\xc2\xa0|x|");
+  /* invalid UTF-8 bytes are punctuation, one byte each */
+  ck_assert_str_eq(pretok2("a\xff\xfe b"), "a|\xff\xfe| b|");
+  ck_assert_str_eq(pretok2("   "), "   |");
+}
+END_TEST
+
+
 /* GPT-2 bytes_to_unicode code point of byte b. */
 static unsigned b2u(unsigned b)
 {
@@ -194,6 +227,43 @@ START_TEST(bpe_encode)
   write_tokenizer(path, 1);
   ck_assert_int_eq(kvs__tok_load(&t, path, err), -EINVAL);
   ck_assert_ptr_nonnull(strstr(err, "merge 3"));
+}
+END_TEST
+
+/* A standard layout: ids shuffled, merges as lists, an added token that is
+ * cut out of the text, ByteLevel pre-tokenizer. */
+START_TEST(bpe_hf_layout)
+{
+  char path[128], err[256];
+  kvs__tokenizer *t;
+  uint32_t ids[64];
+  snprintf(path, sizeof path, "%s/hf.json", tmpdir);
+  FILE *f = fopen(path, "w");
+  ck_assert_ptr_nonnull(f);
+  /* byte b has id 300 + (b * 7) % 256; merges "a b" -> 5, "ab c" -> 9, "Ġ ab" -> 7 */
+  fprintf(f, "{\"added_tokens\":[{\"id\":1000,\"content\":\"<s>\",\"special\":true}],"
+             "\"normalizer\":null,\"pre_tokenizer\":{\"type\":\"ByteLevel\",\"add_prefix_space\":false,"
+             "\"use_regex\":true},\"model\":{\"type\":\"BPE\",\"vocab\":{\"<s>\":1000");
+  for (unsigned b = 0; b < 256; b++)
+    fprintf(f, ",\"\\u%04x\":%u", b2u(b), 300 + (b * 7) % 256);
+  fprintf(f, ",\"ab\":5,\"abc\":9,\"\\u0120ab\":7},\"merges\":[[\"a\",\"b\"],[\"ab\",\"c\"],[\"\\u0120\",\"ab\"]]}}");
+  ck_assert_int_eq(fclose(f), 0);
+  ck_assert_msg(kvs__tok_load(&t, path, err) == 0, "%s", err);
+  ck_assert_uint_eq(kvs__tok_vocab_size(t), 1001);
+  ck_assert_uint_eq(kvs__tok_special(t, "<s>"), 1000);
+  ck_assert_uint_eq(enc(t, "abc<s> ab x", ids), 5);
+  ck_assert_uint_eq(ids[0], 9);
+  ck_assert_uint_eq(ids[1], 1000);
+  ck_assert_uint_eq(ids[2], 7);
+  ck_assert_uint_eq(ids[3], 300 + (' ' * 7) % 256);
+  ck_assert_uint_eq(ids[4], 300 + ('x' * 7) % 256);
+  kvs__tok_free(t);
+  /* a missing byte symbol is refused */
+  f = fopen(path, "w");
+  fprintf(f, "{\"model\":{\"type\":\"BPE\",\"vocab\":{\"a\":0},\"merges\":[]}}");
+  fclose(f);
+  ck_assert_int_eq(kvs__tok_load(&t, path, err), -EINVAL);
+  ck_assert_ptr_nonnull(strstr(err, "has no token"));
 }
 END_TEST
 
@@ -363,6 +433,8 @@ int main(void)
   tcase_add_test(tc, json_invalid);
   tcase_add_test(tc, pretokenize_rules);
   tcase_add_test(tc, bpe_encode);
+  tcase_add_test(tc, pretokenize_gpt2);
+  tcase_add_test(tc, bpe_hf_layout);
   tcase_add_test(tc, corpus_packing);
   tcase_add_test(tc, safetensors_checks);
   tcase_add_test(tc, measured_sinks);

@@ -40,8 +40,14 @@ fi
 
 tmp=$(mktemp -d)
 pids=
+# private configuration and profiles (the shipped model's), so an installed
+# /etc/kvsink cannot change what is compared (tests/lib/daemon.sh does the
+# same for the integration tests)
+mkdir "$tmp/profiles"
+cp "$top/models/kvsink-tiny/kvsink.profile" "$tmp/profiles/" || { failed "no committed profile"; exit 1; }
+printf 'profiles_dir = %s\n' "$tmp/profiles" > "$tmp/kvsinkd.conf"
 start() { # start NAME DEVICE
-  "$b/daemon/kvsinkd" --foreground --socket "$tmp/$1.sock" --pool-size 4G --device "$2" \
+  "$b/daemon/kvsinkd" --foreground --config "$tmp/kvsinkd.conf" --socket "$tmp/$1.sock" --pool-size 4G --device "$2" \
     --log-level info 2> "$out/kvsinkd-$1.log" &
   pids="$pids $!"
   i=0

@@ -17,28 +17,7 @@ extern "C" {
 #include "kernels/half.h"
 #include "kernels/sink.h"
 }
-#ifndef KVS_GPU_NO_REF
 #define LAYOUT kvs__qlayout_of
-#else
-/* Benchmark-only layout when the reference is absent (no comparison). */
-static size_t a16(size_t x) { return (x + 15) & ~(size_t)15; }
-static size_t LAYOUT(const kvs__qparams *p, kvs__qlayout *l)
-{
-  size_t G = p->group, C = p->channels, o = a16(sizeof(kvs__qhdr));
-  l->kstride = ((C * p->k_bits + 7) / 8 + 3) & ~(size_t)3;
-  l->vstride = ((C * p->v_bits + 7) / 8 + 3) & ~(size_t)3;
-  l->kscale = o; o = a16(o + C * 2);
-  l->kmin = o; o = a16(o + C * 2);
-  l->kcodes = o; o = a16(o + G * l->kstride);
-  l->vscale = o; o = a16(o + G * (C / p->v_group) * 2);
-  l->vmin = o; o = a16(o + G * (C / p->v_group) * 2);
-  l->vcodes = o; o = a16(o + G * l->vstride);
-  l->kout = o; o = a16(o + G * p->k_outliers * 4);
-  l->vout = o; o = a16(o + G * p->v_outliers * 4);
-  l->total = o;
-  return o;
-}
-#endif
 
 #define CK(x) do { cudaError_t e_ = (x); if (e_ != cudaSuccess) { \
   fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #x, cudaGetErrorString(e_)); exit(2); } } while (0)
@@ -56,7 +35,6 @@ static float gauss(void)
 static int failures;
 #define FAIL(...) do { failures++; printf("FAIL: " __VA_ARGS__); printf("\n"); } while (0)
 
-#ifndef KVS_GPU_NO_REF
 static uint32_t get_code(const uint8_t *row, uint32_t i, uint32_t b)
 {
   uint64_t p = (uint64_t)i * b, v = 0;
@@ -217,7 +195,6 @@ static int check(void)
          n_cases, (unsigned long long)S.codes, (unsigned long long)S.off_by_one,
          S.codes ? 100.0 * S.off_by_one / S.codes : 0.0, failures);
 
-#ifndef KVS_GPU_NO_SINKREF
   /* sink prediction: same flags as the reference */
   kvs__cuda_ctx ctx;
   if (kvs__cuda_ctx_init(&ctx)) return 1;
@@ -241,13 +218,9 @@ static int check(void)
     cudaFree(da); cudaFree(df);
   }
   kvs__cuda_ctx_close(&ctx);
-#else
-  printf("check: kernels/sink.c absent, sink prediction not compared\n");
-#endif
   printf("check: %s (%d failures)\n", failures ? "FAILED" : "passed", failures);
   return failures ? 1 : 0;
 }
-#endif
 
 /* Benchmark: L layers x H heads x D dim, T tokens, fp16, G = 32. */
 static int bench(bool prof)
@@ -341,10 +314,5 @@ int main(int argc, char **argv)
   if (argc > 1 && !strcmp(argv[1], "bench")) return bench(false);
   /* gpu_test prof: one launch of each kernel at T=4096, 2 bits (for ncu) */
   if (argc > 1 && !strcmp(argv[1], "prof")) return bench(true);
-#ifndef KVS_GPU_NO_REF
   return check();
-#else
-  fprintf(stderr, "built without the C reference: no check\n");
-  return 1;
-#endif
 }

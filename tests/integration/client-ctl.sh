@@ -1,11 +1,10 @@
 #!/bin/sh
 # kvsinkctl against a live daemon: every command, JSON parses, exit codes.
-. "${top_srcdir:-.}/tests/integration/client-common.sh"
+. "${top_srcdir:-.}/tests/lib/daemon.sh"
 start_daemon
-ctl() { timeout 30 "$KVSINKCTL" --socket "$sock" "$@"; }
 json() { /usr/bin/python3 -c 'import json,sys; json.load(sys.stdin)'; }
 [ "$(ctl ping)" = ok ] || fail "ping"
-timeout 60 "$ITEST" "$sock" store 5 2 "$tmp/m.bin" || fail "store"
+timeout 60 "$ITEST" "$SOCK" store 5 2 "$T/m.bin" || fail "store"
 ctl stats | grep -q "^compression" || fail "stats text"
 ctl stats --json | json || fail "stats --json"
 [ "$(stat_field puts)" -gt 0 ] || fail "puts not counted"
@@ -17,8 +16,8 @@ ctl evict | grep -q "^evicted [0-9]" || fail "evict"
 [ "$(stat_field blocks_used)" = 0 ] || fail "blocks left after evict with no client"
 ctl profiles calibrate --help | grep -q "usage: kvsink-calibrate" || fail "profiles calibrate"
 ctl bogus 2>/dev/null; [ $? -eq 2 ] || fail "usage exit code"
-"$KVSINKCTL" --socket "$tmp/nonexistent.sock" ping 2>/dev/null
+"$KVSINKCTL" --socket "$T/nonexistent.sock" ping 2>/dev/null
 [ $? -eq 3 ] || fail "connect failure exit code"
-stop_daemon || exit 1
-"$KVSINKCTL" --socket "$sock" ping 2>/dev/null; [ $? -eq 3 ] || fail "ping after stop"
+stop_daemon
+"$KVSINKCTL" --socket "$SOCK" ping 2>/dev/null; [ $? -eq 3 ] || fail "ping after stop"
 echo "client-ctl ok"

@@ -1,7 +1,7 @@
 #!/bin/sh
 # kvsinkd serves hello/put/lookup/get/release/stats/bye, rejects bad
 # requests with error replies, and one bad client does not hurt another.
-. "${top_srcdir:-.}/tests/integration/daemon-lib.sh"
+. "${top_srcdir:-.}/tests/lib/daemon.sh"
 start_daemon
 
 out=$(raw send "$HELLO" recv \
@@ -73,12 +73,12 @@ kill -0 "$DPID" || fail "daemon died"
 stop_daemon
 
 # max_sessions: a connection over the limit gets -EUSERS and is closed.
-printf 'max_sessions = 1\nsocket_mode = 0600\n' >"$T/conf"
-start_daemon --config "$T/conf"
+daemon_conf 'max_sessions = 1' 'socket_mode = 0600'
+start_daemon
 [ "$(stat -c %a "$SOCK")" = 600 ] || fail "socket_mode not applied"
 # start_daemon's ping session must be gone before the slot is taken
 i=0
-until grep -q 'session 1: closed' "$T/log"; do
+until grep -q 'session 1: closed' "$LOG"; do
   i=$((i + 1)); [ $i -gt 100 ] && fail "ping session not closed"; sleep 0.1
 done
 timeout 30 "$RAW" "$SOCK" send "$HELLO" recv wait 6000 >"$T/keep" 2>&1 &

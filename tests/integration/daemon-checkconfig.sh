@@ -1,6 +1,6 @@
 #!/bin/sh
 # kvsinkd --check-config: "ok" and 0, or the error with its line and 1.
-. "${top_srcdir:-.}/tests/integration/daemon-lib.sh"
+. "${top_srcdir:-.}/tests/lib/daemon.sh"
 
 out=$("$KVSINKD" --check-config "$top_srcdir/daemon/default.conf") || fail "default.conf: $out"
 [ "$out" = ok ] || fail "default.conf: $out"

@@ -1,35 +1,36 @@
 #!/bin/sh
 # SIGHUP reloads the config file: a valid one changes the defaults of new
 # sessions, an invalid one is refused and the old settings stay.
-. "${top_srcdir:-.}/tests/integration/daemon-lib.sh"
+. "${top_srcdir:-.}/tests/lib/daemon.sh"
 
-printf 'k_bits = 2\npolicy = pfn\n' >"$T/conf"
-start_daemon --config "$T/conf"
+daemon_conf 'k_bits = 2' 'policy = pfn'
+start_daemon
 raw send "$HELLO" recv | grep -q '"k_bits"=>2' || fail "k_bits 2 at start"
 
-printf 'k_bits = 4\npolicy = pfn\n' >"$T/conf"
+daemon_conf 'k_bits = 4' 'policy = pfn'
 kill -HUP "$DPID"
 i=0
-until grep -q 'configuration reloaded' "$T/log"; do
+until grep -q 'configuration reloaded' "$LOG"; do
   i=$((i + 1)); [ $i -gt 100 ] && fail "no reload log line"; sleep 0.1
 done
 out=$(raw send "$HELLO" recv) || fail "after reload: $out"
 echo "$out" | grep -q '"k_bits"=>4' || fail "reload not applied: $out"
 
-printf 'k_bits = 8\nnonsense = 1\n' >"$T/conf"
+daemon_conf 'k_bits = 8' 'nonsense = 1'
 kill -HUP "$DPID"
 i=0
-until grep -q 'reload failed' "$T/log"; do
+until grep -q 'reload failed' "$LOG"; do
   i=$((i + 1)); [ $i -gt 100 ] && fail "no reload-failed log line"; sleep 0.1
 done
-grep -q "conf:2: unknown key 'nonsense'" "$T/log" || fail "error must name the line"
+# line 1 of $CONF is profiles_dir
+grep -q "kvsinkd.conf:3: unknown key 'nonsense'" "$LOG" || fail "error must name the line"
 out=$(raw send "$HELLO" recv) || fail "after a bad reload: $out"
 echo "$out" | grep -q '"k_bits"=>4' || fail "old settings not kept: $out"
 
 # The reload op does the same and reports the error to the caller.
 out=$(raw send '{"op":"reload","id":5}' recv) || fail "reload op: $out"
 echo "$out" | grep -q '"id"=>5, "err"=>\[-22,' || fail "reload op must fail on a bad file: $out"
-printf 'k_bits = 3\n' >"$T/conf"
+daemon_conf 'k_bits = 3'
 out=$(raw send '{"op":"reload","id":6}' recv send "$HELLO" recv) || fail "reload op: $out"
 echo "$out" | grep -q '"id"=>6}' || fail "reload op: $out"
 echo "$out" | grep -q '"k_bits"=>3' || fail "reload op not applied: $out"
@@ -37,21 +38,20 @@ stop_daemon
 
 # Profiles: a kvsink session without a profile falls back to PFN and says
 # profile=false; after a profile appears and SIGHUP, the same hello gets it.
-mkdir "$T/prof"
-printf 'policy = kvsink\nprofiles_dir = %s\n' "$T/prof" >"$T/conf"
-start_daemon --config "$T/conf"
+daemon_conf 'policy = kvsink'
+start_daemon
 KH='{"op":"hello","id":1,"version":1,"model":{"id":"tiny","layers":2,"kv_heads":2,"head_dim":8,"dtype":"fp16"},"seg_size":65536,"policy":"kvsink"}'
 out=$(raw send "$KH" recv) || fail "hello: $out"
 echo "$out" | grep -q '"policy"=>"pfn".*"profile"=>false' || fail "no profile must mean pfn: $out"
 printf 'model = tiny\nlayer = 1\nchannels = 3,5\ntau = 10\nmax_sinks = 4\npfn = 1\noutliers = 0.0078125\n' \
-  >"$T/prof/tiny.profile"
-printf 'garbage\n' >"$T/prof/broken.profile"
+  >"$PROFILES/tiny.profile"
+printf 'garbage\n' >"$PROFILES/broken.profile"
 kill -HUP "$DPID"
 i=0
-until [ "$(grep -c 'configuration reloaded' "$T/log")" -ge 1 ]; do
+until [ "$(grep -c 'configuration reloaded' "$LOG")" -ge 1 ]; do
   i=$((i + 1)); [ $i -gt 100 ] && fail "no reload"; sleep 0.1
 done
-grep -q 'skipping .*broken.profile' "$T/log" || fail "a broken profile must be logged"
+grep -q 'skipping .*broken.profile' "$LOG" || fail "a broken profile must be logged"
 out=$(raw send "$KH" recv send '{"op":"profiles","id":2}' recv) || fail "hello: $out"
 echo "$out"
 echo "$out" | grep -q '"policy"=>"kvsink".*"profile"=>true, "sink_layer"=>1, "sink_channels"=>\[3, 5\]' ||

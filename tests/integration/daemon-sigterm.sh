@@ -3,7 +3,7 @@
 # while a session still drains its replies exits at once with status 1.
 # A client that never reads cannot hold a single SIGTERM for longer than the
 # drain timeout (KVS_DRAIN_MS, 10 s): the daemon closes it and exits 0.
-. "${top_srcdir:-.}/tests/integration/daemon-lib.sh"
+. "${top_srcdir:-.}/tests/lib/daemon.sh"
 
 start_daemon
 raw send "$HELLO" recv send '{"op":"ping","id":2}' recv eof >"$T/c1" 2>&1 &
@@ -26,7 +26,7 @@ flood_client() {
   timeout $(($1 / 1000 + 10)) "$RAW" "$SOCK" flood 200000 wait "$1" >/dev/null 2>&1 &
   FLOOD=$!
   i=0
-  until grep -q 'session 2: connected' "$T/log"; do
+  until grep -q 'session 2: connected' "$LOG"; do
     i=$((i + 1)); [ $i -gt 100 ] && fail "flood client did not connect"; sleep 0.1
   done
   sleep 1
@@ -35,7 +35,7 @@ flood_client() {
 
 flood_client 20000
 i=0
-until grep -q 'SIGTERM: finishing' "$T/log"; do
+until grep -q 'SIGTERM: finishing' "$LOG"; do
   i=$((i + 1)); [ $i -gt 100 ] && fail "first SIGTERM not seen"; sleep 0.1
 done
 kill -0 "$DPID" 2>/dev/null || fail "daemon did not wait for the draining session"
@@ -45,7 +45,7 @@ rc=$?
 DPID=
 kill $FLOOD 2>/dev/null
 [ $rc -eq 1 ] || fail "second SIGTERM: exit status $rc, want 1"
-grep -q 'second SIGTERM' "$T/log" || fail "no log line for the second SIGTERM"
+grep -q 'second SIGTERM' "$LOG" || fail "no log line for the second SIGTERM"
 
 flood_client 50000
 wait "$DPID"
@@ -53,5 +53,5 @@ rc=$?
 DPID=
 kill $FLOOD 2>/dev/null
 [ $rc -eq 0 ] || fail "drain timeout: exit status $rc, want 0"
-grep -q 'still open after' "$T/log" || fail "no log line for the drain timeout"
+grep -q 'still open after' "$LOG" || fail "no log line for the drain timeout"
 echo ok

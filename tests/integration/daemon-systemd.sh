@@ -1,7 +1,7 @@
 #!/bin/sh
 # Under systemd: socket activation (systemd-socket-activate -l SOCK) and
 # the notify protocol (READY=1, STATUS=, RELOADING=1, STOPPING=1).
-. "${top_srcdir:-.}/tests/integration/daemon-lib.sh"
+. "${top_srcdir:-.}/tests/lib/daemon.sh"
 SSA=$(command -v systemd-socket-activate) || { echo "no systemd-socket-activate"; exit 77; }
 PY=$(command -v python3) || { echo "no python3"; exit 77; }
 
@@ -23,8 +23,8 @@ wait_note() {
 
 # The socket is created by systemd-socket-activate; kvsinkd must use the fd
 # (its own --socket points elsewhere and must not be created).
-"$SSA" -l "$SOCK" -E NOTIFY_SOCKET="$NS" -E WATCHDOG_USEC=400000 "$KVSINKD" --foreground --socket "$T/unused.sock" \
-  --pool-size 16M --device host --log-level info 2>"$T/log" &
+"$SSA" -l "$SOCK" -E NOTIFY_SOCKET="$NS" -E WATCHDOG_USEC=400000 "$KVSINKD" --foreground --config "$CONF" --socket "$T/unused.sock" \
+  --pool-size 16M --device host --log-level info 2>"$LOG" &
 DPID=$!
 i=0
 while [ ! -S "$SOCK" ]; do
@@ -37,9 +37,9 @@ wait_note READY=1
 wait_note 'STATUS=serving'
 wait_note WATCHDOG=1
 [ -e "$T/unused.sock" ] && fail "kvsinkd bound its own socket despite socket activation"
-grep -q 'socket passed by systemd' "$T/log" || fail "no socket-activation log line"
+grep -q 'socket passed by systemd' "$LOG" || fail "no socket-activation log line"
 # under NOTIFY_SOCKET the log carries syslog priorities
-grep -q '^<5>' "$T/log" || fail "log lines lack <N> prefixes under systemd"
+grep -q '^<5>' "$LOG" || fail "log lines lack <N> prefixes under systemd"
 
 kill -HUP "$DPID"
 wait_note RELOADING=1

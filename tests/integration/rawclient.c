@@ -12,6 +12,9 @@
  *     flood N     send N pings without reading the replies (fills the
  *                 daemon's write queue)
  * Exit 0 when every command worked, 1 usage, 2 I/O error.
+ * With KVS_RAW_CAPTURE=DIR every payload sent by `send` and received by
+ * `recv` is also written to DIR (the fuzz corpora come from real traffic:
+ * tests/fuzz/gen-corpus.sh).
  */
 #include <ctype.h>
 #include <errno.h>
@@ -100,6 +103,22 @@ static int json(msgpack_packer *pk)
   return msgpack_pack_uint64(pk, strtoull(s, &end, 10));
 }
 
+/* KVS_RAW_CAPTURE: one file per frame payload, DIR/PID-N-req|rep. */
+static void capture(const void *b, size_t n, const char *what)
+{
+  static int count;
+  const char *dir = getenv("KVS_RAW_CAPTURE");
+  if (!dir || !*dir)
+    return;
+  char path[4096];
+  snprintf(path, sizeof path, "%s/%d-%03d-%s", dir, (int)getpid(), count++, what);
+  FILE *f = fopen(path, "wb");
+  if (!f || fwrite(b, 1, n, f) != n || fclose(f) != 0) {
+    perror(path);
+    exit(2);
+  }
+}
+
 static int write_all(int fd, const void *b, size_t n)
 {
   const char *p = b;
@@ -149,6 +168,7 @@ static int do_recv(int fd, int expect_eof)
   if (len > (1u << 24)) { fprintf(stderr, "frame of %u bytes\n", len); return 2; }
   char *buf = malloc(len ? len : 1);
   if (!buf || read_all(fd, buf, len, &rfd) != 0) { fprintf(stderr, "short frame\n"); return 2; }
+  capture(buf, len, "rep");
   msgpack_unpacked u;
   msgpack_unpacked_init(&u);
   size_t off = 0;
@@ -236,6 +256,7 @@ int main(int argc, char **argv)
       }
       unsigned char hdr[4] = {(unsigned char)(sb.size >> 24), (unsigned char)(sb.size >> 16),
                               (unsigned char)(sb.size >> 8), (unsigned char)sb.size};
+      capture(sb.data, sb.size, "req");
       if (write_all(fd, hdr, 4) < 0 || write_all(fd, sb.data, sb.size) < 0) r = 2;
       msgpack_sbuffer_destroy(&sb);
     } else if (strcmp(cmd, "raw") == 0 && i + 1 < argc) {

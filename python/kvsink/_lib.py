@@ -1,0 +1,125 @@
+"""ctypes declarations of libkvsink (include/kvsink.h) and how the library
+is found.
+
+ctypes, not a C extension: installing needs no compiler or Python headers,
+libkvsink already exports exactly the public API (-export-symbols-regex
+'^kvs_'), and the package works with any libkvsink of the same ABI.
+
+Search order: $KVSINK_LIBRARY (a path), then a build tree this source tree
+sits in (../../build*/client/.libs, ../../client/.libs), then the lib
+directory of the prefix the package is installed under, then the system's
+(ctypes.util.find_library / libkvsink.so.0 in the default paths)."""
+import ctypes
+import ctypes.util
+import glob
+import os
+
+KVS_EVERSION = -4001
+KVS_EMODEL = -4002
+KVS_ESEGMENT = -4003
+KVS_ENAN = -4004
+
+DTYPE_F16 = 1
+DTYPE_BF16 = 2
+
+POLICY_DEFAULT, POLICY_NONE, POLICY_PFN, POLICY_KVSINK = 0, 1, 2, 3
+
+
+class Model(ctypes.Structure):
+    _fields_ = [("model_id", ctypes.c_char_p), ("n_layers", ctypes.c_uint32),
+                ("n_kv_heads", ctypes.c_uint32), ("head_dim", ctypes.c_uint32),
+                ("dtype", ctypes.c_int)]
+
+
+class Options(ctypes.Structure):
+    _fields_ = [("seg_size", ctypes.c_size_t), ("k_bits", ctypes.c_int), ("v_bits", ctypes.c_int),
+                ("policy", ctypes.c_int), ("pfn", ctypes.c_int), ("outliers", ctypes.c_float)]
+
+
+class Info(ctypes.Structure):
+    _fields_ = [("session", ctypes.c_uint64), ("seg_size", ctypes.c_size_t),
+                ("group", ctypes.c_uint32), ("k_bits", ctypes.c_int), ("v_bits", ctypes.c_int),
+                ("pfn", ctypes.c_int), ("policy", ctypes.c_int), ("outliers", ctypes.c_float),
+                ("has_profile", ctypes.c_int), ("sink_layer", ctypes.c_uint32),
+                ("n_sink_channels", ctypes.c_uint32), ("sink_channels", ctypes.c_uint32 * 64)]
+
+
+class PutArgs(ctypes.Structure):
+    _fields_ = [("seq", ctypes.c_uint64), ("start", ctypes.c_uint32),
+                ("tokens", ctypes.POINTER(ctypes.c_uint32)), ("n_tokens", ctypes.c_uint32),
+                ("layer_begin", ctypes.c_uint32), ("layer_end", ctypes.c_uint32),
+                ("k_off", ctypes.c_size_t), ("v_off", ctypes.c_size_t),
+                ("act_off", ctypes.c_size_t), ("act_channels", ctypes.c_uint32)]
+
+
+class PutResult(ctypes.Structure):
+    _fields_ = [("quantized", ctypes.c_uint32), ("sinks", ctypes.c_uint32),
+                ("seq_len", ctypes.c_uint32)]
+
+
+def _candidates():
+    env = os.environ.get("KVSINK_LIBRARY")
+    if env:
+        yield env
+        return
+    here = os.path.dirname(os.path.abspath(__file__))
+    top = os.path.dirname(os.path.dirname(here))
+    for d in sorted(glob.glob(os.path.join(top, "build*", "client", ".libs"))) + \
+            [os.path.join(top, "client", ".libs")]:
+        yield os.path.join(d, "libkvsink.so.0")
+    # installed by make install: <prefix>/lib/python3.X/site-packages/kvsink
+    # next to <prefix>/lib/libkvsink.so.0
+    parts = here.split(os.sep)
+    if "lib" in parts:
+        i = len(parts) - 1 - parts[::-1].index("lib")
+        yield os.path.join(os.sep.join(parts[:i + 1]), "libkvsink.so.0")
+    found = ctypes.util.find_library("kvsink")
+    if found:
+        yield found
+    yield "libkvsink.so.0"
+
+
+def _declare(lib):
+    P, c = ctypes.POINTER, ctypes
+    sigs = {
+        "kvs_strerror": (c.c_char_p, [c.c_int]),
+        "kvs_options_init": (None, [P(Options)]),
+        "kvs_connect": (c.c_int, [P(c.c_void_p), c.c_char_p, P(Model), P(Options)]),
+        "kvs_close": (None, [c.c_void_p]),
+        "kvs_get_info": (P(Info), [c.c_void_p]),
+        "kvs_segment": (c.c_void_p, [c.c_void_p, P(c.c_size_t)]),
+        "kvs_kv_bytes": (c.c_size_t, [c.c_void_p, c.c_uint32, c.c_uint32, c.c_uint32]),
+        "kvs_put": (c.c_int, [c.c_void_p, P(PutArgs), P(PutResult)]),
+        "kvs_lookup": (c.c_int, [c.c_void_p, c.c_uint64, P(c.c_uint32), c.c_uint32, c.c_int]),
+        "kvs_get": (c.c_int, [c.c_void_p, c.c_uint64, c.c_uint32, c.c_uint32, c.c_uint32,
+                              c.c_uint32, c.c_size_t, c.c_size_t]),
+        "kvs_release": (c.c_int, [c.c_void_p, c.c_uint64]),
+        "kvs_ping": (c.c_int, [c.c_void_p]),
+        "kvs_last_error": (c.c_char_p, [c.c_void_p]),
+    }
+    for name, (res, args) in sigs.items():
+        f = getattr(lib, name)
+        f.restype = res
+        f.argtypes = args
+    return lib
+
+
+_lib = None
+
+
+def lib():
+    """The loaded libkvsink (loaded on first use)."""
+    global _lib
+    if _lib is None:
+        tried = []
+        for path in _candidates():
+            try:
+                _lib = _declare(ctypes.CDLL(path))
+                _lib.path = path
+                break
+            except OSError as e:
+                tried.append("%s (%s)" % (path, e))
+        else:
+            raise OSError("libkvsink not found; set KVSINK_LIBRARY to its path. Tried: "
+                          + "; ".join(tried))
+    return _lib

@@ -1,0 +1,19 @@
+#!/bin/sh
+# The Python package's pytest tests against a private kvsinkd (started as
+# the client integration tests start theirs). Skips (77) without
+# /usr/bin/python3 (or $KVSINK_PYTHON) + pytest + numpy; the torch and
+# transformers tests skip inside pytest. Extra arguments go to pytest.
+top_srcdir=${top_srcdir:-$(cd "$(dirname "$0")/../.." && pwd)}
+top_builddir=${top_builddir:-$top_srcdir}
+PY=${KVSINK_PYTHON:-/usr/bin/python3}
+[ -x "$PY" ] && "$PY" -c 'import pytest, numpy' 2>/dev/null ||
+  { echo "SKIP: $PY with pytest and numpy needed (python3-pytest python3-numpy)"; exit 77; }
+. "$top_srcdir/tests/integration/client-common.sh"
+# the shipped model's sink profile, for the transformers tests
+printf 'profiles_dir = %s\n' "$top_srcdir/models/kvsink-tiny" > "$tmp/py.conf"
+start_daemon --config "$tmp/py.conf"
+KVSINK_SOCKET=$sock KVSINK_LIBRARY=$top_builddir/client/.libs/libkvsink.so.0 \
+  PYTHONPATH=$top_srcdir/python${PYTHONPATH:+:$PYTHONPATH} PYTHONDONTWRITEBYTECODE=1 \
+  "$PY" -m pytest -q -p no:cacheprovider "$top_srcdir/tests/python" "$@" || fail "pytest"
+stop_daemon || exit 1
+echo ok
