@@ -309,7 +309,7 @@ int kvs_put(kvs_client *c, const kvs_put_args *a, kvs_put_result *res)
   if (req.dev) {
     /* ordering: the client's kernels that wrote K/V are done before the
      * daemon reads (libkvsink(3) DEVICE SEGMENTS) */
-    int sr = c->dseg.ptr ? kvs__cudrv_sync(NULL) : KVS_ESEGMENT;
+    int sr = c->dseg.ptr ? kvs__cudrv_sync(&c->dseg) : KVS_ESEGMENT;
     if (sr < 0) {
       snprintf(c->conn.errmsg, sizeof c->conn.errmsg, "%s",
                sr == KVS_ESEGMENT ? "this session has no device segment" : kvs__cudrv_error());
