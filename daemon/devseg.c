@@ -6,13 +6,18 @@
 
 #include "daemon/devseg.h"
 
-int kvs__devset_add(kvs__devset *s, int ordinal)
+int kvs__devset_add(kvs__devset *s, int ordinal, struct kvs__store *st, struct kvs__backend *b)
 {
   if (s->n == KVS_MAX_DEVICES) return -E2BIG;
-  int r = kvs__cudrv_uuid(ordinal, s->uuid[s->n]);
-  if (r < 0) return r;
-  s->ordinal[s->n++] = ordinal;
-  return 0;
+  size_t i = s->n;
+  int r = kvs__cudrv_uuid(ordinal, s->uuid[i]);
+  if (r < 0) memset(s->uuid[i], 0, 16); /* never matches a client's */
+  s->devseg[i] = r == 0;
+  s->ordinal[i] = ordinal;
+  s->store[i] = st;
+  s->backend[i] = b;
+  s->n++;
+  return r;
 }
 
 void kvs__devseg_init(kvs__devseg *d)

@@ -11,15 +11,22 @@
 #include "daemon/devlist.h"
 #include "kernels/cudrv.h"
 
-/* GPUs whose clients get device segments: those with a pool here. */
+struct kvs__store;
+struct kvs__backend;
+
+/* The GPUs with a pool here (one pool per GPU, `pool_size` each); their
+ * clients get device segments when they name them by UUID. */
 typedef struct kvs__devset {
   size_t n;
   int ordinal[KVS_MAX_DEVICES];
   uint8_t uuid[KVS_MAX_DEVICES][16];
+  struct kvs__store *store[KVS_MAX_DEVICES];
+  struct kvs__backend *backend[KVS_MAX_DEVICES];
+  int devseg[KVS_MAX_DEVICES];     /* 1: the driver can export its memory */
 } kvs__devset;
 
-/* Add GPU ordinal (its UUID from the driver); 0 or -errno. */
-int kvs__devset_add(kvs__devset *s, int ordinal);
+/* Add GPU ordinal's pool (its UUID from the driver when there is one). */
+int kvs__devset_add(kvs__devset *s, int ordinal, struct kvs__store *st, struct kvs__backend *b);
 
 typedef struct kvs__devseg {
   kvs__vmm vmm;        /* the daemon's own mapping; ptr 0 = no segment */

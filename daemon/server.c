@@ -11,6 +11,7 @@
 
 #include "store/backend.h"
 #include "daemon/log.h"
+#include "daemon/pools.h"
 #include "daemon/server.h"
 #include "daemon/session.h"
 #include "daemon/systemd.h"
@@ -194,17 +195,9 @@ int kvs__server_start(kvs__server *s, uv_loop_t *loop)
   }
   s->backend_name = b->name;
   kvs__notice("pool of %llu bytes on %s", (unsigned long long)s->cfg.pool_size, b->name);
-  /* device segments for clients of the pool's GPU (daemon/devseg.h); a
-   * driver that cannot export fds leaves them on host segments */
-  if (strcmp(b->name, "cuda") == 0) {
-    int ord = s->cfg.device < 0 ? 0 : s->cfg.device;
-    int dr = kvs__devset_add(&s->devs, ord);
-    if (dr < 0)
-      kvs__notice("cuda:%d: no device segments (%s); clients get host segments", ord,
-                  kvs__cudrv_error());
-    else
-      kvs__notice("cuda:%d: device segments on", ord);
-  }
+  /* the other GPUs' pools; device segments for clients of any of them */
+  r = kvs__pools_open(s);
+  if (r < 0) return r;
   r = kvs__profiles_load(&s->profiles, s->cfg.profiles_dir);
   if (r < 0) return r;
   kvs__server_signals_init(s);
@@ -353,6 +346,7 @@ void kvs__server_fill_stats(kvs__server *s, kvs__stats *st)
 {
   memset(st, 0, sizeof *st);
   copy_store_stats(s->store, st);
+  kvs__pools_fill_stats(s, st); /* the first pool above, every GPU's here */
   st->sessions = s->n_sessions;
   st->sessions_total = s->sessions_total;
   st->uptime_s = (uv_now(s->loop) - s->started_ms) / 1000;
@@ -361,6 +355,7 @@ void kvs__server_fill_stats(kvs__server *s, kvs__stats *st)
 
 void kvs__server_close(kvs__server *s)
 {
+  kvs__pools_close(s);
   if (s->store) kvs__store_close(s->store);
   s->store = NULL;
 #ifdef HAVE_CUDA

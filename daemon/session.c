@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "daemon/log.h"
+#include "daemon/pools.h"
 #include "daemon/session.h"
 #include "proto/proto.h"
 
@@ -293,7 +294,11 @@ static void do_hello(kvs__session *ss, const kvs__req *rq)
   seg = (seg + (uint64_t)pg - 1) / (uint64_t)pg * (uint64_t)pg;
 
   char msg[KVS_MAX_ERRMSG];
-  int r = kvs__space_ref(ss->srv->store, k, prof, &ss->space);
+  /* the pool of the GPU the client named, else the first (host segment) */
+  int dev = h->has_gpu ? kvs__devseg_choose(h->gpu_uuid, ss->srv->devs.uuid, ss->srv->devs.n) : -1;
+  ss->store = dev >= 0 ? ss->srv->devs.store[dev] : ss->srv->store;
+  ss->backend = dev >= 0 ? ss->srv->devs.backend[dev] : ss->srv->backend;
+  int r = kvs__space_ref(ss->store, k, prof, &ss->space);
   if (r < 0) {
     ss->space = NULL;
     send_err(ss, rq->op, rq->id, r, "cannot create the cache space: %s", kvs_strerror(r));
@@ -310,8 +315,7 @@ static void do_hello(kvs__session *ss, const kvs__req *rq)
     return;
   }
   /* device segment: only for a GPU with a pool here, else the host one */
-  int dev = h->has_gpu ? kvs__devseg_choose(h->gpu_uuid, ss->srv->devs.uuid, ss->srv->devs.n) : -1;
-  if (dev >= 0) {
+  if (dev >= 0 && ss->srv->devs.devseg[dev]) {
     uint64_t dsz = h->dev_seg_size ? h->dev_seg_size : seg;
     if (dsz > cfg->max_segment_size) dsz = cfg->max_segment_size;
     r = kvs__devseg_open(&ss->dseg, ss->srv->devs.ordinal[dev], dsz);
@@ -436,7 +440,7 @@ static int dev_put_stage(kvs__session *ss, const kvs__req *rq, uint64_t kvb, uin
   size_t ko = (size_t)((ab + 255u) & ~(uint64_t)255u), vo = ko + (size_t)((kvb + 255u) & ~(uint64_t)255u);
   uint8_t *st;
   int r;
-  if (ss->srv->backend->dev_io) {
+  if (ss->backend->dev_io) {
     /* a GPU pool: one device-to-device copy into the daemon's own device
      * memory, checked and quantized there by the store */
     st = kvs__devseg_dstage(&ss->dseg, vo + (size_t)kvb);
@@ -512,7 +516,7 @@ static void do_put(kvs__session *ss, const kvs__req *rq)
   }
   kvs__put_info info = {0};
   char msg[KVS_MAX_ERRMSG] = "";
-  if (rq->dev && ss->srv->backend->dev_io)
+  if (rq->dev && ss->backend->dev_io)
     r = kvs__seq_put_dev(slot->seq, rq->start, rq->tokens, n, rq->layer_begin, rq->layer_end, kp,
                          vp, act, ach, &info, msg);
   else
@@ -548,7 +552,7 @@ static void do_get(kvs__session *ss, const kvs__req *rq)
     /* dequantized into daemon memory, then one copy into the segment */
     if (check_dev_range(ss, rq, "k", rq->k_off, kvb, 2) < 0) return;
     if (check_dev_range(ss, rq, "v", rq->v_off, kvb, 2) < 0) return;
-    if (ss->srv->backend->dev_io) {
+    if (ss->backend->dev_io) {
       /* a GPU pool dequantizes straight into the segment */
       kp = kvs__devseg_ptr(&ss->dseg, rq->k_off);
       vp = kvs__devseg_ptr(&ss->dseg, rq->v_off);
@@ -567,7 +571,7 @@ static void do_get(kvs__session *ss, const kvs__req *rq)
     vp = (uint16_t *)(ss->seg.base + rq->v_off);
   }
   char msg[KVS_MAX_ERRMSG] = "";
-  int direct = rq->dev && ss->srv->backend->dev_io;
+  int direct = rq->dev && ss->backend->dev_io;
   int r = direct ? kvs__seq_get_dev(slot->seq, rq->start, rq->n_tokens, rq->layer_begin,
                                     rq->layer_end, kp, vp, msg)
                  : kvs__seq_get(slot->seq, rq->start, rq->n_tokens, rq->layer_begin,
@@ -713,7 +717,9 @@ static void do_list(kvs__session *ss, const kvs__req *rq)
   msgpack_packer pk;
   msgpack_packer_init(&pk, &c.body, msgpack_sbuffer_write);
   c.pk = &pk;
-  kvs__store_foreach_space(ss->srv->store, list_cb, &c);
+  kvs__store *stores[KVS_MAX_DEVICES + 1];
+  for (size_t i = 0, n = kvs__pools_stores(ss->srv, stores); i < n; i++)
+    kvs__store_foreach_space(stores[i], list_cb, &c);
   kvs__rep rep;
   memset(&rep, 0, sizeof rep);
   rep.op = rq->op;
@@ -771,7 +777,9 @@ static void do_simple(kvs__session *ss, const kvs__req *rq)
     kvs__server_fill_stats(ss->srv, &rep.stats);
     break;
   case KVS_OP_EVICT:
-    rep.evicted = kvs__store_evict_all(ss->srv->store);
+    kvs__store *stores[KVS_MAX_DEVICES + 1];
+    for (size_t i = 0, n = kvs__pools_stores(ss->srv, stores); i < n; i++)
+      rep.evicted += kvs__store_evict_all(stores[i]);
     kvs__notice("evicted %llu blocks on request of session %llu", (unsigned long long)rep.evicted,
                 (unsigned long long)ss->id);
     break;

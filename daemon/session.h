@@ -29,6 +29,8 @@ struct kvs__session {
   kvs__space_key key;
   kvs__segment seg;
   kvs__devseg dseg;        /* device segment; dseg.vmm.ptr 0 = none */
+  kvs__store *store;       /* the pool of the session (its GPU's, else the first) */
+  kvs__backend *backend;
   kvs__seq_slot *seqs;
   size_t n_seqs, cap_seqs;
   uint8_t *buf;            /* received bytes not yet consumed */

@@ -532,14 +532,57 @@ enum {
 #define X(f) SK_##f,
   KVS__STATS_U64(X)
 #undef X
-  SK_spaces, SK_backend, SK__COUNT
+  SK_spaces, SK_backend, SK_devices, SK__COUNT
 };
 static const char *const stats_keys[SK__COUNT] = {
 #define X(f) #f,
   KVS__STATS_U64(X)
 #undef X
-  "spaces", "backend",
+  "spaces", "backend", "devices",
 };
+
+enum { DK_DEVICE, DK_POOL, DK_USED, DK_BLOCKS, DK_PUTS, DK_GETS, DK_IN, DK_OUT, DK_SESSIONS,
+       DK__COUNT };
+static const char *const dev_keys[DK__COUNT] = {
+  "device", "pool_bytes", "pool_used_bytes", "blocks_used", "puts", "gets", "bytes_in",
+  "bytes_out", "sessions",
+};
+
+/* stats.devices: one map per GPU pool; absent counters read as 0 */
+static int decode_devices(const msgpack_object *o, kvs__stats *st, char *errmsg)
+{
+  if (o->type != MSGPACK_OBJECT_ARRAY)
+    return fail(errmsg, -EBADMSG, "stats.devices must be an array");
+  if (o->via.array.size > KVS_MAX_STATS_DEVICES)
+    return fail(errmsg, -E2BIG, "stats.devices: %u entries, limit %u", o->via.array.size,
+                KVS_MAX_STATS_DEVICES);
+  for (uint32_t i = 0; i < o->via.array.size; i++) {
+    const msgpack_object *m = &o->via.array.ptr[i], *s[DK__COUNT];
+    kvs__dev_stats *d = &st->devices[i];
+    int r;
+    if (m->type != MSGPACK_OBJECT_MAP)
+      return fail(errmsg, -EBADMSG, "stats.devices[%u] must be a map", i);
+    if ((r = collect(&m->via.map, dev_keys, DK__COUNT, s, "stats.devices.", errmsg)) < 0)
+      return r;
+    if (s[DK_DEVICE]) {
+      const char *str = NULL;
+      uint32_t n = 0;
+      if ((r = get_str(s[DK_DEVICE], "stats.devices.device", &str, &n, errmsg)) < 0)
+        return r;
+      if (n >= sizeof(d->device) || memchr(str, '\0', n))
+        return fail(errmsg, -EINVAL, "stats.devices.device: bad name");
+      memcpy(d->device, str, n);
+      d->device[n] = '\0';
+    }
+    uint64_t *f[DK__COUNT] = { NULL, &d->pool_bytes, &d->pool_used_bytes, &d->blocks_used,
+                               &d->puts, &d->gets, &d->bytes_in, &d->bytes_out, &d->sessions };
+    for (int k = 1; k < DK__COUNT; k++)
+      if (s[k] && (r = get_uint(s[k], dev_keys[k], UINT64_MAX, f[k], errmsg)) < 0)
+        return r;
+  }
+  st->n_devices = o->via.array.size;
+  return 0;
+}
 
 static int decode_stats(const msgpack_object *o, kvs__stats *st, char *errmsg)
 {
@@ -571,6 +614,8 @@ static int decode_stats(const msgpack_object *o, kvs__stats *st, char *errmsg)
     memcpy(st->backend, str, n);
     st->backend[n] = '\0';
   }
+  if (s[SK_devices] && (r = decode_devices(s[SK_devices], st, errmsg)) < 0)
+    return r;
   return 0;
 }
 

@@ -202,7 +202,8 @@ int kvs__encode_req(const kvs__req *req, char **out, size_t *len)
 static void enc_stats(enc *e, const kvs__stats *s)
 {
   key(e, "stats");
-  e->fail |= msgpack_pack_map(&e->pk, STATS_U64_COUNT + 2) != 0;
+  uint32_t nd = s->n_devices < KVS_MAX_STATS_DEVICES ? s->n_devices : KVS_MAX_STATS_DEVICES;
+  e->fail |= msgpack_pack_map(&e->pk, STATS_U64_COUNT + 2 + (nd ? 1 : 0)) != 0;
 #define X(f) kv_u64(e, #f, s->f);
   KVS__STATS_U64(X)
 #undef X
@@ -210,6 +211,26 @@ static void enc_stats(enc *e, const kvs__stats *s)
   key(e, "backend");
   e->fail |= msgpack_pack_str_with_body(&e->pk, s->backend,
                                         strnlen(s->backend, sizeof(s->backend))) != 0;
+  if (nd) {
+    /* one map per GPU pool */
+    key(e, "devices");
+    e->fail |= msgpack_pack_array(&e->pk, nd) != 0;
+    for (uint32_t i = 0; i < nd; i++) {
+      const kvs__dev_stats *d = &s->devices[i];
+      e->fail |= msgpack_pack_map(&e->pk, 9) != 0;
+      key(e, "device");
+      e->fail |= msgpack_pack_str_with_body(&e->pk, d->device,
+                                            strnlen(d->device, sizeof(d->device))) != 0;
+      kv_u64(e, "pool_bytes", d->pool_bytes);
+      kv_u64(e, "pool_used_bytes", d->pool_used_bytes);
+      kv_u64(e, "blocks_used", d->blocks_used);
+      kv_u64(e, "puts", d->puts);
+      kv_u64(e, "gets", d->gets);
+      kv_u64(e, "bytes_in", d->bytes_in);
+      kv_u64(e, "bytes_out", d->bytes_out);
+      kv_u64(e, "sessions", d->sessions);
+    }
+  }
 }
 
 int kvs__encode_rep(const kvs__rep *rep, char **out, size_t *len)

@@ -88,6 +88,14 @@ typedef struct kvs__req {
   int dev;                 /* put, get: offsets are in the device segment */
 } kvs__req;
 
+/* One GPU pool's part of the stats (a daemon with several GPUs). */
+#define KVS_MAX_STATS_DEVICES 16u
+typedef struct kvs__dev_stats {
+  char device[16];                     /* "cuda:N" */
+  uint64_t pool_bytes, pool_used_bytes, blocks_used;
+  uint64_t puts, gets, bytes_in, bytes_out, sessions;
+} kvs__dev_stats;
+
 /* Stats, also the stats reply. */
 typedef struct kvs__stats {
   uint64_t pool_bytes, pool_used_bytes;
@@ -104,6 +112,8 @@ typedef struct kvs__stats {
   uint64_t uptime_s;
   uint32_t spaces;                     /* model/config spaces in the pool */
   char backend[16];                    /* "host" or "cuda" */
+  uint32_t n_devices;                  /* GPU pools ("devices"; 0 = host pool) */
+  kvs__dev_stats devices[KVS_MAX_STATS_DEVICES];
 } kvs__stats;
 
 /* Replies. */

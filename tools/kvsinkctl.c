@@ -214,7 +214,22 @@ static void print_stats(const kvs__stats *s, int json)
 #undef J
     printf("\"spaces\":%u,\"backend\":", s->spaces);
     json_str(s->backend, strnlen(s->backend, sizeof s->backend));
-    printf(",\"hit_rate\":%.6f,\"compression_ratio\":%.6f}\n", hit, cr);
+    printf(",\"hit_rate\":%.6f,\"compression_ratio\":%.6f", hit, cr);
+    if (s->n_devices) {
+      printf(",\"devices\":[");
+      for (uint32_t i = 0; i < s->n_devices && i < KVS_MAX_STATS_DEVICES; i++) {
+        const kvs__dev_stats *d = &s->devices[i];
+        printf("%s{\"device\":", i ? "," : "");
+        json_str(d->device, strnlen(d->device, sizeof d->device));
+        printf(",\"pool_bytes\":%" PRIu64 ",\"pool_used_bytes\":%" PRIu64
+               ",\"blocks_used\":%" PRIu64 ",\"puts\":%" PRIu64 ",\"gets\":%" PRIu64
+               ",\"bytes_in\":%" PRIu64 ",\"bytes_out\":%" PRIu64 ",\"sessions\":%" PRIu64 "}",
+               d->pool_bytes, d->pool_used_bytes, d->blocks_used, d->puts, d->gets, d->bytes_in,
+               d->bytes_out, d->sessions);
+      }
+      putchar(']');
+    }
+    printf("}\n");
     return;
   }
   printf("backend        %.*s\n", (int)sizeof s->backend, s->backend);
@@ -236,6 +251,13 @@ static void print_stats(const kvs__stats *s, int json)
   printf("sessions       %" PRIu64 " now, %" PRIu64 " total; %" PRIu64 " seqs; %u spaces\n",
          s->sessions, s->sessions_total, s->seqs, s->spaces);
   printf("uptime         %" PRIu64 " s\n", s->uptime_s);
+  for (uint32_t i = 0; i < s->n_devices && i < KVS_MAX_STATS_DEVICES; i++) {
+    const kvs__dev_stats *d = &s->devices[i];
+    printf("%-14.*s pool %" PRIu64 " / %" PRIu64 " bytes, %" PRIu64 " blocks, puts / gets %" PRIu64
+           " / %" PRIu64 ", bytes in/out %" PRIu64 " / %" PRIu64 ", %" PRIu64 " sessions\n",
+           (int)sizeof d->device, d->device, d->pool_used_bytes, d->pool_bytes, d->blocks_used,
+           d->puts, d->gets, d->bytes_in, d->bytes_out, d->sessions);
+  }
 }
 
 int main(int argc, char **argv)
