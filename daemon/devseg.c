@@ -48,6 +48,8 @@ void kvs__devseg_close(kvs__devseg *d)
   kvs__cudrv_free(&d->vmm, d->dstage);
   d->dstage = 0;
   d->dstage_cap = 0;
+  if (d->pinned) kvs__cudrv_host_unregister(d->pinned); /* before the memfd is unmapped */
+  d->pinned = NULL;
   kvs__vmm_close(&d->vmm);
   stage_free(d);
 }
@@ -111,4 +113,27 @@ int kvs__devseg_to_dstage(kvs__devseg *d, size_t dst_off, uint64_t off, size_t n
 void *kvs__devseg_ptr(const kvs__devseg *d, uint64_t off)
 {
   return (void *)(uintptr_t)(d->vmm.ptr + off);
+}
+
+int kvs__devseg_pin_host(kvs__devseg *d, int ordinal, void *base, size_t size)
+{
+  kvs__vmm ctx;
+  int r = kvs__cudrv_ctx_of(&ctx, ordinal);
+  if (r < 0) return r;
+  if ((r = kvs__cudrv_host_register(base, size)) < 0) return r;
+  d->vmm = ctx; /* a context, no device segment (ptr stays 0) */
+  d->pinned = base;
+  return 0;
+}
+
+int kvs__devseg_host_to_dstage(kvs__devseg *d, size_t dst_off, const void *src, size_t n)
+{
+  if (dst_off > d->dstage_cap || n > d->dstage_cap - dst_off) return -EINVAL;
+  return kvs__cudrv_htod(&d->vmm, d->dstage + dst_off, src, n);
+}
+
+int kvs__devseg_dstage_to_host(kvs__devseg *d, void *dst, size_t src_off, size_t n)
+{
+  if (src_off > d->dstage_cap || n > d->dstage_cap - src_off) return -EINVAL;
+  return kvs__cudrv_dtoh(&d->vmm, dst, d->dstage + src_off, n);
 }

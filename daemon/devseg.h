@@ -36,6 +36,7 @@ typedef struct kvs__devseg {
   int stage_pinned;
   uint64_t dstage;     /* device staging: the daemon's copy of a put's K/V */
   size_t dstage_cap;
+  void *pinned;        /* host segment registered with the driver, or NULL */
 } kvs__devseg;
 
 void kvs__devseg_init(kvs__devseg *d);
@@ -51,6 +52,14 @@ void *kvs__devseg_stage(kvs__devseg *d, size_t n);
 int kvs__devseg_to_host(kvs__devseg *d, void *dst, uint64_t off, size_t n);
 int kvs__devseg_from_host(kvs__devseg *d, uint64_t off, const void *src, size_t n);
 int kvs__devseg_sync(kvs__devseg *d);
+/* A host-segment session of a GPU pool: page-lock the memfd mapping
+ * (cuMemHostRegister) and give d a context on GPU ordinal for a device
+ * staging area; then puts copy K/V up once (DMA from the segment) and the
+ * pool works from device memory. 0 or -errno (then nothing changed). */
+int kvs__devseg_pin_host(kvs__devseg *d, int ordinal, void *base, size_t size);
+/* Host segment <-> device staging copies (synchronous). */
+int kvs__devseg_host_to_dstage(kvs__devseg *d, size_t dst_off, const void *src, size_t n);
+int kvs__devseg_dstage_to_host(kvs__devseg *d, void *dst, size_t src_off, size_t n);
 /* Device memory of n bytes on the segment's GPU for one request (grown as
  * needed), and copies from the segment into it (device to device). */
 void *kvs__devseg_dstage(kvs__devseg *d, size_t n);

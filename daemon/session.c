@@ -27,8 +27,9 @@ static void on_close(uv_handle_t *h)
   for (size_t i = 0; i < ss->n_seqs; i++) kvs__seq_free(ss->seqs[i].seq);
   free(ss->seqs);
   if (ss->space) kvs__space_unref(ss->space);
+  /* first: unmaps and releases the device segment, unpins the memfd */
+  kvs__devseg_close(&ss->dseg);
   kvs__segment_close(&ss->seg);
-  kvs__devseg_close(&ss->dseg); /* unmaps and releases: nothing outlives the session */
   free(ss->buf);
   kvs__server_session_gone(ss->srv, ss);
   free(ss);
@@ -325,6 +326,13 @@ static void do_hello(kvs__session *ss, const kvs__req *rq)
       kvs__devseg_close(&ss->dseg);
     }
   }
+  /* a host segment on a GPU pool: pinned, so K/V go up in one DMA copy */
+  if (!ss->dseg.vmm.ptr && ss->backend->dev_io && ss->srv->devs.n) {
+    int ord = dev >= 0 ? ss->srv->devs.ordinal[dev] : ss->srv->devs.ordinal[0];
+    if (kvs__devseg_pin_host(&ss->dseg, ord, ss->seg.base, (size_t)ss->seg.size) < 0)
+      kvs__info("session %llu: memfd not page-locked (%s)", (unsigned long long)ss->id,
+                kvs__cudrv_error());
+  }
   kvs__rep rep;
   memset(&rep, 0, sizeof rep);
   rep.op = KVS_OP_HELLO;
@@ -428,6 +436,15 @@ static int check_dev_range(kvs__session *ss, const kvs__req *rq, const char *wha
   return 0;
 }
 
+/* Puts and gets of at least a group of tokens on a GPU pool work from
+ * device memory; smaller ones (decode steps: the rows wait in the 16-bit
+ * residual in host memory anyway) take one small copy through the host,
+ * which costs less than the device-side checks and launches. */
+static int bulk_on_gpu(const kvs__session *ss, uint32_t n)
+{
+  return ss->backend->dev_io && n >= ss->key.group;
+}
+
 /* Read once: K, V and the summary of a put come out of the client's device
  * segment into daemon memory in one copy each, and are used from there. */
 static int dev_put_stage(kvs__session *ss, const kvs__req *rq, uint64_t kvb, uint64_t ab,
@@ -440,7 +457,7 @@ static int dev_put_stage(kvs__session *ss, const kvs__req *rq, uint64_t kvb, uin
   size_t ko = (size_t)((ab + 255u) & ~(uint64_t)255u), vo = ko + (size_t)((kvb + 255u) & ~(uint64_t)255u);
   uint8_t *st;
   int r;
-  if (ss->backend->dev_io) {
+  if (bulk_on_gpu(ss, rq->n_tokens)) {
     /* a GPU pool: one device-to-device copy into the daemon's own device
      * memory, checked and quantized there by the store */
     st = kvs__devseg_dstage(&ss->dseg, vo + (size_t)kvb);
@@ -463,6 +480,29 @@ static int dev_put_stage(kvs__session *ss, const kvs__req *rq, uint64_t kvb, uin
   *kp = (const uint16_t *)(st + ko);
   *vp = (const uint16_t *)(st + vo);
   if (ab) *act = (const float *)st;
+  return 0;
+}
+
+/* A host segment on a GPU pool: K/V and the summary (already checked
+ * against the segment) copied up into the device staging once. */
+static int pinned_put_stage(kvs__session *ss, const kvs__req *rq, uint64_t kvb, uint64_t ab,
+                            const uint16_t **kp, const uint16_t **vp, const float **act)
+{
+  size_t ko = (size_t)((ab + 255u) & ~(uint64_t)255u);
+  size_t vo = ko + (size_t)((kvb + 255u) & ~(uint64_t)255u);
+  uint8_t *st = kvs__devseg_dstage(&ss->dseg, vo + (size_t)kvb);
+  int r = st ? 0 : -ENOMEM;
+  if (r == 0 && ab) r = kvs__devseg_host_to_dstage(&ss->dseg, 0, *act, (size_t)ab);
+  if (r == 0 && kvb) r = kvs__devseg_host_to_dstage(&ss->dseg, ko, *kp, (size_t)kvb);
+  if (r == 0 && kvb) r = kvs__devseg_host_to_dstage(&ss->dseg, vo, *vp, (size_t)kvb);
+  if (r < 0) {
+    send_err(ss, rq->op, rq->id, r, "put: copying to the GPU: %s",
+             r == -ENOMEM ? "out of memory" : kvs__cudrv_error());
+    return -1;
+  }
+  if (ab) *act = (const float *)st;
+  *kp = kvb ? (const uint16_t *)(st + ko) : NULL;
+  *vp = kvb ? (const uint16_t *)(st + vo) : NULL;
   return 0;
 }
 
@@ -516,7 +556,17 @@ static void do_put(kvs__session *ss, const kvs__req *rq)
   }
   kvs__put_info info = {0};
   char msg[KVS_MAX_ERRMSG] = "";
-  if (rq->dev && ss->backend->dev_io)
+  int on_dev = rq->dev && bulk_on_gpu(ss, n);
+  if (!rq->dev && ss->dseg.pinned && bulk_on_gpu(ss, n) && (kp || act)) {
+    /* read once: one DMA copy from the pinned memfd into device memory */
+    if (pinned_put_stage(ss, rq, nl ? kv_bytes(ss, nl, n) : 0, act ? (uint64_t)n * ach * 4u : 0,
+                         &kp, &vp, &act) < 0) {
+      if (created) seq_remove(ss, slot);
+      return;
+    }
+    on_dev = 1;
+  }
+  if (on_dev)
     r = kvs__seq_put_dev(slot->seq, rq->start, rq->tokens, n, rq->layer_begin, rq->layer_end, kp,
                          vp, act, ach, &info, msg);
   else
@@ -552,7 +602,7 @@ static void do_get(kvs__session *ss, const kvs__req *rq)
     /* dequantized into daemon memory, then one copy into the segment */
     if (check_dev_range(ss, rq, "k", rq->k_off, kvb, 2) < 0) return;
     if (check_dev_range(ss, rq, "v", rq->v_off, kvb, 2) < 0) return;
-    if (ss->backend->dev_io) {
+    if (bulk_on_gpu(ss, rq->n_tokens)) {
       /* a GPU pool dequantizes straight into the segment */
       kp = kvs__devseg_ptr(&ss->dseg, rq->k_off);
       vp = kvs__devseg_ptr(&ss->dseg, rq->v_off);
@@ -571,7 +621,21 @@ static void do_get(kvs__session *ss, const kvs__req *rq)
     vp = (uint16_t *)(ss->seg.base + rq->v_off);
   }
   char msg[KVS_MAX_ERRMSG] = "";
-  int direct = rq->dev && ss->backend->dev_io;
+  int direct = rq->dev && bulk_on_gpu(ss, rq->n_tokens);
+  uint16_t *hk = NULL, *hv = NULL;
+  if (!rq->dev && ss->dseg.pinned && kp && bulk_on_gpu(ss, rq->n_tokens)) {
+    /* dequantized into device staging, then one DMA copy down */
+    uint8_t *st = kvs__devseg_dstage(&ss->dseg, 2 * (size_t)kvb);
+    if (!st) {
+      send_err(ss, rq->op, rq->id, -ENOMEM, "get: out of GPU memory for staging");
+      return;
+    }
+    hk = kp;
+    hv = vp;
+    kp = (uint16_t *)st;
+    vp = (uint16_t *)(st + kvb);
+    direct = 1;
+  }
   int r = direct ? kvs__seq_get_dev(slot->seq, rq->start, rq->n_tokens, rq->layer_begin,
                                     rq->layer_end, kp, vp, msg)
                  : kvs__seq_get(slot->seq, rq->start, rq->n_tokens, rq->layer_begin,
@@ -579,6 +643,14 @@ static void do_get(kvs__session *ss, const kvs__req *rq)
   if (r < 0) {
     send_err(ss, rq->op, rq->id, r, "%s", msg[0] ? msg : kvs_strerror(r));
     return;
+  }
+  if (hk) {
+    r = kvs__devseg_dstage_to_host(&ss->dseg, hk, 0, (size_t)kvb);
+    if (r == 0) r = kvs__devseg_dstage_to_host(&ss->dseg, hv, (size_t)kvb, (size_t)kvb);
+    if (r < 0) {
+      send_err(ss, rq->op, rq->id, r, "get: copying from the GPU: %s", kvs__cudrv_error());
+      return;
+    }
   }
   if (rq->dev && kp) {
     /* the reply goes out only once the data is in the segment */

@@ -21,6 +21,9 @@ int kvs__vmm_to_host(const kvs__vmm *m, void *d, uint64_t o, size_t n) { (void)m
 int kvs__vmm_from_host(const kvs__vmm *m, uint64_t o, const void *s, size_t n) { (void)m; (void)o; (void)s; (void)n; return -ENOSYS; }
 int kvs__cudrv_sync(const kvs__vmm *m) { (void)m; return -ENOSYS; }
 int kvs__cudrv_alloc(const kvs__vmm *m, uint64_t *p, size_t n) { (void)m; (void)n; *p = 0; return -ENOSYS; }
+int kvs__cudrv_ctx_of(kvs__vmm *m, int o) { (void)m; (void)o; return -ENOSYS; }
+int kvs__cudrv_htod(const kvs__vmm *m, uint64_t d, const void *s, size_t n) { (void)m; (void)d; (void)s; (void)n; return -ENOSYS; }
+int kvs__cudrv_dtoh(const kvs__vmm *m, void *d, uint64_t s, size_t n) { (void)m; (void)d; (void)s; (void)n; return -ENOSYS; }
 void kvs__cudrv_free(const kvs__vmm *m, uint64_t p) { (void)m; (void)p; }
 int kvs__vmm_to_device(const kvs__vmm *m, uint64_t d, uint64_t o, size_t n) { (void)m; (void)d; (void)o; (void)n; return -ENOSYS; }
 int kvs__cudrv_host_register(void *p, size_t n) { (void)p; (void)n; return -ENOSYS; }
@@ -273,6 +276,37 @@ int kvs__vmm_from_host(const kvs__vmm *m, uint64_t off, const void *src, size_t 
   if (n == 0) return 0;
   CU(cu.cuCtxSetCurrent((CUcontext)m->ctx), "cuCtxSetCurrent");
   CU(cu.cuMemcpyHtoD((CUdeviceptr)(m->ptr + off), src, n), "cuMemcpyHtoD");
+  return 0;
+}
+
+int kvs__cudrv_ctx_of(kvs__vmm *m, int ordinal)
+{
+  memset(m, 0, sizeof *m);
+  int n, rc = kvs__cudrv_count(&n);
+  if (rc) return rc;
+  if (ordinal < 0 || ordinal >= n) return -ENODEV;
+  CUcontext ctx;
+  if ((rc = primary(ordinal, &ctx))) return rc;
+  m->ctx = ctx;
+  m->ordinal = ordinal;
+  return 0;
+}
+
+int kvs__cudrv_htod(const kvs__vmm *m, uint64_t dst, const void *src, size_t n)
+{
+  if (!m->ctx || kvs__cudrv_load()) return -ENOSYS;
+  if (n == 0) return 0;
+  CU(cu.cuCtxSetCurrent((CUcontext)m->ctx), "cuCtxSetCurrent");
+  CU(cu.cuMemcpyHtoD((CUdeviceptr)dst, src, n), "cuMemcpyHtoD");
+  return 0;
+}
+
+int kvs__cudrv_dtoh(const kvs__vmm *m, void *dst, uint64_t src, size_t n)
+{
+  if (!m->ctx || kvs__cudrv_load()) return -ENOSYS;
+  if (n == 0) return 0;
+  CU(cu.cuCtxSetCurrent((CUcontext)m->ctx), "cuCtxSetCurrent");
+  CU(cu.cuMemcpyDtoH(dst, (CUdeviceptr)src, n), "cuMemcpyDtoH");
   return 0;
 }
 

@@ -46,6 +46,12 @@ void kvs__vmm_close(kvs__vmm *m);
 /* Copies on m's context; they return when the data is there. */
 int kvs__vmm_to_host(const kvs__vmm *m, void *dst, uint64_t off, size_t n);
 int kvs__vmm_from_host(const kvs__vmm *m, uint64_t off, const void *src, size_t n);
+/* A kvs__vmm without memory that names GPU ordinal's primary context,
+ * for the calls below (staging of host-segment sessions). */
+int kvs__cudrv_ctx_of(kvs__vmm *m, int ordinal);
+/* Host <-> device copies on m's context, synchronous. */
+int kvs__cudrv_htod(const kvs__vmm *m, uint64_t dst, const void *src, size_t n);
+int kvs__cudrv_dtoh(const kvs__vmm *m, void *dst, uint64_t src, size_t n);
 /* Device memory on m's GPU and context (cuMemAlloc); 0 or -errno. */
 int kvs__cudrv_alloc(const kvs__vmm *m, uint64_t *dptr, size_t n);
 void kvs__cudrv_free(const kvs__vmm *m, uint64_t dptr);
