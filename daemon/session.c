@@ -466,11 +466,16 @@ static int dev_put_stage(kvs__session *ss, const kvs__req *rq, uint64_t kvb, uin
     if (r == 0 && kvb) r = kvs__devseg_to_dstage(&ss->dseg, ko, rq->k_off, (size_t)kvb);
     if (r == 0 && kvb) r = kvs__devseg_to_dstage(&ss->dseg, vo, rq->v_off, (size_t)kvb);
   } else {
+    vo = ko + (size_t)kvb; /* K and V adjacent here: one copy when they are there too */
     st = kvs__devseg_stage(&ss->dseg, vo + (size_t)kvb);
     r = st ? 0 : -ENOMEM;
     if (r == 0 && ab) r = kvs__devseg_to_host(&ss->dseg, st, rq->act_off, (size_t)ab);
-    if (r == 0) r = kvs__devseg_to_host(&ss->dseg, st + ko, rq->k_off, (size_t)kvb);
-    if (r == 0) r = kvs__devseg_to_host(&ss->dseg, st + vo, rq->v_off, (size_t)kvb);
+    if (r == 0 && kvb && rq->v_off == rq->k_off + kvb)
+      r = kvs__devseg_to_host(&ss->dseg, st + ko, rq->k_off, 2 * (size_t)kvb);
+    else if (r == 0 && kvb) {
+      r = kvs__devseg_to_host(&ss->dseg, st + ko, rq->k_off, (size_t)kvb);
+      if (r == 0) r = kvs__devseg_to_host(&ss->dseg, st + vo, rq->v_off, (size_t)kvb);
+    }
   }
   if (r < 0) {
     send_err(ss, rq->op, rq->id, r, "put: reading the device segment: %s",
@@ -655,8 +660,12 @@ static void do_get(kvs__session *ss, const kvs__req *rq)
   if (rq->dev && kp) {
     /* the reply goes out only once the data is in the segment */
     r = 0;
-    if (!direct) r = kvs__devseg_from_host(&ss->dseg, rq->k_off, kp, (size_t)kvb);
-    if (r == 0 && !direct) r = kvs__devseg_from_host(&ss->dseg, rq->v_off, vp, (size_t)kvb);
+    if (!direct && rq->v_off == rq->k_off + kvb) /* the stage holds K then V */
+      r = kvs__devseg_from_host(&ss->dseg, rq->k_off, kp, 2 * (size_t)kvb);
+    else if (!direct) {
+      r = kvs__devseg_from_host(&ss->dseg, rq->k_off, kp, (size_t)kvb);
+      if (r == 0) r = kvs__devseg_from_host(&ss->dseg, rq->v_off, vp, (size_t)kvb);
+    }
     if (r == 0) r = kvs__devseg_sync(&ss->dseg);
     if (r < 0) {
       send_err(ss, rq->op, rq->id, r, "get: writing the device segment: %s", kvs__cudrv_error());

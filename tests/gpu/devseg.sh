@@ -49,6 +49,25 @@ grep -q "device segments on" "$tmp/kvsinkd.log" && pass "kvsinkd serves device s
 timeout 120 "$T" "$sock" check > "$tmp/check.log" 2>&1 || rc=1
 cat "$tmp/check.log"
 
+# 1b. the same bytes as a host pool (the C reference) through a host segment
+hsock="$tmp/host.sock"
+"$D" --foreground --config "$tmp/kvsinkd.conf" --socket "$hsock" --device host \
+  --log-level info > "$tmp/kvsinkd-host.log" 2>&1 &
+hpid=$!
+for i in $(seq 100); do [ -S "$hsock" ] && break; sleep 0.1; done
+if timeout 120 "$T" "$sock" dump "$tmp/gpu-dev.bin" 1 && timeout 120 "$T" "$sock" dump "$tmp/gpu-host.bin" 0 &&
+   timeout 300 "$T" "$hsock" dump "$tmp/host.bin" 0; then
+  cmp -s "$tmp/gpu-dev.bin" "$tmp/host.bin" &&
+    pass "16/8/4/2 bits: GPU pool via device segment == host pool (C reference) via host segment" ||
+    failed "GPU pool via device segment differs from the host pool"
+  cmp -s "$tmp/gpu-host.bin" "$tmp/host.bin" &&
+    pass "16/8/4/2 bits: GPU pool via host segment == host pool" ||
+    failed "GPU pool via host segment differs from the host pool"
+else
+  failed "dump runs"
+fi
+kill -TERM "$hpid"; wait "$hpid"
+
 # 2a. a client killed with its device segment mapped
 mkfifo "$tmp/in"
 "$T" "$sock" restart < "$tmp/in" > "$tmp/killed.log" 2>&1 &

@@ -8,6 +8,8 @@
  *                                     x 8 heads x 128 (fp16) per process, device
  *                                     and host segments, next to cudaMemcpy D2D
  *   devseg_test SOCK latency          1-token put+get, median and p99 (us)
+ *   devseg_test SOCK dump FILE DEV    outputs at 16/8/4/2 bits into FILE (DEV 1:
+ *                                     device segment, 0: host segment)
  * Client buffers are CUDA runtime allocations; exit 0 = pass. */
 #include <errno.h>
 #include <stdio.h>
@@ -131,6 +133,32 @@ static int check(void)
   return fails ? 1 : 0;
 }
 
+/* The outputs at 16/8/4/2 bits to FILE, for a comparison across daemons
+ * (a GPU pool through a device segment vs a host pool, the C reference). */
+static int dump(const char *file, int dev)
+{
+  const uint32_t n = 256, L = 4;
+  size_t e = (size_t)n * L * 8 * 128, b = e * 2;
+  uint16_t *h = malloc(2 * b), *ko = malloc(b), *vo = malloc(b);
+  rnd_state = 777;
+  fill(h, 2 * e);
+  FILE *f = fopen(file, "wb");
+  if (!f) return 1;
+  static const int bits[] = {16, 8, 4, 2};
+  for (int bi = 0; bi < 4; bi++) {
+    kvs_client *c = conn(L, bits[bi], dev, 4 * b);
+    int r = put_get(c, dev, 1, 1000, n, L, h, h + e, ko, vo);
+    if (r < 0) {
+      fprintf(stderr, "dump: %s (%s)\n", kvs_strerror(r), kvs_last_error(c));
+      return 1;
+    }
+    fwrite(ko, 1, b, f);
+    fwrite(vo, 1, b, f);
+    kvs_close(c);
+  }
+  return fclose(f) ? 1 : 0;
+}
+
 static int restart(void)
 {
   const uint32_t n = 64, L = 4;
@@ -157,7 +185,9 @@ static int restart(void)
   return clear && ok ? 0 : 1;
 }
 
-/* One process: GB/s of put and of get (16-bit bytes of K+V). */
+/* One process: GB/s of put and of get (16-bit bytes of K+V): [0] the
+ * call through the daemon, [1] with the client's copies into / out of
+ * the segment from / to its own device buffers. */
 static void bench1(int bits, int dev, double *put, double *get)
 {
   const uint32_t n = 1024, L = 32, iters = 6;
@@ -172,29 +202,39 @@ static void bench1(int bits, int dev, double *put, double *get)
   CK(cudaMemcpy(dk, h, 2 * b, cudaMemcpyHostToDevice));
   uint8_t *seg = dev ? kvs_device_segment(c, NULL) : kvs_segment(c, NULL);
   uint32_t *tok = malloc(n * sizeof *tok);
-  double tp = 0, tg = 0;
+  double tp = 0, tg = 0, tcp = 0, tcg = 0;
   for (uint32_t it = 0; it < iters; it++) {
     for (uint32_t i = 0; i < n; i++) tok[i] = (uint32_t)getpid() * 7919u + it * n + i;
+    /* the engine's K/V into the segment (device to device, or down to host) */
     double t0 = now();
     CK(cudaMemcpy(seg, dk, b, cudaMemcpyDefault));
     CK(cudaMemcpy(seg + b, dv, b, cudaMemcpyDefault));
+    double t1 = now();
     kvs_put_args a = { .seq = it, .tokens = tok, .n_tokens = n, .layer_end = L, .k_off = 0,
                        .v_off = b, .device = dev };
     int r = kvs_put(c, &a, NULL);
-    double t1 = now();
+    double t2 = now();
     if (r == 0)
       r = dev ? kvs_get_device(c, it, 0, n, 0, L, 2 * b, 3 * b) : kvs_get(c, it, 0, n, 0, L, 2 * b, 3 * b);
+    double t3 = now();
     if (r == 0) {
       CK(cudaMemcpy(dk, seg + 2 * b, b, cudaMemcpyDefault));
       CK(cudaMemcpy(dv, seg + 3 * b, b, cudaMemcpyDefault));
     }
-    double t2 = now();
+    double t4 = now();
     if (r < 0) { fprintf(stderr, "bench: %s (%s)\n", kvs_strerror(r), kvs_last_error(c)); exit(1); }
     kvs_release(c, it);
-    if (it > 0) { tp += t1 - t0; tg += t2 - t1; } /* the first warms up */
+    if (it > 0) { /* the first warms up */
+      tp += t2 - t1;
+      tg += t3 - t2;
+      tcp += t2 - t0;
+      tcg += t4 - t2;
+    }
   }
-  *put = 2.0 * b * (iters - 1) / tp / 1e9;
-  *get = 2.0 * b * (iters - 1) / tg / 1e9;
+  put[0] = 2.0 * b * (iters - 1) / tp / 1e9;
+  get[0] = 2.0 * b * (iters - 1) / tg / 1e9;
+  put[1] = 2.0 * b * (iters - 1) / tcp / 1e9;
+  get[1] = 2.0 * b * (iters - 1) / tcg / 1e9;
   kvs_close(c);
 }
 
@@ -219,33 +259,35 @@ static double d2d(void)
  * CUDA only after the children ran (CUDA does not survive a fork). */
 static int bench(int procs, int bits)
 {
-  double res[2][2];
+  double res[2][4];
   for (int dev = 1; dev >= 0; dev--) {
     int pfd[2];
     if (pipe(pfd) < 0) return 1;
     for (int p = 0; p < procs; p++)
       if (fork() == 0) {
-        double a, g;
+        double a[2], g[2];
         close(pfd[0]);
-        bench1(bits, dev, &a, &g);
-        if (write(pfd[1], (double[2]){a, g}, sizeof(double[2])) < 0) _exit(1);
+        bench1(bits, dev, a, g);
+        if (write(pfd[1], (double[4]){a[0], g[0], a[1], g[1]}, sizeof(double[4])) < 0) _exit(1);
         _exit(0);
       }
     close(pfd[1]);
-    double sp = 0, sg = 0, v[2];
+    double sum[4] = {0, 0, 0, 0}, v[4];
     int got = 0;
-    while (read(pfd[0], v, sizeof v) == (ssize_t)sizeof v) { sp += v[0]; sg += v[1]; got++; }
+    while (read(pfd[0], v, sizeof v) == (ssize_t)sizeof v) {
+      for (int i = 0; i < 4; i++) sum[i] += v[i];
+      got++;
+    }
     close(pfd[0]);
     while (wait(NULL) > 0) {}
     if (got != procs) { printf("FAIL: bench %d procs %d bits: %d of them finished\n", procs, bits, got); return 1; }
-    res[dev][0] = sp;
-    res[dev][1] = sg;
+    memcpy(res[dev], sum, sizeof sum);
   }
   double dd = d2d();
   for (int dev = 1; dev >= 0; dev--)
-    printf("%-6s procs %d bits %2d  put %8.2f GB/s (%5.1f%% of D2D)  get %8.2f GB/s (%5.1f%%)  D2D %7.1f GB/s\n",
+    printf("%-6s procs %d bits %2d | put %7.1f GB/s %5.1f%% | get %7.1f GB/s %5.1f%% | with client copies: put %7.1f get %7.1f GB/s | D2D %7.1f GB/s\n",
            dev ? "device" : "host", procs, bits, res[dev][0], 100 * res[dev][0] / dd, res[dev][1],
-           100 * res[dev][1] / dd, dd);
+           100 * res[dev][1] / dd, res[dev][2], res[dev][3], dd);
   return 0;
 }
 
@@ -294,6 +336,7 @@ int main(int argc, char **argv)
   if (!strcmp(argv[2], "check")) return check();
   if (!strcmp(argv[2], "restart")) return restart();
   if (!strcmp(argv[2], "latency")) return latency();
+  if (!strcmp(argv[2], "dump") && argc == 5) return dump(argv[3], atoi(argv[4]));
   if (!strcmp(argv[2], "bench") && argc == 5) return bench(atoi(argv[3]), atoi(argv[4]));
   return 2;
 }
