@@ -107,7 +107,9 @@ static int cu_quantize_n(kvs__backend *b, const kvs__qparams *p, const kvs__qite
       return -EINVAL;
   pthread_mutex_lock(&c->lock);
   batch_layout bl;
-  int rc = batch_layout_of(c, p, n, sizeof(kvs__cuda_qjob), &bl);
+  /* several pools: each call on its own GPU */
+  int rc = cudaSetDevice(c->device) == cudaSuccess ? 0 : -EIO;
+  if (rc == 0) rc = batch_layout_of(c, p, n, sizeof(kvs__cuda_qjob), &bl);
   if (rc) goto out;
   uint8_t *h = c->hbatch, *d = c->dbatch;
   int host_tiles = 0;
@@ -153,7 +155,8 @@ static int cu_dequantize_n(kvs__backend *b, const kvs__qparams *p, const kvs__dq
   size_t plane = (size_t)p->group * p->channels * 2u, ps = align16(plane);
   pthread_mutex_lock(&c->lock);
   batch_layout bl;
-  int rc = batch_layout_of(c, p, n, sizeof(kvs__cuda_dqjob), &bl);
+  int rc = cudaSetDevice(c->device) == cudaSuccess ? 0 : -EIO;
+  if (rc == 0) rc = batch_layout_of(c, p, n, sizeof(kvs__cuda_dqjob), &bl);
   if (rc) goto out;
   uint8_t *h = c->hbatch, *d = c->dbatch;
   int host_out = 0;
@@ -210,6 +213,10 @@ static int cu_predict_sinks(kvs__backend *b, const float *d_act, uint32_t n, uin
   cuda_priv *c = b->priv;
   int r = -EIO;
   pthread_mutex_lock(&c->lock);
+  if (cudaSetDevice(c->device) != cudaSuccess) {
+    cudaGetLastError();
+    goto out;
+  }
   if (n > c->flags_bytes) {
     if (c->dflags) cudaFree(c->dflags);
     c->dflags = NULL;
@@ -220,6 +227,12 @@ static int cu_predict_sinks(kvs__backend *b, const float *d_act, uint32_t n, uin
       goto out;
     }
     c->flags_bytes = n;
+  }
+  /* the kernel sets flags of sinks only: start from none */
+  if (cudaMemset(c->dflags, 0, n) != cudaSuccess) {
+    cudaGetLastError();
+    r = -EIO;
+    goto out;
   }
   r = kvs__cuda_predict_sinks(&c->ctx, d_act, n, n_ch, tau, budget, c->dflags);
   if (r >= 0 && cudaMemcpy(flags, c->dflags, n, cudaMemcpyDeviceToHost) != cudaSuccess) {

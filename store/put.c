@@ -113,6 +113,7 @@ static int put_predict_dev(put *c, uint32_t off, uint32_t m)
   const float *a = c->act + (size_t)off * c->act_ch;
   int cand = be->predict_sinks(be, a, m, c->act_ch, sp->prof.tau, UINT32_MAX, c->pred);
   uint32_t budget = sp->prof.max_sinks > q->npred ? sp->prof.max_sinks - q->npred : 0;
+  memset(c->pred, 0, m); /* the first call flagged every candidate */
   int rc = cand < 0 ? cand : be->predict_sinks(be, a, m, c->act_ch, sp->prof.tau, budget, c->pred);
   if (rc < 0)
     return kvs__fail(c->errmsg, rc, rc == KVS_ENAN ? "NaN or Inf in the activation summary"
