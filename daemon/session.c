@@ -358,8 +358,8 @@ static void do_hello(kvs__session *ss, const kvs__req *rq)
   if (r < 0) {
     snprintf(msg, sizeof msg, "%s", strerror(-r));
     kvs__warn("session %llu: sending hello reply: %s", (unsigned long long)ss->id, msg);
+    kvs__devseg_close(&ss->dseg); /* unpins before the memfd is unmapped */
     kvs__segment_close(&ss->seg);
-    kvs__devseg_close(&ss->dseg);
     kvs__space_unref(ss->space);
     ss->space = NULL;
     if (r == -EBUSY)
