@@ -11,8 +11,6 @@
 #include "kernels/cudrv.h"
 #include <kvsink.h>
 
-#define DEFAULT_SEG_SIZE (64u << 20)
-
 struct kvs_client {
   kvs__conn conn;
   kvs_model model;
@@ -91,6 +89,8 @@ static int fill_info(kvs_client *c, const kvs__rep *rep)
   i->policy = (kvs_policy)rep->policy;
   i->outliers = rep->outliers;
   i->has_profile = rep->has_profile;
+  i->policy_fallback = rep->policy_fallback;
+  i->v_group = rep->v_group;
   i->sink_layer = rep->sink_layer;
   i->n_sink_channels = rep->n_sink_channels;
   memcpy(i->sink_channels, rep->sink_channels,
@@ -116,7 +116,7 @@ static int hello(kvs_client *c)
   req.hello.n_kv_heads = model->n_kv_heads;
   req.hello.head_dim = model->head_dim;
   req.hello.dtype = (uint32_t)model->dtype;
-  req.hello.seg_size = opts->seg_size ? opts->seg_size : DEFAULT_SEG_SIZE;
+  req.hello.seg_size = opts->seg_size ? opts->seg_size : KVS_DEFAULT_SEG_SIZE;
   req.hello.k_bits = opts->k_bits;
   req.hello.v_bits = opts->v_bits;
   req.hello.policy = (int32_t)opts->policy;

@@ -10,8 +10,6 @@
 
 #include "client/conn.h"
 
-#define DEFAULT_SOCKET "/run/kvsink/kvsinkd.sock"
-
 const char *kvs__conn_default_path(const char *path)
 {
   if (path && *path)
@@ -19,7 +17,7 @@ const char *kvs__conn_default_path(const char *path)
   const char *env = getenv("KVSINK_SOCKET");
   if (env && *env)
     return env;
-  return DEFAULT_SOCKET;
+  return KVS_DEFAULT_SOCKET;
 }
 
 void kvs__conn_seterr(kvs__conn *c, int err, const char *what)

@@ -11,6 +11,7 @@
 
 #include <kvsink.h>
 #include "daemon/config.h"
+#include "proto/proto.h"
 #include "daemon/log.h"
 
 static int parse_u64(const char *v, uint64_t *out)
@@ -55,7 +56,6 @@ static int parse_size(const char *v, uint64_t *out)
   return 0;
 }
 
-static int valid_bits(uint32_t b) { return b == 2 || b == 3 || b == 4 || b == 8 || b == 16; }
 
 static int set_shared(kvs__config *c, const char *v, char *err)
 {
@@ -102,6 +102,19 @@ int kvs__config_set(kvs__config *c, const char *key, const char *v, char *err)
   } else if (strcmp(key, "socket_group") == 0) {
     if (strlen(v) >= sizeof c->socket_group) BAD("socket_group: name too long");
     strcpy(c->socket_group, v);
+  } else if (strcmp(key, "admin_socket") == 0) {
+    if (!*v || strlen(v) >= sizeof c->admin_socket) BAD("admin_socket: path empty or longer than %zu bytes", sizeof c->admin_socket - 1);
+    strcpy(c->admin_socket, v);
+  } else if (strcmp(key, "admin_socket_group") == 0 || strcmp(key, "admin_group") == 0) {
+    char *dst = key[6] == 's' ? c->admin_socket_group : c->admin_group;
+    if (strlen(v) >= sizeof c->admin_group) BAD("%s: name too long", key);
+    strcpy(dst, v);
+  } else if (strcmp(key, "admin_socket_mode") == 0) {
+    char *end;
+    errno = 0;
+    unsigned long m = strtoul(v, &end, 8);
+    if (!*v || errno || *end || m > 0777) BAD("admin_socket_mode: expected an octal mode like 0600, got '%s'", v);
+    c->admin_socket_mode = (unsigned)m;
   } else if (strcmp(key, "socket_mode") == 0) {
     char *end;
     errno = 0;
@@ -119,7 +132,7 @@ int kvs__config_set(kvs__config *c, const char *key, const char *v, char *err)
                 : c->devices.mode == KVS_DEVMODE_LIST ? c->devices.dev[0]
                                                       : KVS_DEVICE_AUTO;
   } else if (strcmp(key, "k_bits") == 0 || strcmp(key, "v_bits") == 0) {
-    if (parse_u32(v, 0, 16, &u32) < 0 || !valid_bits(u32)) BAD("%s: expected 2, 3, 4, 8 or 16, got '%s'", key, v);
+    if (parse_u32(v, 0, 16, &u32) < 0 || !kvs__bits_valid(u32)) BAD("%s: expected 2, 3, 4, 8 or 16, got '%s'", key, v);
     if (key[0] == 'k') c->k_bits = u32; else c->v_bits = u32;
   } else if (strcmp(key, "group_size") == 0) {
     if (parse_u32(v, 1, 64, &u32) < 0) BAD("group_size: expected 1..64, got '%s'", v);
@@ -131,10 +144,9 @@ int kvs__config_set(kvs__config *c, const char *key, const char *v, char *err)
     if (parse_u32(v, 0, 64, &u32) < 0) BAD("pfn: expected 0..64, got '%s'", v);
     c->pfn = u32;
   } else if (strcmp(key, "policy") == 0) {
-    if (strcmp(v, "none") == 0) c->policy = KVS_POLICY_NONE;
-    else if (strcmp(v, "pfn") == 0) c->policy = KVS_POLICY_PFN;
-    else if (strcmp(v, "kvsink") == 0) c->policy = KVS_POLICY_KVSINK;
-    else BAD("policy: expected none, pfn or kvsink, got '%s'", v);
+    int p = kvs__policy_from_name(v, strlen(v)); /* proto's table of names */
+    if (p < KVS_POLICY_NONE) BAD("policy: expected none, pfn or kvsink, got '%s'", v);
+    c->policy = p;
   } else if (strcmp(key, "outliers") == 0) {
     char *end;
     errno = 0;
@@ -149,6 +161,15 @@ int kvs__config_set(kvs__config *c, const char *key, const char *v, char *err)
   } else if (strcmp(key, "max_segment_size") == 0) {
     if (parse_size(v, &u64) < 0 || u64 < 4096 || u64 > ((uint64_t)1 << 40)) BAD("max_segment_size: expected bytes 4K..1024G, got '%s'", v);
     c->max_segment_size = u64;
+  } else if (strcmp(key, "max_sessions_per_uid") == 0) {
+    if (parse_u32(v, 1, 65536, &u32) < 0) BAD("max_sessions_per_uid: expected 1..65536, got '%s'", v);
+    c->max_sessions_per_uid = u32;
+  } else if (strcmp(key, "hello_timeout") == 0 || strcmp(key, "frame_timeout") == 0) {
+    if (parse_u32(v, 1, 86400, &u32) < 0) BAD("%s: expected seconds 1..86400, got '%s'", key, v);
+    if (key[0] == 'h') c->hello_timeout_s = u32; else c->frame_timeout_s = u32;
+  } else if (strcmp(key, "max_reply_queue") == 0) {
+    if (parse_size(v, &u64) < 0 || u64 < (64u << 10) || u64 > (1ull << 32)) BAD("max_reply_queue: expected bytes 64K..4G, got '%s'", v);
+    c->max_reply_queue = u64;
   } else if (strcmp(key, "max_sessions") == 0) {
     if (parse_u32(v, 1, 65536, &u32) < 0) BAD("max_sessions: expected 1..65536, got '%s'", v);
     c->max_sessions = u32;
@@ -275,7 +296,10 @@ void kvs__config_defaults(kvs__config *c)
   char err[KVS_CONF_ERRMSG];
   memset(c, 0, sizeof *c);
   /* Values the embedded file does not set. */
+  /* the one definition of the default path is in kvsink.h */
+  snprintf(c->socket, sizeof c->socket, "%s", KVS_DEFAULT_SOCKET);
   c->socket_mode = 0660;
+  c->admin_socket_mode = 0600;
   c->device = KVS_DEVICE_AUTO;
   c->policy = KVS_POLICY_KVSINK;
   c->log_level = KVS_LOG_NOTICE;
@@ -284,4 +308,18 @@ void kvs__config_defaults(kvs__config *c)
     fprintf(stderr, "kvsinkd: embedded %s\n", err);
     abort();
   }
+}
+
+int kvs__config_admin_path(const kvs__config *c, char out[108])
+{
+  if (strcmp(c->admin_socket, "none") == 0) return -ENOENT;
+  if (c->admin_socket[0]) {
+    memcpy(out, c->admin_socket, sizeof c->admin_socket);
+    return 0;
+  }
+  size_t n = strlen(c->socket);
+  if (n > 5 && strcmp(c->socket + n - 5, ".sock") == 0) n -= 5;
+  int w = snprintf(out, 108, "%.*s%s", (int)n, c->socket,
+                   n < strlen(c->socket) ? ".admin.sock" : ".admin");
+  return w < 0 || w >= 108 ? -ENAMETOOLONG : 0;
 }

@@ -17,6 +17,10 @@ typedef struct kvs__config {
   char socket[108];          /* sun_path size */
   char socket_group[64];     /* "" = leave the group alone */
   unsigned socket_mode;
+  char admin_socket[108];    /* "" = next to socket (see kvs__config_admin_path), "none" = off */
+  char admin_socket_group[64];
+  unsigned admin_socket_mode;
+  char admin_group[64];      /* members are admins on the data socket too; "" = uid 0 only */
   uint64_t pool_size;
   int device;                /* the first GPU of devices (or AUTO / HOST) */
   kvs__devlist devices;      /* `device`: auto, host, all or a list */
@@ -30,6 +34,10 @@ typedef struct kvs__config {
   size_t n_shared_uids;
   uint64_t max_segment_size;
   uint32_t max_sessions;
+  uint32_t max_sessions_per_uid; /* data-socket sessions of one uid */
+  uint32_t hello_timeout_s;      /* data session without hello is closed */
+  uint32_t frame_timeout_s;      /* a partial frame may wait this long */
+  uint64_t max_reply_queue;      /* queued reply bytes before a session's reads pause */
   uint32_t max_pending_tokens;
   int log_level;
 } kvs__config;
@@ -47,6 +55,10 @@ int kvs__config_parse(kvs__config *c, const char *text, const char *name, char *
 int kvs__config_load(kvs__config *c, const char *path, char *errmsg);
 /* Set one key (command-line overrides use the same checks). */
 int kvs__config_set(kvs__config *c, const char *key, const char *value, char *errmsg);
+/* The admin socket path: admin_socket, else socket with ".sock" replaced
+ * by ".admin.sock" (or ".admin" appended). 0, or -ENOENT when "none",
+ * -ENAMETOOLONG when the derived path does not fit. */
+int kvs__config_admin_path(const kvs__config *c, char out[108]);
 /* Checks that span keys (pfn <= group_size, v_group_size <= ...). */
 int kvs__config_check(const kvs__config *c, char *errmsg);
 

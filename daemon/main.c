@@ -11,10 +11,27 @@
 
 static void usage(FILE *f)
 {
+  kvs__config d;
+  kvs__config_defaults(&d);
+  char adm[108] = "";
+  kvs__config_admin_path(&d, adm);
   fprintf(f,
-          "usage: kvsinkd [--foreground] [--socket PATH] [--config FILE] [--pool-size BYTES]\n"
-          "               [--log-level LEVEL] [--device auto|host|all|cuda:N[,cuda:M...]]\n"
-          "       kvsinkd --check-config FILE\n");
+          "usage: kvsinkd [OPTIONS]\n"
+          "       kvsinkd --check-config FILE\n"
+          "options (they override the configuration file):\n"
+          "  -c, --config FILE       configuration (default: built-in, see kvsinkd.conf(5))\n"
+          "  -s, --socket PATH       data socket (default %s;\n"
+          "                          admin socket next to it: %s)\n"
+          "  -p, --pool-size BYTES   block pool, K/M/G suffixes (default %lluM)\n"
+          "  -d, --device DEV        auto, host, all or cuda:N[,cuda:M...] (default auto)\n"
+          "  -l, --log-level LEVEL   debug, info, notice, warning, err (default notice)\n"
+          "  -f, --foreground        accepted, no effect: kvsinkd never forks\n"
+          "  -C, --check-config FILE validate FILE, print ok or the error; exit 0 or 1\n"
+          "  -V, --version           print the version\n"
+          "  -h, --help              this text\n"
+          "exit status: 0 clean stop, 1 configuration or start-up error, 2 usage error.\n"
+          "See kvsinkd(8).\n",
+          d.socket, adm, (unsigned long long)(d.pool_size >> 20));
 }
 
 int main(int argc, char **argv)
@@ -24,15 +41,16 @@ int main(int argc, char **argv)
       {"config", required_argument, 0, 'c'}, {"pool-size", required_argument, 0, 'p'},
       {"check-config", required_argument, 0, 'C'}, {"log-level", required_argument, 0, 'l'},
       {"device", required_argument, 0, 'd'}, {"help", no_argument, 0, 'h'},
-      {0, 0, 0, 0}};
+      {"version", no_argument, 0, 'V'},      {0, 0, 0, 0}};
   static kvs__server srv;
   const char *check = NULL;
   char err[KVS_CONF_ERRMSG];
   kvs__config_defaults(&srv.overrides);
   int o;
-  /* --foreground is accepted for clarity: kvsinkd never forks (systemd
-   * Type=notify runs it in the foreground too). */
-  while ((o = getopt_long(argc, argv, "fs:c:p:C:l:d:h", opts, NULL)) != -1) {
+  /* --foreground is accepted for scripts that pass it: kvsinkd never
+   * forks (systemd Type=notify runs it in the foreground too). */
+  opterr = 0; /* our messages name the option */
+  while ((o = getopt_long(argc, argv, "fs:c:p:C:l:d:hV", opts, NULL)) != -1) {
     const char *key = NULL;
     unsigned bit = 0;
     switch (o) {
@@ -44,7 +62,14 @@ int main(int argc, char **argv)
     case 'c': srv.config_path = optarg; break;
     case 'C': check = optarg; break;
     case 'h': usage(stdout); return 0;
-    default: usage(stderr); return 2;
+    case 'V': printf("kvsinkd %s\n", PACKAGE_VERSION); return 0;
+    default:
+      if (optopt && strchr("scpCld", optopt))
+        fprintf(stderr, "kvsinkd: option '%s' needs a value\n", argv[optind - 1]);
+      else
+        fprintf(stderr, "kvsinkd: unknown option '%s'\n", argv[optind - 1]);
+      fprintf(stderr, "Try 'kvsinkd --help'.\n");
+      return 2;
     }
     if (key) {
       if (kvs__config_set(&srv.overrides, key, optarg, err) < 0) {
@@ -55,7 +80,7 @@ int main(int argc, char **argv)
     }
   }
   if (optind < argc) {
-    usage(stderr);
+    fprintf(stderr, "kvsinkd: unexpected argument '%s'\nTry 'kvsinkd --help'.\n", argv[optind]);
     return 2;
   }
   if (check) {

@@ -6,7 +6,6 @@
 #include "store/backend.h"
 #include "daemon/log.h"
 #include "daemon/pools.h"
-#include "daemon/session.h"
 
 /* Register GPU ordinal's pool; say whether its clients get device segments. */
 static void add(kvs__server *s, int ordinal, kvs__store *st, kvs__backend *b)
@@ -78,28 +77,6 @@ void kvs__pools_close(kvs__server *s)
 #endif
   }
   memset(&s->devs, 0, sizeof s->devs);
-}
-
-void kvs__pools_fill_stats(kvs__server *s, kvs__stats *st)
-{
-  size_t n = s->devs.n < KVS_MAX_STATS_DEVICES ? s->devs.n : KVS_MAX_STATS_DEVICES;
-  for (size_t i = 0; i < n; i++) {
-    kvs__dev_stats *d = &st->devices[i];
-    kvs__store_stats ss;
-    kvs__store_stats_get(s->devs.store[i], &ss);
-    memset(d, 0, sizeof *d);
-    snprintf(d->device, sizeof d->device, "cuda:%d", s->devs.ordinal[i]);
-    d->pool_bytes = ss.pool_bytes;
-    d->pool_used_bytes = ss.pool_used_bytes;
-    d->blocks_used = ss.blocks;
-    d->puts = ss.puts;
-    d->gets = ss.gets;
-    d->bytes_in = ss.bytes_in;
-    d->bytes_out = ss.bytes_out;
-    for (kvs__session *ss2 = s->sessions; ss2; ss2 = ss2->next)
-      d->sessions += ss2->store == s->devs.store[i];
-  }
-  st->n_devices = (uint32_t)n;
 }
 
 size_t kvs__pools_stores(kvs__server *s, kvs__store **out)

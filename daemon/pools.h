@@ -14,7 +14,4 @@ void kvs__pools_close(kvs__server *s);
 /* Every pool's store, the first one first; out has KVS_MAX_DEVICES + 1
  * entries. Returns the count. */
 size_t kvs__pools_stores(kvs__server *s, kvs__store **out);
-/* The stats' per-GPU section (st->devices); sessions counted per pool. */
-void kvs__pools_fill_stats(kvs__server *s, kvs__stats *st);
-
 #endif

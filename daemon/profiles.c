@@ -6,7 +6,7 @@
 #include <string.h>
 
 #include "daemon/log.h"
-#include "daemon/server.h"
+#include "daemon/profiles.h"
 
 static int has_suffix(const char *s, const char *suf)
 {
@@ -18,7 +18,6 @@ int kvs__profiles_load(kvs__profiles *p, const char *dir)
 {
   p->v = NULL;
   p->n = 0;
-  p->retired = NULL;
   DIR *d = opendir(dir);
   if (!d) {
     kvs__info("profiles: %s: %s; no sink profiles loaded", dir, strerror(errno));
@@ -61,17 +60,9 @@ int kvs__profiles_load(kvs__profiles *p, const char *dir)
 
 void kvs__profiles_free(kvs__profiles *p)
 {
-  kvs__profiles *r = p->retired;
-  while (r) {
-    kvs__profiles *next = r->retired;
-    free(r->v);
-    free(r);
-    r = next;
-  }
   free(p->v);
   p->v = NULL;
   p->n = 0;
-  p->retired = NULL;
 }
 
 const kvs__profile *kvs__profiles_find(const kvs__profiles *p, const char *model_id)

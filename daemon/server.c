@@ -10,11 +10,13 @@
 #include <unistd.h>
 
 #include "store/backend.h"
-#include "daemon/log.h"
 #include "daemon/pools.h"
+#include "daemon/log.h"
 #include "daemon/server.h"
 #include "daemon/session.h"
 #include "daemon/systemd.h"
+
+static int unlink_stale(const char *path);
 
 static void on_connection(uv_stream_t *l, int status)
 {
@@ -23,7 +25,61 @@ static void on_connection(uv_stream_t *l, int status)
     kvs__warn("accept: %s", uv_strerror(status));
     return;
   }
-  kvs__session_accept(s);
+  kvs__session_accept(&s->sess, l, l == (uv_stream_t *)&s->admin_listener);
+}
+
+/* A path whose directory is missing is reported as such, not as the
+ * bind's "permission denied" or "no such file". */
+static void report_bind(const char *what, const char *path, int r)
+{
+  char dir[108];
+  snprintf(dir, sizeof dir, "%s", path);
+  char *slash = strrchr(dir, '/');
+  if (slash && slash != dir) {
+    *slash = 0;
+    struct stat st;
+    if (stat(dir, &st) < 0 && errno == ENOENT) {
+      kvs__err("%s %s: directory %s does not exist (create it, or set the path in the config)",
+               what, path, dir);
+      return;
+    }
+  }
+  kvs__err("bind %s %s: %s", what, path, uv_strerror(r));
+}
+
+/* Bind path with mode (umask-proof) and group ("" = leave it). */
+static int bind_unix(uv_pipe_t *p, const char *what, const char *path, unsigned mode,
+                     const char *group)
+{
+  int r = unlink_stale(path);
+  if (r < 0) {
+    kvs__err("%s %s: %s", what, path,
+             r == -EADDRINUSE ? "another kvsinkd is listening there"
+             : r == -EEXIST   ? "exists and is not a socket"
+                              : strerror(-r));
+    return r;
+  }
+  mode_t old = umask(0777 & ~mode);
+  r = uv_pipe_bind(p, path);
+  umask(old);
+  if (r < 0) {
+    report_bind(what, path, r);
+    return r;
+  }
+  if (chmod(path, mode) < 0) kvs__warn("chmod %s: %s", path, strerror(errno));
+  if (group[0]) {
+    struct group *g = getgrnam(group);
+    if (!g) {
+      kvs__err("%s group '%s': no such group", what, group);
+      return -ENOENT;
+    }
+    if (chown(path, (uid_t)-1, g->gr_gid) < 0) {
+      int e = errno;
+      kvs__err("chown %s to group %s: %s", path, group, strerror(e));
+      return -e;
+    }
+  }
+  return 0;
 }
 
 /* Remove a socket file left by a daemon that died, but never a live one
@@ -60,35 +116,9 @@ static int open_listener(kvs__server *s)
     s->activated = 1;
     kvs__notice("listening on the socket passed by systemd");
   } else {
-    const char *path = s->cfg.socket;
-    r = unlink_stale(path);
-    if (r < 0) {
-      kvs__err("socket %s: %s", path,
-               r == -EADDRINUSE ? "another kvsinkd is listening there"
-               : r == -EEXIST   ? "exists and is not a socket"
-                                : strerror(-r));
-      return r;
-    }
-    mode_t old = umask(0777 & ~s->cfg.socket_mode);
-    r = uv_pipe_bind(&s->listener, path);
-    umask(old);
-    if (r < 0) {
-      kvs__err("bind %s: %s", path, uv_strerror(r));
-      return r;
-    }
-    if (chmod(path, s->cfg.socket_mode) < 0)
-      kvs__warn("chmod %s: %s", path, strerror(errno));
-    if (s->cfg.socket_group[0]) {
-      struct group *g = getgrnam(s->cfg.socket_group);
-      if (!g) {
-        kvs__err("socket_group '%s': no such group", s->cfg.socket_group);
-        return -ENOENT;
-      }
-      if (chown(path, (uid_t)-1, g->gr_gid) < 0) {
-        kvs__err("chown %s to group %s: %s", path, s->cfg.socket_group, strerror(errno));
-        return -errno;
-      }
-    }
+    r = bind_unix(&s->listener, "socket", s->cfg.socket, s->cfg.socket_mode,
+                  s->cfg.socket_group);
+    if (r < 0) return r;
   }
   r = uv_listen((uv_stream_t *)&s->listener, 128, on_connection);
   if (r < 0) {
@@ -97,6 +127,32 @@ static int open_listener(kvs__server *s)
   }
   s->listening = 1;
   if (!s->activated) kvs__notice("listening on %s", s->cfg.socket);
+  return 0;
+}
+
+static int open_admin_listener(kvs__server *s)
+{
+  char path[108];
+  int r = kvs__config_admin_path(&s->cfg, path);
+  if (r == -ENOENT) return 0; /* admin_socket = none */
+  if (r < 0) {
+    kvs__err("admin socket: the path derived from %s is too long; set admin_socket",
+             s->cfg.socket);
+    return r;
+  }
+  uv_pipe_init(s->loop, &s->admin_listener, 0);
+  s->admin_listener.data = s;
+  s->admin_listening = 1; /* from here on the handle must be closed */
+  r = bind_unix(&s->admin_listener, "admin socket", path, s->cfg.admin_socket_mode,
+                s->cfg.admin_socket_group);
+  if (r < 0) return r;
+  r = uv_listen((uv_stream_t *)&s->admin_listener, 16, on_connection);
+  if (r < 0) {
+    kvs__err("listen %s: %s", path, uv_strerror(r));
+    return r;
+  }
+  memcpy(s->admin_path, path, sizeof path);
+  kvs__notice("admin socket %s", path);
   return 0;
 }
 
@@ -128,54 +184,58 @@ static void on_watchdog(uv_timer_t *t)
   kvs__sd_notify("WATCHDOG=1");
 }
 
-static void on_status(uv_timer_t *t) { kvs__server_status(t->data); }
-
-/* The store's own stats into the wire struct. blocks_total stays the count
- * of blocks held: the pool's capacity is pool_bytes (blocks of several
- * sizes share it). */
-static void copy_store_stats(const kvs__store *store, kvs__stats *st)
-{
-  _Static_assert(KVS_MAX_ERRMSG >= KVS_STORE_ERRMSG && KVS_MAX_MODEL_ID == KVS_STORE_MAX_MODEL_ID &&
-                     KVS_MAX_TOKENS_PER_PUT <= KVS_STORE_MAX_TOKENS &&
-                     KVS_MAX_LAYERS <= KVS_STORE_MAX_LAYERS &&
-                     KVS_MAX_KV_HEADS <= KVS_STORE_MAX_KV_HEADS &&
-                     KVS_MAX_HEAD_DIM <= KVS_STORE_MAX_HEAD_DIM,
-                 "wire limits within the store's");
-  kvs__store_stats ss;
-  kvs__store_stats_get(store, &ss);
-  st->pool_bytes = ss.pool_bytes;
-  st->pool_used_bytes = ss.pool_used_bytes;
-  st->blocks_total = ss.blocks;
-  st->blocks_used = ss.blocks;
-  st->blocks_pinned = ss.blocks_pinned;
-  st->sink_rows_used = ss.sink_rows;
-  st->lookups = ss.lookups;
-  st->lookup_hit_tokens = ss.lookup_hit_tokens;
-  st->lookup_tokens = ss.lookup_tokens;
-  st->puts = ss.puts;
-  st->gets = ss.gets;
-  st->evictions = ss.evictions;
-  st->put_nospc = ss.put_nospc;
-  st->bytes_in = ss.bytes_in;
-  st->bytes_out = ss.bytes_out;
-  st->stored_raw_bytes = ss.stored_raw_bytes;
-  st->stored_bytes = ss.stored_bytes;
-  st->sinks_found = ss.sinks_found;
-  st->sinks_dropped = ss.sinks_dropped;
-  st->outliers_kept = ss.outliers_kept;
-  st->seqs = ss.seqs;
-  st->spaces = ss.spaces;
-  snprintf(st->backend, sizeof st->backend, "%s", ss.backend);
-}
-
-void kvs__server_status(kvs__server *s)
+static void server_status(kvs__server *s)
 {
   kvs__stats st;
   memset(&st, 0, sizeof st);
-  copy_store_stats(s->store, &st);
+  kvs__ops_store_stats(s->store, &st);
   unsigned pct = st.pool_bytes ? (unsigned)(st.pool_used_bytes * 100 / st.pool_bytes) : 0;
   kvs__sd_notifyf("STATUS=serving %llu sessions, pool %u%% used (%s)",
-                  (unsigned long long)s->n_sessions, pct, s->backend_name);
+                  (unsigned long long)s->sess.n, pct, s->backend_name);
+}
+
+static void on_status(uv_timer_t *t) { server_status(t->data); }
+
+/* The stats fields the store does not know. */
+static void server_stats(void *arg, kvs__stats *st)
+{
+  kvs__server *s = arg;
+  st->sessions = s->sess.n;
+  st->sessions_total = s->sess.total;
+  st->uptime_s = (uv_now(s->loop) - s->started_ms) / 1000;
+  snprintf(st->backend, sizeof st->backend, "%s", s->backend_name ? s->backend_name : "host");
+}
+
+static int reload_cb(void *arg, char *errmsg) { return kvs__server_reload(arg, errmsg); }
+
+static void foreach_session(void *arg, kvs__sess_cb cb, void *cb_arg)
+{
+  kvs__server *s = arg;
+  for (kvs__session *ss = s->sess.head; ss; ss = ss->next) cb(&ss->st, cb_arg);
+}
+
+static void on_sighup(void *arg)
+{
+  char msg[KVS_CONF_ERRMSG];
+  kvs__server_reload(arg, msg);
+}
+
+static void on_sigterm(void *arg) { kvs__server_stop(arg); }
+
+static void maybe_finish(kvs__server *s);
+static void on_session_gone(void *arg) { maybe_finish(arg); }
+
+/* -1 when admin_group is unset; an unknown group is a start error. */
+static int admin_gid(const kvs__config *c)
+{
+  if (!c->admin_group[0]) return -1;
+  struct group *g = getgrnam(c->admin_group);
+  if (!g) {
+    kvs__warn("admin_group '%s': no such group; only uid 0 is admin on the data socket",
+              c->admin_group);
+    return -1;
+  }
+  return (int)g->gr_gid;
 }
 
 int kvs__server_start(kvs__server *s, uv_loop_t *loop)
@@ -200,8 +260,17 @@ int kvs__server_start(kvs__server *s, uv_loop_t *loop)
   if (r < 0) return r;
   r = kvs__profiles_load(&s->profiles, s->cfg.profiles_dir);
   if (r < 0) return r;
-  kvs__server_signals_init(s);
+  s->sess = (kvs__sessions){
+      .loop = loop, .cfg = &s->cfg, .admin_gid = admin_gid(&s->cfg),
+      .env = {.store = s->store, .backend = s->backend, .devs = &s->devs,
+              .cfg = &s->cfg, .profiles = &s->profiles,
+              .server_stats = server_stats, .reload = reload_cb,
+              .foreach_session = foreach_session, .arg = s},
+      .on_gone = on_session_gone, .arg = s};
+  kvs__signals_init(&s->sig, loop, on_sigterm, on_sighup, s);
   r = open_listener(s);
+  if (r < 0) return r;
+  r = open_admin_listener(s);
   if (r < 0) return r;
   uint64_t wd = kvs__sd_watchdog_usec();
   uv_timer_init(loop, &s->watchdog);
@@ -215,7 +284,7 @@ int kvs__server_start(kvs__server *s, uv_loop_t *loop)
   s->status_timer.data = s;
   uv_timer_start(&s->status_timer, on_status, 10000, 10000);
   kvs__sd_notify("READY=1");
-  kvs__server_status(s);
+  server_status(s);
   return 0;
 }
 
@@ -263,23 +332,17 @@ int kvs__server_reload(kvs__server *s, char *errmsg)
     kvs__sd_notify("READY=1");
     return -ENOMEM;
   }
-  /* Spaces created under the old set may point into it: retire, not free. */
-  kvs__profiles *old = malloc(sizeof *old);
-  if (!old) {
-    kvs__profiles_free(&np);
-    snprintf(errmsg, KVS_CONF_ERRMSG, "out of memory");
-    kvs__sd_notify("READY=1");
-    return -ENOMEM;
-  }
-  *old = s->profiles;
-  np.retired = old;
+  /* Spaces hold their own copy of their profile (kvs__space_ref), so the
+   * old set can go at once; a reload no longer grows the daemon. */
+  kvs__profiles_free(&s->profiles);
   s->profiles = np;
   s->cfg = c;
+  s->sess.admin_gid = admin_gid(&c);
   kvs__log_set_level(c.log_level);
-  kvs__notice("configuration reloaded from %s: log_level %s, k_bits %u, v_bits %u, policy %d, "
+  kvs__notice("configuration reloaded from %s: log_level %s, k_bits %u, v_bits %u, policy %s, "
               "pfn %u, %zu profiles",
               s->config_path ? s->config_path : "(built-in defaults)",
-              kvs__log_level_name(c.log_level), c.k_bits, c.v_bits, c.policy, c.pfn,
+              kvs__log_level_name(c.log_level), c.k_bits, c.v_bits, kvs__policy_name(c.policy), c.pfn,
               s->profiles.n);
   kvs__sd_notify("READY=1");
   errmsg[0] = 0;
@@ -288,13 +351,11 @@ int kvs__server_reload(kvs__server *s, char *errmsg)
 
 static void maybe_finish(kvs__server *s)
 {
-  if (!s->stopping || s->sessions) return;
+  if (!s->stopping || s->sess.head) return;
   /* Closing the last handles lets uv_run return. */
-  if (!uv_is_closing((uv_handle_t *)&s->sig_term)) {
+  if (!s->sig.closed) {
     uv_close((uv_handle_t *)&s->drain, NULL);
-    uv_close((uv_handle_t *)&s->sig_term, NULL);
-    uv_close((uv_handle_t *)&s->sig_int, NULL);
-    uv_close((uv_handle_t *)&s->sig_hup, NULL);
+    kvs__signals_close(&s->sig);
   }
 }
 
@@ -304,8 +365,8 @@ static void on_drain_timeout(uv_timer_t *t)
 {
   kvs__server *s = t->data;
   kvs__warn("stop: %llu sessions still open after %u s, closing them",
-               (unsigned long long)s->n_sessions, KVS_DRAIN_MS / 1000);
-  for (kvs__session *ss = s->sessions, *next; ss; ss = next) {
+               (unsigned long long)s->sess.n, KVS_DRAIN_MS / 1000);
+  for (kvs__session *ss = s->sess.head, *next; ss; ss = next) {
     next = ss->next;
     kvs__session_abort(ss);
   }
@@ -321,36 +382,20 @@ void kvs__server_stop(kvs__server *s)
     s->listening = 0;
     if (!s->activated) unlink(s->cfg.socket);
   }
+  if (s->admin_listening) {
+    uv_close((uv_handle_t *)&s->admin_listener, NULL);
+    s->admin_listening = 0;
+    if (s->admin_path[0]) unlink(s->admin_path);
+  }
   uv_close((uv_handle_t *)&s->watchdog, NULL);
   uv_close((uv_handle_t *)&s->status_timer, NULL);
   uv_timer_start(&s->drain, on_drain_timeout, KVS_DRAIN_MS, 0);
   uv_unref((uv_handle_t *)&s->drain);
-  for (kvs__session *ss = s->sessions, *next; ss; ss = next) {
+  for (kvs__session *ss = s->sess.head, *next; ss; ss = next) {
     next = ss->next;
     kvs__session_shutdown(ss);
   }
   maybe_finish(s);
-}
-
-void kvs__server_session_gone(kvs__server *s, kvs__session *ss)
-{
-  if (ss->prev) ss->prev->next = ss->next;
-  else s->sessions = ss->next;
-  if (ss->next) ss->next->prev = ss->prev;
-  s->n_sessions--;
-  kvs__debug("session %llu: closed", (unsigned long long)ss->id);
-  maybe_finish(s);
-}
-
-void kvs__server_fill_stats(kvs__server *s, kvs__stats *st)
-{
-  memset(st, 0, sizeof *st);
-  copy_store_stats(s->store, st);
-  kvs__pools_fill_stats(s, st); /* the first pool above, every GPU's here */
-  st->sessions = s->n_sessions;
-  st->sessions_total = s->sessions_total;
-  st->uptime_s = (uv_now(s->loop) - s->started_ms) / 1000;
-  snprintf(st->backend, sizeof st->backend, "%s", s->backend_name ? s->backend_name : "host");
 }
 
 void kvs__server_close(kvs__server *s)

@@ -1,4 +1,5 @@
-/* One client connection: framing, dispatch, the session's seqs and segment. */
+/* One client connection: libuv reads, framing, replies (the hello reply
+ * carries the segment fd). What a request does is daemon/ops.c. */
 #ifndef KVS_DAEMON_SESSION_H
 #define KVS_DAEMON_SESSION_H
 
@@ -6,40 +7,43 @@
 #include <sys/types.h>
 #include <uv.h>
 
-#include "daemon/devseg.h"
-#include "daemon/segment.h"
-#include "daemon/server.h"
+#include "daemon/ops.h"
 
-typedef struct kvs__seq_slot {
-  uint64_t id;
-  kvs__seq *seq;
-} kvs__seq_slot;
+typedef struct kvs__session kvs__session;
+
+/* The sessions of one daemon and what they need from it. */
+typedef struct kvs__sessions {
+  uv_loop_t *loop;
+  kvs__ops_env env;
+  const kvs__config *cfg;
+  int admin_gid;           /* admin_group's gid, -1 = none */
+  kvs__session *head;      /* doubly linked list */
+  uint64_t n, total, next_id;
+  void (*on_gone)(void *arg); /* after a session closed */
+  void *arg;
+} kvs__sessions;
 
 struct kvs__session {
   uv_pipe_t pipe;
-  kvs__server *srv;
+  uv_timer_t timer;        /* hello and partial-frame deadlines, every second */
+  kvs__sessions *host;
   kvs__session *prev, *next;
-  uint64_t id;
-  uid_t uid;
-  pid_t pid;
-  char ns[64];
-  int hello_done;
+  kvs__sess_state st;
   int closing;
-  kvs__space *space;
-  kvs__space_key key;
-  kvs__segment seg;
-  kvs__devseg dseg;        /* device segment; dseg.vmm.ptr 0 = none */
-  kvs__store *store;       /* the pool of the session (its GPU's, else the first) */
-  kvs__backend *backend;
-  kvs__seq_slot *seqs;
-  size_t n_seqs, cap_seqs;
+  int admin_listener;      /* came in on the admin socket */
+  int timer_on;
+  int pending_closes;      /* handles still closing; freed at 0 */
+  int paused;              /* reads stopped: too many reply bytes queued */
+  uint64_t connected_ms, partial_since_ms;
   uint8_t *buf;            /* received bytes not yet consumed */
   size_t buf_len, buf_cap;
   uv_shutdown_t shutdown_req;
 };
 
-/* Accept one connection from the listener; closes it on failure. */
-void kvs__session_accept(kvs__server *srv);
+/* Accept one connection from listener; closes it on failure. Sessions of
+ * an admin listener may run admin ops; on the data socket only uid 0 and
+ * members of admin_group may. */
+void kvs__session_accept(kvs__sessions *h, uv_stream_t *listener, int admin_listener);
 /* Finish replies already queued, then close (graceful stop). */
 void kvs__session_shutdown(kvs__session *ss);
 /* Close at once, dropping replies not yet written. */

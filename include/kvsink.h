@@ -33,6 +33,12 @@ extern "C" {
 /* Name of an error code, never NULL. */
 const char *kvs_strerror(int err);
 
+/* Where kvsinkd listens unless configured otherwise (kvsinkd.conf(5)). */
+#define KVS_DEFAULT_SOCKET "/run/kvsink/kvsinkd.sock"
+#define KVS_DEFAULT_ADMIN_SOCKET "/run/kvsink/kvsinkd.admin.sock"
+/* Segment size the daemon gives when kvs_options.seg_size is 0. */
+#define KVS_DEFAULT_SEG_SIZE (64u << 20)
+
 typedef enum kvs_dtype {
   KVS_DTYPE_F16 = 1,
   KVS_DTYPE_BF16 = 2
@@ -46,6 +52,10 @@ typedef enum kvs_policy {
   KVS_POLICY_KVSINK = 3   /* predicted sinks + first N (needs a profile) */
 } kvs_policy;
 
+/* "default", "none", "pfn" or "kvsink": the names used on the wire, in
+ * kvsinkd.conf and in kvsinkctl; "default" for out-of-range values. */
+const char *kvs_policy_name(kvs_policy policy);
+
 typedef struct kvs_model {
   const char *model_id;   /* caches of different ids never mix */
   uint32_t n_layers;
@@ -54,10 +64,14 @@ typedef struct kvs_model {
   kvs_dtype dtype;
 } kvs_model;
 
+/* The K/V bit widths the quantizer supports (16 = kept as is): the one
+ * definition, for the daemon, the protocol, the kernels and clients. */
+#define KVS_BITS_VALID(b) ((b) == 2 || (b) == 3 || (b) == 4 || (b) == 8 || (b) == 16)
+
 /* Connection options; zero-initialise and set what you need. */
 typedef struct kvs_options {
-  size_t seg_size;        /* shared segment bytes wanted; 0 = 64 MiB */
-  int k_bits, v_bits;     /* 2, 3, 4, 8; 0 = daemon default */
+  size_t seg_size;        /* shared segment bytes wanted; 0 = KVS_DEFAULT_SEG_SIZE */
+  int k_bits, v_bits;     /* 2, 3, 4, 8, 16 (KVS_BITS_VALID); 0 = daemon default */
   kvs_policy policy;
   int pfn;                /* Preserve-First-N; -1 = daemon default */
   float outliers;         /* fraction of each vector kept 16-bit, 0..0.01; <0 = default */
@@ -68,18 +82,21 @@ typedef struct kvs_options {
   size_t dev_seg_size;    /* device segment bytes wanted; 0 = seg_size */
 } kvs_options;
 
-/* What the daemon granted. */
+/* What the daemon granted: the settings it resolved for this session. */
 typedef struct kvs_info {
   uint64_t session;
   size_t seg_size;
   uint32_t group;         /* tokens per block */
   int k_bits, v_bits, pfn;
-  kvs_policy policy;
+  kvs_policy policy;      /* the policy in use, never DEFAULT */
   float outliers;
   int has_profile;        /* a sink profile exists for this model */
   uint32_t sink_layer;    /* summary = hidden state after this layer */
   uint32_t n_sink_channels;
   uint32_t sink_channels[64];
+  uint32_t v_group;       /* value channels per quantization group */
+  int policy_fallback;    /* KVSINK was asked (or the default) but no
+                             profile exists: policy is PFN */
   int seg_device;         /* 1: a device segment is mapped (kvs_device_segment) */
   size_t dev_seg_size;
 } kvs_info;
@@ -146,6 +163,72 @@ int kvs_release(kvs_client *c, uint64_t seq);
 
 /* Round trip with no work: for latency measurement and health checks. */
 int kvs_ping(kvs_client *c);
+
+/* ---- Control and admin plane (kvsinkctl) ----
+ * A control connection needs no hello. On the admin socket (kvsinkd.conf
+ * admin_socket, mode 0600) every call is allowed and list/stats cover the
+ * whole daemon. On the data socket a client that is not uid 0, the
+ * daemon's uid or in admin_group sees only its own namespace in list and
+ * stats, and evict, reload and profiles answer -EACCES. */
+
+/* The daemon's counters: the one field table, used by the wire encoder and
+ * decoder and by kvsinkctl's printer (each name is also its wire key). */
+#define KVS_STATS_U64_FIELDS(X) \
+  X(pool_bytes) X(pool_used_bytes) X(blocks_total) X(blocks_used) \
+  X(blocks_pinned) X(sink_rows_used) X(lookups) X(lookup_hit_tokens) \
+  X(lookup_tokens) X(puts) X(gets) X(evictions) X(put_nospc) X(bytes_in) \
+  X(bytes_out) X(stored_raw_bytes) X(stored_bytes) X(sinks_found) \
+  X(sinks_dropped) X(outliers_kept) X(sessions) X(sessions_total) X(seqs) \
+  X(uptime_s)
+
+typedef struct kvs_stats {
+#define KVS_STATS_DECL_(f) uint64_t f;
+  KVS_STATS_U64_FIELDS(KVS_STATS_DECL_)
+#undef KVS_STATS_DECL_
+  uint32_t spaces;        /* model/settings spaces in the pool */
+  char backend[16];       /* "host" or "cuda" */
+} kvs_stats;
+
+/* One cache space (namespace + model + settings). */
+typedef struct kvs_space_info {
+  char ns[64];            /* "uid:1000" or "shared" */
+  char model_id[129];
+  uint32_t n_layers, n_kv_heads, head_dim;
+  uint32_t k_bits, v_bits, pfn;
+  kvs_policy policy;      /* NONE, PFN or KVSINK */
+  int has_profile;        /* sinks predicted with a profile */
+  uint64_t blocks, pinned, seqs;
+  uint32_t fallback_sessions; /* live sessions that asked for KVSINK and run
+                                 under PFN for want of a profile */
+} kvs_space_info;
+
+/* One loaded sink profile. */
+typedef struct kvs_profile_info {
+  char model_id[129];
+  uint32_t layer;
+  uint32_t n_channels;
+  uint32_t channels[64];
+  float tau;
+  uint32_t max_sinks, pfn;
+} kvs_profile_info;
+
+typedef struct kvs_admin kvs_admin;
+
+/* Connect to path (NULL = $KVSINK_ADMIN_SOCKET or KVS_DEFAULT_ADMIN_SOCKET).
+ * The data socket works too, with a client's view. */
+int kvs_admin_connect(kvs_admin **out, const char *path);
+void kvs_admin_close(kvs_admin *a); /* accepts NULL */
+int kvs_admin_ping(kvs_admin *a);
+int kvs_admin_stats(kvs_admin *a, kvs_stats *st);
+/* *v is malloc'd (free() it; NULL when *n is 0). */
+int kvs_admin_list(kvs_admin *a, kvs_space_info **v, size_t *n);
+int kvs_admin_profiles(kvs_admin *a, kvs_profile_info **v, size_t *n);
+/* Drop every unreferenced block; *evicted (may be NULL) counts them. */
+int kvs_admin_evict(kvs_admin *a, uint64_t *evicted);
+/* Reread the configuration and profiles, as SIGHUP does. */
+int kvs_admin_reload(kvs_admin *a);
+/* Text of the last error on a, "" after success; never NULL. */
+const char *kvs_admin_last_error(const kvs_admin *a);
 
 /* Text of the last error on c (the daemon's message when it sent one),
  * "" after a successful call; never NULL. Valid until the next call. */

@@ -18,6 +18,7 @@
 extern "C" {
 #endif
 
+#include "kernels/attn.h"
 #include "kernels/quant.h"
 
 /* One block to quantize: k, v are [G][C] raw 16-bit; rows[i] receives the
@@ -67,6 +68,36 @@ int kvs__cuda_finish(kvs__cuda_ctx *c);
  * negative code. */
 int kvs__cuda_predict_sinks(kvs__cuda_ctx *c, const float *d_act, uint32_t n, uint32_t n_ch,
                             float tau, uint32_t budget, uint8_t *d_flags);
+
+/* Decode attention (kernels/attn.cu), the contract of kvs__attn_decode
+ * with device pointers: d_seqs is a device array of views whose blocks,
+ * sink-row lists, rows and residuals are device memory; q and out are
+ * device fp32 [n_seqs][n_q_heads][head_dim]. Split-K over the context
+ * (flash-decoding): one CUDA block per (span of tokens, sequence, KV head)
+ * with all the head's query heads writes a partial max/sum/accumulator to
+ * the workspace; a second kernel combines the spans.
+ * Shapes the kernel takes (else -EINVAL; the C reference takes any):
+ * head_dim 32, 64, 128 or 256; n_q_heads / n_kv_heads 1, 2, 4 or 8;
+ * v_group a multiple of 8. Keys and values are dequantized to fp32 without
+ * the rounding to the dtype that the reference applies (see attn.cu). */
+typedef struct kvs__cuda_attn_plan {
+  uint32_t n_seqs, max_tokens;  /* as planned for */
+  uint32_t span, splits;        /* tokens per CUDA block, spans per sequence */
+  size_t ws_bytes;              /* device workspace the launch needs */
+} kvs__cuda_attn_plan;
+
+/* Plan a launch for n_seqs sequences of at most max_tokens tokens each
+ * (blocks * G + residual) on the current device. 0 or -EINVAL / -EIO. */
+int kvs__cuda_attn_make_plan(const kvs__attn_shape *s, uint32_t n_seqs, uint32_t max_tokens,
+                        kvs__cuda_attn_plan *pl);
+/* Launch (no synchronize). A sequence longer than pl->max_tokens, or an
+ * outlier channel out of range, sets the status word to -EINVAL
+ * (kvs__cuda_finish reads it). Returns 0, -EINVAL or -EIO. */
+int kvs__cuda_attn_decode_async(kvs__cuda_ctx *c, const kvs__attn_shape *s, const kvs__cuda_attn_plan *pl,
+                                const kvs__attn_seq *d_seqs, const float *d_q, float *d_out, void *d_ws);
+/* The same, then kvs__cuda_finish. */
+int kvs__cuda_attn_decode(kvs__cuda_ctx *c, const kvs__attn_shape *s, const kvs__cuda_attn_plan *pl,
+                          const kvs__attn_seq *d_seqs, const float *d_q, float *d_out, void *d_ws);
 
 #ifdef __cplusplus
 }

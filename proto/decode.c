@@ -490,9 +490,19 @@ int kvs__decode_req(const char *buf, size_t len, kvs__req *req, char *errmsg)
   }
   req->op = kvs__op_from_name(s[RK_OP]->via.str.ptr, s[RK_OP]->via.str.size);
   if (req->op == KVS_OP_INVALID) {
-    uint32_t n = s[RK_OP]->via.str.size;
-    r = fail(errmsg, -EPROTO, "unknown op \"%.*s\"", (int)(n > 32 ? 32 : n),
-             s[RK_OP]->via.str.ptr);
+    /* the name is the peer's bytes: printable ASCII as is, the rest as
+     * \xHH, so replies and logs never carry control bytes or bad UTF-8 */
+    char name[32 * 4 + 1];
+    uint32_t n = s[RK_OP]->via.str.size, o = 0;
+    const unsigned char *p = (const unsigned char *)s[RK_OP]->via.str.ptr;
+    for (uint32_t i = 0; i < n && i < 32; i++) {
+      if (p[i] >= 0x20 && p[i] < 0x7f && p[i] != '"' && p[i] != '\\')
+        name[o++] = (char)p[i];
+      else
+        o += (uint32_t)snprintf(name + o, sizeof(name) - o, "\\x%02x", p[i]);
+    }
+    name[o] = '\0';
+    r = fail(errmsg, -EPROTO, "unknown op \"%s\"%s", name, n > 32 ? "..." : "");
     goto out;
   }
   r = decode_op(s, req, errmsg);
@@ -517,72 +527,29 @@ void kvs__req_free(kvs__req *req)
 enum {
   PK_ID, PK_ERR, PK_SESSION, PK_SEG_SIZE, PK_GROUP, PK_K_BITS, PK_V_BITS,
   PK_POLICY, PK_PFN, PK_OUTLIERS, PK_PROFILE, PK_SINK_LAYER, PK_SINK_CHANNELS,
-  PK_QUANTIZED, PK_SINKS, PK_SEQ_LEN, PK_CACHED, PK_STATS, PK_ITEMS, PK_EVICTED,
-  PK_SEG_KIND, PK_DEV_SEG_SIZE,
-  PK__COUNT
+  PK_QUANTIZED, PK_SINKS, PK_SEQ_LEN, PK_CACHED, PK_STATS, PK_SPACES, PK_PROFILES,
+  PK_EVICTED, PK_FALLBACK, PK_V_GROUP, PK_SEG_KIND, PK_DEV_SEG_SIZE, PK__COUNT
 };
 static const char *const rep_keys[PK__COUNT] = {
   "id", "err", "session", "seg_size", "group", "k_bits", "v_bits",
   "policy", "pfn", "outliers", "profile", "sink_layer", "sink_channels",
-  "quantized", "sinks", "seq_len", "cached", "stats", "items", "evicted",
-  "seg_kind", "dev_seg_size",
+  "quantized", "sinks", "seq_len", "cached", "stats", "spaces", "profiles",
+  "evicted", "fallback", "v_group", "seg_kind", "dev_seg_size",
 };
 
 enum {
 #define X(f) SK_##f,
   KVS__STATS_U64(X)
 #undef X
-  SK_spaces, SK_backend, SK_devices, SK__COUNT
+  SK_spaces, SK_backend, SK__COUNT
 };
 static const char *const stats_keys[SK__COUNT] = {
 #define X(f) #f,
   KVS__STATS_U64(X)
 #undef X
-  "spaces", "backend", "devices",
+  "spaces", "backend",
 };
 
-enum { DK_DEVICE, DK_POOL, DK_USED, DK_BLOCKS, DK_PUTS, DK_GETS, DK_IN, DK_OUT, DK_SESSIONS,
-       DK__COUNT };
-static const char *const dev_keys[DK__COUNT] = {
-  "device", "pool_bytes", "pool_used_bytes", "blocks_used", "puts", "gets", "bytes_in",
-  "bytes_out", "sessions",
-};
-
-/* stats.devices: one map per GPU pool; absent counters read as 0 */
-static int decode_devices(const msgpack_object *o, kvs__stats *st, char *errmsg)
-{
-  if (o->type != MSGPACK_OBJECT_ARRAY)
-    return fail(errmsg, -EBADMSG, "stats.devices must be an array");
-  if (o->via.array.size > KVS_MAX_STATS_DEVICES)
-    return fail(errmsg, -E2BIG, "stats.devices: %u entries, limit %u", o->via.array.size,
-                KVS_MAX_STATS_DEVICES);
-  for (uint32_t i = 0; i < o->via.array.size; i++) {
-    const msgpack_object *m = &o->via.array.ptr[i], *s[DK__COUNT];
-    kvs__dev_stats *d = &st->devices[i];
-    int r;
-    if (m->type != MSGPACK_OBJECT_MAP)
-      return fail(errmsg, -EBADMSG, "stats.devices[%u] must be a map", i);
-    if ((r = collect(&m->via.map, dev_keys, DK__COUNT, s, "stats.devices.", errmsg)) < 0)
-      return r;
-    if (s[DK_DEVICE]) {
-      const char *str = NULL;
-      uint32_t n = 0;
-      if ((r = get_str(s[DK_DEVICE], "stats.devices.device", &str, &n, errmsg)) < 0)
-        return r;
-      if (n >= sizeof(d->device) || memchr(str, '\0', n))
-        return fail(errmsg, -EINVAL, "stats.devices.device: bad name");
-      memcpy(d->device, str, n);
-      d->device[n] = '\0';
-    }
-    uint64_t *f[DK__COUNT] = { NULL, &d->pool_bytes, &d->pool_used_bytes, &d->blocks_used,
-                               &d->puts, &d->gets, &d->bytes_in, &d->bytes_out, &d->sessions };
-    for (int k = 1; k < DK__COUNT; k++)
-      if (s[k] && (r = get_uint(s[k], dev_keys[k], UINT64_MAX, f[k], errmsg)) < 0)
-        return r;
-  }
-  st->n_devices = o->via.array.size;
-  return 0;
-}
 
 static int decode_stats(const msgpack_object *o, kvs__stats *st, char *errmsg)
 {
@@ -614,7 +581,113 @@ static int decode_stats(const msgpack_object *o, kvs__stats *st, char *errmsg)
     memcpy(st->backend, str, n);
     st->backend[n] = '\0';
   }
-  if (s[SK_devices] && (r = decode_devices(s[SK_devices], st, errmsg)) < 0)
+  return 0;
+}
+
+/* A string into fixed room dst[cap]: no NUL inside, must fit. */
+static int get_strbuf(const msgpack_object *o, const char *name, char *dst, size_t cap,
+                      char *errmsg)
+{
+  const char *str = NULL;
+  uint32_t n = 0;
+  int r = get_str(o, name, &str, &n, errmsg);
+  if (r < 0)
+    return r;
+  if (n >= cap)
+    return fail(errmsg, -E2BIG, "%s longer than %zu bytes", name, cap - 1);
+  if (memchr(str, '\0', n))
+    return fail(errmsg, -EINVAL, "%s contains NUL", name);
+  memcpy(dst, str, n);
+  dst[n] = '\0';
+  return 0;
+}
+
+/* The array under a list/profiles key: at most KVS_MAX_LIST_ITEMS maps,
+ * room for them allocated (zeroed) into *out. */
+static int get_maps(const msgpack_object *o, const char *name, size_t elem, void **out,
+                    uint32_t *n, char *errmsg)
+{
+  if (o->type != MSGPACK_OBJECT_ARRAY)
+    return fail(errmsg, -EBADMSG, "%s must be an array", name);
+  if (o->via.array.size > KVS_MAX_LIST_ITEMS)
+    return fail(errmsg, -E2BIG, "%s has %u entries, limit %u", name, o->via.array.size,
+                KVS_MAX_LIST_ITEMS);
+  for (uint32_t i = 0; i < o->via.array.size; i++)
+    if (o->via.array.ptr[i].type != MSGPACK_OBJECT_MAP)
+      return fail(errmsg, -EBADMSG, "%s[%u] must be a map", name, i);
+  *n = o->via.array.size;
+  *out = NULL;
+  if (*n && !(*out = calloc(*n, elem)))
+    return fail(errmsg, -ENOMEM, "out of memory for %s", name);
+  return 0;
+}
+
+enum { SP_NS, SP_MODEL, SP_LAYERS, SP_KV_HEADS, SP_HEAD_DIM, SP_K_BITS, SP_V_BITS, SP_POLICY,
+       SP_PFN, SP_PROFILE, SP_BLOCKS, SP_PINNED, SP_SEQS, SP_FALLBACK, SP__COUNT };
+static const char *const space_keys[SP__COUNT] = {
+  "ns", "model", "layers", "kv_heads", "head_dim", "k_bits", "v_bits", "policy",
+  "pfn", "profile", "blocks", "pinned", "seqs", "fallback",
+};
+
+static int decode_space(const msgpack_object *o, kvs_space_info *sp, char *errmsg)
+{
+  const msgpack_object *s[SP__COUNT];
+  int r;
+  if ((r = collect(&o->via.map, space_keys, SP__COUNT, s, "spaces.", errmsg)) < 0)
+    return r;
+  if (!s[SP_NS] || !s[SP_MODEL])
+    return missing("spaces.", s[SP_NS] ? "model" : "ns", errmsg);
+  if ((r = get_strbuf(s[SP_NS], "spaces.ns", sp->ns, sizeof sp->ns, errmsg)) < 0 ||
+      (r = get_strbuf(s[SP_MODEL], "spaces.model", sp->model_id, sizeof sp->model_id,
+                      errmsg)) < 0)
+    return r;
+#define U32(K, f) \
+  if (s[K] && (r = get_u32(s[K], "spaces." #f, &sp->f, errmsg)) < 0) return r;
+#define U64(K, f) \
+  if (s[K] && (r = get_uint(s[K], "spaces." #f, UINT64_MAX, &sp->f, errmsg)) < 0) return r;
+  U32(SP_LAYERS, n_layers) U32(SP_KV_HEADS, n_kv_heads) U32(SP_HEAD_DIM, head_dim)
+  U32(SP_K_BITS, k_bits) U32(SP_V_BITS, v_bits) U32(SP_PFN, pfn)
+  U32(SP_FALLBACK, fallback_sessions)
+  U64(SP_BLOCKS, blocks) U64(SP_PINNED, pinned) U64(SP_SEQS, seqs)
+#undef U32
+#undef U64
+  int32_t pol = KVS_POLICY_DEFAULT;
+  if (s[SP_POLICY] && (r = policy(s[SP_POLICY], &pol, errmsg)) < 0)
+    return r;
+  sp->policy = (kvs_policy)pol;
+  if (s[SP_PROFILE] && (r = get_bool(s[SP_PROFILE], "spaces.profile", &sp->has_profile, errmsg)) < 0)
+    return r;
+  return 0;
+}
+
+enum { PF_MODEL, PF_LAYER, PF_CHANNELS, PF_TAU, PF_MAX_SINKS, PF_PFN, PF__COUNT };
+static const char *const prof_keys[PF__COUNT] = {
+  "model", "layer", "channels", "tau", "max_sinks", "pfn",
+};
+
+static int decode_profile(const msgpack_object *o, kvs_profile_info *p, char *errmsg)
+{
+  const msgpack_object *s[PF__COUNT];
+  int r;
+  if ((r = collect(&o->via.map, prof_keys, PF__COUNT, s, "profiles.", errmsg)) < 0)
+    return r;
+  if (!s[PF_MODEL])
+    return missing("profiles.", "model", errmsg);
+  if ((r = get_strbuf(s[PF_MODEL], "profiles.model", p->model_id, sizeof p->model_id,
+                      errmsg)) < 0)
+    return r;
+  if (s[PF_LAYER] && (r = get_u32(s[PF_LAYER], "profiles.layer", &p->layer, errmsg)) < 0)
+    return r;
+  if (s[PF_CHANNELS] &&
+      (r = get_u32_array(s[PF_CHANNELS], "profiles.channels", KVS_MAX_ACT_CHANNELS,
+                         p->channels, NULL, &p->n_channels, errmsg)) < 0)
+    return r;
+  if (s[PF_TAU] && (r = get_float(s[PF_TAU], "profiles.tau", &p->tau, errmsg)) < 0)
+    return r;
+  if (s[PF_MAX_SINKS] &&
+      (r = get_u32(s[PF_MAX_SINKS], "profiles.max_sinks", &p->max_sinks, errmsg)) < 0)
+    return r;
+  if (s[PF_PFN] && (r = get_u32(s[PF_PFN], "profiles.pfn", &p->pfn, errmsg)) < 0)
     return r;
   return 0;
 }
@@ -691,17 +764,34 @@ static int decode_rep_fields(const char *buf, size_t len, const msgpack_object *
   }
   if (s[PK_STATS] && (r = decode_stats(s[PK_STATS], &rep->stats, errmsg)) < 0)
     return r;
-  if (s[PK_ITEMS]) {
-    size_t off = 0, vlen = 0;
-    if (!kvs__mp_map_find_raw((const uint8_t *)buf, len, "items", &off, &vlen))
-      return fail(errmsg, -EBADMSG, "items unreadable");
-    char *copy = malloc(vlen);
-    if (!copy)
-      return fail(errmsg, -ENOMEM, "out of memory for items");
-    memcpy(copy, buf + off, vlen);
-    rep->items = copy;
-    rep->items_len = vlen;
+  if (s[PK_FALLBACK] &&
+      (r = get_bool(s[PK_FALLBACK], "fallback", &rep->policy_fallback, errmsg)) < 0)
+    return r;
+  if (s[PK_V_GROUP] && (r = get_u32(s[PK_V_GROUP], "v_group", &rep->v_group, errmsg)) < 0)
+    return r;
+  if (s[PK_SPACES]) {
+    void *v;
+    if ((r = get_maps(s[PK_SPACES], "spaces", sizeof(kvs_space_info), &v, &rep->n_spaces,
+                      errmsg)) < 0)
+      return r;
+    rep->spaces = v;
+    for (uint32_t i = 0; i < rep->n_spaces; i++)
+      if ((r = decode_space(&s[PK_SPACES]->via.array.ptr[i], &rep->spaces[i], errmsg)) < 0)
+        return r;
   }
+  if (s[PK_PROFILES]) {
+    void *v;
+    if ((r = get_maps(s[PK_PROFILES], "profiles", sizeof(kvs_profile_info), &v,
+                      &rep->n_profiles, errmsg)) < 0)
+      return r;
+    rep->profiles = v;
+    for (uint32_t i = 0; i < rep->n_profiles; i++)
+      if ((r = decode_profile(&s[PK_PROFILES]->via.array.ptr[i], &rep->profiles[i],
+                              errmsg)) < 0)
+        return r;
+  }
+  (void)buf;
+  (void)len;
   return 0;
 }
 
@@ -735,7 +825,10 @@ void kvs__rep_free(kvs__rep *rep)
 {
   if (!rep)
     return;
-  free((void *)rep->items);
-  rep->items = NULL;
-  rep->items_len = 0;
+  free(rep->spaces);
+  rep->spaces = NULL;
+  rep->n_spaces = 0;
+  free(rep->profiles);
+  rep->profiles = NULL;
+  rep->n_profiles = 0;
 }

@@ -202,8 +202,7 @@ int kvs__encode_req(const kvs__req *req, char **out, size_t *len)
 static void enc_stats(enc *e, const kvs__stats *s)
 {
   key(e, "stats");
-  uint32_t nd = s->n_devices < KVS_MAX_STATS_DEVICES ? s->n_devices : KVS_MAX_STATS_DEVICES;
-  e->fail |= msgpack_pack_map(&e->pk, STATS_U64_COUNT + 2 + (nd ? 1 : 0)) != 0;
+  e->fail |= msgpack_pack_map(&e->pk, STATS_U64_COUNT + 2) != 0;
 #define X(f) kv_u64(e, #f, s->f);
   KVS__STATS_U64(X)
 #undef X
@@ -211,25 +210,45 @@ static void enc_stats(enc *e, const kvs__stats *s)
   key(e, "backend");
   e->fail |= msgpack_pack_str_with_body(&e->pk, s->backend,
                                         strnlen(s->backend, sizeof(s->backend))) != 0;
-  if (nd) {
-    /* one map per GPU pool */
-    key(e, "devices");
-    e->fail |= msgpack_pack_array(&e->pk, nd) != 0;
-    for (uint32_t i = 0; i < nd; i++) {
-      const kvs__dev_stats *d = &s->devices[i];
-      e->fail |= msgpack_pack_map(&e->pk, 9) != 0;
-      key(e, "device");
-      e->fail |= msgpack_pack_str_with_body(&e->pk, d->device,
-                                            strnlen(d->device, sizeof(d->device))) != 0;
-      kv_u64(e, "pool_bytes", d->pool_bytes);
-      kv_u64(e, "pool_used_bytes", d->pool_used_bytes);
-      kv_u64(e, "blocks_used", d->blocks_used);
-      kv_u64(e, "puts", d->puts);
-      kv_u64(e, "gets", d->gets);
-      kv_u64(e, "bytes_in", d->bytes_in);
-      kv_u64(e, "bytes_out", d->bytes_out);
-      kv_u64(e, "sessions", d->sessions);
-    }
+}
+
+static void enc_spaces(enc *e, const kvs_space_info *v, uint32_t n)
+{
+  key(e, "spaces");
+  e->fail |= msgpack_pack_array(&e->pk, n) != 0;
+  for (uint32_t i = 0; i < n; i++) {
+    const kvs_space_info *s = &v[i];
+    e->fail |= msgpack_pack_map(&e->pk, 14) != 0;
+    kv_str(e, "ns", s->ns);
+    kv_str(e, "model", s->model_id);
+    kv_u64(e, "layers", s->n_layers);
+    kv_u64(e, "kv_heads", s->n_kv_heads);
+    kv_u64(e, "head_dim", s->head_dim);
+    kv_u64(e, "k_bits", s->k_bits);
+    kv_u64(e, "v_bits", s->v_bits);
+    kv_str(e, "policy", kvs__policy_name(s->policy));
+    kv_u64(e, "pfn", s->pfn);
+    kv_bool(e, "profile", s->has_profile);
+    kv_u64(e, "blocks", s->blocks);
+    kv_u64(e, "pinned", s->pinned);
+    kv_u64(e, "seqs", s->seqs);
+    kv_u64(e, "fallback", s->fallback_sessions);
+  }
+}
+
+static void enc_profiles(enc *e, const kvs_profile_info *v, uint32_t n)
+{
+  key(e, "profiles");
+  e->fail |= msgpack_pack_array(&e->pk, n) != 0;
+  for (uint32_t i = 0; i < n; i++) {
+    const kvs_profile_info *p = &v[i];
+    e->fail |= msgpack_pack_map(&e->pk, 6) != 0;
+    kv_str(e, "model", p->model_id);
+    kv_u64(e, "layer", p->layer);
+    kv_u32_array(e, "channels", p->channels, p->n_channels);
+    kv_float(e, "tau", p->tau);
+    kv_u64(e, "max_sinks", p->max_sinks);
+    kv_u64(e, "pfn", p->pfn);
   }
 }
 
@@ -254,20 +273,22 @@ int kvs__encode_rep(const kvs__rep *rep, char **out, size_t *len)
   case KVS_OP_HELLO:
     if (rep->n_sink_channels > KVS_MAX_ACT_CHANNELS)
       return -E2BIG;
-    n += 12 + (rep->seg_device ? 1 : 0);
+    n += 14 + (rep->seg_device ? 1 : 0); /* seg_kind, dev_seg_size */
     break;
   case KVS_OP_PUT: n += 3; break;
   case KVS_OP_LOOKUP: n += 2; break;
   case KVS_OP_STATS: n += 1; break;
-  case KVS_OP_LIST: case KVS_OP_PROFILES:
-    if (rep->items_len) {
-      /* the blob goes out verbatim: it must be exactly one msgpack value */
-      size_t pos = 0;
-      if (!rep->items || rep->items_len > KVS_MAX_FRAME ||
-          kvs__mp_skip((const uint8_t *)rep->items, rep->items_len, &pos, 1) < 0 ||
-          pos != rep->items_len)
-        return -EINVAL;
-    }
+  case KVS_OP_LIST:
+    if (rep->n_spaces > KVS_MAX_LIST_ITEMS || (rep->n_spaces && !rep->spaces))
+      return -EINVAL;
+    n += 1;
+    break;
+  case KVS_OP_PROFILES:
+    if (rep->n_profiles > KVS_MAX_LIST_ITEMS || (rep->n_profiles && !rep->profiles))
+      return -EINVAL;
+    for (uint32_t i = 0; i < rep->n_profiles; i++)
+      if (rep->profiles[i].n_channels > KVS_MAX_ACT_CHANNELS)
+        return -E2BIG;
     n += 1;
     break;
   case KVS_OP_EVICT: n += 1; break;
@@ -292,6 +313,8 @@ int kvs__encode_rep(const kvs__rep *rep, char **out, size_t *len)
     kv_i64(&e, "pfn", rep->pfn);
     kv_float(&e, "outliers", rep->outliers);
     kv_bool(&e, "profile", rep->has_profile);
+    kv_bool(&e, "fallback", rep->policy_fallback);
+    kv_u64(&e, "v_group", rep->v_group);
     kv_u64(&e, "sink_layer", rep->sink_layer);
     kv_u32_array(&e, "sink_channels", rep->sink_channels, rep->n_sink_channels);
     kv_str(&e, "seg_kind", rep->seg_device ? "device" : "host");
@@ -310,12 +333,11 @@ int kvs__encode_rep(const kvs__rep *rep, char **out, size_t *len)
   case KVS_OP_STATS:
     enc_stats(&e, &rep->stats);
     break;
-  case KVS_OP_LIST: case KVS_OP_PROFILES:
-    key(&e, "items");
-    if (rep->items_len)
-      e.fail |= msgpack_sbuffer_write(&e.sb, rep->items, rep->items_len) != 0;
-    else
-      e.fail |= msgpack_pack_nil(&e.pk) != 0;
+  case KVS_OP_LIST:
+    enc_spaces(&e, rep->spaces, rep->n_spaces);
+    break;
+  case KVS_OP_PROFILES:
+    enc_profiles(&e, rep->profiles, rep->n_profiles);
     break;
   case KVS_OP_EVICT:
     kv_u64(&e, "evicted", rep->evicted);

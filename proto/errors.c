@@ -37,6 +37,7 @@ static const struct {
   { -EINTR, "interrupted" },
   { -EIO, "input/output error" },
   { -ENOSYS, "function not implemented by this daemon" },
+  { -EUSERS, "too many sessions (max_sessions)" },
 };
 
 const char *kvs_strerror(int err)

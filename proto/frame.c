@@ -56,10 +56,20 @@ const char *kvs__policy_name(int policy)
   return policy_names[policy];
 }
 
+const char *kvs_policy_name(kvs_policy policy)
+{
+  return kvs__policy_name((int)policy);
+}
+
 int kvs__policy_from_name(const char *s, size_t len)
 {
   for (int i = KVS_POLICY_DEFAULT; i <= KVS_POLICY_KVSINK; i++)
     if (strlen(policy_names[i]) == len && memcmp(policy_names[i], s, len) == 0)
       return i;
   return -1;
+}
+
+int kvs__bits_valid(uint32_t bits)
+{
+  return KVS_BITS_VALID(bits);
 }

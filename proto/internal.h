@@ -23,15 +23,7 @@ int kvs__mp_map_find_raw(const uint8_t *p, size_t len, const char *key,
                          size_t *off, size_t *vlen);
 
 /* Every u64 field of kvs__stats, by its C name (also its wire name). */
-#define KVS__STATS_U64(X) \
-  X(pool_bytes) X(pool_used_bytes) X(blocks_total) X(blocks_used) \
-  X(blocks_pinned) X(sink_rows_used) X(lookups) X(lookup_hit_tokens) \
-  X(lookup_tokens) X(puts) X(gets) X(evictions) X(put_nospc) X(bytes_in) \
-  X(bytes_out) X(stored_raw_bytes) X(stored_bytes) X(sinks_found) \
-  X(sinks_dropped) X(outliers_kept) X(sessions) X(sessions_total) X(seqs) \
-  X(uptime_s)
+#define KVS__STATS_U64(X) KVS_STATS_U64_FIELDS(X)
 
-const char *kvs__policy_name(int policy);
-int kvs__policy_from_name(const char *s, size_t len); /* -1 if unknown */
 
 #endif

@@ -48,6 +48,12 @@ typedef enum kvs__op {
 const char *kvs__op_name(kvs__op op);
 kvs__op kvs__op_from_name(const char *s, size_t len);
 
+/* Policy names on the wire, in logs, configs and kvsinkctl: the one table. */
+const char *kvs__policy_name(int policy);
+int kvs__policy_from_name(const char *s, size_t len); /* -1 if unknown */
+/* The K/V bit widths the quantizer supports (2, 3, 4, 8, 16). */
+int kvs__bits_valid(uint32_t bits);
+
 /* hello: model descriptor and the session's quantization settings.
  * Zero / negative values mean "daemon default". */
 typedef struct kvs__hello {
@@ -69,7 +75,7 @@ typedef struct kvs__hello {
 } kvs__hello;
 
 /* All other requests share one struct; each op uses the fields it documents
- * in kvs-protocol(7). tokens points into the decoder's buffer (valid until
+ * in kvsink-protocol(7). tokens is the decoder's own copy (freed by
  * kvs__req_free) and is NULL when absent. */
 typedef struct kvs__req {
   kvs__op op;
@@ -88,33 +94,12 @@ typedef struct kvs__req {
   int dev;                 /* put, get: offsets are in the device segment */
 } kvs__req;
 
-/* One GPU pool's part of the stats (a daemon with several GPUs). */
-#define KVS_MAX_STATS_DEVICES 16u
-typedef struct kvs__dev_stats {
-  char device[16];                     /* "cuda:N" */
-  uint64_t pool_bytes, pool_used_bytes, blocks_used;
-  uint64_t puts, gets, bytes_in, bytes_out, sessions;
-} kvs__dev_stats;
+/* Stats, also the stats reply: the public struct, whose field table
+ * KVS_STATS_U64_FIELDS the encoder and decoder walk. */
+typedef kvs_stats kvs__stats;
 
-/* Stats, also the stats reply. */
-typedef struct kvs__stats {
-  uint64_t pool_bytes, pool_used_bytes;
-  uint64_t blocks_total, blocks_used, blocks_pinned;
-  uint64_t sink_rows_used;
-  uint64_t lookups, lookup_hit_tokens, lookup_tokens;
-  uint64_t puts, gets, evictions, put_nospc;
-  uint64_t bytes_in, bytes_out;        /* 16-bit bytes through put / get */
-  uint64_t stored_raw_bytes;           /* 16-bit size of what is stored */
-  uint64_t stored_bytes;               /* compressed size of what is stored */
-  uint64_t sinks_found, sinks_dropped;
-  uint64_t outliers_kept;
-  uint64_t sessions, sessions_total, seqs;
-  uint64_t uptime_s;
-  uint32_t spaces;                     /* model/config spaces in the pool */
-  char backend[16];                    /* "host" or "cuda" */
-  uint32_t n_devices;                  /* GPU pools ("devices"; 0 = host pool) */
-  kvs__dev_stats devices[KVS_MAX_STATS_DEVICES];
-} kvs__stats;
+/* Most entries in one list or profiles reply (keeps it under KVS_MAX_FRAME). */
+#define KVS_MAX_LIST_ITEMS 2048u
 
 /* Replies. */
 typedef struct kvs__rep {
@@ -129,6 +114,8 @@ typedef struct kvs__rep {
   int32_t k_bits, v_bits, policy, pfn;
   float outliers;
   int has_profile;
+  int policy_fallback;     /* kvsink asked, no profile: policy is pfn */
+  uint32_t v_group;
   uint32_t sink_layer;     /* l_E: the summary is the hidden state after it */
   uint32_t n_sink_channels;
   uint32_t sink_channels[KVS_MAX_ACT_CHANNELS];
@@ -142,10 +129,12 @@ typedef struct kvs__rep {
   uint32_t cached;         /* leading tokens cached, whole blocks */
   /* stats */
   kvs__stats stats;
-  /* list / profiles / evict: a free-form msgpack blob built by the daemon
-   * (encoded verbatim under key "items"); decoded as a raw pointer+len */
-  const char *items;
-  size_t items_len;
+  /* list, profiles: typed arrays (malloc'd; kvs__rep_free frees them) */
+  kvs_space_info *spaces;
+  uint32_t n_spaces;
+  kvs_profile_info *profiles;
+  uint32_t n_profiles;
+  /* evict */
   uint64_t evicted;
 } kvs__rep;
 

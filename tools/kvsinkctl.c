@@ -1,23 +1,39 @@
-/* kvsinkctl: inspect and steer a running kvsinkd over its socket.
- * It never says hello: the daemon answers ping/stats/list/evict/reload/
- * profiles on a bare connection. */
+/* kvsinkctl: inspect and steer a running kvsinkd through libkvsink's admin
+ * API (<kvsink.h> only). It never says hello. */
 #include <errno.h>
+#include <getopt.h>
 #include <inttypes.h>
-#include <msgpack.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
-#include "client/conn.h"
+#include <kvsink.h>
 
+/* Exit codes (kvsinkctl(1)). */
 enum { EXIT_DAEMON = 1, EXIT_USAGE = 2, EXIT_CONNECT = 3 };
 
 static void usage(FILE *f)
 {
-  fprintf(f, "usage: kvsinkctl [--socket PATH] ping | stats [--json] | list [--json] |\n"
-             "                 evict | reload | profiles [--json] |\n"
-             "                 profiles calibrate KVSINK-CALIBRATE-ARGS...\n");
+  fprintf(f,
+          "usage: kvsinkctl [OPTIONS] COMMAND\n"
+          "commands:\n"
+          "  ping                 round trip, prints ok\n"
+          "  stats [--json]       counters (a data-socket client sees its namespace only)\n"
+          "  list [--json]        cache spaces (namespace, model, settings, blocks)\n"
+          "  profiles [--json]    loaded sink profiles (admin)\n"
+          "  evict                drop every unreferenced block (admin)\n"
+          "  reload               reread the configuration, as SIGHUP (admin)\n"
+          "  profiles calibrate ARGS...  run kvsink-calibrate\n"
+          "options:\n"
+          "  --admin-socket PATH  admin socket (default $KVSINK_ADMIN_SOCKET, else %s)\n"
+          "  --socket PATH        talk to the data socket instead, with a client's view\n"
+          "  --json               JSON output (stats, list, profiles)\n"
+          "  --version            print the version\n"
+          "  -h, --help           this text\n"
+          "exit status: 0 ok, 1 the daemon refused, 2 usage, 3 cannot connect.\n"
+          "See kvsinkctl(1).\n",
+          KVS_DEFAULT_ADMIN_SOCKET);
 }
 
 /* "profiles calibrate" runs kvsink-calibrate: the one installed next to
@@ -32,8 +48,7 @@ static int calibrate(char **argv)
     if (slash) {
       *slash = 0;
       size_t len = strlen(self); /* uninstalled libtool binary: .libs/ */
-      if (len >= 6 && strcmp(self + len - 6, "/.libs") == 0)
-        self[len - 6] = 0;
+      if (len >= 6 && strcmp(self + len - 6, "/.libs") == 0) self[len - 6] = 0;
       snprintf(path, sizeof path, "%s/kvsink-calibrate", self);
       if (access(path, X_OK) == 0) {
         argv[0] = path;
@@ -47,192 +62,94 @@ static int calibrate(char **argv)
   return EXIT_USAGE;
 }
 
-static void json_str(const char *s, size_t n)
+/* Length of the valid UTF-8 sequence at s (n bytes left), 0 if invalid
+ * (overlong forms, surrogates and values over U+10FFFF are invalid). */
+static size_t utf8_len(const unsigned char *s, size_t n)
 {
+  unsigned c = s[0];
+  size_t len;
+  unsigned min, cp;
+  if (c < 0x80) return 1;
+  if ((c & 0xe0) == 0xc0) { len = 2; min = 0x80; cp = c & 0x1f; }
+  else if ((c & 0xf0) == 0xe0) { len = 3; min = 0x800; cp = c & 0x0f; }
+  else if ((c & 0xf8) == 0xf0) { len = 4; min = 0x10000; cp = c & 0x07; }
+  else return 0;
+  if (len > n) return 0;
+  for (size_t i = 1; i < len; i++) {
+    if ((s[i] & 0xc0) != 0x80) return 0;
+    cp = cp << 6 | (s[i] & 0x3f);
+  }
+  if (cp < min || cp > 0x10ffff || (cp >= 0xd800 && cp <= 0xdfff)) return 0;
+  return len;
+}
+
+/* A JSON string: escapes quotes, backslashes and control bytes; bytes that
+ * are not valid UTF-8 become U+FFFD, so the output always parses. */
+static void json_str(const char *str, size_t n)
+{
+  const unsigned char *s = (const unsigned char *)str;
   putchar('"');
-  for (size_t i = 0; i < n; i++) {
-    unsigned char ch = (unsigned char)s[i];
-    if (ch == '"' || ch == '\\')
+  for (size_t i = 0; i < n;) {
+    unsigned char ch = s[i];
+    if (ch == '"' || ch == '\\') {
       printf("\\%c", ch);
-    else if (ch < 0x20)
+      i++;
+    } else if (ch < 0x20 || ch == 0x7f) {
       printf("\\u%04x", ch);
-    else
-      putchar(ch);
+      i++;
+    } else {
+      size_t l = utf8_len(s + i, n - i);
+      if (l == 0) {
+        fputs("\\ufffd", stdout);
+        i++;
+      } else {
+        fwrite(s + i, 1, l, stdout);
+        i += l;
+      }
+    }
   }
   putchar('"');
 }
 
-/* msgpack -> JSON; binary and extension values become hex strings, map
- * keys that are not strings are printed as strings. */
-static void json_obj(const msgpack_object *o, int depth)
+static void json_cstr(const char *s, size_t cap) { json_str(s, strnlen(s, cap)); }
+
+/* Text output: the same rule as JSON minus the quotes, so a hostile model
+ * id cannot drive the terminal. */
+static void text_str(const char *str, size_t cap)
 {
-  char tmp[64];
-  if (depth > 32) {
-    fputs("null", stdout);
-    return;
-  }
-  switch (o->type) {
-  case MSGPACK_OBJECT_NIL: fputs("null", stdout); break;
-  case MSGPACK_OBJECT_BOOLEAN: fputs(o->via.boolean ? "true" : "false", stdout); break;
-  case MSGPACK_OBJECT_POSITIVE_INTEGER: printf("%" PRIu64, o->via.u64); break;
-  case MSGPACK_OBJECT_NEGATIVE_INTEGER: printf("%" PRId64, o->via.i64); break;
-  case MSGPACK_OBJECT_FLOAT32:
-  case MSGPACK_OBJECT_FLOAT64:
-    if (o->via.f64 != o->via.f64 || o->via.f64 > 1e308 || o->via.f64 < -1e308)
-      fputs("null", stdout);
-    else
-      printf("%.17g", o->via.f64);
-    break;
-  case MSGPACK_OBJECT_STR: json_str(o->via.str.ptr, o->via.str.size); break;
-  case MSGPACK_OBJECT_BIN:
-  case MSGPACK_OBJECT_EXT: {
-    const unsigned char *p = (const unsigned char *)(o->type == MSGPACK_OBJECT_BIN ? o->via.bin.ptr : o->via.ext.ptr);
-    uint32_t n = o->type == MSGPACK_OBJECT_BIN ? o->via.bin.size : o->via.ext.size;
-    putchar('"');
-    for (uint32_t i = 0; i < n; i++)
-      printf("%02x", p[i]);
-    putchar('"');
-    break;
-  }
-  case MSGPACK_OBJECT_ARRAY:
-    putchar('[');
-    for (uint32_t i = 0; i < o->via.array.size; i++) {
-      if (i)
-        putchar(',');
-      json_obj(&o->via.array.ptr[i], depth + 1);
+  const unsigned char *s = (const unsigned char *)str;
+  size_t n = strnlen(str, cap);
+  for (size_t i = 0; i < n;) {
+    size_t l = s[i] < 0x20 || s[i] == 0x7f ? 0 : utf8_len(s + i, n - i);
+    if (l == 0) {
+      putchar('?');
+      i++;
+    } else {
+      fwrite(s + i, 1, l, stdout);
+      i += l;
     }
-    putchar(']');
-    break;
-  case MSGPACK_OBJECT_MAP:
-    putchar('{');
-    for (uint32_t i = 0; i < o->via.map.size; i++) {
-      const msgpack_object *k = &o->via.map.ptr[i].key;
-      if (i)
-        putchar(',');
-      if (k->type == MSGPACK_OBJECT_STR) {
-        json_str(k->via.str.ptr, k->via.str.size);
-      } else {
-        /* JSON keys are strings: print the key's JSON text as one */
-        if (k->type == MSGPACK_OBJECT_POSITIVE_INTEGER)
-          snprintf(tmp, sizeof tmp, "%" PRIu64, k->via.u64);
-        else if (k->type == MSGPACK_OBJECT_NEGATIVE_INTEGER)
-          snprintf(tmp, sizeof tmp, "%" PRId64, k->via.i64);
-        else
-          snprintf(tmp, sizeof tmp, "key%u", i);
-        json_str(tmp, strlen(tmp));
-      }
-      putchar(':');
-      json_obj(&o->via.map.ptr[i].val, depth + 1);
-    }
-    putchar('}');
-    break;
-  default: fputs("null", stdout); break;
   }
 }
 
-/* Readable form of the items blob: one line per element of the top array
- * (key=value pairs for maps), or the JSON text of anything else. */
-static void text_obj(const msgpack_object *o)
-{
-  if (o->type != MSGPACK_OBJECT_ARRAY) {
-    json_obj(o, 0);
-    putchar('\n');
-    return;
-  }
-  if (o->via.array.size == 0)
-    puts("(none)");
-  for (uint32_t i = 0; i < o->via.array.size; i++) {
-    const msgpack_object *e = &o->via.array.ptr[i];
-    if (e->type != MSGPACK_OBJECT_MAP) {
-      json_obj(e, 0);
-      putchar('\n');
-      continue;
-    }
-    for (uint32_t j = 0; j < e->via.map.size; j++) {
-      const msgpack_object *k = &e->via.map.ptr[j].key;
-      const msgpack_object *v = &e->via.map.ptr[j].val;
-      if (j)
-        putchar(' ');
-      if (k->type == MSGPACK_OBJECT_STR)
-        printf("%.*s=", (int)k->via.str.size, k->via.str.ptr);
-      if (v->type == MSGPACK_OBJECT_STR)
-        printf("%.*s", (int)v->via.str.size, v->via.str.ptr);
-      else
-        json_obj(v, 1);
-    }
-    putchar('\n');
-  }
-}
+static double ratio(uint64_t a, uint64_t b) { return b ? (double)a / (double)b : 0.0; }
 
-static int print_items(const kvs__rep *rep, int json)
-{
-  msgpack_zone zone;
-  msgpack_object obj;
-  size_t off = 0;
-  if (!rep->items || rep->items_len == 0) {
-    puts(json ? "[]" : "(none)");
-    return 0;
-  }
-  msgpack_zone_init(&zone, 4096);
-  int r = msgpack_unpack(rep->items, rep->items_len, &off, &zone, &obj);
-  if (r != MSGPACK_UNPACK_SUCCESS && r != MSGPACK_UNPACK_EXTRA_BYTES) {
-    msgpack_zone_destroy(&zone);
-    fprintf(stderr, "kvsinkctl: malformed items in reply\n");
-    return EXIT_DAEMON;
-  }
-  if (json) {
-    json_obj(&obj, 0);
-    putchar('\n');
-  } else {
-    text_obj(&obj);
-  }
-  msgpack_zone_destroy(&zone);
-  return 0;
-}
-
-static double ratio(uint64_t a, uint64_t b)
-{
-  return b ? (double)a / (double)b : 0.0;
-}
-
-#define STAT_FIELDS(X) \
-  X(pool_bytes) X(pool_used_bytes) X(blocks_total) X(blocks_used) \
-  X(blocks_pinned) X(sink_rows_used) X(lookups) X(lookup_hit_tokens) \
-  X(lookup_tokens) X(puts) X(gets) X(evictions) X(put_nospc) X(bytes_in) \
-  X(bytes_out) X(stored_raw_bytes) X(stored_bytes) X(sinks_found) \
-  X(sinks_dropped) X(outliers_kept) X(sessions) X(sessions_total) X(seqs) \
-  X(uptime_s)
-
-static void print_stats(const kvs__stats *s, int json)
+static void print_stats(const kvs_stats *s, int json)
 {
   double hit = ratio(s->lookup_hit_tokens, s->lookup_tokens);
   double cr = ratio(s->stored_raw_bytes, s->stored_bytes);
   if (json) {
     putchar('{');
 #define J(f) printf("\"" #f "\":%" PRIu64 ",", s->f);
-    STAT_FIELDS(J)
+    KVS_STATS_U64_FIELDS(J)
 #undef J
     printf("\"spaces\":%u,\"backend\":", s->spaces);
-    json_str(s->backend, strnlen(s->backend, sizeof s->backend));
-    printf(",\"hit_rate\":%.6f,\"compression_ratio\":%.6f", hit, cr);
-    if (s->n_devices) {
-      printf(",\"devices\":[");
-      for (uint32_t i = 0; i < s->n_devices && i < KVS_MAX_STATS_DEVICES; i++) {
-        const kvs__dev_stats *d = &s->devices[i];
-        printf("%s{\"device\":", i ? "," : "");
-        json_str(d->device, strnlen(d->device, sizeof d->device));
-        printf(",\"pool_bytes\":%" PRIu64 ",\"pool_used_bytes\":%" PRIu64
-               ",\"blocks_used\":%" PRIu64 ",\"puts\":%" PRIu64 ",\"gets\":%" PRIu64
-               ",\"bytes_in\":%" PRIu64 ",\"bytes_out\":%" PRIu64 ",\"sessions\":%" PRIu64 "}",
-               d->pool_bytes, d->pool_used_bytes, d->blocks_used, d->puts, d->gets, d->bytes_in,
-               d->bytes_out, d->sessions);
-      }
-      putchar(']');
-    }
-    printf("}\n");
+    json_cstr(s->backend, sizeof s->backend);
+    printf(",\"hit_rate\":%.6f,\"compression_ratio\":%.6f}\n", hit, cr);
     return;
   }
-  printf("backend        %.*s\n", (int)sizeof s->backend, s->backend);
+  fputs("backend        ", stdout);
+  text_str(s->backend, sizeof s->backend);
+  putchar('\n');
   printf("pool           %" PRIu64 " / %" PRIu64 " bytes used (%.1f%%)\n",
          s->pool_used_bytes, s->pool_bytes, 100.0 * ratio(s->pool_used_bytes, s->pool_bytes));
   printf("blocks         %" PRIu64 " used, %" PRIu64 " pinned, %" PRIu64 " total\n",
@@ -251,93 +168,177 @@ static void print_stats(const kvs__stats *s, int json)
   printf("sessions       %" PRIu64 " now, %" PRIu64 " total; %" PRIu64 " seqs; %u spaces\n",
          s->sessions, s->sessions_total, s->seqs, s->spaces);
   printf("uptime         %" PRIu64 " s\n", s->uptime_s);
-  for (uint32_t i = 0; i < s->n_devices && i < KVS_MAX_STATS_DEVICES; i++) {
-    const kvs__dev_stats *d = &s->devices[i];
-    printf("%-14.*s pool %" PRIu64 " / %" PRIu64 " bytes, %" PRIu64 " blocks, puts / gets %" PRIu64
-           " / %" PRIu64 ", bytes in/out %" PRIu64 " / %" PRIu64 ", %" PRIu64 " sessions\n",
-           (int)sizeof d->device, d->device, d->pool_used_bytes, d->pool_bytes, d->blocks_used,
-           d->puts, d->gets, d->bytes_in, d->bytes_out, d->sessions);
+}
+
+static void print_list(const kvs_space_info *v, size_t n, int json)
+{
+  if (json) putchar('[');
+  else if (n == 0) puts("(none)");
+  for (size_t i = 0; i < n; i++) {
+    const kvs_space_info *s = &v[i];
+    if (json) {
+      fputs(i ? ",{\"ns\":" : "{\"ns\":", stdout);
+      json_cstr(s->ns, sizeof s->ns);
+      fputs(",\"model\":", stdout);
+      json_cstr(s->model_id, sizeof s->model_id);
+      printf(",\"layers\":%u,\"kv_heads\":%u,\"head_dim\":%u,\"k_bits\":%u,\"v_bits\":%u,"
+             "\"policy\":\"%s\",\"pfn\":%u,\"profile\":%s,\"blocks\":%" PRIu64
+             ",\"pinned\":%" PRIu64 ",\"seqs\":%" PRIu64 ",\"fallback_sessions\":%u}",
+             s->n_layers, s->n_kv_heads, s->head_dim, s->k_bits, s->v_bits,
+             kvs_policy_name(s->policy), s->pfn, s->has_profile ? "true" : "false", s->blocks,
+             s->pinned, s->seqs, s->fallback_sessions);
+      continue;
+    }
+    fputs("ns=", stdout);
+    text_str(s->ns, sizeof s->ns);
+    fputs(" model=", stdout);
+    text_str(s->model_id, sizeof s->model_id);
+    printf(" layers=%u kv_heads=%u head_dim=%u k_bits=%u v_bits=%u policy=%s pfn=%u "
+           "profile=%s blocks=%" PRIu64 " pinned=%" PRIu64 " seqs=%" PRIu64,
+           s->n_layers, s->n_kv_heads, s->head_dim, s->k_bits, s->v_bits,
+           kvs_policy_name(s->policy), s->pfn, s->has_profile ? "yes" : "no", s->blocks, s->pinned,
+           s->seqs);
+    if (s->fallback_sessions)
+      printf(" (kvsink fell back to pfn: no profile; %u sessions)", s->fallback_sessions);
+    putchar('\n');
   }
+  if (json) puts("]");
+}
+
+static void print_profiles(const kvs_profile_info *v, size_t n, int json)
+{
+  if (json) putchar('[');
+  else if (n == 0) puts("(none)");
+  for (size_t i = 0; i < n; i++) {
+    const kvs_profile_info *p = &v[i];
+    if (json) {
+      fputs(i ? ",{\"model\":" : "{\"model\":", stdout);
+      json_cstr(p->model_id, sizeof p->model_id);
+      printf(",\"layer\":%u,\"channels\":[", p->layer);
+      for (uint32_t j = 0; j < p->n_channels; j++) printf(j ? ",%u" : "%u", p->channels[j]);
+      printf("],\"tau\":%.9g,\"max_sinks\":%u,\"pfn\":%u}", p->tau, p->max_sinks, p->pfn);
+      continue;
+    }
+    fputs("model=", stdout);
+    text_str(p->model_id, sizeof p->model_id);
+    printf(" layer=%u channels=", p->layer);
+    for (uint32_t j = 0; j < p->n_channels; j++) printf(j ? ",%u" : "%u", p->channels[j]);
+    printf(" tau=%g max_sinks=%u pfn=%u\n", p->tau, p->max_sinks, p->pfn);
+  }
+  if (json) puts("]");
+}
+
+/* The first word that is not an option (skipping the values of the
+ * options that take one), or argc. */
+static int find_command(int argc, char **argv)
+{
+  for (int i = 1; i < argc; i++) {
+    if (strcmp(argv[i], "--") == 0) return i + 1;
+    if (argv[i][0] != '-') return i;
+    if (strcmp(argv[i], "--socket") == 0 || strcmp(argv[i], "--admin-socket") == 0) i++;
+  }
+  return argc;
 }
 
 int main(int argc, char **argv)
 {
+  static const struct option opts[] = {
+      {"socket", required_argument, 0, 's'}, {"admin-socket", required_argument, 0, 'a'},
+      {"json", no_argument, 0, 'j'},         {"version", no_argument, 0, 'V'},
+      {"help", no_argument, 0, 'h'},         {0, 0, 0, 0}};
+  /* "profiles calibrate ARGS": everything after calibrate is its own */
+  int ci = find_command(argc, argv);
+  if (ci + 1 < argc && strcmp(argv[ci], "profiles") == 0 && strcmp(argv[ci + 1], "calibrate") == 0) {
+    argc = ci; /* options before the command still get checked below */
+    int o;
+    opterr = 0;
+    while ((o = getopt_long(argc, argv, "h", opts, NULL)) != -1)
+      if (o == '?') {
+        fprintf(stderr, "kvsinkctl: unknown option '%s'\n", argv[optind - 1]);
+        return EXIT_USAGE;
+      }
+    return calibrate(argv + ci + 1); /* argv[ci + 1] becomes the program name */
+  }
   const char *path = NULL;
-  int i = 1, json = 0;
-  for (; i < argc && argv[i][0] == '-'; i++) {
-    if (strcmp(argv[i], "--socket") == 0 && i + 1 < argc) {
-      path = argv[++i];
-    } else if (strncmp(argv[i], "--socket=", 9) == 0) {
-      path = argv[i] + 9;
-    } else if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
-      usage(stdout);
-      return 0;
-    } else {
-      usage(stderr);
+  int json = 0, o;
+  opterr = 0; /* our own messages name the option */
+  while ((o = getopt_long(argc, argv, "h", opts, NULL)) != -1) {
+    switch (o) {
+    case 's':
+    case 'a': path = optarg; break;
+    case 'j': json = 1; break;
+    case 'V': printf("kvsinkctl %s\n", PACKAGE_VERSION); return 0;
+    case 'h': usage(stdout); return 0;
+    default:
+      if (optopt && strchr("sa", optopt))
+        fprintf(stderr, "kvsinkctl: option '%s' needs a value\n", argv[optind - 1]);
+      else
+        fprintf(stderr, "kvsinkctl: unknown option '%s'\n", argv[optind - 1]);
+      fprintf(stderr, "Try 'kvsinkctl --help'.\n");
       return EXIT_USAGE;
     }
   }
-  if (i >= argc) {
+  if (optind >= argc) {
+    fprintf(stderr, "kvsinkctl: no command given\n");
     usage(stderr);
     return EXIT_USAGE;
   }
-  const char *cmd = argv[i++];
-  if (strcmp(cmd, "profiles") == 0 && i < argc && strcmp(argv[i], "calibrate") == 0)
-    return calibrate(argv + i); /* argv[i] becomes the program name */
-  for (; i < argc; i++) {
-    if (strcmp(argv[i], "--json") == 0) {
-      json = 1;
-    } else {
-      usage(stderr);
-      return EXIT_USAGE;
-    }
-  }
-  kvs__op op;
-  int json_ok = 1;
-  if (strcmp(cmd, "ping") == 0) { op = KVS_OP_PING; json_ok = 0; }
-  else if (strcmp(cmd, "stats") == 0) op = KVS_OP_STATS;
-  else if (strcmp(cmd, "list") == 0) op = KVS_OP_LIST;
-  else if (strcmp(cmd, "evict") == 0) { op = KVS_OP_EVICT; json_ok = 0; }
-  else if (strcmp(cmd, "reload") == 0) { op = KVS_OP_RELOAD; json_ok = 0; }
-  else if (strcmp(cmd, "profiles") == 0) op = KVS_OP_PROFILES;
-  else {
-    usage(stderr);
+  if (optind + 1 < argc) {
+    fprintf(stderr, "kvsinkctl: unexpected argument '%s'\n", argv[optind + 1]);
     return EXIT_USAGE;
   }
-  if (json && !json_ok) {
-    usage(stderr);
+  const char *cmd = argv[optind];
+  static const char *const cmds[] = {"ping", "stats", "list", "profiles", "evict", "reload"};
+  int k = -1;
+  for (int i = 0; i < 6; i++)
+    if (strcmp(cmd, cmds[i]) == 0) k = i;
+  if (k < 0) {
+    fprintf(stderr, "kvsinkctl: unknown command '%s'\nTry 'kvsinkctl --help'.\n", cmd);
+    return EXIT_USAGE;
+  }
+  if (json && (k == 0 || k >= 4)) {
+    fprintf(stderr, "kvsinkctl: --json is for stats, list and profiles, not %s\n", cmd);
     return EXIT_USAGE;
   }
 
-  kvs__conn conn;
-  int r = kvs__conn_open(&conn, path);
+  kvs_admin *a;
+  int r = kvs_admin_connect(&a, path);
   if (r < 0) {
+    const char *p = path ? path : getenv("KVSINK_ADMIN_SOCKET");
     fprintf(stderr, "kvsinkctl: cannot connect to %s: %s\n",
-            kvs__conn_default_path(path), strerror(-r));
+            p && *p ? p : KVS_DEFAULT_ADMIN_SOCKET, kvs_strerror(r));
     return EXIT_CONNECT;
   }
-  kvs__req req;
-  kvs__rep rep;
-  memset(&req, 0, sizeof req);
-  req.op = op;
-  r = kvs__conn_call(&conn, &req, &rep, NULL);
+  uint64_t evicted = 0;
+  kvs_stats st;
+  kvs_space_info *sv = NULL;
+  kvs_profile_info *pv = NULL;
+  size_t n = 0;
+  switch (k) {
+  case 0: r = kvs_admin_ping(a); break;
+  case 1: r = kvs_admin_stats(a, &st); break;
+  case 2: r = kvs_admin_list(a, &sv, &n); break;
+  case 3: r = kvs_admin_profiles(a, &pv, &n); break;
+  case 4: r = kvs_admin_evict(a, &evicted); break;
+  default: r = kvs_admin_reload(a); break;
+  }
   int rc = 0;
   if (r < 0) {
-    fprintf(stderr, "kvsinkctl: %s: %s (%s)\n", cmd, conn.errmsg, kvs_strerror(r));
+    const char *m = kvs_admin_last_error(a);
+    fprintf(stderr, "kvsinkctl: %s: %s (%s)\n", cmd, *m ? m : kvs_strerror(r), kvs_strerror(r));
     rc = (r == -ECONNRESET || r == -EPIPE) ? EXIT_CONNECT : EXIT_DAEMON;
-  } else if (op == KVS_OP_PING) {
-    puts("ok");
-  } else if (op == KVS_OP_STATS) {
-    print_stats(&rep.stats, json);
-  } else if (op == KVS_OP_EVICT) {
-    printf("evicted %" PRIu64 " blocks\n", rep.evicted);
-  } else if (op == KVS_OP_RELOAD) {
-    puts("reloaded");
   } else {
-    rc = print_items(&rep, json);
+    switch (k) {
+    case 0: puts("ok"); break;
+    case 1: print_stats(&st, json); break;
+    case 2: print_list(sv, n, json); break;
+    case 3: print_profiles(pv, n, json); break;
+    case 4: printf("evicted %" PRIu64 " blocks\n", evicted); break;
+    default: puts("reloaded"); break;
+    }
   }
-  if (r == 0 || rep.err < 0)
-    kvs__rep_free(&rep);
-  kvs__conn_close(&conn);
+  free(sv);
+  free(pv);
+  kvs_admin_close(a);
   return rc;
 }

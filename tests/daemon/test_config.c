@@ -1,5 +1,6 @@
 /* kvsinkd.conf parser: every key, overrides, every error with its line. */
 #include <check.h>
+#include <errno.h>
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,8 +22,12 @@ static void setup(void)
 
 START_TEST(defaults_embedded)
 {
-  ck_assert_str_eq(c.socket, "/run/kvsink/kvsinkd.sock");
+  ck_assert_str_eq(c.socket, KVS_DEFAULT_SOCKET);
   ck_assert_uint_eq(c.socket_mode, 0660);
+  ck_assert_uint_eq(c.admin_socket_mode, 0600);
+  char adm[108];
+  ck_assert_int_eq(kvs__config_admin_path(&c, adm), 0);
+  ck_assert_str_eq(adm, KVS_DEFAULT_ADMIN_SOCKET);
   ck_assert_uint_eq(c.pool_size, 1ull << 30);
   ck_assert_int_eq(c.device, KVS_DEVICE_AUTO);
   ck_assert_uint_eq(c.k_bits, 2);
@@ -58,9 +63,27 @@ START_TEST(every_key)
       "max_segment_size = 2G\n"
       "max_sessions = 9\n"
       "max_pending_tokens = 100\n"
+      "admin_socket_mode = 0640\n"
+      "admin_socket_group = wheel\n"
+      "admin_group = kvsadm\n"
       "\tlog_level=debug\r\n";
   ck_assert_int_eq(kvs__config_parse(&c, t, "t", err), 0);
   ck_assert_str_eq(c.socket, "/tmp/x.sock");
+  ck_assert_uint_eq(c.admin_socket_mode, 0640);
+  ck_assert_str_eq(c.admin_socket_group, "wheel");
+  ck_assert_str_eq(c.admin_group, "kvsadm");
+  char adm[108];
+  ck_assert_int_eq(kvs__config_admin_path(&c, adm), 0);
+  ck_assert_str_eq(adm, "/tmp/x.admin.sock"); /* next to the socket */
+  ck_assert_int_eq(kvs__config_parse(&c, "socket = /tmp/k\n", "t", err), 0);
+  ck_assert_int_eq(kvs__config_admin_path(&c, adm), 0);
+  ck_assert_str_eq(adm, "/tmp/k.admin");
+  ck_assert_int_eq(kvs__config_parse(&c, "admin_socket = /a/b.sock\n", "t", err), 0);
+  ck_assert_int_eq(kvs__config_admin_path(&c, adm), 0);
+  ck_assert_str_eq(adm, "/a/b.sock");
+  ck_assert_int_eq(kvs__config_parse(&c, "admin_socket = none\n", "t", err), 0);
+  ck_assert_int_eq(kvs__config_admin_path(&c, adm), -ENOENT);
+  ck_assert_int_eq(kvs__config_parse(&c, "admin_socket = /tmp/x.sock\n", "t", err), 0);
   ck_assert_str_eq(c.socket_group, "kvsink");
   ck_assert_uint_eq(c.socket_mode, 0600);
   ck_assert_uint_eq(c.pool_size, 64ull << 20);
@@ -119,6 +142,8 @@ static const struct {
     {" = 3\n", "t:1: missing key"},
     {"socket =\n", "t:1: socket:"},
     {"socket_mode = 0999\n", "t:1: socket_mode:"},
+    {"admin_socket_mode = 8\n", "t:1: admin_socket_mode:"},
+    {"admin_socket =\n", "t:1: admin_socket:"},
     {"socket_mode = 01777\n", "t:1: socket_mode:"},
     {"pool_size = 12X\n", "t:1: pool_size:"},
     {"pool_size = 1K\n", "t:1: pool_size:"},

@@ -185,37 +185,6 @@ START_TEST(wire_put_get_dev)
 }
 END_TEST
 
-/* The stats' per-GPU section travels; a host daemon sends none. */
-START_TEST(wire_stats_devices)
-{
-  kvs__rep r, e;
-  memset(&r, 0, sizeof r);
-  r.op = KVS_OP_STATS;
-  r.stats.puts = 9;
-  rt_rep(&r, &e);
-  ck_assert_uint_eq(e.stats.n_devices, 0);
-  ck_assert_uint_eq(e.stats.puts, 9);
-  kvs__rep_free(&e);
-  r.stats.n_devices = 2;
-  for (uint32_t i = 0; i < 2; i++) {
-    kvs__dev_stats *d = &r.stats.devices[i];
-    snprintf(d->device, sizeof d->device, "cuda:%u", i + 3);
-    d->pool_bytes = 1000 + i;
-    d->pool_used_bytes = 10 + i;
-    d->blocks_used = 20 + i;
-    d->puts = 30 + i;
-    d->gets = 40 + i;
-    d->bytes_in = 50 + i;
-    d->bytes_out = 60 + i;
-    d->sessions = 70 + i;
-  }
-  rt_rep(&r, &e);
-  ck_assert_uint_eq(e.stats.n_devices, 2);
-  ck_assert_mem_eq(e.stats.devices, r.stats.devices, 2 * sizeof r.stats.devices[0]);
-  kvs__rep_free(&e);
-}
-END_TEST
-
 /* A gpu field that is not a 16-byte bin is refused. */
 START_TEST(wire_bad_uuid)
 {
@@ -253,7 +222,6 @@ int main(void)
   tcase_add_test(t, wire_hello);
   tcase_add_test(t, wire_put_get_dev);
   tcase_add_test(t, wire_bad_uuid);
-  tcase_add_test(t, wire_stats_devices);
   suite_add_tcase(s, t);
   SRunner *sr = srunner_create(s);
   srunner_run_all(sr, CK_NORMAL);

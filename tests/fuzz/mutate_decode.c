@@ -106,7 +106,11 @@ static void run_one(const uint8_t *p, size_t len, int is_rep, long iter)
     check(documented(r), "undocumented reply decode code", iter);
     if (r == 0) {
       check(rep.n_sink_channels <= KVS_MAX_ACT_CHANNELS, "sink_channels", iter);
-      check(!rep.items_len || rep.items, "items", iter);
+      check(!rep.n_spaces || rep.spaces, "spaces", iter);
+      check(rep.n_spaces <= KVS_MAX_LIST_ITEMS, "spaces limit", iter);
+      check(!rep.n_profiles || rep.profiles, "profiles", iter);
+      for (uint32_t i = 0; i < rep.n_profiles; i++)
+        check(rep.profiles[i].n_channels <= KVS_MAX_ACT_CHANNELS, "profile channels", iter);
       check(memchr(rep.errmsg, 0, sizeof(rep.errmsg)) != NULL, "errmsg unterminated", iter);
       kvs__rep_free(&rep);
     }

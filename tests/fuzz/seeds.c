@@ -8,7 +8,11 @@
 int kvs__fuzz_seeds(kvs__seed *out, int max)
 {
   static uint32_t toks[40];
-  static const char items[] = "\x92\x81\xa3seq\x07\xc0"; /* [{"seq":7}, nil] */
+  static kvs_space_info spaces[1] = {{.ns = "uid:1000", .model_id = "m", .n_layers = 2,
+                                       .k_bits = 2, .v_bits = 2, .policy = KVS_POLICY_PFN,
+                                       .blocks = 3}};
+  static kvs_profile_info profs[1] = {{.model_id = "m", .layer = 1, .n_channels = 2,
+                                       .channels = {4, 9}, .tau = 2.5f, .max_sinks = 3}};
   int n = 0, r;
 
   for (uint32_t i = 0; i < 40; i++)
@@ -66,8 +70,10 @@ int kvs__fuzz_seeds(kvs__seed *out, int max)
     p.stats.puts = 12;
     p.stats.spaces = 1;
     strcpy(p.stats.backend, "host");
-    p.items = items;
-    p.items_len = sizeof(items) - 1;
+    p.spaces = spaces;
+    p.n_spaces = 1;
+    p.profiles = profs;
+    p.n_profiles = 1;
     p.evicted = 5;
     if ((r = kvs__encode_req(&q, &out[n].frame, &out[n].len)) < 0)
       goto fail;

@@ -36,15 +36,17 @@ PY=${KVSINK_PYTHON:-python3}
 "$PY" -c 'import torch, transformers, numpy' || { echo "FAIL: $PY lacks torch/transformers/numpy"; exit 1; }
 "$PY" -c 'import torch, transformers; print("torch", torch.__version__, "transformers", transformers.__version__, "cuda", torch.cuda.is_available())'
 
-. "$top/tests/integration/client-common.sh"
-printf 'profiles_dir = %s\n' "$top/models/kvsink-tiny" > "$tmp/py.conf"
-KVSINKD_DEVICE=${GPU:-auto} start_daemon --config "$tmp/py.conf"
+top_srcdir=$top top_builddir=$b
+. "$top/tests/lib/daemon.sh"
+cp "$top/models/kvsink-tiny/kvsink.profile" "$PROFILES/"
+daemon_conf
+KVSINKD_DEVICE=${GPU:-auto} start_daemon
 rc=0
-KVSINK_SOCKET=$sock "$PY" "$top/tests/python/transformers_checks.py" 2>&1 | tee "$out/checks.log"
+KVSINK_SOCKET=$SOCK "$PY" "$top/tests/python/transformers_checks.py" 2>&1 | tee "$out/checks.log"
 grep -q '^FAIL' "$out/checks.log" && rc=1
 grep -q '^PASS' "$out/checks.log" || rc=1
 if "$PY" -c 'import pytest' 2>/dev/null; then
-  KVSINK_SOCKET=$sock PYTHONPATH="$top/python" "$PY" -m pytest -q -p no:cacheprovider -rs \
+  KVSINK_SOCKET=$SOCK PYTHONPATH="$top/python" "$PY" -m pytest -q -p no:cacheprovider -rs \
     "$top/tests/python/test_client.py" > "$out/pytest.log" 2>&1 || { rc=1; tail -n 30 "$out/pytest.log"; }
   tail -n 3 "$out/pytest.log"
 else

@@ -5,20 +5,15 @@
 # the bench fitted to the pool loses no row and finds the shared prefix,
 # unfitted it keeps the failed rows with their error; JSON parses; the
 # command-line conventions (--version, --help, usage errors, exit codes).
-if [ -f "${top_srcdir:-.}/tests/lib/daemon.sh" ]; then
-  . "${top_srcdir:-.}/tests/lib/daemon.sh" # the shared helper, once merged
-  sock=$SOCK tmp=$T
-  # the demo's profile: the kvsink rows keep tokens 0 and 37 in 16 bits
-  printf 'model = kvsink-demo\nlayer = 1\nchannels = 3, 17\ntau = 50\nmax_sinks = 4\npfn = 1\n' \
-    > "$PROFILES/kvsink-demo.profile"
-  have_profile=1
-else
-  . "${top_srcdir:-.}/tests/integration/client-common.sh"
-  have_profile=0
-fi
+. "${top_srcdir:-.}/tests/lib/daemon.sh"
+sock=$SOCK tmp=$T
+# the demo's profile: the kvsink rows keep tokens 0 and 37 in 16 bits
+printf 'model = kvsink-demo\nlayer = 1\nchannels = 3, 17\ntau = 50\nmax_sinks = 4\npfn = 1\n' \
+  > "$PROFILES/kvsink-demo.profile"
+have_profile=1
 DEMO=$top_builddir/tools/kvsink-demo
 BENCH=$top_builddir/tools/kvsink-bench
-[ -x "$DEMO" ] && [ -x "$BENCH" ] || { echo "tools not built"; exit 77; }
+[ -x "$DEMO" ] && [ -x "$BENCH" ] || fail "tools not built"
 json() { /usr/bin/python3 -c 'import json,sys; json.load(sys.stdin)'; }
 
 # command line, no daemon needed

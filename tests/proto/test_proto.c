@@ -319,6 +319,8 @@ START_TEST(rt_rep_hello)
   p.pfn = 1;
   p.outliers = 0.01f;
   p.has_profile = 1;
+  p.policy_fallback = 1;
+  p.v_group = 32;
   p.sink_layer = 2;
   p.n_sink_channels = KVS_MAX_ACT_CHANNELS;
   for (uint32_t i = 0; i < KVS_MAX_ACT_CHANNELS; i++)
@@ -334,6 +336,8 @@ START_TEST(rt_rep_hello)
   ck_assert_int_eq(d.pfn, 1);
   ck_assert(d.outliers == 0.01f);
   ck_assert_int_eq(d.has_profile, 1);
+  ck_assert_int_eq(d.policy_fallback, 1);
+  ck_assert_uint_eq(d.v_group, 32);
   ck_assert_uint_eq(d.sink_layer, 2);
   ck_assert_uint_eq(d.n_sink_channels, KVS_MAX_ACT_CHANNELS);
   ck_assert_mem_eq(d.sink_channels, p.sink_channels, sizeof(p.sink_channels));
@@ -398,30 +402,106 @@ END_TEST
 
 START_TEST(rt_rep_items)
 {
-  static const char blob[] = "\x92\x82\xa3seq\x07\xa6tokens\xcd\x01\x00\xc0";
-  kvs__rep p = { .op = KVS_OP_LIST, .id = 7, .items = blob, .items_len = sizeof(blob) - 1 }, d;
+  kvs_space_info sp[2];
+  memset(sp, 0, sizeof(sp));
+  strcpy(sp[0].ns, "uid:1000");
+  strcpy(sp[0].model_id, "llama \xc3\xa9"); /* UTF-8 goes through as is */
+  sp[0].n_layers = 32;
+  sp[0].n_kv_heads = 8;
+  sp[0].head_dim = 128;
+  sp[0].k_bits = 2;
+  sp[0].v_bits = 3;
+  sp[0].pfn = 1;
+  sp[0].policy = KVS_POLICY_KVSINK;
+  sp[0].has_profile = 1;
+  sp[0].blocks = 1ull << 33;
+  sp[0].pinned = 5;
+  sp[0].seqs = 2;
+  sp[0].fallback_sessions = 3;
+  strcpy(sp[1].ns, "shared");
+  strcpy(sp[1].model_id, "x");
+  sp[1].policy = KVS_POLICY_NONE;
+  kvs__rep p = { .op = KVS_OP_LIST, .id = 7, .spaces = sp, .n_spaces = 2 }, d;
   roundtrip_rep(&p, &d);
-  ck_assert_uint_eq(d.items_len, sizeof(blob) - 1);
-  ck_assert_mem_eq(d.items, blob, sizeof(blob) - 1);
+  ck_assert_uint_eq(d.n_spaces, 2);
+  ck_assert_mem_eq(d.spaces, sp, sizeof(sp));
   kvs__rep_free(&d);
-  ck_assert_ptr_null(d.items);
+  ck_assert_ptr_null(d.spaces);
 
-  p.op = KVS_OP_PROFILES;
-  p.items = NULL;
-  p.items_len = 0;
+  p.n_spaces = 0;
+  p.spaces = NULL;
   roundtrip_rep(&p, &d);
-  ck_assert_uint_eq(d.items_len, 1);
-  ck_assert_int_eq((uint8_t)d.items[0], 0xc0); /* nil */
+  ck_assert_uint_eq(d.n_spaces, 0);
+  ck_assert_ptr_null(d.spaces);
   kvs__rep_free(&d);
 
-  /* a blob that is not exactly one msgpack value is refused */
+  kvs_profile_info pr[1];
+  memset(pr, 0, sizeof(pr));
+  strcpy(pr[0].model_id, "m");
+  pr[0].layer = 2;
+  pr[0].n_channels = KVS_MAX_ACT_CHANNELS;
+  for (uint32_t i = 0; i < KVS_MAX_ACT_CHANNELS; i++)
+    pr[0].channels[i] = i * 3;
+  pr[0].tau = 12.25f;
+  pr[0].max_sinks = 4;
+  pr[0].pfn = 1;
+  kvs__rep q = { .op = KVS_OP_PROFILES, .id = 8, .profiles = pr, .n_profiles = 1 };
+  roundtrip_rep(&q, &d);
+  ck_assert_uint_eq(d.n_profiles, 1);
+  ck_assert_mem_eq(d.profiles, pr, sizeof(pr));
+  kvs__rep_free(&d);
+
+  /* over the limits: refused by the encoder */
   char *buf;
   size_t len;
-  p.items = "\x92\x01";
-  p.items_len = 2;
+  p.n_spaces = KVS_MAX_LIST_ITEMS + 1;
+  p.spaces = sp;
   ck_assert_int_eq(kvs__encode_rep(&p, &buf, &len), -EINVAL);
-  p.items = "\x01\x02";
+  p.n_spaces = 1;
+  p.spaces = NULL;
   ck_assert_int_eq(kvs__encode_rep(&p, &buf, &len), -EINVAL);
+  pr[0].n_channels = KVS_MAX_ACT_CHANNELS + 1;
+  ck_assert_int_eq(kvs__encode_rep(&q, &buf, &len), -E2BIG);
+}
+END_TEST
+
+/* Hand-made list replies the decoder must refuse. */
+#define B(s) s, sizeof(s) - 1
+START_TEST(dec_rep_items_errors)
+{
+  static const struct { const char *b; size_t n; int err; } bad[] = {
+    /* {"id":1,"spaces":7} */
+    { B("\x82\xa2id\x01\xa6spaces\x07"), -EBADMSG },
+    /* {"id":1,"spaces":[7]} */
+    { B("\x82\xa2id\x01\xa6spaces\x91\x07"), -EBADMSG },
+    /* {"id":1,"spaces":[{}]}: ns missing */
+    { B("\x82\xa2id\x01\xa6spaces\x91\x80"), -EPROTO },
+    /* {"id":1,"spaces":[{"ns":"a\0","model":"m"}]}: NUL in a string */
+    { B("\x82\xa2id\x01\xa6spaces\x91\x82\xa2ns\xa2" "a\0" "\xa5model\xa1m"), -EINVAL },
+  };
+  for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+    kvs__rep d;
+    int r = kvs__decode_rep(bad[i].b, bad[i].n, &d, msg);
+    ck_assert_msg(r == bad[i].err, "case %zu: got %d (%s), want %d", i, r, msg, bad[i].err);
+    ck_assert_ptr_null(d.spaces);
+  }
+  /* a space count over the limit */
+  size_t n = 32 + KVS_MAX_LIST_ITEMS + 1;
+  char *b = malloc(n);
+  size_t o = 0;
+  static const char head[] = "\x82\xa2id\x01\xa6spaces\xdd"; /* array32 follows */
+  memcpy(b, head, sizeof(head) - 1);
+  o = sizeof(head) - 1;
+  uint32_t cnt = KVS_MAX_LIST_ITEMS + 1;
+  b[o++] = (char)(cnt >> 24);
+  b[o++] = (char)(cnt >> 16);
+  b[o++] = (char)(cnt >> 8);
+  b[o++] = (char)cnt;
+  memset(b + o, 0x80, cnt); /* empty maps */
+  o += cnt;
+  kvs__rep d;
+  ck_assert_int_eq(kvs__decode_rep(b, o, &d, msg), -E2BIG);
+  free(b);
 }
 END_TEST
 
@@ -506,6 +586,15 @@ START_TEST(dec_keys_and_op)
   ck_assert_int_eq(req_end(), -EPROTO);
   ck_assert_uint_eq(rq.id, 12);
   ck_assert_ptr_nonnull(strstr(msg, "frobnicate"));
+
+  /* an unknown op's bytes come back as printable ASCII only */
+  mp_begin(2);
+  kv_u("id", 13);
+  kv_s("op", "\x1b[2J\xff\"x\\");
+  ck_assert_int_eq(req_end(), -EPROTO);
+  for (const char *c = msg; *c; c++)
+    ck_assert_msg(*c >= 0x20 && *c < 0x7f, "byte 0x%02x in \"%s\"", (unsigned char)*c, msg);
+  ck_assert_ptr_nonnull(strstr(msg, "\\x1b[2J\\xff\\x22x\\x5c"));
 
   /* op of the wrong type */
   mp_begin(2);
@@ -893,7 +982,7 @@ START_TEST(strerror_codes)
     KVS_OK, KVS_EVERSION, KVS_EMODEL, KVS_ESEGMENT, KVS_ENAN, -EINVAL, -EPROTO,
     -EBADMSG, -E2BIG, -ENOSPC, -ENOENT, -ENOMEM, -EEXIST, -EPERM, -EACCES,
     -ECONNREFUSED, -ECONNRESET, -ENOTCONN, -EPIPE, -ETIMEDOUT, -ERANGE, -EBUSY,
-    -ENOTSUP, -EMFILE, -EAGAIN, -EINTR, -EIO, -ENOSYS,
+    -ENOTSUP, -EMFILE, -EAGAIN, -EINTR, -EIO, -ENOSYS, -EUSERS,
   };
   size_t n = sizeof(codes) / sizeof(codes[0]);
   for (size_t i = 0; i < n; i++) {
@@ -905,6 +994,10 @@ START_TEST(strerror_codes)
       ck_assert_str_ne(s, kvs_strerror(codes[j]));
   }
   ck_assert_str_eq(kvs_strerror(-ENOSPC), "cache pool full");
+  ck_assert_str_eq(kvs_strerror(-EUSERS), "too many sessions (max_sessions)");
+  ck_assert_str_eq(kvs_policy_name(KVS_POLICY_KVSINK), "kvsink");
+  ck_assert_str_eq(kvs_policy_name(KVS_POLICY_PFN), "pfn");
+  ck_assert_str_eq(kvs_policy_name((kvs_policy)42), "default");
   ck_assert_str_eq(kvs_strerror(KVS_EVERSION), "protocol version not spoken by the peer");
   /* errno values without an entry fall back to strerror */
   ck_assert_str_eq(kvs_strerror(-EXDEV), strerror(EXDEV));
@@ -929,6 +1022,7 @@ static Suite *suite(void)
   tcase_add_test(t, rt_rep_results);
   tcase_add_test(t, rt_rep_stats);
   tcase_add_test(t, rt_rep_items);
+  tcase_add_test(t, dec_rep_items_errors);
   tcase_add_test(t, rt_rep_error);
   tcase_add_test(t, dec_framing_errors);
   tcase_add_test(t, dec_keys_and_op);

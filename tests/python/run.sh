@@ -8,11 +8,12 @@ top_builddir=${top_builddir:-$top_srcdir}
 PY=${KVSINK_PYTHON:-/usr/bin/python3}
 [ -x "$PY" ] && "$PY" -c 'import pytest, numpy' 2>/dev/null ||
   { echo "SKIP: $PY with pytest and numpy needed (python3-pytest python3-numpy)"; exit 77; }
-. "$top_srcdir/tests/integration/client-common.sh"
+. "$top_srcdir/tests/lib/daemon.sh"
 # the shipped model's sink profile, for the transformers tests
-printf 'profiles_dir = %s\n' "$top_srcdir/models/kvsink-tiny" > "$tmp/py.conf"
-start_daemon --config "$tmp/py.conf"
-KVSINK_SOCKET=$sock KVSINK_LIBRARY=$top_builddir/client/.libs/libkvsink.so.0 \
+cp "$top_srcdir/models/kvsink-tiny/kvsink.profile" "$PROFILES/"
+daemon_conf
+start_daemon
+KVSINK_SOCKET=$SOCK KVSINK_LIBRARY=$top_builddir/client/.libs/libkvsink.so.0 \
   PYTHONPATH=$top_srcdir/python${PYTHONPATH:+:$PYTHONPATH} PYTHONDONTWRITEBYTECODE=1 \
   "$PY" -m pytest -q -p no:cacheprovider "$top_srcdir/tests/python" "$@" || fail "pytest"
 stop_daemon || exit 1

@@ -1,0 +1,119 @@
+/* CUDA decode attention over compressed blocks (contract: kernels/attn.h,
+ * kernels/cuda.h). Split-K over the context as flash-decoding does: one
+ * CUDA block per (span of tokens, sequence, KV head) carries all g query
+ * heads of that KV head, so every packed byte is read once per step;
+ * kvs_attn_combine merges the spans' partial (max, sum, accumulator).
+ *
+ * Inside a span, tokens go in chunks of CT. A thread owns one octet of 8
+ * channels of the head and a slice of TPS consecutive tokens (same block
+ * for G = 32), so it loads its 8 codes with one 2/3/4/8-byte load (a half
+ * warp reads a row's head segment contiguously) and unpacks in registers.
+ * Keys are never dequantized element by element:
+ *   q . k = sum_c (q_c scale_c) code_c + sum_c q_c min_c
+ * with the per-channel products computed once per block per thread (in
+ * registers), and values likewise per token and group:
+ *   sum_t p_t (min_tg + code_tc scale_tg)
+ *     = sum_t (p_t scale_tg) code_tc + sum_t p_t min_tg.
+ * Codes become floats by the exponent trick (0x4b000000 | code is the
+ * float 2^23 + code), cheaper than an int-to-float conversion. Partial
+ * scores of the octets of a token meet in shared memory; one thread per
+ * token sums them and runs the online softmax in base 2 (q prescaled by
+ * log2(e) / sqrt(d)). Sink rows, 16-bit widths and the residual are read
+ * as raw rows; sparse outliers correct the score (keys) or a per-channel
+ * shared accumulator (values) with raw - (min + code * scale).
+ *
+ * Difference to the C reference: the reference rounds each dequantized
+ * element to the dtype (the values `get` returns); this kernel keeps them
+ * in fp32, so each quantized element differs by at most half an ulp of the
+ * dtype. tests/gpu/attn_test.cu bounds the output difference that causes. */
+#include <cerrno>
+#include <cmath>
+#include <cuda_runtime.h>
+
+#include "kernels/attn_dev.cuh"
+
+extern "C" int kvs__cuda_attn_make_plan(const kvs__attn_shape *s, uint32_t n_seqs, uint32_t max_tokens,
+                                   kvs__cuda_attn_plan *pl)
+{
+  at_args a;
+  if (!pl || at_fill(s, &a)) return -EINVAL;
+  int dev = 0, nsm = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess ||
+      cudaDeviceGetAttribute(&nsm, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess) {
+    cudaGetLastError();
+    return -EIO;
+  }
+  uint32_t span, splits;
+  if (at_plan(a, n_seqs, s->n_kv_heads, max_tokens, (uint32_t)nsm, &span, &splits)) return -EINVAL;
+  pl->n_seqs = n_seqs;
+  pl->max_tokens = max_tokens;
+  pl->span = span;
+  pl->splits = splits;
+  const size_t parts = (size_t)n_seqs * s->n_q_heads * splits;
+  pl->ws_bytes = parts * sizeof(float) * (2u + s->head_dim);
+  return 0;
+}
+
+template <int GQ>
+static int at_launch(const at_args &a, uint32_t nkv, uint32_t n_seqs, cudaStream_t st, const kvs__attn_seq *seqs,
+                     const float *q, float *ws_acc, float *ws_ml, int *d_status)
+{
+  const size_t smem = at_smem(a, GQ);
+  /* raised once per device and kernel (the size only grows): the call
+   * costs host time on every step otherwise. Idempotent, so a race between
+   * threads only repeats it. */
+  static size_t smem_set[64];
+  int dev = 0;
+  if (smem > 48u * 1024u) {
+    if (cudaGetDevice(&dev) != cudaSuccess) { cudaGetLastError(); return -EIO; }
+    if (dev < 0 || dev >= 64 || smem > smem_set[dev]) {
+      if (cudaFuncSetAttribute(kvs_attn_kernel<GQ>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem) !=
+          cudaSuccess) {
+        cudaGetLastError();
+        return -EIO;
+      }
+      if (dev >= 0 && dev < 64) smem_set[dev] = smem;
+    }
+  }
+  dim3 grid(a.splits, nkv, n_seqs);
+  kvs_attn_kernel<GQ><<<grid, AT_NT, smem, st>>>(a, seqs, q, ws_acc, ws_ml, d_status);
+  return cudaGetLastError() == cudaSuccess ? 0 : -EIO;
+}
+
+extern "C" int kvs__cuda_attn_decode_async(kvs__cuda_ctx *c, const kvs__attn_shape *s,
+                                           const kvs__cuda_attn_plan *pl, const kvs__attn_seq *d_seqs,
+                                           const float *d_q, float *d_out, void *d_ws)
+{
+  at_args a;
+  if (!c || !pl || at_fill(s, &a)) return -EINVAL;
+  if (pl->n_seqs == 0) return 0;
+  if (!d_seqs || !d_q || !d_out || !d_ws || pl->span == 0 || pl->span % a.ct || pl->splits == 0 ||
+      pl->n_seqs > 65535u)
+    return -EINVAL;
+  a.span = pl->span;
+  a.splits = pl->splits;
+  const size_t parts = (size_t)pl->n_seqs * a.nq * a.splits;
+  float *ws_ml = (float *)d_ws, *ws_acc = ws_ml + 2u * parts;
+  cudaStream_t st = (cudaStream_t)c->stream;
+  const uint32_t g = s->n_q_heads / s->n_kv_heads;
+  int rc;
+  switch (g) {
+  case 1: rc = at_launch<1>(a, s->n_kv_heads, pl->n_seqs, st, d_seqs, d_q, ws_acc, ws_ml, c->d_status); break;
+  case 2: rc = at_launch<2>(a, s->n_kv_heads, pl->n_seqs, st, d_seqs, d_q, ws_acc, ws_ml, c->d_status); break;
+  case 4: rc = at_launch<4>(a, s->n_kv_heads, pl->n_seqs, st, d_seqs, d_q, ws_acc, ws_ml, c->d_status); break;
+  default: rc = at_launch<8>(a, s->n_kv_heads, pl->n_seqs, st, d_seqs, d_q, ws_acc, ws_ml, c->d_status); break;
+  }
+  if (rc) return rc;
+  kvs_attn_combine<<<dim3(a.nq, pl->n_seqs), a.D < 128u ? a.D : 128u, 0, st>>>(ws_acc, ws_ml, a.splits, a.D,
+                                                                               a.nq, d_out);
+  if (cudaGetLastError() != cudaSuccess) return -EIO;
+  return 0;
+}
+
+extern "C" int kvs__cuda_attn_decode(kvs__cuda_ctx *c, const kvs__attn_shape *s, const kvs__cuda_attn_plan *pl,
+                                     const kvs__attn_seq *d_seqs, const float *d_q, float *d_out, void *d_ws)
+{
+  int rc = kvs__cuda_attn_decode_async(c, s, pl, d_seqs, d_q, d_out, d_ws);
+  if (rc) return rc;
+  return kvs__cuda_finish(c);
+}
