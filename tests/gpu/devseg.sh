@@ -27,6 +27,7 @@ max_sessions = 64
 CONF
 rc=0
 dpid=
+trap '' PIPE # a test client that died must not take the script with it
 pass() { echo "PASS: $*"; }
 failed() { echo "FAIL: $*"; rc=1; }
 start() {
