@@ -20,6 +20,8 @@ struct kvs_client {
   size_t seg_size;
   char socket_path[108];
   kvs_options opts;
+  int want_dev;           /* kvs_connect_device */
+  size_t dev_seg_size;
   kvs__vmm dseg;          /* device segment mapping; ptr 0 = none */
 };
 
@@ -125,10 +127,10 @@ static int hello(kvs_client *c)
   req.hello.client_pid = (uint32_t)getpid();
   int ord = -1;
   /* the GPU by UUID: ordinals differ between processes (CUDA_VISIBLE_DEVICES) */
-  if (opts->device_segment && kvs__cudrv_current(&ord) == 0 &&
+  if (c->want_dev && kvs__cudrv_current(&ord) == 0 &&
       kvs__cudrv_uuid(ord, req.hello.gpu_uuid) == 0) {
     req.hello.has_gpu = 1;
-    req.hello.dev_seg_size = opts->dev_seg_size;
+    req.hello.dev_seg_size = c->dev_seg_size;
   }
 
   r = kvs__conn_call_fds(&c->conn, &req, &rep, fds, 2);
@@ -155,8 +157,23 @@ static int hello(kvs_client *c)
   return r;
 }
 
+static int connect_impl(kvs_client **out, const char *socket_path, const kvs_model *model,
+                        const kvs_options *opts, int want_dev, size_t dev_seg_size);
+
 int kvs_connect(kvs_client **out, const char *socket_path,
                 const kvs_model *model, const kvs_options *opts)
+{
+  return connect_impl(out, socket_path, model, opts, 0, 0);
+}
+
+int kvs_connect_device(kvs_client **out, const char *socket_path, const kvs_model *model,
+                       const kvs_options *opts, size_t dev_seg_size)
+{
+  return connect_impl(out, socket_path, model, opts, 1, dev_seg_size);
+}
+
+static int connect_impl(kvs_client **out, const char *socket_path, const kvs_model *model,
+                        const kvs_options *opts, int want_dev, size_t dev_seg_size)
 {
   int r;
 
@@ -173,6 +190,8 @@ int kvs_connect(kvs_client **out, const char *socket_path,
     c->opts = *opts;
   else
     kvs_options_init(&c->opts);
+  c->want_dev = want_dev;
+  c->dev_seg_size = dev_seg_size;
   snprintf(c->model_id, sizeof c->model_id, "%s", model->model_id);
   c->model = *model;
   c->model.model_id = c->model_id;
@@ -286,7 +305,7 @@ static int simple_call(kvs_client *c, kvs__req *req, kvs__rep *rep)
   return r;
 }
 
-int kvs_put(kvs_client *c, const kvs_put_args *a, kvs_put_result *res)
+static int put(kvs_client *c, const kvs_put_args *a, kvs_put_result *res, int dev)
 {
   kvs__req req;
   kvs__rep rep;
@@ -305,7 +324,7 @@ int kvs_put(kvs_client *c, const kvs_put_args *a, kvs_put_result *res)
   req.act_off = a->act_off;
   req.act_channels = a->act_channels;
   req.has_act = a->act_channels > 0;
-  req.dev = a->device != 0;
+  req.dev = dev;
   if (req.dev) {
     /* ordering: the client's kernels that wrote K/V are done before the
      * daemon reads (libkvsink(3) DEVICE SEGMENTS) */
@@ -324,6 +343,16 @@ int kvs_put(kvs_client *c, const kvs_put_args *a, kvs_put_result *res)
   }
   kvs__rep_free(&rep);
   return r;
+}
+
+int kvs_put(kvs_client *c, const kvs_put_args *a, kvs_put_result *res)
+{
+  return put(c, a, res, 0);
+}
+
+int kvs_put_device(kvs_client *c, const kvs_put_args *a, kvs_put_result *res)
+{
+  return put(c, a, res, 1);
 }
 
 int kvs_lookup(kvs_client *c, uint64_t seq, const uint32_t *tokens,

@@ -75,11 +75,6 @@ typedef struct kvs_options {
   kvs_policy policy;
   int pfn;                /* Preserve-First-N; -1 = daemon default */
   float outliers;         /* fraction of each vector kept 16-bit, 0..0.01; <0 = default */
-  /* 1: ask for a device segment on the GPU of the calling thread's CUDA
-   * context (device 0 without one); the host segment stays and is the
-   * fallback (kvs_info.seg_device says what the session got). */
-  int device_segment;
-  size_t dev_seg_size;    /* device segment bytes wanted; 0 = seg_size */
 } kvs_options;
 
 /* What the daemon granted: the settings it resolved for this session. */
@@ -132,7 +127,6 @@ typedef struct kvs_put_args {
   size_t k_off, v_off;    /* segment offsets of K and V */
   size_t act_off;         /* segment offset of the activation summary */
   uint32_t act_channels;  /* 0 = no summary in this put */
-  int device;             /* 1: the offsets are in the device segment */
 } kvs_put_args;
 
 typedef struct kvs_put_result {
@@ -234,7 +228,16 @@ const char *kvs_admin_last_error(const kvs_admin *a);
  * "" after a successful call; never NULL. Valid until the next call. */
 const char *kvs_last_error(const kvs_client *c);
 
-/* Device segments (libkvsink(3), DEVICE SEGMENTS). The device pointer
+/* Device segments (libkvsink(3), DEVICE SEGMENTS). kvs_connect that also
+ * asks for a device segment of dev_seg_size bytes (0 = opts' seg_size) on
+ * the GPU of the calling thread's CUDA context (device 0 without one);
+ * the host segment stays and is the fallback (kvs_info.seg_device says
+ * what the session got). The structs above keep their layout. */
+int kvs_connect_device(kvs_client **out, const char *socket_path, const kvs_model *model,
+                       const kvs_options *opts, size_t dev_seg_size);
+/* kvs_put with a's offsets in the device segment. */
+int kvs_put_device(kvs_client *c, const kvs_put_args *a, kvs_put_result *res);
+/* The device pointer
  * (a CUdeviceptr) of the session's device segment, mapped read-write on
  * the client's GPU, or NULL when the session got a host segment only. */
 void *kvs_device_segment(kvs_client *c, size_t *size);

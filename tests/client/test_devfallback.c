@@ -19,10 +19,9 @@ static kvs_client *conn(const char *sock)
 {
   kvs_options o;
   kvs_options_init(&o);
-  o.device_segment = 1;
   o.seg_size = 1 << 20;
   kvs_client *c = NULL;
-  ck_assert_int_eq(kvs_connect(&c, sock, &model, &o), 0);
+  ck_assert_int_eq(kvs_connect_device(&c, sock, &model, &o, 0), 0);
   return c;
 }
 
@@ -30,8 +29,8 @@ static int put1(kvs_client *c, uint64_t seq, int dev)
 {
   uint32_t t = 5;
   kvs_put_args a = {.seq = seq, .tokens = &t, .n_tokens = 1, .layer_end = 2, .k_off = 0,
-                    .v_off = 4096, .device = dev};
-  return kvs_put(c, &a, NULL);
+                    .v_off = 4096};
+  return dev ? kvs_put_device(c, &a, NULL) : kvs_put(c, &a, NULL);
 }
 
 START_TEST(host_fallback)

@@ -56,9 +56,8 @@ static kvs_client *conn(uint32_t layers, int bits, int dev, size_t seg)
   o.pfn = 1;
   o.outliers = 0;
   o.seg_size = seg;
-  o.device_segment = dev;
   kvs_client *c = NULL;
-  int r = kvs_connect(&c, sock, &m, &o);
+  int r = dev ? kvs_connect_device(&c, sock, &m, &o, 0) : kvs_connect(&c, sock, &m, &o);
   if (r < 0) {
     fprintf(stderr, "connect: %s\n", kvs_strerror(r));
     exit(1);
@@ -80,8 +79,8 @@ static int put_get(kvs_client *c, int dev, uint64_t seq, uint32_t tok0, uint32_t
   CK(cudaMemcpy(seg, dk, b, cudaMemcpyDefault));
   CK(cudaMemcpy(seg + b, dv, b, cudaMemcpyDefault));
   kvs_put_args a = { .seq = seq, .start = 0, .tokens = tok, .n_tokens = n, .layer_begin = 0,
-                     .layer_end = L, .k_off = 0, .v_off = b, .device = dev };
-  int r = kvs_put(c, &a, NULL);
+                     .layer_end = L, .k_off = 0, .v_off = b };
+  int r = dev ? kvs_put_device(c, &a, NULL) : kvs_put(c, &a, NULL);
   free(tok);
   if (r < 0) return r;
   r = dev ? kvs_get_device(c, seq, 0, n, 0, L, 2 * b, 3 * b) : kvs_get(c, seq, 0, n, 0, L, 2 * b, 3 * b);
@@ -211,8 +210,8 @@ static void bench1(int bits, int dev, double *put, double *get)
     CK(cudaMemcpy(seg + b, dv, b, cudaMemcpyDefault));
     double t1 = now();
     kvs_put_args a = { .seq = it, .tokens = tok, .n_tokens = n, .layer_end = L, .k_off = 0,
-                       .v_off = b, .device = dev };
-    int r = kvs_put(c, &a, NULL);
+                       .v_off = b };
+    int r = dev ? kvs_put_device(c, &a, NULL) : kvs_put(c, &a, NULL);
     double t2 = now();
     if (r == 0)
       r = dev ? kvs_get_device(c, it, 0, n, 0, L, 2 * b, 3 * b) : kvs_get(c, it, 0, n, 0, L, 2 * b, 3 * b);
@@ -312,8 +311,8 @@ static int latency(void)
       uint32_t tok = i;
       double t0 = now();
       kvs_put_args a = { .seq = 1, .start = i, .tokens = &tok, .n_tokens = 1, .layer_end = L,
-                         .k_off = 0, .v_off = b, .device = dev };
-      int r = kvs_put(c, &a, NULL);
+                         .k_off = 0, .v_off = b };
+      int r = dev ? kvs_put_device(c, &a, NULL) : kvs_put(c, &a, NULL);
       if (r == 0) r = dev ? kvs_get_device(c, 1, i, 1, 0, L, 2 * b, 3 * b) : kvs_get(c, 1, i, 1, 0, L, 2 * b, 3 * b);
       t[i] = (now() - t0) * 1e6;
       if (r < 0) { fprintf(stderr, "latency: %s (%s)\n", kvs_strerror(r), kvs_last_error(c)); return 1; }
