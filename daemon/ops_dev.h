@@ -1,4 +1,4 @@
-/* The request layer's device-segment parts (HACKING decisions 34-37):
+/* The request layer's device-segment parts (HACKING decisions 35-38):
  * which pool a session uses, its device segment or pinned memfd, and
  * where a put reads and a get writes. Kept apart from ops.c. */
 #ifndef KVS_DAEMON_OPS_DEV_H
