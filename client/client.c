@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "client/conn.h"
+#include "kernels/cudrv.h"
 #include <kvsink.h>
 
 struct kvs_client {
@@ -17,6 +18,11 @@ struct kvs_client {
   kvs_info info;
   void *seg;
   size_t seg_size;
+  char socket_path[108];
+  kvs_options opts;
+  int want_dev;           /* kvs_connect_device */
+  size_t dev_seg_size;
+  kvs__vmm dseg;          /* device segment mapping; ptr 0 = none */
 };
 
 void kvs_options_init(kvs_options *opts)
@@ -94,37 +100,16 @@ static int fill_info(kvs_client *c, const kvs__rep *rep)
   return 0;
 }
 
-int kvs_connect(kvs_client **out, const char *socket_path,
-                const kvs_model *model, const kvs_options *opts)
+/* hello on c->conn: the memfd, and the device segment when asked for and
+ * the daemon serves the client's GPU (else the host segment only). */
+static int hello(kvs_client *c)
 {
-  kvs_options defaults;
+  const kvs_options *opts = &c->opts;
+  const kvs_model *model = &c->model;
   kvs__req req;
   kvs__rep rep;
-  int fd = -1, r;
+  int fds[2] = {-1, -1}, r;
 
-  if (!out)
-    return -EINVAL;
-  *out = NULL;
-  r = check_model(model);
-  if (r < 0)
-    return r;
-  if (!opts) {
-    kvs_options_init(&defaults);
-    opts = &defaults;
-  }
-  kvs_client *c = calloc(1, sizeof *c);
-  if (!c)
-    return -ENOMEM;
-  snprintf(c->model_id, sizeof c->model_id, "%s", model->model_id);
-  c->model = *model;
-  c->model.model_id = c->model_id;
-
-  r = kvs__conn_open(&c->conn, socket_path);
-  if (r < 0) {
-    *out = NULL;
-    free(c);
-    return r;
-  }
   memset(&req, 0, sizeof req);
   req.op = KVS_OP_HELLO;
   req.hello.version = KVS_PROTO_VERSION;
@@ -140,22 +125,133 @@ int kvs_connect(kvs_client **out, const char *socket_path,
   req.hello.pfn = opts->pfn;
   req.hello.outliers = opts->outliers;
   req.hello.client_pid = (uint32_t)getpid();
+  int ord = -1;
+  /* the GPU by UUID: ordinals differ between processes (CUDA_VISIBLE_DEVICES) */
+  if (c->want_dev && kvs__cudrv_current(&ord) == 0 &&
+      kvs__cudrv_uuid(ord, req.hello.gpu_uuid) == 0) {
+    req.hello.has_gpu = 1;
+    req.hello.dev_seg_size = c->dev_seg_size;
+  }
 
-  r = kvs__conn_call(&c->conn, &req, &rep, &fd);
+  r = kvs__conn_call_fds(&c->conn, &req, &rep, fds, 2);
   if (r == 0) {
-    r = map_segment(c, fd, rep.seg_size);
+    r = map_segment(c, fds[0], rep.seg_size);
+    if (r == 0 && rep.seg_device) {
+      if (fds[1] < 0) {
+        snprintf(c->conn.errmsg, sizeof c->conn.errmsg, "hello reply announced a device segment without its fd");
+        r = -EPROTO;
+      } else if ((r = kvs__vmm_import(&c->dseg, fds[1], rep.dev_seg_size)) < 0) {
+        snprintf(c->conn.errmsg, sizeof c->conn.errmsg, "importing the device segment: %s",
+                 kvs__cudrv_error());
+      }
+    }
     if (r == 0)
       r = fill_info(c, &rep);
   }
-  if (fd >= 0)
-    close(fd); /* the mapping keeps the segment alive */
+  for (int i = 0; i < 2; i++)
+    if (fds[i] >= 0)
+      close(fds[i]); /* the mappings keep the segments alive */
   kvs__rep_free(&rep);
+  c->info.seg_device = c->dseg.ptr != 0;
+  c->info.dev_seg_size = (size_t)c->dseg.size;
+  return r;
+}
+
+static int connect_impl(kvs_client **out, const char *socket_path, const kvs_model *model,
+                        const kvs_options *opts, int want_dev, size_t dev_seg_size);
+
+int kvs_connect(kvs_client **out, const char *socket_path,
+                const kvs_model *model, const kvs_options *opts)
+{
+  return connect_impl(out, socket_path, model, opts, 0, 0);
+}
+
+int kvs_connect_device(kvs_client **out, const char *socket_path, const kvs_model *model,
+                       const kvs_options *opts, size_t dev_seg_size)
+{
+  return connect_impl(out, socket_path, model, opts, 1, dev_seg_size);
+}
+
+static int connect_impl(kvs_client **out, const char *socket_path, const kvs_model *model,
+                        const kvs_options *opts, int want_dev, size_t dev_seg_size)
+{
+  int r;
+
+  if (!out)
+    return -EINVAL;
+  *out = NULL;
+  r = check_model(model);
+  if (r < 0)
+    return r;
+  kvs_client *c = calloc(1, sizeof *c);
+  if (!c)
+    return -ENOMEM;
+  if (opts)
+    c->opts = *opts;
+  else
+    kvs_options_init(&c->opts);
+  c->want_dev = want_dev;
+  c->dev_seg_size = dev_seg_size;
+  snprintf(c->model_id, sizeof c->model_id, "%s", model->model_id);
+  c->model = *model;
+  c->model.model_id = c->model_id;
+  const char *path = kvs__conn_default_path(socket_path);
+  if (strlen(path) >= sizeof c->socket_path) {
+    free(c);
+    return -ENAMETOOLONG;
+  }
+  snprintf(c->socket_path, sizeof c->socket_path, "%s", path);
+
+  r = kvs__conn_open(&c->conn, c->socket_path);
+  if (r < 0) {
+    free(c);
+    return r;
+  }
+  r = hello(c);
   if (r < 0) {
     kvs_close(c);
     return r;
   }
   *out = c;
   return 0;
+}
+
+/* Drop the segments of the old session (the daemon's side is gone or goes
+ * with the connection: its fds die with the session). */
+static void unmap_segments(kvs_client *c)
+{
+  if (c->seg)
+    munmap(c->seg, c->seg_size);
+  c->seg = NULL;
+  c->seg_size = 0;
+  kvs__vmm_close(&c->dseg);
+}
+
+int kvs_reconnect(kvs_client *c)
+{
+  if (!c)
+    return -EINVAL;
+  kvs__conn_close(&c->conn);
+  unmap_segments(c);
+  memset(&c->info, 0, sizeof c->info);
+  kvs__conn conn = {.fd = -1};
+  c->conn = conn;
+  int r = kvs__conn_open(&c->conn, c->socket_path);
+  if (r < 0) {
+    kvs__conn_seterr(&c->conn, r, "reconnect");
+    return r;
+  }
+  r = hello(c);
+  if (r < 0)
+    unmap_segments(c);
+  return r;
+}
+
+void *kvs_device_segment(kvs_client *c, size_t *size)
+{
+  if (size)
+    *size = c ? (size_t)c->dseg.size : 0;
+  return c && c->dseg.ptr ? (void *)(uintptr_t)c->dseg.ptr : NULL;
 }
 
 void kvs_close(kvs_client *c)
@@ -171,8 +267,7 @@ void kvs_close(kvs_client *c)
       kvs__rep_free(&rep);
   }
   kvs__conn_close(&c->conn);
-  if (c->seg)
-    munmap(c->seg, c->seg_size);
+  unmap_segments(c);
   free(c);
 }
 
@@ -210,7 +305,7 @@ static int simple_call(kvs_client *c, kvs__req *req, kvs__rep *rep)
   return r;
 }
 
-int kvs_put(kvs_client *c, const kvs_put_args *a, kvs_put_result *res)
+static int put(kvs_client *c, const kvs_put_args *a, kvs_put_result *res, int dev)
 {
   kvs__req req;
   kvs__rep rep;
@@ -229,6 +324,17 @@ int kvs_put(kvs_client *c, const kvs_put_args *a, kvs_put_result *res)
   req.act_off = a->act_off;
   req.act_channels = a->act_channels;
   req.has_act = a->act_channels > 0;
+  req.dev = dev;
+  if (req.dev) {
+    /* ordering: the client's kernels that wrote K/V are done before the
+     * daemon reads (libkvsink(3) DEVICE SEGMENTS) */
+    int sr = c->dseg.ptr ? kvs__cudrv_sync(&c->dseg) : KVS_ESEGMENT;
+    if (sr < 0) {
+      snprintf(c->conn.errmsg, sizeof c->conn.errmsg, "%s",
+               sr == KVS_ESEGMENT ? "this session has no device segment" : kvs__cudrv_error());
+      return sr;
+    }
+  }
   int r = simple_call(c, &req, &rep);
   if (r == 0 && res) {
     res->quantized = rep.quantized;
@@ -237,6 +343,16 @@ int kvs_put(kvs_client *c, const kvs_put_args *a, kvs_put_result *res)
   }
   kvs__rep_free(&rep);
   return r;
+}
+
+int kvs_put(kvs_client *c, const kvs_put_args *a, kvs_put_result *res)
+{
+  return put(c, a, res, 0);
+}
+
+int kvs_put_device(kvs_client *c, const kvs_put_args *a, kvs_put_result *res)
+{
+  return put(c, a, res, 1);
 }
 
 int kvs_lookup(kvs_client *c, uint64_t seq, const uint32_t *tokens,
@@ -265,8 +381,8 @@ int kvs_lookup(kvs_client *c, uint64_t seq, const uint32_t *tokens,
   return r;
 }
 
-int kvs_get(kvs_client *c, uint64_t seq, uint32_t start, uint32_t n_tokens,
-            uint32_t lb, uint32_t le, size_t k_off, size_t v_off)
+static int get(kvs_client *c, uint64_t seq, uint32_t start, uint32_t n_tokens, uint32_t lb,
+               uint32_t le, size_t k_off, size_t v_off, int dev)
 {
   kvs__req req;
   kvs__rep rep;
@@ -281,9 +397,27 @@ int kvs_get(kvs_client *c, uint64_t seq, uint32_t start, uint32_t n_tokens,
   req.layer_end = le;
   req.k_off = k_off;
   req.v_off = v_off;
+  req.dev = dev;
   int r = simple_call(c, &req, &rep);
   kvs__rep_free(&rep);
   return r;
+}
+
+int kvs_get(kvs_client *c, uint64_t seq, uint32_t start, uint32_t n_tokens,
+            uint32_t lb, uint32_t le, size_t k_off, size_t v_off)
+{
+  return get(c, seq, start, n_tokens, lb, le, k_off, v_off, 0);
+}
+
+int kvs_get_device(kvs_client *c, uint64_t seq, uint32_t start, uint32_t n_tokens,
+                   uint32_t lb, uint32_t le, size_t k_off, size_t v_off)
+{
+  if (c && !c->dseg.ptr) {
+    snprintf(c->conn.errmsg, sizeof c->conn.errmsg, "this session has no device segment");
+    return KVS_ESEGMENT;
+  }
+  /* the daemon answers once its copies into the segment are complete */
+  return get(c, seq, start, n_tokens, lb, le, k_off, v_off, 1);
 }
 
 int kvs_release(kvs_client *c, uint64_t seq)

@@ -78,27 +78,31 @@ static int send_all(int fd, const char *buf, size_t len)
   return 0;
 }
 
-/* Close every fd of an SCM_RIGHTS message except the first, which is kept. */
-static void take_fds(struct msghdr *mh, int *fd_out)
+/* Keep the first nfd fds of SCM_RIGHTS messages in fds[] (slots still
+ * -1), close every other one. */
+static void take_fds(struct msghdr *mh, int *fds, int nfd)
 {
   for (struct cmsghdr *cm = CMSG_FIRSTHDR(mh); cm; cm = CMSG_NXTHDR(mh, cm)) {
     if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS)
       continue;
     size_t n = (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int);
-    int *fds = (int *)CMSG_DATA(cm);
+    int *in = (int *)CMSG_DATA(cm);
     for (size_t i = 0; i < n; i++) {
-      int f;
-      memcpy(&f, &fds[i], sizeof f);
-      if (fd_out && *fd_out < 0)
-        *fd_out = f;
-      else
+      int f, kept = 0;
+      memcpy(&f, &in[i], sizeof f);
+      for (int j = 0; j < nfd && !kept; j++)
+        if (fds[j] < 0) {
+          fds[j] = f;
+          kept = 1;
+        }
+      if (!kept)
         close(f);
     }
   }
 }
 
-/* Read exactly len bytes; fds that arrive are collected into *fd_out. */
-static int recv_all(int fd, char *buf, size_t len, int *fd_out)
+/* Read exactly len bytes; fds that arrive are collected into fds[nfd]. */
+static int recv_all(int fd, char *buf, size_t len, int *fds, int nfd)
 {
   while (len > 0) {
     union {
@@ -114,7 +118,7 @@ static int recv_all(int fd, char *buf, size_t len, int *fd_out)
         continue;
       return -errno;
     }
-    take_fds(&mh, fd_out);
+    take_fds(&mh, fds, nfd);
     if (n == 0)
       return -ECONNRESET;
     buf += n;
@@ -125,13 +129,22 @@ static int recv_all(int fd, char *buf, size_t len, int *fd_out)
 
 int kvs__conn_call(kvs__conn *c, kvs__req *req, kvs__rep *rep, int *fd_out)
 {
+  int fds[2] = {-1, -1};
+  int r = kvs__conn_call_fds(c, req, rep, fds, fd_out ? 1 : 0);
+  if (fd_out)
+    *fd_out = fds[0];
+  return r;
+}
+
+int kvs__conn_call_fds(kvs__conn *c, kvs__req *req, kvs__rep *rep, int *fds, int nfd)
+{
   char *out = NULL, *in = NULL;
   size_t olen = 0;
   int r;
 
   memset(rep, 0, sizeof *rep);
-  if (fd_out)
-    *fd_out = -1;
+  for (int i = 0; i < nfd; i++)
+    fds[i] = -1;
   if (c->fd < 0 || c->broken) {
     kvs__conn_seterr(c, -ENOTCONN, "connection");
     return -ENOTCONN;
@@ -151,7 +164,7 @@ int kvs__conn_call(kvs__conn *c, kvs__req *req, kvs__rep *rep, int *fd_out)
   }
   for (;;) {
     uint8_t hdr[4];
-    r = recv_all(c->fd, (char *)hdr, sizeof hdr, fd_out);
+    r = recv_all(c->fd, (char *)hdr, sizeof hdr, fds, nfd);
     if (r < 0)
       break;
     uint32_t len = kvs__frame_get_len(hdr);
@@ -164,7 +177,7 @@ int kvs__conn_call(kvs__conn *c, kvs__req *req, kvs__rep *rep, int *fd_out)
       r = -ENOMEM;
       break;
     }
-    r = recv_all(c->fd, in, len, fd_out);
+    r = recv_all(c->fd, in, len, fds, nfd);
     if (r < 0)
       break;
     char emsg[KVS_MAX_ERRMSG] = "";
@@ -207,10 +220,15 @@ int kvs__conn_call(kvs__conn *c, kvs__req *req, kvs__rep *rep, int *fd_out)
   free(in);
   c->broken = 1;
   kvs__conn_seterr(c, r, "receive");
+  if (r == -ECONNRESET)
+    snprintf(c->errmsg, sizeof c->errmsg,
+             "kvsinkd closed the connection (stopped or restarted): kvs_reconnect() connects "
+             "again and maps new segments");
 fail_fd:
-  if (fd_out && *fd_out >= 0) {
-    close(*fd_out);
-    *fd_out = -1;
-  }
+  for (int i = 0; i < nfd; i++)
+    if (fds[i] >= 0) {
+      close(fds[i]);
+      fds[i] = -1;
+    }
   return r;
 }

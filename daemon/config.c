@@ -171,10 +171,12 @@ int kvs__config_set(kvs__config *c, const char *key, const char *v, char *err)
     if (parse_size(v, &u64) < 0 || u64 < (1u << 20)) BAD("pool_size: expected bytes >= 1M (K/M/G suffixes), got '%s'", v);
     c->pool_size = u64;
   } else if (strcmp(key, "device") == 0) {
-    if (strcmp(v, "auto") == 0) c->device = KVS_DEVICE_AUTO;
-    else if (strcmp(v, "host") == 0) c->device = KVS_DEVICE_HOST;
-    else if (strncmp(v, "cuda:", 5) == 0 && parse_u32(v + 5, 0, 1023, &u32) == 0) c->device = (int)u32;
-    else BAD("device: expected auto, host or cuda:N, got '%s'", v);
+    /* a list or "all" (daemon/devlist.h); device keeps the first GPU */
+    char dmsg[256];
+    if (kvs__devlist_parse(v, &c->devices, dmsg) < 0) BAD("%s", dmsg);
+    c->device = c->devices.mode == KVS_DEVMODE_HOST   ? KVS_DEVICE_HOST
+                : c->devices.mode == KVS_DEVMODE_LIST ? c->devices.dev[0]
+                                                      : KVS_DEVICE_AUTO;
   } else if (strcmp(key, "k_bits") == 0 || strcmp(key, "v_bits") == 0) {
     if (parse_u32(v, 0, 16, &u32) < 0 || !kvs__bits_valid(u32)) BAD("%s: expected 2, 3, 4, 8 or 16, got '%s'", key, v);
     if (key[0] == 'k') c->k_bits = u32; else c->v_bits = u32;

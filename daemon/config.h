@@ -6,6 +6,8 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+#include "daemon/devlist.h"
+
 #define KVS_CONF_MAX_SHARED_UIDS 64
 #define KVS_CONF_ERRMSG 256
 
@@ -20,7 +22,8 @@ typedef struct kvs__config {
   unsigned admin_socket_mode;
   char admin_group[64];      /* members are admins on the data socket too; "" = uid 0 only */
   uint64_t pool_size;
-  int device;
+  int device;                /* the first GPU of devices (or AUTO / HOST) */
+  kvs__devlist devices;      /* `device`: auto, host, all or a list */
   uint32_t k_bits, v_bits;
   uint32_t group_size, v_group_size;
   uint32_t pfn;

@@ -23,7 +23,7 @@ static void usage(FILE *f)
           "  -s, --socket PATH       data socket (default %s;\n"
           "                          admin socket next to it: %s)\n"
           "  -p, --pool-size BYTES   block pool, K/M/G suffixes (default %lluM)\n"
-          "  -d, --device DEV        auto, host or cuda:N (default auto)\n"
+          "  -d, --device DEV        auto, host, all or cuda:N[,cuda:M...] (default auto)\n"
           "  -l, --log-level LEVEL   debug, info, notice, warning, err (default notice)\n"
           "  -f, --foreground        accepted, no effect: kvsinkd never forks\n"
           "  -C, --check-config FILE validate FILE, print ok or the error; exit 0 or 1\n"
@@ -103,7 +103,10 @@ int main(int argc, char **argv)
   if (srv.override_mask & KVS_OVR_SOCKET) memcpy(srv.cfg.socket, srv.overrides.socket, sizeof srv.cfg.socket);
   if (srv.override_mask & KVS_OVR_POOL) srv.cfg.pool_size = srv.overrides.pool_size;
   if (srv.override_mask & KVS_OVR_LOG) srv.cfg.log_level = srv.overrides.log_level;
-  if (srv.override_mask & KVS_OVR_DEVICE) srv.cfg.device = srv.overrides.device;
+  if (srv.override_mask & KVS_OVR_DEVICE) {
+    srv.cfg.device = srv.overrides.device;
+    srv.cfg.devices = srv.overrides.devices;
+  }
   kvs__log_set_level(srv.cfg.log_level);
 
   uv_loop_t *loop = uv_default_loop();

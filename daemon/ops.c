@@ -8,6 +8,7 @@
 
 #include "daemon/log.h"
 #include "daemon/ops.h"
+#include "daemon/ops_dev.h"
 
 void kvs__sess_init(kvs__sess_state *st, const kvs__config *cfg, uint64_t id, uid_t uid,
                     pid_t pid, int admin)
@@ -18,6 +19,7 @@ void kvs__sess_init(kvs__sess_state *st, const kvs__config *cfg, uint64_t id, ui
   st->pid = pid;
   st->admin = admin;
   st->seg.fd = -1;
+  kvs__devseg_init(&st->dseg);
   snprintf(st->ns, sizeof st->ns, "uid:%u", (unsigned)uid);
   for (size_t i = 0; i < cfg->n_shared_uids; i++)
     if (cfg->shared_uids[i] == uid) snprintf(st->ns, sizeof st->ns, "shared");
@@ -31,6 +33,8 @@ void kvs__sess_free(kvs__sess_state *st)
   st->n_seqs = st->cap_seqs = 0;
   if (st->space) kvs__space_unref(st->space);
   st->space = NULL;
+  /* first: unmaps and releases the device segment, unpins the memfd */
+  kvs__devseg_close(&st->dseg);
   kvs__segment_close(&st->seg);
 }
 
@@ -191,7 +195,8 @@ static int op_hello(const kvs__ops_env *env, kvs__sess_state *st, const kvs__req
   uint64_t pg = (uint64_t)sysconf(_SC_PAGESIZE);
   seg = (seg + pg - 1) / pg * pg;
 
-  int r = kvs__space_ref(env->store, &k, prof, &st->space);
+  int dev = kvs__opsdev_pool(env, st, h);
+  int r = kvs__space_ref(st->store, &k, prof, &st->space);
   if (r < 0) {
     st->space = NULL;
     return fail(rep, r, "cannot create the cache space: %s", kvs_strerror(r));
@@ -208,6 +213,7 @@ static int op_hello(const kvs__ops_env *env, kvs__sess_state *st, const kvs__req
   st->key = k;
   st->hello_done = 1;
   st->fell_back = fell_back;
+  kvs__opsdev_hello(env, st, h, dev, seg, rep);
   rep->session = st->id;
   rep->seg_size = st->seg.size;
   rep->group = k.group;
@@ -245,6 +251,7 @@ static int op_hello(const kvs__ops_env *env, kvs__sess_state *st, const kvs__req
 
 void kvs__ops_hello_undo(kvs__sess_state *st)
 {
+  kvs__devseg_close(&st->dseg);
   kvs__segment_close(&st->seg);
   if (st->space) kvs__space_unref(st->space);
   st->space = NULL;
@@ -291,22 +298,28 @@ static int op_put(kvs__sess_state *st, const kvs__req *rq, kvs__rep *rep)
   uint64_t kvb = kv_bytes(st, nl, n);
   const uint16_t *kp = NULL, *vp = NULL;
   const float *act = NULL;
-  if (nl > 0) {
+  if (nl > 0 && !rq->dev) {
     if ((r = check_range(st, rep, "k", rq->k_off, kvb, 2)) < 0) return r;
     if ((r = check_range(st, rep, "v", rq->v_off, kvb, 2)) < 0) return r;
     kp = (const uint16_t *)(st->seg.base + rq->k_off);
     vp = (const uint16_t *)(st->seg.base + rq->v_off);
   }
   uint32_t ach = 0;
+  uint64_t ab = 0;
   if (rq->has_act && rq->act_channels > 0) {
     if (rq->act_channels > KVS_MAX_ACT_CHANNELS)
       return fail(rep, -E2BIG, "act_channels %u over %u", rq->act_channels, KVS_MAX_ACT_CHANNELS);
-    uint64_t ab;
     if (kvs__mul_u64(&ab, n, rq->act_channels, 4, 1) < 0) ab = UINT64_MAX;
-    if ((r = check_range(st, rep, "act", rq->act_off, ab, 4)) < 0) return r;
-    act = (const float *)(st->seg.base + rq->act_off);
+    if (!rq->dev) {
+      if ((r = check_range(st, rep, "act", rq->act_off, ab, 4)) < 0) return r;
+      act = (const float *)(st->seg.base + rq->act_off);
+    }
     ach = rq->act_channels;
   }
+  /* device segment or pinned memfd: staged once into daemon memory */
+  int on_dev = 0;
+  if ((r = kvs__opsdev_put_src(st, rq, nl ? kvb : 0, ab, &kp, &vp, &act, &on_dev, rep)) < 0)
+    return r;
   kvs__seq_slot *slot = seq_find(st, rq->seq);
   int created = 0;
   if (!slot) {
@@ -315,8 +328,9 @@ static int op_put(kvs__sess_state *st, const kvs__req *rq, kvs__rep *rep)
   }
   kvs__put_info info = {0};
   char msg[KVS_MAX_ERRMSG] = "";
-  r = kvs__seq_put(slot->seq, rq->start, rq->tokens, n, rq->layer_begin, rq->layer_end, kp, vp,
-                   act, ach, &info, msg);
+  r = (on_dev ? kvs__seq_put_dev : kvs__seq_put)(slot->seq, rq->start, rq->tokens, n,
+                                                 rq->layer_begin, rq->layer_end, kp, vp, act, ach,
+                                                 &info, msg);
   if (r < 0) {
     if (created) seq_remove(st, slot); /* atomic: nothing was there before */
     return fail(rep, r, "%s", msg[0] ? msg : kvs_strerror(r));
@@ -336,16 +350,21 @@ static int op_get(kvs__sess_state *st, const kvs__req *rq, kvs__rep *rep)
   uint32_t nl = rq->layer_end - rq->layer_begin;
   uint64_t kvb = kv_bytes(st, nl, rq->n_tokens);
   uint16_t *kp = NULL, *vp = NULL;
+  kvs__opsdev_get g = {0};
   if (nl > 0 && rq->n_tokens > 0) {
-    if ((r = check_range(st, rep, "k", rq->k_off, kvb, 2)) < 0) return r;
-    if ((r = check_range(st, rep, "v", rq->v_off, kvb, 2)) < 0) return r;
-    kp = (uint16_t *)(st->seg.base + rq->k_off);
-    vp = (uint16_t *)(st->seg.base + rq->v_off);
+    if (!rq->dev) {
+      if ((r = check_range(st, rep, "k", rq->k_off, kvb, 2)) < 0) return r;
+      if ((r = check_range(st, rep, "v", rq->v_off, kvb, 2)) < 0) return r;
+      kp = (uint16_t *)(st->seg.base + rq->k_off);
+      vp = (uint16_t *)(st->seg.base + rq->v_off);
+    }
+    if ((r = kvs__opsdev_get_dst(st, rq, kvb, &kp, &vp, &g, rep)) < 0) return r;
   }
   char msg[KVS_MAX_ERRMSG] = "";
-  r = kvs__seq_get(slot->seq, rq->start, rq->n_tokens, rq->layer_begin, rq->layer_end, kp, vp,
-                   msg);
+  r = (g.on_dev ? kvs__seq_get_dev : kvs__seq_get)(slot->seq, rq->start, rq->n_tokens,
+                                                   rq->layer_begin, rq->layer_end, kp, vp, msg);
   if (r < 0) return fail(rep, r, "%s", msg[0] ? msg : kvs_strerror(r));
+  if ((r = kvs__opsdev_get_done(st, rq, kvb, kp, vp, &g, rep)) < 0) return r;
   rep->seq_len = kvs__seq_len(slot->seq);
   return 0;
 }
@@ -497,7 +516,9 @@ static int op_list(const kvs__ops_env *env, kvs__sess_state *st, kvs__rep *rep)
   list_ctx c;
   memset(&c, 0, sizeof c);
   c.ns = st->admin ? NULL : st->ns;
-  kvs__store_foreach_space(env->store, list_cb, &c);
+  kvs__store *stores[KVS_MAX_DEVICES + 1];
+  for (size_t i = 0, n = kvs__opsdev_stores(env, stores); i < n; i++)
+    kvs__store_foreach_space(stores[i], list_cb, &c);
   if (c.oom) {
     free(c.v);
     return fail(rep, -ENOMEM, "out of memory");
@@ -552,7 +573,9 @@ static void op_stats(const kvs__ops_env *env, kvs__sess_state *st, kvs__rep *rep
   memset(&c, 0, sizeof c);
   c.ns = st->ns;
   c.st = &rep->stats;
-  kvs__store_foreach_space(env->store, list_cb, &c);
+  kvs__store *stores[KVS_MAX_DEVICES + 1];
+  for (size_t i = 0, n = kvs__opsdev_stores(env, stores); i < n; i++)
+    kvs__store_foreach_space(stores[i], list_cb, &c);
 }
 
 static int is_admin_op(kvs__op op)
@@ -598,7 +621,11 @@ static int run_op(const kvs__ops_env *env, kvs__sess_state *st, const kvs__req *
     op_profiles(env, rep);
     return KVS_OPS_REPLY;
   case KVS_OP_EVICT:
-    rep->evicted = kvs__store_evict_all(env->store);
+    {
+      kvs__store *stores[KVS_MAX_DEVICES + 1];
+      for (size_t i = 0, n = kvs__opsdev_stores(env, stores); i < n; i++)
+        rep->evicted += kvs__store_evict_all(stores[i]);
+    }
     kvs__notice("evicted %llu blocks on request of session %llu (uid %u)",
                 (unsigned long long)rep->evicted, (unsigned long long)st->id, (unsigned)st->uid);
     return KVS_OPS_REPLY;

@@ -8,6 +8,7 @@
 #include <sys/types.h>
 
 #include "daemon/config.h"
+#include "daemon/devseg.h"
 #include "daemon/profiles.h"
 #include "daemon/segment.h"
 #include "proto/proto.h"
@@ -24,7 +25,9 @@ typedef struct kvs__sess_state kvs__sess_state;
 typedef void (*kvs__sess_cb)(const kvs__sess_state *st, void *arg);
 
 typedef struct kvs__ops_env {
-  kvs__store *store;
+  kvs__store *store;           /* the first pool */
+  kvs__backend *backend;       /* its backend (NULL = host) */
+  const kvs__devset *devs;     /* GPU pools (NULL or none: host only) */
   const kvs__config *cfg;
   const kvs__profiles *profiles;
   void (*server_stats)(void *arg, kvs__stats *st);
@@ -46,6 +49,9 @@ struct kvs__sess_state {
   kvs__space *space;
   kvs__space_key key;
   kvs__segment seg;
+  kvs__devseg dseg;        /* device segment, or the pinned memfd's staging */
+  kvs__store *store;       /* the session's pool (its GPU's, else the first) */
+  kvs__backend *backend;
   kvs__seq_slot *seqs;
   size_t n_seqs, cap_seqs;
 };
@@ -58,7 +64,8 @@ void kvs__sess_free(kvs__sess_state *st);
 
 enum {
   KVS_OPS_REPLY = 0,   /* send rep */
-  KVS_OPS_REPLY_FD,    /* send rep with st->seg.fd attached (hello) */
+  KVS_OPS_REPLY_FD,    /* send rep with st->seg.fd attached (hello), and
+                          st->dseg.fd after it when >= 0 */
   KVS_OPS_CLOSE,       /* send rep, then close the session (bye) */
 };
 

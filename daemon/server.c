@@ -10,6 +10,7 @@
 #include <unistd.h>
 
 #include "store/backend.h"
+#include "daemon/pools.h"
 #include "daemon/log.h"
 #ifdef HAVE_REDIS
 #include "daemon/remote.h"
@@ -317,11 +318,15 @@ int kvs__server_start(kvs__server *s, uv_loop_t *loop)
   }
   s->backend_name = b->name;
   kvs__notice("pool of %llu bytes on %s", (unsigned long long)s->cfg.pool_size, b->name);
+  /* the other GPUs' pools; device segments for clients of any of them */
+  r = kvs__pools_open(s);
+  if (r < 0) return r;
   r = kvs__profiles_load(&s->profiles, s->cfg.profiles_dir);
   if (r < 0) return r;
   s->sess = (kvs__sessions){
       .loop = loop, .cfg = &s->cfg, .admin_gid = admin_gid(&s->cfg),
-      .env = {.store = s->store, .cfg = &s->cfg, .profiles = &s->profiles,
+      .env = {.store = s->store, .backend = s->backend, .devs = &s->devs,
+              .cfg = &s->cfg, .profiles = &s->profiles,
               .server_stats = server_stats, .reload = reload_cb,
               .foreach_session = foreach_session, .arg = s},
       .on_gone = on_session_gone, .arg = s};
@@ -355,7 +360,10 @@ static void apply_overrides(kvs__server *s, kvs__config *c)
   if (s->override_mask & KVS_OVR_SOCKET) memcpy(c->socket, s->overrides.socket, sizeof c->socket);
   if (s->override_mask & KVS_OVR_POOL) c->pool_size = s->overrides.pool_size;
   if (s->override_mask & KVS_OVR_LOG) c->log_level = s->overrides.log_level;
-  if (s->override_mask & KVS_OVR_DEVICE) c->device = s->overrides.device;
+  if (s->override_mask & KVS_OVR_DEVICE) {
+    c->device = s->overrides.device;
+    c->devices = s->overrides.devices;
+  }
 }
 
 int kvs__server_reload(kvs__server *s, char *errmsg)
@@ -381,6 +389,7 @@ int kvs__server_reload(kvs__server *s, char *errmsg)
   c.socket_mode = s->cfg.socket_mode;
   c.pool_size = s->cfg.pool_size;
   c.device = s->cfg.device;
+  c.devices = s->cfg.devices;
   /* The Redis tier and the cluster key are fixed at start too. */
   if (strcmp(c.remote, s->cfg.remote) != 0 || strcmp(c.cluster_key_file, s->cfg.cluster_key_file) != 0 ||
       c.remote_timeout_ms != s->cfg.remote_timeout_ms || c.remote_queue != s->cfg.remote_queue)
@@ -471,6 +480,7 @@ void kvs__server_stop(kvs__server *s)
 
 void kvs__server_close(kvs__server *s)
 {
+  kvs__pools_close(s);
 #ifdef HAVE_REDIS
   kvs__remote_stop(s->remote);
   kvs__remote_free(s->remote);

@@ -32,6 +32,7 @@ typedef struct kvs__server {
   const char *backend_name;
   kvs__backend *backend;   /* closed after the store */
   kvs__profiles profiles;
+  kvs__devset devs;        /* GPU pools; their clients get device segments */
   struct kvs__remote *remote; /* the Redis tier, NULL when off (daemon/remote.h) */
   kvs__sessions sess;
   uint64_t started_ms;

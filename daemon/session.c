@@ -166,17 +166,20 @@ static int send_hello(kvs__session *ss, const kvs__rep *rep)
   }
   union {
     struct cmsghdr h;
-    char buf[CMSG_SPACE(sizeof(int))];
+    char buf[CMSG_SPACE(2 * sizeof(int))];
   } cm;
   memset(&cm, 0, sizeof cm);
+  /* the memfd, then the device segment's fd when there is one */
+  int fds[2] = {ss->st.seg.fd, ss->st.dseg.fd};
+  size_t nfd = ss->st.dseg.fd >= 0 ? 2 : 1;
   struct iovec iov = {.iov_base = out, .iov_len = len};
   struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = cm.buf,
-                      .msg_controllen = sizeof cm.buf};
+                      .msg_controllen = CMSG_SPACE(nfd * sizeof(int))};
   struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
   c->cmsg_level = SOL_SOCKET;
   c->cmsg_type = SCM_RIGHTS;
-  c->cmsg_len = CMSG_LEN(sizeof(int));
-  memcpy(CMSG_DATA(c), &ss->st.seg.fd, sizeof(int));
+  c->cmsg_len = CMSG_LEN(nfd * sizeof(int));
+  memcpy(CMSG_DATA(c), fds, nfd * sizeof(int));
   ssize_t n;
   do n = sendmsg(fd, &mh, MSG_NOSIGNAL);
   while (n < 0 && errno == EINTR);
@@ -201,6 +204,8 @@ static void dispatch(kvs__session *ss, const kvs__req *rq)
   }
   if (act == KVS_OPS_REPLY_FD) {
     int r = send_hello(ss, &rep);
+    if (ss->st.dseg.fd >= 0) close(ss->st.dseg.fd); /* the client holds it now */
+    ss->st.dseg.fd = -1;
     if (r < 0) {
       kvs__warn("session %llu: sending hello reply: %s", (unsigned long long)ss->st.id,
                 strerror(-r));

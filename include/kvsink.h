@@ -92,6 +92,8 @@ typedef struct kvs_info {
   uint32_t v_group;       /* value channels per quantization group */
   int policy_fallback;    /* KVSINK was asked (or the default) but no
                              profile exists: policy is PFN */
+  int seg_device;         /* 1: a device segment is mapped (kvs_device_segment) */
+  size_t dev_seg_size;
 } kvs_info;
 
 typedef struct kvs_client kvs_client;
@@ -233,6 +235,27 @@ const char *kvs_admin_last_error(const kvs_admin *a);
 /* Text of the last error on c (the daemon's message when it sent one),
  * "" after a successful call; never NULL. Valid until the next call. */
 const char *kvs_last_error(const kvs_client *c);
+
+/* Device segments (libkvsink(3), DEVICE SEGMENTS). kvs_connect that also
+ * asks for a device segment of dev_seg_size bytes (0 = opts' seg_size) on
+ * the GPU of the calling thread's CUDA context (device 0 without one);
+ * the host segment stays and is the fallback (kvs_info.seg_device says
+ * what the session got). The structs above keep their layout. */
+int kvs_connect_device(kvs_client **out, const char *socket_path, const kvs_model *model,
+                       const kvs_options *opts, size_t dev_seg_size);
+/* kvs_put with a's offsets in the device segment. */
+int kvs_put_device(kvs_client *c, const kvs_put_args *a, kvs_put_result *res);
+/* The device pointer
+ * (a CUdeviceptr) of the session's device segment, mapped read-write on
+ * the client's GPU, or NULL when the session got a host segment only. */
+void *kvs_device_segment(kvs_client *c, size_t *size);
+/* kvs_get into the device segment; returns when the data is there. */
+int kvs_get_device(kvs_client *c, uint64_t seq, uint32_t start, uint32_t n_tokens,
+                   uint32_t lb, uint32_t le, size_t k_off, size_t v_off);
+/* After a daemon restart (calls fail with -ECONNRESET or -EPIPE): connect
+ * again with the same model and options, map the new segments (pointers
+ * change; sequences of the old session are gone). 0 or an error. */
+int kvs_reconnect(kvs_client *c);
 
 
 /* ---- Utilities ------------------------------------------------------------

@@ -216,12 +216,14 @@ enum {
   RK_OP, RK_ID, RK_VERSION, RK_MODEL, RK_SEG_SIZE, RK_K_BITS, RK_V_BITS,
   RK_POLICY, RK_PFN, RK_OUTLIERS, RK_PID, RK_SEQ, RK_START, RK_TOKENS,
   RK_LAYERS, RK_K_OFF, RK_V_OFF, RK_ACT_OFF, RK_ACT_CHANNELS, RK_BIND, RK_N,
+  RK_GPU, RK_DEV_SEG_SIZE, RK_DEV,
   RK__COUNT
 };
 static const char *const req_keys[RK__COUNT] = {
   "op", "id", "version", "model", "seg_size", "k_bits", "v_bits",
   "policy", "pfn", "outliers", "pid", "seq", "start", "tokens",
   "layers", "k_off", "v_off", "act_off", "act_channels", "bind", "n",
+  "gpu", "dev_seg_size", "dev",
 };
 
 enum { MK_ID, MK_LAYERS, MK_KV_HEADS, MK_HEAD_DIM, MK_DTYPE, MK__COUNT };
@@ -349,6 +351,15 @@ static int decode_hello(const msgpack_object **s, kvs__hello *h, char *errmsg)
   }
   if (s[RK_PID] && (r = get_u32(s[RK_PID], "pid", &h->client_pid, errmsg)) < 0)
     return r;
+  if (s[RK_GPU]) {
+    if (s[RK_GPU]->type != MSGPACK_OBJECT_BIN || s[RK_GPU]->via.bin.size != 16)
+      return fail(errmsg, -EBADMSG, "gpu must be a 16-byte bin (the device UUID)");
+    memcpy(h->gpu_uuid, s[RK_GPU]->via.bin.ptr, 16);
+    h->has_gpu = 1;
+    if (s[RK_DEV_SEG_SIZE] &&
+        (r = get_uint(s[RK_DEV_SEG_SIZE], "dev_seg_size", UINT64_MAX, &h->dev_seg_size, errmsg)) < 0)
+      return r;
+  }
   return 0;
 }
 
@@ -393,6 +404,8 @@ static int decode_op(const msgpack_object **s, kvs__req *req, char *errmsg)
       if ((r = get_uint(s[RK_ACT_OFF], "act_off", UINT64_MAX, &req->act_off, errmsg)) < 0)
         return r;
     }
+    if (s[RK_DEV] && (r = get_bool(s[RK_DEV], "dev", &req->dev, errmsg)) < 0)
+      return r;
     if ((r = get_u32_array(s[RK_TOKENS], "tokens", KVS_MAX_TOKENS_PER_PUT, NULL,
                            &req->tokens, &req->n_tokens, errmsg)) < 0)
       return r;
@@ -422,6 +435,8 @@ static int decode_op(const msgpack_object **s, kvs__req *req, char *errmsg)
         (r = get_layers(s[RK_LAYERS], &req->layer_begin, &req->layer_end, errmsg)) < 0 ||
         (r = get_uint(s[RK_K_OFF], "k_off", UINT64_MAX, &req->k_off, errmsg)) < 0 ||
         (r = get_uint(s[RK_V_OFF], "v_off", UINT64_MAX, &req->v_off, errmsg)) < 0)
+      return r;
+    if (s[RK_DEV] && (r = get_bool(s[RK_DEV], "dev", &req->dev, errmsg)) < 0)
       return r;
     return span(req->start, req->n_tokens, errmsg);
   }
@@ -513,13 +528,13 @@ enum {
   PK_ID, PK_ERR, PK_SESSION, PK_SEG_SIZE, PK_GROUP, PK_K_BITS, PK_V_BITS,
   PK_POLICY, PK_PFN, PK_OUTLIERS, PK_PROFILE, PK_SINK_LAYER, PK_SINK_CHANNELS,
   PK_QUANTIZED, PK_SINKS, PK_SEQ_LEN, PK_CACHED, PK_STATS, PK_SPACES, PK_PROFILES,
-  PK_EVICTED, PK_FALLBACK, PK_V_GROUP, PK__COUNT
+  PK_EVICTED, PK_FALLBACK, PK_V_GROUP, PK_SEG_KIND, PK_DEV_SEG_SIZE, PK__COUNT
 };
 static const char *const rep_keys[PK__COUNT] = {
   "id", "err", "session", "seg_size", "group", "k_bits", "v_bits",
   "policy", "pfn", "outliers", "profile", "sink_layer", "sink_channels",
   "quantized", "sinks", "seq_len", "cached", "stats", "spaces", "profiles",
-  "evicted", "fallback", "v_group",
+  "evicted", "fallback", "v_group", "seg_kind", "dev_seg_size",
 };
 
 enum {
@@ -534,6 +549,7 @@ static const char *const stats_keys[SK__COUNT] = {
 #undef X
   "spaces", "backend",
 };
+
 
 static int decode_stats(const msgpack_object *o, kvs__stats *st, char *errmsg)
 {
@@ -722,6 +738,7 @@ static int decode_rep_fields(const char *buf, size_t len, const msgpack_object *
   U32(PK_SEQ_LEN, "seq_len", &rep->seq_len)
   U32(PK_CACHED, "cached", &rep->cached)
   U64(PK_EVICTED, "evicted", &rep->evicted)
+  U64(PK_DEV_SEG_SIZE, "dev_seg_size", &rep->dev_seg_size)
 #undef U32
 #undef I32
 #undef U64
@@ -735,6 +752,16 @@ static int decode_rep_fields(const char *buf, size_t len, const msgpack_object *
       (r = get_u32_array(s[PK_SINK_CHANNELS], "sink_channels", KVS_MAX_ACT_CHANNELS,
                          rep->sink_channels, NULL, &rep->n_sink_channels, errmsg)) < 0)
     return r;
+  if (s[PK_SEG_KIND]) {
+    const char *str = NULL;
+    uint32_t n = 0;
+    if ((r = get_str(s[PK_SEG_KIND], "seg_kind", &str, &n, errmsg)) < 0)
+      return r;
+    if (n == 6 && memcmp(str, "device", 6) == 0)
+      rep->seg_device = 1;
+    else if (!(n == 4 && memcmp(str, "host", 4) == 0))
+      return fail(errmsg, -EINVAL, "seg_kind must be \"host\" or \"device\"");
+  }
   if (s[PK_STATS] && (r = decode_stats(s[PK_STATS], &rep->stats, errmsg)) < 0)
     return r;
   if (s[PK_FALLBACK] &&

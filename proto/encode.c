@@ -103,10 +103,10 @@ int kvs__encode_req(const kvs__req *req, char **out, size_t *len)
       return -E2BIG;
     if (h->dtype != KVS_DTYPE_F16 && h->dtype != KVS_DTYPE_BF16)
       return -EINVAL;
-    n += 9;
+    n += 9 + (h->has_gpu ? 2 : 0);
     break;
   case KVS_OP_PUT:
-    n += 6 + (req->has_act ? 2 : 0);
+    n += 6 + (req->has_act ? 2 : 0) + (req->dev ? 1 : 0);
     /* fall through */
   case KVS_OP_LOOKUP:
     if (req->n_tokens > KVS_MAX_TOKENS_PER_PUT)
@@ -117,7 +117,7 @@ int kvs__encode_req(const kvs__req *req, char **out, size_t *len)
       n += 3;
     break;
   case KVS_OP_GET:
-    n += 6;
+    n += 6 + (req->dev ? 1 : 0);
     break;
   case KVS_OP_RELEASE:
     n += 1;
@@ -152,6 +152,11 @@ int kvs__encode_req(const kvs__req *req, char **out, size_t *len)
     kv_i64(&e, "pfn", h->pfn);
     kv_float(&e, "outliers", h->outliers);
     kv_u64(&e, "pid", h->client_pid);
+    if (h->has_gpu) {
+      key(&e, "gpu");
+      e.fail |= msgpack_pack_bin_with_body(&e.pk, h->gpu_uuid, sizeof h->gpu_uuid) != 0;
+      kv_u64(&e, "dev_seg_size", h->dev_seg_size);
+    }
     break;
   case KVS_OP_PUT:
     kv_u64(&e, "seq", req->seq);
@@ -164,6 +169,8 @@ int kvs__encode_req(const kvs__req *req, char **out, size_t *len)
       kv_u64(&e, "act_off", req->act_off);
       kv_u64(&e, "act_channels", req->act_channels);
     }
+    if (req->dev)
+      kv_bool(&e, "dev", 1);
     break;
   case KVS_OP_LOOKUP:
     kv_u32_array(&e, "tokens", req->tokens, req->n_tokens);
@@ -177,6 +184,8 @@ int kvs__encode_req(const kvs__req *req, char **out, size_t *len)
     kv_layers(&e, req->layer_begin, req->layer_end);
     kv_u64(&e, "k_off", req->k_off);
     kv_u64(&e, "v_off", req->v_off);
+    if (req->dev)
+      kv_bool(&e, "dev", 1);
     break;
   case KVS_OP_RELEASE:
     kv_u64(&e, "seq", req->seq);
@@ -264,7 +273,7 @@ int kvs__encode_rep(const kvs__rep *rep, char **out, size_t *len)
   case KVS_OP_HELLO:
     if (rep->n_sink_channels > KVS_MAX_ACT_CHANNELS)
       return -E2BIG;
-    n += 13;
+    n += 14 + (rep->seg_device ? 1 : 0); /* seg_kind, dev_seg_size */
     break;
   case KVS_OP_PUT: n += 3; break;
   case KVS_OP_LOOKUP: n += 2; break;
@@ -308,6 +317,9 @@ int kvs__encode_rep(const kvs__rep *rep, char **out, size_t *len)
     kv_u64(&e, "v_group", rep->v_group);
     kv_u64(&e, "sink_layer", rep->sink_layer);
     kv_u32_array(&e, "sink_channels", rep->sink_channels, rep->n_sink_channels);
+    kv_str(&e, "seg_kind", rep->seg_device ? "device" : "host");
+    if (rep->seg_device)
+      kv_u64(&e, "dev_seg_size", rep->dev_seg_size);
     break;
   case KVS_OP_PUT:
     kv_u64(&e, "quantized", rep->quantized);

@@ -67,6 +67,11 @@ typedef struct kvs__hello {
   int32_t pfn;             /* Preserve-First-N, -1 = default */
   float outliers;          /* fraction 0..0.01, <0 = default */
   uint32_t client_pid;     /* informational */
+  /* device segment (kvsink-protocol(7) "DEVICE SEGMENTS"): the client's
+   * GPU by UUID (cuDeviceGetUuid), and the bytes it asks for */
+  int has_gpu;
+  uint8_t gpu_uuid[16];
+  uint64_t dev_seg_size;   /* 0 = seg_size */
 } kvs__hello;
 
 /* All other requests share one struct; each op uses the fields it documents
@@ -86,6 +91,7 @@ typedef struct kvs__req {
   uint32_t act_channels;   /* put: 0 = no summary */
   int has_act;
   int bind;                /* lookup: bind cached blocks to seq */
+  int dev;                 /* put, get: offsets are in the device segment */
 } kvs__req;
 
 /* Stats, also the stats reply: the public struct, whose field table
@@ -113,6 +119,8 @@ typedef struct kvs__rep {
   uint32_t sink_layer;     /* l_E: the summary is the hidden state after it */
   uint32_t n_sink_channels;
   uint32_t sink_channels[KVS_MAX_ACT_CHANNELS];
+  int seg_device;          /* 1: a device segment came as the second fd */
+  uint64_t dev_seg_size;
   /* put */
   uint32_t quantized;      /* tokens of this put that are now quantized */
   uint32_t sinks;          /* sinks flagged by this put */

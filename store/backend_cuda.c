@@ -12,6 +12,7 @@
 #include <cuda_runtime_api.h>
 
 #include "store/store.h"
+#include "kernels/check.h"
 #include "kernels/cuda.h"
 
 kvs__backend *kvs__backend_cuda_open(int device, char *errmsg);
@@ -23,6 +24,8 @@ typedef struct cuda_priv {
   kvs__cuda_ctx ctx;
   void *hbatch, *dbatch; /* batches: pinned host area and its device mirror */
   size_t batch_bytes;
+  uint8_t *dflags;       /* sink flags of predict_sinks */
+  size_t flags_bytes;
 } cuda_priv;
 
 static size_t align16(size_t x) { return (x + 15u) & ~(size_t)15u; }
@@ -104,21 +107,30 @@ static int cu_quantize_n(kvs__backend *b, const kvs__qparams *p, const kvs__qite
       return -EINVAL;
   pthread_mutex_lock(&c->lock);
   batch_layout bl;
-  int rc = batch_layout_of(c, p, n, sizeof(kvs__cuda_qjob), &bl);
+  /* several pools: each call on its own GPU */
+  int rc = cudaSetDevice(c->device) == cudaSuccess ? 0 : -EIO;
+  if (rc == 0) rc = batch_layout_of(c, p, n, sizeof(kvs__cuda_qjob), &bl);
   if (rc) goto out;
   uint8_t *h = c->hbatch, *d = c->dbatch;
+  int host_tiles = 0;
   kvs__cuda_qjob *jobs = (kvs__cuda_qjob *)h;
   for (uint32_t i = 0; i < n; i++) {
     uint32_t ns = (uint32_t)__builtin_popcountll(it[i].sink_mask);
     size_t ro = bl.rows + (size_t)i * KVS_QBLOCK_MAX_G * sizeof(void *);
     if (ns) memcpy(h + ro, it[i].rows, ns * sizeof(void *));
-    memcpy(h + bl.k + i * ps, it[i].k, plane);
-    memcpy(h + bl.v + i * ps, it[i].v, plane);
-    jobs[i] = (kvs__cuda_qjob){ (const uint16_t *)(d + bl.k + i * ps),
-                                (const uint16_t *)(d + bl.v + i * ps), it[i].block,
-                                ns ? (uint16_t *const *)(d + ro) : NULL, it[i].sink_mask };
+    const uint16_t *dk = it[i].k, *dv = it[i].v; /* dev: read where they are */
+    if (!it[i].dev) {
+      memcpy(h + bl.k + i * ps, it[i].k, plane);
+      memcpy(h + bl.v + i * ps, it[i].v, plane);
+      dk = (const uint16_t *)(d + bl.k + i * ps);
+      dv = (const uint16_t *)(d + bl.v + i * ps);
+      host_tiles = 1;
+    }
+    jobs[i] = (kvs__cuda_qjob){ dk, dv, it[i].block, ns ? (uint16_t *const *)(d + ro) : NULL,
+                                it[i].sink_mask };
   }
-  if (cudaMemcpyAsync(d, h, bl.total, cudaMemcpyHostToDevice, 0) != cudaSuccess) {
+  /* only the jobs and row lists when every tile is on the device already */
+  if (cudaMemcpyAsync(d, h, host_tiles ? bl.total : bl.k, cudaMemcpyHostToDevice, 0) != cudaSuccess) {
     cudaGetLastError();
     rc = -EIO;
     goto out;
@@ -143,16 +155,21 @@ static int cu_dequantize_n(kvs__backend *b, const kvs__qparams *p, const kvs__dq
   size_t plane = (size_t)p->group * p->channels * 2u, ps = align16(plane);
   pthread_mutex_lock(&c->lock);
   batch_layout bl;
-  int rc = batch_layout_of(c, p, n, sizeof(kvs__cuda_dqjob), &bl);
+  int rc = cudaSetDevice(c->device) == cudaSuccess ? 0 : -EIO;
+  if (rc == 0) rc = batch_layout_of(c, p, n, sizeof(kvs__cuda_dqjob), &bl);
   if (rc) goto out;
   uint8_t *h = c->hbatch, *d = c->dbatch;
+  int host_out = 0;
   kvs__cuda_dqjob *jobs = (kvs__cuda_dqjob *)h;
   for (uint32_t i = 0; i < n; i++) {
     uint32_t ns = (uint32_t)__builtin_popcountll(it[i].sink_mask);
     size_t ro = bl.rows + (size_t)i * KVS_QBLOCK_MAX_G * sizeof(void *);
     if (ns) memcpy(h + ro, it[i].rows, ns * sizeof(void *));
-    jobs[i] = (kvs__cuda_dqjob){ it[i].block, ns ? (const uint16_t *const *)(d + ro) : NULL,
-                                 (uint16_t *)(d + bl.k + i * ps), (uint16_t *)(d + bl.v + i * ps),
+    /* dev: rows r0..r1 land in the output directly */
+    uint16_t *ok = it[i].dev ? it[i].k_out : (uint16_t *)(d + bl.k + i * ps);
+    uint16_t *ov = it[i].dev ? it[i].v_out : (uint16_t *)(d + bl.v + i * ps);
+    host_out |= !it[i].dev;
+    jobs[i] = (kvs__cuda_dqjob){ it[i].block, ns ? (const uint16_t *const *)(d + ro) : NULL, ok, ov,
                                  it[i].r0, it[i].r1 };
   }
   rc = -EIO;
@@ -161,7 +178,7 @@ static int cu_dequantize_n(kvs__backend *b, const kvs__qparams *p, const kvs__dq
     goto out;
   }
   rc = kvs__cuda_dequantize(&c->ctx, p, &l, (const kvs__cuda_dqjob *)d, n);
-  if (rc) goto out;
+  if (rc || !host_out) goto out;
   if (cudaMemcpy(h + bl.k, d + bl.k, bl.total - bl.k, cudaMemcpyDeviceToHost) != cudaSuccess) {
     cudaGetLastError();
     rc = -EIO;
@@ -169,6 +186,7 @@ static int cu_dequantize_n(kvs__backend *b, const kvs__qparams *p, const kvs__dq
   }
   for (uint32_t i = 0; i < n; i++) {
     size_t bytes = (size_t)(it[i].r1 - it[i].r0) * p->channels * 2u;
+    if (it[i].dev) continue;
     memcpy(it[i].k_out, h + bl.k + i * ps, bytes);
     memcpy(it[i].v_out, h + bl.v + i * ps, bytes);
   }
@@ -177,11 +195,60 @@ out:
   return rc;
 }
 
+/* Device-resident input (device segments). */
+static int cu_nonfinite(kvs__backend *b, const uint16_t *d, size_t n, kvs_dtype dtype)
+{
+  cuda_priv *c = b->priv;
+  pthread_mutex_lock(&c->lock);
+  int r = cudaSetDevice(c->device) == cudaSuccess
+              ? kvs__cuda_nonfinite(&c->ctx, d, n, dtype == KVS_DTYPE_BF16)
+              : -EIO;
+  pthread_mutex_unlock(&c->lock);
+  return r;
+}
+
+static int cu_predict_sinks(kvs__backend *b, const float *d_act, uint32_t n, uint32_t n_ch,
+                            float tau, uint32_t budget, uint8_t *flags)
+{
+  cuda_priv *c = b->priv;
+  int r = -EIO;
+  pthread_mutex_lock(&c->lock);
+  if (cudaSetDevice(c->device) != cudaSuccess) {
+    cudaGetLastError();
+    goto out;
+  }
+  if (n > c->flags_bytes) {
+    if (c->dflags) cudaFree(c->dflags);
+    c->dflags = NULL;
+    c->flags_bytes = 0;
+    if (cudaMalloc((void **)&c->dflags, n) != cudaSuccess) {
+      cudaGetLastError();
+      r = -ENOMEM;
+      goto out;
+    }
+    c->flags_bytes = n;
+  }
+  /* the kernel sets flags of sinks only: start from none */
+  if (cudaMemset(c->dflags, 0, n) != cudaSuccess) {
+    cudaGetLastError();
+    r = -EIO;
+    goto out;
+  }
+  r = kvs__cuda_predict_sinks(&c->ctx, d_act, n, n_ch, tau, budget, c->dflags);
+  if (r >= 0 && cudaMemcpy(flags, c->dflags, n, cudaMemcpyDeviceToHost) != cudaSuccess) {
+    cudaGetLastError();
+    r = -EIO;
+  }
+out:
+  pthread_mutex_unlock(&c->lock);
+  return r;
+}
+
 /* The single-block entry points are batches of one. */
 static int cu_quantize(kvs__backend *b, const kvs__qparams *p, const uint16_t *k,
                        const uint16_t *v, uint64_t sink_mask, void *block, uint16_t *const *rows)
 {
-  kvs__qitem it = { k, v, sink_mask, block, rows };
+  kvs__qitem it = { k, v, sink_mask, block, rows, 0 };
   return cu_quantize_n(b, p, &it, 1);
 }
 
@@ -197,7 +264,7 @@ static int cu_dequantize(kvs__backend *b, const kvs__qparams *p, const void *blo
     cudaGetLastError();
     return -EIO;
   }
-  kvs__dqitem it = { block, rows, h.sink_mask, r0, r1, k_out, v_out };
+  kvs__dqitem it = { block, rows, h.sink_mask, r0, r1, k_out, v_out, 0 };
   return cu_dequantize_n(b, p, &it, 1);
 }
 
@@ -245,6 +312,9 @@ kvs__backend *kvs__backend_cuda_open(int device, char *errmsg)
   b->copy = cu_copy;
   b->quantize_n = cu_quantize_n;
   b->dequantize_n = cu_dequantize_n;
+  b->dev_io = 1;
+  b->nonfinite = cu_nonfinite;
+  b->predict_sinks = cu_predict_sinks;
   b->priv = c;
   return b;
 }
@@ -256,6 +326,7 @@ void kvs__backend_cuda_close(kvs__backend *b)
   kvs__cuda_ctx_close(&c->ctx);
   if (c->hbatch) cudaFreeHost(c->hbatch);
   if (c->dbatch) cudaFree(c->dbatch);
+  if (c->dflags) cudaFree(c->dflags);
   pthread_mutex_destroy(&c->lock);
   free(c);
   free(b);

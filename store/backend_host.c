@@ -60,6 +60,10 @@ int kvs__backend_copy(kvs__backend *b, void *dst, const void *src, size_t n, int
 int kvs__backend_quantize_n(kvs__backend *b, const kvs__qparams *p, const kvs__qitem *it,
                             uint32_t n)
 {
+  /* device memory only for a backend that reads it */
+  for (uint32_t i = 0; i < n && !b->dev_io; i++)
+    if (it[i].dev)
+      return -EOPNOTSUPP;
   if (b->quantize_n)
     return b->quantize_n(b, p, it, n);
   for (uint32_t i = 0; i < n; i++) {
@@ -73,6 +77,9 @@ int kvs__backend_quantize_n(kvs__backend *b, const kvs__qparams *p, const kvs__q
 int kvs__backend_dequantize_n(kvs__backend *b, const kvs__qparams *p, const kvs__dqitem *it,
                               uint32_t n)
 {
+  for (uint32_t i = 0; i < n && !b->dev_io; i++)
+    if (it[i].dev)
+      return -EOPNOTSUPP;
   if (b->dequantize_n)
     return b->dequantize_n(b, p, it, n);
   for (uint32_t i = 0; i < n; i++) {

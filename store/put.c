@@ -42,6 +42,7 @@ typedef struct put {
   const uint16_t *k, *v;
   const float *act;
   uint32_t act_ch;
+  int kdev;                     /* k, v, act are device memory (kvs__seq_put_dev) */
   char *errmsg;
   uint8_t *pred;                /* predicted sinks of [known, known1) */
   uint32_t known1, npred, ndrop, limit;
@@ -97,6 +98,33 @@ static int put_validate(put *c)
   return 0;
 }
 
+/* Sinks from a summary in device memory, predicted on the GPU: once with
+ * no budget (the candidates, for sinks_dropped), once with it. */
+static int put_predict_dev(put *c, uint32_t off, uint32_t m)
+{
+  kvs__seq *q = c->q;
+  kvs__space *sp = c->sp;
+  kvs__backend *be = c->st->be;
+  if (!be->predict_sinks)
+    return kvs__fail(c->errmsg, -EOPNOTSUPP, "no sink prediction on the device");
+  c->pred = calloc(m, 1);
+  if (!c->pred)
+    return kvs__fail(c->errmsg, -ENOMEM, "out of memory");
+  const float *a = c->act + (size_t)off * c->act_ch;
+  int cand = be->predict_sinks(be, a, m, c->act_ch, sp->prof.tau, UINT32_MAX, c->pred);
+  uint32_t budget = sp->prof.max_sinks > q->npred ? sp->prof.max_sinks - q->npred : 0;
+  memset(c->pred, 0, m); /* the first call flagged every candidate */
+  int rc = cand < 0 ? cand : be->predict_sinks(be, a, m, c->act_ch, sp->prof.tau, budget, c->pred);
+  if (rc < 0)
+    return kvs__fail(c->errmsg, rc, rc == KVS_ENAN ? "NaN or Inf in the activation summary"
+                                              : "sink prediction on the device failed");
+  c->npred = (uint32_t)rc;
+  c->ndrop = (uint32_t)cand > c->npred ? (uint32_t)cand - c->npred : 0;
+  c->known1 = c->end;
+  c->limit = c->known1;
+  return 0;
+}
+
 /* Sinks of the new tokens from a copy of the activation summary. */
 static int put_predict(put *c)
 {
@@ -107,6 +135,8 @@ static int put_predict(put *c)
   if (!(sp->has_prof && c->act && c->n) || c->end <= q->known)
     return 0;
   uint32_t off = q->known - c->start, m = c->end - q->known, ch = c->act_ch;
+  if (c->kdev)
+    return put_predict_dev(c, off, m);
   float *a = malloc((size_t)m * ch * sizeof(*a));
   c->pred = calloc(m, 1);
   if (!a || !c->pred) {
@@ -195,6 +225,17 @@ static const uint16_t *in_row(const put *c, const uint16_t *x, uint32_t l, uint3
   return x + ((size_t)(l - c->lb) * c->n + (t - c->start)) * c->C;
 }
 
+/* Copy input rows [t, t + rows) of layer l (contiguous) to host dst. */
+static int in_copy(const put *c, uint16_t *dst, const uint16_t *x, uint32_t l, uint32_t t,
+                   uint32_t rows)
+{
+  size_t bytes = (size_t)rows * c->C * 2u;
+  if (c->kdev)
+    return kvs__backend_copy(c->st->be, dst, in_row(c, x, l, t), bytes, 0);
+  memcpy(dst, in_row(c, x, l, t), bytes);
+  return 0;
+}
+
 /* Copy the rows that stay 16-bit into the seq's own memory and check the
  * copy; nothing visible changes (rows past a layer's length are scratch). */
 static int put_stage_residual(put *c)
@@ -227,10 +268,9 @@ static int put_stage_residual(put *c)
       dk = L->rk;
       dv = L->rv;
       first = p->L0 - nb0 * G;
-      for (uint32_t t = p->L0; t < p->L1; t++) {
-        memcpy(dk + (size_t)(t - nb0 * G) * C, in_row(c, c->k, l, t), rb);
-        memcpy(dv + (size_t)(t - nb0 * G) * C, in_row(c, c->v, l, t), rb);
-      }
+      if (in_copy(c, dk + (size_t)first * C, c->k, l, p->L0, p->L1 - p->L0) < 0 ||
+          in_copy(c, dv + (size_t)first * C, c->v, l, p->L0, p->L1 - p->L0) < 0)
+        return kvs__fail(c->errmsg, -EIO, "copy from device memory failed");
     } else {
       p->rk = malloc((size_t)pend * rb);
       p->rv = malloc((size_t)pend * rb);
@@ -241,20 +281,18 @@ static int put_stage_residual(put *c)
       dk = p->rk;
       dv = p->rv;
       first = pend;
-      for (uint32_t r = 0; r < pend; r++) {
+      for (uint32_t r = 0; r < pend && p->nb1 * G + r < p->L0; r++) {
         uint32_t t = p->nb1 * G + r;
-        const uint16_t *sk, *sv;
-        if (t < p->L0) {
-          sk = L->rk + (size_t)(t - nb0 * G) * C;
-          sv = L->rv + (size_t)(t - nb0 * G) * C;
-        } else {
-          if (r < first)
-            first = r;
-          sk = in_row(c, c->k, l, t);
-          sv = in_row(c, c->v, l, t);
-        }
-        memcpy(dk + (size_t)r * C, sk, rb);
-        memcpy(dv + (size_t)r * C, sv, rb);
+        memcpy(dk + (size_t)r * C, L->rk + (size_t)(t - nb0 * G) * C, rb);
+        memcpy(dv + (size_t)r * C, L->rv + (size_t)(t - nb0 * G) * C, rb);
+      }
+      /* the rows from this put are contiguous: one copy per tensor */
+      uint32_t t0 = p->nb1 * G > p->L0 ? p->nb1 * G : p->L0;
+      if (t0 < p->L1) {
+        first = t0 - p->nb1 * G;
+        if (in_copy(c, dk + (size_t)first * C, c->k, l, t0, p->L1 - t0) < 0 ||
+            in_copy(c, dv + (size_t)first * C, c->v, l, t0, p->L1 - t0) < 0)
+          return kvs__fail(c->errmsg, -EIO, "copy from device memory failed");
       }
     }
     uint32_t last = p->append ? p->L1 - nb0 * G : pend;
@@ -366,20 +404,32 @@ static int put_quantize(put *c)
   uint32_t m = 0;
   for (uint32_t i = 0; i < c->njobs && rc == 0; i++) {
     if (c->jobs[i].fresh) {
-      uint32_t l = c->jobs[i].layer, base = q->l[l].nblk * G;
-      uint16_t *tk = gk + m * tile, *tv = gv + m * tile;
-      for (uint32_t r = 0; r < G; r++) {
-        uint32_t t = c->jobs[i].g * G + r;
-        int old = t < c->pl[l].L0;
-        memcpy(tk + (size_t)r * C, old ? q->l[l].rk + (size_t)(t - base) * C : in_row(c, c->k, l, t), rb);
-        memcpy(tv + (size_t)r * C, old ? q->l[l].rv + (size_t)(t - base) * C : in_row(c, c->v, l, t), rb);
-      }
-      if (kvs__has_nonfinite(tk, tile, c->sp->qp.dtype) || kvs__has_nonfinite(tv, tile, c->sp->qp.dtype)) {
-        rc = kvs__fail(c->errmsg, KVS_ENAN, "NaN or Inf in K/V");
-        break;
-      }
+      uint32_t l = c->jobs[i].layer, base = q->l[l].nblk * G, t0 = c->jobs[i].g * G;
       kvs__block *b = c->jobs[i].b;
-      items[m++] = (kvs__qitem){tk, tv, b->sink_mask, b->data, b->rows};
+      if (c->kdev && t0 >= c->pl[l].L0) {
+        /* all rows from this put, already checked on the device: quantize
+         * from the daemon's device copy, no host round trip */
+        items[m++] = (kvs__qitem){in_row(c, c->k, l, t0), in_row(c, c->v, l, t0), b->sink_mask,
+                                  b->data, b->rows, 1};
+      } else {
+        uint16_t *tk = gk + m * tile, *tv = gv + m * tile;
+        uint32_t r = 0;
+        for (; r < G && t0 + r < c->pl[l].L0; r++) {
+          memcpy(tk + (size_t)r * C, q->l[l].rk + (size_t)(t0 + r - base) * C, rb);
+          memcpy(tv + (size_t)r * C, q->l[l].rv + (size_t)(t0 + r - base) * C, rb);
+        }
+        if (r < G && (in_copy(c, tk + (size_t)r * C, c->k, l, t0 + r, G - r) < 0 ||
+                      in_copy(c, tv + (size_t)r * C, c->v, l, t0 + r, G - r) < 0)) {
+          rc = kvs__fail(c->errmsg, -EIO, "copy from device memory failed");
+          break;
+        }
+        if (kvs__has_nonfinite(tk, tile, c->sp->qp.dtype) ||
+            kvs__has_nonfinite(tv, tile, c->sp->qp.dtype)) {
+          rc = kvs__fail(c->errmsg, KVS_ENAN, "NaN or Inf in K/V");
+          break;
+        }
+        items[m++] = (kvs__qitem){tk, tv, b->sink_mask, b->data, b->rows, 0};
+      }
     }
     if (m == nb || (m && i + 1 == c->njobs)) {
       rc = kvs__backend_quantize_n(c->st->be, &c->sp->qp, items, m);
@@ -466,9 +516,28 @@ static void put_release(put *c)
   free(c->pred);
 }
 
-int kvs__seq_put(kvs__seq *q, uint32_t start, const uint32_t *tokens, uint32_t n,
-                 uint32_t lb, uint32_t le, const uint16_t *k, const uint16_t *v,
-                 const float *act, uint32_t act_ch, kvs__put_info *info, char *errmsg)
+/* Device input: NaN / Inf anywhere in k and v fails the put, checked on
+ * the device once (the host path checks the rows it keeps). */
+static int put_check_dev(put *c)
+{
+  kvs__backend *be = c->st->be;
+  if (!be->dev_io || !be->nonfinite || (c->act && !be->predict_sinks))
+    return kvs__fail(c->errmsg, -EOPNOTSUPP, "the %s backend cannot read device memory", be->name);
+  if (!c->n || !c->nlp)
+    return 0;
+  size_t elems = (size_t)c->nlp * c->n * c->C;
+  int r = be->nonfinite(be, c->k, elems, c->sp->qp.dtype);
+  if (r == 0)
+    r = be->nonfinite(be, c->v, elems, c->sp->qp.dtype);
+  if (r > 0)
+    return kvs__fail(c->errmsg, KVS_ENAN, "NaN or Inf in K/V");
+  return r < 0 ? kvs__fail(c->errmsg, r, "checking K/V on the device failed") : 0;
+}
+
+static int seq_put(kvs__seq *q, uint32_t start, const uint32_t *tokens, uint32_t n,
+                   uint32_t lb, uint32_t le, const uint16_t *k, const uint16_t *v,
+                   const float *act, uint32_t act_ch, int kdev, kvs__put_info *info,
+                   char *errmsg)
 {
   if (errmsg)
     errmsg[0] = 0;
@@ -477,8 +546,10 @@ int kvs__seq_put(kvs__seq *q, uint32_t start, const uint32_t *tokens, uint32_t n
   put c = {.q = q, .sp = q->sp, .st = q->sp->st, .start = start, .n = n, .lb = lb, .le = le,
            .nlp = le - lb, .end = start + n, .G = q->sp->qp.group, .C = q->sp->qp.channels,
            .nl = q->sp->key.n_layers, .tokens = tokens, .k = k, .v = v, .act = act,
-           .act_ch = act_ch, .errmsg = errmsg};
+           .act_ch = act_ch, .kdev = kdev, .errmsg = errmsg};
   int rc = put_validate(&c);
+  if (rc == 0 && kdev)
+    rc = put_check_dev(&c);
   if (rc < 0)
     return rc;
   c.ntok1 = c.end > q->ntok ? c.end : q->ntok;
@@ -491,3 +562,17 @@ int kvs__seq_put(kvs__seq *q, uint32_t start, const uint32_t *tokens, uint32_t n
   return rc;
 }
 
+
+int kvs__seq_put(kvs__seq *q, uint32_t start, const uint32_t *tokens, uint32_t n,
+                 uint32_t lb, uint32_t le, const uint16_t *k, const uint16_t *v,
+                 const float *act, uint32_t act_ch, kvs__put_info *info, char *errmsg)
+{
+  return seq_put(q, start, tokens, n, lb, le, k, v, act, act_ch, 0, info, errmsg);
+}
+
+int kvs__seq_put_dev(kvs__seq *q, uint32_t start, const uint32_t *tokens, uint32_t n,
+                     uint32_t lb, uint32_t le, const uint16_t *k, const uint16_t *v,
+                     const float *act, uint32_t act_ch, kvs__put_info *info, char *errmsg)
+{
+  return seq_put(q, start, tokens, n, lb, le, k, v, act, act_ch, 1, info, errmsg);
+}

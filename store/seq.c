@@ -103,8 +103,8 @@ int kvs__pfn_flag(const kvs__space *sp, uint32_t t)
   return sp->key.policy != KVS_POLICY_NONE && t < sp->key.pfn;
 }
 
-int kvs__seq_get(kvs__seq *q, uint32_t start, uint32_t n, uint32_t lb, uint32_t le,
-                 uint16_t *k, uint16_t *v, char *errmsg)
+static int seq_get(kvs__seq *q, uint32_t start, uint32_t n, uint32_t lb, uint32_t le,
+                   uint16_t *k, uint16_t *v, int dev, char *errmsg)
 {
   if (errmsg)
     errmsg[0] = 0;
@@ -112,6 +112,8 @@ int kvs__seq_get(kvs__seq *q, uint32_t start, uint32_t n, uint32_t lb, uint32_t 
     return -EINVAL;
   kvs__space *sp = q->sp;
   kvs__store *st = sp->st;
+  if (dev && !st->be->dev_io)
+    return kvs__fail(errmsg, -EOPNOTSUPP, "the %s backend cannot write device memory", st->be->name);
   const uint32_t nl = sp->key.n_layers, G = sp->qp.group, C = sp->qp.channels;
   if (lb > le || le > nl)
     return kvs__fail(errmsg, -EINVAL, "layer range [%u, %u) outside 0..%u", lb, le, nl);
@@ -136,7 +138,7 @@ int kvs__seq_get(kvs__seq *q, uint32_t start, uint32_t n, uint32_t lb, uint32_t 
           r1 = (uint32_t)(end - (uint64_t)g * G);
         const kvs__block *b = L->blk[g];
         items[m++] = (kvs__dqitem){b->data, (const uint16_t *const *)b->rows, b->sink_mask, r0, r1,
-                                   k + o, v + o};
+                                   k + o, v + o, dev};
         if (m == KVS_BATCH_MAX) {
           int rc = kvs__backend_dequantize_n(st->be, &sp->qp, items, m);
           m = 0;
@@ -146,8 +148,17 @@ int kvs__seq_get(kvs__seq *q, uint32_t start, uint32_t n, uint32_t lb, uint32_t 
         t = g * G + r1;
       } else {
         size_t rows = (size_t)(end - t), ro = (size_t)(t - qend) * C;
-        memcpy(k + o, L->rk + ro, rows * C * 2u);
-        memcpy(v + o, L->rv + ro, rows * C * 2u);
+        if (dev) {
+          /* residual rows live in host memory: copy them up */
+          int rc = kvs__backend_copy(st->be, k + o, L->rk + ro, rows * C * 2u, 1);
+          if (rc == 0)
+            rc = kvs__backend_copy(st->be, v + o, L->rv + ro, rows * C * 2u, 1);
+          if (rc < 0)
+            return kvs__fail(errmsg, rc, "copy to device memory failed");
+        } else {
+          memcpy(k + o, L->rk + ro, rows * C * 2u);
+          memcpy(v + o, L->rv + ro, rows * C * 2u);
+        }
         t = (uint32_t)end;
       }
     }
@@ -160,6 +171,18 @@ int kvs__seq_get(kvs__seq *q, uint32_t start, uint32_t n, uint32_t lb, uint32_t 
   st->gets++;
   st->bytes_out += (uint64_t)(le - lb) * n * C * 2u * 2u;
   return 0;
+}
+
+int kvs__seq_get(kvs__seq *q, uint32_t start, uint32_t n, uint32_t lb, uint32_t le,
+                 uint16_t *k, uint16_t *v, char *errmsg)
+{
+  return seq_get(q, start, n, lb, le, k, v, 0, errmsg);
+}
+
+int kvs__seq_get_dev(kvs__seq *q, uint32_t start, uint32_t n, uint32_t lb, uint32_t le,
+                     uint16_t *k, uint16_t *v, char *errmsg)
+{
+  return seq_get(q, start, n, lb, le, k, v, 1, errmsg);
 }
 
 int kvs__space_lookup(kvs__space *sp, const uint32_t *tokens, uint32_t n, kvs__seq *bind,

@@ -34,19 +34,23 @@
  * cudaMallocs the pool and runs the CUDA kernels (kernels/quant.cu).
  * Pointers passed as block / rows point into pool memory; k/v pointers
  * are host memory. */
-/* One block of a batch (quantize_n / dequantize_n). */
+/* One block of a batch (quantize_n / dequantize_n). dev set: k/v (k_out,
+ * v_out) are device memory of the backend's GPU (device segments), which
+ * only a backend with dev_io takes. */
 typedef struct kvs__qitem {
-  const uint16_t *k, *v;                 /* [G][C] host */
+  const uint16_t *k, *v;                 /* [G][C] host (or device: dev) */
   uint64_t sink_mask;
   void *block;
   uint16_t *const *rows;
+  int dev;
 } kvs__qitem;
 typedef struct kvs__dqitem {
   const void *block;
   const uint16_t *const *rows;
   uint64_t sink_mask;                    /* the block's, as the store knows it */
   uint32_t r0, r1;
-  uint16_t *k_out, *v_out;               /* [r1-r0][C] host */
+  uint16_t *k_out, *v_out;               /* [r1-r0][C] host (or device: dev) */
+  int dev;
 } kvs__dqitem;
 #define KVS_BATCH_MAX 64u                /* blocks per batch call */
 
@@ -68,6 +72,14 @@ typedef struct kvs__backend {
   /* Optional: copy n bytes between host memory and pool memory (to_pool
    * 1: host src to pool dst; 0: pool src to host dst); NULL = memcpy. */
   int (*copy)(struct kvs__backend *b, void *dst, const void *src, size_t n, int to_pool);
+  /* Device-resident K/V (device segments); all NULL = host memory only.
+   * nonfinite: 1 when n 16-bit values at device d hold a NaN or Inf, 0
+   * when not, or an error. predict_sinks: kvs__predict_sinks over a
+   * device summary, flags written to host memory. */
+  int dev_io;
+  int (*nonfinite)(struct kvs__backend *b, const uint16_t *d, size_t n, kvs_dtype dtype);
+  int (*predict_sinks)(struct kvs__backend *b, const float *d_act, uint32_t n, uint32_t n_ch,
+                       float tau, uint32_t budget, uint8_t *flags);
   void *priv;
 } kvs__backend;
 int kvs__backend_copy(kvs__backend *b, void *dst, const void *src, size_t n, int to_pool);
@@ -152,6 +164,15 @@ int kvs__seq_put(kvs__seq *q, uint32_t start, const uint32_t *tokens, uint32_t n
                  uint32_t lb, uint32_t le, const uint16_t *k, const uint16_t *v,
                  const float *act, uint32_t act_ch, kvs__put_info *info, char *errmsg);
 
+/* The same, with k, v and act in device memory of the store's backend
+ * (one that has dev_io): the daemon's own copy of a device segment. NaN
+ * and Inf are checked on the device over all of k and v; blocks whose
+ * rows all come from this put are quantized from there; 16-bit residual
+ * rows go to host memory as always. -EOPNOTSUPP without dev_io. */
+int kvs__seq_put_dev(kvs__seq *q, uint32_t start, const uint32_t *tokens, uint32_t n,
+                     uint32_t lb, uint32_t le, const uint16_t *k, const uint16_t *v,
+                     const float *act, uint32_t act_ch, kvs__put_info *info, char *errmsg);
+
 /* Leading tokens of tokens[] cached in whole blocks for every layer of sp.
  * When bind is non-NULL (an empty seq of sp) it takes references to them. */
 int kvs__space_lookup(kvs__space *sp, const uint32_t *tokens, uint32_t n, kvs__seq *bind,
@@ -160,6 +181,10 @@ int kvs__space_lookup(kvs__space *sp, const uint32_t *tokens, uint32_t n, kvs__s
 /* Read tokens [start, start+n) of layers [lb, le) into k/v ([le-lb][n][C]). */
 int kvs__seq_get(kvs__seq *q, uint32_t start, uint32_t n, uint32_t lb, uint32_t le,
                  uint16_t *k, uint16_t *v, char *errmsg);
+/* The same into device memory of a dev_io backend: blocks dequantized in
+ * place, residual rows copied up; returns when all of it is written. */
+int kvs__seq_get_dev(kvs__seq *q, uint32_t start, uint32_t n, uint32_t lb, uint32_t le,
+                     uint16_t *k, uint16_t *v, char *errmsg);
 
 /* A second tier (e.g. Redis; no I/O here): hooks on publish and on evict
  * see a read-only view of the block, and blocks travel as bytes.

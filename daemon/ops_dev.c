@@ -1,0 +1,210 @@
+/* Device segments in the request layer (daemon/ops_dev.h). */
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "daemon/log.h"
+#include "daemon/ops_dev.h"
+
+static int fail(kvs__rep *rep, int err, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static int fail(kvs__rep *rep, int err, const char *fmt, ...)
+{
+  va_list ap;
+  va_start(ap, fmt);
+  rep->err = err;
+  vsnprintf(rep->errmsg, sizeof rep->errmsg, fmt, ap);
+  va_end(ap);
+  return err;
+}
+
+int kvs__opsdev_pool(const kvs__ops_env *env, kvs__sess_state *st, const kvs__hello *h)
+{
+  const kvs__devset *d = env->devs;
+  int dev = h->has_gpu && d ? kvs__devseg_choose(h->gpu_uuid, d->uuid, d->n) : -1;
+  st->store = dev >= 0 ? d->store[dev] : env->store;
+  st->backend = dev >= 0 ? d->backend[dev] : env->backend;
+  return dev;
+}
+
+void kvs__opsdev_hello(const kvs__ops_env *env, kvs__sess_state *st, const kvs__hello *h,
+                       int dev, uint64_t seg_size, kvs__rep *rep)
+{
+  const kvs__devset *d = env->devs;
+  if (dev >= 0 && d->devseg[dev]) {
+    uint64_t dsz = h->dev_seg_size ? h->dev_seg_size : seg_size;
+    if (dsz > env->cfg->max_segment_size) dsz = env->cfg->max_segment_size;
+    if (kvs__devseg_open(&st->dseg, d->ordinal[dev], dsz) < 0) {
+      kvs__warn("session %llu: no device segment on cuda:%d (%s); host segment only",
+                (unsigned long long)st->id, d->ordinal[dev], kvs__cudrv_error());
+      kvs__devseg_close(&st->dseg);
+    }
+  }
+  /* a host segment on a GPU pool: pinned, so K/V go up in one DMA copy */
+  if (!st->dseg.vmm.ptr && st->backend && st->backend->dev_io && d && d->n) {
+    int ord = dev >= 0 ? d->ordinal[dev] : d->ordinal[0];
+    if (kvs__devseg_pin_host(&st->dseg, ord, st->seg.base, (size_t)st->seg.size) < 0)
+      kvs__info("session %llu: memfd not page-locked (%s)", (unsigned long long)st->id,
+                kvs__cudrv_error());
+  }
+  rep->seg_device = st->dseg.vmm.ptr != 0;
+  rep->dev_seg_size = st->dseg.vmm.size;
+}
+
+/* Puts and gets of at least a group of tokens on a GPU pool work from
+ * device memory; smaller ones (decode steps: the rows wait in the 16-bit
+ * residual in host memory anyway) take one small copy through the host,
+ * which costs less than the device-side checks and launches. */
+static int bulk_on_gpu(const kvs__sess_state *st, uint32_t n)
+{
+  return st->backend && st->backend->dev_io && n >= st->key.group;
+}
+
+static int dev_range(const kvs__sess_state *st, kvs__rep *rep, const char *what, uint64_t off,
+                     uint64_t len, uint64_t align)
+{
+  if (!st->dseg.vmm.ptr)
+    return fail(rep, KVS_ESEGMENT, "%s: this session has no device segment", what);
+  if (len == UINT64_MAX || !kvs__devseg_range_ok(&st->dseg, off, len, align))
+    return fail(rep, KVS_ESEGMENT,
+                "%s: offset %llu + %llu bytes outside the %llu-byte device segment or not "
+                "%llu-aligned",
+                what, (unsigned long long)off, (unsigned long long)len,
+                (unsigned long long)st->dseg.vmm.size, (unsigned long long)align);
+  return 0;
+}
+
+static size_t up256(uint64_t x) { return (size_t)((x + 255u) & ~(uint64_t)255u); }
+
+/* Read once: what a put reads leaves the client's memory in one copy per
+ * tensor into daemon memory (device staging on a GPU pool for bulk puts,
+ * host staging otherwise) and is used from there. */
+int kvs__opsdev_put_src(kvs__sess_state *st, const kvs__req *rq, uint64_t kvb, uint64_t ab,
+                        const uint16_t **kp, const uint16_t **vp, const float **act, int *on_dev,
+                        kvs__rep *rep)
+{
+  kvs__devseg *d = &st->dseg;
+  int bulk = bulk_on_gpu(st, rq->n_tokens), r = 0;
+  *on_dev = 0;
+  size_t ko = up256(ab), vo = ko + up256(kvb);
+  if (rq->dev) {
+    if ((kvb && ((r = dev_range(st, rep, "k", rq->k_off, kvb, 2)) < 0 ||
+                 (r = dev_range(st, rep, "v", rq->v_off, kvb, 2)) < 0)) ||
+        (ab && (r = dev_range(st, rep, "act", rq->act_off, ab, 4)) < 0) ||
+        (!kvb && !ab && (r = dev_range(st, rep, "put", 0, 0, 1)) < 0))
+      return r;
+    uint8_t *p;
+    if (bulk) {
+      /* one device-to-device copy into the daemon's own device memory */
+      p = kvs__devseg_dstage(d, vo + (size_t)kvb);
+      r = p ? 0 : -ENOMEM;
+      if (r == 0 && ab) r = kvs__devseg_to_dstage(d, 0, rq->act_off, (size_t)ab);
+      if (r == 0 && kvb) r = kvs__devseg_to_dstage(d, ko, rq->k_off, (size_t)kvb);
+      if (r == 0 && kvb) r = kvs__devseg_to_dstage(d, vo, rq->v_off, (size_t)kvb);
+      *on_dev = 1;
+    } else {
+      vo = ko + (size_t)kvb; /* K and V adjacent: one copy when they are there too */
+      p = kvs__devseg_stage(d, vo + (size_t)kvb);
+      r = p ? 0 : -ENOMEM;
+      if (r == 0 && ab) r = kvs__devseg_to_host(d, p, rq->act_off, (size_t)ab);
+      if (r == 0 && kvb && rq->v_off == rq->k_off + kvb)
+        r = kvs__devseg_to_host(d, p + ko, rq->k_off, 2 * (size_t)kvb);
+      else if (r == 0 && kvb) {
+        r = kvs__devseg_to_host(d, p + ko, rq->k_off, (size_t)kvb);
+        if (r == 0) r = kvs__devseg_to_host(d, p + vo, rq->v_off, (size_t)kvb);
+      }
+    }
+    if (r < 0)
+      return fail(rep, r, "put: reading the device segment: %s",
+                  r == -ENOMEM ? "out of memory" : kvs__cudrv_error());
+    *kp = kvb ? (const uint16_t *)(p + ko) : NULL;
+    *vp = kvb ? (const uint16_t *)(p + vo) : NULL;
+    *act = ab ? (const float *)p : NULL;
+    return 0;
+  }
+  if (!d->pinned || !bulk || (!kvb && !ab)) return 0;
+  /* a pinned memfd: one DMA copy up per tensor */
+  uint8_t *p = kvs__devseg_dstage(d, vo + (size_t)kvb);
+  r = p ? 0 : -ENOMEM;
+  if (r == 0 && ab) r = kvs__devseg_host_to_dstage(d, 0, *act, (size_t)ab);
+  if (r == 0 && kvb) r = kvs__devseg_host_to_dstage(d, ko, *kp, (size_t)kvb);
+  if (r == 0 && kvb) r = kvs__devseg_host_to_dstage(d, vo, *vp, (size_t)kvb);
+  if (r < 0)
+    return fail(rep, r, "put: copying to the GPU: %s",
+                r == -ENOMEM ? "out of memory" : kvs__cudrv_error());
+  *kp = kvb ? (const uint16_t *)(p + ko) : NULL;
+  *vp = kvb ? (const uint16_t *)(p + vo) : NULL;
+  if (ab) *act = (const float *)p;
+  *on_dev = 1;
+  return 0;
+}
+
+int kvs__opsdev_get_dst(kvs__sess_state *st, const kvs__req *rq, uint64_t kvb, uint16_t **kp,
+                        uint16_t **vp, kvs__opsdev_get *g, kvs__rep *rep)
+{
+  kvs__devseg *d = &st->dseg;
+  int bulk = bulk_on_gpu(st, rq->n_tokens), r;
+  memset(g, 0, sizeof *g);
+  if (rq->dev) {
+    if ((r = dev_range(st, rep, "k", rq->k_off, kvb, 2)) < 0 ||
+        (r = dev_range(st, rep, "v", rq->v_off, kvb, 2)) < 0)
+      return r;
+    if (!kvb) return 0;
+    if (bulk) {
+      /* dequantized straight into the segment */
+      *kp = kvs__devseg_ptr(d, rq->k_off);
+      *vp = kvs__devseg_ptr(d, rq->v_off);
+      g->on_dev = 1;
+      return 0;
+    }
+    uint16_t *p = kvs__devseg_stage(d, 2 * (size_t)kvb);
+    if (!p) return fail(rep, -ENOMEM, "get: out of memory for staging");
+    *kp = p;
+    *vp = p + kvb / 2;
+    g->up = 1;
+    return 0;
+  }
+  if (!d->pinned || !bulk || !*kp) return 0;
+  uint8_t *p = kvs__devseg_dstage(d, 2 * (size_t)kvb);
+  if (!p) return fail(rep, -ENOMEM, "get: out of GPU memory for staging");
+  g->hk = *kp;
+  g->hv = *vp;
+  *kp = (uint16_t *)p;
+  *vp = (uint16_t *)(p + kvb);
+  g->on_dev = 1;
+  g->down = 1;
+  return 0;
+}
+
+int kvs__opsdev_get_done(kvs__sess_state *st, const kvs__req *rq, uint64_t kvb, uint16_t *kp,
+                         uint16_t *vp, const kvs__opsdev_get *g, kvs__rep *rep)
+{
+  kvs__devseg *d = &st->dseg;
+  int r = 0;
+  if (g->down) {
+    r = kvs__devseg_dstage_to_host(d, g->hk, 0, (size_t)kvb);
+    if (r == 0) r = kvs__devseg_dstage_to_host(d, g->hv, (size_t)kvb, (size_t)kvb);
+    if (r < 0) return fail(rep, r, "get: copying from the GPU: %s", kvs__cudrv_error());
+    return 0;
+  }
+  if (!rq->dev || !kp) return 0;
+  if (g->up && rq->v_off == rq->k_off + kvb) /* the stage holds K then V */
+    r = kvs__devseg_from_host(d, rq->k_off, kp, 2 * (size_t)kvb);
+  else if (g->up) {
+    r = kvs__devseg_from_host(d, rq->k_off, kp, (size_t)kvb);
+    if (r == 0) r = kvs__devseg_from_host(d, rq->v_off, vp, (size_t)kvb);
+  }
+  /* the reply goes out only once the data is in the segment */
+  if (r == 0) r = kvs__devseg_sync(d);
+  if (r < 0) return fail(rep, r, "get: writing the device segment: %s", kvs__cudrv_error());
+  return 0;
+}
+
+size_t kvs__opsdev_stores(const kvs__ops_env *env, kvs__store **out)
+{
+  size_t n = 0;
+  out[n++] = env->store;
+  for (size_t i = 0; env->devs && i < env->devs->n; i++)
+    if (env->devs->store[i] != env->store) out[n++] = env->devs->store[i];
+  return n;
+}

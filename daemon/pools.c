@@ -1,0 +1,89 @@
+/* One pool per GPU (daemon/pools.h). */
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "store/backend.h"
+#include "daemon/log.h"
+#include "daemon/pools.h"
+
+/* Register GPU ordinal's pool; say whether its clients get device segments. */
+static void add(kvs__server *s, int ordinal, kvs__store *st, kvs__backend *b)
+{
+  if (kvs__devset_add(&s->devs, ordinal, st, b) < 0)
+    kvs__notice("cuda:%d: no device segments (%s); its clients get host segments", ordinal,
+                kvs__cudrv_error());
+  else
+    kvs__notice("cuda:%d: device segments on", ordinal);
+}
+
+#ifdef HAVE_CUDA
+/* The ordinals the configuration names beyond the first pool's. */
+static size_t more_ordinals(const kvs__server *s, int first, int *out)
+{
+  size_t n = 0;
+  const kvs__devlist *d = &s->cfg.devices;
+  if (d->mode == KVS_DEVMODE_LIST) {
+    for (uint32_t i = 1; i < d->n; i++) out[n++] = d->dev[i];
+  } else if (d->mode == KVS_DEVMODE_ALL) {
+    int count = 0;
+    if (kvs__cudrv_count(&count) < 0) count = 0;
+    for (int o = 0; o < count && n < KVS_MAX_DEVICES - 1; o++)
+      if (o != first) out[n++] = o;
+  }
+  return n;
+}
+#endif
+
+int kvs__pools_open(kvs__server *s)
+{
+  if (strcmp(s->backend->name, "cuda") != 0) return 0; /* host pool: no GPUs */
+  int first = s->cfg.device < 0 ? 0 : s->cfg.device;
+  add(s, first, s->store, s->backend);
+#ifdef HAVE_CUDA
+  int ord[KVS_MAX_DEVICES];
+  size_t n = more_ordinals(s, first, ord);
+  for (size_t i = 0; i < n; i++) {
+    char msg[256] = "";
+    kvs__backend *b = kvs__backend_cuda_open(ord[i], msg);
+    if (!b) {
+      kvs__err("device cuda:%d: %s", ord[i], msg);
+      return -ENODEV;
+    }
+    kvs__store *st = NULL;
+    kvs__store_opts o = {.pool_bytes = s->cfg.pool_size, .backend = b,
+                         .max_pending = s->cfg.max_pending_tokens};
+    int r = kvs__store_init(&st, &o);
+    if (r < 0) {
+      kvs__err("cannot create a %llu-byte pool on cuda:%d: %s",
+               (unsigned long long)s->cfg.pool_size, ord[i], strerror(-r));
+      kvs__backend_cuda_close(b);
+      return r;
+    }
+    kvs__notice("pool of %llu bytes on cuda:%d", (unsigned long long)s->cfg.pool_size, ord[i]);
+    add(s, ord[i], st, b);
+  }
+#endif
+  return 0;
+}
+
+void kvs__pools_close(kvs__server *s)
+{
+  for (size_t i = 0; i < s->devs.n; i++) {
+    if (s->devs.store[i] == s->store) continue; /* the first: the server's */
+    kvs__store_close(s->devs.store[i]);
+#ifdef HAVE_CUDA
+    kvs__backend_cuda_close(s->devs.backend[i]);
+#endif
+  }
+  memset(&s->devs, 0, sizeof s->devs);
+}
+
+size_t kvs__pools_stores(kvs__server *s, kvs__store **out)
+{
+  size_t n = 0;
+  out[n++] = s->store;
+  for (size_t i = 0; i < s->devs.n; i++)
+    if (s->devs.store[i] != s->store) out[n++] = s->devs.store[i];
+  return n;
+}

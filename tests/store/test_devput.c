@@ -1,0 +1,226 @@
+/* The store's device path (kvs__seq_put_dev / kvs__seq_get_dev, the qitem
+ * dev flag) on the CPU: a backend that says dev_io but keeps "device"
+ * memory in host memory must give exactly what the host path gives, for
+ * bulk puts, appends across group boundaries, residual rows, predicted
+ * sinks, NaN checks and gets. The CUDA backend runs the same store code
+ * (tests/gpu/devseg.sh). */
+#include <errno.h>
+#include <math.h>
+
+#include "tests/store/util.h"
+
+static int calls_nonfinite, calls_predict;
+
+static int fake_nonfinite(kvs__backend *b, const uint16_t *d, size_t n, kvs_dtype dt)
+{
+  (void)b;
+  calls_nonfinite++;
+  for (size_t i = 0; i < n; i++) {
+    uint16_t m = dt == KVS_DTYPE_BF16 ? 0x7f80 : 0x7c00;
+    if ((d[i] & m) == m) return 1;
+  }
+  return 0;
+}
+
+static int fake_predict(kvs__backend *b, const float *a, uint32_t n, uint32_t ch, float tau,
+                        uint32_t budget, uint8_t *flags)
+{
+  (void)b;
+  calls_predict++;
+  return kvs__predict_sinks(a, n, ch, tau, budget, flags);
+}
+
+static kvs__backend fakedev;
+
+static void setup(void)
+{
+  fakedev = kvs__backend_host;
+  fakedev.name = "fakedev";
+  fakedev.dev_io = 1;
+  fakedev.nonfinite = fake_nonfinite;
+  fakedev.predict_sinks = fake_predict;
+}
+
+static kvs__store *mk(kvs__backend *b)
+{
+  kvs__store *s = NULL;
+  kvs__store_opts o = {.pool_bytes = 8u << 20, .backend = b};
+  ck_assert_int_eq(kvs__store_init(&s, &o), 0);
+  return s;
+}
+
+static kvs__profile prof(void)
+{
+  kvs__profile p;
+  memset(&p, 0, sizeof p);
+  strcpy(p.model_id, "test-model");
+  p.layer = 0;
+  p.n_channels = 2;
+  p.channels[0] = 0;
+  p.channels[1] = 1;
+  p.tau = 5.0f;
+  p.max_sinks = 3;
+  p.pfn = 1;
+  p.outliers = -1.0f;
+  return p;
+}
+
+/* The same puts on a host store and on a dev_io store; gets compared. */
+static void same(uint32_t kb, uint32_t vb, int sinks)
+{
+  kvs__space_key key = tkey(kb, vb);
+  kvs__profile p = prof();
+  if (sinks) {
+    key.policy = KVS_POLICY_KVSINK;
+    key.pfn = 1;
+  }
+  kvs__store *sh = mk(NULL), *sd = mk(&fakedev);
+  kvs__space *ph, *pd;
+  ck_assert_int_eq(kvs__space_ref(sh, &key, sinks ? &p : NULL, &ph), 0);
+  ck_assert_int_eq(kvs__space_ref(sd, &key, sinks ? &p : NULL, &pd), 0);
+  kvs__seq *qh, *qd;
+  ck_assert_int_eq(kvs__seq_new(ph, &qh), 0);
+  ck_assert_int_eq(kvs__seq_new(pd, &qd), 0);
+  /* bulk, then appends that start mid-group and cross group boundaries */
+  static const uint32_t sizes[] = {3 * G, 5, 1, G + 7, 2 * G - 13, 1, 40};
+  uint32_t pos = 0, total = 0;
+  for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) total += sizes[i];
+  uint32_t *tok = ttoks(total, 100);
+  uint16_t *k = trandkv(NL, total, 11), *v = trandkv(NL, total, 12);
+  float *act = calloc((size_t)total * 2, sizeof *act);
+  uint32_t seed = 5;
+  for (uint32_t t = 0; t < total; t++)
+    for (uint32_t c = 0; c < 2; c++)
+      act[t * 2 + c] = (trand(&seed) % 97 == 0) ? 9.0f + (float)(t % 5) : (float)(t % 3);
+  char err[KVS_STORE_ERRMSG];
+  for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+    uint32_t n = sizes[i];
+    /* [NL][n][C] slices of this put */
+    uint16_t *pk = malloc((size_t)NL * n * C * 2), *pv = malloc((size_t)NL * n * C * 2);
+    for (uint32_t l = 0; l < NL; l++) {
+      memcpy(pk + (size_t)l * n * C, k + ((size_t)l * total + pos) * C, (size_t)n * C * 2);
+      memcpy(pv + (size_t)l * n * C, v + ((size_t)l * total + pos) * C, (size_t)n * C * 2);
+    }
+    kvs__put_info ih, id;
+    const float *a = sinks ? act + (size_t)pos * 2 : NULL;
+    ck_assert_int_eq(kvs__seq_put(qh, pos, tok + pos, n, 0, NL, pk, pv, a, sinks ? 2 : 0, &ih, err), 0);
+    ck_assert_int_eq(kvs__seq_put_dev(qd, pos, tok + pos, n, 0, NL, pk, pv, a, sinks ? 2 : 0, &id, err), 0);
+    ck_assert_uint_eq(ih.quantized, id.quantized);
+    ck_assert_uint_eq(ih.sinks, id.sinks);
+    ck_assert_uint_eq(ih.seq_len, id.seq_len);
+    free(pk);
+    free(pv);
+    pos += n;
+  }
+  /* whole range and a few windows, through both get paths */
+  static const uint32_t win[][2] = {{0, 0}, {0, 1}, {5, 30}, {G - 1, G + 2}, {17, 60}};
+  for (size_t w = 0; w < sizeof win / sizeof win[0]; w++) {
+    uint32_t s0 = win[w][0], n = win[w][1] ? win[w][1] : total;
+    size_t bytes = (size_t)NL * n * C * 2;
+    uint16_t *a1 = malloc(bytes), *b1 = malloc(bytes), *a2 = malloc(bytes), *b2 = malloc(bytes);
+    ck_assert_int_eq(kvs__seq_get(qh, s0, n, 0, NL, a1, b1, err), 0);
+    ck_assert_int_eq(kvs__seq_get_dev(qd, s0, n, 0, NL, a2, b2, err), 0);
+    ck_assert_mem_eq(a1, a2, bytes);
+    ck_assert_mem_eq(b1, b2, bytes);
+    ck_assert_int_eq(kvs__seq_get(qd, s0, n, 0, NL, a2, b2, err), 0);
+    ck_assert_mem_eq(a1, a2, bytes);
+    free(a1);
+    free(b1);
+    free(a2);
+    free(b2);
+  }
+  kvs__store_stats h = tstats(sh), d = tstats(sd);
+  ck_assert_uint_eq(h.blocks, d.blocks);
+  ck_assert_uint_eq(h.sinks_found, d.sinks_found);
+  ck_assert_uint_eq(h.sinks_dropped, d.sinks_dropped);
+  ck_assert_uint_eq(h.stored_bytes, d.stored_bytes);
+  kvs__seq_free(qh);
+  kvs__seq_free(qd);
+  kvs__space_unref(ph);
+  kvs__space_unref(pd);
+  kvs__store_close(sh);
+  kvs__store_close(sd);
+  free(tok);
+  free(k);
+  free(v);
+  free(act);
+}
+
+START_TEST(same_as_host)
+{
+  static const uint32_t bits[][2] = {{16, 16}, {8, 8}, {4, 2}, {2, 2}, {3, 4}};
+  calls_nonfinite = calls_predict = 0;
+  for (size_t i = 0; i < sizeof bits / sizeof bits[0]; i++) {
+    same(bits[i][0], bits[i][1], 0);
+    same(bits[i][0], bits[i][1], 1);
+  }
+  ck_assert_int_gt(calls_nonfinite, 0); /* checked on the "device" */
+  ck_assert_int_gt(calls_predict, 0);   /* sinks predicted there */
+}
+END_TEST
+
+/* NaN anywhere in device K/V fails the put and changes nothing. */
+START_TEST(nan_refused)
+{
+  kvs__space_key key = tkey(4, 4);
+  kvs__store *sd = mk(&fakedev);
+  kvs__space *sp;
+  kvs__seq *q;
+  char err[KVS_STORE_ERRMSG];
+  ck_assert_int_eq(kvs__space_ref(sd, &key, NULL, &sp), 0);
+  ck_assert_int_eq(kvs__seq_new(sp, &q), 0);
+  uint32_t *tok = ttoks(2 * G, 1);
+  uint16_t *k = trandkv(NL, 2 * G, 1), *v = trandkv(NL, 2 * G, 2);
+  v[(size_t)NL * 2 * G * C - 1] = 0x7e00; /* a NaN in the last row */
+  ck_assert_int_eq(kvs__seq_put_dev(q, 0, tok, 2 * G, 0, NL, k, v, NULL, 0, NULL, err), KVS_ENAN);
+  ck_assert_uint_eq(kvs__seq_len(q), 0);
+  ck_assert_uint_eq(tstats(sd).blocks, 0);
+  kvs__seq_free(q);
+  kvs__space_unref(sp);
+  kvs__store_close(sd);
+  free(tok);
+  free(k);
+  free(v);
+}
+END_TEST
+
+/* The host backend reads no device memory. */
+START_TEST(host_backend_refuses)
+{
+  kvs__space_key key = tkey(4, 4);
+  kvs__store *s = mk(NULL);
+  kvs__space *sp;
+  kvs__seq *q;
+  char err[KVS_STORE_ERRMSG];
+  ck_assert_int_eq(kvs__space_ref(s, &key, NULL, &sp), 0);
+  ck_assert_int_eq(kvs__seq_new(sp, &q), 0);
+  uint32_t *tok = ttoks(G, 1);
+  uint16_t *k = trandkv(NL, G, 1), *v = trandkv(NL, G, 2);
+  ck_assert_int_eq(kvs__seq_put_dev(q, 0, tok, G, 0, NL, k, v, NULL, 0, NULL, err), -EOPNOTSUPP);
+  ck_assert_int_eq(kvs__seq_put(q, 0, tok, G, 0, NL, k, v, NULL, 0, NULL, err), 0);
+  ck_assert_int_eq(kvs__seq_get_dev(q, 0, G, 0, NL, k, v, err), -EOPNOTSUPP);
+  kvs__seq_free(q);
+  kvs__space_unref(sp);
+  kvs__store_close(s);
+  free(tok);
+  free(k);
+  free(v);
+}
+END_TEST
+
+int main(void)
+{
+  Suite *su = suite_create("devput");
+  TCase *t = tcase_create("core");
+  tcase_add_checked_fixture(t, setup, NULL);
+  tcase_set_timeout(t, 60);
+  tcase_add_test(t, same_as_host);
+  tcase_add_test(t, nan_refused);
+  tcase_add_test(t, host_backend_refuses);
+  suite_add_tcase(su, t);
+  SRunner *sr = srunner_create(su);
+  srunner_run_all(sr, CK_NORMAL);
+  int failed = srunner_ntests_failed(sr);
+  srunner_free(sr);
+  return failed ? EXIT_FAILURE : EXIT_SUCCESS;
+}
