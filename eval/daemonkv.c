@@ -1,5 +1,6 @@
 /* libkvsink-backed K/V cache for the forward pass; see daemonkv.h. */
 #include <errno.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -90,12 +91,35 @@ static int dk_summary(void *ctx, uint32_t start, uint32_t n, const uint32_t *tok
           d->force ? (d->force[start + t] ? 1e30f : 0.0f)
                    : h[(size_t)t * d->hidden + d->info->sink_channels[c]];
   if (d->profile) {
-    uint32_t max_sinks = kvs_profile_max_sinks(d->profile);
-    uint32_t budget = max_sinks > d->n_pred ? max_sinks - d->n_pred : 0;
-    int r = kvs_predict_sinks(d->profile, d->act, n, nch, budget, d->pred + start);
+    /* the daemon's rule (HACKING.md Decision 39): pfn + max_sinks rows,
+     * predicted sinks first (rows below pfn are no candidates), then, in
+     * the summary that completes group 0, the first positions (pred 2) */
+    uint32_t pfn = d->info->pfn > 0 ? (uint32_t)d->info->pfn : 0, G = d->info->group;
+    uint32_t B = pfn + kvs_profile_max_sinks(d->profile), used = pfn + d->n_pred;
+    uint32_t budget = B > used ? B - used : 0;
+    float *a = malloc((size_t)n * nch * sizeof(*a));
+    if (!a)
+      return -ENOMEM;
+    memcpy(a, d->act, (size_t)n * nch * sizeof(*a));
+    for (uint32_t t = start; t < start + n && t < pfn; t++)
+      memset(a + (size_t)(t - start) * nch, 0, nch * sizeof(*a));
+    int r = kvs_predict_sinks(d->profile, a, n, nch, budget, d->pred + start);
+    free(a);
     if (r < 0)
       return r;
     d->n_pred += (uint32_t)r;
+    /* rows below pfn are kept anyway; above tau they count as predicted
+     * for precision/recall (not against the budget) */
+    for (uint32_t t = start; t < start + n && t < pfn; t++)
+      for (uint32_t c = 0; c < nch; c++)
+        if (fabsf(d->act[(size_t)(t - start) * nch + c]) > d->profile->tau)
+          d->pred[t] = 1;
+    if (start < G && start + n >= G)
+      for (uint32_t t = pfn; t < start + n && d->n_pred + pfn < B; t++)
+        if (!d->pred[t]) {
+          d->pred[t] = 2;
+          d->n_pred++;
+        }
   }
   if (!d->send_summary)
     return 0;

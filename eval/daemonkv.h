@@ -23,7 +23,7 @@ typedef struct kvs__daemonkv {
   int act_pending;
   /* local replica of the daemon's prediction, for precision/recall */
   const kvs_profile *profile;  /* NULL: none */
-  uint8_t *pred;               /* [max_tokens] predicted sink flags of this seq */
+  uint8_t *pred;               /* [max_tokens] 1 predicted sink, 2 first position filled */
   uint32_t n_pred;
   /* experiments (kvsink-eval --protect): when set, the summary sent is
    * replaced by +huge on the positions flagged here and 0 elsewhere, so

@@ -613,8 +613,8 @@ static int cmd_ppl(const args *a)
       acc.measured_bos += measured[j] && ids[j] == m.cfg.bos;
     if (!a->no_daemon && dkv.profile) {
       for (uint32_t j = 0; j < n; j++) {
-        acc.predicted += dkv.pred[j];
-        acc.tp += have_measured && dkv.pred[j] && measured[j];
+        acc.predicted += dkv.pred[j] == 1;
+        acc.tp += have_measured && dkv.pred[j] == 1 && measured[j];
       }
     }
     /* bits: full groups cost what kvs_bits_per_element says for their

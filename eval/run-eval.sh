@@ -4,13 +4,21 @@
 # at 2, 3, 4 bits with no protection, PFN-1, PFN-4, KVSink, KVSink + 1 %
 # outliers. Prints a markdown table; the JSON rows are kept in $OUT_DIR.
 #
+# KVSink keeps pfn + max_sinks rows per sequence (HACKING.md Decision 39:
+# predicted sinks, then the first positions), so the table has PFN-N at
+# that N (pfn:N below) to compare at equal cost.
+#
 # Environment: MODEL (models/kvsink-tiny), TEXT (eval/data/test.txt, else
 # eval/testdata/test-slice.txt), CONTEXTS (8), CTX (1024), PIECE (256:
 # documents cut into pieces of at most 256 tokens, each opened by BOS, so
 # a context packs at least 4 document starts; 0 = whole documents, the
 # old behaviour; eval/EVAL.md "Text and contexts"), JOBS (1: rows
 # run in parallel against the one daemon), OUT_DIR (a temporary folder),
-# BITS ("2 3 4"), KVSINKD / KVSINK_EVAL (built binaries).
+# BITS ("2 3 4"), KVSINKD / KVSINK_EVAL (built binaries), MAX_SINKS (the
+# profile's max_sinks unless set: the daemon and kvsink-eval get a copy
+# with this one), POLICIES (rows per bit width, policy:outliers, pfn:N =
+# PFN at KVSink's N = 1 + max_sinks; default
+# "none:0 pfn:1:0 pfn:4:0 pfn:N:0 kvsink:0 kvsink:0.01").
 set -eu
 top_srcdir=${top_srcdir:-$(cd "$(dirname "$0")/.." && pwd)}
 top_builddir=${top_builddir:-$top_srcdir}
@@ -42,11 +50,22 @@ cleanup() {
 trap cleanup EXIT INT TERM
 
 mkdir "$run_dir/profiles"
+prof=$run_dir/profiles/kvsink.profile
+profarg=
+N=1
 if [ -f "$MODEL/kvsink.profile" ]; then
-  cp "$MODEL/kvsink.profile" "$run_dir/profiles/"
+  if [ -n "${MAX_SINKS:-}" ]; then
+    sed "s/^max_sinks *=.*/max_sinks = $MAX_SINKS/" "$MODEL/kvsink.profile" > "$prof"
+  else
+    cp "$MODEL/kvsink.profile" "$prof"
+  fi
+  profarg="--profile $prof"
+  # the daemon's pfn (1, its default) + max_sinks: the rows KVSink keeps
+  N=$((1 + $(sed -n 's/^max_sinks *= *\([0-9]*\).*/\1/p' "$prof")))
 else
   echo "run-eval: warning: $MODEL/kvsink.profile missing: KVSink rows fall back to PFN" >&2
 fi
+POLICIES=${POLICIES:-none:0 pfn:1:0 pfn:4:0 pfn:N:0 kvsink:0 kvsink:0.01}
 cat > "$run_dir/kvsinkd.conf" <<CONF
 pool_size = 1G
 profiles_dir = $run_dir/profiles
@@ -66,14 +85,20 @@ while [ ! -S "$sock" ]; do
   sleep 0.1
 done
 
-common="--model $MODEL --text $TEXT --ctx $CTX --contexts $CONTEXTS --piece $PIECE --json"
+common="--model $MODEL --text $TEXT --ctx $CTX --contexts $CONTEXTS --piece $PIECE --json $profarg"
 # fp16 rows first: they measure the attention sinks the others are scored on
 "$EVAL" ppl $common --no-daemon --sinks-out "$OUT_DIR/sinks.txt" > "$OUT_DIR/00-local-16.json"
 "$EVAL" ppl $common --socket "$sock" --bits 16 --policy none > "$OUT_DIR/01-daemon-16.json"
 
 rows=
 for b in $BITS; do
-  rows="$rows $b:none:0 $b:pfn:1:0 $b:pfn:4:0 $b:kvsink:0 $b:kvsink:0.01"
+  seen=
+  for p in $POLICIES; do
+    p=$(echo "$p" | sed "s/^pfn:N:/pfn:$N:/")
+    case " $seen " in *" $p "*) continue ;; esac # pfn:N may be pfn:1 or pfn:4
+    seen="$seen $p"
+    rows="$rows $b:$p"
+  done
 done
 n=1
 running=
@@ -109,6 +134,7 @@ field() { sed -n "s/.*\"$1\":\([^,}]*\).*/\1/p" "$2" | tr -d '"'; }
 base=$(field ppl "$OUT_DIR/00-local-16.json")
 echo "model: $MODEL ($("$EVAL" info --model "$MODEL" | sed -n 's/^model_id //p'))"
 echo "text: $TEXT, $(field contexts "$OUT_DIR/00-local-16.json") contexts of $CTX tokens (pieces of at most $PIECE tokens, 0 = whole documents), $(field tokens "$OUT_DIR/00-local-16.json") predicted tokens, $(field bos_tokens "$OUT_DIR/00-local-16.json") BOS"
+echo "KVSink keeps N = pfn + max_sinks = $N rows per sequence (profile $(sed -n 's/^max_sinks *= *//p' "$prof" 2>/dev/null) max_sinks, pfn 1)"
 echo "measured sinks: $(field sinks_measured "$OUT_DIR/00-local-16.json") ($(field sinks_measured_bos "$OUT_DIR/00-local-16.json") at BOS); attention on them per layer: $(sed -n 's/.*"sink_attention":\[\([^]]*\)\].*/\1/p' "$OUT_DIR/00-local-16.json")"
 echo
 echo "| K/V bits | policy | outliers | ppl | vs fp16 | avg bits/elem | compression | predicted sinks | precision | recall |"

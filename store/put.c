@@ -45,7 +45,8 @@ typedef struct put {
   int kdev;                     /* k, v, act are device memory (kvs__seq_put_dev) */
   char *errmsg;
   uint8_t *pred;                /* predicted sinks of [known, known1) */
-  uint32_t known1, npred, ndrop, limit;
+  uint8_t *fill;                /* first positions filled, [0, known1) (Decision 39) */
+  uint32_t known1, npred, nfill, ndrop, limit;
   plan *pl;
   job *jobs;
   uint32_t njobs, maxnb, nfresh;
@@ -98,34 +99,23 @@ static int put_validate(put *c)
   return 0;
 }
 
-/* Sinks from a summary in device memory, predicted on the GPU: once with
- * no budget (the candidates, for sinks_dropped), once with it. */
-static int put_predict_dev(put *c, uint32_t off, uint32_t m)
+/* Tokens a sequence keeps in 16 bits under KVSINK with a profile
+ * (Decision 39): the first pfn positions and max_sinks more. */
+static uint32_t put_budget(const kvs__space *sp)
 {
-  kvs__seq *q = c->q;
-  kvs__space *sp = c->sp;
-  kvs__backend *be = c->st->be;
-  if (!be->predict_sinks)
-    return kvs__fail(c->errmsg, -EOPNOTSUPP, "no sink prediction on the device");
-  c->pred = calloc(m, 1);
-  if (!c->pred)
-    return kvs__fail(c->errmsg, -ENOMEM, "out of memory");
-  const float *a = c->act + (size_t)off * c->act_ch;
-  int cand = be->predict_sinks(be, a, m, c->act_ch, sp->prof.tau, UINT32_MAX, c->pred);
-  uint32_t budget = sp->prof.max_sinks > q->npred ? sp->prof.max_sinks - q->npred : 0;
-  memset(c->pred, 0, m); /* the first call flagged every candidate */
-  int rc = cand < 0 ? cand : be->predict_sinks(be, a, m, c->act_ch, sp->prof.tau, budget, c->pred);
-  if (rc < 0)
-    return kvs__fail(c->errmsg, rc, rc == KVS_ENAN ? "NaN or Inf in the activation summary"
-                                              : "sink prediction on the device failed");
-  c->npred = (uint32_t)rc;
-  c->ndrop = (uint32_t)cand > c->npred ? (uint32_t)cand - c->npred : 0;
-  c->known1 = c->end;
-  c->limit = c->known1;
-  return 0;
+  return sp->key.pfn + sp->prof.max_sinks;
 }
 
-/* Sinks of the new tokens from a copy of the activation summary. */
+/* Sinks of the new tokens from a copy of the activation summary, then,
+ * in the put that makes the first group's flags known, the fill: the
+ * budget the predicted sinks left goes to the first positions not yet
+ * protected (Decision 39). Order: (1) predict over this put's summary
+ * with what is left of the budget after the first pfn positions and
+ * the sinks of earlier puts (largest first; a position below pfn is
+ * protected already and is no candidate); (2) fill, once per sequence,
+ * before any layer can quantize group 0 (it needs known >= G, which
+ * this put reaches for the first time); (3) plan and quantize. After
+ * the fill the budget is spent: later sinks are dropped (counted). */
 static int put_predict(put *c)
 {
   kvs__seq *q = c->q;
@@ -135,16 +125,35 @@ static int put_predict(put *c)
   if (!(sp->has_prof && c->act && c->n) || c->end <= q->known)
     return 0;
   uint32_t off = q->known - c->start, m = c->end - q->known, ch = c->act_ch;
-  if (c->kdev)
-    return put_predict_dev(c, off, m);
   float *a = malloc((size_t)m * ch * sizeof(*a));
   c->pred = calloc(m, 1);
   if (!a || !c->pred) {
     free(a);
     return kvs__fail(c->errmsg, -ENOMEM, "out of memory");
   }
-  memcpy(a, c->act + (size_t)off * ch, (size_t)m * ch * sizeof(*a));
-  uint32_t budget = sp->prof.max_sinks > q->npred ? sp->prof.max_sinks - q->npred : 0;
+  /* A summary in device memory comes over in one small copy (a few floats
+   * a token): one rule, in one place, for both paths (Decisions 13, 22). */
+  if (c->kdev) {
+    int cr = kvs__backend_copy(c->st->be, a, c->act + (size_t)off * ch, (size_t)m * ch * sizeof(*a), 0);
+    if (cr < 0) {
+      free(a);
+      return kvs__fail(c->errmsg, cr, "copying the activation summary from the device failed");
+    }
+  } else {
+    memcpy(a, c->act + (size_t)off * ch, (size_t)m * ch * sizeof(*a));
+  }
+  /* Rows below pfn are protected anyway: checked, then no candidates. */
+  for (uint32_t t = q->known; t < c->end && t < sp->key.pfn; t++) {
+    float *r = a + (size_t)(t - q->known) * ch;
+    for (uint32_t j = 0; j < ch; j++)
+      if (!isfinite(r[j])) {
+        free(a);
+        return kvs__fail(c->errmsg, KVS_ENAN, "NaN or Inf in the activation summary");
+      }
+    memset(r, 0, ch * sizeof(*r));
+  }
+  const uint32_t B = put_budget(sp), used = sp->key.pfn + q->npred;
+  uint32_t budget = B > used ? B - used : 0;
   int rc = kvs__predict_sinks(a, m, ch, sp->prof.tau, budget, c->pred);
   if (rc < 0) {
     free(a);
@@ -163,6 +172,22 @@ static int put_predict(put *c)
   c->ndrop = cand > c->npred ? cand - c->npred : 0;
   c->known1 = c->end;
   c->limit = c->known1;
+  if (q->known < c->G && c->known1 >= c->G && used + c->npred < B) {
+    /* No layer holds group 0 quantized yet (known < G kept it in the
+     * residual), so flags below known may still be set. */
+    uint32_t left = B - used - c->npred;
+    c->fill = calloc(c->known1, 1);
+    if (!c->fill)
+      return kvs__fail(c->errmsg, -ENOMEM, "out of memory");
+    for (uint32_t t = sp->key.pfn; t < c->known1 && left; t++) {
+      int prot = t < q->known ? q->flag[t] : c->pred[t - q->known];
+      if (!prot) {
+        c->fill[t] = 1;
+        c->nfill++;
+        left--;
+      }
+    }
+  }
   return 0;
 }
 
@@ -369,7 +394,8 @@ static int put_reserve(put *c)
     uint64_t mask = 0;
     for (uint32_t r = 0; r < G; r++) {
       uint32_t t = g * G + r;
-      int f = q->flag[t] || (c->pred && t >= q->known && c->pred[t - q->known]);
+      int f = q->flag[t] || (c->pred && t >= q->known && c->pred[t - q->known]) ||
+              (c->fill && t < c->known1 && c->fill[t]);
       mask |= (uint64_t)f << r;
     }
     rc = kvs__blk_new(sp, q->chain[g], g ? q->chain[g - 1] : none, c->jobs[i].layer, g,
@@ -458,6 +484,12 @@ static void put_commit(put *c, kvs__put_info *info)
         q->flag[t] = 1;
         newsinks++;
       }
+  if (c->fill)
+    for (uint32_t t = 0; t < c->known1; t++)
+      if (c->fill[t] && !q->flag[t]) {
+        q->flag[t] = 1;
+        newsinks++;
+      }
   for (uint32_t l = 0; l < c->nl; l++) {
     plan *p = &c->pl[l];
     kvs__seq_layer *L = &q->l[l];
@@ -486,7 +518,7 @@ static void put_commit(put *c, kvs__put_info *info)
     q->l[l].len = c->pl[l].L1;
   q->ntok = c->ntok1;
   q->known = c->known1;
-  q->npred += c->npred;
+  q->npred += c->npred + c->nfill;
   if (c->maxnb > q->nchain)
     q->nchain = c->maxnb;
   st->puts++;
@@ -514,6 +546,7 @@ static void put_release(put *c)
   free(c->pl);
   free(c->jobs);
   free(c->pred);
+  free(c->fill);
 }
 
 /* Device input: NaN / Inf anywhere in k and v fails the put, checked on

@@ -64,7 +64,7 @@ struct kvs__seq {
   uint32_t known;                   /* flags known below this (KVSINK+profile) */
   uint32_t nchain, chaincap;
   kvs__h128 *chain;                 /* chain hash per group */
-  uint32_t npred;                   /* predicted sinks so far */
+  uint32_t npred;                   /* protected beyond the first pfn: predicted + fill (Decision 39) */
   uint64_t res_bytes;               /* residual bytes allocated (rk + rv, all layers) */
 };
 

@@ -398,6 +398,117 @@ START_TEST(kvsink_waits_for_act)
 }
 END_TEST
 
+/* Decision 39: under KVSINK a sequence keeps pfn + max_sinks tokens in
+ * 16 bits: predicted sinks first, then, in the put that makes the first
+ * group's flags known, the first positions not yet protected. */
+static uint64_t fill_mask[8];
+static uint64_t mask_fill(uint32_t g) { return fill_mask[g]; }
+
+/* One KVSINK sequence of n tokens: K/V in one put, then the summary in
+ * summary-only puts ending at the cuts (the last cut is n); returns the
+ * rows flagged (info.sinks summed), checks every block's mask against
+ * fill_mask and the store's row count. */
+static uint32_t fill_run(uint32_t pfn, uint32_t max_sinks, uint32_t n, const float *act,
+                         const uint32_t *cuts, uint32_t ncuts, uint64_t *dropped)
+{
+  kvs__store *s = mkstore(1u << 20, 0);
+  kvs__space_key key = mkkey(KVS_POLICY_KVSINK, pfn);
+  kvs__profile prof;
+  memset(&prof, 0, sizeof(prof));
+  strcpy(prof.model_id, "test-model");
+  prof.n_channels = 1;
+  prof.tau = 50.0f;
+  prof.max_sinks = max_sinks;
+  kvs__space *sp;
+  kvs__seq *q;
+  ck_assert_int_eq(kvs__space_ref(s, &key, &prof, &sp), 0);
+  ck_assert_int_eq(kvs__seq_new(sp, &q), 0);
+  uint16_t *k = randkv(NL, n), *v = randkv(NL, n);
+  uint32_t *t = toks(n, 3);
+  char err[KVS_STORE_ERRMSG];
+  kvs__put_info info;
+  ck_assert_int_eq(kvs__seq_put(q, 0, t, n, 0, NL, k, v, NULL, 0, &info, err), 0);
+  uint32_t flagged = info.sinks, at = 0; /* the first pfn, at arrival */
+  for (uint32_t i = 0; i < ncuts; i++) {
+    ck_assert_int_eq(
+        kvs__seq_put(q, at, t + at, cuts[i] - at, 0, 0, NULL, NULL, act + at, 1, &info, err), 0);
+    flagged += info.sinks;
+    at = cuts[i];
+  }
+  check_seq(q, sp, k, v, n, n / G * G, mask_fill);
+  kvs__store_stats st = stats(s);
+  uint64_t rows = 0;
+  for (uint32_t g = 0; g < n / G; g++)
+    rows += (uint64_t)__builtin_popcountll(fill_mask[g]);
+  ck_assert_uint_eq(st.sink_rows, rows * NL);
+  *dropped = st.sinks_dropped;
+  kvs__seq_free(q);
+  kvs__space_unref(sp);
+  free(k);
+  free(v);
+  free(t);
+  kvs__store_close(s);
+  return flagged;
+}
+
+START_TEST(kvsink_fill)
+{
+  const uint32_t n = 4 * G;
+  float act[4 * G];
+  uint64_t dropped;
+  uint32_t whole[] = {n};
+  /* No predicted sink, budget 4 (pfn 0 + max_sinks 4): positions 0..3. */
+  memset(act, 0, sizeof(act));
+  memset(fill_mask, 0, sizeof(fill_mask));
+  fill_mask[0] = 0xf;
+  ck_assert_uint_eq(fill_run(0, 4, n, act, whole, 1, &dropped), 4);
+  /* The same with pfn 1 + max_sinks 3: the same 4 rows. */
+  ck_assert_uint_eq(fill_run(1, 3, n, act, whole, 1, &dropped), 4);
+  /* Two predicted sinks far in: them, then positions 0..1. */
+  act[G + 3] = 100.0f;
+  act[3 * G + 1] = -80.0f;
+  fill_mask[0] = 0x3;
+  fill_mask[1] = 1u << 3;
+  fill_mask[3] = 1u << 1;
+  ck_assert_uint_eq(fill_run(0, 4, n, act, whole, 1, &dropped), 4);
+  ck_assert_uint_eq(dropped, 0);
+  /* A candidate below pfn is protected anyway and takes no budget:
+   * 0 (pfn), the two sinks, then position 1. */
+  act[0] = 500.0f;
+  fill_mask[0] = 0x3;
+  ck_assert_uint_eq(fill_run(1, 3, n, act, whole, 1, &dropped), 4);
+  act[0] = 0;
+  /* Never more than the budget: 6 candidates, budget 4: the 4 largest,
+   * no fill, 2 dropped. */
+  act[5] = 60.0f;
+  act[G + 9] = 300.0f;
+  act[2 * G] = 55.0f;
+  act[2 * G + 4] = 400.0f;
+  memset(fill_mask, 0, sizeof(fill_mask));
+  fill_mask[1] = (1u << 3) | (1u << 9);
+  fill_mask[2] = 1u << 4;
+  fill_mask[3] = 1u << 1;
+  ck_assert_uint_eq(fill_run(0, 4, n, act, whole, 1, &dropped), 4);
+  ck_assert_uint_eq(dropped, 2);
+  /* Summary in pieces: a sink at 2 known in a first put of 5 tokens, the
+   * put that completes group 0 fills 0, 1, 3 (flags below the old
+   * known may still change: nothing of group 0 was quantized); the
+   * budget is then spent and a later sink is dropped. */
+  memset(act, 0, sizeof(act));
+  act[2] = 70.0f;
+  act[2 * G + 6] = 90.0f;
+  memset(fill_mask, 0, sizeof(fill_mask));
+  fill_mask[0] = 0xf;
+  uint32_t cuts[] = {5, G + 1, n};
+  ck_assert_uint_eq(fill_run(0, 4, n, act, cuts, 3, &dropped), 4);
+  ck_assert_uint_eq(dropped, 1);
+  /* Shorter than a group: nothing is quantized, nothing filled yet. */
+  uint32_t short_cut[] = {G - 1};
+  memset(fill_mask, 0, sizeof(fill_mask));
+  ck_assert_uint_eq(fill_run(0, 4, G - 1, act, short_cut, 1, &dropped), 1);
+}
+END_TEST
+
 /* Bytes of one block with no sinks, from a store's stats. */
 static size_t block_slot(kvs__store *s, kvs__space *sp)
 {
@@ -713,6 +824,7 @@ int main(void)
   tcase_add_test(tc, share_lookup_bind);
   tcase_add_test(tc, pfn_rows);
   tcase_add_test(tc, kvsink_waits_for_act);
+  tcase_add_test(tc, kvsink_fill);
   tcase_add_test(tc, eviction_and_nospc);
   tcase_add_test(tc, validation);
   tcase_add_test(tc, foreach_close);
