@@ -112,7 +112,7 @@ static int dk_summary(void *ctx, uint32_t start, uint32_t n, const uint32_t *tok
      * for precision/recall (not against the budget) */
     for (uint32_t t = start; t < start + n && t < pfn; t++)
       for (uint32_t c = 0; c < nch; c++)
-        if (fabsf(d->act[(size_t)(t - start) * nch + c]) > d->profile->tau)
+        if (fabsf(d->act[(size_t)(t - start) * nch + c]) > kvs_profile_tau(d->profile))
           d->pred[t] = 1;
     if (start < G && start + n >= G)
       for (uint32_t t = pfn; t < start + n && d->n_pred + pfn < B; t++)

@@ -1,5 +1,5 @@
-/* CUDA launchers for the quantizer and sink prediction (kernels/quant.cu,
- * kernels/sink.cu). Plain C interface so the daemon (C) links them.
+/* CUDA launchers for the quantizer, decode attention and the NaN check (kernels/quant.cu,
+ * kernels/attn.cu, kernels/check.cu). Plain C interface so the daemon (C) links them.
  *
  * All pointers in job arrays are device pointers; the job arrays
  * themselves live in device memory too. Every launcher checks
@@ -62,12 +62,6 @@ int kvs__cuda_dequantize_async(kvs__cuda_ctx *c, const kvs__qparams *p, const kv
                                const kvs__cuda_dqjob *d_jobs, uint32_t n);
 /* Synchronize and read (then clear) the status word. */
 int kvs__cuda_finish(kvs__cuda_ctx *c);
-
-/* Sink prediction on device, same contract as kvs__predict_sinks():
- * d_act float [n][n_ch], d_flags u8 [n]. Returns the number flagged or a
- * negative code. */
-int kvs__cuda_predict_sinks(kvs__cuda_ctx *c, const float *d_act, uint32_t n, uint32_t n_ch,
-                            float tau, uint32_t budget, uint8_t *d_flags);
 
 /* Decode attention (kernels/attn.cu), the contract of kvs__attn_decode
  * with device pointers: d_seqs is a device array of views whose blocks,

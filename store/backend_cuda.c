@@ -24,8 +24,6 @@ typedef struct cuda_priv {
   kvs__cuda_ctx ctx;
   void *hbatch, *dbatch; /* batches: pinned host area and its device mirror */
   size_t batch_bytes;
-  uint8_t *dflags;       /* sink flags of predict_sinks */
-  size_t flags_bytes;
 } cuda_priv;
 
 static size_t align16(size_t x) { return (x + 15u) & ~(size_t)15u; }
@@ -207,43 +205,6 @@ static int cu_nonfinite(kvs__backend *b, const uint16_t *d, size_t n, kvs_dtype 
   return r;
 }
 
-static int cu_predict_sinks(kvs__backend *b, const float *d_act, uint32_t n, uint32_t n_ch,
-                            float tau, uint32_t budget, uint8_t *flags)
-{
-  cuda_priv *c = b->priv;
-  int r = -EIO;
-  pthread_mutex_lock(&c->lock);
-  if (cudaSetDevice(c->device) != cudaSuccess) {
-    cudaGetLastError();
-    goto out;
-  }
-  if (n > c->flags_bytes) {
-    if (c->dflags) cudaFree(c->dflags);
-    c->dflags = NULL;
-    c->flags_bytes = 0;
-    if (cudaMalloc((void **)&c->dflags, n) != cudaSuccess) {
-      cudaGetLastError();
-      r = -ENOMEM;
-      goto out;
-    }
-    c->flags_bytes = n;
-  }
-  /* the kernel sets flags of sinks only: start from none */
-  if (cudaMemset(c->dflags, 0, n) != cudaSuccess) {
-    cudaGetLastError();
-    r = -EIO;
-    goto out;
-  }
-  r = kvs__cuda_predict_sinks(&c->ctx, d_act, n, n_ch, tau, budget, c->dflags);
-  if (r >= 0 && cudaMemcpy(flags, c->dflags, n, cudaMemcpyDeviceToHost) != cudaSuccess) {
-    cudaGetLastError();
-    r = -EIO;
-  }
-out:
-  pthread_mutex_unlock(&c->lock);
-  return r;
-}
-
 /* The single-block entry points are batches of one. */
 static int cu_quantize(kvs__backend *b, const kvs__qparams *p, const uint16_t *k,
                        const uint16_t *v, uint64_t sink_mask, void *block, uint16_t *const *rows)
@@ -314,7 +275,6 @@ kvs__backend *kvs__backend_cuda_open(int device, char *errmsg)
   b->dequantize_n = cu_dequantize_n;
   b->dev_io = 1;
   b->nonfinite = cu_nonfinite;
-  b->predict_sinks = cu_predict_sinks;
   b->priv = c;
   return b;
 }
@@ -326,7 +286,6 @@ void kvs__backend_cuda_close(kvs__backend *b)
   kvs__cuda_ctx_close(&c->ctx);
   if (c->hbatch) cudaFreeHost(c->hbatch);
   if (c->dbatch) cudaFree(c->dbatch);
-  if (c->dflags) cudaFree(c->dflags);
   pthread_mutex_destroy(&c->lock);
   free(c);
   free(b);

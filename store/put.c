@@ -554,7 +554,7 @@ static void put_release(put *c)
 static int put_check_dev(put *c)
 {
   kvs__backend *be = c->st->be;
-  if (!be->dev_io || !be->nonfinite || (c->act && !be->predict_sinks))
+  if (!be->dev_io || !be->nonfinite)
     return kvs__fail(c->errmsg, -EOPNOTSUPP, "the %s backend cannot read device memory", be->name);
   if (!c->n || !c->nlp)
     return 0;

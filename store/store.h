@@ -74,12 +74,10 @@ typedef struct kvs__backend {
   int (*copy)(struct kvs__backend *b, void *dst, const void *src, size_t n, int to_pool);
   /* Device-resident K/V (device segments); all NULL = host memory only.
    * nonfinite: 1 when n 16-bit values at device d hold a NaN or Inf, 0
-   * when not, or an error. predict_sinks: kvs__predict_sinks over a
-   * device summary, flags written to host memory. */
+   * when not, or an error. (A device summary is copied to the host and
+   * predicted there, Decision 13.) */
   int dev_io;
   int (*nonfinite)(struct kvs__backend *b, const uint16_t *d, size_t n, kvs_dtype dtype);
-  int (*predict_sinks)(struct kvs__backend *b, const float *d_act, uint32_t n, uint32_t n_ch,
-                       float tau, uint32_t budget, uint8_t *flags);
   void *priv;
 } kvs__backend;
 int kvs__backend_copy(kvs__backend *b, void *dst, const void *src, size_t n, int to_pool);

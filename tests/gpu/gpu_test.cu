@@ -1,4 +1,4 @@
-/* GPU test and benchmark of kernels/quant.cu and kernels/sink.cu.
+/* GPU test and benchmark of kernels/quant.cu.
  *   gpu_test check   compare with the C reference (kernels/quant.c, sink.c)
  *   gpu_test bench   quantize / dequantize throughput vs cudaMemcpy D2D
  *   gpu_test prof    one launch of each at T=4096, 2 bits, for a profiler
@@ -195,29 +195,6 @@ static int check(void)
          n_cases, (unsigned long long)S.codes, (unsigned long long)S.off_by_one,
          S.codes ? 100.0 * S.off_by_one / S.codes : 0.0, failures);
 
-  /* sink prediction: same flags as the reference */
-  kvs__cuda_ctx ctx;
-  if (kvs__cuda_ctx_init(&ctx)) return 1;
-  for (int t = 0; t < 6; t++) {
-    uint32_t n = 1 + (uint32_t)(xr() % 3000), ch = 1 + (uint32_t)(xr() % 8), budget = (uint32_t)(xr() % 20);
-    std::vector<float> act((size_t)n * ch);
-    for (auto &x : act) x = gauss();
-    for (uint32_t i = 0; i < 30; i++) act[(xr() % n) * ch + xr() % ch] = (xr() & 1 ? 40.f : -40.f);
-    act[(xr() % n) * ch] = 40.f;  /* a tie */
-    if (t == 5) act[xr() % act.size()] = NAN;
-    std::vector<uint8_t> fr(n, 0), fg(n, 0);
-    int rr = kvs__predict_sinks(act.data(), n, ch, 8.f, budget, fr.data());
-    float *da; uint8_t *df;
-    CK(cudaMalloc(&da, act.size() * 4)); CK(cudaMalloc(&df, n));
-    CK(cudaMemcpy(da, act.data(), act.size() * 4, cudaMemcpyHostToDevice));
-    CK(cudaMemset(df, 0, n));
-    int gr = kvs__cuda_predict_sinks(&ctx, da, n, ch, 8.f, budget, df);
-    CK(cudaMemcpy(fg.data(), df, n, cudaMemcpyDeviceToHost));
-    if (rr != gr) FAIL("predict_sinks n=%u budget=%u: ref %d gpu %d", n, budget, rr, gr);
-    else if (rr >= 0 && memcmp(fr.data(), fg.data(), n)) FAIL("predict_sinks n=%u: flags differ", n);
-    cudaFree(da); cudaFree(df);
-  }
-  kvs__cuda_ctx_close(&ctx);
   printf("check: %s (%d failures)\n", failures ? "FAILED" : "passed", failures);
   return failures ? 1 : 0;
 }
