@@ -37,6 +37,7 @@ typedef struct kvs__config {
   uint64_t max_reply_queue;      /* queued reply bytes before a session's reads pause */
   uint32_t max_pending_tokens;
   int log_level;
+  char metrics_listen[64];   /* "ADDR:PORT" or "[ADDR6]:PORT" of GET /metrics; "" = off */
 } kvs__config;
 
 /* The compiled-in daemon/default.conf. */
@@ -56,6 +57,10 @@ int kvs__config_set(kvs__config *c, const char *key, const char *value, char *er
  * by ".admin.sock" (or ".admin" appended). 0, or -ENOENT when "none",
  * -ENAMETOOLONG when the derived path does not fit. */
 int kvs__config_admin_path(const kvs__config *c, char out[108]);
+struct sockaddr_storage;
+/* metrics_listen as a socket address: 0, -ENOENT when off, -EINVAL when
+ * it is not a numeric IPv4 "ADDR:PORT" or IPv6 "[ADDR]:PORT". */
+int kvs__config_metrics_addr(const char *v, struct sockaddr_storage *out);
 /* Checks that span keys (pfn <= group_size, v_group_size <= ...). */
 int kvs__config_check(const kvs__config *c, char *errmsg);
 

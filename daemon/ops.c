@@ -565,7 +565,10 @@ static int run_op(const kvs__ops_env *env, kvs__sess_state *st, const kvs__req *
 
 int kvs__ops_run(const kvs__ops_env *env, kvs__sess_state *st, const kvs__req *rq, kvs__rep *rep)
 {
+  uint64_t t0 = env->metrics ? kvs__metrics_now_ns() : 0;
   int act = run_op(env, st, rq, rep);
+  if (env->metrics)
+    kvs__metrics_request(env->metrics, rq->op, rep->err, kvs__metrics_now_ns() - t0);
   /* messages may quote client strings (model id): printable ASCII only */
   for (char *p = rep->errmsg; *p; p++)
     if ((unsigned char)*p < 0x20 || (unsigned char)*p > 0x7e) *p = '?';

@@ -8,6 +8,7 @@
 #include <sys/types.h>
 
 #include "daemon/config.h"
+#include "daemon/metrics.h"
 #include "daemon/profiles.h"
 #include "daemon/segment.h"
 #include "proto/proto.h"
@@ -32,6 +33,7 @@ typedef struct kvs__ops_env {
   /* every live session (list counts the ones that fell back to pfn) */
   void (*foreach_session)(void *arg, kvs__sess_cb cb, void *cb_arg);
   void *arg;
+  kvs__metrics *metrics;   /* request counts and latencies; NULL: not kept */
 } kvs__ops_env;
 
 /* One session's state. */

@@ -6,6 +6,8 @@
 #include <uv.h>
 
 #include "daemon/config.h"
+#include "daemon/httpd.h"
+#include "daemon/metrics.h"
 #include "daemon/profiles.h"
 #include "daemon/session.h"
 #include "daemon/signals.h"
@@ -31,6 +33,8 @@ typedef struct kvs__server {
   kvs__backend *backend;   /* closed after the store */
   kvs__profiles profiles;
   kvs__sessions sess;
+  kvs__metrics metrics;    /* request counts and latencies (daemon/metrics.c) */
+  kvs__httpd httpd;        /* metrics_listen: GET /metrics */
   uint64_t started_ms;
   kvs__signals sig;
   uv_timer_t watchdog, status_timer;
