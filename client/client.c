@@ -112,6 +112,8 @@ int kvs_connect(kvs_client **out, const char *socket_path,
     kvs_options_init(&defaults);
     opts = &defaults;
   }
+  if (opts->salt_len > KVS_MAX_SALT)
+    return -EINVAL;
   kvs_client *c = calloc(1, sizeof *c);
   if (!c)
     return -ENOMEM;
@@ -140,6 +142,8 @@ int kvs_connect(kvs_client **out, const char *socket_path,
   req.hello.pfn = opts->pfn;
   req.hello.outliers = opts->outliers;
   req.hello.client_pid = (uint32_t)getpid();
+  memcpy(req.hello.salt, opts->salt, opts->salt_len);
+  req.hello.salt_len = (uint32_t)opts->salt_len;
 
   r = kvs__conn_call(&c->conn, &req, &rep, &fd);
   if (r == 0) {

@@ -157,6 +157,10 @@ static int op_hello(const kvs__ops_env *env, kvs__sess_state *st, const kvs__req
   k.n_kv_heads = h->n_kv_heads;
   k.head_dim = h->head_dim;
   k.dtype = (kvs_dtype)h->dtype;
+  if (h->salt_len > sizeof k.salt)
+    return fail(rep, -E2BIG, "salt of %u bytes, limit %zu", h->salt_len, sizeof k.salt);
+  memcpy(k.salt, h->salt, h->salt_len); /* tenants of one namespace opt out of sharing */
+  k.salt_len = h->salt_len;
   k.group = cfg->group_size;
   k.v_group = cfg->v_group_size;
   if (resolve_bits(h->k_bits, cfg->k_bits, &k.k_bits) < 0 ||
@@ -236,10 +240,10 @@ static int op_hello(const kvs__ops_env *env, kvs__sess_state *st, const kvs__req
     kvs__info("session %llu: pid %d says it is pid %u", (unsigned long long)st->id, (int)st->pid,
               h->client_pid);
   kvs__info("session %llu: hello from pid %d (%s), model '%s' %u/%u/%u, bits %u/%u, policy %s, "
-            "pfn %u, segment %llu bytes",
+            "pfn %u, %ssegment %llu bytes",
             (unsigned long long)st->id, (int)st->pid, st->ns, mid, k.n_layers,
             k.n_kv_heads, k.head_dim, k.k_bits, k.v_bits, kvs__policy_name(k.policy), k.pfn,
-            (unsigned long long)st->seg.size);
+            k.salt_len ? "salted, " : "", (unsigned long long)st->seg.size);
   return 0;
 }
 

@@ -38,6 +38,7 @@ const char *kvs_strerror(int err);
 #define KVS_DEFAULT_ADMIN_SOCKET "/run/kvsink/kvsinkd.admin.sock"
 /* Segment size the daemon gives when kvs_options.seg_size is 0. */
 #define KVS_DEFAULT_SEG_SIZE (64u << 20)
+#define KVS_MAX_SALT 32 /* bytes of kvs_options.salt */
 
 typedef enum kvs_dtype {
   KVS_DTYPE_F16 = 1,
@@ -75,6 +76,10 @@ typedef struct kvs_options {
   kvs_policy policy;
   int pfn;                /* Preserve-First-N; -1 = daemon default */
   float outliers;         /* fraction of each vector kept 16-bit, 0..0.01; <0 = default */
+  /* Optional cache salt (as vLLM's cache_salt): sessions of one namespace
+   * share blocks only when their salts are equal; salt_len 0 = none. */
+  uint8_t salt[KVS_MAX_SALT];
+  size_t salt_len;        /* 0..KVS_MAX_SALT */
 } kvs_options;
 
 /* What the daemon granted: the settings it resolved for this session. */

@@ -216,12 +216,13 @@ enum {
   RK_OP, RK_ID, RK_VERSION, RK_MODEL, RK_SEG_SIZE, RK_K_BITS, RK_V_BITS,
   RK_POLICY, RK_PFN, RK_OUTLIERS, RK_PID, RK_SEQ, RK_START, RK_TOKENS,
   RK_LAYERS, RK_K_OFF, RK_V_OFF, RK_ACT_OFF, RK_ACT_CHANNELS, RK_BIND, RK_N,
-  RK__COUNT
+  RK_SALT, RK__COUNT
 };
 static const char *const req_keys[RK__COUNT] = {
   "op", "id", "version", "model", "seg_size", "k_bits", "v_bits",
   "policy", "pfn", "outliers", "pid", "seq", "start", "tokens",
   "layers", "k_off", "v_off", "act_off", "act_channels", "bind", "n",
+  "salt",
 };
 
 enum { MK_ID, MK_LAYERS, MK_KV_HEADS, MK_HEAD_DIM, MK_DTYPE, MK__COUNT };
@@ -349,6 +350,17 @@ static int decode_hello(const msgpack_object **s, kvs__hello *h, char *errmsg)
   }
   if (s[RK_PID] && (r = get_u32(s[RK_PID], "pid", &h->client_pid, errmsg)) < 0)
     return r;
+  if (s[RK_SALT]) {
+    /* bytes; a str is taken as its bytes (cache_salt strings) */
+    const msgpack_object *o = s[RK_SALT];
+    if (o->type != MSGPACK_OBJECT_BIN && o->type != MSGPACK_OBJECT_STR)
+      return fail(errmsg, -EBADMSG, "salt must be bytes (bin or str)");
+    uint32_t n = o->type == MSGPACK_OBJECT_BIN ? o->via.bin.size : o->via.str.size;
+    if (n > KVS_MAX_SALT)
+      return fail(errmsg, -E2BIG, "salt of %u bytes, limit %u", n, KVS_MAX_SALT);
+    memcpy(h->salt, o->type == MSGPACK_OBJECT_BIN ? o->via.bin.ptr : o->via.str.ptr, n);
+    h->salt_len = n;
+  }
   return 0;
 }
 

@@ -103,7 +103,9 @@ int kvs__encode_req(const kvs__req *req, char **out, size_t *len)
       return -E2BIG;
     if (h->dtype != KVS_DTYPE_F16 && h->dtype != KVS_DTYPE_BF16)
       return -EINVAL;
-    n += 9;
+    if (h->salt_len > KVS_MAX_SALT)
+      return -E2BIG;
+    n += 9 + (h->salt_len ? 1 : 0);
     break;
   case KVS_OP_PUT:
     n += 6 + (req->has_act ? 2 : 0);
@@ -152,6 +154,10 @@ int kvs__encode_req(const kvs__req *req, char **out, size_t *len)
     kv_i64(&e, "pfn", h->pfn);
     kv_float(&e, "outliers", h->outliers);
     kv_u64(&e, "pid", h->client_pid);
+    if (h->salt_len) {
+      key(&e, "salt");
+      e.fail |= msgpack_pack_bin_with_body(&e.pk, h->salt, h->salt_len) != 0;
+    }
     break;
   case KVS_OP_PUT:
     kv_u64(&e, "seq", req->seq);

@@ -67,6 +67,8 @@ typedef struct kvs__hello {
   int32_t pfn;             /* Preserve-First-N, -1 = default */
   float outliers;          /* fraction 0..0.01, <0 = default */
   uint32_t client_pid;     /* informational */
+  uint8_t salt[KVS_MAX_SALT]; /* joins the space key; salt_len 0 = none */
+  uint32_t salt_len;
 } kvs__hello;
 
 /* All other requests share one struct; each op uses the fields it documents

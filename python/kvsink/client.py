@@ -70,7 +70,7 @@ class Client:
     defaults. policy: "none", "pfn", "kvsink" or None."""
 
     def __init__(self, model, socket=None, *, bits=None, k_bits=None, v_bits=None, policy=None,
-                 pfn=None, outliers=None, seg_size=0):
+                 pfn=None, outliers=None, seg_size=0, salt=None):
         self._c = None
         self.model = model
         lib = L.lib()
@@ -89,6 +89,12 @@ class Client:
             opts.pfn = int(pfn)
         if outliers is not None:
             opts.outliers = float(outliers)
+        if salt is not None:  # bytes or str: sessions share only with equal salts
+            sb = salt.encode() if isinstance(salt, str) else bytes(salt)
+            if len(sb) > len(opts.salt):
+                raise ValueError("salt: at most %d bytes" % len(opts.salt))
+            ctypes.memmove(opts.salt, sb, len(sb))
+            opts.salt_len = len(sb)
         h = ctypes.c_void_p()
         r = lib.kvs_connect(ctypes.byref(h), socket.encode() if socket else None,
                             ctypes.byref(cm), ctypes.byref(opts))
