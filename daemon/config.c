@@ -16,6 +16,7 @@
 #include "daemon/config.h"
 #include "proto/proto.h"
 #include "daemon/log.h"
+#include "store/store.h"
 
 static int parse_u64(const char *v, uint64_t *out)
 {
@@ -310,6 +311,7 @@ void kvs__config_defaults(kvs__config *c)
   c->device = KVS_DEVICE_AUTO;
   c->policy = KVS_POLICY_KVSINK;
   c->log_level = KVS_LOG_NOTICE;
+  c->max_pending_tokens = KVS_STORE_MAX_PENDING; /* the store's default, one definition */
   if (kvs__config_parse(c, kvs__default_conf, "default.conf", err) < 0) {
     /* Only a broken build gets here; test_config checks the file parses. */
     fprintf(stderr, "kvsinkd: embedded %s\n", err);

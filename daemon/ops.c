@@ -397,9 +397,9 @@ typedef struct list_ctx {
   int oom;
 } list_ctx;
 
-/* The store's own stats into the wire struct. blocks_total stays the count
- * of blocks held: the pool's capacity is pool_bytes (blocks of several
- * sizes share it). */
+/* The store's own stats into the wire struct. The pool's capacity is
+ * pool_bytes: blocks of several sizes share it, so there is no block
+ * count to report as a total (pool_free_bytes is what any size can use). */
 void kvs__ops_store_stats(const kvs__store *store, kvs__stats *st)
 {
   _Static_assert(KVS_MAX_ERRMSG >= KVS_STORE_ERRMSG && KVS_MAX_MODEL_ID == KVS_STORE_MAX_MODEL_ID &&
@@ -412,7 +412,9 @@ void kvs__ops_store_stats(const kvs__store *store, kvs__stats *st)
   kvs__store_stats_get(store, &ss);
   st->pool_bytes = ss.pool_bytes;
   st->pool_used_bytes = ss.pool_used_bytes;
-  st->blocks_total = ss.blocks;
+  st->pool_free_bytes = ss.pool_free_bytes;
+  st->residual_bytes = ss.residual_bytes;
+  st->residual_limit_bytes = ss.residual_max;
   st->blocks_used = ss.blocks;
   st->blocks_pinned = ss.blocks_pinned;
   st->sink_rows_used = ss.sink_rows;

@@ -171,12 +171,12 @@ int kvs_ping(kvs_client *c);
 /* The daemon's counters: the one field table, used by the wire encoder and
  * decoder and by kvsinkctl's printer (each name is also its wire key). */
 #define KVS_STATS_U64_FIELDS(X) \
-  X(pool_bytes) X(pool_used_bytes) X(blocks_total) X(blocks_used) \
+  X(pool_bytes) X(pool_used_bytes) X(pool_free_bytes) X(blocks_used) \
   X(blocks_pinned) X(sink_rows_used) X(lookups) X(lookup_hit_tokens) \
   X(lookup_tokens) X(puts) X(gets) X(evictions) X(put_nospc) X(bytes_in) \
   X(bytes_out) X(stored_raw_bytes) X(stored_bytes) X(sinks_found) \
   X(sinks_dropped) X(outliers_kept) X(sessions) X(sessions_total) X(seqs) \
-  X(uptime_s)
+  X(uptime_s) X(residual_bytes) X(residual_limit_bytes)
 
 typedef struct kvs_stats {
 #define KVS_STATS_DECL_(f) uint64_t f;

@@ -152,8 +152,12 @@ static void print_stats(const kvs_stats *s, int json)
   putchar('\n');
   printf("pool           %" PRIu64 " / %" PRIu64 " bytes used (%.1f%%)\n",
          s->pool_used_bytes, s->pool_bytes, 100.0 * ratio(s->pool_used_bytes, s->pool_bytes));
-  printf("blocks         %" PRIu64 " used, %" PRIu64 " pinned, %" PRIu64 " total\n",
-         s->blocks_used, s->blocks_pinned, s->blocks_total);
+  printf("pool free      %" PRIu64 " bytes in whole chunks (any block size)\n",
+         s->pool_free_bytes);
+  printf("blocks         %" PRIu64 " held, %" PRIu64 " pinned\n", s->blocks_used,
+         s->blocks_pinned);
+  printf("residual       %" PRIu64 " / %" PRIu64 " bytes (16-bit rows of partial groups)\n",
+         s->residual_bytes, s->residual_limit_bytes);
   printf("sink rows      %" PRIu64 "\n", s->sink_rows_used);
   printf("lookups        %" PRIu64 ", hit rate %.1f%% (%" PRIu64 " of %" PRIu64 " tokens)\n",
          s->lookups, 100.0 * hit, s->lookup_hit_tokens, s->lookup_tokens);

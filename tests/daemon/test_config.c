@@ -10,6 +10,7 @@
 #include <kvsink.h>
 #include "daemon/config.h"
 #include "daemon/log.h"
+#include "store/store.h"
 
 static kvs__config c;
 static char err[KVS_CONF_ERRMSG];
@@ -38,6 +39,9 @@ START_TEST(defaults_embedded)
   ck_assert_uint_eq(c.max_sessions, 256);
   ck_assert_int_eq(c.log_level, KVS_LOG_NOTICE);
   ck_assert_uint_eq(c.n_shared_uids, 0);
+  /* one definition: the store's default, not a second number in default.conf */
+  ck_assert_uint_eq(c.max_pending_tokens, KVS_STORE_MAX_PENDING);
+  ck_assert_uint_eq(KVS_STORE_MAX_PENDING, 65536);
 }
 END_TEST
 

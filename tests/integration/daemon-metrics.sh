@@ -82,6 +82,20 @@ blocks=$(awk -v ns="$ns" 'index($0, "kvsink_space_blocks{namespace=\"" ns "\",")
 [ "$blocks" -gt 0 ] || fail "no blocks for namespace $ns"
 [ "$(stat_field blocks_used)" = "$(value "$T/m1" 'kvsink_pool_blocks{device="host"}')" ] || fail "pool blocks differ from stats"
 [ "$(value "$T/m1" kvsink_sessions_opened_total)" -ge 2 ] || fail "sessions_opened_total"
+# stats (issue 15): the pool's free bytes and the residual budget, not a
+# block "total" equal to the blocks held; the same numbers as the metrics
+ctl stats --json > "$T/stats.json" || fail "kvsinkctl stats --json"
+field() { /usr/bin/python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])' "$T/stats.json" "$1"; }
+free=$(field pool_free_bytes) || fail "no pool_free_bytes in stats"
+pool=$(field pool_bytes)
+[ "$free" -gt 0 ] && [ "$free" -lt "$pool" ] || fail "pool_free_bytes $free of $pool: expected some chunks in use"
+[ "$free" = "$(value "$T/m1" 'kvsink_pool_free_bytes{device="host"}')" ] || fail "pool_free_bytes differs from the metric"
+[ "$(field residual_limit_bytes)" = "$pool" ] || fail "residual_limit_bytes $(field residual_limit_bytes): expected the pool size $pool (its default)"
+field residual_bytes > /dev/null || fail "no residual_bytes in stats"
+field blocks_total > /dev/null 2>&1 && fail "stats still has blocks_total"
+ctl stats > "$T/stats.txt" || fail "kvsinkctl stats"
+grep -q "^pool free  *$free bytes" "$T/stats.txt" || { cat "$T/stats.txt"; fail "kvsinkctl stats does not print the free bytes"; }
+grep -q "^blocks  *$(field blocks_used) held, 0 pinned$" "$T/stats.txt" || { cat "$T/stats.txt"; fail "kvsinkctl stats blocks line"; }
 
 # what is not GET /metrics
 http GET / "$T/r404" && [ "$(cat "$T/r404.code")" = 404 ] || fail "GET / not 404"
