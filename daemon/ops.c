@@ -561,9 +561,28 @@ static void op_stats(const kvs__ops_env *env, kvs__sess_state *st, kvs__rep *rep
   kvs__store_foreach_space(env->store, list_cb, &c);
 }
 
+/* Every namespace's spaces are in it: admin only. */
+static int op_metrics(const kvs__ops_env *env, kvs__rep *rep)
+{
+  kvs__text t = {0};
+  if (kvs__metrics_render(env, env->metrics, &t) < 0) {
+    kvs__text_free(&t);
+    return fail(rep, -ENOMEM, "out of memory");
+  }
+  if (t.len > KVS_MAX_FRAME - 64) {
+    kvs__text_free(&t);
+    return fail(rep, -E2BIG, "metrics of %zu bytes do not fit a frame: use metrics_listen",
+                t.len);
+  }
+  rep->text = t.p; /* kvs__rep_free frees it */
+  rep->text_len = (uint32_t)t.len;
+  return 0;
+}
+
 static int is_admin_op(kvs__op op)
 {
-  return op == KVS_OP_EVICT || op == KVS_OP_RELOAD || op == KVS_OP_PROFILES;
+  return op == KVS_OP_EVICT || op == KVS_OP_RELOAD || op == KVS_OP_PROFILES ||
+         op == KVS_OP_METRICS;
 }
 
 static int run_op(const kvs__ops_env *env, kvs__sess_state *st, const kvs__req *rq,
@@ -605,6 +624,9 @@ static int run_op(const kvs__ops_env *env, kvs__sess_state *st, const kvs__req *
     return KVS_OPS_REPLY;
   case KVS_OP_PROFILES:
     op_profiles(env, rep);
+    return KVS_OPS_REPLY;
+  case KVS_OP_METRICS:
+    op_metrics(env, rep);
     return KVS_OPS_REPLY;
   case KVS_OP_EVICT:
     rep->evicted = kvs__store_evict_all(env->store);

@@ -224,6 +224,9 @@ int kvs_admin_profiles(kvs_admin *a, kvs_profile_info **v, size_t *n);
 int kvs_admin_evict(kvs_admin *a, uint64_t *evicted);
 /* Reread the configuration and profiles, as SIGHUP does. */
 int kvs_admin_reload(kvs_admin *a);
+/* The Prometheus text exposition (what metrics_listen serves), admin only;
+ * *text is malloc'd and NUL-terminated (free() it). */
+int kvs_admin_metrics(kvs_admin *a, char **text);
 /* Text of the last error on a, "" after success; never NULL. */
 const char *kvs_admin_last_error(const kvs_admin *a);
 

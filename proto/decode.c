@@ -525,13 +525,13 @@ enum {
   PK_ID, PK_ERR, PK_SESSION, PK_SEG_SIZE, PK_GROUP, PK_K_BITS, PK_V_BITS,
   PK_POLICY, PK_PFN, PK_OUTLIERS, PK_PROFILE, PK_SINK_LAYER, PK_SINK_CHANNELS,
   PK_QUANTIZED, PK_SINKS, PK_SEQ_LEN, PK_CACHED, PK_STATS, PK_SPACES, PK_PROFILES,
-  PK_EVICTED, PK_FALLBACK, PK_V_GROUP, PK__COUNT
+  PK_EVICTED, PK_FALLBACK, PK_V_GROUP, PK_TEXT, PK__COUNT
 };
 static const char *const rep_keys[PK__COUNT] = {
   "id", "err", "session", "seg_size", "group", "k_bits", "v_bits",
   "policy", "pfn", "outliers", "profile", "sink_layer", "sink_channels",
   "quantized", "sinks", "seq_len", "cached", "stats", "spaces", "profiles",
-  "evicted", "fallback", "v_group",
+  "evicted", "fallback", "v_group", "text",
 };
 
 enum {
@@ -775,6 +775,18 @@ static int decode_rep_fields(const char *buf, size_t len, const msgpack_object *
                               errmsg)) < 0)
         return r;
   }
+  if (s[PK_TEXT]) { /* metrics: a copy, NUL-terminated */
+    const char *str = NULL;
+    uint32_t n = 0;
+    if ((r = get_str(s[PK_TEXT], "text", &str, &n, errmsg)) < 0)
+      return r;
+    rep->text = malloc((size_t)n + 1);
+    if (!rep->text)
+      return fail(errmsg, -ENOMEM, "out of memory");
+    memcpy(rep->text, str, n);
+    rep->text[n] = '\0';
+    rep->text_len = n;
+  }
   (void)buf;
   (void)len;
   return 0;
@@ -816,4 +828,7 @@ void kvs__rep_free(kvs__rep *rep)
   free(rep->profiles);
   rep->profiles = NULL;
   rep->n_profiles = 0;
+  free(rep->text);
+  rep->text = NULL;
+  rep->text_len = 0;
 }

@@ -125,7 +125,7 @@ int kvs__encode_req(const kvs__req *req, char **out, size_t *len)
     n += 1;
     break;
   case KVS_OP_STATS: case KVS_OP_BYE: case KVS_OP_LIST: case KVS_OP_EVICT:
-  case KVS_OP_RELOAD: case KVS_OP_PROFILES: case KVS_OP_PING:
+  case KVS_OP_RELOAD: case KVS_OP_PROFILES: case KVS_OP_PING: case KVS_OP_METRICS:
     break;
   default:
     return -EINVAL;
@@ -289,6 +289,11 @@ int kvs__encode_rep(const kvs__rep *rep, char **out, size_t *len)
     n += 1;
     break;
   case KVS_OP_EVICT: n += 1; break;
+  case KVS_OP_METRICS:
+    if (rep->text_len > KVS_MAX_FRAME - 64 || (rep->text_len && !rep->text))
+      return -E2BIG;
+    n += 1;
+    break;
   case KVS_OP_GET: case KVS_OP_RELEASE: case KVS_OP_BYE: case KVS_OP_RELOAD:
   case KVS_OP_PING:
     break;
@@ -335,6 +340,10 @@ int kvs__encode_rep(const kvs__rep *rep, char **out, size_t *len)
     break;
   case KVS_OP_EVICT:
     kv_u64(&e, "evicted", rep->evicted);
+    break;
+  case KVS_OP_METRICS:
+    key(&e, "text");
+    e.fail |= msgpack_pack_str_with_body(&e.pk, rep->text ? rep->text : "", rep->text_len) != 0;
     break;
   default:
     break;

@@ -42,6 +42,7 @@ typedef enum kvs__op {
   KVS_OP_RELOAD,   /* same as SIGHUP (kvsinkctl) */
   KVS_OP_PROFILES, /* list loaded sink profiles (kvsinkctl) */
   KVS_OP_PING,     /* no work; latency and health */
+  KVS_OP_METRICS,  /* the Prometheus exposition as text (kvsinkctl metrics) */
   KVS_OP__COUNT
 } kvs__op;
 
@@ -130,6 +131,10 @@ typedef struct kvs__rep {
   uint32_t n_profiles;
   /* evict */
   uint64_t evicted;
+  /* metrics: text of text_len bytes, NUL-terminated (malloc'd; freed by
+   * kvs__rep_free) */
+  char *text;
+  uint32_t text_len;
 } kvs__rep;
 
 /* Framing. */

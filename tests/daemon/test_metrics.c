@@ -1,6 +1,7 @@
 /* daemon/metrics.c: bucket placement, counters kept by kvs__ops_run, and
  * the exposition against a real store (label escaping, per-space rows). */
 #include <check.h>
+#include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -89,6 +90,36 @@ START_TEST(render_real_store)
   ck_assert_ptr_nonnull(strstr(t.p, "kvsink_pool_bytes{device=\"host\"} "));
   for (size_t i = 0; i < t.len; i++) ck_assert((unsigned char)t.p[i] < 0x80);
   kvs__text_free(&t);
+
+  /* the metrics op: the same text, admin only */
+  rq.op = KVS_OP_METRICS;
+  rq.id = 3;
+  kvs__ops_run(&env, &st, &rq, &rep);
+  ck_assert_int_eq(rep.err, -EACCES);
+  ck_assert_ptr_null(rep.text);
+  kvs__ops_rep_free(&rep);
+  kvs__sess_state adm;
+  kvs__sess_init(&adm, &cfg, 2, 0, 1, 1);
+  rq.id = 4;
+  ck_assert_int_eq(kvs__ops_run(&env, &adm, &rq, &rep), KVS_OPS_REPLY);
+  ck_assert_int_eq(rep.err, 0);
+  ck_assert_ptr_nonnull(rep.text);
+  ck_assert_uint_eq(strlen(rep.text), rep.text_len);
+  ck_assert_ptr_nonnull(strstr(rep.text, "kvsink_request_errors_total{op=\"metrics\"} 1\n"));
+  ck_assert_ptr_nonnull(strstr(rep.text, "kvsink_spaces{namespace=\"uid:1234\""));
+  /* through the wire format and back */
+  char *buf;
+  size_t len;
+  ck_assert_int_eq(kvs__encode_rep(&rep, &buf, &len), 0);
+  kvs__rep back;
+  char msg[KVS_MAX_ERRMSG];
+  ck_assert_int_eq(kvs__decode_rep(buf + 4, len - 4, &back, msg), 0);
+  ck_assert_uint_eq(back.text_len, rep.text_len);
+  ck_assert_str_eq(back.text, rep.text);
+  kvs__rep_free(&back);
+  free(buf);
+  kvs__ops_rep_free(&rep);
+  kvs__sess_free(&adm);
   kvs__sess_free(&st);
   kvs__store_close(store);
 }

@@ -97,6 +97,13 @@ ctl stats > "$T/stats.txt" || fail "kvsinkctl stats"
 grep -q "^pool free  *$free bytes" "$T/stats.txt" || { cat "$T/stats.txt"; fail "kvsinkctl stats does not print the free bytes"; }
 grep -q "^blocks  *$(field blocks_used) held, 0 pinned$" "$T/stats.txt" || { cat "$T/stats.txt"; fail "kvsinkctl stats blocks line"; }
 
+# the same exposition through the admin plane (kvsinkctl metrics), for
+# node-exporter's textfile collector (admin only: test_metrics)
+timeout 30 "$KVSINKCTL" --admin-socket "$T/kvsinkd.admin.sock" metrics > "$T/ctl.prom" || fail "kvsinkctl metrics"
+promtool check metrics < "$T/ctl.prom" > "$T/ctl.promtool" 2>&1 || { cat "$T/ctl.promtool"; fail "promtool on kvsinkctl metrics"; }
+[ "$(value "$T/ctl.prom" 'kvsink_requests_total{op="put"}')" = "$puts" ] || fail "kvsinkctl metrics: put count differs from the scrape"
+[ "$(value "$T/ctl.prom" 'kvsink_requests_total{op="metrics"}')" = 0 ] || fail "the metrics op counted before its reply"
+
 # what is not GET /metrics
 http GET / "$T/r404" && [ "$(cat "$T/r404.code")" = 404 ] || fail "GET / not 404"
 http POST /metrics "$T/r405" && [ "$(cat "$T/r405.code")" = 405 ] || fail "POST not 405"
