@@ -67,7 +67,9 @@ class Client:
     """Connect to kvsinkd (socket None: $KVSINK_SOCKET or the default path).
 
     bits sets k_bits and v_bits together; 0 / None / -1 take the daemon's
-    defaults. policy: "none", "pfn", "kvsink" or None."""
+    defaults. policy: "none", "pfn", "kvsink" or None. salt: bytes or str
+    of at most 32 bytes; clients share cached prefixes only with equal
+    salts (as vLLM's cache_salt)."""
 
     def __init__(self, model, socket=None, *, bits=None, k_bits=None, v_bits=None, policy=None,
                  pfn=None, outliers=None, seg_size=0, salt=None):
