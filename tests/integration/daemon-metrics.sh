@@ -2,7 +2,7 @@
 # metrics_listen: kvsinkd answers GET /metrics in the Prometheus text
 # format (promtool check metrics), the counters, per-space gauges and
 # latency histograms move with real traffic, and what is not a GET of
-# /metrics is refused (404, 405, 400, 431).
+# /metrics is refused (404, 405, 400, 431); a stalled request is closed.
 . "${top_srcdir:-.}/tests/lib/daemon.sh"
 command -v promtool >/dev/null || { echo "SKIP: promtool (Debian package prometheus) not installed"; exit 77; }
 daemon_conf 'metrics_listen = 127.0.0.1:0'
@@ -110,6 +110,14 @@ http POST /metrics "$T/r405" && [ "$(cat "$T/r405.code")" = 405 ] || fail "POST 
 http GET /metrics "$T/r400" 'nonsense\r\n\r\n' && [ "$(cat "$T/r400.code")" = 400 ] || fail "bad request line not 400"
 big=$(awk 'BEGIN { while (i++ < 5000) printf "a" }')
 http GET /metrics "$T/r431" "GET /metrics HTTP/1.0\\r\\nX: $big\\r\\n\\r\\n" && [ "$(cat "$T/r431.code")" = 431 ] || fail "oversized request not 431"
+# a request that never ends is dropped at the deadline (10 s), unanswered
+timeout 60 /usr/bin/python3 - "$HOSTPORT" <<'PY' || fail "a stalled request was not closed"
+import socket, sys
+host, port = sys.argv[1].rsplit(':', 1)
+s = socket.create_connection((host, int(port)), timeout=50)
+s.sendall(b'GET /metr')
+sys.exit(0 if s.recv(1024) == b'' else 1)
+PY
 # the daemon still answers after all that
 scrape "$T/m2"
 stop_daemon
