@@ -1,6 +1,8 @@
 #!/bin/sh
-# The test command (README.md): install, build with -Werror, run the test suite (make check), then
-# run it again under AddressSanitizer + UndefinedBehaviorSanitizer.
+# The test command (README.md): install, then `make distcheck` with -Werror
+# (the release tarball is built, configured, built and tested by make check
+# from a read-only source tree, installed and uninstalled), then the test
+# suite again under AddressSanitizer + UndefinedBehaviorSanitizer.
 set -eu
 cd "$(dirname "$0")"
 [ "$(id -u)" = 0 ] && sh scripts/install-test-deps.sh
@@ -9,8 +11,10 @@ jobs=$(nproc 2>/dev/null || echo 2)
 
 mkdir -p build-ci && cd build-ci
 ../configure --enable-werror
-make -j"$jobs"
-make -j"$jobs" check || { cat test-suite.log 2>/dev/null | tail -n 200; exit 1; }
+make -j"$jobs" distcheck || {
+  for f in kvsink-*/_build/sub/test-suite.log; do [ -f "$f" ] && tail -n 200 "$f"; done
+  exit 1
+}
 cd ..
 
 mkdir -p build-ci-asan && cd build-ci-asan

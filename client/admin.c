@@ -120,6 +120,19 @@ int kvs_admin_evict(kvs_admin *a, uint64_t *evicted)
   return 0;
 }
 
+int kvs_admin_metrics(kvs_admin *a, char **text)
+{
+  if (!text) return -EINVAL;
+  *text = NULL;
+  kvs__rep rep;
+  int r = call(a, KVS_OP_METRICS, &rep);
+  if (r < 0) return r;
+  *text = rep.text ? rep.text : strdup("");
+  rep.text = NULL;
+  kvs__rep_free(&rep);
+  return *text ? 0 : -ENOMEM;
+}
+
 int kvs_admin_reload(kvs_admin *a)
 {
   kvs__rep rep;

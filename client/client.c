@@ -132,6 +132,8 @@ static int hello(kvs_client *c)
     req.hello.has_gpu = 1;
     req.hello.dev_seg_size = c->dev_seg_size;
   }
+  memcpy(req.hello.salt, opts->salt, opts->salt_len);
+  req.hello.salt_len = (uint32_t)opts->salt_len;
 
   r = kvs__conn_call_fds(&c->conn, &req, &rep, fds, 2);
   if (r == 0) {
@@ -183,6 +185,8 @@ static int connect_impl(kvs_client **out, const char *socket_path, const kvs_mod
   r = check_model(model);
   if (r < 0)
     return r;
+  if (opts && opts->salt_len > KVS_MAX_SALT)
+    return -EINVAL;
   kvs_client *c = calloc(1, sizeof *c);
   if (!c)
     return -ENOMEM;

@@ -7,12 +7,16 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
 #include <kvsink.h>
 #include "daemon/config.h"
 #include "proto/proto.h"
 #include "daemon/log.h"
+#include "store/store.h"
 
 static int parse_u64(const char *v, uint64_t *out)
 {
@@ -155,6 +159,12 @@ int kvs__config_set(kvs__config *c, const char *key, const char *v, char *err)
     char *dst = key[6] == 's' ? c->admin_socket_group : c->admin_group;
     if (strlen(v) >= sizeof c->admin_group) BAD("%s: name too long", key);
     strcpy(dst, v);
+  } else if (strcmp(key, "metrics_listen") == 0) {
+    struct sockaddr_storage ss;
+    if (strlen(v) >= sizeof c->metrics_listen ||
+        (strcmp(v, "none") != 0 && kvs__config_metrics_addr(v, &ss) < 0))
+      BAD("metrics_listen: expected none, ADDR:PORT or [ADDR6]:PORT (numeric), got '%s'", v);
+    snprintf(c->metrics_listen, sizeof c->metrics_listen, "%s", strcmp(v, "none") ? v : "");
   } else if (strcmp(key, "admin_socket_mode") == 0) {
     char *end;
     errno = 0;
@@ -351,6 +361,7 @@ void kvs__config_defaults(kvs__config *c)
   c->device = KVS_DEVICE_AUTO;
   c->policy = KVS_POLICY_KVSINK;
   c->log_level = KVS_LOG_NOTICE;
+  c->max_pending_tokens = KVS_STORE_MAX_PENDING; /* the store's default, one definition */
   if (kvs__config_parse(c, kvs__default_conf, "default.conf", err) < 0) {
     /* Only a broken build gets here; test_config checks the file parses. */
     fprintf(stderr, "kvsinkd: embedded %s\n", err);
@@ -370,4 +381,30 @@ int kvs__config_admin_path(const kvs__config *c, char out[108])
   int w = snprintf(out, 108, "%.*s%s", (int)n, c->socket,
                    n < strlen(c->socket) ? ".admin.sock" : ".admin");
   return w < 0 || w >= 108 ? -ENAMETOOLONG : 0;
+}
+
+int kvs__config_metrics_addr(const char *v, struct sockaddr_storage *out)
+{
+  if (!v[0] || strcmp(v, "none") == 0) return -ENOENT;
+  char host[64];
+  const char *colon = strrchr(v, ':');
+  if (!colon || colon == v || (size_t)(colon - v) >= sizeof host) return -EINVAL;
+  uint32_t port;
+  if (parse_u32(colon + 1, 0, 65535, &port) < 0) return -EINVAL; /* 0: any free port */
+  memset(out, 0, sizeof *out);
+  if (v[0] == '[') {
+    if (colon[-1] != ']' || colon - v < 3) return -EINVAL;
+    memcpy(host, v + 1, (size_t)(colon - v - 2));
+    host[colon - v - 2] = 0;
+    struct sockaddr_in6 *a = (struct sockaddr_in6 *)out;
+    a->sin6_family = AF_INET6;
+    a->sin6_port = htons((uint16_t)port);
+    return inet_pton(AF_INET6, host, &a->sin6_addr) == 1 ? 0 : -EINVAL;
+  }
+  memcpy(host, v, (size_t)(colon - v));
+  host[colon - v] = 0;
+  struct sockaddr_in *a = (struct sockaddr_in *)out;
+  a->sin_family = AF_INET;
+  a->sin_port = htons((uint16_t)port);
+  return inet_pton(AF_INET, host, &a->sin_addr) == 1 ? 0 : -EINVAL;
 }

@@ -49,6 +49,7 @@ typedef struct kvs__config {
   char cluster_key_file[256]; /* 32-byte secret keying block hashes; "" = random */
   uint32_t remote_timeout_ms; /* longest wait of a lookup on Redis */
   uint64_t remote_queue;      /* bytes of writes in flight before dropping */
+  char metrics_listen[64];   /* "ADDR:PORT" or "[ADDR6]:PORT" of GET /metrics; "" = off */
 } kvs__config;
 
 /* The compiled-in daemon/default.conf. */
@@ -68,6 +69,10 @@ int kvs__config_set(kvs__config *c, const char *key, const char *value, char *er
  * by ".admin.sock" (or ".admin" appended). 0, or -ENOENT when "none",
  * -ENAMETOOLONG when the derived path does not fit. */
 int kvs__config_admin_path(const kvs__config *c, char out[108]);
+struct sockaddr_storage;
+/* metrics_listen as a socket address: 0, -ENOENT when off, -EINVAL when
+ * it is not a numeric IPv4 "ADDR:PORT" or IPv6 "[ADDR]:PORT". */
+int kvs__config_metrics_addr(const char *v, struct sockaddr_storage *out);
 /* Checks that span keys (pfn <= group_size, v_group_size <= ...). */
 int kvs__config_check(const kvs__config *c, char *errmsg);
 

@@ -161,6 +161,10 @@ static int op_hello(const kvs__ops_env *env, kvs__sess_state *st, const kvs__req
   k.n_kv_heads = h->n_kv_heads;
   k.head_dim = h->head_dim;
   k.dtype = (kvs_dtype)h->dtype;
+  if (h->salt_len > sizeof k.salt)
+    return fail(rep, -E2BIG, "salt of %u bytes, limit %zu", h->salt_len, sizeof k.salt);
+  memcpy(k.salt, h->salt, h->salt_len); /* tenants of one namespace opt out of sharing */
+  k.salt_len = h->salt_len;
   k.group = cfg->group_size;
   k.v_group = cfg->v_group_size;
   if (resolve_bits(h->k_bits, cfg->k_bits, &k.k_bits) < 0 ||
@@ -242,10 +246,10 @@ static int op_hello(const kvs__ops_env *env, kvs__sess_state *st, const kvs__req
     kvs__info("session %llu: pid %d says it is pid %u", (unsigned long long)st->id, (int)st->pid,
               h->client_pid);
   kvs__info("session %llu: hello from pid %d (%s), model '%s' %u/%u/%u, bits %u/%u, policy %s, "
-            "pfn %u, segment %llu bytes",
+            "pfn %u, %ssegment %llu bytes",
             (unsigned long long)st->id, (int)st->pid, st->ns, mid, k.n_layers,
             k.n_kv_heads, k.head_dim, k.k_bits, k.v_bits, kvs__policy_name(k.policy), k.pfn,
-            (unsigned long long)st->seg.size);
+            k.salt_len ? "salted, " : "", (unsigned long long)st->seg.size);
   return 0;
 }
 
@@ -412,9 +416,9 @@ typedef struct list_ctx {
   int oom;
 } list_ctx;
 
-/* The store's own stats into the wire struct. blocks_total stays the count
- * of blocks held: the pool's capacity is pool_bytes (blocks of several
- * sizes share it). */
+/* The store's own stats into the wire struct. The pool's capacity is
+ * pool_bytes: blocks of several sizes share it, so there is no block
+ * count to report as a total (pool_free_bytes is what any size can use). */
 void kvs__ops_store_stats(const kvs__store *store, kvs__stats *st)
 {
   _Static_assert(KVS_MAX_ERRMSG >= KVS_STORE_ERRMSG && KVS_MAX_MODEL_ID == KVS_STORE_MAX_MODEL_ID &&
@@ -427,7 +431,9 @@ void kvs__ops_store_stats(const kvs__store *store, kvs__stats *st)
   kvs__store_stats_get(store, &ss);
   st->pool_bytes = ss.pool_bytes;
   st->pool_used_bytes = ss.pool_used_bytes;
-  st->blocks_total = ss.blocks;
+  st->pool_free_bytes = ss.pool_free_bytes;
+  st->residual_bytes = ss.residual_bytes;
+  st->residual_limit_bytes = ss.residual_max;
   st->blocks_used = ss.blocks;
   st->blocks_pinned = ss.blocks_pinned;
   st->sink_rows_used = ss.sink_rows;
@@ -578,9 +584,28 @@ static void op_stats(const kvs__ops_env *env, kvs__sess_state *st, kvs__rep *rep
     kvs__store_foreach_space(stores[i], list_cb, &c);
 }
 
+/* Every namespace's spaces are in it: admin only. */
+static int op_metrics(const kvs__ops_env *env, kvs__rep *rep)
+{
+  kvs__text t = {0};
+  if (kvs__metrics_render(env, env->metrics, &t) < 0) {
+    kvs__text_free(&t);
+    return fail(rep, -ENOMEM, "out of memory");
+  }
+  if (t.len > KVS_MAX_FRAME - 64) {
+    kvs__text_free(&t);
+    return fail(rep, -E2BIG, "metrics of %zu bytes do not fit a frame: use metrics_listen",
+                t.len);
+  }
+  rep->text = t.p; /* kvs__rep_free frees it */
+  rep->text_len = (uint32_t)t.len;
+  return 0;
+}
+
 static int is_admin_op(kvs__op op)
 {
-  return op == KVS_OP_EVICT || op == KVS_OP_RELOAD || op == KVS_OP_PROFILES;
+  return op == KVS_OP_EVICT || op == KVS_OP_RELOAD || op == KVS_OP_PROFILES ||
+         op == KVS_OP_METRICS;
 }
 
 static int run_op(const kvs__ops_env *env, kvs__sess_state *st, const kvs__req *rq,
@@ -588,7 +613,10 @@ static int run_op(const kvs__ops_env *env, kvs__sess_state *st, const kvs__req *
 
 int kvs__ops_run(const kvs__ops_env *env, kvs__sess_state *st, const kvs__req *rq, kvs__rep *rep)
 {
+  uint64_t t0 = env->metrics ? kvs__metrics_now_ns() : 0;
   int act = run_op(env, st, rq, rep);
+  if (env->metrics)
+    kvs__metrics_request(env->metrics, rq->op, rep->err, kvs__metrics_now_ns() - t0);
   /* messages may quote client strings (model id): printable ASCII only */
   for (char *p = rep->errmsg; *p; p++)
     if ((unsigned char)*p < 0x20 || (unsigned char)*p > 0x7e) *p = '?';
@@ -619,6 +647,9 @@ static int run_op(const kvs__ops_env *env, kvs__sess_state *st, const kvs__req *
     return KVS_OPS_REPLY;
   case KVS_OP_PROFILES:
     op_profiles(env, rep);
+    return KVS_OPS_REPLY;
+  case KVS_OP_METRICS:
+    op_metrics(env, rep);
     return KVS_OPS_REPLY;
   case KVS_OP_EVICT:
     {

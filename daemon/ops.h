@@ -9,6 +9,7 @@
 
 #include "daemon/config.h"
 #include "daemon/devseg.h"
+#include "daemon/metrics.h"
 #include "daemon/profiles.h"
 #include "daemon/segment.h"
 #include "proto/proto.h"
@@ -35,6 +36,7 @@ typedef struct kvs__ops_env {
   /* every live session (list counts the ones that fell back to pfn) */
   void (*foreach_session)(void *arg, kvs__sess_cb cb, void *cb_arg);
   void *arg;
+  kvs__metrics *metrics;   /* request counts and latencies; NULL: not kept */
 } kvs__ops_env;
 
 /* One session's state. */

@@ -275,6 +275,27 @@ static void foreach_session(void *arg, kvs__sess_cb cb, void *cb_arg)
   for (kvs__session *ss = s->sess.head; ss; ss = ss->next) cb(&ss->st, cb_arg);
 }
 
+/* The /metrics body: the admin's view of everything. */
+static char *render_metrics(void *arg, size_t *len)
+{
+  kvs__server *s = arg;
+  kvs__text t = {0};
+  if (kvs__metrics_render(&s->sess.env, &s->metrics, &t) < 0) {
+    kvs__text_free(&t);
+    return NULL;
+  }
+  *len = t.len;
+  return t.p;
+}
+
+static int open_metrics(kvs__server *s)
+{
+  struct sockaddr_storage a;
+  if (kvs__config_metrics_addr(s->cfg.metrics_listen, &a) < 0) return 0; /* off */
+  return kvs__httpd_start(&s->httpd, s->loop, (const struct sockaddr *)&a, s->cfg.metrics_listen,
+                          render_metrics, s);
+}
+
 static void on_sighup(void *arg)
 {
   char msg[KVS_CONF_ERRMSG];
@@ -328,7 +349,7 @@ int kvs__server_start(kvs__server *s, uv_loop_t *loop)
       .env = {.store = s->store, .backend = s->backend, .devs = &s->devs,
               .cfg = &s->cfg, .profiles = &s->profiles,
               .server_stats = server_stats, .reload = reload_cb,
-              .foreach_session = foreach_session, .arg = s},
+              .foreach_session = foreach_session, .arg = s, .metrics = &s->metrics},
       .on_gone = on_session_gone, .arg = s};
   r = remote_start(s);
   if (r < 0) return r;
@@ -337,6 +358,8 @@ int kvs__server_start(kvs__server *s, uv_loop_t *loop)
   r = open_listener(s);
   if (r < 0) return r;
   r = open_admin_listener(s);
+  if (r < 0) return r;
+  r = open_metrics(s);
   if (r < 0) return r;
   uint64_t wd = kvs__sd_watchdog_usec();
   uv_timer_init(loop, &s->watchdog);
@@ -381,12 +404,15 @@ int kvs__server_reload(kvs__server *s, char *errmsg)
   apply_overrides(s, &c);
   if (c.pool_size != s->cfg.pool_size || strcmp(c.socket, s->cfg.socket) != 0 ||
       c.device != s->cfg.device || c.socket_mode != s->cfg.socket_mode ||
-      strcmp(c.socket_group, s->cfg.socket_group) != 0)
-    kvs__notice("reload: pool_size, device and socket settings change only at restart");
+      strcmp(c.socket_group, s->cfg.socket_group) != 0 ||
+      strcmp(c.metrics_listen, s->cfg.metrics_listen) != 0)
+    kvs__notice("reload: pool_size, device, socket and metrics_listen settings change only at "
+                "restart");
   /* The pool and the socket stay as they are. */
   memcpy(c.socket, s->cfg.socket, sizeof c.socket);
   memcpy(c.socket_group, s->cfg.socket_group, sizeof c.socket_group);
   c.socket_mode = s->cfg.socket_mode;
+  memcpy(c.metrics_listen, s->cfg.metrics_listen, sizeof c.metrics_listen);
   c.pool_size = s->cfg.pool_size;
   c.device = s->cfg.device;
   c.devices = s->cfg.devices;
@@ -467,6 +493,7 @@ void kvs__server_stop(kvs__server *s)
     s->admin_listening = 0;
     if (s->admin_path[0]) unlink(s->admin_path);
   }
+  kvs__httpd_stop(&s->httpd);
   uv_close((uv_handle_t *)&s->watchdog, NULL);
   uv_close((uv_handle_t *)&s->status_timer, NULL);
   uv_timer_start(&s->drain, on_drain_timeout, KVS_DRAIN_MS, 0);

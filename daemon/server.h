@@ -6,6 +6,8 @@
 #include <uv.h>
 
 #include "daemon/config.h"
+#include "daemon/httpd.h"
+#include "daemon/metrics.h"
 #include "daemon/profiles.h"
 #include "daemon/session.h"
 #include "daemon/signals.h"
@@ -35,6 +37,8 @@ typedef struct kvs__server {
   kvs__devset devs;        /* GPU pools; their clients get device segments */
   struct kvs__remote *remote; /* the Redis tier, NULL when off (daemon/remote.h) */
   kvs__sessions sess;
+  kvs__metrics metrics;    /* request counts and latencies (daemon/metrics.c) */
+  kvs__httpd httpd;        /* metrics_listen: GET /metrics */
   uint64_t started_ms;
   kvs__signals sig;
   uv_timer_t watchdog, status_timer;

@@ -38,6 +38,7 @@ const char *kvs_strerror(int err);
 #define KVS_DEFAULT_ADMIN_SOCKET "/run/kvsink/kvsinkd.admin.sock"
 /* Segment size the daemon gives when kvs_options.seg_size is 0. */
 #define KVS_DEFAULT_SEG_SIZE (64u << 20)
+#define KVS_MAX_SALT 32 /* bytes of kvs_options.salt */
 
 typedef enum kvs_dtype {
   KVS_DTYPE_F16 = 1,
@@ -75,6 +76,10 @@ typedef struct kvs_options {
   kvs_policy policy;
   int pfn;                /* Preserve-First-N; -1 = daemon default */
   float outliers;         /* fraction of each vector kept 16-bit, 0..0.01; <0 = default */
+  /* Optional cache salt (as vLLM's cache_salt): sessions of one namespace
+   * share blocks only when their salts are equal; salt_len 0 = none. */
+  uint8_t salt[KVS_MAX_SALT];
+  size_t salt_len;        /* 0..KVS_MAX_SALT */
 } kvs_options;
 
 /* What the daemon granted: the settings it resolved for this session. */
@@ -168,12 +173,12 @@ int kvs_ping(kvs_client *c);
 /* The daemon's counters: the one field table, used by the wire encoder and
  * decoder and by kvsinkctl's printer (each name is also its wire key). */
 #define KVS_STATS_U64_FIELDS(X) \
-  X(pool_bytes) X(pool_used_bytes) X(blocks_total) X(blocks_used) \
+  X(pool_bytes) X(pool_used_bytes) X(pool_free_bytes) X(blocks_used) \
   X(blocks_pinned) X(sink_rows_used) X(lookups) X(lookup_hit_tokens) \
   X(lookup_tokens) X(puts) X(gets) X(evictions) X(put_nospc) X(bytes_in) \
   X(bytes_out) X(stored_raw_bytes) X(stored_bytes) X(sinks_found) \
   X(sinks_dropped) X(outliers_kept) X(sessions) X(sessions_total) X(seqs) \
-  X(uptime_s) KVS_STATS_REMOTE_FIELDS(X)
+  X(uptime_s) X(residual_bytes) X(residual_limit_bytes) KVS_STATS_REMOTE_FIELDS(X)
 /* The Redis tier (all 0 when it is off): blocks brought in, keys asked and
  * absent, value bytes in / out, failed commands, values refused, lookups
  * answered without Redis's reply (timeout, or too many unanswered), writes
@@ -229,6 +234,9 @@ int kvs_admin_profiles(kvs_admin *a, kvs_profile_info **v, size_t *n);
 int kvs_admin_evict(kvs_admin *a, uint64_t *evicted);
 /* Reread the configuration and profiles, as SIGHUP does. */
 int kvs_admin_reload(kvs_admin *a);
+/* The Prometheus text exposition (what metrics_listen serves), admin only;
+ * *text is malloc'd and NUL-terminated (free() it). */
+int kvs_admin_metrics(kvs_admin *a, char **text);
 /* Text of the last error on a, "" after success; never NULL. */
 const char *kvs_admin_last_error(const kvs_admin *a);
 

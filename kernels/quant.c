@@ -55,7 +55,6 @@
 #define KVS__OUTLIER_MAX_FRACTION 0.05f
 
 static size_t align16(size_t x) { return (x + 15u) & ~(size_t)15u; }
-static int bits_ok(uint32_t b) { return b == 2 || b == 3 || b == 4 || b == 8 || b == 16; }
 static size_t row_stride(uint32_t c, uint32_t b) { return (((size_t)c * b + 7u) / 8u + 3u) & ~(size_t)3u; }
 /* 16-bit passthrough has no outliers whatever the params say. */
 static uint32_t n_kout(const kvs__qparams *p) { return p->k_bits == 16 ? 0 : p->k_outliers; }
@@ -76,7 +75,7 @@ int kvs__qparams_check(const kvs__qparams *p)
   if (p->group < 1 || p->group > KVS_QBLOCK_MAX_G) return -EINVAL;
   if (p->channels < 1 || p->channels > 65536u) return -EINVAL; /* u16 outlier index */
   if (p->v_group < 1 || p->channels % p->v_group) return -EINVAL;
-  if (!bits_ok(p->k_bits) || !bits_ok(p->v_bits)) return -EINVAL;
+  if (!KVS_BITS_VALID(p->k_bits) || !KVS_BITS_VALID(p->v_bits)) return -EINVAL;
   if (p->dtype != KVS_DTYPE_F16 && p->dtype != KVS_DTYPE_BF16) return -EINVAL;
   uint32_t cap = kvs__outlier_count(p->channels, KVS__OUTLIER_MAX_FRACTION);
   if (p->k_outliers > cap || p->v_outliers > cap) return -EINVAL;

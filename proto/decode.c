@@ -216,14 +216,14 @@ enum {
   RK_OP, RK_ID, RK_VERSION, RK_MODEL, RK_SEG_SIZE, RK_K_BITS, RK_V_BITS,
   RK_POLICY, RK_PFN, RK_OUTLIERS, RK_PID, RK_SEQ, RK_START, RK_TOKENS,
   RK_LAYERS, RK_K_OFF, RK_V_OFF, RK_ACT_OFF, RK_ACT_CHANNELS, RK_BIND, RK_N,
-  RK_GPU, RK_DEV_SEG_SIZE, RK_DEV,
+  RK_GPU, RK_DEV_SEG_SIZE, RK_DEV, RK_SALT,
   RK__COUNT
 };
 static const char *const req_keys[RK__COUNT] = {
   "op", "id", "version", "model", "seg_size", "k_bits", "v_bits",
   "policy", "pfn", "outliers", "pid", "seq", "start", "tokens",
   "layers", "k_off", "v_off", "act_off", "act_channels", "bind", "n",
-  "gpu", "dev_seg_size", "dev",
+  "gpu", "dev_seg_size", "dev", "salt",
 };
 
 enum { MK_ID, MK_LAYERS, MK_KV_HEADS, MK_HEAD_DIM, MK_DTYPE, MK__COUNT };
@@ -359,6 +359,17 @@ static int decode_hello(const msgpack_object **s, kvs__hello *h, char *errmsg)
     if (s[RK_DEV_SEG_SIZE] &&
         (r = get_uint(s[RK_DEV_SEG_SIZE], "dev_seg_size", UINT64_MAX, &h->dev_seg_size, errmsg)) < 0)
       return r;
+  }
+  if (s[RK_SALT]) {
+    /* bytes; a str is taken as its bytes (cache_salt strings) */
+    const msgpack_object *o = s[RK_SALT];
+    if (o->type != MSGPACK_OBJECT_BIN && o->type != MSGPACK_OBJECT_STR)
+      return fail(errmsg, -EBADMSG, "salt must be bytes (bin or str)");
+    uint32_t n = o->type == MSGPACK_OBJECT_BIN ? o->via.bin.size : o->via.str.size;
+    if (n > KVS_MAX_SALT)
+      return fail(errmsg, -E2BIG, "salt of %u bytes, limit %u", n, KVS_MAX_SALT);
+    memcpy(h->salt, o->type == MSGPACK_OBJECT_BIN ? o->via.bin.ptr : o->via.str.ptr, n);
+    h->salt_len = n;
   }
   return 0;
 }
@@ -528,13 +539,13 @@ enum {
   PK_ID, PK_ERR, PK_SESSION, PK_SEG_SIZE, PK_GROUP, PK_K_BITS, PK_V_BITS,
   PK_POLICY, PK_PFN, PK_OUTLIERS, PK_PROFILE, PK_SINK_LAYER, PK_SINK_CHANNELS,
   PK_QUANTIZED, PK_SINKS, PK_SEQ_LEN, PK_CACHED, PK_STATS, PK_SPACES, PK_PROFILES,
-  PK_EVICTED, PK_FALLBACK, PK_V_GROUP, PK_SEG_KIND, PK_DEV_SEG_SIZE, PK__COUNT
+  PK_EVICTED, PK_FALLBACK, PK_V_GROUP, PK_SEG_KIND, PK_DEV_SEG_SIZE, PK_TEXT, PK__COUNT
 };
 static const char *const rep_keys[PK__COUNT] = {
   "id", "err", "session", "seg_size", "group", "k_bits", "v_bits",
   "policy", "pfn", "outliers", "profile", "sink_layer", "sink_channels",
   "quantized", "sinks", "seq_len", "cached", "stats", "spaces", "profiles",
-  "evicted", "fallback", "v_group", "seg_kind", "dev_seg_size",
+  "evicted", "fallback", "v_group", "seg_kind", "dev_seg_size", "text",
 };
 
 enum {
@@ -790,6 +801,18 @@ static int decode_rep_fields(const char *buf, size_t len, const msgpack_object *
                               errmsg)) < 0)
         return r;
   }
+  if (s[PK_TEXT]) { /* metrics: a copy, NUL-terminated */
+    const char *str = NULL;
+    uint32_t n = 0;
+    if ((r = get_str(s[PK_TEXT], "text", &str, &n, errmsg)) < 0)
+      return r;
+    rep->text = malloc((size_t)n + 1);
+    if (!rep->text)
+      return fail(errmsg, -ENOMEM, "out of memory");
+    memcpy(rep->text, str, n);
+    rep->text[n] = '\0';
+    rep->text_len = n;
+  }
   (void)buf;
   (void)len;
   return 0;
@@ -831,4 +854,7 @@ void kvs__rep_free(kvs__rep *rep)
   free(rep->profiles);
   rep->profiles = NULL;
   rep->n_profiles = 0;
+  free(rep->text);
+  rep->text = NULL;
+  rep->text_len = 0;
 }

@@ -103,7 +103,9 @@ int kvs__encode_req(const kvs__req *req, char **out, size_t *len)
       return -E2BIG;
     if (h->dtype != KVS_DTYPE_F16 && h->dtype != KVS_DTYPE_BF16)
       return -EINVAL;
-    n += 9 + (h->has_gpu ? 2 : 0);
+    if (h->salt_len > KVS_MAX_SALT)
+      return -E2BIG;
+    n += 9 + (h->has_gpu ? 2 : 0) + (h->salt_len ? 1 : 0);
     break;
   case KVS_OP_PUT:
     n += 6 + (req->has_act ? 2 : 0) + (req->dev ? 1 : 0);
@@ -123,7 +125,7 @@ int kvs__encode_req(const kvs__req *req, char **out, size_t *len)
     n += 1;
     break;
   case KVS_OP_STATS: case KVS_OP_BYE: case KVS_OP_LIST: case KVS_OP_EVICT:
-  case KVS_OP_RELOAD: case KVS_OP_PROFILES: case KVS_OP_PING:
+  case KVS_OP_RELOAD: case KVS_OP_PROFILES: case KVS_OP_PING: case KVS_OP_METRICS:
     break;
   default:
     return -EINVAL;
@@ -156,6 +158,10 @@ int kvs__encode_req(const kvs__req *req, char **out, size_t *len)
       key(&e, "gpu");
       e.fail |= msgpack_pack_bin_with_body(&e.pk, h->gpu_uuid, sizeof h->gpu_uuid) != 0;
       kv_u64(&e, "dev_seg_size", h->dev_seg_size);
+    }
+    if (h->salt_len) {
+      key(&e, "salt");
+      e.fail |= msgpack_pack_bin_with_body(&e.pk, h->salt, h->salt_len) != 0;
     }
     break;
   case KVS_OP_PUT:
@@ -292,6 +298,11 @@ int kvs__encode_rep(const kvs__rep *rep, char **out, size_t *len)
     n += 1;
     break;
   case KVS_OP_EVICT: n += 1; break;
+  case KVS_OP_METRICS:
+    if (rep->text_len > KVS_MAX_FRAME - 64 || (rep->text_len && !rep->text))
+      return -E2BIG;
+    n += 1;
+    break;
   case KVS_OP_GET: case KVS_OP_RELEASE: case KVS_OP_BYE: case KVS_OP_RELOAD:
   case KVS_OP_PING:
     break;
@@ -341,6 +352,10 @@ int kvs__encode_rep(const kvs__rep *rep, char **out, size_t *len)
     break;
   case KVS_OP_EVICT:
     kv_u64(&e, "evicted", rep->evicted);
+    break;
+  case KVS_OP_METRICS:
+    key(&e, "text");
+    e.fail |= msgpack_pack_str_with_body(&e.pk, rep->text ? rep->text : "", rep->text_len) != 0;
     break;
   default:
     break;

@@ -42,6 +42,7 @@ typedef enum kvs__op {
   KVS_OP_RELOAD,   /* same as SIGHUP (kvsinkctl) */
   KVS_OP_PROFILES, /* list loaded sink profiles (kvsinkctl) */
   KVS_OP_PING,     /* no work; latency and health */
+  KVS_OP_METRICS,  /* the Prometheus exposition as text (kvsinkctl metrics) */
   KVS_OP__COUNT
 } kvs__op;
 
@@ -72,6 +73,8 @@ typedef struct kvs__hello {
   int has_gpu;
   uint8_t gpu_uuid[16];
   uint64_t dev_seg_size;   /* 0 = seg_size */
+  uint8_t salt[KVS_MAX_SALT]; /* joins the space key; salt_len 0 = none */
+  uint32_t salt_len;
 } kvs__hello;
 
 /* All other requests share one struct; each op uses the fields it documents
@@ -136,6 +139,10 @@ typedef struct kvs__rep {
   uint32_t n_profiles;
   /* evict */
   uint64_t evicted;
+  /* metrics: text of text_len bytes, NUL-terminated (malloc'd; freed by
+   * kvs__rep_free) */
+  char *text;
+  uint32_t text_len;
 } kvs__rep;
 
 /* Framing. */

@@ -31,7 +31,7 @@ int kvs__store_init(kvs__store **out, const kvs__store_opts *o)
   if (!st)
     return -ENOMEM;
   st->be = o->backend ? o->backend : &kvs__backend_host;
-  st->max_pending = o->max_pending ? o->max_pending : KVS_MAX_PENDING;
+  st->max_pending = o->max_pending ? o->max_pending : KVS_STORE_MAX_PENDING;
   st->res_max = o->residual_bytes ? o->residual_bytes : o->pool_bytes;
   st->res_seq_max = o->residual_seq_bytes && o->residual_seq_bytes < st->res_max
                         ? o->residual_seq_bytes : st->res_max;

@@ -21,6 +21,10 @@
 #include "kernels/quant.h"
 #include "kernels/sink.h"
 
+/* Default of kvs__store_opts.max_pending, and of kvsinkd's
+ * max_pending_tokens (the one definition). */
+#define KVS_STORE_MAX_PENDING 65536u
+
 /* The store's own limits (the daemon checks the wire's against them). */
 #define KVS_STORE_ERRMSG 256u          /* bytes of an errmsg buffer */
 #define KVS_STORE_MAX_MODEL_ID 128u
@@ -97,7 +101,8 @@ typedef struct kvs__store_opts {
   unsigned char hash_key[32];
   size_t chunk_bytes;      /* slab chunk; default 2 MiB, grown to fit a block */
   kvs__backend *backend;   /* NULL = host */
-  uint32_t max_pending;    /* 16-bit residual tokens per layer of a seq; 0 = 4096 */
+  uint32_t max_pending;    /* 16-bit residual tokens per layer of a seq; 0 =
+                              KVS_STORE_MAX_PENDING */
   /* Host bytes of 16-bit residual rows (K and V, allocated capacity): in
    * all seqs (0 = pool_bytes) and in one seq (0 or more = the total).
    * Exceeding them fails a put with -ENOSPC / -E2BIG (Decision 18). */

@@ -10,7 +10,6 @@
 #include "store/pool.h"
 #include "store/store.h"
 
-#define KVS_MAX_PENDING 4096u  /* default of kvs__store_opts.max_pending */
 
 /* An LRU list of unreferenced blocks. */
 typedef struct kvs__lru {

@@ -24,6 +24,7 @@ static void usage(FILE *f)
           "  profiles [--json]    loaded sink profiles (admin)\n"
           "  evict                drop every unreferenced block (admin)\n"
           "  reload               reread the configuration, as SIGHUP (admin)\n"
+          "  metrics              Prometheus text format, as metrics_listen serves (admin)\n"
           "  profiles calibrate ARGS...  run kvsink-calibrate\n"
           "options:\n"
           "  --admin-socket PATH  admin socket (default $KVSINK_ADMIN_SOCKET, else %s)\n"
@@ -152,8 +153,12 @@ static void print_stats(const kvs_stats *s, int json)
   putchar('\n');
   printf("pool           %" PRIu64 " / %" PRIu64 " bytes used (%.1f%%)\n",
          s->pool_used_bytes, s->pool_bytes, 100.0 * ratio(s->pool_used_bytes, s->pool_bytes));
-  printf("blocks         %" PRIu64 " used, %" PRIu64 " pinned, %" PRIu64 " total\n",
-         s->blocks_used, s->blocks_pinned, s->blocks_total);
+  printf("pool free      %" PRIu64 " bytes in whole chunks (any block size)\n",
+         s->pool_free_bytes);
+  printf("blocks         %" PRIu64 " held, %" PRIu64 " pinned\n", s->blocks_used,
+         s->blocks_pinned);
+  printf("residual       %" PRIu64 " / %" PRIu64 " bytes (16-bit rows of partial groups)\n",
+         s->residual_bytes, s->residual_limit_bytes);
   printf("sink rows      %" PRIu64 "\n", s->sink_rows_used);
   printf("lookups        %" PRIu64 ", hit rate %.1f%% (%" PRIu64 " of %" PRIu64 " tokens)\n",
          s->lookups, 100.0 * hit, s->lookup_hit_tokens, s->lookup_tokens);
@@ -297,9 +302,10 @@ int main(int argc, char **argv)
     return EXIT_USAGE;
   }
   const char *cmd = argv[optind];
-  static const char *const cmds[] = {"ping", "stats", "list", "profiles", "evict", "reload"};
+  static const char *const cmds[] = {"ping",  "stats",  "list",   "profiles",
+                                     "evict", "reload", "metrics"};
   int k = -1;
-  for (int i = 0; i < 6; i++)
+  for (int i = 0; i < 7; i++)
     if (strcmp(cmd, cmds[i]) == 0) k = i;
   if (k < 0) {
     fprintf(stderr, "kvsinkctl: unknown command '%s'\nTry 'kvsinkctl --help'.\n", cmd);
@@ -319,6 +325,7 @@ int main(int argc, char **argv)
     return EXIT_CONNECT;
   }
   uint64_t evicted = 0;
+  char *text = NULL;
   kvs_stats st;
   kvs_space_info *sv = NULL;
   kvs_profile_info *pv = NULL;
@@ -329,6 +336,7 @@ int main(int argc, char **argv)
   case 2: r = kvs_admin_list(a, &sv, &n); break;
   case 3: r = kvs_admin_profiles(a, &pv, &n); break;
   case 4: r = kvs_admin_evict(a, &evicted); break;
+  case 6: r = kvs_admin_metrics(a, &text); break;
   default: r = kvs_admin_reload(a); break;
   }
   int rc = 0;
@@ -343,9 +351,15 @@ int main(int argc, char **argv)
     case 2: print_list(sv, n, json); break;
     case 3: print_profiles(pv, n, json); break;
     case 4: printf("evicted %" PRIu64 " blocks\n", evicted); break;
+    case 6: fputs(text, stdout); break;
     default: puts("reloaded"); break;
     }
+    if (fflush(stdout) != 0 || ferror(stdout)) { /* a textfile collector must not get half */
+      fprintf(stderr, "kvsinkctl: %s: cannot write the output\n", cmd);
+      rc = EXIT_DAEMON;
+    }
   }
+  free(text);
   free(sv);
   free(pv);
   kvs_admin_close(a);

@@ -33,7 +33,8 @@ class Model(ctypes.Structure):
 
 class Options(ctypes.Structure):
     _fields_ = [("seg_size", ctypes.c_size_t), ("k_bits", ctypes.c_int), ("v_bits", ctypes.c_int),
-                ("policy", ctypes.c_int), ("pfn", ctypes.c_int), ("outliers", ctypes.c_float)]
+                ("policy", ctypes.c_int), ("pfn", ctypes.c_int), ("outliers", ctypes.c_float),
+                ("salt", ctypes.c_uint8 * 32), ("salt_len", ctypes.c_size_t)]
 
 
 class Info(ctypes.Structure):

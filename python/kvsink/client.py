@@ -67,10 +67,12 @@ class Client:
     """Connect to kvsinkd (socket None: $KVSINK_SOCKET or the default path).
 
     bits sets k_bits and v_bits together; 0 / None / -1 take the daemon's
-    defaults. policy: "none", "pfn", "kvsink" or None."""
+    defaults. policy: "none", "pfn", "kvsink" or None. salt: bytes or str
+    of at most 32 bytes; clients share cached prefixes only with equal
+    salts (as vLLM's cache_salt)."""
 
     def __init__(self, model, socket=None, *, bits=None, k_bits=None, v_bits=None, policy=None,
-                 pfn=None, outliers=None, seg_size=0):
+                 pfn=None, outliers=None, seg_size=0, salt=None):
         self._c = None
         self.model = model
         lib = L.lib()
@@ -89,6 +91,12 @@ class Client:
             opts.pfn = int(pfn)
         if outliers is not None:
             opts.outliers = float(outliers)
+        if salt is not None:  # bytes or str: sessions share only with equal salts
+            sb = salt.encode() if isinstance(salt, str) else bytes(salt)
+            if len(sb) > len(opts.salt):
+                raise ValueError("salt: at most %d bytes" % len(opts.salt))
+            ctypes.memmove(opts.salt, sb, len(sb))
+            opts.salt_len = len(sb)
         h = ctypes.c_void_p()
         r = lib.kvs_connect(ctypes.byref(h), socket.encode() if socket else None,
                             ctypes.byref(cm), ctypes.byref(opts))

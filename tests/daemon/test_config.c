@@ -10,6 +10,7 @@
 #include <kvsink.h>
 #include "daemon/config.h"
 #include "daemon/log.h"
+#include "store/store.h"
 
 static kvs__config c;
 static char err[KVS_CONF_ERRMSG];
@@ -38,6 +39,9 @@ START_TEST(defaults_embedded)
   ck_assert_uint_eq(c.max_sessions, 256);
   ck_assert_int_eq(c.log_level, KVS_LOG_NOTICE);
   ck_assert_uint_eq(c.n_shared_uids, 0);
+  /* one definition: the store's default, not a second number in default.conf */
+  ck_assert_uint_eq(c.max_pending_tokens, KVS_STORE_MAX_PENDING);
+  ck_assert_uint_eq(KVS_STORE_MAX_PENDING, 65536);
 }
 END_TEST
 
@@ -116,6 +120,26 @@ START_TEST(other_values)
   ck_assert_int_eq(c.device, KVS_DEVICE_AUTO);
   ck_assert_int_eq(c.policy, KVS_POLICY_KVSINK);
   ck_assert_uint_eq(c.k_bits, 16);
+}
+END_TEST
+
+START_TEST(metrics_listen)
+{
+  ck_assert_str_eq(c.metrics_listen, ""); /* off by default */
+  ck_assert_int_eq(kvs__config_parse(&c, "metrics_listen = 127.0.0.1:9466\n", "t", err), 0);
+  ck_assert_str_eq(c.metrics_listen, "127.0.0.1:9466");
+  ck_assert_int_eq(kvs__config_parse(&c, "metrics_listen = [::1]:0\n", "t", err), 0);
+  ck_assert_str_eq(c.metrics_listen, "[::1]:0");
+  ck_assert_int_eq(kvs__config_parse(&c, "metrics_listen = none\n", "t", err), 0);
+  ck_assert_str_eq(c.metrics_listen, "");
+  const char *bad[] = {"localhost:9466", "127.0.0.1", "127.0.0.1:65536", "::1:9466",
+                       "[::1]9466", "1.2.3.4:", ":80", "[]:80"};
+  for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+    char line[96];
+    snprintf(line, sizeof line, "metrics_listen = %s\n", bad[i]);
+    ck_assert_int_eq(kvs__config_parse(&c, line, "t", err), -EINVAL);
+    ck_assert_ptr_nonnull(strstr(err, "metrics_listen"));
+  }
 }
 END_TEST
 
@@ -283,6 +307,7 @@ int main(void)
   tcase_add_test(tc, defaults_embedded);
   tcase_add_test(tc, every_key);
   tcase_add_test(tc, other_values);
+  tcase_add_test(tc, metrics_listen);
   tcase_add_test(tc, overrides);
   tcase_add_loop_test(tc, errors_name_line, 0, (int)(sizeof bad / sizeof bad[0]));
   tcase_add_test(tc, long_line);

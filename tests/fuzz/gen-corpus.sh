@@ -5,7 +5,8 @@
 #          KVS_RAW_CAPTURE: requests and the daemon's replies), plus the
 #          encoder's output for every request and reply (mutate_decode);
 # config:  daemon/default.conf and the configurations the tests write;
-# profile: the shipped model's profile and the profiles the tests write.
+# profile: the shipped model's profile and the profiles the tests write;
+# ops:     the decode seeds framed for fuzz_ops (gen-ops-corpus.sh).
 # Files are named by their SHA-1, as libFuzzer names what it adds.
 set -eu
 top_srcdir=$(cd "$(dirname "$0")/../.." && pwd)
@@ -56,4 +57,5 @@ printf 'pool_size = 1G\nlog_level = loud\ndevice = cuda:0\nsocket_group = kvsink
 add "$out/config" "$top_srcdir/daemon/default.conf" "$CONF" "$T"/c[1-5]
 printf 'garbage\n' > "$T/p1"
 add "$out/profile" "$top_srcdir/models/kvsink-tiny/kvsink.profile" "$PROFILES/tiny.profile" "$T/p1"
+sh "$top_srcdir/tests/fuzz/gen-ops-corpus.sh" # the ops seeds frame the decode ones
 for d in decode config profile; do echo "$d: $(ls "$out/$d" | wc -l) seeds"; done

@@ -1,6 +1,6 @@
 #!/bin/sh
-# A bounded libFuzzer run of every target (about 60 s in all; each target
-# FUZZ_SECONDS, default 20) from the committed seed corpora, under
+# A bounded libFuzzer run of every target (about 80 s in all; each target
+# FUZZ_SECONDS, default 20: decode, config, profile, ops) from the committed seed corpora, under
 # ASan+UBSan. Builds the targets with `make fuzz`. Skipped (77) only when
 # clang-14 or its libFuzzer runtime is missing. New inputs go to a
 # temporary directory, never into the tree. A crash fails the test and
@@ -25,7 +25,7 @@ tmp=$(mktemp -d "${TMPDIR:-/tmp}/kvs-fuzz.XXXXXX") || exit 99
 trap 'rm -rf "$tmp"' EXIT
 trap 'exit 1' INT TERM HUP
 rc=0
-for t in decode config profile; do
+for t in decode config profile ops; do
   corpus=$top_srcdir/tests/fuzz/corpus/$t
   n=$(ls "$corpus" 2>/dev/null | wc -l)
   [ "$n" -gt 0 ] || { echo "FAIL: no seeds in $corpus"; rc=1; continue; }
@@ -45,5 +45,6 @@ for t in decode config profile; do
     continue
   fi
   echo "fuzz_$t: $n seeds, $execs executions in ${secs} s, $done_line"
+  grep -Eq '^#[0-9]+[[:space:]]+DONE +cov: [1-9]' "$tmp/$t.log" || { echo "FAIL: fuzz_$t covered nothing"; rc=1; }
 done
 exit $rc

@@ -7,8 +7,8 @@ CTL=$top_builddir/tools/kvsinkctl
 ADM=$T/kvsinkd.admin.sock
 
 chmod 755 "$T" # other users reach the data socket
-daemon_conf; printf 'socket_mode = 0666\n'  >>"$CONF"
-start_daemon --config "$CONF"
+daemon_conf 'socket_mode = 0666'
+start_daemon --pool-size 16M
 [ -S "$ADM" ] || fail "no admin socket next to the data socket"
 [ "$(stat -c %a "$ADM")" = 600 ] || fail "admin socket mode $(stat -c %a "$ADM"), want 600"
 [ "$(stat -c %a "$SOCK")" = 666 ] || fail "data socket mode $(stat -c %a "$SOCK")"
@@ -60,7 +60,7 @@ as_nobody timeout 30 "$CTL" --admin-socket "$ADM" ping 2>/dev/null
 timeout 30 "$CTL" --socket "$SOCK" list | grep -c '^ns=' | grep -qx 2 || fail "root sees every space"
 
 # admin_group: a member is an admin on the data socket
-daemon_conf; printf 'socket_mode = 0666\nadmin_group = nogroup\n'  >>"$CONF"
+daemon_conf 'socket_mode = 0666' 'admin_group = nogroup'
 kill -HUP "$DPID"
 i=0
 until grep -q 'configuration reloaded' "$LOG"; do

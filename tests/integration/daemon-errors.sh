@@ -4,8 +4,8 @@
 # is reported as a missing directory.
 . "${top_srcdir:-.}/tests/lib/daemon.sh"
 
-daemon_conf; printf 'max_sessions = 2\n'  >>"$CONF"
-start_daemon --config "$CONF"
+daemon_conf 'max_sessions = 2'
+start_daemon --pool-size 16M
 # {"id":9,"op":"\e[2J\xff\0A"}: control bytes, invalid UTF-8 and a NUL
 out=$(raw raw 0000001082a2696409a26f70a71b5b324aff0041 recv) || fail "unknown op: $out"
 echo "$out" | grep -q '"id"=>9, "err"=>\[-71,' || fail "unknown op must be -EPROTO: $out"

@@ -6,8 +6,8 @@
 . "${top_srcdir:-.}/tests/lib/daemon.sh"
 ADM=$T/kvsinkd.admin.sock
 
-daemon_conf; printf 'hello_timeout = 1\nframe_timeout = 1\nmax_sessions_per_uid = 2\n'  >>"$CONF"
-start_daemon --config "$CONF"
+daemon_conf 'hello_timeout = 1' 'frame_timeout = 1' 'max_sessions_per_uid = 2'
+start_daemon --pool-size 16M
 
 # no hello: closed within a few seconds (the check runs every second)
 out=$(timeout 20 "$RAW" "$SOCK" eof) || fail "a session without hello must be closed: $out"
@@ -42,8 +42,8 @@ stop_daemon
 # reads. With max_reply_queue = 64K the daemon stops reading it, so the
 # client's sends block well before 200 chunks of 1000 requests; without
 # the cap the daemon would queue ~140 MB of replies.
-daemon_conf; printf 'max_reply_queue = 64K\n'  >>"$CONF"
-start_daemon --config "$CONF"
+daemon_conf 'max_reply_queue = 64K'
+start_daemon --pool-size 16M
 rss() { awk '/^VmRSS:/ { print $2 }' "/proc/$DPID/status"; }
 r0=$(rss)
 python3 - "$SOCK" >"$T/flood" <<'PY' &

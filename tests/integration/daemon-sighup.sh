@@ -72,7 +72,7 @@ echo "$out" | grep -q '"id"=>2, "profiles"=>\[{"model"=>"tiny", "layer"=>1, "cha
 stop_daemon
 ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}quarantine_size_mb=0"
 export ASAN_OPTIONS
-start_daemon --config "$CONF"
+start_daemon
 rss() { awk '/^VmRSS:/ { print $2 }' "/proc/$DPID/status"; }
 reload_n() {
   before=$(grep -c 'configuration reloaded' "$LOG")
@@ -97,7 +97,7 @@ tau = 10
 max_sinks = 4
 pfn = 1
 ' $k \
-    "$(seq -s, 0 63)" >"$T/prof/m$k.profile"
+    "$(seq -s, 0 63)" >"$PROFILES/m$k.profile"
   k=$((k + 1))
 done
 reload_n 20

@@ -44,6 +44,12 @@ static kvs_client *conn(const char *model_id)
   o.k_bits = o.v_bits = 4;
   o.policy = KVS_POLICY_PFN;
   o.seg_size = 16u << 20;
+  /* $KVS_ITEST_SALT: the cache salt of every connection (client-salt.sh) */
+  const char *salt = getenv("KVS_ITEST_SALT");
+  if (salt && *salt) {
+    o.salt_len = strlen(salt) < KVS_MAX_SALT ? strlen(salt) : KVS_MAX_SALT;
+    memcpy(o.salt, salt, o.salt_len);
+  }
   int r = kvs_connect(&c, sock, &m, &o);
   if (r < 0)
     FAIL("connect: %s", kvs_strerror(r));

@@ -155,7 +155,8 @@ END_TEST
 START_TEST(op_names)
 {
   static const char *names[] = { "hello", "put", "lookup", "get", "release", "stats",
-                                 "bye", "list", "evict", "reload", "profiles", "ping" };
+                                 "bye", "list", "evict", "reload", "profiles", "ping",
+                                 "metrics" };
   for (int op = KVS_OP_HELLO; op < KVS_OP__COUNT; op++) {
     ck_assert_str_eq(kvs__op_name((kvs__op)op), names[op - 1]);
     ck_assert_int_eq(kvs__op_from_name(names[op - 1], strlen(names[op - 1])), op);
@@ -209,6 +210,72 @@ START_TEST(rt_hello)
   ck_assert(d.hello.outliers < 0);
   ck_assert_int_eq(d.hello.dtype, KVS_DTYPE_F16);
   kvs__req_free(&d);
+}
+END_TEST
+
+/* salt: bin (or str) of at most KVS_MAX_SALT bytes, absent = none */
+static int hello_salt(int as_bin, const char *salt, size_t n)
+{
+  mp_begin(6);
+  kv_s("op", "hello");
+  kv_u("id", 5);
+  kv_u("version", KVS_PROTO_VERSION);
+  model("m", 2, 2, 8, "fp16");
+  kv_u("seg_size", 0);
+  ks("salt");
+  if (as_bin) {
+    msgpack_pack_bin(&pk, n);
+    msgpack_pack_bin_body(&pk, salt, n);
+  } else {
+    msgpack_pack_str(&pk, n);
+    msgpack_pack_str_body(&pk, salt, n);
+  }
+  return req_end();
+}
+
+START_TEST(hello_salt_limits)
+{
+  kvs__req q, d;
+  memset(&q, 0, sizeof(q));
+  q.op = KVS_OP_HELLO;
+  q.id = 9;
+  q.hello.version = KVS_PROTO_VERSION;
+  strcpy(q.hello.model_id, "m");
+  q.hello.n_layers = q.hello.n_kv_heads = q.hello.head_dim = 2;
+  q.hello.dtype = KVS_DTYPE_F16;
+  for (uint32_t i = 0; i < KVS_MAX_SALT; i++) q.hello.salt[i] = (uint8_t)(i * 37 + 1);
+  q.hello.salt[3] = 0; /* bytes, not a string: NUL is fine */
+  q.hello.salt_len = KVS_MAX_SALT;
+  roundtrip_req(&q, &d);
+  ck_assert_uint_eq(d.hello.salt_len, KVS_MAX_SALT);
+  ck_assert_mem_eq(d.hello.salt, q.hello.salt, KVS_MAX_SALT);
+  kvs__req_free(&d);
+  q.hello.salt_len = 0; /* none: no key on the wire, none decoded */
+  roundtrip_req(&q, &d);
+  ck_assert_uint_eq(d.hello.salt_len, 0);
+  kvs__req_free(&d);
+  q.hello.salt_len = KVS_MAX_SALT + 1;
+  char *buf;
+  size_t len;
+  ck_assert_int_eq(kvs__encode_req(&q, &buf, &len), -E2BIG);
+
+  char big[KVS_MAX_SALT + 1];
+  memset(big, 'x', sizeof big);
+  ck_assert_int_eq(hello_salt(1, big, KVS_MAX_SALT), 0);
+  ck_assert_int_eq(hello_salt(0, "tenant-a", 8), 0);
+  ck_assert_uint_eq(rq.hello.salt_len, 8);
+  ck_assert_mem_eq(rq.hello.salt, "tenant-a", 8);
+  ck_assert_int_eq(hello_salt(1, big, KVS_MAX_SALT + 1), -E2BIG);
+  ck_assert_int_eq(hello_salt(0, big, KVS_MAX_SALT + 1), -E2BIG);
+  /* not bytes */
+  mp_begin(6);
+  kv_s("op", "hello");
+  kv_u("id", 5);
+  kv_u("version", KVS_PROTO_VERSION);
+  model("m", 2, 2, 8, "fp16");
+  kv_u("seg_size", 0);
+  kv_u("salt", 7);
+  ck_assert_int_eq(req_end(), -EBADMSG);
 }
 END_TEST
 
@@ -1015,6 +1082,7 @@ static Suite *suite(void)
   tcase_add_test(t, frame_header);
   tcase_add_test(t, op_names);
   tcase_add_test(t, rt_hello);
+  tcase_add_test(t, hello_salt_limits);
   tcase_add_test(t, rt_put);
   tcase_add_test(t, rt_lookup_get_release);
   tcase_add_test(t, rt_bare_ops);

@@ -83,6 +83,25 @@ def test_prefix_shared_between_clients(sock, model_id):
             assert d.lookup(9, toks) == 0
 
 
+def test_salt_separates_caches(sock, model_id):
+    # equal salts share a prefix, different ones (or none) do not
+    m = kvsink.Model(model_id, L, H, D)
+    k, v = kv(64, seed=4)
+    toks = np.arange(2000, 2064)
+    with kvsink.Client(m, sock, bits=16, salt="tenant-a") as a:
+        a.put(1, 0, toks, k, v)
+        with kvsink.Client(m, sock, bits=16, salt=b"tenant-a") as same:
+            assert same.lookup(2, toks, bind=True) == 64
+            k2, _ = same.get(2, 0, 64)
+            assert np.array_equal(k2, k)
+        with kvsink.Client(m, sock, bits=16, salt="tenant-b") as other:
+            assert other.lookup(2, toks) == 0
+        with kvsink.Client(m, sock, bits=16) as plain:
+            assert plain.lookup(2, toks) == 0
+    with pytest.raises(ValueError):
+        kvsink.Client(m, sock, bits=16, salt=b"x" * 33)
+
+
 def test_errors_carry_errno_and_message(sock, model_id):
     m = kvsink.Model(model_id, L, H, D)
     with kvsink.Client(m, sock, bits=16) as c:

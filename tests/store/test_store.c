@@ -593,7 +593,9 @@ END_TEST
 
 START_TEST(validation)
 {
-  kvs__store *s = mkstore(1u << 20, 0);
+  kvs__store *s = NULL;
+  kvs__store_opts vo = {.pool_bytes = 1u << 20, .max_pending = 4096}; /* the pending check below */
+  ck_assert_int_eq(kvs__store_init(&s, &vo), 0);
   kvs__space_key key = mkkey(KVS_POLICY_NONE, 0);
   kvs__space *sp;
   kvs__seq *q;
