@@ -119,6 +119,9 @@ int kvs__encode_req(const kvs__req *req, char **out, size_t *len)
   case KVS_OP_GET:
     n += 6;
     break;
+  case KVS_OP_TABLE:
+    n += 4;
+    break;
   case KVS_OP_RELEASE:
     n += 1;
     break;
@@ -180,6 +183,12 @@ int kvs__encode_req(const kvs__req *req, char **out, size_t *len)
     break;
   case KVS_OP_RELEASE:
     kv_u64(&e, "seq", req->seq);
+    break;
+  case KVS_OP_TABLE:
+    kv_u64(&e, "seq", req->seq);
+    kv_layers(&e, req->layer_begin, req->layer_end);
+    kv_u64(&e, "k_off", req->k_off);
+    kv_u64(&e, "n", req->n_tokens);
     break;
   default:
     break;
@@ -283,6 +292,7 @@ int kvs__encode_rep(const kvs__rep *rep, char **out, size_t *len)
     n += 1;
     break;
   case KVS_OP_EVICT: n += 1; break;
+  case KVS_OP_TABLE: n += 3; break;
   case KVS_OP_GET: case KVS_OP_RELEASE: case KVS_OP_BYE: case KVS_OP_RELOAD:
   case KVS_OP_PING:
     break;
@@ -329,6 +339,11 @@ int kvs__encode_rep(const kvs__rep *rep, char **out, size_t *len)
     break;
   case KVS_OP_EVICT:
     kv_u64(&e, "evicted", rep->evicted);
+    break;
+  case KVS_OP_TABLE:
+    kv_u64(&e, "table_bytes", rep->table_bytes);
+    kv_u64(&e, "fds", rep->table_fds);
+    kv_bool(&e, "more", rep->table_more);
     break;
   default:
     break;

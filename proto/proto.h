@@ -42,6 +42,7 @@ typedef enum kvs__op {
   KVS_OP_RELOAD,   /* same as SIGHUP (kvsinkctl) */
   KVS_OP_PROFILES, /* list loaded sink profiles (kvsinkctl) */
   KVS_OP_PING,     /* no work; latency and health */
+  KVS_OP_TABLE,    /* block table of a seq, pool chunk fds (Attend) */
   KVS_OP__COUNT
 } kvs__op;
 
@@ -86,6 +87,8 @@ typedef struct kvs__req {
   uint32_t act_channels;   /* put: 0 = no summary */
   int has_act;
   int bind;                /* lookup: bind cached blocks to seq */
+  /* table: seq, layers, k_off = where the table goes, n_tokens = its room
+   * in bytes ("n" on the wire) */
 } kvs__req;
 
 /* Stats, also the stats reply: the public struct, whose field table
@@ -128,6 +131,10 @@ typedef struct kvs__rep {
   uint32_t n_profiles;
   /* evict */
   uint64_t evicted;
+  /* table: bytes written, fds passed with this reply, more fds to come
+   * (ask again before using the table) */
+  uint32_t table_bytes, table_fds;
+  int table_more;
 } kvs__rep;
 
 /* Framing. */
