@@ -52,18 +52,21 @@ int kvs__pool_init(kvs__pool **out, kvs__backend *be, size_t pool_bytes, size_t 
 {
   if (!out || !be || !be->pool_alloc)
     return -EINVAL;
+  size_t page = (size_t)sysconf(_SC_PAGESIZE);
   if (!chunk_bytes) {
     /* Default 2 MiB, but small pools still get 64 chunks so that several
-     * slot classes can coexist. */
+     * slot classes can coexist; whole pages on the host so that chunks
+     * can be exported. */
     chunk_bytes = 2u << 20;
+    size_t a = be == &kvs__backend_host && pool_bytes / 64 >= page ? page : KVS_POOL_ALIGN;
     if (chunk_bytes > pool_bytes / 64)
-      chunk_bytes = pool_bytes / 64 / KVS_POOL_ALIGN * KVS_POOL_ALIGN;
+      chunk_bytes = pool_bytes / 64 / a * a;
     if (chunk_bytes == 0)
       chunk_bytes = KVS_POOL_ALIGN;
   }
   chunk_bytes = round_up(chunk_bytes, KVS_POOL_ALIGN);
-  if (be == &kvs__backend_host)
-    chunk_bytes = round_up(chunk_bytes, (size_t)sysconf(_SC_PAGESIZE)); /* mmap unit */
+  /* Host pools of whole-page chunks are exportable (Attend). */
+  int exportable = be == &kvs__backend_host && chunk_bytes % page == 0;
   size_t n = pool_bytes / chunk_bytes;
   if (n == 0 || n >= NONE)
     return -EINVAL;
@@ -79,9 +82,9 @@ int kvs__pool_init(kvs__pool **out, kvs__backend *be, size_t pool_bytes, size_t 
     p->u[i].fd = -1;
   void *base = NULL;
   int rc;
-  if (be == &kvs__backend_host) {
-    /* Host pools are exportable: chunk i is memfd i mapped at base + i *
-     * chunk, so one chunk can be handed to a client without the rest. */
+  if (exportable) {
+    /* Chunk i is memfd i mapped at base + i * chunk, so one chunk can be
+     * handed to a client without the rest. */
     p->exportable = 1;
     rc = kvs__memfd_pool_map(n, chunk_bytes, &base, p->u, sizeof(*p->u),
                              offsetof(unit, fd));
