@@ -7,17 +7,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "client/conn.h"
+#include "client/client_int.h"
 #include <kvsink.h>
-
-struct kvs_client {
-  kvs__conn conn;
-  kvs_model model;
-  char model_id[KVS_MAX_MODEL_ID + 1];
-  kvs_info info;
-  void *seg;
-  size_t seg_size;
-};
 
 void kvs_options_init(kvs_options *opts)
 {
@@ -173,6 +164,7 @@ void kvs_close(kvs_client *c)
   kvs__conn_close(&c->conn);
   if (c->seg)
     munmap(c->seg, c->seg_size);
+  kvs__attn_close(c);
   free(c);
 }
 
