@@ -342,6 +342,12 @@ uint32_t kvs_table_tokens(const kvs_table *t, uint32_t layer)
 int kvs_attend(kvs_client *c, kvs_table *const *tables, uint32_t n_seqs, uint32_t layer,
                const void *q, int q_dtype, uint32_t n_q_heads, float *out)
 {
+  return kvs_attend_lse(c, tables, n_seqs, layer, q, q_dtype, n_q_heads, out, NULL);
+}
+
+int kvs_attend_lse(kvs_client *c, kvs_table *const *tables, uint32_t n_seqs, uint32_t layer,
+                   const void *q, int q_dtype, uint32_t n_q_heads, float *out, float *lse)
+{
   if (!c || (n_seqs && (!tables || !q || !out)))
     return -EINVAL;
   if (n_seqs == 0)
@@ -375,7 +381,7 @@ int kvs_attend(kvs_client *c, kvs_table *const *tables, uint32_t n_seqs, uint32_
       r = kvs_half_to_f32(qf, q, nq, (kvs_dtype)q_dtype);
   }
   if (r == 0)
-    r = kvs__attn_decode(&s, seqs, n_seqs, qf ? qf : q, out);
+    r = kvs__attn_decode_lse(&s, seqs, n_seqs, qf ? qf : q, out, lse);
   free(qf);
   free(seqs);
   return r;

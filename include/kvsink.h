@@ -183,6 +183,13 @@ uint32_t kvs_table_tokens(const kvs_table *t, uint32_t layer);
  * [head_dim]. No 16-bit K/V is written anywhere (kernels/attn.h). */
 int kvs_attend(kvs_client *c, kvs_table *const *tables, uint32_t n_seqs, uint32_t layer,
                const void *q, int q_dtype, uint32_t n_q_heads, float *out);
+/* The same, also writing lse: float [n_seqs][n_q_heads], the log of each
+ * head's softmax denominator over the scaled scores (-INFINITY when the
+ * table holds no token), to merge with attention over tokens the table
+ * does not hold, e.g. the step's own 16-bit K/V: with s = q . k / sqrt(d),
+ * out' = (e^lse * out + e^s * v) / (e^lse + e^s). */
+int kvs_attend_lse(kvs_client *c, kvs_table *const *tables, uint32_t n_seqs, uint32_t layer,
+                   const void *q, int q_dtype, uint32_t n_q_heads, float *out, float *lse);
 
 /* ---- Control and admin plane (kvsinkctl) ----
  * A control connection needs no hello. On the admin socket (kvsinkd.conf
