@@ -91,6 +91,52 @@ bad:
   return -EINVAL;
 }
 
+/* The Redis tier's keys (remote, remote_timeout_ms, remote_queue,
+ * cluster_key_file); remote is split here so a bad URL fails the load. */
+static int set_remote(kvs__config *c, const char *key, const char *v, char *err)
+{
+  uint64_t u64;
+  uint32_t u32;
+#define BAD(...) do { snprintf(err, KVS_CONF_ERRMSG, __VA_ARGS__); return -EINVAL; } while (0)
+  if (strcmp(key, "remote") == 0) {
+    if (strlen(v) >= sizeof c->remote) BAD("remote: longer than %zu bytes", sizeof c->remote - 1);
+    c->remote_host[0] = c->remote_path[0] = 0;
+    c->remote_port = 0;
+    if (!*v) {
+      c->remote[0] = 0;
+      return 0;
+    }
+    if (strncmp(v, "unix:", 5) == 0) {
+      if (!v[5] || strlen(v + 5) >= sizeof c->remote_path) BAD("remote: unix socket path empty or too long");
+      strcpy(c->remote_path, v + 5);
+    } else if (strncmp(v, "redis://", 8) == 0) {
+      const char *h = v + 8, *colon = strrchr(h, ':');
+      if (!colon || colon == h || (size_t)(colon - h) >= sizeof c->remote_host ||
+          parse_u32(colon + 1, 1, 65535, &u32) < 0 || memchr(h, '/', (size_t)(colon - h)))
+        BAD("remote: expected redis://HOST:PORT or unix:PATH, got '%s'", v);
+      memcpy(c->remote_host, h, (size_t)(colon - h));
+      c->remote_host[colon - h] = 0;
+      c->remote_port = u32;
+    } else {
+      BAD("remote: expected redis://HOST:PORT or unix:PATH, got '%s'", v);
+    }
+    strcpy(c->remote, v);
+  } else if (strcmp(key, "remote_timeout_ms") == 0) {
+    if (parse_u32(v, 1, 10000, &u32) < 0) BAD("remote_timeout_ms: expected 1..10000, got '%s'", v);
+    c->remote_timeout_ms = u32;
+  } else if (strcmp(key, "remote_queue") == 0) {
+    if (parse_size(v, &u64) < 0 || u64 < 4096 || u64 > ((uint64_t)1 << 36)) BAD("remote_queue: expected bytes 4K..64G, got '%s'", v);
+    c->remote_queue = u64;
+  } else if (strcmp(key, "cluster_key_file") == 0) {
+    if (strlen(v) >= sizeof c->cluster_key_file) BAD("cluster_key_file: path too long");
+    strcpy(c->cluster_key_file, v);
+  } else {
+    BAD("unknown key '%s'", key);
+  }
+#undef BAD
+  return 0;
+}
+
 int kvs__config_set(kvs__config *c, const char *key, const char *v, char *err)
 {
   uint64_t u64;
@@ -178,6 +224,8 @@ int kvs__config_set(kvs__config *c, const char *key, const char *v, char *err)
     int l = kvs__log_level_parse(v);
     if (l < 0) BAD("log_level: expected debug, info, notice, warning or err, got '%s'", v);
     c->log_level = l;
+  } else if (strncmp(key, "remote", 6) == 0 || strcmp(key, "cluster_key_file") == 0) {
+    return set_remote(c, key, v, err);
   } else {
     BAD("unknown key '%s'", key);
   }

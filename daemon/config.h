@@ -37,6 +37,15 @@ typedef struct kvs__config {
   uint64_t max_reply_queue;      /* queued reply bytes before a session's reads pause */
   uint32_t max_pending_tokens;
   int log_level;
+  /* Redis tier (daemon/remote.c): remote = redis://HOST:PORT or unix:PATH;
+   * "" = off. Read at start only. */
+  char remote[256];
+  char remote_host[256];     /* parsed from remote: host, or "" for unix */
+  char remote_path[108];     /* parsed from remote: unix socket path */
+  uint32_t remote_port;
+  char cluster_key_file[256]; /* 32-byte secret keying block hashes; "" = random */
+  uint32_t remote_timeout_ms; /* longest wait of a lookup on Redis */
+  uint64_t remote_queue;      /* bytes of writes in flight before dropping */
 } kvs__config;
 
 /* The compiled-in daemon/default.conf. */

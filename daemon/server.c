@@ -11,6 +11,9 @@
 
 #include "store/backend.h"
 #include "daemon/log.h"
+#ifdef HAVE_REDIS
+#include "daemon/remote.h"
+#endif
 #include "daemon/server.h"
 #include "daemon/session.h"
 #include "daemon/systemd.h"
@@ -195,6 +198,63 @@ static void server_status(kvs__server *s)
 
 static void on_status(uv_timer_t *t) { server_status(t->data); }
 
+/* ---- Redis tier glue (daemon/remote.c) ---- */
+
+/* The cluster's secret keys the chain hashes, so every daemon of the
+ * cluster names a block alike; without it the store draws its own. */
+static int remote_key(kvs__server *s, unsigned char key[32])
+{
+  if (!s->cfg.cluster_key_file[0]) return 0;
+#ifdef HAVE_REDIS
+  char err[KVS_CONF_ERRMSG];
+  int r = kvs__remote_load_key(s->cfg.cluster_key_file, key, err);
+  if (r < 0) kvs__err("%s", err);
+  return r;
+#else
+  (void)key;
+  kvs__err("cluster_key_file: kvsinkd was built without the Redis tier (hiredis)");
+  return -ENOTSUP;
+#endif
+}
+
+static int remote_start(kvs__server *s)
+{
+  if (!s->cfg.remote[0]) return 0;
+#ifdef HAVE_REDIS
+  int r = kvs__remote_start(&s->remote, s->loop, &s->cfg, s->store);
+  if (r < 0) kvs__err("redis tier: %s", strerror(-r));
+  return r;
+#else
+  kvs__err("remote: kvsinkd was built without the Redis tier (hiredis)");
+  return -ENOTSUP;
+#endif
+}
+
+static void remote_stats(kvs__server *s, kvs__stats *st)
+{
+#ifdef HAVE_REDIS
+  if (!s->remote) return;
+  kvs__remote_stats rs;
+  kvs__remote_stats_get(s->remote, &rs);
+  st->remote_hits = rs.hits;
+  st->remote_misses = rs.misses;
+  st->remote_bytes_in = rs.bytes_in;
+  st->remote_bytes_out = rs.bytes_out;
+  st->remote_errors = rs.errors;
+  st->remote_rejected = rs.rejected;
+  st->remote_timeouts = rs.timeouts;
+  st->remote_dropped = rs.dropped;
+  st->remote_latency_us_sum = rs.latency_us_sum;
+  st->remote_latency_count = rs.latency_count;
+  st->remote_connected = rs.connected;
+#else
+  (void)s;
+  (void)st;
+#endif
+}
+
+/* ---- end of the Redis tier glue ---- */
+
 /* The stats fields the store does not know. */
 static void server_stats(void *arg, kvs__stats *st)
 {
@@ -203,6 +263,7 @@ static void server_stats(void *arg, kvs__stats *st)
   st->sessions_total = s->sess.total;
   st->uptime_s = (uv_now(s->loop) - s->started_ms) / 1000;
   snprintf(st->backend, sizeof st->backend, "%s", s->backend_name ? s->backend_name : "host");
+  remote_stats(s, st);
 }
 
 static int reload_cb(void *arg, char *errmsg) { return kvs__server_reload(arg, errmsg); }
@@ -246,7 +307,9 @@ int kvs__server_start(kvs__server *s, uv_loop_t *loop)
   s->backend = b;
   kvs__store_opts o = {.pool_bytes = s->cfg.pool_size, .backend = b,
                        .max_pending = s->cfg.max_pending_tokens};
-  int r = kvs__store_init(&s->store, &o);
+  int r = remote_key(s, o.hash_key);
+  if (r < 0) return r;
+  r = kvs__store_init(&s->store, &o);
   if (r < 0) {
     kvs__err("cannot create a %llu-byte pool on %s: %s", (unsigned long long)s->cfg.pool_size,
              b->name, strerror(-r));
@@ -262,6 +325,9 @@ int kvs__server_start(kvs__server *s, uv_loop_t *loop)
               .server_stats = server_stats, .reload = reload_cb,
               .foreach_session = foreach_session, .arg = s},
       .on_gone = on_session_gone, .arg = s};
+  r = remote_start(s);
+  if (r < 0) return r;
+  s->sess.remote = s->remote;
   kvs__signals_init(&s->sig, loop, on_sigterm, on_sighup, s);
   r = open_listener(s);
   if (r < 0) return r;
@@ -315,6 +381,17 @@ int kvs__server_reload(kvs__server *s, char *errmsg)
   c.socket_mode = s->cfg.socket_mode;
   c.pool_size = s->cfg.pool_size;
   c.device = s->cfg.device;
+  /* The Redis tier and the cluster key are fixed at start too. */
+  if (strcmp(c.remote, s->cfg.remote) != 0 || strcmp(c.cluster_key_file, s->cfg.cluster_key_file) != 0 ||
+      c.remote_timeout_ms != s->cfg.remote_timeout_ms || c.remote_queue != s->cfg.remote_queue)
+    kvs__notice("reload: remote* and cluster_key_file change only at restart");
+  memcpy(c.remote, s->cfg.remote, sizeof c.remote);
+  memcpy(c.remote_host, s->cfg.remote_host, sizeof c.remote_host);
+  memcpy(c.remote_path, s->cfg.remote_path, sizeof c.remote_path);
+  c.remote_port = s->cfg.remote_port;
+  memcpy(c.cluster_key_file, s->cfg.cluster_key_file, sizeof c.cluster_key_file);
+  c.remote_timeout_ms = s->cfg.remote_timeout_ms;
+  c.remote_queue = s->cfg.remote_queue;
 
   kvs__profiles np;
   if (kvs__profiles_load(&np, c.profiles_dir) < 0) {
@@ -345,6 +422,9 @@ static void maybe_finish(kvs__server *s)
   if (!s->stopping || s->sess.head) return;
   /* Closing the last handles lets uv_run return. */
   if (!s->sig.closed) {
+#ifdef HAVE_REDIS
+    kvs__remote_stop(s->remote);
+#endif
     uv_close((uv_handle_t *)&s->drain, NULL);
     kvs__signals_close(&s->sig);
   }
@@ -391,6 +471,11 @@ void kvs__server_stop(kvs__server *s)
 
 void kvs__server_close(kvs__server *s)
 {
+#ifdef HAVE_REDIS
+  kvs__remote_stop(s->remote);
+  kvs__remote_free(s->remote);
+#endif
+  s->remote = NULL;
   if (s->store) kvs__store_close(s->store);
   s->store = NULL;
 #ifdef HAVE_CUDA

@@ -14,6 +14,8 @@
 
 #define KVS_DRAIN_MS 10000u /* graceful stop: longest wait for slow clients */
 
+struct kvs__remote;
+
 typedef struct kvs__server {
   uv_loop_t *loop;
   uv_pipe_t listener;
@@ -30,6 +32,7 @@ typedef struct kvs__server {
   const char *backend_name;
   kvs__backend *backend;   /* closed after the store */
   kvs__profiles profiles;
+  struct kvs__remote *remote; /* the Redis tier, NULL when off (daemon/remote.h) */
   kvs__sessions sess;
   uint64_t started_ms;
   kvs__signals sig;

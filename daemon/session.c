@@ -9,6 +9,9 @@
 #include <unistd.h>
 
 #include "daemon/log.h"
+#ifdef HAVE_REDIS
+#include "daemon/remote.h"
+#endif
 #include "daemon/session.h"
 #include "daemon/table.h"
 #include "proto/proto.h"
@@ -20,11 +23,14 @@ typedef struct write_req {
   char *data;
 } write_req;
 
+static void parked_free(kvs__session *ss);
+
 static void on_close(uv_handle_t *h)
 {
   kvs__session *ss = h->data;
   if (--ss->pending_closes > 0) return; /* the pipe and the timer both */
   kvs__sessions *host = ss->host;
+  parked_free(ss); /* before the space goes */
   kvs__sess_free(&ss->st);
   free(ss->buf);
   if (ss->prev) ss->prev->next = ss->next;
@@ -228,6 +234,88 @@ static void dispatch(kvs__session *ss, const kvs__req *rq)
   if (act == KVS_OPS_CLOSE) kvs__session_shutdown(ss);
 }
 
+/* ---- a lookup waits on the Redis tier (daemon/remote.c) ----
+ * A lookup of whole groups not all cached here is parked on its session:
+ * reading and framing stop (replies stay in order) while one MGET brings
+ * the missing blocks into the pool, at most remote_timeout_ms; then the
+ * request runs through the ops layer as any other and framing resumes.
+ * A session that closes meanwhile cancels the fetch (late replies are
+ * dropped by the tier). */
+
+struct kvs__parked {
+#ifdef HAVE_REDIS
+  kvs__remote_req *fetch;
+#endif
+  kvs__req rq; /* moved from the framing loop; its tokens are ours now */
+};
+
+static void parked_free(kvs__session *ss)
+{
+  struct kvs__parked *p = ss->parked;
+  if (!p) return;
+#ifdef HAVE_REDIS
+  if (p->fetch) kvs__remote_fetch_cancel(p->fetch);
+#endif
+  ss->parked = NULL;
+  kvs__req_free(&p->rq);
+  free(p);
+}
+
+static int process_frames(kvs__session *ss);
+static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *b);
+static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *b);
+
+#ifdef HAVE_REDIS
+static void on_fetched(void *arg)
+{
+  kvs__session *ss = arg;
+  struct kvs__parked *p = ss->parked;
+  p->fetch = NULL; /* the tier frees it */
+  ss->parked = NULL;
+  if (!ss->closing) dispatch(ss, &p->rq);
+  kvs__req_free(&p->rq);
+  free(p);
+  if (ss->closing) return;
+  if (process_frames(ss) < 0) {
+    kvs__session_shutdown(ss);
+    return;
+  }
+  if (!ss->paused && !ss->closing && !ss->parked &&
+      uv_read_start((uv_stream_t *)&ss->pipe, on_alloc, on_read) < 0)
+    session_close(ss);
+}
+#endif
+
+/* 0: rq was moved into ss->parked (the caller's copy is emptied); < 0:
+ * nothing to ask, run it now. */
+static int park(kvs__session *ss, kvs__req *rq)
+{
+#ifdef HAVE_REDIS
+  if (!ss->host->remote || rq->op != KVS_OP_LOOKUP || !ss->st.hello_done || !ss->st.space ||
+      rq->n_tokens == 0 || !rq->tokens)
+    return -EALREADY;
+  struct kvs__parked *p = calloc(1, sizeof *p);
+  if (!p) return -ENOMEM;
+  int r = kvs__remote_fetch(ss->host->remote, ss->st.space, rq->tokens, rq->n_tokens, on_fetched,
+                            ss, &p->fetch);
+  if (r < 0) {
+    free(p);
+    return r;
+  }
+  p->rq = *rq;
+  memset(rq, 0, sizeof *rq);
+  ss->parked = p;
+  uv_read_stop((uv_stream_t *)&ss->pipe);
+  return 0;
+#else
+  (void)ss;
+  (void)rq;
+  return -EALREADY;
+#endif
+}
+
+/* ---- end of the Redis tier's part ---- */
+
 /* ---- framing ---- */
 
 static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *b)
@@ -255,7 +343,7 @@ static int process_frames(kvs__session *ss)
   size_t pos = 0;
   int rc = 0;
   uint64_t cap = ss->host->cfg->max_reply_queue;
-  while (!ss->closing && !ss->paused && ss->buf_len - pos >= 4) {
+  while (!ss->closing && !ss->paused && !ss->parked && ss->buf_len - pos >= 4) {
     uint32_t flen = kvs__frame_get_len(ss->buf + pos);
     if (flen > KVS_MAX_FRAME) {
       kvs__warn("session %llu: frame of %u bytes over the %u limit, closing",
@@ -278,7 +366,7 @@ static int process_frames(kvs__session *ss)
     }
     if (r < 0) {
       send_err(ss, rq.op, rq.id, r, "%s", msg[0] ? msg : kvs_strerror(r));
-    } else {
+    } else if (park(ss, &rq) < 0) {
       dispatch(ss, &rq);
     }
     kvs__req_free(&rq);
@@ -297,7 +385,7 @@ static int process_frames(kvs__session *ss)
   }
   /* the frame deadline runs while a started frame waits for its bytes
    * (not while we are the ones not reading) */
-  if (ss->buf_len == 0 || ss->paused) ss->partial_since_ms = 0;
+  if (ss->buf_len == 0 || ss->paused || ss->parked) ss->partial_since_ms = 0;
   else if (!ss->partial_since_ms) ss->partial_since_ms = uv_now(ss->host->loop);
   /* Give memory back after a big frame. */
   if (ss->buf_cap > 4 * READ_CHUNK && ss->buf_len < READ_CHUNK) {
@@ -320,7 +408,7 @@ static void resume(kvs__session *ss)
     kvs__session_shutdown(ss);
     return;
   }
-  if (!ss->paused && !ss->closing &&
+  if (!ss->paused && !ss->closing && !ss->parked &&
       uv_read_start((uv_stream_t *)&ss->pipe, on_alloc, on_read) < 0)
     session_close(ss);
 }

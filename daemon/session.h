@@ -10,6 +10,7 @@
 #include "daemon/ops.h"
 
 typedef struct kvs__session kvs__session;
+struct kvs__remote;
 
 /* The sessions of one daemon and what they need from it. */
 typedef struct kvs__sessions {
@@ -21,6 +22,7 @@ typedef struct kvs__sessions {
   uint64_t n, total, next_id;
   void (*on_gone)(void *arg); /* after a session closed */
   void *arg;
+  struct kvs__remote *remote; /* the Redis tier, NULL when off */
 } kvs__sessions;
 
 struct kvs__session {
@@ -34,6 +36,8 @@ struct kvs__session {
   int timer_on;
   int pending_closes;      /* handles still closing; freed at 0 */
   int paused;              /* reads stopped: too many reply bytes queued */
+  struct kvs__parked *parked; /* a lookup waiting on the Redis tier; reads
+                                 and framing stop meanwhile (session.c) */
   uint64_t connected_ms, partial_since_ms;
   uint8_t *buf;            /* received bytes not yet consumed */
   size_t buf_len, buf_cap;

@@ -206,7 +206,15 @@ int kvs_attend_lse(kvs_client *c, kvs_table *const *tables, uint32_t n_seqs, uin
   X(lookup_tokens) X(puts) X(gets) X(evictions) X(put_nospc) X(bytes_in) \
   X(bytes_out) X(stored_raw_bytes) X(stored_bytes) X(sinks_found) \
   X(sinks_dropped) X(outliers_kept) X(sessions) X(sessions_total) X(seqs) \
-  X(uptime_s)
+  X(uptime_s) KVS_STATS_REMOTE_FIELDS(X)
+/* The Redis tier (all 0 when it is off): blocks brought in, keys asked and
+ * absent, value bytes in / out, failed commands, values refused, lookups
+ * answered without Redis's reply (timeout, or too many unanswered), writes
+ * dropped (down or queue full), reads' round trip, 1 when connected. */
+#define KVS_STATS_REMOTE_FIELDS(X) \
+  X(remote_hits) X(remote_misses) X(remote_bytes_in) X(remote_bytes_out) \
+  X(remote_errors) X(remote_rejected) X(remote_timeouts) X(remote_dropped) \
+  X(remote_latency_us_sum) X(remote_latency_count) X(remote_connected)
 
 typedef struct kvs_stats {
 #define KVS_STATS_DECL_(f) uint64_t f;

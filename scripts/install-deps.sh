@@ -6,4 +6,4 @@ export DEBIAN_FRONTEND=noninteractive
 apt-get update -q
 apt-get install -y -q --no-install-recommends \
   build-essential autoconf automake libtool pkg-config \
-  libuv1-dev libmsgpack-dev libsodium-dev libsystemd-dev check
+  libuv1-dev libmsgpack-dev libsodium-dev libsystemd-dev libhiredis-dev check

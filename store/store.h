@@ -217,6 +217,18 @@ int kvs__block_serialize(const kvs__block_view *v, void *out, size_t cap);
 int kvs__space_import(kvs__space *sp, const uint32_t *prefix, uint32_t n_prefix,
                       const void *bytes, size_t len, char *errmsg);
 
+/* For a tier's read path: the chain hashes of the whole groups of
+ * tokens[0, n) into ids[0, n/G) (bytes as kvs__block_view.id), and in
+ * *local how many leading groups are cached for every layer. Touches
+ * neither the LRU nor the stats (the lookup that follows counts). */
+int kvs__space_chain(kvs__space *sp, const uint32_t *tokens, uint32_t n, uint8_t (*ids)[16],
+                     uint32_t *local);
+/* 16 bytes naming a space (its keyed seed): equal across stores exactly
+ * when the space keys and the hash keys are. */
+void kvs__space_id(const kvs__space *sp, uint8_t out[16]);
+const kvs__space_key *kvs__space_key_of(const kvs__space *sp); /* resolved */
+void kvs__block_space_id(const kvs__block_view *v, uint8_t out[16]);
+
 /* Evict every unreferenced block (kvsinkctl evict); returns how many. */
 uint64_t kvs__store_evict_all(kvs__store *s);
 

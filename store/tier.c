@@ -199,3 +199,39 @@ int kvs__space_import(kvs__space *sp, const uint32_t *prefix, uint32_t n_prefix,
   kvs__blk_publish(b, NULL);
   return 0;
 }
+
+static void h128_bytes(kvs__h128 h, uint8_t out[16])
+{
+  memcpy(out, &h.lo, 8);
+  memcpy(out + 8, &h.hi, 8);
+}
+
+int kvs__space_chain(kvs__space *sp, const uint32_t *tokens, uint32_t n, uint8_t (*ids)[16],
+                     uint32_t *local)
+{
+  if (!sp || !local || (n && (!tokens || !ids)) || n > KVS_STORE_MAX_TOKENS)
+    return -EINVAL;
+  const uint32_t G = sp->qp.group, nl = sp->key.n_layers, ng = n / G;
+  kvs__h128 h = {0, 0}, parent = {0, 0};
+  int missing = 0;
+  *local = 0;
+  for (uint32_t g = 0; g < ng; g++) {
+    parent = h;
+    h = kvs__chain_next(sp, g ? &parent : NULL, tokens + (size_t)g * G);
+    h128_bytes(h, ids[g]);
+    for (uint32_t l = 0; !missing && l < nl; l++)
+      if (!kvs__blk_find(sp->st, h, parent, l, tokens + (size_t)g * G))
+        missing = 1;
+    if (!missing)
+      *local = g + 1;
+  }
+  return 0;
+}
+
+void kvs__space_id(const kvs__space *sp, uint8_t out[16]) { h128_bytes(sp->seed, out); }
+const kvs__space_key *kvs__space_key_of(const kvs__space *sp) { return &sp->key; }
+
+void kvs__block_space_id(const kvs__block_view *v, uint8_t out[16])
+{
+  kvs__space_id(v->blk->sp, out);
+}

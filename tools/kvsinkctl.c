@@ -168,6 +168,15 @@ static void print_stats(const kvs_stats *s, int json)
   printf("sessions       %" PRIu64 " now, %" PRIu64 " total; %" PRIu64 " seqs; %u spaces\n",
          s->sessions, s->sessions_total, s->seqs, s->spaces);
   printf("uptime         %" PRIu64 " s\n", s->uptime_s);
+  if (s->remote_connected || s->remote_errors || s->remote_dropped || s->remote_bytes_out ||
+      s->remote_latency_count)
+    printf("redis tier     %s; %" PRIu64 " hits, %" PRIu64 " misses, %" PRIu64 " refused; "
+           "%" PRIu64 " / %" PRIu64 " bytes in/out; %" PRIu64 " errors, %" PRIu64
+           " timeouts, %" PRIu64 " writes dropped; %.0f us per read\n",
+           s->remote_connected ? "connected" : "down", s->remote_hits, s->remote_misses,
+           s->remote_rejected, s->remote_bytes_in, s->remote_bytes_out, s->remote_errors,
+           s->remote_timeouts, s->remote_dropped,
+           ratio(s->remote_latency_us_sum, s->remote_latency_count));
 }
 
 static void print_list(const kvs_space_info *v, size_t n, int json)

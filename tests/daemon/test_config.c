@@ -172,6 +172,47 @@ static const struct {
     {"pfn = 20\ngroup_size = 16\n", "t:2: pfn (20) is larger than group_size (16)"},
 };
 
+/* The Redis tier's keys: off by default, both URL forms split, bad
+ * values refused with the key named. */
+START_TEST(remote_keys)
+{
+  ck_assert_str_eq(c.remote, "");
+  ck_assert_uint_eq(c.remote_timeout_ms, 20);
+  ck_assert_uint_eq(c.remote_queue, 64ull << 20);
+  ck_assert_int_eq(kvs__config_set(&c, "remote", "redis://cache.example:6380", err), 0);
+  ck_assert_str_eq(c.remote_host, "cache.example");
+  ck_assert_uint_eq(c.remote_port, 6380);
+  ck_assert_str_eq(c.remote_path, "");
+  ck_assert_int_eq(kvs__config_set(&c, "remote", "unix:/run/redis/r.sock", err), 0);
+  ck_assert_str_eq(c.remote_path, "/run/redis/r.sock");
+  ck_assert_str_eq(c.remote_host, "");
+  ck_assert_str_eq(c.remote, "unix:/run/redis/r.sock");
+  ck_assert_int_eq(kvs__config_set(&c, "remote_timeout_ms", "250", err), 0);
+  ck_assert_uint_eq(c.remote_timeout_ms, 250);
+  ck_assert_int_eq(kvs__config_set(&c, "remote_queue", "1M", err), 0);
+  ck_assert_uint_eq(c.remote_queue, 1u << 20);
+  ck_assert_int_eq(kvs__config_set(&c, "cluster_key_file", "/etc/kvsink/cluster.key", err), 0);
+  ck_assert_str_eq(c.cluster_key_file, "/etc/kvsink/cluster.key");
+  static const char *const wrong[][2] = {
+      {"remote", "redis://host"},      {"remote", "redis://:6379"},
+      {"remote", "redis://h:0"},       {"remote", "redis://h:70000"},
+      {"remote", "http://h:6379"},     {"remote", "unix:"},
+      {"remote", "redis://a/b:1"},     {"remote_timeout_ms", "0"},
+      {"remote_timeout_ms", "10001"},  {"remote_queue", "1"},
+      {"remote_port", "1"},
+  };
+  for (size_t i = 0; i < sizeof wrong / sizeof wrong[0]; i++) {
+    err[0] = 0;
+    ck_assert_int_eq(kvs__config_set(&c, wrong[i][0], wrong[i][1], err), -EINVAL);
+    ck_assert_ptr_nonnull(strstr(err, wrong[i][0]));
+  }
+  /* An empty value turns the tier off again. */
+  ck_assert_int_eq(kvs__config_set(&c, "remote", "", err), 0);
+  ck_assert_str_eq(c.remote, "");
+  ck_assert_str_eq(c.remote_path, "");
+}
+END_TEST
+
 START_TEST(errors_name_line)
 {
   kvs__config_defaults(&c);
@@ -245,6 +286,7 @@ int main(void)
   tcase_add_test(tc, overrides);
   tcase_add_loop_test(tc, errors_name_line, 0, (int)(sizeof bad / sizeof bad[0]));
   tcase_add_test(tc, long_line);
+  tcase_add_test(tc, remote_keys);
   tcase_add_test(tc, too_many_uids);
   tcase_add_test(tc, load_file);
   suite_add_tcase(s, tc);

@@ -2,13 +2,13 @@
 # The admin plane: the admin socket (mode 0600, no hello needed, every op,
 # kvsinkctl's default) and the data socket's view for a client that is not
 # an admin: its own namespace in list and stats, -EACCES for the rest.
-. "${top_srcdir:-.}/tests/integration/daemon-lib.sh"
+. "${top_srcdir:-.}/tests/lib/daemon.sh"
 CTL=$top_builddir/tools/kvsinkctl
 ADM=$T/kvsinkd.admin.sock
 
 chmod 755 "$T" # other users reach the data socket
-printf 'socket_mode = 0666\n' >"$T/conf"
-start_daemon --config "$T/conf"
+daemon_conf; printf 'socket_mode = 0666\n'  >>"$CONF"
+start_daemon --config "$CONF"
 [ -S "$ADM" ] || fail "no admin socket next to the data socket"
 [ "$(stat -c %a "$ADM")" = 600 ] || fail "admin socket mode $(stat -c %a "$ADM"), want 600"
 [ "$(stat -c %a "$SOCK")" = 666 ] || fail "data socket mode $(stat -c %a "$SOCK")"
@@ -60,10 +60,10 @@ as_nobody timeout 30 "$CTL" --admin-socket "$ADM" ping 2>/dev/null
 timeout 30 "$CTL" --socket "$SOCK" list | grep -c '^ns=' | grep -qx 2 || fail "root sees every space"
 
 # admin_group: a member is an admin on the data socket
-printf 'socket_mode = 0666\nadmin_group = nogroup\n' >"$T/conf"
+daemon_conf; printf 'socket_mode = 0666\nadmin_group = nogroup\n'  >>"$CONF"
 kill -HUP "$DPID"
 i=0
-until grep -q 'configuration reloaded' "$T/log"; do
+until grep -q 'configuration reloaded' "$LOG"; do
   i=$((i + 1)); [ $i -gt 100 ] && fail "no reload"; sleep 0.1
 done
 out=$(setpriv --reuid=$NOBODY --regid=$NOBODY --init-groups timeout 20 "$RAW" "$SOCK" \

@@ -2,7 +2,7 @@
 # kvsinkctl's command line: --help, --version, options in any order, the
 # unknown command or option named, exit codes, and --json that is valid
 # UTF-8 JSON even for a model id that is not.
-. "${top_srcdir:-.}/tests/integration/daemon-lib.sh"
+. "${top_srcdir:-.}/tests/lib/daemon.sh"
 CTL=$top_builddir/tools/kvsinkctl
 ctl() { timeout 30 "$CTL" "$@"; }
 
@@ -33,7 +33,7 @@ raw send '{"op":"hello","id":1,"version":1,"model":{"id":"'"$BAD"'","layers":2,"
   recv wait 5000 >"$T/hello" &
 hp=$!
 i=0
-until grep -q 'hello from' "$T/log"; do
+until grep -q 'hello from' "$LOG"; do
   i=$((i + 1)); [ $i -gt 100 ] && fail "hello with an odd model id: $(cat "$T/hello")"; sleep 0.1
 done
 ctl --admin-socket "$ADM" list --json >"$T/list.json" || fail "list --json"
@@ -54,6 +54,6 @@ LC_ALL=C grep -q "$(printf '\001')" "$T/list.txt" && fail "control byte printed"
 grep -q 'policy=pfn .*kvsink fell back to pfn: no profile; 1 sessions' "$T/list.txt" ||
   fail "list must show the fallback: $(cat "$T/list.txt")"
 wait $hp
-LC_ALL=C grep -q "$(printf '\001')" "$T/log" && fail "control byte logged"
+LC_ALL=C grep -q "$(printf '\001')" "$LOG" && fail "control byte logged"
 stop_daemon
 echo ok

@@ -3,23 +3,23 @@
 # closed after their timeouts, one uid's sessions are capped, and a client
 # that never reads its replies cannot make the daemon queue them without
 # bound (its reads pause; the daemon's RSS stays flat).
-. "${top_srcdir:-.}/tests/integration/daemon-lib.sh"
+. "${top_srcdir:-.}/tests/lib/daemon.sh"
 ADM=$T/kvsinkd.admin.sock
 
-printf 'hello_timeout = 1\nframe_timeout = 1\nmax_sessions_per_uid = 2\n' >"$T/conf"
-start_daemon --config "$T/conf"
+daemon_conf; printf 'hello_timeout = 1\nframe_timeout = 1\nmax_sessions_per_uid = 2\n'  >>"$CONF"
+start_daemon --config "$CONF"
 
 # no hello: closed within a few seconds (the check runs every second)
 out=$(timeout 20 "$RAW" "$SOCK" eof) || fail "a session without hello must be closed: $out"
 echo "$out" | grep -qx closed || fail "no hello: $out"
-grep -q "no hello in 1 s, closing" "$T/log" || fail "the hello timeout must be logged"
+grep -q "no hello in 1 s, closing" "$LOG" || fail "the hello timeout must be logged"
 # the admin socket needs no hello, so it has no such deadline
 out=$(timeout 20 "$RAW" "$ADM" wait 2500 send '{"op":"ping","id":4}' recv) ||
   fail "admin connection closed for want of hello: $out"
 # hello done, then 3 bytes of a frame header and nothing more
 out=$(raw send "$HELLO" recv raw 000000 eof) || fail "partial frame: $out"
 echo "$out" | tail -1 | grep -qx closed || fail "a partial frame must time out: $out"
-grep -q "a partial frame waited 1 s, closing" "$T/log" || fail "the frame timeout must be logged"
+grep -q "a partial frame waited 1 s, closing" "$LOG" || fail "the frame timeout must be logged"
 
 # two sessions of this uid are open: the third is refused with -EUSERS
 timeout 20 "$RAW" "$SOCK" send "$HELLO" recv wait 4000 >/dev/null &
@@ -27,7 +27,7 @@ a=$!
 timeout 20 "$RAW" "$SOCK" send "$HELLO" recv wait 4000 >/dev/null &
 b=$!
 i=0
-until [ "$(grep -c 'hello from' "$T/log")" -ge 3 ]; do
+until [ "$(grep -c 'hello from' "$LOG")" -ge 3 ]; do
   i=$((i + 1)); [ $i -gt 100 ] && fail "the two sessions did not start"; sleep 0.1
 done
 out=$(raw recv 2>&1)
@@ -42,8 +42,8 @@ stop_daemon
 # reads. With max_reply_queue = 64K the daemon stops reading it, so the
 # client's sends block well before 200 chunks of 1000 requests; without
 # the cap the daemon would queue ~140 MB of replies.
-printf 'max_reply_queue = 64K\n' >"$T/conf"
-start_daemon --config "$T/conf"
+daemon_conf; printf 'max_reply_queue = 64K\n'  >>"$CONF"
+start_daemon --config "$CONF"
 rss() { awk '/^VmRSS:/ { print $2 }' "/proc/$DPID/status"; }
 r0=$(rss)
 python3 - "$SOCK" >"$T/flood" <<'PY' &
@@ -75,7 +75,7 @@ echo "flood: $sent chunks sent before blocking; VmRSS $r0 kB -> $r1 kB"
 out=$(raw send '{"op":"ping","id":6}' recv) || fail "ping during the flood: $out"
 [ "$sent" -lt 200 ] || fail "the daemon read every request of a client that does not read"
 [ "$r1" -le $((r0 + 16384)) ] || fail "RSS grew from $r0 kB to $r1 kB"
-grep -q "reads paused" "$T/log" || fail "the pause must be logged (debug)"
+grep -q "reads paused" "$LOG" || fail "the pause must be logged (debug)"
 wait $fp
 stop_daemon
 echo ok

@@ -44,7 +44,7 @@ KH='{"op":"hello","id":1,"version":1,"model":{"id":"tiny","layers":2,"kv_heads":
 out=$(raw send "$KH" recv) || fail "hello: $out"
 echo "$out" | grep -q '"policy"=>"pfn".*"profile"=>false, "fallback"=>true' ||
   fail "no profile must mean pfn, and say it fell back: $out"
-grep -q "notice: session .*no sink profile for model 'tiny': policy kvsink falls back to pfn" "$T/log" ||
+grep -q "notice: session .*no sink profile for model 'tiny': policy kvsink falls back to pfn" "$LOG" ||
   fail "the fallback must be logged at notice level"
 printf 'model = tiny\nlayer = 1\nchannels = 3,5\ntau = 10\nmax_sinks = 4\npfn = 1\noutliers = 0.0078125\n' \
   >"$PROFILES/tiny.profile"
@@ -72,17 +72,17 @@ echo "$out" | grep -q '"id"=>2, "profiles"=>\[{"model"=>"tiny", "layer"=>1, "cha
 stop_daemon
 ASAN_OPTIONS="${ASAN_OPTIONS:+$ASAN_OPTIONS:}quarantine_size_mb=0"
 export ASAN_OPTIONS
-start_daemon --config "$T/conf"
+start_daemon --config "$CONF"
 rss() { awk '/^VmRSS:/ { print $2 }' "/proc/$DPID/status"; }
 reload_n() {
-  before=$(grep -c 'configuration reloaded' "$T/log")
+  before=$(grep -c 'configuration reloaded' "$LOG")
   j=0
   while [ $j -lt "$1" ]; do
     kill -HUP "$DPID"
     j=$((j + 1))
     # one at a time: signals sent back to back would merge into one
     i=0
-    until [ "$(grep -c 'configuration reloaded' "$T/log")" -ge $((before + j)) ]; do
+    until [ "$(grep -c 'configuration reloaded' "$LOG")" -ge $((before + j)) ]; do
       i=$((i + 1)); [ $i -gt 300 ] && fail "reload $j did not happen"; sleep 0.02
     done
   done

@@ -130,6 +130,57 @@ START_TEST(hooks_and_round_trip)
 }
 END_TEST
 
+/* The read path's ids: kvs__space_chain names each group as publish did,
+ * counts the leading groups cached in every layer, and leaves the stats
+ * alone; the space id is equal across stores exactly when the keys are. */
+START_TEST(chain_ids_for_a_tier)
+{
+  tier t;
+  memset(&t, 0, sizeof(t));
+  kvs__store *a = mk(1), *a2 = mk(1), *b = mk(2);
+  kvs__tier_hooks h = {on_publish, NULL, &t};
+  kvs__store_set_hooks(a, &h);
+  kvs__space *sa = space_of(a), *sa2 = space_of(a2), *sb = space_of(b);
+  uint16_t *k = trandkv(NL, NG * G, 5), *v = trandkv(NL, NG * G, 6);
+  uint32_t *tk = ttoks(NG * G + G, 1);
+  ck_assert_int_eq(tput_free(sa, tk, NG * G, k, v), 0);
+  uint8_t ids[NG + 1][16], ids2[NG + 1][16];
+  uint32_t local = 99;
+  uint64_t lookups = tstats(a).lookups;
+  ck_assert_int_eq(kvs__space_chain(sa, tk, NG * G + G + 5, ids, &local), 0);
+  ck_assert_uint_eq(local, NG);
+  ck_assert_uint_eq(tstats(a).lookups, lookups);
+  for (uint32_t g = 0; g < NG; g++)
+    ck_assert_int_eq(memcmp(ids[g], t.id[g * NL], 16), 0);
+  /* same hash key: same ids, nothing cached there */
+  ck_assert_int_eq(kvs__space_chain(sa2, tk, NG * G + G, ids2, &local), 0);
+  ck_assert_uint_eq(local, 0);
+  ck_assert_int_eq(memcmp(ids, ids2, sizeof(ids)), 0);
+  /* another hash key: other ids */
+  ck_assert_int_eq(kvs__space_chain(sb, tk, NG * G, ids2, &local), 0);
+  ck_assert_int_ne(memcmp(ids[0], ids2[0], 16), 0);
+  uint8_t ia[16], ia2[16], ib[16];
+  kvs__space_id(sa, ia);
+  kvs__space_id(sa2, ia2);
+  kvs__space_id(sb, ib);
+  ck_assert_int_eq(memcmp(ia, ia2, 16), 0);
+  ck_assert_int_ne(memcmp(ia, ib, 16), 0);
+  ck_assert_int_eq(kvs__space_chain(sa, tk, KVS_STORE_MAX_TOKENS + 1, ids, &local), -EINVAL);
+  ck_assert_str_eq(kvs__space_key_of(sa)->ns, kvs__space_key_of(sb)->ns);
+  kvs__space_unref(sa);
+  kvs__space_unref(sa2);
+  kvs__space_unref(sb);
+  kvs__store_close(a);
+  kvs__store_close(a2);
+  kvs__store_close(b);
+  for (uint32_t i = 0; i < NB; i++)
+    free(t.blob[i]);
+  free(k);
+  free(v);
+  free(tk);
+}
+END_TEST
+
 static void resum(unsigned char *p, size_t len)
 {
   crypto_generichash(p + len - 16, 16, p, len - 16, NULL, 0);
@@ -213,6 +264,7 @@ int main(void)
   TCase *tc = tcase_create("tier");
   tcase_add_test(tc, hooks_and_round_trip);
   tcase_add_test(tc, damaged_bytes_refused);
+  tcase_add_test(tc, chain_ids_for_a_tier);
   suite_add_tcase(s, tc);
   SRunner *r = srunner_create(s);
   srunner_run_all(r, CK_NORMAL);
