@@ -20,7 +20,7 @@ for d in "$top_builddir" "$top_builddir/tests" "$top_builddir/tests/integration"
 done
 mkdir "$T/other" && chown "$ouid:$ogid" "$T/other" || fail "cannot make a directory for $other"
 daemon_conf 'socket_mode = 0666'
-start_daemon
+start_daemon --device host # block tables: host pools only
 timeout 60 "$AT" "$SOCK" inodes "$T/root.ino" || fail "owner table"
 setpriv --reuid "$ouid" --regid "$ogid" --clear-groups \
   timeout 60 "$AT" "$SOCK" inodes "$T/other/other.ino" || fail "uid $ouid table"

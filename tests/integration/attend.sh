@@ -6,14 +6,14 @@
 . "${top_srcdir:-.}/tests/lib/daemon.sh"
 AT=$top_builddir/tests/integration/attend-itest
 [ -x "$AT" ] || fail "$AT not built"
-start_daemon
+start_daemon --device host # block tables: host pools only
 for b in 2 3 4; do
   timeout 120 "$AT" "$SOCK" check "$b" || fail "attend at $b bits"
 done
 timeout 60 "$AT" "$SOCK" readonly || fail "read-only chunks"
 stop_daemon
 # a small pool, so that a few seqs fill it
-start_daemon --pool-size 4M
+start_daemon --device host --pool-size 4M
 timeout 120 "$AT" "$SOCK" pressure || fail "pinned blocks under pool pressure"
 stop_daemon
 echo "attend ok"
