@@ -159,7 +159,8 @@ int kvs__ops_table(kvs__store *store, kvs__sess_state *st, kvs__seq *seq, const 
   };
   memcpy(base, &h, sizeof h);
   uint64_t o = sizeof h;
-  memcpy(base + o, ul.u, (size_t)nunits * sizeof(kvs__tbl_unit));
+  if (nunits) /* memcpy from NULL is undefined even for 0 bytes */
+    memcpy(base + o, ul.u, (size_t)nunits * sizeof(kvs__tbl_unit));
   o += (uint64_t)nunits * sizeof(kvs__tbl_unit);
   uint64_t lo = o;
   o += (uint64_t)h.n_layers * sizeof(kvs__tbl_layer);
