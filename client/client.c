@@ -7,23 +7,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include "client/conn.h"
-#include "kernels/cudrv.h"
+#include "client/client_int.h"
 #include <kvsink.h>
-
-struct kvs_client {
-  kvs__conn conn;
-  kvs_model model;
-  char model_id[KVS_MAX_MODEL_ID + 1];
-  kvs_info info;
-  void *seg;
-  size_t seg_size;
-  char socket_path[108];
-  kvs_options opts;
-  int want_dev;           /* kvs_connect_device */
-  size_t dev_seg_size;
-  kvs__vmm dseg;          /* device segment mapping; ptr 0 = none */
-};
 
 void kvs_options_init(kvs_options *opts)
 {
@@ -135,7 +120,12 @@ static int hello(kvs_client *c)
   memcpy(req.hello.salt, opts->salt, opts->salt_len);
   req.hello.salt_len = (uint32_t)opts->salt_len;
 
-  r = kvs__conn_call_fds(&c->conn, &req, &rep, fds, 2);
+  uint32_t nfds = 0;
+  r = kvs__conn_call_fds(&c->conn, &req, &rep, fds, 2, &nfds);
+  if (nfds < 2)
+    fds[1] = -1;
+  if (nfds < 1)
+    fds[0] = -1;
   if (r == 0) {
     r = map_segment(c, fds[0], rep.seg_size);
     if (r == 0 && rep.seg_device) {
@@ -229,6 +219,7 @@ static void unmap_segments(kvs_client *c)
   c->seg = NULL;
   c->seg_size = 0;
   kvs__vmm_close(&c->dseg);
+  kvs__attn_close(c); /* pool units of the old session mean nothing to a new one */
 }
 
 int kvs_reconnect(kvs_client *c)

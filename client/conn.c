@@ -78,36 +78,41 @@ static int send_all(int fd, const char *buf, size_t len)
   return 0;
 }
 
-/* Keep the first nfd fds of SCM_RIGHTS messages in fds[] (slots still
- * -1), close every other one. */
-static void take_fds(struct msghdr *mh, int *fds, int nfd)
+/* Where the fds of a reply go: up to cap are kept, the rest closed. */
+typedef struct fdbox {
+  int *fd;
+  uint32_t cap, n;
+  int trunc;              /* some were lost (MSG_CTRUNC) */
+} fdbox;
+
+/* Keep the fds of an SCM_RIGHTS message that fit in box, close the rest. */
+static void take_fds(struct msghdr *mh, fdbox *box)
 {
+  if (mh->msg_flags & MSG_CTRUNC)
+    box->trunc = 1;
   for (struct cmsghdr *cm = CMSG_FIRSTHDR(mh); cm; cm = CMSG_NXTHDR(mh, cm)) {
     if (cm->cmsg_level != SOL_SOCKET || cm->cmsg_type != SCM_RIGHTS)
       continue;
     size_t n = (cm->cmsg_len - CMSG_LEN(0)) / sizeof(int);
     int *in = (int *)CMSG_DATA(cm);
     for (size_t i = 0; i < n; i++) {
-      int f, kept = 0;
+      int f;
       memcpy(&f, &in[i], sizeof f);
-      for (int j = 0; j < nfd && !kept; j++)
-        if (fds[j] < 0) {
-          fds[j] = f;
-          kept = 1;
-        }
-      if (!kept)
+      if (box->n < box->cap)
+        box->fd[box->n++] = f;
+      else
         close(f);
     }
   }
 }
 
-/* Read exactly len bytes; fds that arrive are collected into fds[nfd]. */
-static int recv_all(int fd, char *buf, size_t len, int *fds, int nfd)
+/* Read exactly len bytes; fds that arrive are collected into *fd_out. */
+static int recv_all(int fd, char *buf, size_t len, fdbox *fd_out)
 {
   while (len > 0) {
     union {
       struct cmsghdr align;
-      char buf[CMSG_SPACE(4 * sizeof(int))];
+      char buf[CMSG_SPACE(KVS_TABLE_MAX_FDS * sizeof(int))];
     } cbuf;
     struct iovec iov = {.iov_base = buf, .iov_len = len};
     struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1,
@@ -127,24 +132,34 @@ static int recv_all(int fd, char *buf, size_t len, int *fds, int nfd)
   return 0;
 }
 
+static void box_close(fdbox *box)
+{
+  for (uint32_t i = 0; i < box->n; i++)
+    close(box->fd[i]);
+  box->n = 0;
+}
+
 int kvs__conn_call(kvs__conn *c, kvs__req *req, kvs__rep *rep, int *fd_out)
 {
-  int fds[2] = {-1, -1};
-  int r = kvs__conn_call_fds(c, req, rep, fds, fd_out ? 1 : 0);
+  int fd = -1;
+  uint32_t n = 0;
+  int r = kvs__conn_call_fds(c, req, rep, &fd, fd_out ? 1 : 0, &n);
   if (fd_out)
-    *fd_out = fds[0];
+    *fd_out = n ? fd : -1;
   return r;
 }
 
-int kvs__conn_call_fds(kvs__conn *c, kvs__req *req, kvs__rep *rep, int *fds, int nfd)
+int kvs__conn_call_fds(kvs__conn *c, kvs__req *req, kvs__rep *rep, int *fds, uint32_t cap,
+                       uint32_t *nfds)
 {
   char *out = NULL, *in = NULL;
   size_t olen = 0;
   int r;
+  fdbox box = {.fd = fds, .cap = cap, .n = 0, .trunc = 0};
+  fdbox *fd_out = &box;
 
   memset(rep, 0, sizeof *rep);
-  for (int i = 0; i < nfd; i++)
-    fds[i] = -1;
+  *nfds = 0;
   if (c->fd < 0 || c->broken) {
     kvs__conn_seterr(c, -ENOTCONN, "connection");
     return -ENOTCONN;
@@ -200,6 +215,7 @@ int kvs__conn_call_fds(kvs__conn *c, kvs__req *req, kvs__rep *rep, int *fds, int
       goto fail_fd;
     }
     if (rep->err < 0) {
+      box_close(&box);
       rep->errmsg[sizeof rep->errmsg - 1] = '\0';
       if (rep->errmsg[0])
         snprintf(c->errmsg, sizeof c->errmsg, "%s", rep->errmsg);
@@ -215,6 +231,14 @@ int kvs__conn_call_fds(kvs__conn *c, kvs__req *req, kvs__rep *rep, int *fds, int
       c->broken = 1;
       goto fail_fd;
     }
+    if (box.trunc) {
+      kvs__rep_free(rep);
+      memset(rep, 0, sizeof *rep);
+      r = -EPROTO;
+      snprintf(c->errmsg, sizeof c->errmsg, "reply carried more fds than expected");
+      goto fail_fd;
+    }
+    *nfds = box.n;
     return 0;
   }
   free(in);
@@ -225,10 +249,6 @@ int kvs__conn_call_fds(kvs__conn *c, kvs__req *req, kvs__rep *rep, int *fds, int
              "kvsinkd closed the connection (stopped or restarted): kvs_reconnect() connects "
              "again and maps new segments");
 fail_fd:
-  for (int i = 0; i < nfd; i++)
-    if (fds[i] >= 0) {
-      close(fds[i]);
-      fds[i] = -1;
-    }
+  box_close(&box);
   return r;
 }

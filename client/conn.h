@@ -6,6 +6,7 @@
 #include <stdint.h>
 
 #include "proto/proto.h"
+#include "proto/table.h"
 
 typedef struct kvs__conn {
   int fd;
@@ -27,9 +28,10 @@ void kvs__conn_close(kvs__conn *c);
  * reply is stored there (-1 if none). Returns 0, the daemon's error code,
  * or a local error (-EPIPE, -ECONNRESET, -EPROTO, -EBADMSG...). */
 int kvs__conn_call(kvs__conn *c, kvs__req *req, kvs__rep *rep, int *fd_out);
-/* The same, keeping up to nfd passed fds in fds[] (-1 where none came):
- * hello with a device segment passes the memfd and then the GPU's fd. */
-int kvs__conn_call_fds(kvs__conn *c, kvs__req *req, kvs__rep *rep, int *fds, int nfd);
+/* The same keeping up to cap fds of the reply in fds[0..*nfds) (the
+ * caller owns them on success; none are left open on failure). */
+int kvs__conn_call_fds(kvs__conn *c, kvs__req *req, kvs__rep *rep, int *fds, uint32_t cap,
+                       uint32_t *nfds);
 
 /* Record an error text for kvs_last_error(). */
 void kvs__conn_seterr(kvs__conn *c, int err, const char *what);

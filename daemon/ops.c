@@ -9,6 +9,7 @@
 #include "daemon/log.h"
 #include "daemon/ops.h"
 #include "daemon/ops_dev.h"
+#include "daemon/table.h"
 
 void kvs__sess_init(kvs__sess_state *st, const kvs__config *cfg, uint64_t id, uid_t uid,
                     pid_t pid, int admin)
@@ -36,6 +37,10 @@ void kvs__sess_free(kvs__sess_state *st)
   /* first: unmaps and releases the device segment, unpins the memfd */
   kvs__devseg_close(&st->dseg);
   kvs__segment_close(&st->seg);
+  kvs__ops_table_drop_fds(st);
+  free(st->tbl_sent);
+  free(st->tbl_seen);
+  st->tbl_sent = st->tbl_seen = NULL;
 }
 
 static void vfail(kvs__rep *rep, int err, const char *fmt, va_list ap)
@@ -679,6 +684,17 @@ static int run_op(const kvs__ops_env *env, kvs__sess_state *st, const kvs__req *
   case KVS_OP_GET: op_get(st, rq, rep); break;
   case KVS_OP_LOOKUP: op_lookup(st, rq, rep); break;
   case KVS_OP_RELEASE: op_release(st, rq, rep); break;
+  case KVS_OP_TABLE: {
+    kvs__seq_slot *slot = seq_find(st, rq->seq);
+    if (check_layers(st, rq, rep) < 0) break;
+    if (!slot) {
+      fail(rep, -ENOENT, "no sequence %llu", (unsigned long long)rq->seq);
+      break;
+    }
+    if (kvs__ops_table(env->store, st, slot->seq, rq, rep) == 0 && st->n_tbl_fds)
+      return KVS_OPS_REPLY_FDS;
+    break;
+  }
   default: fail(rep, -EPROTO, "unknown op"); break;
   }
   return KVS_OPS_REPLY;

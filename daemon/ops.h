@@ -13,6 +13,7 @@
 #include "daemon/profiles.h"
 #include "daemon/segment.h"
 #include "proto/proto.h"
+#include "proto/table.h"
 #include "store/store.h"
 
 typedef struct kvs__seq_slot {
@@ -56,6 +57,12 @@ struct kvs__sess_state {
   kvs__backend *backend;
   kvs__seq_slot *seqs;
   size_t n_seqs, cap_seqs;
+  /* Attend (daemon/table.c): per pool chunk, the generation of the unit
+   * fds this session was passed (0 none), a stamp per call, and the fds of
+   * the table reply being sent. */
+  uint32_t *tbl_sent, *tbl_seen, tbl_stamp;
+  int tbl_fds[KVS_TABLE_MAX_FDS];
+  uint32_t n_tbl_fds;
 };
 
 /* Namespace from cfg (shared_namespace_uids), no space, no segment. */
@@ -69,6 +76,7 @@ enum {
   KVS_OPS_REPLY_FD,    /* send rep with st->seg.fd attached (hello), and
                           st->dseg.fd after it when >= 0 */
   KVS_OPS_CLOSE,       /* send rep, then close the session (bye) */
+  KVS_OPS_REPLY_FDS,   /* send rep with st->tbl_fds attached, then close them (table) */
 };
 
 /* Run rq; rep is always filled (rep->err < 0 on failure). Free rep with

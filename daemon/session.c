@@ -13,6 +13,7 @@
 #include "daemon/remote.h"
 #endif
 #include "daemon/session.h"
+#include "daemon/table.h"
 #include "proto/proto.h"
 
 #define READ_CHUNK (64u << 10)
@@ -146,7 +147,8 @@ static int send_err(kvs__session *ss, kvs__op op, uint64_t id, int err, const ch
 
 /* ---- hello ---- */
 
-static int send_hello(kvs__session *ss, const kvs__rep *rep)
+/* rep with fds on its first byte (hello: the segment; table: pool units). */
+static int send_fds(kvs__session *ss, const kvs__rep *rep, const int *fds, uint32_t nfd)
 {
   char *out;
   size_t len;
@@ -166,20 +168,21 @@ static int send_hello(kvs__session *ss, const kvs__rep *rep)
   }
   union {
     struct cmsghdr h;
-    char buf[CMSG_SPACE(2 * sizeof(int))];
+    char buf[CMSG_SPACE(sizeof(int) * KVS_TABLE_MAX_FDS)];
   } cm;
+  if (nfd == 0 || nfd > KVS_TABLE_MAX_FDS) {
+    free(out);
+    return -EINVAL;
+  }
   memset(&cm, 0, sizeof cm);
-  /* the memfd, then the device segment's fd when there is one */
-  int fds[2] = {ss->st.seg.fd, ss->st.dseg.fd};
-  size_t nfd = ss->st.dseg.fd >= 0 ? 2 : 1;
   struct iovec iov = {.iov_base = out, .iov_len = len};
   struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1, .msg_control = cm.buf,
-                      .msg_controllen = CMSG_SPACE(nfd * sizeof(int))};
+                      .msg_controllen = CMSG_SPACE(sizeof(int) * nfd)};
   struct cmsghdr *c = CMSG_FIRSTHDR(&mh);
   c->cmsg_level = SOL_SOCKET;
   c->cmsg_type = SCM_RIGHTS;
-  c->cmsg_len = CMSG_LEN(nfd * sizeof(int));
-  memcpy(CMSG_DATA(c), fds, nfd * sizeof(int));
+  c->cmsg_len = CMSG_LEN(sizeof(int) * nfd);
+  memcpy(CMSG_DATA(c), fds, sizeof(int) * nfd);
   ssize_t n;
   do n = sendmsg(fd, &mh, MSG_NOSIGNAL);
   while (n < 0 && errno == EINTR);
@@ -202,8 +205,21 @@ static void dispatch(kvs__session *ss, const kvs__req *rq)
                kvs__op_name(rep.op), (unsigned long long)rep.id, rep.err, rep.errmsg);
     act = KVS_OPS_REPLY;
   }
-  if (act == KVS_OPS_REPLY_FD) {
-    int r = send_hello(ss, &rep);
+  if (act == KVS_OPS_REPLY_FDS) {
+    int r = send_fds(ss, &rep, ss->st.tbl_fds, ss->st.n_tbl_fds);
+    kvs__ops_table_drop_fds(&ss->st);
+    if (r < 0) {
+      /* the client got none of them: it is passed every unit again */
+      memset(ss->st.tbl_sent, 0, sizeof(uint32_t) * kvs__store_nchunks(ss->host->env.store));
+      if (r == -EBUSY)
+        send_err(ss, rq->op, rq->id, -EBUSY, "table sent while replies were pending");
+      else
+        session_close(ss);
+    }
+  } else if (act == KVS_OPS_REPLY_FD) {
+    /* the memfd, then the device segment's fd when there is one */
+    int hfds[2] = {ss->st.seg.fd, ss->st.dseg.fd};
+    int r = send_fds(ss, &rep, hfds, ss->st.dseg.fd >= 0 ? 2 : 1);
     if (ss->st.dseg.fd >= 0) close(ss->st.dseg.fd); /* the client holds it now */
     ss->st.dseg.fd = -1;
     if (r < 0) {

@@ -14,10 +14,19 @@
 static size_t seg_k(const kvs__daemonkv *d) { (void)d; return 0; }
 static size_t seg_v(const kvs__daemonkv *d) { return (size_t)d->max_tokens * d->channels * 2; }
 static size_t seg_act(const kvs__daemonkv *d) { return 2 * seg_v(d); }
-static size_t seg_need(const kvs__daemonkv *d)
+static size_t seg_table(const kvs__daemonkv *d)
 {
   return seg_act(d) + (size_t)d->max_tokens * KVS_EVAL_MAX_CHANNELS * sizeof(float);
 }
+/* Room for a block table of every layer: per token at most a block
+ * record share, a sink-row location and unit record (48 bytes), the
+ * residual (under 2 groups of 64 rows, K and V) and headers. */
+static size_t table_room(const kvs__daemonkv *d)
+{
+  return (size_t)d->n_layers * ((size_t)d->max_tokens * 48 + 4 * 64 * (size_t)d->channels * 2 + 64) +
+         65536;
+}
+static size_t seg_need(const kvs__daemonkv *d) { return seg_table(d) + table_room(d); }
 
 static int put_raw(kvs__daemonkv *d, uint32_t lb, uint32_t le, uint32_t start, uint32_t n,
                    const uint32_t *tokens, int with_act)
@@ -54,6 +63,15 @@ static int dk_put(void *ctx, uint32_t layer, uint32_t start, uint32_t n, const u
   int with_act = d->act_pending && d->act_start == start && d->act_n == n;
   if (n > d->max_tokens)
     return -EINVAL;
+  if (d->use_attend && layer == 0 && start > 0) {
+    /* the step's past, [0, start) of every layer, before the step's puts */
+    kvs_table_free(d->table);
+    d->table = NULL;
+    int r = kvs_table_get(d->c, d->seq, 0, d->n_layers, seg_table(d), table_room(d), &d->table);
+    if (r < 0)
+      return r;
+    d->tables++;
+  }
   memcpy(seg + seg_k(d), k, bytes);
   memcpy(seg + seg_v(d), v, bytes);
   if (with_act)
@@ -78,6 +96,15 @@ static int dk_get(void *ctx, uint32_t layer, uint32_t n, uint16_t *k, uint16_t *
   memcpy(v, seg + seg_v(d), (size_t)n * d->channels * 2);
   d->gets++;
   return 0;
+}
+
+static int dk_attend(void *ctx, uint32_t layer, uint32_t start, const float *q, uint32_t n_heads,
+                     float *out, float *lse)
+{
+  kvs__daemonkv *d = ctx;
+  if (start == 0 || !d->table || kvs_table_tokens(d->table, layer) != start)
+    return -EPROTO;
+  return kvs_attend_lse(d->c, &d->table, 1, layer, q, KVS_DTYPE_F32, n_heads, out, lse);
 }
 
 static int dk_summary(void *ctx, uint32_t start, uint32_t n, const uint32_t *tokens,
@@ -212,9 +239,18 @@ fail:
   return r;
 }
 
+int kvs__daemonkv_use_attend(kvs__daemonkv *d, kvs__kvio *io)
+{
+  d->use_attend = 1;
+  io->attend = dk_attend;
+  return 0;
+}
+
 int kvs__daemonkv_begin(kvs__daemonkv *d)
 {
   int r = 0;
+  kvs_table_free(d->table);
+  d->table = NULL;
   if (d->seq)
     r = kvs_release(d->c, d->seq);
   d->seq++;
@@ -226,6 +262,8 @@ int kvs__daemonkv_begin(kvs__daemonkv *d)
 
 void kvs__daemonkv_close(kvs__daemonkv *d)
 {
+  kvs_table_free(d->table);
+  d->table = NULL;
   if (d->c && d->seq)
     kvs_release(d->c, d->seq);
   kvs_close(d->c);

@@ -29,14 +29,21 @@ typedef struct kvs__daemonkv {
    * replaced by +huge on the positions flagged here and 0 elsewhere, so
    * the daemon keeps exactly this set (within max_sinks) in 16-bit */
   const uint8_t *force;
+  /* kvsink-eval --attend: a block table taken at each step's first put,
+   * attended with kvs_attend_lse (io->attend) */
+  int use_attend;
+  kvs_table *table;
   /* counters over the whole run */
-  uint64_t daemon_sinks, puts, gets;
+  uint64_t daemon_sinks, puts, gets, tables;
 } kvs__daemonkv;
 
 /* Connect with the given options, for contexts of up to max_tokens. */
 int kvs__daemonkv_init(kvs__daemonkv *d, const char *socket, const kvs__model *m,
                        const kvs_options *opts, uint32_t max_tokens, const kvs_profile *profile,
                        kvs__kvio *io, char *errmsg);
+/* Attend through block tables (io->attend) instead of get; call after
+ * init, before the first sequence. */
+int kvs__daemonkv_use_attend(kvs__daemonkv *d, kvs__kvio *io);
 /* Start a new sequence (the previous one is released). */
 int kvs__daemonkv_begin(kvs__daemonkv *d);
 void kvs__daemonkv_close(kvs__daemonkv *d);

@@ -32,7 +32,7 @@
 typedef struct args {
   const char *model, *text, *socket, *out, *tokens, *policy, *sinks_in, *sinks_out, *profile, *nll_out;
   const char *protect, *attn_out;
-  int bits, k_bits, v_bits, json, no_daemon, v_group, docs;
+  int bits, k_bits, v_bits, json, no_daemon, v_group, docs, attend, decode;
   float outliers;
   uint32_t contexts, ctx, chunk, piece;
 } args;
@@ -44,7 +44,7 @@ static void usage(FILE *f)
         "                       [--contexts N] [--ctx N] [--chunk G] [--json]\n"
         "                       [--sinks FILE] [--sinks-out FILE] [--profile FILE] [--v-group N]\n"
         "                       [--nll-out FILE] [--piece N] [--protect FILE] [--attn-out FILE]\n"
-        "                       [--k-bits B] [--v-bits B]\n"
+        "                       [--k-bits B] [--v-bits B] [--decode [--attend]]\n"
         "       kvsink-eval logits --model DIR --tokens ID,ID,... -o FILE [--chunk G]\n"
         "       kvsink-eval dump --model DIR --text FILE -o DUMP [--contexts N] [--ctx N] [--piece N]\n"
         "       kvsink-eval encode --model DIR --text FILE [--docs [--piece N]]\n"
@@ -70,7 +70,7 @@ static int parse_args(int argc, char **argv, args *a)
     {"chunk", 1, 0, 'g'}, {"json", 0, 0, 'j'}, {"no-daemon", 0, 0, 'N'}, {"tokens", 1, 0, 'T'},
     {"sinks", 1, 0, 'S'}, {"sinks-out", 1, 0, 'W'}, {"profile", 1, 0, 'P'},
     {"v-group", 1, 0, 'V'}, {"nll-out", 1, 0, 'L'}, {"docs", 0, 0, 'D'}, {"help", 0, 0, 'h'},
-    {"piece", 1, 0, 'X'}, {"k-bits", 1, 0, 'K'}, {"v-bits", 1, 0, 'U'}, {"protect", 1, 0, 'F'}, {"attn-out", 1, 0, 'A'}, {0, 0, 0, 0}};
+    {"piece", 1, 0, 'X'}, {"k-bits", 1, 0, 'K'}, {"v-bits", 1, 0, 'U'}, {"protect", 1, 0, 'F'}, {"attn-out", 1, 0, 'A'}, {"attend", 0, 0, 'a'}, {"decode", 0, 0, 'e'}, {0, 0, 0, 0}};
   int o;
   uint32_t u;
   memset(a, 0, sizeof *a);
@@ -99,6 +99,8 @@ static int parse_args(int argc, char **argv, args *a)
       break;
     case 'j': a->json = 1; break;
     case 'N': a->no_daemon = 1; break;
+    case 'a': a->attend = a->decode = 1; break;
+    case 'e': a->decode = 1; break;
     case 'D': a->docs = 1; break;
     case 'b':
       if (parse_u32(optarg, 2, 16, &u) < 0 || (u != 2 && u != 3 && u != 4 && u != 8 && u != 16))
@@ -493,6 +495,12 @@ static int cmd_ppl(const args *a)
   force = calloc(a->ctx, 1);
   if (!measured || !force)
     goto out_c;
+  if (a->decode && (fp16 || (a->chunk && a->chunk != 1))) {
+    /* one token a step; 16-bit runs measure attention weights */
+    fprintf(stderr, "kvsink-eval: --decode and --attend need a quantized run through the "
+                    "daemon, one token a step\n");
+    goto out_c;
+  }
   if (a->protect && (a->no_daemon || opts.policy != KVS_POLICY_KVSINK)) {
     fprintf(stderr, "kvsink-eval: --protect needs --policy kvsink through the daemon\n");
     goto out_c;
@@ -541,8 +549,11 @@ static int cmd_ppl(const args *a)
     }
     dkv.force = force;
   }
-  uint32_t chunk = a->chunk ? a->chunk : a->no_daemon ? 32 : dkv.info->group;
-  if (!a->no_daemon && chunk != dkv.info->group)
+  if (a->attend)
+    kvs__daemonkv_use_attend(&dkv, &io);
+  io.past_first = a->decode;
+  uint32_t chunk = a->decode ? 1 : a->chunk ? a->chunk : a->no_daemon ? 32 : dkv.info->group;
+  if (!a->no_daemon && !a->decode && chunk != dkv.info->group)
     fprintf(stderr, "kvsink-eval: note: chunk %u differs from the daemon's group %u\n", chunk,
             dkv.info->group);
   /* storage cost of a block, from the quantizer's own accounting */
@@ -619,8 +630,9 @@ static int cmd_ppl(const args *a)
     }
     /* bits: full groups cost what kvs_bits_per_element says for their
      * sink rows (first N plus predicted), the tail waits in 16-bit */
-    for (uint32_t g0 = 0; g0 < n; g0 += chunk) {
-      uint32_t rows = n - g0 < chunk ? n - g0 : chunk;
+    uint32_t gstep = a->no_daemon ? chunk : qp.group; /* blocks, whatever the chunk */
+    for (uint32_t g0 = 0; g0 < n; g0 += gstep) {
+      uint32_t rows = n - g0 < gstep ? n - g0 : gstep;
       double b = 16.0;
       if (!a->no_daemon && a->bits != 16 && rows == qp.group) {
         uint32_t ns = 0;

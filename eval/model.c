@@ -385,6 +385,43 @@ static void attend(const kvs__mcfg *c, fwd_buf *b, uint32_t start, uint32_t G, d
   }
 }
 
+/* One decode step through io->attend: the cache's [0, start) as the
+ * cache attends over it (output and log-denominator per head), merged
+ * with the token's own 16-bit K/V (row 0 of kf/vf) the way attend()
+ * weighs it, so only summation order differs from get-then-attend. */
+static int attend_io(const kvs__mcfg *c, fwd_buf *b, const kvs__kvio *io, uint32_t l,
+                     uint32_t start)
+{
+  uint32_t hd = c->head_dim, H = c->n_heads, rep = c->n_heads / c->n_kv_heads;
+  float scale = 1.0f / sqrtf((float)hd);
+  float *lse = malloc(sizeof(float) * H);
+  if (!lse)
+    return -ENOMEM;
+  int r = 0;
+  if (start > 0) {
+    r = io->attend(io->ctx, l, start, b->q, H, b->att, lse);
+  } else { /* no past: the token attends to itself alone */
+    for (uint32_t h = 0; h < H; h++)
+      lse[h] = -INFINITY;
+    memset(b->att, 0, sizeof(float) * H * hd);
+  }
+  for (uint32_t h = 0; r == 0 && h < H; h++) {
+    const float *q = b->q + (size_t)h * hd, *k = b->kf + (size_t)(h / rep) * hd;
+    const float *v = b->vf + (size_t)(h / rep) * hd;
+    float s = 0;
+    for (uint32_t d = 0; d < hd; d++)
+      s += q[d] * k[d];
+    s *= scale;
+    float mx = lse[h] > s ? lse[h] : s;
+    float wp = expf(lse[h] - mx), ws = expf(s - mx), inv = 1.0f / (wp + ws);
+    float *o = b->att + (size_t)h * hd;
+    for (uint32_t d = 0; d < hd; d++)
+      o[d] = (o[d] * wp + v[d] * ws) * inv;
+  }
+  free(lse);
+  return r;
+}
+
 int kvs__model_forward(const kvs__model *m, const uint32_t *tokens, uint32_t n, uint32_t chunk,
                        const kvs__kvio *io, kvs__fwd_out *out)
 {
@@ -393,7 +430,8 @@ int kvs__model_forward(const kvs__model *m, const uint32_t *tokens, uint32_t n, 
   int r;
   size_t D = c->hidden, F = c->inter, V = c->vocab, QD = (size_t)c->n_heads * c->head_dim,
          KD = (size_t)c->n_kv_heads * c->head_dim;
-  if (n == 0 || chunk == 0 || n > c->max_pos)
+  if (n == 0 || chunk == 0 || n > c->max_pos ||
+      (io->attend && (chunk != 1 || out->att_recv)))
     return -EINVAL;
   for (uint32_t t = 0; t < n; t++)
     if (tokens[t] >= c->vocab)
@@ -417,16 +455,26 @@ int kvs__model_forward(const kvs__model *m, const uint32_t *tokens, uint32_t n, 
       /* the cache holds model-dtype K/V: the chunk uses the same rounding */
       kvs_f16_from_f32(b.k16, b.k, (size_t)G * KD);
       kvs_f16_from_f32(b.v16, b.v, (size_t)G * KD);
+      if (io->past_first && !io->attend && start > 0 &&
+          (r = io->get(io->ctx, l, start, b.kp, b.vp)) < 0)
+        goto out;
       if ((r = io->put(io->ctx, l, start, G, tokens + start, b.k16, b.v16)) < 0)
         goto out;
-      if (start > 0 && (r = io->get(io->ctx, l, start, b.kp, b.vp)) < 0)
-        goto out;
-      kvs_f16_to_f32(b.kf, b.kp, (size_t)start * KD);
-      kvs_f16_to_f32(b.vf, b.vp, (size_t)start * KD);
-      kvs_f16_to_f32(b.kf + (size_t)start * KD, b.k16, (size_t)G * KD);
-      kvs_f16_to_f32(b.vf + (size_t)start * KD, b.v16, (size_t)G * KD);
-      attend(c, &b, start, G, out->att_recv ? out->att_recv + (size_t)l * c->n_heads * n : NULL,
-             n);
+      if (io->attend) {
+        kvs_f16_to_f32(b.kf, b.k16, KD);
+        kvs_f16_to_f32(b.vf, b.v16, KD);
+        if ((r = attend_io(c, &b, io, l, start)) < 0)
+          goto out;
+      } else {
+        if (!io->past_first && start > 0 && (r = io->get(io->ctx, l, start, b.kp, b.vp)) < 0)
+          goto out;
+        kvs_f16_to_f32(b.kf, b.kp, (size_t)start * KD);
+        kvs_f16_to_f32(b.vf, b.vp, (size_t)start * KD);
+        kvs_f16_to_f32(b.kf + (size_t)start * KD, b.k16, (size_t)G * KD);
+        kvs_f16_to_f32(b.vf + (size_t)start * KD, b.v16, (size_t)G * KD);
+        attend(c, &b, start, G, out->att_recv ? out->att_recv + (size_t)l * c->n_heads * n : NULL,
+               n);
+      }
       matmul(b.o, b.att, L->wo, G, QD, D);
       for (size_t e = 0; e < G * D; e++)
         b.x[e] += b.o[e];

@@ -58,6 +58,17 @@ typedef struct kvs__kvio {
    * [n][hidden]; called after that layer's put, before the next layer's */
   int (*summary)(void *ctx, uint32_t start, uint32_t n, const uint32_t *tokens, const float *h);
   int summary_layer;             /* -1: no summary wanted */
+  /* optional (kvsink-eval --attend, chunks of one token): decode
+   * attention of the query at position start over the cache's [0, start)
+   * of layer, reading no K/V back; q and out float [n_heads][head_dim],
+   * lse float [n_heads] (kvs_attend_lse). NULL: get, then attend. */
+  int (*attend)(void *ctx, uint32_t layer, uint32_t start, const float *q, uint32_t n_heads,
+                float *out, float *lse);
+  /* 1: read the past before the step's put (kvsink-eval --decode), so
+   * that a step that completes a group sees the past as the cache held it
+   * before the step, as a block table taken at the step's start does;
+   * 0: after (a put may quantize the past's last group first) */
+  int past_first;
 } kvs__kvio;
 
 /* Optional outputs of one context; NULL members are skipped. */

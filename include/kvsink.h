@@ -42,7 +42,8 @@ const char *kvs_strerror(int err);
 
 typedef enum kvs_dtype {
   KVS_DTYPE_F16 = 1,
-  KVS_DTYPE_BF16 = 2
+  KVS_DTYPE_BF16 = 2,
+  KVS_DTYPE_F32 = 3       /* only for kvs_attend's query; K/V are 16-bit */
 } kvs_dtype;
 
 /* Which tokens keep 16-bit K/V. */
@@ -162,6 +163,40 @@ int kvs_release(kvs_client *c, uint64_t seq);
 
 /* Round trip with no work: for latency measurement and health checks. */
 int kvs_ping(kvs_client *c);
+
+/* ---- Attend: decode attention over the compressed cache ----
+ * A block table says where each block of a seq lies in the daemon's pool
+ * (host pools only: -ENOTSUP on a GPU pool, use kvs_get there). Getting
+ * one maps, read-only, the pool chunks it needs that this client has not
+ * mapped yet (they hold only blocks of this client's space); attention
+ * then reads the blocks in place, with no round trip per layer or step.
+ * The table is a snapshot: tokens put later need a new table. Its blocks
+ * stay pinned while seq lives (the seq references them); after
+ * kvs_release(seq) a table of it must not be used. The daemon writes the
+ * table into segment bytes [scratch_off, scratch_off + scratch_len),
+ * which the call copies out before it returns (-ENOBUFS: too small). */
+typedef struct kvs_table kvs_table;
+int kvs_table_get(kvs_client *c, uint64_t seq, uint32_t layer_begin, uint32_t layer_end,
+                  size_t scratch_off, size_t scratch_len, kvs_table **out);
+void kvs_table_free(kvs_table *t); /* accepts NULL */
+/* Tokens the table holds in layer (0 outside its layers). */
+uint32_t kvs_table_tokens(const kvs_table *t, uint32_t layer);
+/* Decode attention for one query token per sequence: for seq i and query
+ * head h, out[i][h] = softmax(q[i][h] . K^T / sqrt(head_dim)) V over all
+ * tokens tables[i] holds in layer (quantized blocks, 16-bit sink rows and
+ * outliers, the 16-bit residual). GQA: query head h reads KV head
+ * h / (n_q_heads / n_kv_heads). q: [n_seqs][n_q_heads][head_dim] of
+ * q_dtype (KVS_DTYPE_F32, F16 or BF16); out: float [n_seqs][n_q_heads]
+ * [head_dim]. No 16-bit K/V is written anywhere (kernels/attn.h). */
+int kvs_attend(kvs_client *c, kvs_table *const *tables, uint32_t n_seqs, uint32_t layer,
+               const void *q, int q_dtype, uint32_t n_q_heads, float *out);
+/* The same, also writing lse: float [n_seqs][n_q_heads], the log of each
+ * head's softmax denominator over the scaled scores (-INFINITY when the
+ * table holds no token), to merge with attention over tokens the table
+ * does not hold, e.g. the step's own 16-bit K/V: with s = q . k / sqrt(d),
+ * out' = (e^lse * out + e^s * v) / (e^lse + e^s). */
+int kvs_attend_lse(kvs_client *c, kvs_table *const *tables, uint32_t n_seqs, uint32_t layer,
+                   const void *q, int q_dtype, uint32_t n_q_heads, float *out, float *lse);
 
 /* ---- Control and admin plane (kvsinkctl) ----
  * A control connection needs no hello. On the admin socket (kvsinkd.conf

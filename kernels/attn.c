@@ -132,6 +132,12 @@ static void attend(struct heads *H, const float *k, const float *v)
 int kvs__attn_decode(const kvs__attn_shape *s, const kvs__attn_seq *seqs, uint32_t n_seqs,
                      const float *q, float *out)
 {
+  return kvs__attn_decode_lse(s, seqs, n_seqs, q, out, NULL);
+}
+
+int kvs__attn_decode_lse(const kvs__attn_shape *s, const kvs__attn_seq *seqs, uint32_t n_seqs,
+                         const float *q, float *out, float *lse)
+{
   if (kvs__attn_shape_check(s) || (n_seqs && (!seqs || !q || !out))) return -EINVAL;
   const uint32_t d = s->head_dim, C = s->qp.channels, G = s->qp.group, g = s->n_q_heads / s->n_kv_heads;
   const int dt = (int)s->qp.dtype;
@@ -164,6 +170,7 @@ int kvs__attn_decode(const kvs__attn_shape *s, const kvs__attn_seq *seqs, uint32
       for (uint32_t h = 0; h < g && !rc; h++) {
         float inv = lsum[h] > 0.f ? 1.0f / lsum[h] : 0.f; /* no token: zeros */
         for (uint32_t c = 0; c < d; c++) out[qo + (size_t)h * d + c] = acc[(size_t)h * d + c] * inv;
+        if (lse) lse[qo / d + h] = lsum[h] > 0.f ? m[h] + logf(lsum[h]) : -INFINITY;
       }
     }
   }

@@ -69,4 +69,11 @@ int kvs__attn_shape_check(const kvs__attn_shape *s);
 int kvs__attn_decode(const kvs__attn_shape *s, const kvs__attn_seq *seqs, uint32_t n_seqs,
                      const float *q, float *out);
 
+/* The same, also writing lse [n_seqs][n_q_heads] (may be NULL): the log
+ * of each head's softmax denominator over the scaled scores (-INFINITY
+ * for no token), so a caller can merge this result with attention over
+ * tokens the views do not hold (as flash-decoding merges its splits). */
+int kvs__attn_decode_lse(const kvs__attn_shape *s, const kvs__attn_seq *seqs, uint32_t n_seqs,
+                         const float *q, float *out, float *lse);
+
 #endif

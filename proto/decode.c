@@ -12,6 +12,7 @@
 
 #include "proto/proto.h"
 #include "proto/internal.h"
+#include "proto/table.h"
 
 __attribute__((format(printf, 3, 4)))
 static int fail(char *errmsg, int code, const char *fmt, ...)
@@ -451,6 +452,17 @@ static int decode_op(const msgpack_object **s, kvs__req *req, char *errmsg)
       return r;
     return span(req->start, req->n_tokens, errmsg);
   }
+  case KVS_OP_TABLE: {
+    static const int need[] = { RK_SEQ, RK_LAYERS, RK_K_OFF, RK_N };
+    for (size_t i = 0; i < sizeof(need) / sizeof(need[0]); i++)
+      if (!s[need[i]])
+        return missing("", req_keys[need[i]], errmsg);
+    if ((r = get_uint(s[RK_SEQ], "seq", UINT64_MAX, &req->seq, errmsg)) < 0 ||
+        (r = get_layers(s[RK_LAYERS], &req->layer_begin, &req->layer_end, errmsg)) < 0 ||
+        (r = get_uint(s[RK_K_OFF], "k_off", UINT64_MAX, &req->k_off, errmsg)) < 0)
+      return r;
+    return get_u32(s[RK_N], "n", &req->n_tokens, errmsg);
+  }
   case KVS_OP_RELEASE:
     if (!s[RK_SEQ])
       return missing("", "seq", errmsg);
@@ -539,13 +551,15 @@ enum {
   PK_ID, PK_ERR, PK_SESSION, PK_SEG_SIZE, PK_GROUP, PK_K_BITS, PK_V_BITS,
   PK_POLICY, PK_PFN, PK_OUTLIERS, PK_PROFILE, PK_SINK_LAYER, PK_SINK_CHANNELS,
   PK_QUANTIZED, PK_SINKS, PK_SEQ_LEN, PK_CACHED, PK_STATS, PK_SPACES, PK_PROFILES,
-  PK_EVICTED, PK_FALLBACK, PK_V_GROUP, PK_SEG_KIND, PK_DEV_SEG_SIZE, PK_TEXT, PK__COUNT
+  PK_EVICTED, PK_FALLBACK, PK_V_GROUP, PK_SEG_KIND, PK_DEV_SEG_SIZE, PK_TEXT,
+  PK_TABLE_BYTES, PK_FDS, PK_MORE, PK__COUNT
 };
 static const char *const rep_keys[PK__COUNT] = {
   "id", "err", "session", "seg_size", "group", "k_bits", "v_bits",
   "policy", "pfn", "outliers", "profile", "sink_layer", "sink_channels",
   "quantized", "sinks", "seq_len", "cached", "stats", "spaces", "profiles",
   "evicted", "fallback", "v_group", "seg_kind", "dev_seg_size", "text",
+  "table_bytes", "fds", "more",
 };
 
 enum {
@@ -750,6 +764,8 @@ static int decode_rep_fields(const char *buf, size_t len, const msgpack_object *
   U32(PK_CACHED, "cached", &rep->cached)
   U64(PK_EVICTED, "evicted", &rep->evicted)
   U64(PK_DEV_SEG_SIZE, "dev_seg_size", &rep->dev_seg_size)
+  U32(PK_TABLE_BYTES, "table_bytes", &rep->table_bytes)
+  U32(PK_FDS, "fds", &rep->table_fds)
 #undef U32
 #undef I32
 #undef U64
@@ -780,6 +796,10 @@ static int decode_rep_fields(const char *buf, size_t len, const msgpack_object *
     return r;
   if (s[PK_V_GROUP] && (r = get_u32(s[PK_V_GROUP], "v_group", &rep->v_group, errmsg)) < 0)
     return r;
+  if (s[PK_MORE] && (r = get_bool(s[PK_MORE], "more", &rep->table_more, errmsg)) < 0)
+    return r;
+  if (rep->table_fds > KVS_TABLE_MAX_FDS)
+    return fail(errmsg, -E2BIG, "fds = %u, limit %u", rep->table_fds, KVS_TABLE_MAX_FDS);
   if (s[PK_SPACES]) {
     void *v;
     if ((r = get_maps(s[PK_SPACES], "spaces", sizeof(kvs_space_info), &v, &rep->n_spaces,

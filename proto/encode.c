@@ -121,6 +121,9 @@ int kvs__encode_req(const kvs__req *req, char **out, size_t *len)
   case KVS_OP_GET:
     n += 6 + (req->dev ? 1 : 0);
     break;
+  case KVS_OP_TABLE:
+    n += 4;
+    break;
   case KVS_OP_RELEASE:
     n += 1;
     break;
@@ -195,6 +198,12 @@ int kvs__encode_req(const kvs__req *req, char **out, size_t *len)
     break;
   case KVS_OP_RELEASE:
     kv_u64(&e, "seq", req->seq);
+    break;
+  case KVS_OP_TABLE:
+    kv_u64(&e, "seq", req->seq);
+    kv_layers(&e, req->layer_begin, req->layer_end);
+    kv_u64(&e, "k_off", req->k_off);
+    kv_u64(&e, "n", req->n_tokens);
     break;
   default:
     break;
@@ -303,6 +312,7 @@ int kvs__encode_rep(const kvs__rep *rep, char **out, size_t *len)
       return -E2BIG;
     n += 1;
     break;
+  case KVS_OP_TABLE: n += 3; break;
   case KVS_OP_GET: case KVS_OP_RELEASE: case KVS_OP_BYE: case KVS_OP_RELOAD:
   case KVS_OP_PING:
     break;
@@ -356,6 +366,11 @@ int kvs__encode_rep(const kvs__rep *rep, char **out, size_t *len)
   case KVS_OP_METRICS:
     key(&e, "text");
     e.fail |= msgpack_pack_str_with_body(&e.pk, rep->text ? rep->text : "", rep->text_len) != 0;
+      break;
+  case KVS_OP_TABLE:
+    kv_u64(&e, "table_bytes", rep->table_bytes);
+    kv_u64(&e, "fds", rep->table_fds);
+    kv_bool(&e, "more", rep->table_more);
     break;
   default:
     break;

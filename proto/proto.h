@@ -43,6 +43,7 @@ typedef enum kvs__op {
   KVS_OP_PROFILES, /* list loaded sink profiles (kvsinkctl) */
   KVS_OP_PING,     /* no work; latency and health */
   KVS_OP_METRICS,  /* the Prometheus exposition as text (kvsinkctl metrics) */
+  KVS_OP_TABLE,    /* block table of a seq, pool chunk fds (Attend) */
   KVS_OP__COUNT
 } kvs__op;
 
@@ -95,6 +96,8 @@ typedef struct kvs__req {
   int has_act;
   int bind;                /* lookup: bind cached blocks to seq */
   int dev;                 /* put, get: offsets are in the device segment */
+  /* table: seq, layers, k_off = where the table goes, n_tokens = its room
+   * in bytes ("n" on the wire) */
 } kvs__req;
 
 /* Stats, also the stats reply: the public struct, whose field table
@@ -143,6 +146,10 @@ typedef struct kvs__rep {
    * kvs__rep_free) */
   char *text;
   uint32_t text_len;
+  /* table: bytes written, fds passed with this reply, more fds to come
+   * (ask again before using the table) */
+  uint32_t table_bytes, table_fds;
+  int table_more;
 } kvs__rep;
 
 /* Framing. */

@@ -1,8 +1,15 @@
 #include "store/pool.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
+#include <stddef.h>
+#include <stdio.h>
 #include <string.h>
+#include <sys/mman.h>
+#include <unistd.h>
+
+#include "store/memfd.h"
 
 #define NONE UINT32_MAX
 
@@ -14,6 +21,9 @@ typedef struct unit {
   uint32_t nfree;         /* head only */
   uint32_t prev, next;    /* head only: class list of units with free slots */
   uint32_t *stack;        /* head only: free slot indices */
+  int fd;                 /* exportable pools: this chunk's memfd */
+  uint32_t gen;           /* exportable pools: bumped when the memfd is replaced */
+  int exported;           /* its fd went to a client since the last replacement */
 } unit;
 
 typedef struct sclass {
@@ -22,6 +32,7 @@ typedef struct sclass {
   uint32_t nslots;        /* slots per unit */
   uint32_t avail;         /* first unit with a free slot, or NONE */
   uint32_t refs;          /* holders (spaces); 0 = id free for another size */
+  uint64_t owner;         /* chunks of this class hold only this owner's slots */
 } sclass;
 
 struct kvs__pool {
@@ -32,6 +43,7 @@ struct kvs__pool {
   sclass cls[KVS_POOL_MAX_CLASSES];
   int ncls;
   size_t hint;            /* where the next free-chunk search starts */
+  int exportable;         /* host pool of one memfd per chunk (Attend) */
 };
 
 static size_t round_up(size_t x, size_t a) { return (x + a - 1) / a * a; }
@@ -40,16 +52,21 @@ int kvs__pool_init(kvs__pool **out, kvs__backend *be, size_t pool_bytes, size_t 
 {
   if (!out || !be || !be->pool_alloc)
     return -EINVAL;
+  size_t page = (size_t)sysconf(_SC_PAGESIZE);
   if (!chunk_bytes) {
     /* Default 2 MiB, but small pools still get 64 chunks so that several
-     * slot classes can coexist. */
+     * slot classes can coexist; whole pages on the host so that chunks
+     * can be exported. */
     chunk_bytes = 2u << 20;
+    size_t a = be == &kvs__backend_host && pool_bytes / 64 >= page ? page : KVS_POOL_ALIGN;
     if (chunk_bytes > pool_bytes / 64)
-      chunk_bytes = pool_bytes / 64 / KVS_POOL_ALIGN * KVS_POOL_ALIGN;
+      chunk_bytes = pool_bytes / 64 / a * a;
     if (chunk_bytes == 0)
       chunk_bytes = KVS_POOL_ALIGN;
   }
   chunk_bytes = round_up(chunk_bytes, KVS_POOL_ALIGN);
+  /* Host pools of whole-page chunks are exportable (Attend). */
+  int exportable = be == &kvs__backend_host && chunk_bytes % page == 0;
   size_t n = pool_bytes / chunk_bytes;
   if (n == 0 || n >= NONE)
     return -EINVAL;
@@ -61,13 +78,26 @@ int kvs__pool_init(kvs__pool **out, kvs__backend *be, size_t pool_bytes, size_t 
     free(p);
     return -ENOMEM;
   }
+  for (size_t i = 0; i < n; i++)
+    p->u[i].fd = -1;
   void *base = NULL;
-  int rc = be->pool_alloc(be, n * chunk_bytes, &base);
+  int rc;
+  if (exportable) {
+    /* Chunk i is memfd i mapped at base + i * chunk, so one chunk can be
+     * handed to a client without the rest. */
+    p->exportable = 1;
+    rc = kvs__memfd_pool_map(n, chunk_bytes, &base, p->u, sizeof(*p->u),
+                             offsetof(unit, fd));
+  } else {
+    rc = be->pool_alloc(be, n * chunk_bytes, &base);
+  }
   if (rc < 0 || !base) {
     free(p->u);
     free(p);
     return rc < 0 ? rc : -ENOMEM;
   }
+  for (size_t i = 0; i < n; i++)
+    p->u[i].gen = 1;
   p->be = be;
   p->base = base;
   p->chunk = chunk_bytes;
@@ -87,20 +117,31 @@ void kvs__pool_close(kvs__pool *p)
     return;
   for (size_t i = 0; i < p->nchunks; i++)
     free(p->u[i].stack);
-  if (p->be->pool_free)
+  if (p->exportable) {
+    for (size_t i = 0; i < p->nchunks; i++)
+      if (p->u[i].fd >= 0)
+        close(p->u[i].fd);
+    munmap(p->base, p->nchunks * p->chunk);
+  } else if (p->be->pool_free) {
     p->be->pool_free(p->be, p->base);
+  }
   free(p->u);
   free(p);
 }
 
 int kvs__pool_class(kvs__pool *p, size_t slot_bytes)
 {
+  return kvs__pool_class_owned(p, slot_bytes, 0);
+}
+
+int kvs__pool_class_owned(kvs__pool *p, size_t slot_bytes, uint64_t owner)
+{
   if (!p || slot_bytes == 0)
     return -EINVAL;
   size_t s = round_up(slot_bytes, KVS_POOL_ALIGN);
   int spare = -1;
   for (int i = 0; i < p->ncls; i++) {
-    if (p->cls[i].refs && p->cls[i].slot == s) {
+    if (p->cls[i].refs && p->cls[i].slot == s && p->cls[i].owner == owner) {
       p->cls[i].refs++;
       return i;
     }
@@ -121,6 +162,7 @@ int kvs__pool_class(kvs__pool *p, size_t slot_bytes)
   c->nslots = (uint32_t)(span * p->chunk / s);
   c->avail = NONE;
   c->refs = 1;
+  c->owner = owner;
   return spare;
 }
 
@@ -177,6 +219,18 @@ static int unit_new(kvs__pool *p, int cls)
   uint32_t h = find_run(p, c->span);
   if (h == NONE)
     return -ENOSPC;
+  /* A chunk whose fd a client holds gets a fresh memfd before it serves
+   * anyone: the old file keeps only zeros for that client. */
+  for (uint32_t i = 0; i < c->span; i++) {
+    unit *x = &p->u[h + i];
+    if (!p->exportable || !x->exported)
+      continue;
+    int rc = kvs__memfd_chunk_replace(p->base + (size_t)(h + i) * p->chunk, p->chunk, &x->fd);
+    if (rc < 0)
+      return rc;
+    x->gen++;
+    x->exported = 0;
+  }
   uint32_t *st = malloc(sizeof(*st) * c->nslots);
   if (!st)
     return -ENOMEM;
@@ -244,3 +298,47 @@ void kvs__pool_free(kvs__pool *p, void *slot)
 size_t kvs__pool_bytes(const kvs__pool *p) { return p->chunk * p->nchunks; }
 size_t kvs__pool_used_bytes(const kvs__pool *p) { return p->used; }
 size_t kvs__pool_free_bytes(const kvs__pool *p) { return p->chunk * p->free_chunks; }
+
+int kvs__pool_locate(const kvs__pool *p, const void *slot, kvs__pool_loc *loc)
+{
+  if (!p || !p->exportable)
+    return -ENOTSUP;
+  const unsigned char *b = slot;
+  if (b < p->base || b >= p->base + p->nchunks * p->chunk)
+    return -EINVAL;
+  size_t off = (size_t)(b - p->base);
+  uint32_t h = p->u[off / p->chunk].head;
+  const unit *x = &p->u[h];
+  if (x->cls < 0)
+    return -EINVAL;
+  loc->unit = h;
+  loc->gen = x->gen;
+  loc->span = p->cls[x->cls].span;
+  loc->off = off - (size_t)h * p->chunk;
+  return 0;
+}
+
+int kvs__pool_chunk_export(kvs__pool *p, uint32_t chunk, uint32_t *gen)
+{
+  if (!p || !p->exportable || chunk >= p->nchunks || p->u[chunk].fd < 0)
+    return -EINVAL;
+  /* Read-only by construction: a fd opened O_RDONLY cannot be mapped
+   * shared and writable, nor mprotect'ed to it. */
+  char path[64];
+  snprintf(path, sizeof path, "/proc/self/fd/%d", p->u[chunk].fd);
+  int fd = open(path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0)
+    return -errno;
+  p->u[chunk].exported = 1;
+  if (gen)
+    *gen = p->u[chunk].gen;
+  return fd;
+}
+
+uint32_t kvs__pool_nchunks(const kvs__pool *p) { return (uint32_t)p->nchunks; }
+size_t kvs__pool_chunk_bytes(const kvs__pool *p) { return p->chunk; }
+int kvs__pool_exportable(const kvs__pool *p) { return p->exportable; }
+uint32_t kvs__pool_chunk_gen(const kvs__pool *p, uint32_t chunk)
+{
+  return chunk < p->nchunks ? p->u[chunk].gen : 0;
+}

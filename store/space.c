@@ -127,9 +127,10 @@ static int space_setup(kvs__store *st, kvs__space *sp)
   kvs__qlayout ql;
   sp->qbytes = kvs__qlayout_of(&sp->qp, &ql);
   sp->rowbytes = kvs__sink_row_bytes(&sp->qp);
-  rc = sp->blk_cls = kvs__pool_class(st->pool, sp->qbytes);
+  /* owned by the space: a chunk never mixes spaces (Attend exports chunks) */
+  rc = sp->blk_cls = kvs__pool_class_owned(st->pool, sp->qbytes, (uint64_t)(uintptr_t)sp);
   if (rc >= 0) {
-    rc = sp->row_cls = kvs__pool_class(st->pool, sp->rowbytes);
+    rc = sp->row_cls = kvs__pool_class_owned(st->pool, sp->rowbytes, (uint64_t)(uintptr_t)sp);
     if (rc < 0)
       kvs__pool_class_put(st->pool, sp->blk_cls);
   }

@@ -189,6 +189,24 @@ int kvs__seq_get(kvs__seq *q, uint32_t start, uint32_t n, uint32_t lb, uint32_t 
 int kvs__seq_get_dev(kvs__seq *q, uint32_t start, uint32_t n, uint32_t lb, uint32_t le,
                      uint16_t *k, uint16_t *v, char *errmsg);
 
+/* Block tables (Attend, store/table.c): where a seq's data lies in an
+ * exportable (host, memfd-per-chunk) pool; -ENOTSUP for other pools.
+ * layer: its full blocks and residual rows ([n_res][C] K and V). block i:
+ * the location of its quantized part, its sink mask and the locations of
+ * its n_rows (popcount of the mask, at most 64) sink-row slots. */
+typedef struct kvs__pool_loc kvs__pool_loc;
+int kvs__seq_table_layer(const kvs__seq *q, uint32_t layer, uint32_t *n_blocks, uint32_t *n_res,
+                         const uint16_t **rk, const uint16_t **rv);
+int kvs__seq_table_block(const kvs__seq *q, uint32_t layer, uint32_t i, kvs__pool_loc *data,
+                         uint64_t *sink_mask, kvs__pool_loc *rows, uint32_t *n_rows);
+size_t kvs__space_block_bytes(const kvs__space *sp);
+int kvs__store_exportable(const kvs__store *s);
+uint32_t kvs__store_nchunks(const kvs__store *s);
+size_t kvs__store_chunk_bytes(const kvs__store *s);
+uint32_t kvs__store_chunk_gen(const kvs__store *s, uint32_t chunk);
+/* A read-only fd of chunk's memfd (the caller closes it); *gen its generation. */
+int kvs__store_chunk_export(kvs__store *s, uint32_t chunk, uint32_t *gen);
+
 /* A second tier (e.g. Redis; no I/O here): hooks on publish and on evict
  * see a read-only view of the block, and blocks travel as bytes.
  * Hooks run synchronously inside the store call and must not call back

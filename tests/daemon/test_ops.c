@@ -2,11 +2,13 @@
  * success path, the admin checks and the namespace view. */
 #include <check.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
 
 #include "daemon/ops.h"
+#include "daemon/table.h"
 
 #define NL 2u
 #define H 2u
@@ -522,6 +524,67 @@ START_TEST(profiles_typed)
 }
 END_TEST
 
+/* table (Attend): every client offset and length checked; a unit's
+ * read-only fds go out once; the layout says what the seq holds. */
+START_TEST(table_checks)
+{
+  kvs__sess_state st;
+  sess(&st, 1000, 0);
+  hello(&st);
+  uint32_t tok[40];
+  kvs__req put = mkput(1, 0, 40, tok);
+  ck_assert_int_eq(run(&st, &put, NULL), 0);
+  kvs__req rq = mkreq(KVS_OP_TABLE);
+  rq.seq = 9;
+  rq.layer_begin = 0;
+  rq.layer_end = NL;
+  rq.k_off = 0;
+  rq.n_tokens = 64u << 10;
+  ck_assert_int_eq(run(&st, &rq, NULL), -ENOENT);
+  rq.seq = 1;
+  rq.layer_end = NL + 1;
+  ck_assert_int_eq(run(&st, &rq, NULL), -EINVAL);
+  rq.layer_end = NL;
+  rq.k_off = 4; /* not 8-aligned */
+  ck_assert_int_eq(run(&st, &rq, NULL), KVS_ESEGMENT);
+  rq.k_off = st.seg.size - 64; /* runs past the end */
+  ck_assert_int_eq(run(&st, &rq, NULL), KVS_ESEGMENT);
+  rq.k_off = 0;
+  rq.n_tokens = 64; /* room too small */
+  ck_assert_int_eq(run(&st, &rq, NULL), -ENOBUFS);
+  ck_assert_uint_eq(st.n_tbl_fds, 0);
+  rq.n_tokens = 64u << 10;
+  kvs__rep rep;
+  ck_assert_int_eq(kvs__ops_run(&env, &st, &rq, &rep), KVS_OPS_REPLY_FDS);
+  ck_assert_int_eq(rep.err, 0);
+  ck_assert_uint_ge(st.n_tbl_fds, 1);
+  ck_assert_uint_eq(rep.table_fds, st.n_tbl_fds);
+  for (uint32_t i = 0; i < st.n_tbl_fds; i++)
+    ck_assert_int_eq(fcntl(st.tbl_fds[i], F_GETFL) & O_ACCMODE, O_RDONLY);
+  kvs__tbl_hdr h;
+  memcpy(&h, st.seg.base, sizeof h);
+  ck_assert_uint_eq(h.magic, KVS_TABLE_MAGIC);
+  ck_assert_uint_eq(h.n_layers, NL);
+  ck_assert_uint_eq(h.bytes, rep.table_bytes);
+  ck_assert_uint_eq(h.channels, C);
+  kvs__tbl_layer L;
+  memcpy(&L, st.seg.base + sizeof h + h.n_units * sizeof(kvs__tbl_unit), sizeof L);
+  ck_assert_uint_eq(L.n_blocks, 1);
+  ck_assert_uint_eq(L.n_res, 8);
+  kvs__ops_table_drop_fds(&st);
+  kvs__ops_rep_free(&rep);
+  /* the same units again: no fds, has_fd 0 */
+  ck_assert_int_eq(kvs__ops_run(&env, &st, &rq, &rep), KVS_OPS_REPLY);
+  ck_assert_int_eq(rep.err, 0);
+  ck_assert_uint_eq(st.n_tbl_fds, 0);
+  kvs__tbl_unit u;
+  memcpy(&u, st.seg.base + sizeof h, sizeof u);
+  ck_assert_uint_eq(u.has_fd, 0);
+  kvs__ops_rep_free(&rep);
+  kvs__sess_free(&st);
+}
+END_TEST
+
 int main(void)
 {
   Suite *s = suite_create("ops");
@@ -539,6 +602,7 @@ int main(void)
   tcase_add_test(tc, shared_namespace_and_bye);
   tcase_add_test(tc, error_text_is_printable);
   tcase_add_test(tc, profiles_typed);
+  tcase_add_test(tc, table_checks);
   suite_add_tcase(s, tc);
   SRunner *sr = srunner_create(s);
   srunner_run_all(sr, CK_NORMAL);

@@ -140,12 +140,17 @@ START_TEST(class_refs)
     ck_assert_int_ge(c, 0);
     kvs__pool_class_put(p, c);
   }
-  /* All ids held: the next new size is refused. */
+  /* One size, one class per owner (chunks never mix owners); all ids
+   * held: the next new class is refused. */
   int ids[KVS_POOL_MAX_CLASSES];
-  for (unsigned i = 0; i < KVS_POOL_MAX_CLASSES - 1; i++)
-    ck_assert_int_ge(ids[i] = kvs__pool_class(p, 64u * (i + 20)), 0);
+  for (unsigned i = 0; i < KVS_POOL_MAX_CLASSES - 1; i++) {
+    ck_assert_int_ge(ids[i] = kvs__pool_class_owned(p, 128, i + 1), 0);
+    if (i)
+      ck_assert_int_ne(ids[i], ids[i - 1]);
+  }
+  ck_assert_int_eq(kvs__pool_class_owned(p, 128, 1), ids[0]); /* same owner: shared */
+  kvs__pool_class_put(p, ids[0]);
   ck_assert_int_eq(kvs__pool_class(p, 64u * 10), -ENOSPC);
-  (void)ids;
   kvs__pool_close(p);
 }
 END_TEST
