@@ -123,7 +123,7 @@ static int recv_all(int fd, char *buf, size_t len, fdbox *fd_out)
         continue;
       return -errno;
     }
-    take_fds(&mh, fds, nfd);
+    take_fds(&mh, fd_out);
     if (n == 0)
       return -ECONNRESET;
     buf += n;
@@ -179,7 +179,7 @@ int kvs__conn_call_fds(kvs__conn *c, kvs__req *req, kvs__rep *rep, int *fds, uin
   }
   for (;;) {
     uint8_t hdr[4];
-    r = recv_all(c->fd, (char *)hdr, sizeof hdr, fds, nfd);
+    r = recv_all(c->fd, (char *)hdr, sizeof hdr, fd_out);
     if (r < 0)
       break;
     uint32_t len = kvs__frame_get_len(hdr);
@@ -192,7 +192,7 @@ int kvs__conn_call_fds(kvs__conn *c, kvs__req *req, kvs__rep *rep, int *fds, uin
       r = -ENOMEM;
       break;
     }
-    r = recv_all(c->fd, in, len, fds, nfd);
+    r = recv_all(c->fd, in, len, fd_out);
     if (r < 0)
       break;
     char emsg[KVS_MAX_ERRMSG] = "";
