@@ -12,7 +12,7 @@
 
 #include "client/client_int.h"
 #include "kernels/attn.h"
-#include "proto/table.h"
+#include "proto/blocktable.h"
 
 /* One pool unit mapped read-only: span chunks, contiguous. Shared by the
  * tables that point into it; unmapped when the last holder goes. */

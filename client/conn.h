@@ -6,7 +6,7 @@
 #include <stdint.h>
 
 #include "proto/proto.h"
-#include "proto/table.h"
+#include "proto/blocktable.h"
 
 typedef struct kvs__conn {
   int fd;

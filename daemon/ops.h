@@ -13,7 +13,7 @@
 #include "daemon/profiles.h"
 #include "daemon/segment.h"
 #include "proto/proto.h"
-#include "proto/table.h"
+#include "proto/blocktable.h"
 #include "store/store.h"
 
 typedef struct kvs__seq_slot {

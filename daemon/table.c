@@ -7,7 +7,7 @@
 #include <unistd.h>
 
 #include "daemon/table.h"
-#include "proto/table.h"
+#include "proto/blocktable.h"
 #include "store/pool.h"
 
 __attribute__((format(printf, 3, 4)))

@@ -12,7 +12,7 @@
 
 #include "proto/proto.h"
 #include "proto/internal.h"
-#include "proto/table.h"
+#include "proto/blocktable.h"
 
 __attribute__((format(printf, 3, 4)))
 static int fail(char *errmsg, int code, const char *fmt, ...)

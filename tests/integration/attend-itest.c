@@ -24,7 +24,7 @@
 
 #include <kvsink.h>
 #include "client/client_int.h" /* the raw table request of `readonly` */
-#include "proto/table.h"
+#include "proto/blocktable.h"
 
 enum { L = 3, H = 4, D = 64, C = H * D, QH = 8, G = 32 };
 

@@ -10,8 +10,8 @@
  *   per layer: kvs__tbl_block [n_blocks], kvs__tbl_loc rows, then the
  *   residual K rows [n_res][C] and V rows [n_res][C] (16-bit), each
  *   padded to 8 bytes. */
-#ifndef KVS_PROTO_TABLE_H
-#define KVS_PROTO_TABLE_H
+#ifndef KVS_PROTO_BLOCKTABLE_H
+#define KVS_PROTO_BLOCKTABLE_H
 
 #include <stdint.h>
 
