@@ -294,6 +294,20 @@ const char *kvs_last_error(const kvs_client *c)
 /* One request whose reply carries no payload we keep. */
 static int simple_call(kvs_client *c, kvs__req *req, kvs__rep *rep)
 {
+  /* The call after a broken connection (a daemon restart) reconnects, but
+   * does not send: its offsets point into a segment that is gone, and the
+   * new session has none of the old sequences. The caller re-reads
+   * kvs_segment() and starts over (libkvsink(3) RECONNECTING). */
+  if (c->conn.broken || c->conn.fd < 0) {
+    memset(rep, 0, sizeof *rep);
+    int rr = kvs_reconnect(c);
+    if (rr < 0)
+      return rr;
+    snprintf(c->conn.errmsg, sizeof c->conn.errmsg,
+             "kvsinkd had closed the connection: reconnected with a new session (segments "
+             "remapped, earlier sequences gone); the request was not sent");
+    return KVS_ERECONNECTED;
+  }
   int r = kvs__conn_call(&c->conn, req, rep, NULL);
   if (r == 0)
     c->conn.errmsg[0] = '\0';

@@ -29,6 +29,8 @@ extern "C" {
 #define KVS_EMODEL   (-4002) /* model descriptor invalid or mismatched */
 #define KVS_ESEGMENT (-4003) /* offset/length outside the shared segment */
 #define KVS_ENAN     (-4004) /* NaN or Inf in the input tensors */
+#define KVS_ERECONNECTED (-4005) /* the connection had broken: a new session is up, the
+                                    segments moved, earlier sequences are gone; repeat */
 
 /* Name of an error code, never NULL. */
 const char *kvs_strerror(int err);

@@ -14,6 +14,7 @@ static const struct {
   { KVS_EMODEL, "model descriptor invalid or mismatched" },
   { KVS_ESEGMENT, "offset or length outside the shared segment" },
   { KVS_ENAN, "NaN or Inf in the input tensors" },
+  { KVS_ERECONNECTED, "reconnected to kvsinkd: new session, segments remapped, sequences gone" },
   { -EINVAL, "invalid argument" },
   { -EPROTO, "protocol error (unknown op or missing field)" },
   { -EBADMSG, "malformed message" },

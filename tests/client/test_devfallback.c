@@ -75,11 +75,16 @@ START_TEST(restart_reconnect)
   ck_assert_msg(r == -ECONNRESET || r == -EPIPE, "got %d", r);
   if (r == -ECONNRESET)
     ck_assert_ptr_nonnull(strstr(kvs_last_error(c), "kvs_reconnect"));
-  ck_assert_int_eq(kvs_reconnect(c), 0);
+  /* the next call reconnects by itself, sends nothing, and says so */
+  ck_assert_int_eq(put1(c, 2, 0), KVS_ERECONNECTED);
+  ck_assert_ptr_nonnull(strstr(kvs_last_error(c), "reconnected"));
   ck_assert_int_eq(kvs_get_info(c)->seg_device, 0);
   memset(kvs_segment(c, NULL), 0, 8192);
   ck_assert_int_eq(put1(c, 2, 0), 0);
   ck_assert_int_eq(kvs_get(c, 2, 0, 1, 0, 2, 0, 4096), 0);
+  /* kvs_reconnect stays available to do it at once */
+  ck_assert_int_eq(kvs_reconnect(c), 0);
+  ck_assert_int_eq(kvs_lookup(c, 3, (const uint32_t[]){1}, 1, 0), 0);
   kvs_close(c);
   ck_assert_int_eq(kvstest_daemon_stop(&d, 10), 0);
   unlink(sock);
