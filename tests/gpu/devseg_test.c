@@ -190,6 +190,36 @@ static int check(void)
     kvs_close(cd);
     kvs_close(ch);
   }
+  /* NaN / Inf anywhere in a bulk device put fails it (kernels/check.cu:
+   * 16-byte loads plus a 2-byte tail); positions in K and V, first, inside,
+   * last value */
+  {
+    kvs_client *cn = conn(L, 4, 1, 4 * b);
+    static const struct { int v; size_t at; uint16_t x; } bad[] = {
+      {0, 0, 0x7e00}, {0, 3, 0x7c00}, {1, 12345, 0xfc00}, {1, 0, 0x7c01}, {0, (size_t)-1, 0x7e00},
+      {1, (size_t)-1, 0x7c00}};
+    uint16_t *hk = malloc(b), *hv = malloc(b);
+    int nan_ok = 1;
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+      memcpy(hk, h, b);
+      memcpy(hv, h + e, b);
+      size_t at = bad[i].at == (size_t)-1 ? e - 1 : bad[i].at;
+      (bad[i].v ? hv : hk)[at] = bad[i].x;
+      int r = put_only(cn, 1, 100 + i, 200000 + (uint32_t)i * 1000, n, L, hk, hv);
+      if (r != KVS_ENAN) {
+        printf("  NaN/Inf %04x in %c at %zu: put gave %s, expected the NaN error\n", bad[i].x,
+               bad[i].v ? 'V' : 'K', at, kvs_strerror(r));
+        nan_ok = 0;
+      }
+    }
+    int r = put_only(cn, 1, 99, 300000, n, L, h, h + e);
+    if (r) { printf("  the clean put after them: %s (%s)\n", kvs_strerror(r), kvs_last_error(cn)); nan_ok = 0; }
+    printf("%s: NaN/Inf in a device put refused, a clean one taken\n", nan_ok ? "PASS" : "FAIL");
+    fails += !nan_ok;
+    free(hk);
+    free(hv);
+    kvs_close(cn);
+  }
   /* two clients at once, each its own segment and its own token ids (equal
    * ids would share the cached blocks): both put, then both get, at 16
    * bits each must get its own input back */
