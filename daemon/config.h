@@ -33,6 +33,7 @@ typedef struct kvs__config {
   uid_t shared_uids[KVS_CONF_MAX_SHARED_UIDS];
   size_t n_shared_uids;
   uint64_t max_segment_size;
+  uint64_t device_staging;      /* device staging of all sessions, per GPU */
   uint32_t max_sessions;
   uint32_t max_sessions_per_uid; /* data-socket sessions of one uid */
   uint32_t hello_timeout_s;      /* data session without hello is closed */

@@ -41,13 +41,24 @@ static void stage_free(kvs__devseg *d)
   d->stage_pinned = 0;
 }
 
+static size_t dstage_round(size_t n)
+{
+  return (n + ((size_t)1 << 20) - 1) & ~(((size_t)1 << 20) - 1);
+}
+
+static void dstage_free(kvs__devseg *d)
+{
+  kvs__cudrv_free(&d->vmm, d->dstage);
+  if (d->staged) *d->staged -= d->dstage_cap;
+  d->dstage = 0;
+  d->dstage_cap = 0;
+}
+
 void kvs__devseg_close(kvs__devseg *d)
 {
   if (d->fd >= 0) close(d->fd);
   d->fd = -1;
-  kvs__cudrv_free(&d->vmm, d->dstage);
-  d->dstage = 0;
-  d->dstage_cap = 0;
+  dstage_free(d);
   if (d->pinned) kvs__cudrv_host_unregister(d->pinned); /* before the memfd is unmapped */
   d->pinned = NULL;
   kvs__vmm_close(&d->vmm);
@@ -91,15 +102,25 @@ int kvs__devseg_sync(kvs__devseg *d)
   return kvs__cudrv_sync(&d->vmm);
 }
 
+int kvs__devseg_dstage_ok(const kvs__devseg *d, size_t n)
+{
+  if (n <= d->dstage_cap) return 1;
+  if (!d->staged) return 1;
+  uint64_t cap = dstage_round(n);
+  return *d->staged - d->dstage_cap + cap <= d->stage_limit;
+}
+
+/* Kept per session (grown, never shrunk, released at close): no allocation
+ * per request once the largest request was seen. */
 void *kvs__devseg_dstage(kvs__devseg *d, size_t n)
 {
   if (n > d->dstage_cap) {
-    kvs__cudrv_free(&d->vmm, d->dstage);
-    d->dstage = 0;
-    d->dstage_cap = 0;
-    size_t cap = (n + ((size_t)1 << 20) - 1) & ~(((size_t)1 << 20) - 1);
+    if (!kvs__devseg_dstage_ok(d, n)) return NULL;
+    dstage_free(d);
+    size_t cap = dstage_round(n);
     if (kvs__cudrv_alloc(&d->vmm, &d->dstage, cap) < 0) return NULL;
     d->dstage_cap = cap;
+    if (d->staged) *d->staged += cap;
   }
   return (void *)(uintptr_t)d->dstage;
 }

@@ -23,6 +23,7 @@ typedef struct kvs__devset {
   struct kvs__store *store[KVS_MAX_DEVICES];
   struct kvs__backend *backend[KVS_MAX_DEVICES];
   int devseg[KVS_MAX_DEVICES];     /* 1: the driver can export its memory */
+  uint64_t staged[KVS_MAX_DEVICES]; /* device staging bytes held by sessions */
 } kvs__devset;
 
 /* Add GPU ordinal's pool (its UUID from the driver when there is one). */
@@ -37,6 +38,8 @@ typedef struct kvs__devseg {
   uint64_t dstage;     /* device staging: the daemon's copy of a put's K/V */
   size_t dstage_cap;
   void *pinned;        /* host segment registered with the driver, or NULL */
+  uint64_t *staged;    /* device staging held by all sessions on this GPU */
+  uint64_t stage_limit; /* their bound (device_staging); staged NULL = none */
 } kvs__devseg;
 
 void kvs__devseg_init(kvs__devseg *d);
@@ -63,6 +66,9 @@ int kvs__devseg_dstage_to_host(kvs__devseg *d, void *dst, size_t src_off, size_t
 /* Device memory of n bytes on the segment's GPU for one request (grown as
  * needed), and copies from the segment into it (device to device). */
 void *kvs__devseg_dstage(kvs__devseg *d, size_t n);
+/* 1 when a device staging area of n bytes is there or may be grown within
+ * the GPU's device_staging bound (else the request takes the host path). */
+int kvs__devseg_dstage_ok(const kvs__devseg *d, size_t n);
 int kvs__devseg_to_dstage(kvs__devseg *d, size_t dst_off, uint64_t off, size_t n);
 /* The daemon's own device address of segment offset off. */
 void *kvs__devseg_ptr(const kvs__devseg *d, uint64_t off);

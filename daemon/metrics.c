@@ -8,6 +8,7 @@
 #include <time.h>
 
 #include "daemon/metrics.h"
+#include "daemon/devseg.h"
 #include "daemon/ops.h"
 
 const uint64_t kvs__metrics_bucket_ns[KVS_METRICS_BUCKETS] = {
@@ -260,22 +261,44 @@ int kvs__metrics_render(const kvs__ops_env *env, const kvs__metrics *m, kvs__tex
   one(t, "kvsink_residual_limit_bytes", "gauge", "Bound on the residual rows.", ss.residual_max);
   one(t, "kvsink_sequences", "gauge", "Live sequences.", ss.seqs);
 
-  family(t, "kvsink_pool_bytes", "gauge", "Pool capacity, by device.");
-  kvs__text_printf(t, "kvsink_pool_bytes{device=\"%s\"} %llu\n", dev,
-                   (unsigned long long)ss.pool_bytes);
-  family(t, "kvsink_pool_used_bytes", "gauge", "Pool bytes in slots holding data, by device.");
-  kvs__text_printf(t, "kvsink_pool_used_bytes{device=\"%s\"} %llu\n", dev,
-                   (unsigned long long)ss.pool_used_bytes);
-  family(t, "kvsink_pool_free_bytes", "gauge", "Pool bytes in whole free chunks, by device.");
-  kvs__text_printf(t, "kvsink_pool_free_bytes{device=\"%s\"} %llu\n", dev,
-                   (unsigned long long)ss.pool_free_bytes);
-  family(t, "kvsink_pool_blocks", "gauge", "Blocks in the pool, by device.");
-  kvs__text_printf(t, "kvsink_pool_blocks{device=\"%s\"} %llu\n", dev,
-                   (unsigned long long)ss.blocks);
-  family(t, "kvsink_pool_pinned_blocks", "gauge",
-         "Blocks referenced by a live sequence, by device.");
-  kvs__text_printf(t, "kvsink_pool_pinned_blocks{device=\"%s\"} %llu\n", dev,
-                   (unsigned long long)ss.blocks_pinned);
+  /* one row per pool: one GPU (or host) labelled as the backend, several
+   * GPUs "cuda:ORDINAL" each (Decision 38) */
+  const kvs__devset *ds = env->devs;
+  size_t npool = ds && ds->n > 1 ? ds->n : 1;
+  kvs__store_stats ps[KVS_MAX_DEVICES];
+  char pl[KVS_MAX_DEVICES][48];
+  for (size_t i = 0; i < npool; i++) {
+    if (npool == 1) {
+      ps[i] = ss;
+      snprintf(pl[i], sizeof pl[i], "%s", dev);
+    } else {
+      kvs__store_stats_get(ds->store[i], &ps[i]);
+      snprintf(pl[i], sizeof pl[i], "cuda:%d", ds->ordinal[i]);
+    }
+  }
+#define KVS_POOL_ROWS(name, help, field)                                              \
+  do {                                                                                 \
+    family(t, name, "gauge", help);                                                    \
+    for (size_t i = 0; i < npool; i++)                                                 \
+      kvs__text_printf(t, name "{device=\"%s\"} %llu\n", pl[i],                       \
+                       (unsigned long long)ps[i].field);                               \
+  } while (0)
+  KVS_POOL_ROWS("kvsink_pool_bytes", "Pool capacity, by device.", pool_bytes);
+  KVS_POOL_ROWS("kvsink_pool_used_bytes", "Pool bytes in slots holding data, by device.",
+                pool_used_bytes);
+  KVS_POOL_ROWS("kvsink_pool_free_bytes", "Pool bytes in whole free chunks, by device.",
+                pool_free_bytes);
+  KVS_POOL_ROWS("kvsink_pool_blocks", "Blocks in the pool, by device.", blocks);
+  KVS_POOL_ROWS("kvsink_pool_pinned_blocks", "Blocks referenced by a live sequence, by device.",
+                blocks_pinned);
+#undef KVS_POOL_ROWS
+  if (ds && ds->n) {
+    family(t, "kvsink_device_staging_bytes", "gauge",
+           "GPU memory sessions hold as device staging (bounded by device_staging), by device.");
+    for (size_t i = 0; i < ds->n; i++)
+      kvs__text_printf(t, "kvsink_device_staging_bytes{device=\"cuda:%d\"} %llu\n",
+                       ds->ordinal[i], (unsigned long long)ds->staged[i]);
+  }
 
   space_rows r;
   memset(&r, 0, sizeof r);

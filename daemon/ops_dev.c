@@ -47,6 +47,11 @@ void kvs__opsdev_hello(const kvs__ops_env *env, kvs__sess_state *st, const kvs__
       kvs__info("session %llu: memfd not page-locked (%s)", (unsigned long long)st->id,
                 kvs__cudrv_error());
   }
+  /* device staging: counted per GPU against device_staging */
+  if (d && d->n && (st->dseg.vmm.ptr || st->dseg.pinned)) {
+    st->dseg.staged = (uint64_t *)&d->staged[dev >= 0 ? dev : 0]; /* the server's, mutable */
+    st->dseg.stage_limit = env->cfg->device_staging;
+  }
   rep->seg_device = st->dseg.vmm.ptr != 0;
   rep->dev_seg_size = st->dseg.vmm.size;
 }
@@ -87,6 +92,8 @@ int kvs__opsdev_put_src(kvs__sess_state *st, const kvs__req *rq, uint64_t kvb, u
   int bulk = bulk_on_gpu(st, rq->n_tokens), r = 0;
   *on_dev = 0;
   size_t ko = up256(ab), vo = ko + up256(kvb);
+  /* over device_staging: the host path (slower, same result) */
+  if (bulk && !kvs__devseg_dstage_ok(d, vo + (size_t)kvb)) bulk = 0;
   if (rq->dev) {
     if ((kvb && ((r = dev_range(st, rep, "k", rq->k_off, kvb, 2)) < 0 ||
                  (r = dev_range(st, rep, "v", rq->v_off, kvb, 2)) < 0)) ||
@@ -164,7 +171,7 @@ int kvs__opsdev_get_dst(kvs__sess_state *st, const kvs__req *rq, uint64_t kvb, u
     g->up = 1;
     return 0;
   }
-  if (!d->pinned || !bulk || !*kp) return 0;
+  if (!d->pinned || !bulk || !*kp || !kvs__devseg_dstage_ok(d, 2 * (size_t)kvb)) return 0;
   uint8_t *p = kvs__devseg_dstage(d, 2 * (size_t)kvb);
   if (!p) return fail(rep, -ENOMEM, "get: out of GPU memory for staging");
   g->hk = *kp;

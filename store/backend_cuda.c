@@ -59,35 +59,42 @@ static int cu_copy(kvs__backend *b, void *dst, const void *src, size_t n, int to
 
 /* Batches: one pinned host area mirrored by one device area, laid out as
  * [jobs][row-pointer lists][K tiles][V tiles]; one copy each way and one
- * launch per batch instead of several synchronous calls per block. */
+ * launch per batch instead of several synchronous calls per block. Only
+ * host-resident items take a tile and only blocks with sinks a row list,
+ * so a batch of KVS_BATCH_DEV_MAX device items needs jobs and row
+ * pointers only (about 200 KB), not tiles. The areas grow to the largest
+ * batch seen (in powers of two) and are kept: no allocation per request. */
 static int batch_reserve(cuda_priv *c, size_t bytes)
 {
   if (bytes <= c->batch_bytes) return 0;
+  size_t cap = (size_t)1 << 16;
+  while (cap < bytes) cap <<= 1;
   if (c->hbatch) cudaFreeHost(c->hbatch);
   if (c->dbatch) cudaFree(c->dbatch);
   c->hbatch = c->dbatch = NULL;
   c->batch_bytes = 0;
-  if (cudaHostAlloc(&c->hbatch, bytes, cudaHostAllocDefault) != cudaSuccess ||
-      cudaMalloc(&c->dbatch, bytes) != cudaSuccess) {
+  if (cudaHostAlloc(&c->hbatch, cap, cudaHostAllocDefault) != cudaSuccess ||
+      cudaMalloc(&c->dbatch, cap) != cudaSuccess) {
     cudaGetLastError();
     if (c->hbatch) cudaFreeHost(c->hbatch);
     c->hbatch = c->dbatch = NULL;
     return -ENOMEM;
   }
-  c->batch_bytes = bytes;
+  c->batch_bytes = cap;
   return 0;
 }
 
 typedef struct batch_layout { size_t rows, k, v, total; } batch_layout;
 
+/* n jobs of job bytes, nrows sink-row pointers, nh host tiles */
 static int batch_layout_of(cuda_priv *c, const kvs__qparams *p, uint32_t n, size_t job,
-                           batch_layout *bl)
+                           size_t nrows, uint32_t nh, batch_layout *bl)
 {
-  size_t plane = (size_t)p->group * p->channels * 2u;
+  size_t plane = align16((size_t)p->group * p->channels * 2u);
   bl->rows = align16(n * job);
-  bl->k = align16(bl->rows + (size_t)n * KVS_QBLOCK_MAX_G * sizeof(void *));
-  bl->v = bl->k + n * align16(plane);
-  bl->total = bl->v + n * align16(plane);
+  bl->k = align16(bl->rows + nrows * sizeof(void *));
+  bl->v = bl->k + nh * plane;
+  bl->total = bl->v + nh * plane;
   return batch_reserve(c, bl->total);
 }
 
@@ -97,38 +104,45 @@ static int cu_quantize_n(kvs__backend *b, const kvs__qparams *p, const kvs__qite
   cuda_priv *c = b->priv;
   kvs__qlayout l;
   if (n == 0) return 0;
-  if (kvs__qparams_check(p) || n > KVS_BATCH_MAX) return -EINVAL;
+  if (kvs__qparams_check(p) || n > KVS_BATCH_DEV_MAX) return -EINVAL;
   kvs__qlayout_of(p, &l);
-  size_t plane = (size_t)p->group * p->channels * 2u, ps = align16(plane);
-  for (uint32_t i = 0; i < n; i++)
+  size_t plane = (size_t)p->group * p->channels * 2u, ps = align16(plane), nrows = 0;
+  uint32_t nh = 0;
+  for (uint32_t i = 0; i < n; i++) {
     if ((p->group < 64 && (it[i].sink_mask >> p->group)) || (it[i].sink_mask && !it[i].rows))
       return -EINVAL;
+    nrows += (size_t)__builtin_popcountll(it[i].sink_mask);
+    nh += !it[i].dev;
+  }
+  if (nh > KVS_BATCH_MAX) return -EINVAL;
   pthread_mutex_lock(&c->lock);
   batch_layout bl;
   /* several pools: each call on its own GPU */
   int rc = cudaSetDevice(c->device) == cudaSuccess ? 0 : -EIO;
-  if (rc == 0) rc = batch_layout_of(c, p, n, sizeof(kvs__cuda_qjob), &bl);
+  if (rc == 0) rc = batch_layout_of(c, p, n, sizeof(kvs__cuda_qjob), nrows, nh, &bl);
   if (rc) goto out;
   uint8_t *h = c->hbatch, *d = c->dbatch;
-  int host_tiles = 0;
   kvs__cuda_qjob *jobs = (kvs__cuda_qjob *)h;
+  size_t ro = bl.rows;
+  uint32_t hi = 0;
   for (uint32_t i = 0; i < n; i++) {
     uint32_t ns = (uint32_t)__builtin_popcountll(it[i].sink_mask);
-    size_t ro = bl.rows + (size_t)i * KVS_QBLOCK_MAX_G * sizeof(void *);
+    uint16_t *const *rows = ns ? (uint16_t *const *)(d + ro) : NULL;
     if (ns) memcpy(h + ro, it[i].rows, ns * sizeof(void *));
+    ro += ns * sizeof(void *);
     const uint16_t *dk = it[i].k, *dv = it[i].v; /* dev: read where they are */
     if (!it[i].dev) {
-      memcpy(h + bl.k + i * ps, it[i].k, plane);
-      memcpy(h + bl.v + i * ps, it[i].v, plane);
-      dk = (const uint16_t *)(d + bl.k + i * ps);
-      dv = (const uint16_t *)(d + bl.v + i * ps);
-      host_tiles = 1;
+      memcpy(h + bl.k + hi * ps, it[i].k, plane);
+      memcpy(h + bl.v + hi * ps, it[i].v, plane);
+      dk = (const uint16_t *)(d + bl.k + hi * ps);
+      dv = (const uint16_t *)(d + bl.v + hi * ps);
+      hi++;
     }
-    jobs[i] = (kvs__cuda_qjob){ dk, dv, it[i].block, ns ? (uint16_t *const *)(d + ro) : NULL,
-                                it[i].sink_mask };
+    jobs[i] = (kvs__cuda_qjob){ dk, dv, it[i].block, rows, it[i].sink_mask };
   }
-  /* only the jobs and row lists when every tile is on the device already */
-  if (cudaMemcpyAsync(d, h, host_tiles ? bl.total : bl.k, cudaMemcpyHostToDevice, 0) != cudaSuccess) {
+  /* one copy up (jobs, row lists and the host tiles, if any), one launch,
+   * one synchronize (kvs__cuda_quantize reads the status word) */
+  if (cudaMemcpyAsync(d, h, nh ? bl.total : bl.k, cudaMemcpyHostToDevice, 0) != cudaSuccess) {
     cudaGetLastError();
     rc = -EIO;
     goto out;
@@ -145,30 +159,40 @@ static int cu_dequantize_n(kvs__backend *b, const kvs__qparams *p, const kvs__dq
   cuda_priv *c = b->priv;
   kvs__qlayout l;
   if (n == 0) return 0;
-  if (kvs__qparams_check(p) || n > KVS_BATCH_MAX) return -EINVAL;
-  for (uint32_t i = 0; i < n; i++)
+  if (kvs__qparams_check(p) || n > KVS_BATCH_DEV_MAX) return -EINVAL;
+  size_t nrows = 0;
+  uint32_t nh = 0;
+  for (uint32_t i = 0; i < n; i++) {
     if (it[i].r0 >= it[i].r1 || it[i].r1 > p->group || (it[i].sink_mask && !it[i].rows))
       return -EINVAL;
+    nrows += (size_t)__builtin_popcountll(it[i].sink_mask);
+    nh += !it[i].dev;
+  }
+  if (nh > KVS_BATCH_MAX) return -EINVAL;
   kvs__qlayout_of(p, &l);
-  size_t plane = (size_t)p->group * p->channels * 2u, ps = align16(plane);
+  size_t ps = align16((size_t)p->group * p->channels * 2u);
   pthread_mutex_lock(&c->lock);
   batch_layout bl;
   int rc = cudaSetDevice(c->device) == cudaSuccess ? 0 : -EIO;
-  if (rc == 0) rc = batch_layout_of(c, p, n, sizeof(kvs__cuda_dqjob), &bl);
+  if (rc == 0) rc = batch_layout_of(c, p, n, sizeof(kvs__cuda_dqjob), nrows, nh, &bl);
   if (rc) goto out;
   uint8_t *h = c->hbatch, *d = c->dbatch;
-  int host_out = 0;
   kvs__cuda_dqjob *jobs = (kvs__cuda_dqjob *)h;
+  size_t ro = bl.rows;
+  uint32_t hi = 0;
   for (uint32_t i = 0; i < n; i++) {
     uint32_t ns = (uint32_t)__builtin_popcountll(it[i].sink_mask);
-    size_t ro = bl.rows + (size_t)i * KVS_QBLOCK_MAX_G * sizeof(void *);
+    const uint16_t *const *rows = ns ? (const uint16_t *const *)(d + ro) : NULL;
     if (ns) memcpy(h + ro, it[i].rows, ns * sizeof(void *));
+    ro += ns * sizeof(void *);
     /* dev: rows r0..r1 land in the output directly */
-    uint16_t *ok = it[i].dev ? it[i].k_out : (uint16_t *)(d + bl.k + i * ps);
-    uint16_t *ov = it[i].dev ? it[i].v_out : (uint16_t *)(d + bl.v + i * ps);
-    host_out |= !it[i].dev;
-    jobs[i] = (kvs__cuda_dqjob){ it[i].block, ns ? (const uint16_t *const *)(d + ro) : NULL, ok, ov,
-                                 it[i].r0, it[i].r1 };
+    uint16_t *ok = it[i].k_out, *ov = it[i].v_out;
+    if (!it[i].dev) {
+      ok = (uint16_t *)(d + bl.k + hi * ps);
+      ov = (uint16_t *)(d + bl.v + hi * ps);
+      hi++;
+    }
+    jobs[i] = (kvs__cuda_dqjob){ it[i].block, rows, ok, ov, it[i].r0, it[i].r1 };
   }
   rc = -EIO;
   if (cudaMemcpyAsync(d, h, bl.k, cudaMemcpyHostToDevice, 0) != cudaSuccess) {
@@ -176,17 +200,19 @@ static int cu_dequantize_n(kvs__backend *b, const kvs__qparams *p, const kvs__dq
     goto out;
   }
   rc = kvs__cuda_dequantize(&c->ctx, p, &l, (const kvs__cuda_dqjob *)d, n);
-  if (rc || !host_out) goto out;
+  if (rc || !nh) goto out;
   if (cudaMemcpy(h + bl.k, d + bl.k, bl.total - bl.k, cudaMemcpyDeviceToHost) != cudaSuccess) {
     cudaGetLastError();
     rc = -EIO;
     goto out;
   }
+  hi = 0;
   for (uint32_t i = 0; i < n; i++) {
     size_t bytes = (size_t)(it[i].r1 - it[i].r0) * p->channels * 2u;
     if (it[i].dev) continue;
-    memcpy(it[i].k_out, h + bl.k + i * ps, bytes);
-    memcpy(it[i].v_out, h + bl.v + i * ps, bytes);
+    memcpy(it[i].k_out, h + bl.k + hi * ps, bytes);
+    memcpy(it[i].v_out, h + bl.v + hi * ps, bytes);
+    hi++;
   }
 out:
   pthread_mutex_unlock(&c->lock);

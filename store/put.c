@@ -411,23 +411,29 @@ static int put_reserve(put *c)
   return 0;
 }
 
-/* Quantize the fresh blocks, KVS_BATCH_MAX at a time, each from a tile
- * copied once (old residual rows below L0, this put's input above) and
- * checked before use. */
+/* Quantize the fresh blocks, each from a tile copied once (old residual
+ * rows below L0, this put's input above) and checked before use, or, on
+ * the device path, straight from the daemon's device copy of the input.
+ * A batch call takes up to KVS_BATCH_MAX host tiles; a backend that reads
+ * device memory takes up to KVS_BATCH_DEV_MAX blocks per call, so a bulk
+ * device put is one launch and one synchronize (Decision 36). */
 static int put_quantize(put *c)
 {
   if (!c->nfresh)
     return 0;
   kvs__seq *q = c->q;
   const uint32_t G = c->G, C = c->C;
-  const uint32_t nb = c->nfresh < KVS_BATCH_MAX ? c->nfresh : KVS_BATCH_MAX;
+  const uint32_t cap = c->kdev && c->st->be->dev_io ? KVS_BATCH_DEV_MAX : KVS_BATCH_MAX;
+  const uint32_t nb = c->nfresh < cap ? c->nfresh : cap;
+  const uint32_t nt = nb < KVS_BATCH_MAX ? nb : KVS_BATCH_MAX; /* host tiles */
   const size_t tile = (size_t)G * C, rb = (size_t)C * 2u;
-  uint16_t *gk = malloc(nb * tile * 2u), *gv = malloc(nb * tile * 2u);
+  uint16_t *gk = NULL, *gv = NULL;
   kvs__qitem *items = malloc(nb * sizeof *items);
   int rc = 0;
-  if (!gk || !gv || !items)
+  /* host tiles only when some block needs one (allocated on first use) */
+  if (!items)
     rc = kvs__fail(c->errmsg, -ENOMEM, "out of memory");
-  uint32_t m = 0;
+  uint32_t m = 0, mh = 0;
   for (uint32_t i = 0; i < c->njobs && rc == 0; i++) {
     if (c->jobs[i].fresh) {
       uint32_t l = c->jobs[i].layer, base = q->l[l].nblk * G, t0 = c->jobs[i].g * G;
@@ -438,7 +444,15 @@ static int put_quantize(put *c)
         items[m++] = (kvs__qitem){in_row(c, c->k, l, t0), in_row(c, c->v, l, t0), b->sink_mask,
                                   b->data, b->rows, 1};
       } else {
-        uint16_t *tk = gk + m * tile, *tv = gv + m * tile;
+        if (!gk) {
+          gk = malloc(nt * tile * 2u);
+          gv = malloc(nt * tile * 2u);
+          if (!gk || !gv) {
+            rc = kvs__fail(c->errmsg, -ENOMEM, "out of memory");
+            break;
+          }
+        }
+        uint16_t *tk = gk + mh * tile, *tv = gv + mh * tile;
         uint32_t r = 0;
         for (; r < G && t0 + r < c->pl[l].L0; r++) {
           memcpy(tk + (size_t)r * C, q->l[l].rk + (size_t)(t0 + r - base) * C, rb);
@@ -455,11 +469,12 @@ static int put_quantize(put *c)
           break;
         }
         items[m++] = (kvs__qitem){tk, tv, b->sink_mask, b->data, b->rows, 0};
+        mh++;
       }
     }
-    if (m == nb || (m && i + 1 == c->njobs)) {
+    if (m == nb || mh == nt || (m && i + 1 == c->njobs)) {
       rc = kvs__backend_quantize_n(c->st->be, &c->sp->qp, items, m);
-      m = 0;
+      m = mh = 0;
       if (rc < 0)
         rc = kvs__fail(c->errmsg, rc, rc == KVS_ENAN ? "NaN or Inf in K/V" : "quantization failed");
     }
@@ -559,8 +574,10 @@ static int put_check_dev(put *c)
   if (!c->n || !c->nlp)
     return 0;
   size_t elems = (size_t)c->nlp * c->n * c->C;
-  int r = be->nonfinite(be, c->k, elems, c->sp->qp.dtype);
-  if (r == 0)
+  int r;
+  if (c->v == c->k + elems) /* adjacent (the daemon's staging): one scan, one synchronize */
+    r = be->nonfinite(be, c->k, 2 * elems, c->sp->qp.dtype);
+  else if ((r = be->nonfinite(be, c->k, elems, c->sp->qp.dtype)) == 0)
     r = be->nonfinite(be, c->v, elems, c->sp->qp.dtype);
   if (r > 0)
     return kvs__fail(c->errmsg, KVS_ENAN, "NaN or Inf in K/V");

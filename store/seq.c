@@ -124,8 +124,22 @@ static int seq_get(kvs__seq *q, uint32_t start, uint32_t n, uint32_t lb, uint32_
     if (end > q->l[l].len)
       return kvs__fail(errmsg, -EINVAL, "tokens [%u, %llu) beyond layer %u length %u", start,
                   (unsigned long long)end, l, q->l[l].len);
-  /* Blocks are dequantized KVS_BATCH_MAX at a time, residual rows copied. */
-  kvs__dqitem items[KVS_BATCH_MAX];
+  /* Blocks are dequantized in batches (KVS_BATCH_MAX into host memory;
+   * into device memory KVS_BATCH_DEV_MAX, so a bulk device get is one
+   * launch and one synchronize), residual rows copied. */
+  kvs__dqitem stack_items[KVS_BATCH_MAX], *items = stack_items;
+  uint32_t cap = KVS_BATCH_MAX;
+  if (dev && n >= G) {
+    uint64_t want = (uint64_t)(le - lb) * (n / G + 2);
+    cap = want < KVS_BATCH_DEV_MAX ? (uint32_t)want : KVS_BATCH_DEV_MAX;
+    if (cap > KVS_BATCH_MAX && !(items = malloc(cap * sizeof *items)))
+      return kvs__fail(errmsg, -ENOMEM, "out of memory");
+    if (cap <= KVS_BATCH_MAX) {
+      items = stack_items;
+      cap = KVS_BATCH_MAX;
+    }
+  }
+  int rc = 0;
   uint32_t m = 0;
   for (uint32_t l = lb; l < le; l++) {
     const kvs__seq_layer *L = &q->l[l];
@@ -139,22 +153,26 @@ static int seq_get(kvs__seq *q, uint32_t start, uint32_t n, uint32_t lb, uint32_
         const kvs__block *b = L->blk[g];
         items[m++] = (kvs__dqitem){b->data, (const uint16_t *const *)b->rows, b->sink_mask, r0, r1,
                                    k + o, v + o, dev};
-        if (m == KVS_BATCH_MAX) {
-          int rc = kvs__backend_dequantize_n(st->be, &sp->qp, items, m);
+        if (m == cap) {
+          rc = kvs__backend_dequantize_n(st->be, &sp->qp, items, m);
           m = 0;
-          if (rc < 0)
-            return kvs__fail(errmsg, rc, "dequantization failed");
+          if (rc < 0) {
+            rc = kvs__fail(errmsg, rc, "dequantization failed");
+            goto out;
+          }
         }
         t = g * G + r1;
       } else {
         size_t rows = (size_t)(end - t), ro = (size_t)(t - qend) * C;
         if (dev) {
           /* residual rows live in host memory: copy them up */
-          int rc = kvs__backend_copy(st->be, k + o, L->rk + ro, rows * C * 2u, 1);
+          rc = kvs__backend_copy(st->be, k + o, L->rk + ro, rows * C * 2u, 1);
           if (rc == 0)
             rc = kvs__backend_copy(st->be, v + o, L->rv + ro, rows * C * 2u, 1);
-          if (rc < 0)
-            return kvs__fail(errmsg, rc, "copy to device memory failed");
+          if (rc < 0) {
+            rc = kvs__fail(errmsg, rc, "copy to device memory failed");
+            goto out;
+          }
         } else {
           memcpy(k + o, L->rk + ro, rows * C * 2u);
           memcpy(v + o, L->rv + ro, rows * C * 2u);
@@ -163,14 +181,16 @@ static int seq_get(kvs__seq *q, uint32_t start, uint32_t n, uint32_t lb, uint32_
       }
     }
   }
-  if (m) {
-    int rc = kvs__backend_dequantize_n(st->be, &sp->qp, items, m);
-    if (rc < 0)
-      return kvs__fail(errmsg, rc, "dequantization failed");
+  if (m && (rc = kvs__backend_dequantize_n(st->be, &sp->qp, items, m)) < 0) {
+    rc = kvs__fail(errmsg, rc, "dequantization failed");
+    goto out;
   }
   st->gets++;
   st->bytes_out += (uint64_t)(le - lb) * n * C * 2u * 2u;
-  return 0;
+out:
+  if (items != stack_items)
+    free(items);
+  return rc;
 }
 
 int kvs__seq_get(kvs__seq *q, uint32_t start, uint32_t n, uint32_t lb, uint32_t le,

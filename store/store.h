@@ -56,7 +56,12 @@ typedef struct kvs__dqitem {
   uint16_t *k_out, *v_out;               /* [r1-r0][C] host (or device: dev) */
   int dev;
 } kvs__dqitem;
-#define KVS_BATCH_MAX 64u                /* blocks per batch call */
+#define KVS_BATCH_MAX 64u                /* host-resident blocks per batch call */
+/* Blocks per batch call when they are device-resident (dev items: no host
+ * tile to stage), so that a bulk put or get from a device segment is one
+ * launch and one synchronize (a 1,024-token x 32-layer put at G = 64 is
+ * 512 blocks); of them still at most KVS_BATCH_MAX host-resident. */
+#define KVS_BATCH_DEV_MAX 4096u
 
 typedef struct kvs__backend {
   const char *name;                      /* "host" or "cuda" */
@@ -67,8 +72,9 @@ typedef struct kvs__backend {
   int (*dequantize)(struct kvs__backend *b, const kvs__qparams *p, const void *block,
                     const uint16_t *const *rows, uint32_t r0, uint32_t r1,
                     uint16_t *k_out, uint16_t *v_out);
-  /* Optional: up to KVS_BATCH_MAX blocks in one call (one copy and one
-   * launch on a GPU instead of one per block); NULL = a loop of the above. */
+  /* Optional: up to KVS_BATCH_DEV_MAX blocks in one call, at most
+   * KVS_BATCH_MAX of them host-resident (one copy and one launch on a GPU
+   * instead of one per block); NULL = a loop of the above. */
   int (*quantize_n)(struct kvs__backend *b, const kvs__qparams *p, const kvs__qitem *it,
                     uint32_t n);
   int (*dequantize_n)(struct kvs__backend *b, const kvs__qparams *p, const kvs__dqitem *it,

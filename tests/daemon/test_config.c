@@ -37,6 +37,7 @@ START_TEST(defaults_embedded)
   ck_assert_uint_eq(c.pfn, 1);
   ck_assert_int_eq(c.policy, KVS_POLICY_KVSINK);
   ck_assert_uint_eq(c.max_sessions, 256);
+  ck_assert_uint_eq(c.device_staging, 4ull << 30);
   ck_assert_int_eq(c.log_level, KVS_LOG_NOTICE);
   ck_assert_uint_eq(c.n_shared_uids, 0);
   /* one definition: the store's default, not a second number in default.conf */
@@ -65,6 +66,7 @@ START_TEST(every_key)
       "profiles_dir = /tmp/profiles\n"
       "shared_namespace_uids = 0, 1000,1001\n"
       "max_segment_size = 2G\n"
+      "device_staging = 512M\n"
       "max_sessions = 9\n"
       "max_pending_tokens = 100\n"
       "admin_socket_mode = 0640\n"
@@ -104,6 +106,7 @@ START_TEST(every_key)
   ck_assert_uint_eq(c.shared_uids[0], 0);
   ck_assert_uint_eq(c.shared_uids[2], 1001);
   ck_assert_uint_eq(c.max_segment_size, 2ull << 30);
+  ck_assert_uint_eq(c.device_staging, 512ull << 20);
   ck_assert_uint_eq(c.max_sessions, 9);
   ck_assert_uint_eq(c.max_pending_tokens, 100);
   ck_assert_int_eq(c.log_level, KVS_LOG_DEBUG);
@@ -188,6 +191,7 @@ static const struct {
     {"shared_namespace_uids = 1,\n", "t:1: shared_namespace_uids:"},
     {"shared_namespace_uids = root\n", "t:1: shared_namespace_uids:"},
     {"max_segment_size = 1\n", "t:1: max_segment_size:"},
+    {"device_staging = lots\n", "t:1: device_staging:"},
     {"max_sessions = 0\n", "t:1: max_sessions:"},
     {"max_pending_tokens = 0\n", "t:1: max_pending_tokens:"},
     {"log_level = loud\n", "t:1: log_level:"},

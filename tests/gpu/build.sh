@@ -6,6 +6,10 @@
 # Static libkvsink (--disable-shared); the shared libraries kvsinkd and the
 # test program need beyond libc and the CUDA driver go to BUILDDIR/libs
 # (run there with LD_LIBRARY_PATH=BUILDDIR/libs, as devseg.sh does).
+# The build dir is too big to carry to the device machine (64 MiB), so it
+# also writes a slim copy, $SLIM (default .gpu/ at the top, git-ignored):
+#   .gpu/daemon/kvsinkd .gpu/tools/kvsinkctl .gpu/tests/gpu/devseg_test .gpu/libs/
+# which devseg.sh uses by default: carry ".gpu", run tests/gpu/devseg.sh.
 set -eu
 top=$(cd "$(dirname "$0")/../.." && pwd)
 b=${1:-$top/build-gpu}
@@ -27,3 +31,14 @@ done | sort -u | while read -r so; do
   esac
 done
 echo "build.sh: $b ready; libs: $(ls libs | tr '\n' ' ')"
+slim=${SLIM:-$top/.gpu}
+rm -rf "$slim"
+mkdir -p "$slim/daemon" "$slim/tools" "$slim/tests/gpu" "$slim/libs"
+for bin in daemon/kvsinkd tools/kvsinkctl tests/gpu/devseg_test; do
+  # the real program, not a libtool wrapper (static libkvsink: there is none)
+  f=$bin; [ -x "$(dirname "$bin")/.libs/$(basename "$bin")" ] && f=$(dirname "$bin")/.libs/$(basename "$bin")
+  cp "$f" "$slim/$bin"
+  strip --strip-debug "$slim/$bin" 2>/dev/null || true
+done
+cp libs/* "$slim/libs/" 2>/dev/null || true
+echo "build.sh: slim copy $slim ($(du -sh "$slim" | cut -f1)): carry it, then tests/gpu/devseg.sh"

@@ -1,7 +1,11 @@
 #!/bin/sh
 # Device segments through kvsinkd on a GPU (not part of make check):
-#   tests/gpu/build.sh            (on the build machine: build-gpu/ + libs/)
-#   tests/gpu/devseg.sh BUILDDIR  (on the GPU machine; a few minutes)
+#   tests/gpu/build.sh            (on the build machine: build-gpu/ + libs/,
+#                                  and the slim copy .gpu/ to carry)
+#   tests/gpu/devseg.sh [DIR]     (on the GPU machine; a few minutes; DIR:
+#                                  .gpu (default when present) or build-gpu,
+#                                  anything with daemon/kvsinkd,
+#                                  tools/kvsinkctl, tests/gpu/devseg_test, libs/)
 # 1. put/get from a device segment, bit-exact at 16 bits and identical to
 #    the host-segment path at 16/8/4/2 bits; two clients at once;
 # 2. lifetime: a client killed while it holds a device segment leaves
@@ -11,13 +15,20 @@
 #    client processes at 16/8/4/2 bits next to cudaMemcpy D2D, device and
 #    host segments side by side.
 # Exit status: non-zero when a check fails (the figures are printed).
+# On a failure it explains: which values differ (bits, K/V, layer, token,
+# channel), both daemons' stats and the tail of their logs; with $OUT set
+# (the device tool's folder) the logs and dumps are kept in $OUT/devseg/.
 set -u
 top=$(cd "$(dirname "$0")/../.." && pwd)
-b=$(cd "${1:?usage: devseg.sh BUILDDIR}" && pwd)
+if [ $# -ge 1 ]; then dir=$1
+elif [ -x "$top/.gpu/daemon/kvsinkd" ]; then dir=$top/.gpu
+else dir=$top/build-gpu; fi
+b=$(cd "$dir" && pwd) || { echo "usage: devseg.sh [DIR] (no $dir)"; exit 1; }
 export LD_LIBRARY_PATH="$b/libs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 T="$b/tests/gpu/devseg_test"
 D="$b/daemon/kvsinkd"
-for f in "$T" "$D"; do [ -x "$f" ] || { echo "missing $f: run tests/gpu/build.sh"; exit 1; }; done
+C="$b/tools/kvsinkctl"
+for f in "$T" "$D" "$C"; do [ -x "$f" ] || { echo "missing $f: run tests/gpu/build.sh"; exit 1; }; done
 tmp=$(mktemp -d /tmp/kvs-devseg.XXXXXX)
 sock="$tmp/kvsinkd.sock"
 cat > "$tmp/kvsinkd.conf" <<CONF
@@ -30,6 +41,15 @@ dpid=
 trap '' PIPE # a test client that died must not take the script with it
 pass() { echo "PASS: $*"; }
 failed() { echo "FAIL: $*"; rc=1; }
+stats() { # SOCK LABEL: the daemon's stats (a client's view of the data socket)
+  echo "--- stats of the $2 daemon:"
+  "$C" --socket "$1" stats 2>&1 | sed 's/^/    /'
+}
+logtail() { # LOG LABEL
+  [ -s "$1" ] || return 0
+  echo "--- last lines of the $2 daemon's log ($1):"
+  tail -n "${LOGLINES:-40}" "$1" | sed 's/^/    /'
+}
 start() {
   rm -f "$sock"
   "$D" --foreground --config "$tmp/kvsinkd.conf" --socket "$sock" --device "${GPU:-cuda:0}" \
@@ -39,7 +59,12 @@ start() {
   echo "kvsinkd did not come up"; cat "$tmp/kvsinkd.log"; exit 1
 }
 stop() { [ -n "$dpid" ] && kill -TERM "$dpid" 2>/dev/null && wait "$dpid"; dpid=; }
-trap 'stop; rm -rf "$tmp"' EXIT
+keep() {
+  [ -n "${OUT:-}" ] && [ -d "$OUT" ] || return 0
+  mkdir -p "$OUT/devseg" && cp -r "$tmp"/. "$OUT/devseg/" 2>/dev/null
+  rm -f "$OUT/devseg/in" "$OUT/devseg/"*.sock "$OUT/devseg/"*.bin # the dumps: 16 MiB each
+}
+trap 'stop; [ $rc = 0 ] || keep; rm -rf "$tmp"' EXIT
 nvidia-smi --query-gpu=name,uuid,driver_version --format=csv,noheader 2>/dev/null | sed 's/^/GPU: /'
 
 start
@@ -47,8 +72,9 @@ grep -q "device segments on" "$tmp/kvsinkd.log" && pass "kvsinkd serves device s
   { failed "kvsinkd serves no device segments"; cat "$tmp/kvsinkd.log"; }
 
 # 1. correctness
-timeout 120 "$T" "$sock" check > "$tmp/check.log" 2>&1 || rc=1
+timeout 120 "$T" "$sock" check > "$tmp/check.log" 2>&1 || { rc=1; crc=1; }
 cat "$tmp/check.log"
+[ "${crc:-0}" = 0 ] || { stats "$sock" GPU; logtail "$tmp/kvsinkd.log" GPU; }
 
 # 1b. the same bytes as a host pool (the C reference) through a host segment
 hsock="$tmp/host.sock"
@@ -58,14 +84,31 @@ hpid=$!
 for i in $(seq 100); do [ -S "$hsock" ] && break; sleep 0.1; done
 if timeout 120 "$T" "$sock" dump "$tmp/gpu-dev.bin" 1 && timeout 120 "$T" "$sock" dump "$tmp/gpu-host.bin" 0 &&
    timeout 300 "$T" "$hsock" dump "$tmp/host.bin" 0; then
-  cmp -s "$tmp/gpu-dev.bin" "$tmp/host.bin" &&
-    pass "16/8/4/2 bits: GPU pool via device segment == host pool (C reference) via host segment" ||
-    failed "GPU pool via device segment differs from the host pool"
-  cmp -s "$tmp/gpu-host.bin" "$tmp/host.bin" &&
-    pass "16/8/4/2 bits: GPU pool via host segment == host pool" ||
-    failed "GPU pool via host segment differs from the host pool"
+  bad=0
+  if cmp -s "$tmp/gpu-dev.bin" "$tmp/host.bin"; then
+    pass "16/8/4/2 bits: GPU pool via device segment == host pool (C reference) via host segment"
+  else
+    failed "GPU pool via device segment differs from the host pool"; bad=1
+    echo "  gpu-dev.bin vs host.bin (layout: per bits 16/8/4/2, K then V, each [layer 4][token 256][head 8][128] fp16):"
+    cmp -l "$tmp/gpu-dev.bin" "$tmp/host.bin" | head -5 | sed 's/^/    cmp -l: /'
+    "$T" - cmp "$tmp/gpu-dev.bin" "$tmp/host.bin"
+  fi
+  if cmp -s "$tmp/gpu-host.bin" "$tmp/host.bin"; then
+    pass "16/8/4/2 bits: GPU pool via host segment == host pool"
+  else
+    failed "GPU pool via host segment differs from the host pool"; bad=1
+    cmp -l "$tmp/gpu-host.bin" "$tmp/host.bin" | head -5 | sed 's/^/    cmp -l: /'
+    "$T" - cmp "$tmp/gpu-host.bin" "$tmp/host.bin"
+  fi
+  cmp -s "$tmp/gpu-dev.bin" "$tmp/gpu-host.bin" ||
+    { echo "  (the GPU daemon's device- and host-segment dumps differ too:)"; "$T" - cmp "$tmp/gpu-dev.bin" "$tmp/gpu-host.bin"; }
+  if [ $bad = 1 ]; then
+    stats "$sock" GPU; stats "$hsock" host
+    logtail "$tmp/kvsinkd.log" GPU; logtail "$tmp/kvsinkd-host.log" host
+  fi
 else
   failed "dump runs"
+  logtail "$tmp/kvsinkd.log" GPU; logtail "$tmp/kvsinkd-host.log" host
 fi
 kill -TERM "$hpid"; wait "$hpid"
 
@@ -83,6 +126,7 @@ if timeout 60 "$T" "$sock" check > "$tmp/after-kill.log" 2>&1; then
   pass "a killed client left nothing behind: the next clients pass"
 else
   failed "after a killed client"; cat "$tmp/after-kill.log"
+  stats "$sock" GPU; logtail "$tmp/kvsinkd.log" GPU
 fi
 kill -0 "$dpid" 2>/dev/null && pass "kvsinkd alive after the client died" || failed "kvsinkd died"
 
@@ -96,8 +140,9 @@ kill -KILL "$dpid"; wait "$dpid" 2>/dev/null; dpid=
 start
 echo go >&3
 exec 3>&-
-wait "$tpid" || rc=1
+wait "$tpid" || { rc=1; rrc=1; }
 cat "$tmp/restart.log"
+[ "${rrc:-0}" = 0 ] || logtail "$tmp/kvsinkd.log" GPU
 
 # 3. figures
 timeout 120 "$T" "$sock" latency || failed "latency"
@@ -106,8 +151,9 @@ for p in 1 2 4; do
     timeout 200 "$T" "$sock" bench "$p" "$bits" || failed "bench $p procs $bits bits"
   done
 done
-"$b/tools/kvsinkctl" --socket "$sock" stats 2>/dev/null | head -30
+stats "$sock" GPU
 stop
 grep -iE "error|warn" "$tmp/kvsinkd.log" | grep -v "hello reply" | head -20
+[ $rc = 0 ] || logtail "$tmp/kvsinkd.log" GPU
 [ $rc = 0 ] && echo "devseg.sh: all checks passed" || echo "devseg.sh: FAILED"
 exit $rc

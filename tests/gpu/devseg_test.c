@@ -10,6 +10,13 @@
  *   devseg_test SOCK latency          1-token put+get, median and p99 (us)
  *   devseg_test SOCK dump FILE DEV    outputs at 16/8/4/2 bits into FILE (DEV 1:
  *                                     device segment, 0: host segment)
+ *   devseg_test - cmp A B             compare two dumps: where they differ (bits,
+ *                                     K/V, layer, token, head, channel), how much
+ * Every mode salts its sessions with its own salt (mode, pid, time): the
+ * daemon's prefix cache shares blocks by token ids, so without it a put
+ * whose token ids an earlier run used gets that run's blocks back, not its
+ * own data (what made "two clients", both dump comparisons and "after a
+ * killed client" fail on the first H200 run).
  * Client buffers are CUDA runtime allocations; exit 0 = pass. */
 #include <errno.h>
 #include <stdio.h>
@@ -26,6 +33,14 @@
   fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #x, cudaGetErrorString(e_)); exit(1); } } while (0)
 
 static const char *sock;
+static char salt[KVS_MAX_SALT + 1]; /* this run's cache salt (see above) */
+
+static void set_salt(const char *mode)
+{
+  struct timespec t;
+  clock_gettime(CLOCK_REALTIME, &t);
+  snprintf(salt, sizeof salt, "%s-%d-%lld", mode, (int)getpid(), (long long)t.tv_nsec);
+}
 
 static double now(void)
 {
@@ -56,6 +71,8 @@ static kvs_client *conn(uint32_t layers, int bits, int dev, size_t seg)
   o.pfn = 1;
   o.outliers = 0;
   o.seg_size = seg;
+  o.salt_len = strlen(salt);
+  memcpy(o.salt, salt, o.salt_len);
   kvs_client *c = NULL;
   int r = dev ? kvs_connect_device(&c, sock, &m, &o, 0) : kvs_connect(&c, sock, &m, &o);
   if (r < 0) {
@@ -67,6 +84,52 @@ static kvs_client *conn(uint32_t layers, int bits, int dev, size_t seg)
     exit(1);
   }
   return c;
+}
+
+static int put_only(kvs_client *c, int dev, uint64_t seq, uint32_t tok0, uint32_t n, uint32_t L,
+                    const uint16_t *dk, const uint16_t *dv)
+{
+  size_t b = kvs_kv_bytes(c, n, 0, L);
+  uint32_t *tok = malloc(n * sizeof *tok);
+  for (uint32_t i = 0; i < n; i++) tok[i] = tok0 + i;
+  uint8_t *seg = dev ? kvs_device_segment(c, NULL) : kvs_segment(c, NULL);
+  CK(cudaMemcpy(seg, dk, b, cudaMemcpyDefault));
+  CK(cudaMemcpy(seg + b, dv, b, cudaMemcpyDefault));
+  kvs_put_args a = { .seq = seq, .start = 0, .tokens = tok, .n_tokens = n, .layer_begin = 0,
+                     .layer_end = L, .k_off = 0, .v_off = b };
+  int r = dev ? kvs_put_device(c, &a, NULL) : kvs_put(c, &a, NULL);
+  free(tok);
+  return r;
+}
+
+static int get_only(kvs_client *c, int dev, uint64_t seq, uint32_t n, uint32_t L, uint16_t *dko,
+                    uint16_t *dvo)
+{
+  size_t b = kvs_kv_bytes(c, n, 0, L);
+  uint8_t *seg = dev ? kvs_device_segment(c, NULL) : kvs_segment(c, NULL);
+  int r = dev ? kvs_get_device(c, seq, 0, n, 0, L, 2 * b, 3 * b) : kvs_get(c, seq, 0, n, 0, L, 2 * b, 3 * b);
+  if (r < 0) return r;
+  CK(cudaMemcpy(dko, seg + 2 * b, b, cudaMemcpyDefault));
+  CK(cudaMemcpy(dvo, seg + 3 * b, b, cudaMemcpyDefault));
+  return 0;
+}
+
+/* first differing 16-bit word of a and b (n words), -1 if none */
+static long first_diff(const uint16_t *a, const uint16_t *b, size_t n)
+{
+  for (size_t i = 0; i < n; i++)
+    if (a[i] != b[i]) return (long)i;
+  return -1;
+}
+
+static void say_diff(const char *what, const uint16_t *a, const uint16_t *b, size_t n, uint32_t ntok)
+{
+  long i = first_diff(a, b, n);
+  if (i < 0) return;
+  size_t diff = 0;
+  for (size_t j = 0; j < n; j++) diff += a[j] != b[j];
+  printf("  %s: %zu of %zu values differ; first at layer %ld token %ld channel %ld: %04x vs %04x\n",
+         what, diff, n, i / (long)(ntok * 1024), i / 1024 % (long)ntok, i % 1024, a[i], b[i]);
 }
 
 static int put_get(kvs_client *c, int dev, uint64_t seq, uint32_t tok0, uint32_t n, uint32_t L,
@@ -114,18 +177,70 @@ static int check(void)
       int ok = same && (bits[bi] != 16 || exact);
       printf("%s: %2d bits: device segment %s the host segment%s\n", ok ? "PASS" : "FAIL", bits[bi],
              same ? "==" : "!=", bits[bi] == 16 ? (exact ? ", == input" : ", != input") : "");
+      if (!ok) {
+        say_diff("device K vs host K", o[0], o[2], e, n);
+        say_diff("device V vs host V", o[1], o[3], e, n);
+        if (bits[bi] == 16) {
+          say_diff("device K vs input", o[0], h, e, n);
+          say_diff("device V vs input", o[1], h + e, e, n);
+        }
+      }
       fails += !ok;
     }
     kvs_close(cd);
     kvs_close(ch);
   }
-  /* two clients at once, each its own segment */
-  kvs_client *a = conn(L, 4, 1, 4 * b), *c2 = conn(L, 4, 1, 4 * b);
-  int ra = put_get(a, 1, 7, 100, n, L, h, h + e, o[0], o[1]);
-  int rb = put_get(c2, 1, 7, 100, n, L, h + e, h, o[2], o[3]);
-  int ok = ra == 0 && rb == 0 && kvs_device_segment(a, NULL) != kvs_device_segment(c2, NULL) &&
-           memcmp(o[0], o[2], b) != 0;
+  /* NaN / Inf anywhere in a bulk device put fails it (kernels/check.cu:
+   * 16-byte loads plus a 2-byte tail); positions in K and V, first, inside,
+   * last value */
+  {
+    kvs_client *cn = conn(L, 4, 1, 4 * b);
+    static const struct { int v; size_t at; uint16_t x; } bad[] = {
+      {0, 0, 0x7e00}, {0, 3, 0x7c00}, {1, 12345, 0xfc00}, {1, 0, 0x7c01}, {0, (size_t)-1, 0x7e00},
+      {1, (size_t)-1, 0x7c00}};
+    uint16_t *hk = malloc(b), *hv = malloc(b);
+    int nan_ok = 1;
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+      memcpy(hk, h, b);
+      memcpy(hv, h + e, b);
+      size_t at = bad[i].at == (size_t)-1 ? e - 1 : bad[i].at;
+      (bad[i].v ? hv : hk)[at] = bad[i].x;
+      int r = put_only(cn, 1, 100 + i, 200000 + (uint32_t)i * 1000, n, L, hk, hv);
+      if (r != KVS_ENAN) {
+        printf("  NaN/Inf %04x in %c at %zu: put gave %s, expected the NaN error\n", bad[i].x,
+               bad[i].v ? 'V' : 'K', at, kvs_strerror(r));
+        nan_ok = 0;
+      }
+    }
+    int r = put_only(cn, 1, 99, 300000, n, L, h, h + e);
+    if (r) { printf("  the clean put after them: %s (%s)\n", kvs_strerror(r), kvs_last_error(cn)); nan_ok = 0; }
+    printf("%s: NaN/Inf in a device put refused, a clean one taken\n", nan_ok ? "PASS" : "FAIL");
+    fails += !nan_ok;
+    free(hk);
+    free(hv);
+    kvs_close(cn);
+  }
+  /* two clients at once, each its own segment and its own token ids (equal
+   * ids would share the cached blocks): both put, then both get, at 16
+   * bits each must get its own input back */
+  kvs_client *a = conn(L, 16, 1, 4 * b), *c2 = conn(L, 16, 1, 4 * b);
+  int ra = put_only(a, 1, 7, 100, n, L, h, h + e);
+  int rb = put_only(c2, 1, 7, 100000, n, L, h + e, h);
+  if (ra == 0) ra = get_only(a, 1, 7, n, L, o[0], o[1]);
+  if (rb == 0) rb = get_only(c2, 1, 7, n, L, o[2], o[3]);
+  int own = kvs_device_segment(a, NULL) != kvs_device_segment(c2, NULL);
+  int ea = ra == 0 && !memcmp(o[0], h, b) && !memcmp(o[1], h + e, b);
+  int eb = rb == 0 && !memcmp(o[2], h + e, b) && !memcmp(o[3], h, b);
+  int ok = own && ea && eb;
   printf("%s: two clients with their own device segments\n", ok ? "PASS" : "FAIL");
+  if (!ok) {
+    printf("  client a: %s (%s)%s; client b: %s (%s)%s; segments %s\n", kvs_strerror(ra),
+           kvs_last_error(a), ea ? ", its own data back" : ", NOT its data", kvs_strerror(rb),
+           kvs_last_error(c2), eb ? ", its own data back" : ", NOT its data",
+           own ? "distinct" : "THE SAME");
+    if (ra == 0) { say_diff("a K", o[0], h, e, n); say_diff("a V", o[1], h + e, e, n); }
+    if (rb == 0) { say_diff("b K", o[2], h + e, e, n); say_diff("b V", o[3], h, e, n); }
+  }
   fails += !ok;
   kvs_close(a);
   kvs_close(c2);
@@ -146,7 +261,8 @@ static int dump(const char *file, int dev)
   static const int bits[] = {16, 8, 4, 2};
   for (int bi = 0; bi < 4; bi++) {
     kvs_client *c = conn(L, bits[bi], dev, 4 * b);
-    int r = put_get(c, dev, 1, 1000, n, L, h, h + e, ko, vo);
+    /* token ids no other mode uses; the salt keeps this run's blocks apart */
+    int r = put_get(c, dev, 1, 600000, n, L, h, h + e, ko, vo);
     if (r < 0) {
       fprintf(stderr, "dump: %s (%s)\n", kvs_strerror(r), kvs_last_error(c));
       return 1;
@@ -156,6 +272,66 @@ static int dump(const char *file, int dev)
     kvs_close(c);
   }
   return fclose(f) ? 1 : 0;
+}
+
+/* Where two dumps differ: per bit width and K/V, the count, the first
+ * position (layer, token, head, channel) and the largest difference as
+ * floats. 0 = identical. */
+static uint8_t *slurp(const char *f, size_t *n)
+{
+  FILE *fp = fopen(f, "rb");
+  if (!fp) { fprintf(stderr, "cmp: cannot open %s\n", f); return NULL; }
+  fseek(fp, 0, SEEK_END);
+  long sz = ftell(fp);
+  fseek(fp, 0, SEEK_SET);
+  uint8_t *p = malloc(sz > 0 ? (size_t)sz : 1);
+  *n = p && fread(p, 1, (size_t)sz, fp) == (size_t)sz ? (size_t)sz : 0;
+  fclose(fp);
+  return p;
+}
+
+static int cmpdump(const char *fa, const char *fb)
+{
+  const uint32_t n = 256, L = 4, C = 1024;
+  size_t e = (size_t)n * L * C, b = e * 2, na, nb;
+  uint8_t *a = slurp(fa, &na), *bb = slurp(fb, &nb);
+  if (!a || !bb) return 2;
+  if (na != nb || na != 8 * b) printf("  sizes: %zu and %zu bytes (expected %zu)\n", na, nb, 8 * b);
+  static const int bits[] = {16, 8, 4, 2};
+  int differ = 0;
+  for (int s = 0; s < 8 && (size_t)(s + 1) * b <= na && (size_t)(s + 1) * b <= nb; s++) {
+    const uint16_t *x = (const uint16_t *)(a + s * b), *y = (const uint16_t *)(bb + s * b);
+    size_t cnt = 0, first = 0;
+    float maxd = 0;
+    for (size_t i = 0; i < e; i++)
+      if (x[i] != y[i]) {
+        if (!cnt++) first = i;
+        float fx, fy;
+        kvs_f16_to_f32(&fx, &x[i], 1);
+        kvs_f16_to_f32(&fy, &y[i], 1);
+        float d = fx > fy ? fx - fy : fy - fx;
+        if (d > maxd) maxd = d;
+      }
+    if (!cnt) continue;
+    differ = 1;
+    size_t t = first / C % n, l = first / ((size_t)n * C), ch = first % C;
+    printf("  %2d bits %c: %zu of %zu values differ (%.3f%%), max |diff| %g; first at byte %zu: "
+           "layer %zu token %zu head %zu channel %zu (%04x vs %04x)\n",
+           bits[s / 2], s % 2 ? 'V' : 'K', cnt, e, 100.0 * cnt / e, maxd, s * b + first * 2, l, t,
+           ch / 128, ch % 128, x[first], y[first]);
+  }
+  if (!differ) printf("  identical\n");
+  free(a);
+  free(bb);
+  return differ;
+}
+
+/* median of n doubles (sorts them) */
+static int cmpd(const void *a, const void *b);
+static double median(double *t, size_t n)
+{
+  qsort(t, n, sizeof *t, cmpd);
+  return t[n / 2];
 }
 
 static int restart(void)
@@ -300,26 +476,47 @@ static int latency(void)
 {
   const uint32_t L = 32, iters = 2000;
   for (int dev = 1; dev >= 0; dev--) {
+    set_salt(dev ? "latency-dev" : "latency-host"); /* neither finds the other's blocks */
     kvs_client *c = conn(L, 4, dev, 64u << 20);
     size_t b = kvs_kv_bytes(c, 1, 0, L);
     uint16_t *h = calloc(1, 2 * b);
     fill(h, b);
     uint8_t *seg = dev ? kvs_device_segment(c, NULL) : kvs_segment(c, NULL);
     CK(cudaMemcpy(seg, h, 2 * b, cudaMemcpyDefault));
-    double *t = malloc(iters * sizeof *t);
+    double *t = malloc(iters * sizeof *t), *tp = malloc(iters * sizeof *tp),
+           *tg = malloc(iters * sizeof *tg), *tping = malloc(iters * sizeof *tping);
+    /* where a slow put+get goes: the i of the slowest ones (every G-th put
+     * completes a block per layer: quantization) */
     for (uint32_t i = 0; i < iters; i++) {
       uint32_t tok = i;
       double t0 = now();
       kvs_put_args a = { .seq = 1, .start = i, .tokens = &tok, .n_tokens = 1, .layer_end = L,
                          .k_off = 0, .v_off = b };
       int r = dev ? kvs_put_device(c, &a, NULL) : kvs_put(c, &a, NULL);
+      double t1 = now();
       if (r == 0) r = dev ? kvs_get_device(c, 1, i, 1, 0, L, 2 * b, 3 * b) : kvs_get(c, 1, i, 1, 0, L, 2 * b, 3 * b);
-      t[i] = (now() - t0) * 1e6;
+      double t2 = now();
+      if (r == 0) r = kvs_ping(c);
+      tping[i] = (now() - t2) * 1e6;
+      t[i] = (t2 - t0) * 1e6;
+      tp[i] = (t1 - t0) * 1e6;
+      tg[i] = (t2 - t1) * 1e6;
       if (r < 0) { fprintf(stderr, "latency: %s (%s)\n", kvs_strerror(r), kvs_last_error(c)); return 1; }
     }
+    uint32_t slow[5] = {0, 0, 0, 0, 0};
+    for (uint32_t i = 0; i < iters; i++)
+      for (int j = 0; j < 5; j++)
+        if (t[i] > t[slow[j]]) {
+          memmove(slow + j + 1, slow + j, (4 - j) * sizeof *slow);
+          slow[j] = i;
+          break;
+        }
+    printf("%-6s 1-token slowest: ", dev ? "device" : "host");
+    for (int j = 0; j < 5; j++) printf("#%u put %.0f get %.0f us%s", slow[j], tp[slow[j]], tg[slow[j]], j < 4 ? ", " : "\n");
+    double mp = median(tp, iters), mg = median(tg, iters), mping = median(tping, iters);
     qsort(t, iters, sizeof *t, cmpd);
-    printf("%-6s 1-token put+get (32 layers): median %.1f us, p99 %.1f us\n", dev ? "device" : "host",
-           t[iters / 2], t[iters * 99 / 100]);
+    printf("%-6s 1-token put+get (32 layers): median %.1f us, p99 %.1f us (median put %.1f, get %.1f, "
+           "a ping %.1f us)\n", dev ? "device" : "host", t[iters / 2], t[iters * 99 / 100], mp, mg, mping);
     kvs_close(c);
   }
   return 0;
@@ -328,10 +525,13 @@ static int latency(void)
 int main(int argc, char **argv)
 {
   if (argc < 3) {
-    fprintf(stderr, "usage: devseg_test SOCK check|restart|bench PROCS BITS|latency\n");
+    fprintf(stderr, "usage: devseg_test SOCK check|restart|bench PROCS BITS|latency|dump FILE DEV\n"
+                    "       devseg_test - cmp DUMP1 DUMP2\n");
     return 2;
   }
   sock = argv[1];
+  if (!strcmp(argv[2], "cmp") && argc == 5) return cmpdump(argv[3], argv[4]);
+  set_salt(argv[2]);
   if (!strcmp(argv[2], "check")) return check();
   if (!strcmp(argv[2], "restart")) return restart();
   if (!strcmp(argv[2], "latency")) return latency();

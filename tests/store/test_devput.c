@@ -174,6 +174,103 @@ START_TEST(nan_refused)
 }
 END_TEST
 
+/* Batches: a bulk device put or get is one backend call (one launch and
+ * one synchronize on a GPU), never more than KVS_BATCH_DEV_MAX blocks nor
+ * more than KVS_BATCH_MAX host-resident ones in a call. */
+static uint32_t q_calls, q_max, dq_calls, dq_max;
+
+static int count_quantize_n(kvs__backend *b, const kvs__qparams *p, const kvs__qitem *it,
+                            uint32_t n)
+{
+  uint32_t host = 0;
+  for (uint32_t i = 0; i < n; i++) host += !it[i].dev;
+  ck_assert_uint_le(n, KVS_BATCH_DEV_MAX);
+  ck_assert_uint_le(host, KVS_BATCH_MAX);
+  q_calls++;
+  if (n > q_max) q_max = n;
+  for (uint32_t i = 0; i < n; i++) {
+    int rc = b->quantize(b, p, it[i].k, it[i].v, it[i].sink_mask, it[i].block, it[i].rows);
+    if (rc < 0) return rc;
+  }
+  return 0;
+}
+
+static int count_dequantize_n(kvs__backend *b, const kvs__qparams *p, const kvs__dqitem *it,
+                              uint32_t n)
+{
+  uint32_t host = 0;
+  for (uint32_t i = 0; i < n; i++) host += !it[i].dev;
+  ck_assert_uint_le(n, KVS_BATCH_DEV_MAX);
+  ck_assert_uint_le(host, KVS_BATCH_MAX);
+  dq_calls++;
+  if (n > dq_max) dq_max = n;
+  for (uint32_t i = 0; i < n; i++) {
+    int rc = b->dequantize(b, p, it[i].block, it[i].rows, it[i].r0, it[i].r1, it[i].k_out,
+                           it[i].v_out);
+    if (rc < 0) return rc;
+  }
+  return 0;
+}
+
+START_TEST(one_batch)
+{
+  kvs__backend cb = fakedev;
+  cb.quantize_n = count_quantize_n;
+  cb.dequantize_n = count_dequantize_n;
+  kvs__space_key key = tkey(4, 4);
+  kvs__store *sd = mk(&cb), *sh = mk(NULL);
+  kvs__space *sp, *hp;
+  kvs__seq *q, *hq;
+  char err[KVS_STORE_ERRMSG];
+  ck_assert_int_eq(kvs__space_ref(sd, &key, NULL, &sp), 0);
+  ck_assert_int_eq(kvs__space_ref(sh, &key, NULL, &hp), 0);
+  ck_assert_int_eq(kvs__seq_new(sp, &q), 0);
+  ck_assert_int_eq(kvs__seq_new(hp, &hq), 0);
+  const uint32_t n = 80 * G; /* 160 blocks over NL = 2 layers */
+  uint32_t *tok = ttoks(n + 5, 1);
+  uint16_t *k = trandkv(NL, n, 1), *v = trandkv(NL, n, 2);
+  /* bulk device put: one call */
+  q_calls = q_max = 0;
+  ck_assert_int_eq(kvs__seq_put_dev(q, 0, tok, n, 0, NL, k, v, NULL, 0, NULL, err), 0);
+  ck_assert_int_eq(kvs__seq_put(hq, 0, tok, n, 0, NL, k, v, NULL, 0, NULL, err), 0);
+  ck_assert_uint_eq(q_calls, 1);
+  ck_assert_uint_eq(q_max, 2 * 80);
+  /* bulk device get: one call, the same bytes as the host store's */
+  size_t bytes = (size_t)NL * n * C * 2;
+  uint16_t *a1 = malloc(bytes), *b1 = malloc(bytes), *a2 = malloc(bytes), *b2 = malloc(bytes);
+  dq_calls = dq_max = 0;
+  ck_assert_int_eq(kvs__seq_get_dev(q, 0, n, 0, NL, a1, b1, err), 0);
+  ck_assert_uint_eq(dq_calls, 1);
+  ck_assert_uint_eq(dq_max, 2 * 80);
+  ck_assert_int_eq(kvs__seq_get(hq, 0, n, 0, NL, a2, b2, err), 0);
+  ck_assert_mem_eq(a1, a2, bytes);
+  ck_assert_mem_eq(b1, b2, bytes);
+  /* host-resident tiles (a host put on the same store): batches of at most
+   * KVS_BATCH_MAX, checked in count_quantize_n */
+  kvs__seq *q2;
+  ck_assert_int_eq(kvs__seq_new(sp, &q2), 0);
+  uint32_t *tok2 = ttoks(n, 50000);
+  q_calls = 0;
+  ck_assert_int_eq(kvs__seq_put(q2, 0, tok2, n, 0, NL, k, v, NULL, 0, NULL, err), 0);
+  ck_assert_uint_eq(q_calls, (2 * 80 + KVS_BATCH_MAX - 1) / KVS_BATCH_MAX);
+  kvs__seq_free(q2);
+  free(tok2);
+  free(a1);
+  free(b1);
+  free(a2);
+  free(b2);
+  kvs__seq_free(q);
+  kvs__seq_free(hq);
+  kvs__space_unref(sp);
+  kvs__space_unref(hp);
+  kvs__store_close(sd);
+  kvs__store_close(sh);
+  free(tok);
+  free(k);
+  free(v);
+}
+END_TEST
+
 /* The host backend reads no device memory. */
 START_TEST(host_backend_refuses)
 {
@@ -207,6 +304,7 @@ int main(void)
   tcase_add_test(t, same_as_host);
   tcase_add_test(t, nan_refused);
   tcase_add_test(t, host_backend_refuses);
+  tcase_add_test(t, one_batch);
   suite_add_tcase(su, t);
   SRunner *sr = srunner_create(su);
   srunner_run_all(sr, CK_NORMAL);
