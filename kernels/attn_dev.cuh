@@ -518,6 +518,16 @@ static __device__ __forceinline__ void at_mma(float (&c)[4], uint32_t a0, uint32
 #endif
 }
 
+/* An L2 prefetch (nothing in the emulator). */
+static __device__ __forceinline__ void at_prefetch(const void *p)
+{
+#if defined(__CUDA_ARCH__)
+  asm volatile("prefetch.global.L2 [%0];" ::"l"(p));
+#else
+  (void)p;
+#endif
+}
+
 /* The shape takes the tensor-core path. */
 static bool at_fast(const at_args &a, uint32_t gq)
 {
@@ -537,6 +547,18 @@ static __device__ __forceinline__ const uint8_t *warp_block(const at_args &a, co
   if ((v.sink_mask >> r) & 0xffffffffull) return nullptr;
   *r0 = r;
   return (const uint8_t *)v.data;
+}
+
+/* element i of a vector, i known at compile time after unrolling */
+static __device__ __forceinline__ float f4e(const float4 &v, uint32_t i)
+{
+  return i == 0 ? v.x : i == 1 ? v.y : i == 2 ? v.z : v.w;
+}
+/* 16-bit word i (0..7) of a uint4 */
+static __device__ __forceinline__ uint16_t u4h(const uint4 &v, uint32_t i)
+{
+  const uint32_t w = (i >> 1) == 0 ? v.x : (i >> 1) == 1 ? v.y : (i >> 1) == 2 ? v.z : v.w;
+  return (uint16_t)(w >> (16u * (i & 1u)));
 }
 
 /* Pair jp (0..15) of a lane's 32 key channels: the first channel (from
@@ -563,17 +585,25 @@ static __device__ __forceinline__ void k_mma(const at_args &a, const uint8_t *da
 {
   const uint32_t lane = threadIdx.x & 31u, g = lane >> 2, t = lane & 3u, hq = g & 3u, c0 = j * 128u;
   const bool lo = g >= 4;
-  const uint16_t *ksc = (const uint16_t *)(data + a.kscale) + c0, *kmn = (const uint16_t *)(data + a.kmin) + c0;
-  const float *qh = qs + hq * 128u;
+  /* the lane's 32 channels [32t, 32t + 32): scales, mins, q, in 16-byte loads */
+  const uint4 *ksc = (const uint4 *)(data + a.kscale + 2u * (c0 + 32u * t));
+  const uint4 *kmn = (const uint4 *)(data + a.kmin + 2u * (c0 + 32u * t));
+  const float4 *qh = (const float4 *)(qs + hq * 128u + 32u * t);
+  uint4 sc4[4], mn4[4];
+  float4 q4[8];
+#pragma unroll
+  for (int i = 0; i < 4; i++) { sc4[i] = ksc[i]; mn4[i] = kmn[i]; }
+#pragma unroll
+  for (int i = 0; i < 8; i++) q4[i] = qh[i];
   uint32_t bq[16];
   float qm = 0.f;
 #pragma unroll
   for (uint32_t jp = 0; jp < 16; jp++) {
-    const uint32_t c1 = kpair_ch<KB>(t, jp), c2 = c1 + (KB == 4 ? 4u : 8u);
-    const float q1 = qh[c1], q2 = qh[c2];
-    bq[jp] = bf_split(q1 * f16f(ksc[c1]), q2 * f16f(ksc[c2]), lo);
-    qm = fmaf(q1, f16f(kmn[c1]), qm);
-    qm = fmaf(q2, f16f(kmn[c2]), qm);
+    const uint32_t c1 = kpair_ch<KB>(t, jp) - 32u * t, c2 = c1 + (KB == 4 ? 4u : 8u);
+    const float q1 = f4e(q4[c1 >> 2], c1 & 3u), q2 = f4e(q4[c2 >> 2], c2 & 3u);
+    bq[jp] = bf_split(q1 * f16f(u4h(sc4[c1 >> 3], c1 & 7u)), q2 * f16f(u4h(sc4[c2 >> 3], c2 & 7u)), lo);
+    qm = fmaf(q1, f16f(u4h(mn4[c1 >> 3], c1 & 7u)), qm);
+    qm = fmaf(q2, f16f(u4h(mn4[c2 >> 3], c2 & 7u)), qm);
   }
   qm += __shfl_xor_sync(0xffffffffu, qm, 1);
   qm += __shfl_xor_sync(0xffffffffu, qm, 2); /* sum_c q[hq][c] min[c] */
@@ -755,7 +785,16 @@ kvs_attn_kernel(at_args a, const kvs__attn_seq *seqs, const float *q, float *ws_
     uint32_t wr0 = 0;
     if constexpr (FAST) {
       wdata = warp_block(a, S, ct0 + 32u * warp, t1, &wr0);
+      /* the block of the warp's tokens in the next chunk, for its prefetch */
+      const uint32_t tn = ct0 + a.ct + 32u * warp;
+      const uint8_t *ndata =
+          tn + 32u <= S.n_blocks * a.G && tn % a.G + 32u <= a.G ? (const uint8_t *)S.blocks[tn / a.G].data : nullptr;
       if (wdata) {
+        /* the values' codes, scales and mins of this chunk into L2 while
+         * the keys are read and the softmax runs */
+        at_prefetch(wdata + a.vcodes + (size_t)(wr0 + lane) * a.vstride + j * 128u * a.vb / 8u);
+        if (lane < 8u)
+          at_prefetch(wdata + (lane < 4u ? a.vscale : a.vmin) + 2u * ((size_t)wr0 * (a.C / a.vg)) + 128u * (lane & 3u));
         if (a.kb == 4) k_mma<4>(a, wdata, wr0, j, 32u * warp, qs, red);
         else k_mma<2>(a, wdata, wr0, j, 32u * warp, qs, red);
         if (a.nko) {
@@ -763,6 +802,8 @@ kvs_attn_kernel(at_args a, const kvs__attn_seq *seqs, const float *q, float *ws_
           if (a.kb == 4) k_outl<GQ, 4>(a, S, j, ct0, t1, qs, red, st, true);
           else k_outl<GQ, 2>(a, S, j, ct0, t1, qs, red, st, true);
         }
+        if (ndata) /* the keys of the next chunk */
+          at_prefetch(ndata + a.kcodes + (size_t)((tn % a.G) + lane) * a.kstride + j * 128u * a.kb / 8u);
       } else if (a.kb == 4) {
         k_phase<GQ, 4, true>(a, S, j, ct0, t1, qs, red, st);
       } else {
@@ -941,21 +982,30 @@ static int at_fill(const kvs__attn_shape *s, at_args *a)
   return 0;
 }
 
-/* Spans: enough CUDA blocks for about four per SM, spans of whole chunks. */
+/* Spans of whole chunks. The CUDA blocks run in waves of `slots` (three
+ * per SM fit at g <= 4, two at g = 8); a step takes about (waves) x (span
+ * + one chunk of fixed cost per block), so take the split count that
+ * minimizes that among 1 .. 16 waves' worth (fewer splits on ties: less
+ * for the combine kernel to read). */
 static int at_plan(const at_args &a, uint32_t n_seqs, uint32_t n_kv, uint32_t max_tokens, uint32_t nsm,
                    uint32_t *span_out, uint32_t *splits_out)
 {
   const uint64_t pairs = (uint64_t)(n_seqs ? n_seqs : 1) * n_kv;
-  uint64_t want = (4u * (uint64_t)nsm + pairs - 1u) / pairs;
-  if (want < 1) want = 1;
-  uint64_t span = (max_tokens + want - 1u) / want;
-  span = (span + a.ct - 1u) / a.ct * a.ct;
-  if (span < a.ct) span = a.ct;
-  uint64_t splits = (max_tokens + span - 1u) / span;
-  if (splits < 1) splits = 1;
-  if (splits > 65535u || span > 0xffffffffu) return -EINVAL;
-  *span_out = (uint32_t)span;
-  *splits_out = (uint32_t)splits;
+  const uint64_t slots = (uint64_t)(a.nq / n_kv >= 8 ? 2u : 3u) * (nsm ? nsm : 1);
+  const uint64_t T = max_tokens ? max_tokens : 1;
+  uint64_t best_span = 0, best_splits = 0, best_cost = ~0ull;
+  const uint64_t hi = (16u * slots + pairs - 1u) / pairs;
+  for (uint64_t want = 1; want <= hi; want++) {
+    uint64_t span = (T + want - 1u) / want;
+    span = (span + a.ct - 1u) / a.ct * a.ct;
+    const uint64_t splits = (T + span - 1u) / span;
+    if (splits != want && want > 1) continue; /* the same plan as a smaller want */
+    const uint64_t cost = (splits * pairs + slots - 1u) / slots * (span + a.ct);
+    if (cost < best_cost) { best_cost = cost; best_span = span; best_splits = splits; }
+  }
+  if (best_splits > 65535u || best_span > 0xffffffffu) return -EINVAL;
+  *span_out = (uint32_t)best_span;
+  *splits_out = (uint32_t)best_splits;
   return 0;
 }
 
