@@ -693,6 +693,54 @@ static __device__ __forceinline__ void v_mma(const at_args &a, const uint8_t *da
   }
 }
 
+/* Outliers of a tensor-core warp's slice (16 rows of one block from
+ * row0, no sink): keys add q . (raw - dequantized) into the token's score
+ * (red slot 0), values p (raw - dequantized) into vcorr. Loads of 8 rows
+ * are issued together before any is used (the list entries, then the
+ * codes, scales and mins they name), so a slice waits for two round trips
+ * per AT_OB rows instead of one per row and entry. */
+#ifndef AT_OB
+#define AT_OB 4 /* 8 spills on sm_80 */
+#endif
+template <int GQ, int B, bool KEYS>
+static __device__ __forceinline__ void outl_fast(const at_args &a, const uint8_t *data, uint32_t row0, uint32_t j,
+                                                 const float *qs, float *red, const float *pp, float *vcorr, int *st)
+{
+  const uint32_t o = threadIdx.x % a.no, nout = KEYS ? a.nko : a.nvo, ng = a.C / a.vg;
+  const uint32_t *ent = (const uint32_t *)(data + (KEYS ? a.kout : a.vout));
+  const uint8_t *codes = data + (KEYS ? a.kcodes : a.vcodes);
+  const size_t stride = KEYS ? a.kstride : a.vstride;
+  for (uint32_t m = o; m < nout; m += a.no)
+    for (uint32_t i0 = 0; i0 < AT_TPS; i0 += AT_OB) {
+      uint32_t en[AT_OB];
+#pragma unroll
+      for (uint32_t i = 0; i < AT_OB; i++) en[i] = ent[(size_t)(row0 + i0 + i) * nout + m];
+      float dx[AT_OB];
+#pragma unroll
+      for (uint32_t i = 0; i < AT_OB; i++) {
+        const uint32_t r = row0 + i0 + i, c = min(en[i] & 0xffffu, a.C - 1u);
+        const uint16_t sc = KEYS ? ((const uint16_t *)(data + a.kscale))[c]
+                                 : ((const uint16_t *)(data + a.vscale))[(size_t)r * ng + c / a.vg];
+        const uint16_t mn = KEYS ? ((const uint16_t *)(data + a.kmin))[c]
+                                 : ((const uint16_t *)(data + a.vmin))[(size_t)r * ng + c / a.vg];
+        const float dq = f16f(mn) + (float)code_at(codes + (size_t)r * stride, c, B) * f16f(sc);
+        dx[i] = h2f((uint16_t)(en[i] >> 16), a.dt) - dq;
+      }
+#pragma unroll
+      for (uint32_t i = 0; i < AT_OB; i++) {
+        const uint32_t c = en[i] & 0xffffu;
+        if (c >= a.C) { atomicMin(st, -EINVAL); continue; }
+        if (c < j * a.D || c >= j * a.D + a.D) continue;
+        const uint32_t lc = c - j * a.D, tk = i0 + i;
+#pragma unroll
+        for (int h = 0; h < GQ; h++) {
+          if (KEYS) atomicAdd(&red[tk * a.rs + h], qs[h * a.D + lc] * dx[i]);
+          else atomicAdd(&vcorr[h * a.D + lc], pp[tk * GQ + h] * dx[i]);
+        }
+      }
+    }
+}
+
 /* FAST kernel, a warp off the tensor-core path (a sink among its tokens,
  * the residual, a chunk's end): this thread's slice token by token, p v
  * added into vcorr (few registers: the tensor-core accumulators stay
@@ -799,8 +847,10 @@ kvs_attn_kernel(at_args a, const kvs__attn_seq *seqs, const float *q, float *ws_
         else k_mma<2>(a, wdata, wr0, j, 32u * warp, qs, red);
         if (a.nko) {
           __syncwarp();
-          if (a.kb == 4) k_outl<GQ, 4>(a, S, j, ct0, t1, qs, red, st, true);
-          else k_outl<GQ, 2>(a, S, j, ct0, t1, qs, red, st, true);
+          const uint32_t sl = tid / a.no; /* this thread's slice: rows wr0 + 16 (sl & 1) .. */
+          float *rd = red + (size_t)(sl * AT_TPS) * a.rs;
+          if (a.kb == 4) outl_fast<GQ, 4, true>(a, wdata, wr0 + 16u * (sl & 1u), j, qs, rd, nullptr, nullptr, st);
+          else outl_fast<GQ, 2, true>(a, wdata, wr0 + 16u * (sl & 1u), j, qs, rd, nullptr, nullptr, st);
         }
         if (ndata) /* the keys of the next chunk */
           at_prefetch(ndata + a.kcodes + (size_t)((tn % a.G) + lane) * a.kstride + j * 128u * a.kb / 8u);
@@ -885,8 +935,10 @@ kvs_attn_kernel(at_args a, const kvs__attn_seq *seqs, const float *q, float *ws_
         if (a.vb == 4) v_mma<4>(a, wdata, wr0, j, 32u * warp, ps, facc, fbias);
         else v_mma<2>(a, wdata, wr0, j, 32u * warp, ps, facc, fbias);
         if (a.nvo) {
-          if (a.vb == 4) v_outl<GQ, 4>(a, S, j, ct0, t1, ps, vcorr, st);
-          else v_outl<GQ, 2>(a, S, j, ct0, t1, ps, vcorr, st);
+          const uint32_t sl = tid / a.no;
+          const float *pp = ps + (size_t)(sl * AT_TPS) * GQ;
+          if (a.vb == 4) outl_fast<GQ, 4, false>(a, wdata, wr0 + 16u * (sl & 1u), j, qs, nullptr, pp, vcorr, st);
+          else outl_fast<GQ, 2, false>(a, wdata, wr0 + 16u * (sl & 1u), j, qs, nullptr, pp, vcorr, st);
         }
       } else if (a.vb == 4) {
         v_slow<GQ, 4>(a, S, j, ct0, t1, ps, vcorr, st);
