@@ -22,26 +22,10 @@
  * as raw rows; sparse outliers correct the score (keys) or a per-channel
  * shared accumulator (values) with raw - (min + code * scale).
  *
- * Tensor-core kernel (kvs_attn_kernel<4, true>, chosen when at_fast holds:
- * g = 4, head_dim 128, 2- or 4-bit keys and values, v_group a multiple of
- * 128): a warp whose 32 tokens of a chunk are sink-free rows of one block
- * takes bf16 m16n8k16 mma for q' . codes (keys) and p' . codes (values),
- * the codes unpacked to bf16 with the 0x4300 | code trick, q' = q scale
- * and p' = p scale split into bf16 hi + lo parts that fill the mma's 8
- * columns / rows (details above v_mma in attn_dev.cuh); the score needs
- * no shared-memory reduction. Other warps (a sink row among their tokens,
- * the residual, a chunk's end) run the CUDA-core code, their values added
- * into the shared accumulator; outliers stay sparse corrections (keys: q .
- * (raw - dequantized) into the score; values: p (raw - dequantized) into
- * the shared accumulator). Shapes the tensor-core kernel does not take use
- * the CUDA-core kernel throughout, as before.
- *
  * Difference to the C reference: the reference rounds each dequantized
  * element to the dtype (the values `get` returns); this kernel keeps them
  * in fp32, so each quantized element differs by at most half an ulp of the
- * dtype; the tensor-core kernel adds the hi + lo split (2^-18 relative) and
- * other fp32 summation orders. tests/gpu/attn_test.cu bounds the output
- * difference all that causes. */
+ * dtype. tests/gpu/attn_test.cu bounds the output difference that causes. */
 #include <cerrno>
 #include <cmath>
 #include <cuda_runtime.h>
@@ -70,7 +54,7 @@ extern "C" int kvs__cuda_attn_make_plan(const kvs__attn_shape *s, uint32_t n_seq
   return 0;
 }
 
-template <int GQ, bool FAST>
+template <int GQ>
 static int at_launch(const at_args &a, uint32_t nkv, uint32_t n_seqs, cudaStream_t st, const kvs__attn_seq *seqs,
                      const float *q, float *ws_acc, float *ws_ml, int *d_status)
 {
@@ -78,12 +62,12 @@ static int at_launch(const at_args &a, uint32_t nkv, uint32_t n_seqs, cudaStream
   /* raised once per device and kernel (the size only grows): the call
    * costs host time on every step otherwise. Idempotent, so a race between
    * threads only repeats it. */
-  static size_t smem_set[64]; /* one per instantiation */
+  static size_t smem_set[64];
   int dev = 0;
   if (smem > 48u * 1024u) {
     if (cudaGetDevice(&dev) != cudaSuccess) { cudaGetLastError(); return -EIO; }
     if (dev < 0 || dev >= 64 || smem > smem_set[dev]) {
-      if (cudaFuncSetAttribute(kvs_attn_kernel<GQ, FAST>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem) !=
+      if (cudaFuncSetAttribute(kvs_attn_kernel<GQ>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem) !=
           cudaSuccess) {
         cudaGetLastError();
         return -EIO;
@@ -92,7 +76,7 @@ static int at_launch(const at_args &a, uint32_t nkv, uint32_t n_seqs, cudaStream
     }
   }
   dim3 grid(a.splits, nkv, n_seqs);
-  kvs_attn_kernel<GQ, FAST><<<grid, AT_NT, smem, st>>>(a, seqs, q, ws_acc, ws_ml, d_status);
+  kvs_attn_kernel<GQ><<<grid, AT_NT, smem, st>>>(a, seqs, q, ws_acc, ws_ml, d_status);
   return cudaGetLastError() == cudaSuccess ? 0 : -EIO;
 }
 
@@ -114,13 +98,10 @@ extern "C" int kvs__cuda_attn_decode_async(kvs__cuda_ctx *c, const kvs__attn_sha
   const uint32_t g = s->n_q_heads / s->n_kv_heads;
   int rc;
   switch (g) {
-  case 1: rc = at_launch<1, false>(a, s->n_kv_heads, pl->n_seqs, st, d_seqs, d_q, ws_acc, ws_ml, c->d_status); break;
-  case 2: rc = at_launch<2, false>(a, s->n_kv_heads, pl->n_seqs, st, d_seqs, d_q, ws_acc, ws_ml, c->d_status); break;
-  case 4:
-    rc = a.fast ? at_launch<4, true>(a, s->n_kv_heads, pl->n_seqs, st, d_seqs, d_q, ws_acc, ws_ml, c->d_status)
-                : at_launch<4, false>(a, s->n_kv_heads, pl->n_seqs, st, d_seqs, d_q, ws_acc, ws_ml, c->d_status);
-    break;
-  default: rc = at_launch<8, false>(a, s->n_kv_heads, pl->n_seqs, st, d_seqs, d_q, ws_acc, ws_ml, c->d_status); break;
+  case 1: rc = at_launch<1>(a, s->n_kv_heads, pl->n_seqs, st, d_seqs, d_q, ws_acc, ws_ml, c->d_status); break;
+  case 2: rc = at_launch<2>(a, s->n_kv_heads, pl->n_seqs, st, d_seqs, d_q, ws_acc, ws_ml, c->d_status); break;
+  case 4: rc = at_launch<4>(a, s->n_kv_heads, pl->n_seqs, st, d_seqs, d_q, ws_acc, ws_ml, c->d_status); break;
+  default: rc = at_launch<8>(a, s->n_kv_heads, pl->n_seqs, st, d_seqs, d_q, ws_acc, ws_ml, c->d_status); break;
   }
   if (rc) return rc;
   kvs_attn_combine<<<dim3(a.nq, pl->n_seqs), a.D < 128u ? a.D : 128u, 0, st>>>(ws_acc, ws_ml, a.splits, a.D,

@@ -73,9 +73,7 @@ int kvs__cuda_finish(kvs__cuda_ctx *c);
  * Shapes the kernel takes (else -EINVAL; the C reference takes any):
  * head_dim 32, 64, 128 or 256; n_q_heads / n_kv_heads 1, 2, 4 or 8;
  * v_group a multiple of 8. Keys and values are dequantized to fp32 without
- * the rounding to the dtype that the reference applies, and g = 4, head_dim
- * 128, 2/4-bit shapes use tensor cores (bf16 hi + lo products, fp32 sums;
- * see attn.cu; the bound is derived in tests/gpu/attn_test.cu). */
+ * the rounding to the dtype that the reference applies (see attn.cu). */
 typedef struct kvs__cuda_attn_plan {
   uint32_t n_seqs, max_tokens;  /* as planned for */
   uint32_t span, splits;        /* tokens per CUDA block, spans per sequence */
