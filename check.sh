@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # The test command (README.md): install, then `make distcheck` with -Werror
 # (the release tarball is built, configured, built and tested by make check
 # from a read-only source tree, installed and uninstalled), then the test

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # The main job in one command: install what is missing (as root), build,
 # start kvsinkd with its embedded default configuration on a private
 # socket, run the demo client against it, show the daemon's stats, stop.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* libkvsink's control and admin plane: requests that need no hello. */
 #include <errno.h>
 #include <stdio.h>

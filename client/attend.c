@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Block tables and decode attention in the client's process (Attend):
  * kvs_table_get asks the daemon once for where a seq's blocks lie, maps
  * the pool units it is passed read-only, and kvs_attend runs the C

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* libkvsink: the public API of kvsink.h over a blocking kvs__conn. */
 #include <errno.h>
 #include <stdio.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The client handle, shared by client.c (the daemon API) and attend.c
  * (block tables and decode attention). */
 #ifndef KVS_CLIENT_INT_H

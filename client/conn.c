@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Synchronous socket I/O for libkvsink and kvsinkctl. */
 #include <errno.h>
 #include <fcntl.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Blocking request/reply over the daemon's Unix socket: framing, ids,
  * SCM_RIGHTS on the hello reply. Shared by libkvsink and kvsinkctl. */
 #ifndef KVS_CLIENT_CONN_H

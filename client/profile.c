@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* libkvsink: sink profiles, prediction and calibration for applications,
  * over kernels/sink.h behind opaque handles (the kernels' structs can
  * change without breaking the library's ABI). */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* libkvsink utilities: version, 16-bit float arrays, the storage cost of
  * quantization settings. Thin wrappers over kernels/ so that tools and
  * applications need only <kvsink.h>. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Config parser. Errors name the line so --check-config is useful. */
 #include <ctype.h>
 #include <errno.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* kvsinkd.conf: "key = value" lines, '#' comments (kvsinkd.conf(5)). */
 #ifndef KVS_DAEMON_CONFIG_H
 #define KVS_DAEMON_CONFIG_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* `device` lists and the segment choice (daemon/devlist.h). */
 #include <errno.h>
 #include <stdio.h>

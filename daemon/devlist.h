@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Which GPUs kvsinkd serves (`device` in kvsinkd.conf) and which segment a
  * client gets (docs/DESIGN.md, Data flow 4). Pure functions: no CUDA, so
  * make check tests them on machines without a GPU. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Device segments of sessions (daemon/devseg.h). */
 #include <errno.h>
 #include <stdlib.h>

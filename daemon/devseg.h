@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Device segments (docs/DESIGN.md, Data flow 4): GPU memory the daemon
  * allocates with cuMemCreate, exports as a POSIX fd and passes on the hello
  * reply after the memfd. The session owns it: closing the session unmaps

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* GET /metrics over HTTP/1.0 on libuv TCP. The request is read whole (at
  * most KVS_HTTP_MAX_REQUEST bytes, within KVS_HTTP_TIMEOUT_MS) before
  * anything is rendered; the answer closes the connection. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* A minimal HTTP/1.0 responder for GET /metrics (Prometheus scrapes):
  * one request per connection, bounded request size, a deadline, a cap on
  * open connections. Nothing else is served. */

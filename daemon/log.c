@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Logging to stderr; journald reads the "<N>" prefix as the priority. */
 #include <errno.h>
 #include <stdarg.h>

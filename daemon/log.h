@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* kvsinkd logging: syslog-style levels; "<N>" prefixes under systemd,
  * "kvsinkd: level: msg" in the foreground. */
 #ifndef KVS_DAEMON_LOG_H

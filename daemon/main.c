@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* kvsinkd: parse arguments, load the config, run the loop. */
 #include <errno.h>
 #include <getopt.h>

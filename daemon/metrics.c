@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Prometheus text exposition of kvsinkd's counters (format 0.0.4). */
 #include <errno.h>
 #include <stddef.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Prometheus metrics: request counts and latency histograms kept by the
  * request layer, and the text exposition of them with the store's stats
  * and the spaces list (served by daemon/httpd.c). No libuv here, so the

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The request layer: validation and the store calls of every op. */
 #include <errno.h>
 #include <stdarg.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The request layer: one decoded request and the session's state in, one
  * reply out. No libuv and no sockets, so every op's validation can be
  * tested against a real store (tests/daemon/test_ops.c). */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Device segments in the request layer (daemon/ops_dev.h). */
 #include <errno.h>
 #include <stdarg.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The request layer's device-segment parts (HACKING decisions 35-38):
  * which pool a session uses, its device segment or pinned memfd, and
  * where a put reads and a get writes. Kept apart from ops.c. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* One pool per GPU (daemon/pools.h). */
 #include <errno.h>
 #include <stdio.h>

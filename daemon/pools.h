@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* One pool per GPU (`device = all` or a list): the first GPU's pool is the
  * server's store; the others are opened here. Sessions of a client that
  * names a GPU by UUID use that GPU's pool; everyone else the first. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Sink profiles: every *.profile in profiles_dir, keyed by model id. */
 #include <dirent.h>
 #include <errno.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Sink profiles loaded from profiles_dir, keyed by model id. */
 #ifndef KVS_DAEMON_PROFILES_H
 #define KVS_DAEMON_PROFILES_H

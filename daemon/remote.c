@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The Redis tier over hiredis's async API in kvsinkd's libuv loop.
  *
  * Why write on publish rather than on evict: a prefix is worth most to

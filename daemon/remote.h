@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The Redis tier: a second tier of compressed blocks shared by the
  * daemons of a cluster (kvsinkd.conf(5): remote, cluster_key_file).
  * Writes go out asynchronously from the store's publish hook; a lookup

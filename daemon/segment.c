@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* memfd segments: the daemon creates them so a client cannot resize or
  * swap the memory under it (the seals), and passes the fd in hello. */
 #include <errno.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* A session's shared-memory segment: a sealed memfd mapped MAP_SHARED. */
 #ifndef KVS_DAEMON_SEGMENT_H
 #define KVS_DAEMON_SEGMENT_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Listener, store setup, reload, graceful stop, status. */
 #include <errno.h>
 #include <grp.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* kvsinkd's server: the loop, the listener, the shared state sessions use. */
 #ifndef KVS_DAEMON_SERVER_H
 #define KVS_DAEMON_SERVER_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Sessions: read frames (4-byte BE length + msgpack), dispatch, reply. */
 #include <errno.h>
 #include <msgpack.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* One client connection: libuv reads, framing, replies (the hello reply
  * carries the segment fd). What a request does is daemon/ops.c. */
 #ifndef KVS_DAEMON_SESSION_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* SIGTERM/SIGINT: graceful stop, a second one exits at once with 1.
  * SIGHUP: reload the config. */
 #include <signal.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* SIGTERM/SIGINT: stop (a second one exits at once with 1); SIGHUP:
  * reload. The callbacks keep this file free of the server. */
 #ifndef KVS_DAEMON_SIGNALS_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The only file that knows about systemd. */
 #include <errno.h>
 #include <stdarg.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* All systemd integration: readiness/status notifications, socket
  * activation, watchdog. Works with libsystemd or with the plain
  * NOTIFY_SOCKET / LISTEN_FDS protocol when built without it. */

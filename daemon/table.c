@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Block tables: see daemon/table.h and kvsink-protocol(7), BLOCK TABLES. */
 #include <errno.h>
 #include <stdarg.h>

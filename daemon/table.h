@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Op "table" (Attend): a seq's block table written into the session's
  * segment, and read-only fds of the pool units it names that the session
  * does not hold yet (at most KVS_TABLE_MAX_FDS a reply). */

@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
 """Sink and massive-activation statistics of an HF folder (eval/TRAINING.md).
 
   python3 eval/analyze.py --model models/kvsink-tiny --text eval/data/valid.txt

@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
 """Byte-level BPE for the kvsink test model (spec: eval/TOKENIZER.md).
 
   python3 eval/bpe.py train --input eval/data/train.txt --sample-mb 20 \

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Document splitting and context packing; see corpus.h. */
 #include <errno.h>
 #include <stdlib.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Evaluation text: documents separated by "\n\x1e\n" (a line holding only
  * the ASCII record separator, eval/make-corpus.sh), split exactly as
  * eval/bpe.py read_docs does (leading/trailing newlines dropped, blank

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* libkvsink-backed K/V cache for the forward pass; see daemonkv.h. */
 #include <errno.h>
 #include <math.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* A kvs__kvio that keeps the K/V cache in kvsinkd through libkvsink: each
  * layer's K/V of a chunk is put, earlier positions are read back with get.
  * Under the KVSINK policy the activation summary (hidden state after the

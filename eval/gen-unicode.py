@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: MIT
 """Write eval/unicode_tab.c: the code point ranges of the Unicode letter
 (L*) and number (N*) categories, from Python's unicodedata, for the GPT-2
 pre-tokenizer classes \\p{L} and \\p{N} (eval/tokenizer.c).

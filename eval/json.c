@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Strict recursive-descent JSON reader; see json.h. */
 #include <errno.h>
 #include <math.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* A small strict JSON reader (RFC 8259) for config.json, tokenizer.json and
  * safetensors headers. Builds a tree; strings are decoded to UTF-8 (NUL
  * bytes inside strings are rejected, so strings are C strings). */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* kvsink-eval: perplexity of a LLaMA model whose KV cache lives in kvsinkd.
  *
  *   kvsink-eval ppl    --model DIR --text FILE [--socket PATH --bits B

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # Build the English text corpus for the kvsink test model from Debian
 # documentation packages.  Output (git-ignored): eval/data/{train,valid,test}.txt
 # and train.txt.xz/valid.txt.xz.  Documents are separated by a line holding

@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: MIT
 """Write a small random LLaMA model in HF layout for the eval tests.
 
 config.json, model.safetensors (fp16) and a tokenizer.json following the

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* LLaMA forward pass; see model.h. */
 #include <errno.h>
 #include <math.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* LLaMA forward pass on the CPU (fp32 math, fp16 weights and K/V cache).
  *
  * A context is processed in chunks of G tokens. For each chunk and layer

@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: MIT
 """PyTorch reference forward pass of an HF-layout LLaMA model.
 
 Reads config.json and model.safetensors (parsed here with numpy, no

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # The perplexity table (eval/EVAL.md): starts a kvsinkd, runs kvsink-eval
 # on held-out text: fp16 locally and through the daemon (16-bit raw), then
 # at 2, 3, 4 bits with no protection, PFN-1, PFN-4, KVSink, KVSink + 1 %

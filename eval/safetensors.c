@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* safetensors reader; see safetensors.h. */
 #include <errno.h>
 #include <fcntl.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Read-only view of a .safetensors file: 8-byte little-endian header
  * length, a JSON header {name: {dtype, shape, data_offsets}}, then data.
  * Every offset and shape is checked against the file size. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Measured attention sinks; see sinkstat.h. */
 #include <stdlib.h>
 

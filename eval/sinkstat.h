@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Attention sinks measured in the model itself (eval/EVAL.md, "Measured
  * attention sinks"). For token j, each (layer, head) compares the
  * attention j receives from distant queries with the uniform share:

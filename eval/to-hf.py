@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: MIT
 """Re-save a kvsink test model (eval/TOKENIZER.md layout) as a standard
 Hugging Face checkpoint: a tokenizer.json as the tokenizers library writes
 a byte-level BPE (ByteLevel pre-tokenizer with the GPT-2 regex, the

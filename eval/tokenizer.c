@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Byte-level BPE encoder over a Hugging Face tokenizer.json; the rules
  * are in tokenizer.h, eval/TOKENIZER.md and EVAL.md "Standard checkpoints". */
 #include <errno.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Byte-level BPE encoder over a Hugging Face tokenizer.json: vocabulary
  * ids in any order, merges as "a b" strings or ["a", "b"] lists in rank
  * order, added (special) tokens. Two pre-tokenizers:

@@ -1,4 +1,5 @@
 #!/usr/bin/env python3
+# SPDX-License-Identifier: MIT
 """Train the kvsink test model (LLaMA layout, eval/TRAINING.md).
 
   python3 eval/train.py --data eval/data --tokenizer models/kvsink-tiny/tokenizer.json \

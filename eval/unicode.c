@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Unicode classes and UTF-8 decoding for the GPT-2 pre-tokenizer. */
 #include "eval/unicode.h"
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Unicode classes of the GPT-2 pre-tokenizer regex: \p{L}, \p{N}, \s
  * (White_Space). The L and N ranges are generated (eval/gen-unicode.py). */
 #ifndef KVS_EVAL_UNICODE_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Small helpers shared by the eval tools. */
 #include <errno.h>
 #include <stdio.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Small helpers shared by the eval tools. */
 #ifndef KVS_EVAL_UTIL_H
 #define KVS_EVAL_UTIL_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* libkvsink: the client library of the kvsink KV cache service.
  *
  * An inference process connects to kvsinkd once per model, writes K/V

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Decode attention over compressed blocks: the C reference (attn.h).
  * Plain on purpose: it is the definition the CUDA kernel is held to. One
  * KV head at a time, one token at a time: the token's d key and value

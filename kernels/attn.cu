@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* CUDA decode attention over compressed blocks (contract: kernels/attn.h,
  * kernels/cuda.h). Split-K over the context as flash-decoding does: one
  * CUDA block per (span of tokens, sequence, KV head) carries all g query

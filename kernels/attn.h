@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Decode attention over the compressed cache: the C reference.
  *
  * For a batch of sequences with one query token each, per query head h:

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The kernels of kernels/attn.cu and their argument and split planning,
  * without the launchers, kept apart so that tests/kernels/attn_emu.cpp can
  * run the very same code on the CPU (a thread per CUDA thread) where no

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* bench_quant: host quantize / dequantize throughput of one block shape at
  * every width, next to memcpy of the same bytes, and sink prediction's cost
  * relative to quantization.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Hidden-state dump loading and offline KVSink calibration (sink.h). */
 #include <errno.h>
 #include <math.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 // NaN / Inf scan of 16-bit K/V on the device: a put from a device segment
 // is checked where it lies (the host path checks its host copy instead).
 #include <cerrno>

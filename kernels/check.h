@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* NaN / Inf scan on the device (kernels/check.cu); apart from cuda.h so
  * that the kernels of quant.cu need not be rebuilt for it. */
 #ifndef KVS_KERNELS_CHECK_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* CUDA launchers for the quantizer, decode attention and the NaN check (kernels/quant.cu,
  * kernels/attn.cu, kernels/check.cu). Plain C interface so the daemon (C) links them.
  *

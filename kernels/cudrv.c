@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The CUDA driver API through dlopen (kernels/cudrv.h). cuda.h gives the
  * types and prototypes only; the functions come from libcuda.so.1 at run
  * time, so nothing here needs a driver at build or link time. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The CUDA driver API, loaded at run time with dlopen("libcuda.so.1"), so
  * kvsinkd and libkvsink run (and fall back to host segments) on machines
  * without a driver. Used for device segments (docs/DESIGN.md, Data flow 4):

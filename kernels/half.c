@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* fp16 / bf16 <-> fp32, round to nearest even; the bodies are the inline
  * ones in half.h. */
 #include "kernels/half.h"

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* fp16 / bf16 <-> fp32 conversions (round to nearest even), shared by the
  * reference kernels, the daemon and the eval forward pass. */
 #ifndef KVS_KERNELS_HALF_H

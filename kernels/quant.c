@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* C reference quantizer: the definition of the block format (quant.h).
  *
  * It is also the daemon's host path, so it is written for speed; the

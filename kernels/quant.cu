@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* CUDA quantize / dequantize of kvs blocks: the same bytes as the C
  * reference (kernels/quant.c, format in kernels/quant.h). One CUDA block
  * per quantized block; many blocks per launch through a job array.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The quantized block format and its C reference implementation.
  *
  * This file is the definition: the CUDA kernels (quant.cu) must produce the

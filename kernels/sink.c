@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Online sink prediction and the profile file (sink.h). */
 #include <ctype.h>
 #include <errno.h>

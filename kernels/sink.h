@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* KVSink sink profiles, online prediction and offline calibration. */
 #ifndef KVS_KERNELS_SINK_H
 #define KVS_KERNELS_SINK_H

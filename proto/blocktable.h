@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The block table (op "table", kvs-protocol(7) BLOCK TABLES): what the
  * daemon writes into the client's segment, in host byte order (both ends
  * run on one machine). All offsets are from the table's first byte and

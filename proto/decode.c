@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Request and reply decoders. The payload is first walked without
  * allocating (scan.c), then unpacked by msgpack-c; every field is checked
  * for type and range before anything is copied or allocated. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Request and reply encoders: one msgpack map behind a 4-byte length. */
 #include <errno.h>
 #include <stdlib.h>

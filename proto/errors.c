@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* kvs_strerror: names for kvsink's own codes and the errno values the
  * protocol uses; anything else falls back to strerror(). */
 #include <errno.h>

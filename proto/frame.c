@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Framing and op / policy names. */
 #include <string.h>
 

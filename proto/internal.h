@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* proto/ internals shared by the codec files; not for other folders. */
 #ifndef KVS_PROTO_INTERNAL_H
 #define KVS_PROTO_INTERNAL_H

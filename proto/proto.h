@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* kvsink wire protocol: framing, message structs, msgpack encode/decode,
  * limits and error codes. Shared by kvsinkd and libkvsink; no I/O here.
  *

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Allocation-free msgpack structure walker: the decoder's first line of
  * defence, run before msgpack-c sees a byte. */
 #include <errno.h>

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # Debian 12 packages kvsink needs to build and run (the main job, demo.sh).
 # Needs root. The test suite needs more: scripts/install-test-deps.sh.
 set -eu

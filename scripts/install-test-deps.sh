@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # Debian 12 packages the test command (check.sh) needs beyond the build's:
 # systemd-analyze, man page linting, the Python package's tests (numpy,
 # torch, pytest), libFuzzer (clang), the Redis tier's tests, promtool for

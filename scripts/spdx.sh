@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # Adds the SPDX license line to every tracked source file that lacks it
 # (first line; after the shebang in scripts). tests/spdx.sh checks it.
 set -eu

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Store backends the daemon can open. The host backend is in store.h;
  * the CUDA one lives in daemon/backend_cuda.c (built only with CUDA). */
 #ifndef KVS_DAEMON_BACKEND_H

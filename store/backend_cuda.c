@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The CUDA backend of the store: pool in cudaMalloc'd memory, kernels from
  * kernels/quant.cu. Host K/V go through a device staging buffer; block and
  * sink-row pointers given by the store point into the device pool. The

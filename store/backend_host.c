@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The host backend: the pool is plain aligned host memory and the kernels
  * are the C reference. */
 #include <errno.h>

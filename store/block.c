@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The block lifecycle: reserve slots (evicting), publish, find, reference,
  * LRU, evict, drop. Eviction looks first in the LRU of the slot class that
  * needs room (memcached's per-class LRU), so a put of one block size takes

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 #include "store/hash.h"
 
 #include <string.h>

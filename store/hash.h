@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* A fast 64-bit hash for fingerprints of trusted data (sink profiles) and
  * the index's bucket choice. Not cryptographic: block identity uses the
  * keyed BLAKE2b of space.c. */

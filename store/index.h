@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The prefix index: (128-bit chain hash, layer) -> block, open addressing
  * with linear probing and backward-shift deletion (no tombstones). */
 #ifndef KVS_DAEMON_INDEX_H

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 #include "store/memfd.h"
 
 #include <errno.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Pool memory made of one memfd per chunk (exportable host pools). */
 #ifndef KVS_STORE_MEMFD_H
 #define KVS_STORE_MEMFD_H

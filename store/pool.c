@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 #include "store/pool.h"
 
 #include <errno.h>

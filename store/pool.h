@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The slab pool: one backend allocation carved into equal chunks; each
  * chunk in use serves one slot size (a class). A class whose slot is larger
  * than a chunk takes a run of contiguous chunks per slot ("span"). All

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The put (Decisions 3-6, 17, 18), in phases: validate, predict, plan,
  * reserve (with the residual rows staged), quantize, commit. */
 #include <errno.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Sequences: new, free, length, get and lookup (Decision 7). The put is
  * in put.c. */
 #include <errno.h>

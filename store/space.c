@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Spaces: the key, its resolution, the pool classes a space holds, and the
  * chain hash that names its blocks (keyed BLAKE2b, Decision 19). */
 #include <errno.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The store: init and close, admin eviction, stats and listing. Spaces are
  * in space.c, blocks in block.c, sequences in seq.c. */
 #include <errno.h>

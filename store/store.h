@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The store: the block pool, the prefix index, LRU eviction and the
  * per-client sequences. No I/O and no libuv here: the server validates
  * requests against the segment and calls these with plain pointers.

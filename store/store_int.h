@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Internals of the store. Call direction, one way only:
  *   store.c (init, close, stats) -> seq.c (seqs, get, lookup), put.c,
  *   tier.c -> space.c, block.c -> pool.c, index.c.

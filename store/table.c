@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Block tables (Attend): where a seq's blocks and sink rows lie in an
  * exportable pool, for the daemon to hand to the client that owns the
  * seq. The seq's own references pin every block it lists. */

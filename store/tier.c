@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Blocks as bytes for a second tier: serialize a cached block, import one
  * after checking all of it. The bytes may come back from another daemon
  * or a corrupted store, so import trusts nothing: the checksum catches

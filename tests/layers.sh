@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # The rooms' include rules (HACKING.md, "Rooms"): each folder includes only
 # itself and the folders below it, and everyone may include the public
 # <kvsink.h>. Fails, naming file and line, on any include that crosses them.

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # Lint every man page: mandoc's linter at warning level, and groff's own
 # warnings. Either complaining fails the test.
 set -u

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # systemd-analyze verify on the shipped units. ExecStart must name an
 # existing file, so verify a copy pointing at the freshly built kvsinkd.
 command -v systemd-analyze >/dev/null 2>&1 || { echo "no systemd-analyze"; exit 77; }

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* kvsink-bench: request latency, put/get bandwidth through the shared
  * segment next to a plain memcpy of the same bytes, and what sharing a
  * prefix across processes saves. The workload is fitted to the pool

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* kvsink-bench's parts: the shape of the workload, one error record per
  * measurement (a failed row keeps its error), and the three measurements
  * (latency, bandwidth, sharing across processes), each run in child

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* kvsink-bench: latency and bandwidth measurements (bench.h). */
 #include <errno.h>
 #include <stdio.h>

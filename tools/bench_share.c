@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* kvsink-bench: sharing across processes (bench.h). The readers connect
  * before the prefix exists and wait; the parent stores it, then starts
  * them at once, so each lookup races only the other readers. */

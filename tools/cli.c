@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Command-line helpers shared by the tools (cli.h). */
 #include <errno.h>
 #include <stdarg.h>

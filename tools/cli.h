@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* What kvsink-demo, kvsink-bench and kvsink-calibrate share on the
  * command line: GNU-style --version, usage errors that name the culprit,
  * number and size arguments, and one set of exit codes. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* kvsink-demo: what kvsink does, in one run against a daemon.
  * 1. Store a synthetic KV sequence at 2, 3, 4 and 8 bits under policies
  *    NONE, PFN and (when the daemon has a sink profile for the model

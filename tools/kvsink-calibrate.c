@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* kvsink-calibrate: find a model's sink profile (l_E, C*, tau) from
  * hidden-state dumps and write it for kvsinkd's profiles_dir. */
 #include <errno.h>

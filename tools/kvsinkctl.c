@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* kvsinkctl: inspect and steer a running kvsinkd through libkvsink's admin
  * API (<kvsink.h> only). It never says hello. */
 #include <errno.h>

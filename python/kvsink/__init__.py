@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """kvsink: the Python client of the kvsink KV cache service (kvsinkd),
 over libkvsink through ctypes. See python/README.md."""
 from kvsink._lib import KVS_EMODEL, KVS_ENAN, KVS_ESEGMENT, KVS_EVERSION  # noqa: F401

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """ctypes declarations of libkvsink (include/kvsink.h) and how the library
 is found.
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """Profile a Hugging Face checkpoint's attention sinks in one command:
 
     python -m kvsink.calibrate MODEL_DIR TEXT --out MODEL.profile

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """kvsink.Client: one connection to kvsinkd for one model (a handle of
 libkvsink), with numpy arrays and torch tensors in and out.
 

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """kvsink.transformers.KVSinkCache: a Hugging Face transformers cache whose
 K/V live in kvsinkd, quantized at the chosen bits and policy.
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* libkvsink's admin API against a fake daemon: a listening socket in a
  * temporary directory whose replies are queued before each call. Checks
  * that typed results are handed over intact and errors keep their text. */

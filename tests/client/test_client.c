@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Unit tests of the client's socket layer (client/conn.c) against a fake
  * daemon on a socketpair: what the daemon sends is validated, a vanished
  * peer gives an error code and never SIGPIPE, an fd rides on a reply. */

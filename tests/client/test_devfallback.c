@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Device segments' fallback, end to end without a GPU: a client that asks
  * for a device segment of a daemon with a host pool (or on a machine
  * without a CUDA driver) gets the host segment, its device calls fail

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Unit tests of libkvsink's utility section (client/util.c,
  * client/profile.c) through <kvsink.h> only, as an application sees it. */
 #include <check.h>

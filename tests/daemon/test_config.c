@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* kvsinkd.conf parser: every key, overrides, every error with its line. */
 #include <check.h>
 #include <errno.h>

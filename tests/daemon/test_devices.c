@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Device lists in kvsinkd.conf, the host/device segment choice, and the
  * hello/put/get fields of device segments on the wire. No GPU needed. */
 #include <check.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* daemon/metrics.c: bucket placement, counters kept by kvs__ops_run, and
  * the exposition against a real store (label escaping, per-space rows). */
 #include <check.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The request layer against a real store: every op's validation and its
  * success path, the admin checks and the namespace view. */
 #include <check.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Unit tests of the eval C part: JSON reader, pre-tokenizer and BPE
  * encoder, safetensors validation, corpus packing, measured sinks. */
 #include <check.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* libFuzzer target for the kvsinkd.conf parser (daemon/config.c): any text
  * gives 0 or -EINVAL with a "name:LINE: reason" message, never a crash; a
  * configuration it accepts passes the cross-key checks. Seeds:

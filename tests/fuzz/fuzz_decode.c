@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* libFuzzer target for the request and reply decoders. Build with
  * `make fuzz` (clang, -fsanitize=fuzzer,address,undefined); seed it with
  * `tests/fuzz/mutate_decode --corpus DIR`. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* libFuzzer target for the daemon's request layer (daemon/ops.c): each
  * input is one session against a fresh real store, with a real memfd
  * segment. Input: one flags byte, then frames as on the wire (4-byte

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* libFuzzer target for the sink profile parser (kernels/sink.c,
  * kvs__profile_load): any file gives 0 or a negative code with a message,
  * never a crash; a profile it accepts is written back by kvs__profile_save

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # Regenerate the seed corpora in tests/fuzz/corpus/ (committed):
 #   tests/fuzz/gen-corpus.sh BUILDDIR
 # decode:  frame payloads of a real session with kvsinkd (rawclient with

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # Seeds for fuzz_ops (tests/fuzz/fuzz_ops.c) from the decode corpus:
 #   tests/fuzz/gen-ops-corpus.sh   (gen-corpus.sh runs it too)
 # each decode payload framed after a flags byte (a hello first, data and

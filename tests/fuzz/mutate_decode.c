@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Deterministic mutation test of the decoders, run by `make check`: take
  * valid frames of every op, apply 200k seeded random mutations (bit flips,
  * truncations, inserted bytes, msgpack length/type bytes and frame header

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # A bounded libFuzzer run of every target (about 80 s in all; each target
 # FUZZ_SECONDS, default 20: decode, config, profile, ops) from the committed seed corpora, under
 # ASan+UBSan. Builds the targets with `make fuzz`. Skipped (77) only when

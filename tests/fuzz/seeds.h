@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Valid encoded frames of every request and reply, for the mutation test
  * and as a libFuzzer seed corpus. */
 #ifndef KVS_FUZZ_SEEDS_H

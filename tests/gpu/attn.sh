@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # GPU test and benchmark of decode attention over compressed blocks
 # (kernels/attn.cu; needs an NVIDIA GPU, not part of `make check`).
 #   tests/gpu/attn.sh [OUTDIR]      (default: $OUT when set, else build-cuda/attn)

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """fp16 baseline and the table for tests/gpu/attn.sh.
   attn_bench.py sdpa CSV            time torch SDPA decode over fp16 K/V
   attn_bench.py table KV_CSV SDPA_CSV [MD]   print (and write) the table

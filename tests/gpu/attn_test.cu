@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* GPU test and benchmark of kernels/attn.cu (decode attention over
  * compressed blocks). Built and run by tests/gpu/attn.sh.
  *   attn_test check        CUDA kernel vs the C reference (kernels/attn.c)

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """Baselines for the kvsink GPU benchmark, same shapes as gpu_test bench:
 32 layers x 8 KV heads x head dim 128, T tokens, fp16, K and V.
   (a) PyTorch fp8 cast x.to(torch.float8_e4m3fn) (and back, as dequantize)

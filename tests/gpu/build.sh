@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # Build a GPU-ready tree for tests/gpu/devseg.sh on a machine with the
 # build dependencies (libuv, msgpack-c, libsodium dev packages, nvcc), to
 # be carried to a GPU machine that has CUDA but not those libraries:

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # kvsinkd with its pool in GPU memory, end to end (GPU machines only; CI
 # has no GPU). Needs a CUDA build of the tree:
 #   tests/gpu/daemon.sh BUILDDIR [OUTDIR]

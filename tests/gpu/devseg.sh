@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # Device segments through kvsinkd on a GPU (not part of make check):
 #   tests/gpu/build.sh            (on the build machine: build-gpu/ + libs/,
 #                                  and the slim copy .gpu/ to carry)

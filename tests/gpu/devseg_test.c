@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Device segments through kvsinkd on a GPU (tests/gpu/devseg.sh runs it).
  *   devseg_test SOCK check            put/get from the device segment vs the host
  *                                     segment at 16/8/4/2 bits: bit-exact

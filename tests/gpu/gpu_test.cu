@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* GPU test and benchmark of kernels/quant.cu.
  *   gpu_test check   compare with the C reference (kernels/quant.c, sink.c)
  *   gpu_test bench   quantize / dequantize throughput vs cudaMemcpy D2D

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # GPU test and benchmark (needs an NVIDIA GPU; not part of `make check`).
 #   tests/gpu/run.sh [OUTDIR]
 # Builds the CUDA kernels and the C reference with nvcc/gcc directly,

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # The kvsink Python package with Hugging Face transformers, on the GPU
 # machine (CI has no transformers):
 #   tests/gpu/transformers.sh BUILDDIR [OUTDIR]

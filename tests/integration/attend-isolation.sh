@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # Attend across uids: a second uid cannot get a table of the first one's
 # seq, and the pool chunks each uid maps (by inode) have nothing in common
 # while both cache blocks. Needs root (a client runs as a second uid);

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* attend-itest: kvs_table_get + kvs_attend against a real kvsinkd, driven
  * by tests/integration/attend.sh and attend-isolation.sh. Modes:
  *   check BITS     batch of 3 seqs (planted 16-bit sink rows at the PFN

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # Attend (issue 12): block tables and kvs_attend against a real kvsinkd.
 # kvs_attend over the mapped blocks equals get-then-attend in double at
 # 2, 3 and 4 bits; the chunk fds are read-only; a table's blocks survive

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # kvsinkctl against a live daemon: every command, JSON parses, exit codes.
 . "${top_srcdir:-.}/tests/lib/daemon.sh"
 start_daemon

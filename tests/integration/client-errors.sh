@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # Bad input through the API comes back as errors; the session stays usable.
 . "${top_srcdir:-.}/tests/lib/daemon.sh"
 start_daemon

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # A small pool: many sequences force evictions; found prefixes read back
 # right; a put into a pool full of pinned blocks gets -ENOSPC and works
 # after a release on another connection.

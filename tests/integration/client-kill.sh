@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # A client putting in a loop is SIGKILLed mid-stream, several times; the
 # cache then holds only whole, correct blocks, nothing stays pinned, and
 # the daemon keeps serving.

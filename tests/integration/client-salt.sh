@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # Cache salt (hello "salt", kvs_options.salt): clients of one shared
 # namespace share blocks only when their salts are equal. The probe of a
 # different salt (or none) finds 0 tokens and cannot get them; the same

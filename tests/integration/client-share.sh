@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # Four clients at once: one stores a prefix, three find it with lookup
 # and read bitwise the same data; each also stores and checks its own.
 . "${top_srcdir:-.}/tests/lib/daemon.sh"

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # The admin plane: the admin socket (mode 0600, no hello needed, every op,
 # kvsinkctl's default) and the data socket's view for a client that is not
 # an admin: its own namespace in list and stats, -EACCES for the rest.

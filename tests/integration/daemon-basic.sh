@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # kvsinkd serves hello/put/lookup/get/release/stats/bye, rejects bad
 # requests with error replies, and one bad client does not hurt another.
 . "${top_srcdir:-.}/tests/lib/daemon.sh"

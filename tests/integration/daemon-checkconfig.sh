@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # kvsinkd --check-config: "ok" and 0, or the error with its line and 1.
 . "${top_srcdir:-.}/tests/lib/daemon.sh"
 

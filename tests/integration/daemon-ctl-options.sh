@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # kvsinkctl's command line: --help, --version, options in any order, the
 # unknown command or option named, exit codes, and --json that is valid
 # UTF-8 JSON even for a model id that is not.

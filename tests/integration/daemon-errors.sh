@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # Errors that must name the right cause: an unknown op's bytes are never
 # echoed raw, max_sessions answers -EUSERS, a socket in a missing directory
 # is reported as a missing directory.

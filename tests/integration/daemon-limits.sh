@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # Per-session limits: a data session without hello and a partial frame are
 # closed after their timeouts, one uid's sessions are capped, and a client
 # that never reads its replies cannot make the daemon queue them without

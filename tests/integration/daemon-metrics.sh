@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # metrics_listen: kvsinkd answers GET /metrics in the Prometheus text
 # format (promtool check metrics), the counters, per-space gauges and
 # latency histograms move with real traffic, and what is not a GET of

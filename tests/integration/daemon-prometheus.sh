@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # A real Prometheus server scrapes kvsinkd's metrics_listen: the target is
 # healthy and a query returns the daemon's pool size and the puts a client
 # made. Skipped (77) without the prometheus binary (Debian package

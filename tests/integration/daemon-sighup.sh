@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # SIGHUP reloads the config file: a valid one changes the defaults of new
 # sessions, an invalid one is refused and the old settings stay.
 . "${top_srcdir:-.}/tests/lib/daemon.sh"

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # SIGTERM: connected clients are closed, exit status 0. A second SIGTERM
 # while a session still drains its replies exits at once with status 1.
 # A client that never reads cannot hold a single SIGTERM for longer than the

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # Under systemd: socket activation (systemd-socket-activate -l SOCK) and
 # the notify protocol (READY=1, STATUS=, RELOADING=1, STOPPING=1).
 . "${top_srcdir:-.}/tests/lib/daemon.sh"

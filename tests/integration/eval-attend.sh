@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # kvsink-eval in decode mode (one token a step, past as the cache held it
 # before the step), get-then-attend (--decode) against block tables and
 # kvs_attend (--attend), on the shipped model and the committed slice,

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # kvsink-eval on a standard Hugging Face checkpoint (issue 13 item 4): the
 # shipped model re-saved by eval/to-hf.py as a tokenizers-library byte-level
 # BPE (GPT-2 regex pre-tokenizer, byte symbols in code point order, merges

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # The C forward pass (kvsink-eval logits) against the PyTorch reference
 # (eval/reference.py) on a random test model: max |diff| / max |logit|
 # must stay below 1e-3, for a whole-sequence chunk and for small chunks

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # kvsink-eval through a real kvsinkd, deterministic, no timing:
 #  - 16-bit through the daemon gives exactly the --no-daemon numbers
 #    (per-token NLL files identical),

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # The C BPE encoder (kvsink-eval encode) against eval/bpe.py on a few KB of
 # varied text: letters, digits, punctuation runs, whitespace runs, UTF-8.
 # Uses the shipped tokenizer (committed, so its absence is a failure).

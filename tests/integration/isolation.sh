@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # Tenants: blocks one uid stored are invisible to another uid. Needs root
 # (to run a client as a second uid: nobody, or a throwaway user); skipped
 # (77) otherwise. Today's checks: the other uid's lookup finds 0 tokens,

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* kvs-itest: multi-process integration checks against a real kvsinkd,
  * driven by tests/integration/client-*.sh. Every mode exits 0 on success,
  * 1 on a failed check (with a message on stderr). Data are deterministic:

@@ -1,4 +1,5 @@
 #!/usr/bin/python3
+# SPDX-License-Identifier: MIT
 """Receive sd_notify datagrams on a Unix socket; append each to a file.
 
 usage: notify-recv.py SOCKET_PATH OUT_FILE   (runs until killed)

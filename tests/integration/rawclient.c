@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* rawclient: talk to kvsinkd with hand-made frames, for the shell tests.
  *
  *   rawclient SOCKET CMD...

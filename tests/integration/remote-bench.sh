@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # Benchmark (prints figures, not a test): a 4096-token prefix of the test
 # model's shape (models/kvsink-tiny: 8 layers, 2 KV heads, head dim 64)
 #   1. brought from Redis into a second daemon's pool by one lookup

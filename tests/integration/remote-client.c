@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* remote-client: the client side of the Redis tier's tests and benchmark,
  * over libkvsink. Data are a function of (seed, layer, position, index),
  * so a client of another daemon can check what the first one stored.

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # Redis failing never stops the daemons: down at start, killed and
 # restarted mid-run, frozen (slower than remote_timeout_ms), flushed.
 # They serve locally meanwhile, count the faults, and reconnect.

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 # Sourced by the remote-*.sh tests: a private redis-server on a unix
 # socket, and several kvsinkd sharing it, each started through
 # tests/lib/daemon.sh (private configuration and profiles) under a name:

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # The Redis tier between two daemons of one cluster (one key file): a
 # client of the second finds and reads, bit-exact at 16 bits, a prefix a
 # client of the first stored; a daemon with another cluster key finds

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* soak: a private kvsinkd with a pool small enough to evict, 16 client
  * processes doing random put / lookup (with and without bind) / get /
  * release, and a killer that SIGKILLs a worker while it is inside a put or

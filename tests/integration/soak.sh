@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # Soak (tests/integration/soak.c): 16 clients of random put / lookup / get /
 # release against a private kvsinkd with a 16 MiB pool, victims SIGKILLed
 # mid-put and mid-get, every value read back checked, the daemon's RSS

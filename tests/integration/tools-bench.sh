@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # kvsink-demo and kvsink-bench against a private kvsinkd with a small
 # pool: the demo's table (every policy and bit width, compression below 1,
 # the sink tokens kept), a second process finding the first one's prefix;

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # The CUDA decode-attention kernels emulated on the CPU against the C
 # reference (tests/kernels/attn_emu.cpp): builds it with the host C++
 # compiler (C++20 for std::barrier) and CUDA's headers for the fp16/bf16

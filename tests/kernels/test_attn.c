@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Decode attention over compressed blocks (kernels/attn.c) against
  * dequantize-then-attend: kvs__dequantize_block, then attention in double.
  * Random data with planted sinks (large rows flagged as sinks) and planted

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Unit tests of dump loading and calibration, on synthetic dumps with
  * planted massive activations. */
 #include <check.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Unit tests of the reference numerics: half.c and quant.c. */
 #include <check.h>
 #include <errno.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Byte-exactness of the host quantizer (kernels/quant.c) and the fp16/bf16
  * conversions (kernels/half.h) against a frozen copy of the reference as it
  * was before they were optimized (commit 7a940bd). quant.h is the spec and

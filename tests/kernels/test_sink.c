@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Unit tests of sink prediction and the profile file. */
 #include <check.h>
 #include <errno.h>

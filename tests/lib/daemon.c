@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* kvstest_daemon: see daemon.h. */
 #include "tests/lib/daemon.h"
 

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The one way C tests start a kvsinkd: a private temporary directory with
  * the socket, the log, a private configuration and an empty profiles
  * directory, so an installed /etc/kvsink cannot change what tests see.

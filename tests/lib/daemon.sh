@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 # The one way shell tests start a kvsinkd (sourced). Everything lives in a
 # private temporary directory $T: the socket $SOCK, the log $LOG, the
 # configuration $CONF and an empty profiles directory $PROFILES, so an

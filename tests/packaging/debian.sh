@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # Builds the Debian binary packages from a copy of the tree and checks
 # what they hold: every program, the library and its -dev files, the
 # units, the sysusers file, the configuration as a conffile, the socket

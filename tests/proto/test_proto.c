@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* proto/: framing, op names, request/reply round trips, every decoder
  * error path (hand-built msgpack), kvs_strerror. */
 #include <check.h>

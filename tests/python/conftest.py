@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """pytest setup: the kvsink package from the source tree, a private
 kvsinkd whose socket tests/python/run.sh puts in $KVSINK_SOCKET."""
 import os

@@ -1,4 +1,5 @@
 #!/bin/sh
+# SPDX-License-Identifier: MIT
 # The Python package's pytest tests against a private kvsinkd (started as
 # the client integration tests start theirs). Skips (77) without
 # /usr/bin/python3 (or $KVSINK_PYTHON) + pytest + numpy; the torch and

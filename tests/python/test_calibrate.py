@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """kvsink.calibrate's dump writer and context cutter with the real
 kvsink-calibrate (the transformers part runs in transformers_checks.py)."""
 import os

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """kvsink.Client against a real kvsinkd (tests/python/run.sh)."""
 import errno
 

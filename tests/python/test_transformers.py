@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """kvsink.transformers.KVSinkCache against a real kvsinkd with a real
 transformers model (transformers_checks.py). Skips without torch and
 transformers (CI); tests/gpu/transformers.sh runs them on the GPU machine."""

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """The KVSinkCache checks, runnable without pytest (the GPU machine may
 lack it): python3 transformers_checks.py, with $KVSINK_SOCKET naming a
 running kvsinkd whose profiles_dir holds models/kvsink-tiny's profile.

@@ -1,3 +1,4 @@
+# SPDX-License-Identifier: MIT
 """One process of the prefix-reuse measurement (test_transformers.py):
 load MODEL, bind what kvsinkd holds of a fixed long prompt, generate one
 token, print {"prefix", "prompt", "ttft_ms", "tokens"} as JSON.

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The CUDA backend as the store sees it. Runs in `make check` (built only
  * with --with-cuda): without a GPU the open must fail cleanly with a
  * reason; with one, a block must round-trip exactly as the host backend

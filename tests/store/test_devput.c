@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The store's device path (kvs__seq_put_dev / kvs__seq_get_dev, the qitem
  * dev flag) on the CPU: a backend that says dev_io but keeps "device"
  * memory in host memory must give exactly what the host path gives, for

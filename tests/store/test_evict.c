@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Eviction across spaces of different block sizes (per-class LRU, issue
  * 9.6), pool classes that come and go, and honest pool capacity stats. */
 #include "tests/store/util.h"

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Hostile input (issue 10.1, 10.2 store side): K/V and the activation
  * summary change under the store while it reads them (another thread of
  * the client scribbles on the segment), and the 16-bit residual is

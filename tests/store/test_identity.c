@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Block identity (issue 10.3): the chain hash is keyed per store, a hit
  * compares token ids, and a salt keeps spaces of one namespace apart. */
 #include "tests/store/util.h"

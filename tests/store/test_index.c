@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The prefix index and the hash. */
 #include <check.h>
 #include <errno.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The slab pool: classes, chunk reuse, exhaustion. */
 #include <check.h>
 #include <errno.h>

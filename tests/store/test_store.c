@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* The store: puts, residuals, sharing, lookup/bind/get, KVSINK, PFN,
  * eviction, -ENOSPC atomicity and the validation errors. */
 #include <check.h>

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Second-tier hooks and block bytes: publish/evict hooks see every block
  * with its prefix, serialized blocks import into another store (another
  * hash key) and read back bit-identical, and damaged bytes are refused. */

@@ -1,3 +1,4 @@
+/* SPDX-License-Identifier: MIT */
 /* Helpers shared by the store tests: a small model, random K/V, token ids,
  * and counts read through the public store API. */
 #ifndef KVS_TESTS_STORE_UTIL_H
