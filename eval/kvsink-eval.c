@@ -562,7 +562,7 @@ static int cmd_ppl(const args *a)
   if (!a->no_daemon) {
     qp.group = dkv.info->group;
     qp.channels = dkv.channels;
-    qp.v_group = a->v_group ? (uint32_t)a->v_group : 32; /* kvsinkd default v_group_size */
+    qp.v_group = dkv.info->v_group; /* what the daemon resolved (hello reply) */
     qp.k_bits = dkv.info->k_bits;
     qp.v_bits = dkv.info->v_bits;
     qp.outliers = dkv.info->outliers;
