@@ -49,7 +49,11 @@ static void usage(FILE *f)
         "       kvsink-eval logits --model DIR --tokens ID,ID,... -o FILE [--chunk G]\n"
         "       kvsink-eval dump --model DIR --text FILE -o DUMP [--contexts N] [--ctx N] [--piece N]\n"
         "       kvsink-eval encode --model DIR --text FILE [--docs [--piece N]]\n"
-        "       kvsink-eval info --model DIR\n", f);
+        "       kvsink-eval info --model DIR\n"
+        "       kvsink-eval --version | --help\n"
+        "Runs a LLaMA-family checkpoint over text, its KV cache in kvsinkd\n"
+        "(perplexity, logits, hidden-state dumps). Exit status: 0 ok, 1 a step\n"
+        "failed, 2 bad command line. See kvsink-eval(1).\n", f);
 }
 
 static int parse_u32(const char *s, uint32_t lo, uint32_t hi, uint32_t *out)
@@ -731,6 +735,18 @@ int main(int argc, char **argv)
   if (argc < 2 || !strcmp(argv[1], "--help") || !strcmp(argv[1], "-h")) {
     usage(argc < 2 ? stderr : stdout);
     return argc < 2 ? 2 : 0;
+  }
+  if (!strcmp(argv[1], "--version")) {
+    printf("kvsink-eval (kvsink) %s\n", kvs_version());
+    return 0;
+  }
+  static const char *const cmds[] = {"info", "encode", "logits", "dump", "ppl"};
+  int known = 0;
+  for (size_t i = 0; i < sizeof cmds / sizeof cmds[0]; i++)
+    known |= !strcmp(argv[1], cmds[i]);
+  if (!known) {
+    fprintf(stderr, "kvsink-eval: unknown command '%s'\nTry 'kvsink-eval --help'\n", argv[1]);
+    return 2;
   }
   if (parse_args(argc, argv, &a) < 0)
     return 2;
