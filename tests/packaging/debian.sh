@@ -33,6 +33,7 @@ has libkvsink-dev '^\./usr/include/kvsink\.h$'
 has libkvsink-dev 'pkgconfig/kvsink\.pc$'
 has kvsink-tools '^\./usr/bin/kvsinkctl$'
 has kvsink-tools '^\./usr/bin/kvsink-bench$'
+has python3-kvsink '^\./usr/lib/python3/dist-packages/kvsink/client\.py$'
 dpkg-deb -e "$(ls kvsinkd_*.deb)" "$tmp/ctl"
 grep -qx '/etc/kvsink/kvsinkd.conf' "$tmp/ctl/conffiles" || { echo "FAIL: kvsinkd.conf is not a conffile"; fail=1; }
 grep -q 'kvsinkd.socket' "$tmp/ctl/postinst" || { echo "FAIL: postinst does not enable kvsinkd.socket"; fail=1; }
