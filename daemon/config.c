@@ -233,6 +233,12 @@ int kvs__config_set(kvs__config *c, const char *key, const char *v, char *err)
   } else if (strcmp(key, "max_sessions") == 0) {
     if (parse_u32(v, 1, 65536, &u32) < 0) BAD("max_sessions: expected 1..65536, got '%s'", v);
     c->max_sessions = u32;
+  } else if (strcmp(key, "residual_bytes") == 0) {
+    if (parse_size(v, &u64) < 0 || (u64 && u64 < (1u << 20))) BAD("residual_bytes: expected 0 (= pool_size) or bytes >= 1M, got '%s'", v);
+    c->residual_bytes = u64;
+  } else if (strcmp(key, "residual_seq_bytes") == 0) {
+    if (parse_size(v, &u64) < 0 || (u64 && u64 < 4096)) BAD("residual_seq_bytes: expected 0 (= residual_bytes) or bytes >= 4K, got '%s'", v);
+    c->residual_seq_bytes = u64;
   } else if (strcmp(key, "max_pending_tokens") == 0) {
     if (parse_u32(v, 1, UINT32_MAX, &u32) < 0) BAD("max_pending_tokens: expected a positive count, got '%s'", v);
     c->max_pending_tokens = u32;

@@ -41,6 +41,8 @@ typedef struct kvs__config {
   uint32_t frame_timeout_s;      /* a partial frame may wait this long */
   uint64_t max_reply_queue;      /* queued reply bytes before a session's reads pause */
   uint32_t max_pending_tokens;
+  uint64_t residual_bytes;        /* 16-bit residual of all seqs; 0 = pool_size */
+  uint64_t residual_seq_bytes;    /* of one seq; 0 = residual_bytes */
   int log_level;
   /* Redis tier (daemon/remote.c): remote = redis://HOST:PORT or unix:PATH;
    * "" = off. Read at start only. */

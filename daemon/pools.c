@@ -53,7 +53,9 @@ int kvs__pools_open(kvs__server *s)
     }
     kvs__store *st = NULL;
     kvs__store_opts o = {.pool_bytes = s->cfg.pool_size, .backend = b,
-                         .max_pending = s->cfg.max_pending_tokens};
+                         .max_pending = s->cfg.max_pending_tokens,
+                       .residual_bytes = s->cfg.residual_bytes,
+                       .residual_seq_bytes = s->cfg.residual_seq_bytes};
     int r = kvs__store_init(&st, &o);
     if (r < 0) {
       kvs__err("cannot create a %llu-byte pool on cuda:%d: %s",

@@ -329,7 +329,9 @@ int kvs__server_start(kvs__server *s, uv_loop_t *loop)
   if (!b) return -ENODEV;
   s->backend = b;
   kvs__store_opts o = {.pool_bytes = s->cfg.pool_size, .backend = b,
-                       .max_pending = s->cfg.max_pending_tokens};
+                       .max_pending = s->cfg.max_pending_tokens,
+                       .residual_bytes = s->cfg.residual_bytes,
+                       .residual_seq_bytes = s->cfg.residual_seq_bytes};
   int r = remote_key(s, o.hash_key);
   if (r < 0) return r;
   r = kvs__store_init(&s->store, &o);

@@ -70,6 +70,8 @@ START_TEST(every_key)
       "device_staging = 512M\n"
       "max_sessions = 9\n"
       "max_pending_tokens = 100\n"
+      "residual_bytes = 256M\n"
+      "residual_seq_bytes = 8M\n"
       "admin_socket_mode = 0640\n"
       "admin_socket_group = wheel\n"
       "admin_group = kvsadm\n"
@@ -110,6 +112,8 @@ START_TEST(every_key)
   ck_assert_uint_eq(c.device_staging, 512ull << 20);
   ck_assert_uint_eq(c.max_sessions, 9);
   ck_assert_uint_eq(c.max_pending_tokens, 100);
+  ck_assert_uint_eq(c.residual_bytes, 256ull << 20);
+  ck_assert_uint_eq(c.residual_seq_bytes, 8ull << 20);
   ck_assert_int_eq(c.log_level, KVS_LOG_DEBUG);
 }
 END_TEST
@@ -170,6 +174,8 @@ static const struct {
     {" = 3\n", "t:1: missing key"},
     {"socket =\n", "t:1: socket:"},
     {"socket_mode = 0999\n", "t:1: socket_mode:"},
+    {"residual_bytes = 10K\n", "t:1: residual_bytes:"},
+    {"residual_seq_bytes = 100\n", "t:1: residual_seq_bytes:"},
     {"admin_socket_mode = 8\n", "t:1: admin_socket_mode:"},
     {"admin_socket =\n", "t:1: admin_socket:"},
     {"socket_mode = 01777\n", "t:1: socket_mode:"},

@@ -83,4 +83,15 @@ out=$(raw send '{"op":"ping","id":6}' recv) || fail "ping during the flood: $out
 grep -q "reads paused" "$LOG" || fail "the pause must be logged (debug)"
 wait $fp
 stop_daemon
+
+# the 16-bit residual budget comes from the configuration (default: the
+# pool size)
+daemon_conf
+start_daemon --pool-size 16M
+[ "$(stat_field residual_limit_bytes)" = 16777216 ] || fail "residual budget default: $(stat_field residual_limit_bytes)"
+stop_daemon
+daemon_conf 'residual_bytes = 3M'
+start_daemon --pool-size 16M
+[ "$(stat_field residual_limit_bytes)" = 3145728 ] || fail "residual_bytes not applied: $(stat_field residual_limit_bytes)"
+stop_daemon
 echo ok
