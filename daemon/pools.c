@@ -52,11 +52,10 @@ int kvs__pools_open(kvs__server *s)
       return -ENODEV;
     }
     kvs__store *st = NULL;
-    kvs__store_opts o = {.pool_bytes = s->cfg.pool_size, .backend = b,
-                         .max_pending = s->cfg.max_pending_tokens,
-                       .residual_bytes = s->cfg.residual_bytes,
-                       .residual_seq_bytes = s->cfg.residual_seq_bytes};
-    int r = kvs__store_init(&st, &o);
+    kvs__store_opts o;
+    int r = kvs__server_store_opts(s, b, &o);
+    if (r == 0)
+      r = kvs__store_init(&st, &o);
     if (r < 0) {
       kvs__err("cannot create a %llu-byte pool on cuda:%d: %s",
                (unsigned long long)s->cfg.pool_size, ord[i], strerror(-r));

@@ -219,6 +219,17 @@ static int remote_key(kvs__server *s, unsigned char key[32])
 #endif
 }
 
+int kvs__server_store_opts(kvs__server *s, kvs__backend *b, kvs__store_opts *o)
+{
+  memset(o, 0, sizeof *o);
+  o->pool_bytes = s->cfg.pool_size;
+  o->backend = b;
+  o->max_pending = s->cfg.max_pending_tokens;
+  o->residual_bytes = s->cfg.residual_bytes;
+  o->residual_seq_bytes = s->cfg.residual_seq_bytes;
+  return remote_key(s, o->hash_key);
+}
+
 static int remote_start(kvs__server *s)
 {
   if (!s->cfg.remote[0]) return 0;
@@ -328,11 +339,8 @@ int kvs__server_start(kvs__server *s, uv_loop_t *loop)
   kvs__backend *b = open_backend(s);
   if (!b) return -ENODEV;
   s->backend = b;
-  kvs__store_opts o = {.pool_bytes = s->cfg.pool_size, .backend = b,
-                       .max_pending = s->cfg.max_pending_tokens,
-                       .residual_bytes = s->cfg.residual_bytes,
-                       .residual_seq_bytes = s->cfg.residual_seq_bytes};
-  int r = remote_key(s, o.hash_key);
+  kvs__store_opts o;
+  int r = kvs__server_store_opts(s, b, &o);
   if (r < 0) return r;
   r = kvs__store_init(&s->store, &o);
   if (r < 0) {
