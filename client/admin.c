@@ -81,6 +81,23 @@ int kvs_admin_stats(kvs_admin *a, kvs_stats *st)
   return 0;
 }
 
+int kvs_admin_pools(kvs_admin *a, kvs_stats *total, kvs_pool_stats **v, size_t *n)
+{
+  if (!total || !v || !n) return -EINVAL;
+  *v = NULL;
+  *n = 0;
+  kvs__rep rep;
+  int r = call(a, KVS_OP_STATS, &rep);
+  if (r < 0) return r;
+  *total = rep.stats;
+  *v = rep.pools; /* handed over: kvs__rep_free must not free it */
+  *n = rep.n_pools;
+  rep.pools = NULL;
+  rep.n_pools = 0;
+  kvs__rep_free(&rep);
+  return 0;
+}
+
 int kvs_admin_list(kvs_admin *a, kvs_space_info **v, size_t *n)
 {
   if (!v || !n) return -EINVAL;

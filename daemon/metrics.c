@@ -228,6 +228,8 @@ int kvs__metrics_render(const kvs__ops_env *env, const kvs__metrics *m, kvs__tex
 {
   kvs__store_stats ss;
   kvs__store_stats_get(env->store, &ss);
+  kvs__stats tot; /* counters summed over every pool */
+  kvs__ops_all_stats(env, &tot);
   kvs__stats sv;
   memset(&sv, 0, sizeof sv);
   if (env->server_stats) env->server_stats(env->arg, &sv);
@@ -240,27 +242,27 @@ int kvs__metrics_render(const kvs__ops_env *env, const kvs__metrics *m, kvs__tex
       sv.sessions_total);
   if (m) requests(t, m);
   one(t, "kvsink_lookup_hit_tokens_total", "counter",
-      "Tokens that lookups found cached (whole blocks).", ss.lookup_hit_tokens);
+      "Tokens that lookups found cached (whole blocks).", tot.lookup_hit_tokens);
   one(t, "kvsink_lookup_miss_tokens_total", "counter", "Tokens that lookups asked for and missed.",
-      ss.lookup_tokens - ss.lookup_hit_tokens);
-  one(t, "kvsink_put_bytes_total", "counter", "16-bit K/V bytes received by put.", ss.bytes_in);
-  one(t, "kvsink_get_bytes_total", "counter", "16-bit K/V bytes returned by get.", ss.bytes_out);
+      tot.lookup_tokens - tot.lookup_hit_tokens);
+  one(t, "kvsink_put_bytes_total", "counter", "16-bit K/V bytes received by put.", tot.bytes_in);
+  one(t, "kvsink_get_bytes_total", "counter", "16-bit K/V bytes returned by get.", tot.bytes_out);
   one(t, "kvsink_stored_raw_bytes", "gauge", "16-bit size of the K/V held in the pool.",
-      ss.stored_raw_bytes);
+      tot.stored_raw_bytes);
   one(t, "kvsink_stored_bytes", "gauge", "Compressed size of the K/V held in the pool.",
-      ss.stored_bytes);
+      tot.stored_bytes);
   family(t, "kvsink_compression_ratio", "gauge",
          "Raw over stored bytes of what the pool holds (0 when empty).");
   kvs__text_printf(t, "kvsink_compression_ratio %.6g\n",
-                   ss.stored_bytes ? (double)ss.stored_raw_bytes / (double)ss.stored_bytes : 0.0);
-  one(t, "kvsink_evictions_total", "counter", "Blocks evicted from the pool.", ss.evictions);
+                   tot.stored_bytes ? (double)tot.stored_raw_bytes / (double)tot.stored_bytes : 0.0);
+  one(t, "kvsink_evictions_total", "counter", "Blocks evicted from the pool.", tot.evictions);
   one(t, "kvsink_put_refused_total", "counter", "Puts refused for lack of pool space (ENOSPC).",
-      ss.put_nospc);
-  one(t, "kvsink_sinks_found_total", "counter", "Sink tokens flagged.", ss.sinks_found);
+      tot.put_nospc);
+  one(t, "kvsink_sinks_found_total", "counter", "Sink tokens flagged.", tot.sinks_found);
   one(t, "kvsink_residual_bytes", "gauge", "Host bytes of 16-bit residual rows.",
-      ss.residual_bytes);
-  one(t, "kvsink_residual_limit_bytes", "gauge", "Bound on the residual rows.", ss.residual_max);
-  one(t, "kvsink_sequences", "gauge", "Live sequences.", ss.seqs);
+      tot.residual_bytes);
+  one(t, "kvsink_residual_limit_bytes", "gauge", "Bound on the residual rows.", tot.residual_limit_bytes);
+  one(t, "kvsink_sequences", "gauge", "Live sequences.", tot.seqs);
 
   /* one row per pool: one GPU (or host) labelled as the backend, several
    * GPUs "cuda:ORDINAL" each (Decision 38) */

@@ -462,6 +462,56 @@ void kvs__ops_store_stats(const kvs__store *store, kvs__stats *st)
   snprintf(st->backend, sizeof st->backend, "%s", ss.backend);
 }
 
+/* Store counters of every pool summed (the store fields only: the
+ * server's are 0 in each term). */
+static void stats_add(kvs__stats *sum, const kvs__stats *x)
+{
+#define KVS_ADD_(f) sum->f += x->f;
+  KVS_STATS_U64_FIELDS(KVS_ADD_)
+#undef KVS_ADD_
+  sum->spaces += x->spaces;
+  if (!sum->backend[0]) memcpy(sum->backend, x->backend, sizeof sum->backend);
+}
+
+void kvs__ops_all_stats(const kvs__ops_env *env, kvs__stats *st)
+{
+  kvs__store *stores[KVS_MAX_DEVICES + 1];
+  memset(st, 0, sizeof *st);
+  for (size_t i = 0, n = kvs__opsdev_stores(env, stores); i < n; i++) {
+    kvs__stats one;
+    memset(&one, 0, sizeof one);
+    kvs__ops_store_stats(stores[i], &one);
+    stats_add(st, &one);
+  }
+}
+
+/* One entry per pool: the GPUs' (cuda:ORDINAL, by UUID), then the host
+ * pool when it is a pool of its own. */
+static uint32_t pool_stats(const kvs__ops_env *env, kvs_pool_stats *v)
+{
+  const kvs__devset *d = env->devs;
+  uint32_t n = 0;
+  int host_seen = 0;
+  for (size_t i = 0; d && i < d->n && n < KVS_MAX_POOLS; i++, n++) {
+    const uint8_t *u = d->uuid[i];
+    memset(&v[n], 0, sizeof v[n]);
+    snprintf(v[n].device, sizeof v[n].device, "cuda:%d", d->ordinal[i]);
+    snprintf(v[n].uuid, sizeof v[n].uuid,
+             "GPU-%02x%02x%02x%02x-%02x%02x-%02x%02x-%02x%02x-%02x%02x%02x%02x%02x%02x", u[0], u[1],
+             u[2], u[3], u[4], u[5], u[6], u[7], u[8], u[9], u[10], u[11], u[12], u[13], u[14],
+             u[15]);
+    kvs__ops_store_stats(d->store[i], &v[n].stats);
+    host_seen |= d->store[i] == env->store;
+  }
+  if (!host_seen && n < KVS_MAX_POOLS) {
+    memset(&v[n], 0, sizeof v[n]);
+    kvs__ops_store_stats(env->store, &v[n].stats);
+    snprintf(v[n].device, sizeof v[n].device, "%s", v[n].stats.backend);
+    n++;
+  }
+  return n;
+}
+
 static void list_cb(const kvs__space_key *k, uint64_t blocks, uint64_t pinned, uint64_t seqs,
                     void *arg)
 {
@@ -572,8 +622,13 @@ static void op_stats(const kvs__ops_env *env, kvs__sess_state *st, kvs__rep *rep
 {
   memset(&rep->stats, 0, sizeof rep->stats);
   if (st->admin) {
-    kvs__ops_store_stats(env->store, &rep->stats);
+    kvs__ops_all_stats(env, &rep->stats);
     if (env->server_stats) env->server_stats(env->arg, &rep->stats);
+    kvs_pool_stats *v = calloc(KVS_MAX_POOLS, sizeof *v);
+    if (v) { /* the totals still go out without them */
+      rep->pools = v;
+      rep->n_pools = pool_stats(env, v);
+    }
     return;
   }
   kvs__stats all;

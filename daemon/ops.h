@@ -87,6 +87,8 @@ int kvs__ops_run(const kvs__ops_env *env, kvs__sess_state *st, const kvs__req *r
 void kvs__ops_rep_free(kvs__rep *rep);
 /* The store's own stats into the wire struct (the admin view). */
 void kvs__ops_store_stats(const kvs__store *store, kvs__stats *st);
+/* The same summed over every pool (the host pool and each GPU's). */
+void kvs__ops_all_stats(const kvs__ops_env *env, kvs__stats *st);
 /* The hello reply could not be sent: back to the state before hello. */
 void kvs__ops_hello_undo(kvs__sess_state *st);
 /* Reply to a request the decoder refused (unknown op, bad value): rep

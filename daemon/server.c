@@ -192,7 +192,7 @@ static void server_status(kvs__server *s)
 {
   kvs__stats st;
   memset(&st, 0, sizeof st);
-  kvs__ops_store_stats(s->store, &st);
+  kvs__ops_all_stats(&s->sess.env, &st);
   unsigned pct = st.pool_bytes ? (unsigned)(st.pool_used_bytes * 100 / st.pool_bytes) : 0;
   kvs__sd_notifyf("STATUS=serving %llu sessions, pool %u%% used (%s)",
                   (unsigned long long)s->sess.n, pct, s->backend_name);

@@ -234,6 +234,15 @@ typedef struct kvs_stats {
   char backend[16];       /* "host" or "cuda" */
 } kvs_stats;
 
+/* One pool's counters (kvs_admin_pools): each GPU's pool, and the host
+ * pool where one is open. The store fields of stats are this pool's; the
+ * daemon-wide ones (sessions, uptime, the Redis tier) are 0. */
+typedef struct kvs_pool_stats {
+  char device[16];        /* "host" or "cuda:ORDINAL" (the daemon's numbering) */
+  char uuid[48];          /* "GPU-xxxxxxxx-xxxx-...", "" for the host pool */
+  kvs_stats stats;
+} kvs_pool_stats;
+
 /* One cache space (namespace + model + settings). */
 typedef struct kvs_space_info {
   char ns[64];            /* "uid:1000" or "shared" */
@@ -265,6 +274,10 @@ int kvs_admin_connect(kvs_admin **out, const char *path);
 void kvs_admin_close(kvs_admin *a); /* accepts NULL */
 int kvs_admin_ping(kvs_admin *a);
 int kvs_admin_stats(kvs_admin *a, kvs_stats *st);
+/* The totals of kvs_admin_stats (over every pool) and one entry per pool;
+ * *v is malloc'd (free() it). A data-socket client that is not an admin
+ * gets its namespace's totals and no pools (*n = 0). */
+int kvs_admin_pools(kvs_admin *a, kvs_stats *total, kvs_pool_stats **v, size_t *n);
 /* *v is malloc'd (free() it; NULL when *n is 0). */
 int kvs_admin_list(kvs_admin *a, kvs_space_info **v, size_t *n);
 int kvs_admin_profiles(kvs_admin *a, kvs_profile_info **v, size_t *n);

@@ -553,14 +553,14 @@ enum {
   PK_POLICY, PK_PFN, PK_OUTLIERS, PK_PROFILE, PK_SINK_LAYER, PK_SINK_CHANNELS,
   PK_QUANTIZED, PK_SINKS, PK_SEQ_LEN, PK_CACHED, PK_STATS, PK_SPACES, PK_PROFILES,
   PK_EVICTED, PK_FALLBACK, PK_V_GROUP, PK_SEG_KIND, PK_DEV_SEG_SIZE, PK_TEXT,
-  PK_TABLE_BYTES, PK_FDS, PK_MORE, PK__COUNT
+  PK_TABLE_BYTES, PK_FDS, PK_MORE, PK_POOLS, PK__COUNT
 };
 static const char *const rep_keys[PK__COUNT] = {
   "id", "err", "session", "seg_size", "group", "k_bits", "v_bits",
   "policy", "pfn", "outliers", "profile", "sink_layer", "sink_channels",
   "quantized", "sinks", "seq_len", "cached", "stats", "spaces", "profiles",
   "evicted", "fallback", "v_group", "seg_kind", "dev_seg_size", "text",
-  "table_bytes", "fds", "more",
+  "table_bytes", "fds", "more", "pools",
 };
 
 enum {
@@ -739,6 +739,25 @@ static int decode_err(const msgpack_object *o, kvs__rep *rep, char *errmsg)
   return 0;
 }
 
+/* One entry of a stats reply's pools. */
+enum { PO_DEVICE, PO_UUID, PO_STATS, PO__COUNT };
+static const char *const pool_keys[PO__COUNT] = {"device", "uuid", "stats"};
+
+static int decode_pool(const msgpack_object *o, kvs_pool_stats *p, char *errmsg)
+{
+  const msgpack_object *s[PO__COUNT];
+  int r;
+  if ((r = collect(&o->via.map, pool_keys, PO__COUNT, s, "pools.", errmsg)) < 0)
+    return r;
+  if (!s[PO_DEVICE] || !s[PO_STATS])
+    return missing("pools.", s[PO_DEVICE] ? "stats" : "device", errmsg);
+  if ((r = get_strbuf(s[PO_DEVICE], "pools.device", p->device, sizeof p->device, errmsg)) < 0)
+    return r;
+  if (s[PO_UUID] && (r = get_strbuf(s[PO_UUID], "pools.uuid", p->uuid, sizeof p->uuid, errmsg)) < 0)
+    return r;
+  return decode_stats(s[PO_STATS], &p->stats, errmsg);
+}
+
 static int decode_rep_fields(const char *buf, size_t len, const msgpack_object **s,
                              kvs__rep *rep, char *errmsg)
 {
@@ -811,6 +830,19 @@ static int decode_rep_fields(const char *buf, size_t len, const msgpack_object *
       if ((r = decode_space(&s[PK_SPACES]->via.array.ptr[i], &rep->spaces[i], errmsg)) < 0)
         return r;
   }
+  if (s[PK_POOLS]) {
+    void *v;
+    if (s[PK_POOLS]->type == MSGPACK_OBJECT_ARRAY && s[PK_POOLS]->via.array.size > KVS_MAX_POOLS)
+      return fail(errmsg, -E2BIG, "pools has %u entries, limit %u", s[PK_POOLS]->via.array.size,
+                  KVS_MAX_POOLS);
+    if ((r = get_maps(s[PK_POOLS], "pools", sizeof(kvs_pool_stats), &v, &rep->n_pools,
+                      errmsg)) < 0)
+      return r;
+    rep->pools = v;
+    for (uint32_t i = 0; i < rep->n_pools; i++)
+      if ((r = decode_pool(&s[PK_POOLS]->via.array.ptr[i], &rep->pools[i], errmsg)) < 0)
+        return r;
+  }
   if (s[PK_PROFILES]) {
     void *v;
     if ((r = get_maps(s[PK_PROFILES], "profiles", sizeof(kvs_profile_info), &v,
@@ -875,6 +907,9 @@ void kvs__rep_free(kvs__rep *rep)
   free(rep->profiles);
   rep->profiles = NULL;
   rep->n_profiles = 0;
+  free(rep->pools);
+  rep->pools = NULL;
+  rep->n_pools = 0;
   free(rep->text);
   rep->text = NULL;
   rep->text_len = 0;

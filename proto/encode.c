@@ -215,9 +215,8 @@ int kvs__encode_req(const kvs__req *req, char **out, size_t *len)
 #define ONE(f) +1
 #define STATS_U64_COUNT (0 KVS__STATS_U64(ONE))
 
-static void enc_stats(enc *e, const kvs__stats *s)
+static void enc_stats_map(enc *e, const kvs__stats *s)
 {
-  key(e, "stats");
   e->fail |= msgpack_pack_map(&e->pk, STATS_U64_COUNT + 2) != 0;
 #define X(f) kv_u64(e, #f, s->f);
   KVS__STATS_U64(X)
@@ -226,6 +225,25 @@ static void enc_stats(enc *e, const kvs__stats *s)
   key(e, "backend");
   e->fail |= msgpack_pack_str_with_body(&e->pk, s->backend,
                                         strnlen(s->backend, sizeof(s->backend))) != 0;
+}
+
+static void enc_stats(enc *e, const kvs__stats *s)
+{
+  key(e, "stats");
+  enc_stats_map(e, s);
+}
+
+static void enc_pools(enc *e, const kvs_pool_stats *v, uint32_t n)
+{
+  key(e, "pools");
+  e->fail |= msgpack_pack_array(&e->pk, n) != 0;
+  for (uint32_t i = 0; i < n; i++) {
+    e->fail |= msgpack_pack_map(&e->pk, 3) != 0;
+    kv_str(e, "device", v[i].device);
+    kv_str(e, "uuid", v[i].uuid);
+    key(e, "stats");
+    enc_stats_map(e, &v[i].stats);
+  }
 }
 
 static void enc_spaces(enc *e, const kvs_space_info *v, uint32_t n)
@@ -293,7 +311,11 @@ int kvs__encode_rep(const kvs__rep *rep, char **out, size_t *len)
     break;
   case KVS_OP_PUT: n += 3; break;
   case KVS_OP_LOOKUP: n += 2; break;
-  case KVS_OP_STATS: n += 1; break;
+  case KVS_OP_STATS:
+    if (rep->n_pools > KVS_MAX_POOLS || (rep->n_pools && !rep->pools))
+      return -EINVAL;
+    n += 1 + (rep->n_pools ? 1 : 0);
+    break;
   case KVS_OP_LIST:
     if (rep->n_spaces > KVS_MAX_LIST_ITEMS || (rep->n_spaces && !rep->spaces))
       return -EINVAL;
@@ -354,6 +376,8 @@ int kvs__encode_rep(const kvs__rep *rep, char **out, size_t *len)
     break;
   case KVS_OP_STATS:
     enc_stats(&e, &rep->stats);
+    if (rep->n_pools)
+      enc_pools(&e, rep->pools, rep->n_pools);
     break;
   case KVS_OP_LIST:
     enc_spaces(&e, rep->spaces, rep->n_spaces);

@@ -107,6 +107,8 @@ typedef kvs_stats kvs__stats;
 
 /* Most entries in one list or profiles reply (keeps it under KVS_MAX_FRAME). */
 #define KVS_MAX_LIST_ITEMS 2048u
+/* Most pools in a stats reply: a host pool and 16 GPUs (daemon/devlist.h). */
+#define KVS_MAX_POOLS 17u
 
 /* Replies. */
 typedef struct kvs__rep {
@@ -134,8 +136,10 @@ typedef struct kvs__rep {
   uint32_t seq_len;        /* put/lookup: tokens now held for seq */
   /* lookup */
   uint32_t cached;         /* leading tokens cached, whole blocks */
-  /* stats */
+  /* stats (pools: admins only, malloc'd, freed by kvs__rep_free) */
   kvs__stats stats;
+  kvs_pool_stats *pools;
+  uint32_t n_pools;
   /* list, profiles: typed arrays (malloc'd; kvs__rep_free frees them) */
   kvs_space_info *spaces;
   uint32_t n_spaces;

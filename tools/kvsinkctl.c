@@ -135,18 +135,53 @@ static void text_str(const char *str, size_t cap)
 
 static double ratio(uint64_t a, uint64_t b) { return b ? (double)a / (double)b : 0.0; }
 
-static void print_stats(const kvs_stats *s, int json)
+/* The counters of a stats object, without its braces. */
+static void json_fields(const kvs_stats *s)
+{
+#define J(f) printf("\"" #f "\":%" PRIu64 ",", s->f);
+  KVS_STATS_U64_FIELDS(J)
+#undef J
+  printf("\"spaces\":%u,\"backend\":", s->spaces);
+  json_cstr(s->backend, sizeof s->backend);
+}
+
+/* One line per pool (each GPU's, the host's): where the K/V went. */
+static void print_pools(const kvs_pool_stats *v, size_t n)
+{
+  for (size_t i = 0; i < n; i++) {
+    const kvs_stats *s = &v[i].stats;
+    fputs("pool ", stdout);
+    text_str(v[i].device, sizeof v[i].device);
+    if (v[i].uuid[0]) {
+      putchar(' ');
+      text_str(v[i].uuid, sizeof v[i].uuid);
+    }
+    printf(": %" PRIu64 " / %" PRIu64 " bytes used (%.1f%%), %" PRIu64 " blocks (%" PRIu64
+           " pinned), puts / gets %" PRIu64 " / %" PRIu64 ", bytes in/out %" PRIu64 " / %" PRIu64
+           ", %" PRIu64 " seqs\n",
+           s->pool_used_bytes, s->pool_bytes, 100.0 * ratio(s->pool_used_bytes, s->pool_bytes),
+           s->blocks_used, s->blocks_pinned, s->puts, s->gets, s->bytes_in, s->bytes_out, s->seqs);
+  }
+}
+
+static void print_stats(const kvs_stats *s, const kvs_pool_stats *pv, size_t np, int json)
 {
   double hit = ratio(s->lookup_hit_tokens, s->lookup_tokens);
   double cr = ratio(s->stored_raw_bytes, s->stored_bytes);
   if (json) {
     putchar('{');
-#define J(f) printf("\"" #f "\":%" PRIu64 ",", s->f);
-    KVS_STATS_U64_FIELDS(J)
-#undef J
-    printf("\"spaces\":%u,\"backend\":", s->spaces);
-    json_cstr(s->backend, sizeof s->backend);
-    printf(",\"hit_rate\":%.6f,\"compression_ratio\":%.6f}\n", hit, cr);
+    json_fields(s);
+    printf(",\"hit_rate\":%.6f,\"compression_ratio\":%.6f,\"pools\":[", hit, cr);
+    for (size_t i = 0; i < np; i++) {
+      printf("%s{\"device\":", i ? "," : "");
+      json_cstr(pv[i].device, sizeof pv[i].device);
+      fputs(",\"uuid\":", stdout);
+      json_cstr(pv[i].uuid, sizeof pv[i].uuid);
+      putchar(',');
+      json_fields(&pv[i].stats);
+      putchar('}');
+    }
+    puts("]}");
     return;
   }
   fputs("backend        ", stdout);
@@ -173,6 +208,7 @@ static void print_stats(const kvs_stats *s, int json)
   printf("outliers kept  %" PRIu64 "\n", s->outliers_kept);
   printf("sessions       %" PRIu64 " now, %" PRIu64 " total; %" PRIu64 " seqs; %u spaces\n",
          s->sessions, s->sessions_total, s->seqs, s->spaces);
+  print_pools(pv, np);
   printf("uptime         %" PRIu64 " s\n", s->uptime_s);
   if (s->remote_connected || s->remote_errors || s->remote_dropped || s->remote_bytes_out ||
       s->remote_latency_count)
@@ -330,10 +366,11 @@ int main(int argc, char **argv)
   kvs_stats st;
   kvs_space_info *sv = NULL;
   kvs_profile_info *pv = NULL;
+  kvs_pool_stats *pools = NULL;
   size_t n = 0;
   switch (k) {
   case 0: r = kvs_admin_ping(a); break;
-  case 1: r = kvs_admin_stats(a, &st); break;
+  case 1: r = kvs_admin_pools(a, &st, &pools, &n); break;
   case 2: r = kvs_admin_list(a, &sv, &n); break;
   case 3: r = kvs_admin_profiles(a, &pv, &n); break;
   case 4: r = kvs_admin_evict(a, &evicted); break;
@@ -348,7 +385,7 @@ int main(int argc, char **argv)
   } else {
     switch (k) {
     case 0: puts("ok"); break;
-    case 1: print_stats(&st, json); break;
+    case 1: print_stats(&st, pools, n, json); break;
     case 2: print_list(sv, n, json); break;
     case 3: print_profiles(pv, n, json); break;
     case 4: printf("evicted %" PRIu64 " blocks\n", evicted); break;
@@ -363,6 +400,7 @@ int main(int argc, char **argv)
   free(text);
   free(sv);
   free(pv);
+  free(pools);
   kvs_admin_close(a);
   return rc;
 }

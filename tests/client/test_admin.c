@@ -113,16 +113,54 @@ START_TEST(profiles_stats_evict)
   ck_assert_int_eq(kvs_admin_stats(adm, &s), 0);
   ck_assert_mem_eq(&s, &st.stats, sizeof s);
 
-  kvs__rep ev = {.op = KVS_OP_EVICT, .id = 3, .evicted = 77};
+  /* per pool: handed over with the totals */
+  kvs_pool_stats pl[2];
+  memset(pl, 0, sizeof pl);
+  strcpy(pl[0].device, "cuda:0");
+  strcpy(pl[0].uuid, "GPU-00000000-0000-0000-0000-000000000001");
+  pl[0].stats.puts = 5;
+  strcpy(pl[0].stats.backend, "cuda");
+  strcpy(pl[1].device, "cuda:1");
+  pl[1].stats.gets = 6;
+  st.id = 3;
+  st.pools = pl;
+  st.n_pools = 2;
+  queue(&st);
+  kvs_pool_stats *pv = NULL;
+  size_t np = 0;
+  ck_assert_int_eq(kvs_admin_pools(adm, &s, &pv, &np), 0);
+  ck_assert_mem_eq(&s, &st.stats, sizeof s);
+  ck_assert_uint_eq(np, 2);
+  ck_assert_mem_eq(pv, pl, sizeof pl);
+  free(pv);
+  st.pools = NULL;
+  st.n_pools = 0;
+  /* a daemon of no pools (an older one, or a data client's view) */
+  st.id = 4;
+  queue(&st);
+  pv = (kvs_pool_stats *)1;
+  ck_assert_int_eq(kvs_admin_pools(adm, &s, &pv, &np), 0);
+  ck_assert_ptr_null(pv);
+  ck_assert_uint_eq(np, 0);
+  ck_assert_int_eq(kvs_admin_pools(adm, &s, NULL, &np), -EINVAL);
+  /* the encoder keeps to the limit the decoder enforces */
+  kvs_pool_stats many[KVS_MAX_POOLS + 1];
+  memset(many, 0, sizeof many);
+  kvs__rep big = {.op = KVS_OP_STATS, .id = 14, .pools = many, .n_pools = KVS_MAX_POOLS + 1};
+  char *buf;
+  size_t len;
+  ck_assert_int_eq(kvs__encode_rep(&big, &buf, &len), -EINVAL);
+
+  kvs__rep ev = {.op = KVS_OP_EVICT, .id = 5, .evicted = 77};
   queue(&ev);
   uint64_t evicted = 0;
   ck_assert_int_eq(kvs_admin_evict(adm, &evicted), 0);
   ck_assert_uint_eq(evicted, 77);
 
-  kvs__rep ok = {.op = KVS_OP_PING, .id = 4};
+  kvs__rep ok = {.op = KVS_OP_PING, .id = 6};
   queue(&ok);
   ck_assert_int_eq(kvs_admin_ping(adm), 0);
-  ok.id = 5;
+  ok.id = 7;
   queue(&ok);
   ck_assert_int_eq(kvs_admin_reload(adm), 0);
 }

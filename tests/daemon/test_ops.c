@@ -444,6 +444,7 @@ START_TEST(list_and_stats_by_namespace)
   ck_assert_uint_eq(rep.stats.pool_bytes, 0);
   ck_assert_uint_eq(rep.stats.uptime_s, 7);
   ck_assert_str_eq(rep.stats.backend, "host");
+  ck_assert_uint_eq(rep.n_pools, 0); /* pools are the admin's view */
   ck_assert_int_eq(run(&b, &rq, &rep), 0);
   ck_assert_uint_eq(rep.stats.spaces, 1);
   ck_assert_uint_eq(rep.stats.seqs, 0);
@@ -452,9 +453,90 @@ START_TEST(list_and_stats_by_namespace)
   ck_assert_uint_eq(rep.stats.sessions, 3);
   ck_assert_uint_gt(rep.stats.pool_bytes, 0);
   ck_assert_uint_eq(rep.stats.puts, 1);
+  ck_assert_uint_eq(rep.n_pools, 1); /* the host pool */
+  ck_assert_str_eq(rep.pools[0].device, "host");
+  ck_assert_str_eq(rep.pools[0].uuid, "");
+  ck_assert_uint_eq(rep.pools[0].stats.puts, 1);
+  ck_assert_uint_eq(rep.pools[0].stats.pool_bytes, rep.stats.pool_bytes);
+  kvs__ops_rep_free(&rep);
   kvs__sess_free(&a);
   kvs__sess_free(&b);
   kvs__sess_free(&adm);
+}
+END_TEST
+
+/* Two pools as a daemon with two GPUs has them (a second host store
+ * stands in for the second GPU's: the choice and the stats are the same
+ * code): a client naming GPU 1 by UUID is served by its pool, one naming
+ * none by the first; admin stats sum them and list each. */
+START_TEST(stats_per_pool)
+{
+  kvs__store *store2;
+  kvs__store_opts o = {.pool_bytes = 8u << 20, .max_pending = cfg.max_pending_tokens};
+  ck_assert_int_eq(kvs__store_init(&store2, &o), 0);
+  kvs__devset ds;
+  memset(&ds, 0, sizeof ds);
+  ds.n = 2;
+  ds.ordinal[0] = 0;
+  ds.ordinal[1] = 1;
+  ds.store[0] = store;
+  ds.store[1] = store2;
+  for (int i = 0; i < 16; i++) {
+    ds.uuid[0][i] = (uint8_t)i;
+    ds.uuid[1][i] = (uint8_t)(0xa0 + i);
+  }
+  env.devs = &ds;
+  kvs__sess_state g1, g0, adm;
+  sess(&g1, 1000, 0);
+  sess(&g0, 1000, 0);
+  sess(&adm, 0, 1);
+  kvs__req rq = mkhello();
+  rq.hello.has_gpu = 1;
+  memcpy(rq.hello.gpu_uuid, ds.uuid[1], 16);
+  ck_assert_int_eq(run(&g1, &rq, NULL), 0);
+  ck_assert_ptr_eq(g1.store, store2);
+  hello(&g0);
+  ck_assert_ptr_eq(g0.store, store);
+  uint32_t tok[64];
+  rq = mkput(1, 0, 40, tok);
+  ck_assert_int_eq(run(&g1, &rq, NULL), 0);
+  rq = mkput(2, 0, 40, tok);
+  ck_assert_int_eq(run(&g1, &rq, NULL), 0);
+  rq = mkput(3, 0, 8, tok);
+  ck_assert_int_eq(run(&g0, &rq, NULL), 0);
+  kvs__rep rep;
+  rq = mkreq(KVS_OP_STATS);
+  ck_assert_int_eq(run(&adm, &rq, &rep), 0);
+  ck_assert_uint_eq(rep.stats.puts, 3);
+  ck_assert_uint_eq(rep.stats.pool_bytes, rep.pools[0].stats.pool_bytes +
+                                              rep.pools[1].stats.pool_bytes);
+  ck_assert_uint_eq(rep.n_pools, 2); /* the host store is GPU 0's here */
+  ck_assert_str_eq(rep.pools[0].device, "cuda:0");
+  ck_assert_str_eq(rep.pools[1].device, "cuda:1");
+  ck_assert_str_eq(rep.pools[0].uuid, "GPU-00010203-0405-0607-0809-0a0b0c0d0e0f");
+  ck_assert_str_eq(rep.pools[1].uuid, "GPU-a0a1a2a3-a4a5-a6a7-a8a9-aaabacadaeaf");
+  ck_assert_uint_eq(rep.pools[0].stats.puts, 1);
+  ck_assert_uint_eq(rep.pools[1].stats.puts, 2);
+  ck_assert_uint_eq(rep.pools[1].stats.seqs, 2);
+  ck_assert_uint_eq(rep.pools[1].stats.blocks_used, NL * (40 / cfg.group_size)); /* shared */
+  /* on the wire and back */
+  char *buf;
+  size_t len;
+  ck_assert_int_eq(kvs__encode_rep(&rep, &buf, &len), 0);
+  kvs__rep back;
+  memset(&back, 0, sizeof back);
+  char em[KVS_MAX_ERRMSG];
+  ck_assert_int_eq(kvs__decode_rep(buf + 4, len - 4, &back, em), 0);
+  ck_assert_uint_eq(back.n_pools, 2);
+  ck_assert_mem_eq(back.pools, rep.pools, 2 * sizeof *rep.pools);
+  kvs__rep_free(&back);
+  free(buf);
+  kvs__ops_rep_free(&rep);
+  kvs__sess_free(&g1);
+  kvs__sess_free(&g0);
+  kvs__sess_free(&adm);
+  env.devs = NULL;
+  kvs__store_close(store2);
 }
 END_TEST
 
@@ -604,6 +686,7 @@ int main(void)
   tcase_add_test(tc, error_text_is_printable);
   tcase_add_test(tc, profiles_typed);
   tcase_add_test(tc, table_checks);
+  tcase_add_test(tc, stats_per_pool);
   suite_add_tcase(s, tc);
   SRunner *sr = srunner_create(s);
   srunner_run_all(sr, CK_NORMAL);

@@ -39,6 +39,16 @@ for d in cuda:0 cuda:1; do
   if [ -n "$blocks" ] && [ "$blocks" -gt 0 ]; then echo "PASS: pool $d holds $blocks blocks"
   else echo "FAIL: pool $d holds no blocks ($blocks)"; rc=1; fi
 done
+# kvsinkctl stats: one line per GPU pool, each having taken puts
+"$b/tools/kvsinkctl" --admin-socket "$tmp/s.admin.sock" stats > "$tmp/stats" 2>&1 ||
+  { echo "FAIL: kvsinkctl stats"; rc=1; }
+grep '^pool ' "$tmp/stats"
+for d in cuda:0 cuda:1; do
+  uuid=$(nvidia-smi --query-gpu=uuid --format=csv,noheader -i "${d#cuda:}" | tr -d ' ')
+  if grep -Eq "^pool $d $uuid: .*puts / gets [1-9][0-9]* / [1-9]" "$tmp/stats"; then
+    echo "PASS: kvsinkctl stats shows pool $d ($uuid) with its puts and gets"
+  else echo "FAIL: kvsinkctl stats has no line for pool $d ($uuid) with puts and gets"; rc=1; fi
+done
 # both clients were served device segments, each by its own GPU
 grep -c 'device segment' "$tmp/log" | sed 's/^/log lines naming device segments: /'
 grep -i 'session.*device segment\|dev_seg\|seg_kind' "$tmp/log" | head -6

@@ -52,7 +52,7 @@ list=$(as_nobody timeout 30 "$CTL" --socket "$SOCK" list) || fail "nobody's list
 echo "$list" | grep -q "^ns=uid:$NOBODY " || fail "nobody must see its space: $list"
 echo "$list" | grep -q "^ns=uid:0 " && fail "nobody must not see root's space: $list"
 as_nobody timeout 30 "$CTL" --socket "$SOCK" stats --json |
-  python3 -c 'import json,sys; d=json.load(sys.stdin); assert d["spaces"] == 1 and d["pool_bytes"] == 0, d' ||
+  python3 -c 'import json,sys; d=json.load(sys.stdin); assert d["spaces"] == 1 and d["pool_bytes"] == 0 and d["pools"] == [], d' ||
   fail "nobody's stats must cover its namespace only"
 # the admin socket is closed to it
 as_nobody timeout 30 "$CTL" --admin-socket "$ADM" ping 2>/dev/null
