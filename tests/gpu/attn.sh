@@ -10,6 +10,8 @@
 # 3. attn_test bench: 2/3/4 bits x contexts 4k..128k x batch 1/8/64;
 # 4. when PyTorch is present, fp16 SDPA on the same shapes, then the table
 #    with speedups and the bytes-read limits (OUTDIR/attn_table.md).
+# ATTN_ONLY=BITS:T:B benches one case; ATTN_BUILD_ONLY=DIR only builds
+# (the program lands in DIR), e.g. for ncu.
 # Writes OUTDIR/attn_check.txt, attn_kvsink.csv, attn_sdpa.csv, attn_table.md.
 # Exit status: non-zero when the check finds a mismatch.
 set -eu
@@ -37,6 +39,8 @@ wait
 $NVCC $ARCH -o "$bld/attn_test" "$bld/attn_test.o" "$bld/quant.cu.o" "$bld/attn.cu.o" \
   "$bld/ref_half.o" "$bld/ref_quant.o" "$bld/ref_attn.o" -lm
 echo "built attn_test"
+# ATTN_BUILD_ONLY=DIR: keep the program in DIR and stop (profiling runs)
+if [ -n "${ATTN_BUILD_ONLY:-}" ]; then mkdir -p "$ATTN_BUILD_ONLY" && cp "$bld/attn_test" "$ATTN_BUILD_ONLY/"; exit 0; fi
 
 rc=0
 "$bld/attn_test" check 2>&1 | tee "$out/attn_check.txt" || true

@@ -314,6 +314,10 @@ static int bench(const char *csv)
   /* the grid without outliers; then 2 and 4 bits with 1 % outliers at
    * 32k x 8 (their cost: each KV head's CUDA block scans a row's list) */
   struct cfg { uint32_t bits, permille; bool grid; };
+  /* ATTN_ONLY=BITS:T:B runs that case alone (for a profiler) */
+  unsigned only_bits = 0, only_T = 0, only_B = 0;
+  const char *ov = getenv("ATTN_ONLY");
+  const bool only = ov && sscanf(ov, "%u:%u:%u", &only_bits, &only_T, &only_B) == 3;
   const cfg cfgs[] = {{bits_[0], 0, true}, {bits_[1], 0, true}, {bits_[2], 0, true}, {2, 10, false}, {4, 10, false}};
   for (const cfg &cf : cfgs) {
     const uint32_t bits = cf.bits;
@@ -330,6 +334,7 @@ static int bench(const char *csv)
     for (uint32_t T : Ts)
       for (uint32_t B : Bs) {
         if (!cf.grid && (T != 32768 || B != 8)) continue;
+        if (only && (only_bits != bits || only_T != T || only_B != B || cf.permille)) continue;
         const uint32_t nb = T / G - 1, T1 = nb * G + NRES; /* a 31-token residual, as mid-group decoding has */
         const size_t nblk = (size_t)nb * B;
         /* pool: blocks, one sink row per sequence (token 0, PFN-1), its
