@@ -33,6 +33,40 @@
 
 #include "kernels/attn_dev.cuh"
 
+/* Dynamic shared memory of kvs_attn_kernel<GQ> raised past 48 KiB once
+ * per device (the call costs host time on every step otherwise;
+ * idempotent, so a race between threads only repeats it). */
+template <int GQ>
+static int at_smem_attr(size_t smem)
+{
+  static size_t smem_set[64];
+  int dev = 0;
+  if (smem <= 48u * 1024u) return 0;
+  if (cudaGetDevice(&dev) != cudaSuccess) { cudaGetLastError(); return -EIO; }
+  if (dev >= 0 && dev < 64 && smem <= smem_set[dev]) return 0;
+  if (cudaFuncSetAttribute(kvs_attn_kernel<GQ>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem) !=
+      cudaSuccess) {
+    cudaGetLastError();
+    return -EIO;
+  }
+  if (dev >= 0 && dev < 64) smem_set[dev] = smem;
+  return 0;
+}
+
+/* CUDA blocks of kvs_attn_kernel<GQ> an SM runs at once. */
+template <int GQ>
+static int at_per_sm(const at_args &a, int *nb)
+{
+  const size_t smem = at_smem(a, GQ);
+  if (at_smem_attr<GQ>(smem)) return -EIO;
+  if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(nb, kvs_attn_kernel<GQ>, AT_NT, smem) != cudaSuccess) {
+    cudaGetLastError();
+    return -EIO;
+  }
+  if (*nb < 1) *nb = 1;
+  return 0;
+}
+
 extern "C" int kvs__cuda_attn_make_plan(const kvs__attn_shape *s, uint32_t n_seqs, uint32_t max_tokens,
                                    kvs__cuda_attn_plan *pl)
 {
@@ -44,8 +78,17 @@ extern "C" int kvs__cuda_attn_make_plan(const kvs__attn_shape *s, uint32_t n_seq
     cudaGetLastError();
     return -EIO;
   }
+  int per_sm = 1, rc;
+  switch (s->n_q_heads / s->n_kv_heads) {
+  case 1: rc = at_per_sm<1>(a, &per_sm); break;
+  case 2: rc = at_per_sm<2>(a, &per_sm); break;
+  case 4: rc = at_per_sm<4>(a, &per_sm); break;
+  default: rc = at_per_sm<8>(a, &per_sm); break;
+  }
+  if (rc) return rc;
   uint32_t span, splits;
-  if (at_plan(a, n_seqs, s->n_kv_heads, max_tokens, (uint32_t)nsm, &span, &splits)) return -EINVAL;
+  if (at_plan(a, n_seqs, s->n_kv_heads, max_tokens, (uint32_t)nsm * (uint32_t)per_sm, &span, &splits))
+    return -EINVAL;
   pl->n_seqs = n_seqs;
   pl->max_tokens = max_tokens;
   pl->span = span;
@@ -60,22 +103,7 @@ static int at_launch(const at_args &a, uint32_t nkv, uint32_t n_seqs, cudaStream
                      const float *q, float *ws_acc, float *ws_ml, int *d_status)
 {
   const size_t smem = at_smem(a, GQ);
-  /* raised once per device and kernel (the size only grows): the call
-   * costs host time on every step otherwise. Idempotent, so a race between
-   * threads only repeats it. */
-  static size_t smem_set[64];
-  int dev = 0;
-  if (smem > 48u * 1024u) {
-    if (cudaGetDevice(&dev) != cudaSuccess) { cudaGetLastError(); return -EIO; }
-    if (dev < 0 || dev >= 64 || smem > smem_set[dev]) {
-      if (cudaFuncSetAttribute(kvs_attn_kernel<GQ>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem) !=
-          cudaSuccess) {
-        cudaGetLastError();
-        return -EIO;
-      }
-      if (dev >= 0 && dev < 64) smem_set[dev] = smem;
-    }
-  }
+  if (at_smem_attr<GQ>(smem)) return -EIO;
   dim3 grid(a.splits, nkv, n_seqs);
   kvs_attn_kernel<GQ><<<grid, AT_NT, smem, st>>>(a, seqs, q, ws_acc, ws_ml, d_status);
   return cudaGetLastError() == cudaSuccess ? 0 : -EIO;

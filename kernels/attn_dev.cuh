@@ -19,8 +19,8 @@
 #define AT_PB 8     /* tokens whose loads are issued together */
 #endif
 #ifndef AT_MINB
-#define AT_MINB 3   /* CUDA blocks per SM the registers must allow (g <= 4): 3 keeps
-                     * the g = 4 kernel free of spills on sm_90 */
+#define AT_MINB 4   /* CUDA blocks per SM the registers must allow (g <= 4): 4 (128
+                     * registers) keeps the g = 4 kernel free of spills on sm_90; 5 spills */
 #endif
 
 struct at_args {
@@ -59,6 +59,31 @@ static __device__ __forceinline__ void unpack(uint32_t x, float f[8])
 {
 #pragma unroll
   for (int e = 0; e < 8; e++) f[e] = cf((x >> (B * e)) & ((1u << B) - 1u));
+}
+
+/* The fast paths' unpacking (B = 2 or 4): the octet's codes as
+ * 1 + code / 2^B, two per half2 (low: code e, high: code e + 4), each
+ * pair moved to the top of the mantissa of 1.0 by one shift and one
+ * masked OR, then widened; where the codes meet their scales the 2^B and
+ * the 1 are folded in (kscales1, v_phase). Two integer operations per
+ * pair instead of two per code plus a subtraction, and no cancellation
+ * worse than the codes' own range (the 1 is at most 2^B - 1 codes' worth). */
+template <int B> struct at_pack1 { static constexpr bool ok = B == 2 || B == 4; };
+template <int B>
+static __device__ __forceinline__ void unpack1(uint32_t x, float f[8])
+{
+  if (B == 2) x = (x & 0xffu) | ((x & 0xff00u) << 8); /* codes 0-3: bits 0-7, 4-7: bits 16-23 */
+  constexpr int top = 10 - B; /* the code's lowest bit in a half's mantissa */
+  constexpr uint32_t m = ((1u << B) - 1u) << top, mask = m | (m << 16);
+#pragma unroll
+  for (int e = 0; e < 4; e++) {
+    const int sh = top - B * e;
+    uint32_t y = sh >= 0 ? x << sh : x >> -sh;
+    y = (y & mask) | 0x3c003c00u;
+    const float2 v = __half22float2(*reinterpret_cast<const __half2 *>(&y));
+    f[e] = v.x;
+    f[e + 4] = v.y;
+  }
 }
 
 /* The 8 codes of the octet at channel c0 of a row, as floats. B = 16
@@ -144,6 +169,25 @@ static __device__ __forceinline__ void kscales(const at_args &a, const uint8_t *
   }
 }
 
+/* kscales for codes unpacked as 1 + code / 2^B: w' = 2^B w and
+ * qm' = qm - sum w', so that qm' + w' . (1 + code / 2^B) = qm + w . code. */
+template <int GQ, int B>
+static __device__ __forceinline__ void kscales1(const at_args &a, const uint8_t *data, uint32_t c0, uint32_t lc,
+                                                const float *qs, float (&w)[GQ][8], float (&qm)[GQ])
+{
+  kscales<GQ>(a, data, c0, lc, qs, w, qm);
+#pragma unroll
+  for (int h = 0; h < GQ; h++) {
+    float sum = 0.f;
+#pragma unroll
+    for (int e = 0; e < 8; e++) {
+      w[h][e] *= (float)(1u << B);
+      sum += w[h][e];
+    }
+    qm[h] -= sum;
+  }
+}
+
 /* The common case of a slice: TPS tokens, all quantized rows of one block
  * (no sink among them), width up to 4. Returns the block's view there. */
 template <int B>
@@ -170,13 +214,16 @@ static __device__ __forceinline__ void k_phase(const at_args &a, const kvs__attn
   const uint32_t tb = ct0 + s * AT_TPS, nbt = S.n_blocks * a.G;
   if (tb >= t1) return;
   const uint32_t n = min((uint32_t)AT_TPS, t1 - tb);
-  float *rd = red + (size_t)(s * AT_TPS) * a.rs + o * GQ; /* token i: rd + i * rs */
+  /* red [token][h][octet]: a warp's 16 octets write 16 consecutive words
+   * (no bank conflicts); token i, head h: rd[i * rs + h * no] */
+  float *rd = red + (size_t)(s * AT_TPS) * a.rs + o;
   at_cur cur = {0xffffffffu, {nullptr, nullptr, 0}};
   float w[GQ][8], qm[GQ];
   if (slice_fast<KB>(a, S, tb, t1, cur)) {
     const uint8_t *data = (const uint8_t *)cur.v.data;
     const uint8_t *row = data + a.kcodes + (size_t)(tb - cur.b * a.G) * a.kstride;
-    kscales<GQ>(a, data, c0, lc, qs, w, qm);
+    if constexpr (at_pack1<KB>::ok) kscales1<GQ, KB>(a, data, c0, lc, qs, w, qm);
+    else kscales<GQ>(a, data, c0, lc, qs, w, qm);
     /* loads of a batch all in flight before the first is used */
 #pragma unroll
     for (int i0 = 0; i0 < AT_TPS; i0 += PB) {
@@ -186,13 +233,14 @@ static __device__ __forceinline__ void k_phase(const at_args &a, const kvs__attn
 #pragma unroll
       for (int i = 0; i < PB; i++) {
         float x[8];
-        unpack<KB4>(bits[i], x);
+        if constexpr (at_pack1<KB>::ok) unpack1<KB4>(bits[i], x);
+        else unpack<KB4>(bits[i], x);
 #pragma unroll
         for (int h = 0; h < GQ; h++) {
           float acc = qm[h];
 #pragma unroll
           for (int e = 0; e < 8; e++) acc = fmaf(w[h][e], x[e], acc);
-          rd[(i0 + i) * a.rs + h] = acc;
+          rd[(i0 + i) * a.rs + h * a.no] = acc;
         }
       }
     }
@@ -229,7 +277,7 @@ static __device__ __forceinline__ void k_phase(const at_args &a, const kvs__attn
         }
       }
 #pragma unroll
-      for (int h = 0; h < GQ; h++) rd[i * a.rs + h] = part[h];
+      for (int h = 0; h < GQ; h++) rd[i * a.rs + h * a.no] = part[h];
     }
   }
   if constexpr (KB != 16) {
@@ -249,7 +297,7 @@ static __device__ __forceinline__ void k_phase(const at_args &a, const kvs__attn
                    (float)code * f16f(((const uint16_t *)(k.data + a.kscale))[c]);
         float dx = h2f((uint16_t)(en >> 16), a.dt) - dq;
 #pragma unroll
-        for (int h = 0; h < GQ; h++) rd[i * a.rs + h] += qs[h * a.D + (c - j * a.D)] * dx;
+        for (int h = 0; h < GQ; h++) rd[i * a.rs + h * a.no] += qs[h * a.D + (c - j * a.D)] * dx;
       }
     }
   }
@@ -289,14 +337,28 @@ static __device__ __forceinline__ void v_phase(const at_args &a, const kvs__attn
 #pragma unroll
       for (int i = 0; i < PB; i++) {
         float x[8];
-        unpack<VB4>(bits[i], x);
-        const float scf = f16f(sc[i]), mnf = f16f(mn[i]);
+        const float mnf = f16f(mn[i]);
+        if constexpr (at_pack1<VB>::ok) {
+          /* x = 1 + code / 2^B: q = 2^B p scale, and the 1's share off the bias */
+          unpack1<VB4>(bits[i], x);
+          const float scf = f16f(sc[i]) * (float)(1u << VB);
 #pragma unroll
-        for (int h = 0; h < GQ; h++) {
-          const float p = pp[(i0 + i) * GQ + h], q = p * scf;
-          bias[h] = fmaf(p, mnf, bias[h]);
+          for (int h = 0; h < GQ; h++) {
+            const float p = pp[(i0 + i) * GQ + h], q = p * scf;
+            bias[h] = fmaf(p, mnf, bias[h]) - q;
 #pragma unroll
-          for (int e = 0; e < 8; e++) acc[h][e] = fmaf(q, x[e], acc[h][e]);
+            for (int e = 0; e < 8; e++) acc[h][e] = fmaf(q, x[e], acc[h][e]);
+          }
+        } else {
+          unpack<VB4>(bits[i], x);
+          const float scf = f16f(sc[i]);
+#pragma unroll
+          for (int h = 0; h < GQ; h++) {
+            const float p = pp[(i0 + i) * GQ + h], q = p * scf;
+            bias[h] = fmaf(p, mnf, bias[h]);
+#pragma unroll
+            for (int e = 0; e < 8; e++) acc[h][e] = fmaf(q, x[e], acc[h][e]);
+          }
         }
       }
     }
@@ -435,7 +497,7 @@ kvs_attn_kernel(at_args a, const kvs__attn_seq *seqs, const float *q, float *ws_
 #pragma unroll
       for (int h = 0; h < GQ; h++) {
         float sc = 0.f;
-        for (uint32_t o = 0; o < a.no; o++) sc += red[tk * a.rs + o * GQ + h];
+        for (uint32_t o = 0; o < a.no; o++) sc += red[tk * a.rs + h * a.no + o];
         sc = in ? sc : -INFINITY;
         ps[tk * GQ + h] = sc;
         lmax[h] = fmaxf(lmax[h], sc);
@@ -553,21 +615,31 @@ static int at_fill(const kvs__attn_shape *s, at_args *a)
   return 0;
 }
 
-/* Spans: enough CUDA blocks for about four per SM, spans of whole chunks. */
-static int at_plan(const at_args &a, uint32_t n_seqs, uint32_t n_kv, uint32_t max_tokens, uint32_t nsm,
+/* Spans: the CUDA blocks of every (sequence, KV head) pair and split
+ * run `slots` at a time (blocks per SM x SMs); among split counts, the one
+ * whose whole waves x span (in chunks, plus half a chunk for a block's own
+ * start and end) is least, ties to fewer splits (less to combine). A last
+ * wave that is mostly empty costs as much as a full one. */
+static int at_plan(const at_args &a, uint32_t n_seqs, uint32_t n_kv, uint32_t max_tokens, uint32_t slots,
                    uint32_t *span_out, uint32_t *splits_out)
 {
   const uint64_t pairs = (uint64_t)(n_seqs ? n_seqs : 1) * n_kv;
-  uint64_t want = (4u * (uint64_t)nsm + pairs - 1u) / pairs;
-  if (want < 1) want = 1;
-  uint64_t span = (max_tokens + want - 1u) / want;
-  span = (span + a.ct - 1u) / a.ct * a.ct;
-  if (span < a.ct) span = a.ct;
-  uint64_t splits = (max_tokens + span - 1u) / span;
-  if (splits < 1) splits = 1;
-  if (splits > 65535u || span > 0xffffffffu) return -EINVAL;
+  const uint64_t chunks = max_tokens ? ((uint64_t)max_tokens + a.ct - 1u) / a.ct : 1u;
+  if (!slots) slots = 1;
+  uint64_t best_span = chunks, best_splits = 1;
+  double best = -1.0;
+  const uint64_t most = chunks < 65535u ? chunks : 65535u;
+  for (uint64_t s = 1; s <= most; s++) {
+    const uint64_t span = (chunks + s - 1u) / s, n = (chunks + span - 1u) / span;
+    if (n != s) continue; /* the same split as a smaller s */
+    const uint64_t waves = (pairs * n + slots - 1u) / slots;
+    const double cost = (double)waves * ((double)span + 0.5);
+    if (best < 0 || cost < best) { best = cost; best_span = span; best_splits = n; }
+  }
+  const uint64_t span = best_span * a.ct;
+  if (span > 0xffffffffu) return -EINVAL;
   *span_out = (uint32_t)span;
-  *splits_out = (uint32_t)splits;
+  *splits_out = (uint32_t)best_splits;
   return 0;
 }
 

@@ -153,7 +153,7 @@ int main(int argc, char **argv)
     at_args a;
     if (at_fill(&sh, &a)) { printf("at_fill refused\n"); return 1; }
     /* split as kvs__cuda_attn_make_plan does on an H100 (132 SMs) */
-    if (at_plan(a, n, tc.kvh, maxt, 132, &a.span, &a.splits)) { printf("FAIL: plan\n"); return 1; }
+    if (at_plan(a, n, tc.kvh, maxt, 132 * 3, &a.span, &a.splits)) { printf("FAIL: plan\n"); return 1; }
     size_t parts = (size_t)n * a.nq * a.splits;
     std::vector<float> ws(parts * (2 + tc.d), NAN);
     int st = 0;
