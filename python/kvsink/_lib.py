@@ -109,8 +109,16 @@ def _declare(lib):
                                      c.c_uint32, c.c_size_t, c.c_size_t]),
         "kvs_last_error": (c.c_char_p, [c.c_void_p]),
     }
+    optional = ("kvs_connect_device", "kvs_device_segment", "kvs_put_device", "kvs_get_device")
+    lib.has_device = True
     for name, (res, args) in sigs.items():
-        f = getattr(lib, name)
+        try:
+            f = getattr(lib, name)
+        except AttributeError:
+            if name not in optional:
+                raise
+            lib.has_device = False  # a libkvsink older than device segments
+            continue
         f.restype = res
         f.argtypes = args
     return lib

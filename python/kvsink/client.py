@@ -162,6 +162,8 @@ class Client:
             opts.salt_len = len(sb)
         h = ctypes.c_void_p()
         sp = socket.encode() if socket else None
+        if want_dev is not None and not lib.has_device:
+            want_dev = None  # this libkvsink predates device segments: host segment
         if want_dev is None:
             r = lib.kvs_connect(ctypes.byref(h), sp, ctypes.byref(cm), ctypes.byref(opts))
         else:
@@ -403,7 +405,7 @@ class Client:
             self._fill_args(args, seq, start + s, toks[s:e], lb + l0, lb + l1, kvb, c)
             with self._gpu():
                 self._check(L.lib().kvs_put(h, ctypes.byref(args), ctypes.byref(out)), "put")
-            self._count_put(out, res, t, 2 * kvb + 4 * t * c)
+            self._count_put(out, res, t if l0 == 0 else 0, 2 * kvb + 4 * t * c)
         self._stats["sinks"] += res["sinks"]
         self._stats["quantized"] += res["quantized"]
         return res
@@ -457,7 +459,7 @@ class Client:
                 self._fill_args(args, seq, start + s, toks[s:e], lb + l0, lb + l1, kvb, c)
                 self._check(L.lib().kvs_put_device(h, ctypes.byref(args), ctypes.byref(out)),
                             "put")
-                self._count_put(out, res, t, 2 * kvb + 4 * t * c)
+                self._count_put(out, res, t if l0 == 0 else 0, 2 * kvb + 4 * t * c)
                 self._stats["device_puts"] += 1
         self._stats["sinks"] += res["sinks"]
         self._stats["quantized"] += res["quantized"]
@@ -522,7 +524,7 @@ class Client:
             k[l0:l1, s:e] = seg16[:kvb // 2].reshape(cl, t, m.n_kv_heads, m.head_dim)
             v[l0:l1, s:e] = seg16[kvb // 2:].reshape(cl, t, m.n_kv_heads, m.head_dim)
             self._stats["gets"] += 1
-            self._stats["tokens_got"] += t
+            self._stats["tokens_got"] += t if l0 == 0 else 0  # once per token
             self._stats["bytes_out"] += 2 * kvb
         if target is None:
             if m.dtype == "float16":
@@ -565,7 +567,7 @@ class Client:
                 self._busy.record(stream)
                 self._stats["gets"] += 1
                 self._stats["device_gets"] += 1
-                self._stats["tokens_got"] += t
+                self._stats["tokens_got"] += t if l0 == 0 else 0  # once per token
                 self._stats["bytes_out"] += 2 * kvb
         return out
 

@@ -3,21 +3,24 @@
 # The kvsink Python package with Hugging Face transformers, on the GPU
 # machine (CI has no transformers):
 #   tests/gpu/transformers.sh BUILDDIR [OUTDIR]
-# BUILDDIR: a build with the shared libkvsink (client/.libs/libkvsink.so.0)
-# and daemon/kvsinkd; libuv/msgpack/systemd .so files the machine lacks go
-# in BUILDDIR/libs. Python: $KVSINK_PYTHON (default python3) with torch and
-# transformers; pytest is not needed. E.g. prepared on the build host:
-#   mkdir build-py && cd build-py && ../configure --with-cuda=no --enable-systemd=no &&
-#   make -j2 && mkdir libs && cp -L /lib/x86_64-linux-gnu/libuv.so.1 \
-#     /lib/x86_64-linux-gnu/libmsgpackc.so.2 client/.libs/libkvsink.so.0 libs/
-# (libs/ holds real files, in case symbolic links do not travel)
-# then on the GPU machine: GPU=host sh tests/gpu/transformers.sh build-py
+# BUILDDIR: daemon/kvsinkd, tools/kvsink-calibrate and the shared libkvsink
+# (libs/libkvsink.so.0 or client/.libs/libkvsink.so.0; built with CUDA for
+# device segments); .so files the machine lacks in BUILDDIR/libs. One step
+# on the build host makes such a BUILDDIR, .gpu/ (under the 64 MiB carry):
+#   sh tests/gpu/build.sh
+# then on the GPU machine (carry .gpu):
+#   GPU=cuda:0 sh tests/gpu/transformers.sh .gpu "$OUT/t"
+# (GPU=host: a host-pool daemon, CUDA tensors then staged.) Python:
+# $KVSINK_PYTHON (default python3) with torch and transformers; pytest is
+# not needed. The pool is $POOL (default 8G: the bigger model's prompts).
 # 1. tests/python/transformers_checks.py against a private kvsinkd (device
-#    $GPU, default auto): 16-bit generate() equals transformers' own cache,
-#    a bound prefix continues the same, the 2-bit kvsink policy gets its
-#    summary, and a second process reuses the first one's prefix with a
-#    lower time to first token (printed with the prefix length);
-# 2. the package's client tests when pytest is there (CUDA tensors staged).
+#    $GPU, default auto): CUDA tensors through the device segment (GPU=cuda*:
+#    required), 16-bit generate() equals transformers' own cache, a bound
+#    prefix continues the same, the 2-bit kvsink policy gets its summary, a
+#    second process reuses the tiny model's prefix (TTFT printed), and the
+#    TTFT with and without a reused prefix on a random-weight 24-layer LLaMA
+#    (two processes; fails if reuse does not lower it);
+# 2. the package's client tests when pytest is there.
 set -u
 top=$(cd "$(dirname "$0")/../.." && pwd)
 b=$(cd "${1:?usage: transformers.sh BUILDDIR [OUTDIR]}" && pwd)
@@ -41,7 +44,11 @@ top_srcdir=$top top_builddir=$b
 . "$top/tests/lib/daemon.sh"
 cp "$top/models/kvsink-tiny/kvsink.profile" "$PROFILES/"
 daemon_conf
-KVSINKD_DEVICE=${GPU:-auto} start_daemon
+KVSINKD_DEVICE=${GPU:-auto} start_daemon --pool-size "${POOL:-8G}"
+# a daemon with a pool on this GPU must give the Python client a device
+# segment (a libkvsink built without CUDA would not ask)
+case ${GPU:-auto} in cuda*|all) export KVSINK_EXPECT_DEVICE_SEGMENT=1 ;; esac
+grep -i 'device\|pool' "$LOG" | head -n 5
 rc=0
 KVSINK_SOCKET=$SOCK "$PY" "$top/tests/python/transformers_checks.py" 2>&1 | tee "$out/checks.log"
 grep -q '^FAIL' "$out/checks.log" && rc=1
