@@ -205,7 +205,8 @@ def check_client_device_segment(sock, model=None):
         assert torch.equal(k2, k) and torch.equal(v2, v)
         st = c.stats()
         if os.environ.get("KVSINK_EXPECT_DEVICE_SEGMENT") == "1":
-            assert c.info["seg_device"], "no device segment from a kvsinkd on this GPU"
+            assert c.info["seg_device"], ("no device segment from a kvsinkd on this GPU (a "
+                                          "libkvsink built without CUDA? tests/gpu/build.sh)")
             assert st["staged_copies"] == 0 and st["device_puts"] == st["puts"], st
             assert st["device_gets"] == st["gets"], st
         return "seg_device %s (%d MiB), device puts %d gets %d, staged %d" % (
