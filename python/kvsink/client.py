@@ -86,6 +86,60 @@ class _CudaArray:
                                              strides=None, version=3)
 
 
+class _DLDevice(ctypes.Structure):
+    _fields_ = [("device_type", ctypes.c_int32), ("device_id", ctypes.c_int32)]
+
+
+class _DLDataType(ctypes.Structure):
+    _fields_ = [("code", ctypes.c_uint8), ("bits", ctypes.c_uint8), ("lanes", ctypes.c_uint16)]
+
+
+class _DLTensor(ctypes.Structure):
+    _fields_ = [("data", ctypes.c_void_p), ("device", _DLDevice), ("ndim", ctypes.c_int32),
+                ("dtype", _DLDataType), ("shape", ctypes.POINTER(ctypes.c_int64)),
+                ("strides", ctypes.POINTER(ctypes.c_int64)), ("byte_offset", ctypes.c_uint64)]
+
+
+class _DLManagedTensor(ctypes.Structure):
+    _fields_ = [("dl_tensor", _DLTensor), ("manager_ctx", ctypes.c_void_p),
+                ("deleter", ctypes.c_void_p)]
+
+
+_DLTENSOR_NAME = b"dltensor"
+_KDL_CPU, _KDL_CUDA = 1, 2
+
+
+def _dlpack_bytes(ptr, size, device_type, device_id):
+    """size bytes at ptr as a torch uint8 tensor through a DLPack capsule
+    (the device named, not looked up from the pointer). Returns (tensor,
+    keep): keep holds the structures the tensor points to (no deleter)."""
+    shape = (ctypes.c_int64 * 1)(size)
+    m = _DLManagedTensor()
+    m.dl_tensor.data = ptr
+    m.dl_tensor.device = _DLDevice(device_type, device_id)
+    m.dl_tensor.ndim = 1
+    m.dl_tensor.dtype = _DLDataType(1, 8, 1)  # kDLUInt, 8 bits
+    m.dl_tensor.shape = shape
+    new = ctypes.pythonapi.PyCapsule_New
+    new.restype, new.argtypes = ctypes.py_object, [ctypes.c_void_p, ctypes.c_char_p,
+                                                   ctypes.c_void_p]
+    cap = new(ctypes.addressof(m), _DLTENSOR_NAME, None)
+    return torch.utils.dlpack.from_dlpack(cap), (m, shape)
+
+
+def _wrap_device_segment(ptr, size, device):
+    """The device segment as a torch uint8 tensor on device, wrapped in
+    place: __cuda_array_interface__ (torch asks the driver which GPU the
+    pointer is on), else DLPack (the GPU named). (tensor, keep)."""
+    try:
+        t, keep = torch.as_tensor(_CudaArray(ptr, size), device=device), None
+    except (RuntimeError, TypeError, ValueError):
+        t, keep = _dlpack_bytes(ptr, size, _KDL_CUDA, device.index)
+    if t.data_ptr() != ptr or t.device != device or t.numel() != size:
+        raise RuntimeError("torch did not wrap the device segment in place (%s)" % t.device)
+    return t, keep
+
+
 def _cuda_device(device):
     """device= of Client as a torch.device("cuda", i), or None for the host
     segment only. "auto": the current CUDA device when torch has one."""
@@ -191,16 +245,14 @@ class Client:
         size = ctypes.c_size_t()
         ptr = lib.kvs_segment(self._c, ctypes.byref(size))
         self._seg = np.ctypeslib.as_array((ctypes.c_uint8 * size.value).from_address(ptr))
-        self._dseg, self.device, self._busy = None, None, None
+        self._dseg, self._dseg_keep, self.device, self._busy = None, None, None, None
         if self._want_dev is None:
             return
         dsize = ctypes.c_size_t()
         dptr = lib.kvs_device_segment(self._c, ctypes.byref(dsize))
         if not dptr or not dsize.value:
             return  # the daemon gave a host segment only: tensors are staged
-        seg = torch.as_tensor(_CudaArray(dptr, dsize.value), device=self._want_dev)
-        if seg.data_ptr() != dptr or seg.device != self._want_dev:
-            raise RuntimeError("torch did not wrap the device segment in place (%s)" % seg.device)
+        seg, self._dseg_keep = _wrap_device_segment(dptr, dsize.value, self._want_dev)
         self._dseg, self.device = seg, self._want_dev
 
     # ---- lifecycle ----
@@ -208,7 +260,7 @@ class Client:
         if self._c is not None:
             if self._busy is not None:
                 self._busy.synchronize()  # no copy may read the segment after unmap
-            self._seg = self._dseg = self._busy = None
+            self._seg = self._dseg = self._dseg_keep = self._busy = None
             L.lib().kvs_close(self._c)
             self._c = None
 

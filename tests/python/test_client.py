@@ -283,3 +283,24 @@ def test_cuda_tensors_device_segment(sock, model_id):
             assert c.path_for(k) == "device" and c.path_for(k.cpu()) == "host"
         else:
             assert c.device is None and st["staged_copies"] == 4 and st["device_puts"] == 0
+
+
+def test_dlpack_wrap_in_place(sock, model_id):
+    # the fallback that wraps the device segment when torch cannot place a
+    # __cuda_array_interface__ pointer, tried here on the host segment: the
+    # tensor is the segment's memory itself (what the daemon wrote, there)
+    torch = pytest.importorskip("torch")
+    from kvsink import client as kc
+    m = kvsink.Model(model_id, L, H, D)
+    with kvsink.Client(m, sock, bits=16) as c:
+        k, v = kv(10, seed=10)
+        c.put(1, 0, range(10), k, v)
+        c.get(1, 0, 10)  # leaves K then V at the start of the segment
+        ptr = c._seg.ctypes.data
+        t, keep = kc._dlpack_bytes(ptr, len(c._seg), kc._KDL_CPU, 0)
+        assert t.data_ptr() == ptr and t.numel() == len(c._seg) and t.dtype == torch.uint8
+        n = k.size
+        assert np.array_equal(t[:2 * n].view(torch.float16).numpy(), k.reshape(-1))
+        t[:2].zero_()
+        assert c._seg[0] == 0 and c._seg[1] == 0
+        del t, keep
