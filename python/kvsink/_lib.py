@@ -20,6 +20,8 @@ KVS_EMODEL = -4002
 KVS_ESEGMENT = -4003
 KVS_ENAN = -4004
 KVS_ERECONNECTED = -4005
+# token ids in one put or lookup (proto/proto.h KVS_MAX_TOKENS_PER_PUT; not in kvsink.h)
+MAX_TOKENS_PER_PUT = 8192
 
 DTYPE_F16 = 1
 DTYPE_BF16 = 2

@@ -372,7 +372,7 @@ class Client:
         lb, le = layers
         return int(lb), int(le)
 
-    def _plan(self, nl, n, act_channels, seg_bytes, call):
+    def _plan(self, nl, n, act_channels, seg_bytes, call, max_tokens=None):
         """Pieces (l0, l1, s, e, with_act) of nl layers x n tokens whose K, V
         (and summary, carried by the first layer piece) fit seg_bytes:
         all layers and as many tokens as fit, else as many layers as fit
@@ -392,6 +392,8 @@ class Client:
             act = l0 == 0 and per_act > 0
             per = per_kv * (l1 - l0) + (per_act if act else 0)
             step = max(n, 1) if per == 0 else seg_bytes // per
+            if max_tokens:
+                step = min(step, max_tokens)
             if step == 0:
                 raise KVSinkError(-28, "one token does not fit the %d-byte segment" % seg_bytes,
                                   call)
@@ -444,7 +446,8 @@ class Client:
         ch = 0 if ab is None else ab.shape[1]
         res = dict(quantized=0, sinks=0, seq_len=0)
         args, out = L.PutArgs(), L.PutResult()
-        for l0, l1, s, e, with_act in self._plan(nl, n, ch, len(self._seg), "put"):
+        for l0, l1, s, e, with_act in self._plan(nl, n, ch, len(self._seg), "put",
+                                                      L.MAX_TOKENS_PER_PUT):
             t, cl = e - s, l1 - l0
             kvb = self.kv_bytes(t, 0, cl) if cl else 0
             c = ch if with_act else 0
@@ -496,7 +499,8 @@ class Client:
             stream = torch.cuda.current_stream(self.device)
             if self._busy is not None:
                 stream.wait_event(self._busy)  # our reads of the segment come first
-            for l0, l1, s, e, with_act in self._plan(nl, n, ch, seg.numel(), "put"):
+            for l0, l1, s, e, with_act in self._plan(nl, n, ch, seg.numel(), "put",
+                                                          L.MAX_TOKENS_PER_PUT):
                 t, cl = e - s, l1 - l0
                 kvb = cl * t * shape[2] * shape[3] * 2
                 c = ch if with_act else 0

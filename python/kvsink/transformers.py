@@ -208,7 +208,10 @@ class KVSinkCache(DynamicCache):
         ids = [int(t) for t in torch.as_tensor(input_ids).reshape(-1).tolist()]
         if len(ids) < 2:
             return 0
-        n = self.client.lookup(self.seq, ids[:len(ids) - 1], bind=True)
+        # one lookup carries at most MAX_TOKENS_PER_PUT ids: longer prompts
+        # bind at most that much
+        n = self.client.lookup(self.seq, ids[:min(len(ids) - 1, kvsink._lib.MAX_TOKENS_PER_PUT)],
+                               bind=True)
         if n == 0:
             return 0
         dev = device if device is not None else getattr(input_ids, "device", None)

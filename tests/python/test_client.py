@@ -304,3 +304,17 @@ def test_dlpack_wrap_in_place(sock, model_id):
         t[:2].zero_()
         assert c._seg[0] == 0 and c._seg[1] == 0
         del t, keep
+
+
+def test_put_longer_than_one_request_allows(sock, model_id):
+    # a put carries at most 8192 token ids: 9000 tokens that fit the segment
+    # still go as two puts
+    m = kvsink.Model(model_id, 1, 1, 8)
+    r = np.random.default_rng(11)
+    k = r.standard_normal((1, 9000, 1, 8)).astype(np.float16)
+    v = r.standard_normal((1, 9000, 1, 8)).astype(np.float16)
+    with kvsink.Client(m, sock, bits=16) as c:
+        assert c.put(1, 0, np.arange(9000) % 8000, k, v)["seq_len"] == 9000
+        assert c.stats()["puts"] == 2
+        k2, v2 = c.get(1, 0, 9000)
+        assert np.array_equal(k2, k) and np.array_equal(v2, v)
