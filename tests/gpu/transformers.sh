@@ -37,11 +37,21 @@ KVSINK_LIBRARY=$b/client/.libs/libkvsink.so.0
 export KVSINK_LIBRARY PYTHONDONTWRITEBYTECODE=1
 PY=${KVSINK_PYTHON:-python3}
 [ -e "$KVSINK_LIBRARY" ] || { echo "FAIL: $KVSINK_LIBRARY missing (configure with shared libraries)"; exit 1; }
-"$PY" -c 'import torch, transformers, numpy' || { echo "FAIL: $PY lacks torch/transformers/numpy"; exit 1; }
-"$PY" -c 'import torch, transformers; print("torch", torch.__version__, "transformers", transformers.__version__, "cuda", torch.cuda.is_available())'
+LD_LIBRARY_PATH= "$PY" -c 'import torch, transformers, numpy' || { echo "FAIL: $PY lacks torch/transformers/numpy"; exit 1; }
+LD_LIBRARY_PATH= "$PY" -c 'import torch, transformers; print("torch", torch.__version__, "transformers", transformers.__version__, "cuda", torch.cuda.is_available())'
 
 top_srcdir=$top top_builddir=$b
 . "$top/tests/lib/daemon.sh"
+# Python gets only libkvsink and what it needs from BUILDDIR/libs on its
+# library path: the other carried copies (liblzma, libsystemd, libcudart,
+# ...) are for kvsinkd and must not replace the Python stack's own
+PYLIBS=$T/pylibs
+mkdir -p "$PYLIBS"
+cp -L "$KVSINK_LIBRARY" "$PYLIBS/libkvsink.so.0"
+ldd "$KVSINK_LIBRARY" | awk '$2 == "=>" && $3 ~ /^\// {print $3}' | while read -r so; do
+  case $so in "$b"/*) cp -L "$so" "$PYLIBS/" ;; esac
+done
+KVSINK_LIBRARY=$PYLIBS/libkvsink.so.0
 cp "$top/models/kvsink-tiny/kvsink.profile" "$PROFILES/"
 daemon_conf
 KVSINKD_DEVICE=${GPU:-auto} start_daemon --pool-size "${POOL:-8G}"
@@ -49,16 +59,19 @@ KVSINKD_DEVICE=${GPU:-auto} start_daemon --pool-size "${POOL:-8G}"
 # segment (a libkvsink built without CUDA would not ask)
 case ${GPU:-auto} in cuda*|all) export KVSINK_EXPECT_DEVICE_SEGMENT=1 ;; esac
 grep -i 'device\|pool' "$LOG" | head -n 5
-rc=0
-KVSINK_SOCKET=$SOCK "$PY" "$top/tests/python/transformers_checks.py" 2>&1 | tee "$out/checks.log"
-grep -q '^FAIL' "$out/checks.log" && rc=1
-grep -q '^PASS' "$out/checks.log" || rc=1
-if "$PY" -c 'import pytest' 2>/dev/null; then
-  KVSINK_SOCKET=$SOCK PYTHONPATH="$top/python" "$PY" -m pytest -q -p no:cacheprovider -rs \
-    "$top/tests/python/test_client.py" > "$out/pytest.log" 2>&1 || { rc=1; tail -n 30 "$out/pytest.log"; }
+status=0
+KVSINK_SOCKET=$SOCK LD_LIBRARY_PATH=$PYLIBS KVSINK_LIBRARY=$KVSINK_LIBRARY \
+  "$PY" "$top/tests/python/transformers_checks.py" 2>&1 | tee "$out/checks.log"
+grep -q '^FAIL' "$out/checks.log" && status=1
+grep -q '^PASS' "$out/checks.log" || status=1
+if LD_LIBRARY_PATH= "$PY" -c 'import pytest' 2>/dev/null; then
+  KVSINK_SOCKET=$SOCK LD_LIBRARY_PATH=$PYLIBS KVSINK_LIBRARY=$KVSINK_LIBRARY \
+    PYTHONPATH="$top/python" "$PY" -m pytest -q -p no:cacheprovider -rs \
+    "$top/tests/python/test_client.py" > "$out/pytest.log" 2>&1 || { status=1; tail -n 30 "$out/pytest.log"; }
   tail -n 3 "$out/pytest.log"
 else
   echo "SKIP: client tests (no pytest for $PY)"
 fi
-stop_daemon || rc=1
-exit $rc
+stop_daemon || status=1
+if [ $status -eq 0 ]; then echo "transformers.sh: all passed"; else echo "transformers.sh: FAILED (logs in $out)"; fi
+exit $status
