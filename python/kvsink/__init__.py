@@ -1,7 +1,8 @@
 # SPDX-License-Identifier: MIT
 """kvsink: the Python client of the kvsink KV cache service (kvsinkd),
 over libkvsink through ctypes. See python/README.md."""
-from kvsink._lib import KVS_EMODEL, KVS_ENAN, KVS_ESEGMENT, KVS_EVERSION  # noqa: F401
+from kvsink._lib import (KVS_EMODEL, KVS_ENAN, KVS_ERECONNECTED, KVS_ESEGMENT,  # noqa: F401
+                         KVS_EVERSION)
 from kvsink.client import Client, KVSinkError, Model  # noqa: F401
 
 

@@ -19,6 +19,9 @@ KVS_EVERSION = -4001
 KVS_EMODEL = -4002
 KVS_ESEGMENT = -4003
 KVS_ENAN = -4004
+KVS_ERECONNECTED = -4005
+# token ids in one put or lookup (proto/proto.h KVS_MAX_TOKENS_PER_PUT; not in kvsink.h)
+MAX_TOKENS_PER_PUT = 8192
 
 DTYPE_F16 = 1
 DTYPE_BF16 = 2
@@ -43,7 +46,9 @@ class Info(ctypes.Structure):
                 ("group", ctypes.c_uint32), ("k_bits", ctypes.c_int), ("v_bits", ctypes.c_int),
                 ("pfn", ctypes.c_int), ("policy", ctypes.c_int), ("outliers", ctypes.c_float),
                 ("has_profile", ctypes.c_int), ("sink_layer", ctypes.c_uint32),
-                ("n_sink_channels", ctypes.c_uint32), ("sink_channels", ctypes.c_uint32 * 64)]
+                ("n_sink_channels", ctypes.c_uint32), ("sink_channels", ctypes.c_uint32 * 64),
+                ("v_group", ctypes.c_uint32), ("policy_fallback", ctypes.c_int),
+                ("seg_device", ctypes.c_int), ("dev_seg_size", ctypes.c_size_t)]
 
 
 class PutArgs(ctypes.Structure):
@@ -97,10 +102,25 @@ def _declare(lib):
                               c.c_uint32, c.c_size_t, c.c_size_t]),
         "kvs_release": (c.c_int, [c.c_void_p, c.c_uint64]),
         "kvs_ping": (c.c_int, [c.c_void_p]),
+        # device segments (libkvsink(3) DEVICE SEGMENTS)
+        "kvs_connect_device": (c.c_int, [P(c.c_void_p), c.c_char_p, P(Model), P(Options),
+                                         c.c_size_t]),
+        "kvs_device_segment": (c.c_void_p, [c.c_void_p, P(c.c_size_t)]),
+        "kvs_put_device": (c.c_int, [c.c_void_p, P(PutArgs), P(PutResult)]),
+        "kvs_get_device": (c.c_int, [c.c_void_p, c.c_uint64, c.c_uint32, c.c_uint32, c.c_uint32,
+                                     c.c_uint32, c.c_size_t, c.c_size_t]),
         "kvs_last_error": (c.c_char_p, [c.c_void_p]),
     }
+    optional = ("kvs_connect_device", "kvs_device_segment", "kvs_put_device", "kvs_get_device")
+    lib.has_device = True
     for name, (res, args) in sigs.items():
-        f = getattr(lib, name)
+        try:
+            f = getattr(lib, name)
+        except AttributeError:
+            if name not in optional:
+                raise
+            lib.has_device = False  # a libkvsink older than device segments
+            continue
         f.restype = res
         f.argtypes = args
     return lib

@@ -4,10 +4,22 @@ libkvsink), with numpy arrays and torch tensors in and out.
 
 K and V are [layers][tokens][kv_heads][head_dim] in the model's 16-bit
 dtype (kvsink.h); the activation summary is float32 [tokens][channels],
-channels as info["sink_channels"]. Tensors go through the host shared
-segment; a CUDA tensor is staged through host memory (device segments
-are not in kvsink.h yet), and get(..., device=...) returns tensors there.
-Calls larger than the segment are split into several puts / gets."""
+channels as info["sink_channels"].
+
+Which way the bytes go (path_for() says it for a tensor):
+- "device": a CUDA tensor on the GPU of the session's device segment
+  (Client(..., device=...) and a daemon with a pool on that GPU): torch
+  copies it into the segment on the GPU (kvs_put_device / kvs_get_device,
+  no host copy; libkvsink(3) DEVICE SEGMENTS);
+- "host": numpy arrays and CPU tensors, through the host segment;
+- "staged": any other tensor (a CUDA tensor without a device segment: no
+  device= asked, a daemon without CUDA or without a pool on that GPU, or
+  a tensor on another GPU) goes through host memory and the host segment;
+  stats()["staged_copies"] counts these copies. A tensor without data (the
+  meta device) is refused with ValueError.
+Calls larger than the segment are split into several puts / gets, by
+tokens, and by layers when one token of every layer does not fit."""
+import contextlib
 import ctypes
 
 import numpy as np
@@ -64,21 +76,125 @@ def _is_torch(x):
     return torch is not None and isinstance(x, torch.Tensor)
 
 
+class _CudaArray:
+    """The device segment as a __cuda_array_interface__ (v3) owner, so
+    torch.as_tensor wraps it without a copy and without CuPy. No stream
+    key: libkvsink orders the segment (libkvsink(3) DEVICE SEGMENTS)."""
+
+    def __init__(self, ptr, size):
+        self.__cuda_array_interface__ = dict(shape=(size,), typestr="|u1", data=(ptr, False),
+                                             strides=None, version=3)
+
+
+class _DLDevice(ctypes.Structure):
+    _fields_ = [("device_type", ctypes.c_int32), ("device_id", ctypes.c_int32)]
+
+
+class _DLDataType(ctypes.Structure):
+    _fields_ = [("code", ctypes.c_uint8), ("bits", ctypes.c_uint8), ("lanes", ctypes.c_uint16)]
+
+
+class _DLTensor(ctypes.Structure):
+    _fields_ = [("data", ctypes.c_void_p), ("device", _DLDevice), ("ndim", ctypes.c_int32),
+                ("dtype", _DLDataType), ("shape", ctypes.POINTER(ctypes.c_int64)),
+                ("strides", ctypes.POINTER(ctypes.c_int64)), ("byte_offset", ctypes.c_uint64)]
+
+
+class _DLManagedTensor(ctypes.Structure):
+    _fields_ = [("dl_tensor", _DLTensor), ("manager_ctx", ctypes.c_void_p),
+                ("deleter", ctypes.c_void_p)]
+
+
+_DLTENSOR_NAME = b"dltensor"
+_KDL_CPU, _KDL_CUDA = 1, 2
+
+
+def _dlpack_bytes(ptr, size, device_type, device_id):
+    """size bytes at ptr as a torch uint8 tensor through a DLPack capsule
+    (the device named, not looked up from the pointer). Returns (tensor,
+    keep): keep holds the structures the tensor points to (no deleter)."""
+    shape = (ctypes.c_int64 * 1)(size)
+    m = _DLManagedTensor()
+    m.dl_tensor.data = ptr
+    m.dl_tensor.device = _DLDevice(device_type, device_id)
+    m.dl_tensor.ndim = 1
+    m.dl_tensor.dtype = _DLDataType(1, 8, 1)  # kDLUInt, 8 bits
+    m.dl_tensor.shape = shape
+    new = ctypes.pythonapi.PyCapsule_New
+    new.restype, new.argtypes = ctypes.py_object, [ctypes.c_void_p, ctypes.c_char_p,
+                                                   ctypes.c_void_p]
+    cap = new(ctypes.addressof(m), _DLTENSOR_NAME, None)
+    return torch.utils.dlpack.from_dlpack(cap), (m, shape)
+
+
+def _wrap_device_segment(ptr, size, device):
+    """The device segment as a torch uint8 tensor on device, wrapped in
+    place: __cuda_array_interface__ (torch asks the driver which GPU the
+    pointer is on), else DLPack (the GPU named). (tensor, keep)."""
+    try:
+        t, keep = torch.as_tensor(_CudaArray(ptr, size), device=device), None
+    except (RuntimeError, TypeError, ValueError):
+        t, keep = _dlpack_bytes(ptr, size, _KDL_CUDA, device.index)
+    if t.data_ptr() != ptr or t.device != device or t.numel() != size:
+        raise RuntimeError("torch did not wrap the device segment in place (%s)" % t.device)
+    return t, keep
+
+
+def _cuda_device(device):
+    """device= of Client as a torch.device("cuda", i), or None for the host
+    segment only. "auto": the current CUDA device when torch has one."""
+    if device is None:
+        return None
+    if isinstance(device, str) and device == "auto":
+        if torch is None or not torch.cuda.is_available():
+            return None
+        return torch.device("cuda", torch.cuda.current_device())
+    if torch is None:
+        raise RuntimeError("device=%r needs torch (the device segment is used from torch)"
+                           % (device,))
+    d = torch.device("cuda", device) if isinstance(device, int) else torch.device(device)
+    if d.type == "cpu":
+        return None
+    if d.type != "cuda":
+        raise ValueError("device=%r: a device segment is CUDA memory (cuda, cuda:N, N, "
+                         "'auto' or None)" % (device,))
+    if not torch.cuda.is_available():
+        raise RuntimeError("device=%r: torch sees no CUDA GPU; use device=None or 'auto' "
+                           "for the host segment" % (device,))
+    if d.index is None:
+        d = torch.device("cuda", torch.cuda.current_device())
+    if d.index >= torch.cuda.device_count():
+        raise ValueError("device=%r: torch sees %d CUDA device(s)"
+                         % (device, torch.cuda.device_count()))
+    return d
+
+
 class Client:
     """Connect to kvsinkd (socket None: $KVSINK_SOCKET or the default path).
 
     bits sets k_bits and v_bits together; 0 / None / -1 take the daemon's
     defaults. policy: "none", "pfn", "kvsink" or None. salt: bytes or str
     of at most 32 bytes; clients share cached prefixes only with equal
-    salts (as vLLM's cache_salt)."""
+    salts (as vLLM's cache_salt).
+
+    device: None (host segment only), "auto" (the current CUDA device when
+    torch has one), a CUDA ordinal, "cuda:N" or a torch.device: ask for a
+    device segment of dev_seg_size bytes (0: seg_size) on that GPU. The
+    daemon grants one when it keeps a pool on that GPU; self.device is then
+    that GPU, else None and every tensor goes through the host segment
+    (info["seg_device"] says which). Use the client from threads whose
+    CUDA context is torch's (the default)."""
 
     def __init__(self, model, socket=None, *, bits=None, k_bits=None, v_bits=None, policy=None,
-                 pfn=None, outliers=None, seg_size=0, salt=None):
+                 pfn=None, outliers=None, seg_size=0, salt=None, device=None, dev_seg_size=0):
         self._c = None
         self.model = model
+        self.device = None
+        self._dseg = None
         lib = L.lib()
         if policy not in _POLICIES:
             raise ValueError("policy must be one of none, pfn, kvsink")
+        want_dev = _cuda_device(device)
         self._mid = model.model_id.encode()
         cm = L.Model(self._mid, model.n_layers, model.n_kv_heads, model.head_dim,
                      L.DTYPE_F16 if model.dtype == "float16" else L.DTYPE_BF16)
@@ -99,22 +215,52 @@ class Client:
             ctypes.memmove(opts.salt, sb, len(sb))
             opts.salt_len = len(sb)
         h = ctypes.c_void_p()
-        r = lib.kvs_connect(ctypes.byref(h), socket.encode() if socket else None,
-                            ctypes.byref(cm), ctypes.byref(opts))
+        sp = socket.encode() if socket else None
+        if want_dev is not None and not lib.has_device:
+            want_dev = None  # this libkvsink predates device segments: host segment
+        if want_dev is None:
+            r = lib.kvs_connect(ctypes.byref(h), sp, ctypes.byref(cm), ctypes.byref(opts))
+        else:
+            # libkvsink names the GPU of the thread's current context: make
+            # it torch's primary context of want_dev (created if need be)
+            with torch.cuda.device(want_dev):
+                torch.empty(1, device=want_dev)
+                r = lib.kvs_connect_device(ctypes.byref(h), sp, ctypes.byref(cm),
+                                           ctypes.byref(opts), int(dev_seg_size))
         if r < 0:
             raise KVSinkError(r, "connecting to %s" % (socket or "the default socket"), "connect")
         self._c = h
-        size = ctypes.c_size_t()
-        ptr = lib.kvs_segment(h, ctypes.byref(size))
-        self._seg = np.ctypeslib.as_array((ctypes.c_uint8 * size.value).from_address(ptr))
+        self._want_dev = want_dev
+        self._busy = None  # event after our last read of the device segment
+        self._map_segments()
         self._stats = dict(puts=0, gets=0, lookups=0, tokens_put=0, tokens_got=0,
                            tokens_hit=0, tokens_looked_up=0, bytes_in=0, bytes_out=0,
-                           sinks=0, quantized=0, staged_copies=0)
+                           sinks=0, quantized=0, staged_copies=0, device_puts=0,
+                           device_gets=0)
+
+    def _map_segments(self):
+        """Views of the segments (once per session: after connect and after
+        libkvsink reconnected, whose segments are new mappings)."""
+        lib = L.lib()
+        size = ctypes.c_size_t()
+        ptr = lib.kvs_segment(self._c, ctypes.byref(size))
+        self._seg = np.ctypeslib.as_array((ctypes.c_uint8 * size.value).from_address(ptr))
+        self._dseg, self._dseg_keep, self.device, self._busy = None, None, None, None
+        if self._want_dev is None:
+            return
+        dsize = ctypes.c_size_t()
+        dptr = lib.kvs_device_segment(self._c, ctypes.byref(dsize))
+        if not dptr or not dsize.value:
+            return  # the daemon gave a host segment only: tensors are staged
+        seg, self._dseg_keep = _wrap_device_segment(dptr, dsize.value, self._want_dev)
+        self._dseg, self.device = seg, self._want_dev
 
     # ---- lifecycle ----
     def close(self):
         if self._c is not None:
-            self._seg = None
+            if self._busy is not None:
+                self._busy.synchronize()  # no copy may read the segment after unmap
+            self._seg = self._dseg = self._dseg_keep = self._busy = None
             L.lib().kvs_close(self._c)
             self._c = None
 
@@ -133,6 +279,8 @@ class Client:
     def _check(self, r, call):
         if r < 0:
             msg = L.lib().kvs_last_error(self._c)
+            if r == L.KVS_ERECONNECTED:
+                self._map_segments()  # new session, new segments; the caller repeats
             raise KVSinkError(r, msg.decode(errors="replace") if msg else "", call)
         return r
 
@@ -140,6 +288,13 @@ class Client:
         if self._c is None:
             raise ValueError("kvsink client is closed")
         return self._c
+
+    def _gpu(self):
+        """The session's GPU current around a libkvsink call: its copies
+        and a reconnect's import happen in that GPU's context."""
+        if self._want_dev is None:
+            return contextlib.nullcontext()
+        return torch.cuda.device(self._want_dev)
 
     # ---- what the daemon granted ----
     @property
@@ -149,26 +304,43 @@ class Client:
                     v_bits=i.v_bits, pfn=i.pfn, policy=_POLICY_NAMES.get(i.policy, i.policy),
                     outliers=i.outliers, has_profile=bool(i.has_profile),
                     sink_layer=i.sink_layer,
-                    sink_channels=list(i.sink_channels[:i.n_sink_channels]))
+                    sink_channels=list(i.sink_channels[:i.n_sink_channels]),
+                    v_group=i.v_group, policy_fallback=bool(i.policy_fallback),
+                    seg_device=bool(i.seg_device), dev_seg_size=i.dev_seg_size)
 
     def stats(self):
-        """This client's counters (calls, tokens, bytes through the segment,
-        prefix hits, sinks and quantized tokens the daemon reported)."""
+        """This client's counters (calls, tokens, bytes through the segments,
+        prefix hits, sinks and quantized tokens the daemon reported; calls
+        through the device segment; tensors staged through host memory)."""
         return dict(self._stats)
 
     def ping(self):
-        self._check(L.lib().kvs_ping(self._handle()), "ping")
+        with self._gpu():
+            self._check(L.lib().kvs_ping(self._handle()), "ping")
 
     def kv_bytes(self, n_tokens, layer_begin=0, layer_end=None):
         le = self.model.n_layers if layer_end is None else layer_end
         return L.lib().kvs_kv_bytes(self._handle(), n_tokens, layer_begin, le)
+
+    def path_for(self, x):
+        """How put/get move x (an array, a tensor or a torch.device):
+        "device", "host" or "staged" (see the module text)."""
+        dev = x if torch is not None and isinstance(x, torch.device) else \
+            (x.device if _is_torch(x) else None)
+        if dev is None or dev.type == "cpu":
+            return "host"
+        if dev.type == "meta":
+            raise ValueError("a meta tensor has no data to move")
+        if self._dseg is not None and dev == self.device:
+            return "device"
+        return "staged"
 
     # ---- conversions ----
     def _to_bits(self, x, what):
         """x as a C-contiguous uint16 numpy array of the model dtype's bits."""
         bf = self.model.dtype == "bfloat16"
         if _is_torch(x):
-            if x.is_cuda:
+            if self.path_for(x) != "host":  # a GPU tensor through host memory
                 self._stats["staged_copies"] += 1
             want = torch.bfloat16 if bf else torch.float16
             if x.dtype != torch.int16:  # int16: the bits already
@@ -185,6 +357,9 @@ class Client:
             return _f32_to_bf16_bits(a)
         return np.ascontiguousarray(a, dtype=np.float16).view(np.uint16)
 
+    def _torch_dtype(self):
+        return torch.bfloat16 if self.model.dtype == "bfloat16" else torch.float16
+
     def _layers(self, layers):
         if layers is None:
             return 0, self.model.n_layers
@@ -197,25 +372,53 @@ class Client:
         lb, le = layers
         return int(lb), int(le)
 
-    def _chunk_tokens(self, n_layers, act_channels):
-        """Tokens per call so that K, V and the summary fit the segment."""
-        per = 2 * self.kv_bytes(1, 0, n_layers) if n_layers else 0
-        per += 4 * act_channels
-        if per == 0:
-            return 1 << 30
-        t = len(self._seg) // per
-        if t == 0:
-            raise KVSinkError(-28, "one token of %d layers does not fit the segment" % n_layers,
-                              "put")
-        return t
+    def _plan(self, nl, n, act_channels, seg_bytes, call, max_tokens=None):
+        """Pieces (l0, l1, s, e, with_act) of nl layers x n tokens whose K, V
+        (and summary, carried by the first layer piece) fit seg_bytes:
+        all layers and as many tokens as fit, else as many layers as fit
+        one token of and tokens for them."""
+        m = self.model
+        per_kv = 4 * m.n_kv_heads * m.head_dim  # K and V of one token of one layer
+        per_act = 4 * act_channels
+        lc = nl
+        if nl and per_kv * nl + per_act > seg_bytes:
+            lc = (seg_bytes - per_act) // per_kv if seg_bytes > per_act else 0
+            if lc < 1:
+                raise KVSinkError(-28, "one token of one layer does not fit the %d-byte "
+                                  "segment" % seg_bytes, call)
+        out = []
+        for l0 in range(0, max(nl, 1), max(lc, 1)):
+            l1 = min(nl, l0 + lc)
+            act = l0 == 0 and per_act > 0
+            per = per_kv * (l1 - l0) + (per_act if act else 0)
+            step = max(n, 1) if per == 0 else seg_bytes // per
+            if max_tokens:
+                step = min(step, max_tokens)
+            if step == 0:
+                raise KVSinkError(-28, "one token does not fit the %d-byte segment" % seg_bytes,
+                                  call)
+            for s in range(0, max(n, 1), step):
+                out.append((l0, l1, s, min(n, s + step), act))
+        return out
+
+    def _count_put(self, out, res, t, nbytes):
+        res["quantized"] += out.quantized
+        res["sinks"] += out.sinks
+        res["seq_len"] = out.seq_len
+        st = self._stats
+        st["puts"] += 1
+        st["tokens_put"] += t
+        st["bytes_in"] += nbytes
 
     # ---- the API ----
     def put(self, seq, start, tokens, k=None, v=None, *, layers=None, act=None):
         """Store K/V of tokens [start, start + len(tokens)) for layers (None:
         all, an int, a (begin, end) pair or a range) of sequence seq.
-        k, v: [layers][tokens][kv_heads][head_dim]; act: optional float32
-        [tokens][channels] summary. layers (lb, lb) with k = v = None
-        sends only the summary. Returns dict(quantized, sinks, seq_len)."""
+        k, v: [layers][tokens][kv_heads][head_dim] (numpy, or torch on any
+        device: CUDA tensors on the device segment's GPU go GPU to GPU);
+        act: optional float32 [tokens][channels] summary. layers (lb, lb)
+        with k = v = None sends only the summary. Returns dict(quantized,
+        sinks, seq_len)."""
         h = self._handle()
         lb, le = self._layers(layers)
         toks = np.ascontiguousarray(np.asarray(tokens, dtype=np.int64).reshape(-1), dtype=np.uint32)
@@ -223,6 +426,10 @@ class Client:
         nl = le - lb
         m = self.model
         shape = (nl, n, m.n_kv_heads, m.head_dim)
+        lead = (k, v) if nl > 0 else (act,)
+        if all(self.path_for(x) == "device" for x in lead if x is not None) and \
+                any(x is not None for x in lead):
+            return self._put_device(h, seq, start, toks, k, v, lb, le, shape, act)
         if nl > 0:
             kb, vb = self._to_bits(k, "k"), self._to_bits(v, "v")
             if kb.size != int(np.prod(shape)) or vb.size != kb.size:
@@ -232,35 +439,84 @@ class Client:
         ab = None
         if act is not None:
             if _is_torch(act):
+                if self.path_for(act) != "host":
+                    self._stats["staged_copies"] += 1
                 act = act.detach().float().cpu().numpy()
             ab = np.ascontiguousarray(act, dtype=np.float32).reshape(n, -1)
         ch = 0 if ab is None else ab.shape[1]
-        step = self._chunk_tokens(nl, ch)
         res = dict(quantized=0, sinks=0, seq_len=0)
         args, out = L.PutArgs(), L.PutResult()
-        for s in range(0, max(n, 1), step):
-            e = min(n, s + step)
-            t = e - s
-            kvb = self.kv_bytes(t, lb, le) if nl else 0
-            if nl:
+        for l0, l1, s, e, with_act in self._plan(nl, n, ch, len(self._seg), "put",
+                                                      L.MAX_TOKENS_PER_PUT):
+            t, cl = e - s, l1 - l0
+            kvb = self.kv_bytes(t, 0, cl) if cl else 0
+            c = ch if with_act else 0
+            if cl:
                 seg16 = self._seg[:2 * kvb].view(np.uint16)
-                seg16[:kvb // 2] = kb[:, s:e].reshape(-1)
-                seg16[kvb // 2:] = vb[:, s:e].reshape(-1)
-            if ab is not None:
-                self._seg[2 * kvb:2 * kvb + 4 * t * ch].view(np.float32)[:] = ab[s:e].reshape(-1)
-            args.seq, args.start, args.n_tokens = seq, start + s, t
-            args.tokens = toks[s:e].ctypes.data_as(ctypes.POINTER(ctypes.c_uint32))
-            args.layer_begin, args.layer_end = lb, le
-            args.k_off, args.v_off = 0, kvb
-            args.act_off, args.act_channels = 2 * kvb, ch
-            self._check(L.lib().kvs_put(h, ctypes.byref(args), ctypes.byref(out)), "put")
-            res["quantized"] += out.quantized
-            res["sinks"] += out.sinks
-            res["seq_len"] = out.seq_len
-            st = self._stats
-            st["puts"] += 1
-            st["tokens_put"] += t
-            st["bytes_in"] += 2 * kvb + 4 * t * ch
+                seg16[:kvb // 2] = kb[l0:l1, s:e].reshape(-1)
+                seg16[kvb // 2:] = vb[l0:l1, s:e].reshape(-1)
+            if c:
+                self._seg[2 * kvb:2 * kvb + 4 * t * c].view(np.float32)[:] = ab[s:e].reshape(-1)
+            self._fill_args(args, seq, start + s, toks[s:e], lb + l0, lb + l1, kvb, c)
+            with self._gpu():
+                self._check(L.lib().kvs_put(h, ctypes.byref(args), ctypes.byref(out)), "put")
+            self._count_put(out, res, t if l0 == 0 else 0, 2 * kvb + 4 * t * c)
+        self._stats["sinks"] += res["sinks"]
+        self._stats["quantized"] += res["quantized"]
+        return res
+
+    @staticmethod
+    def _fill_args(args, seq, start, toks, lb, le, kvb, ch):
+        args.seq, args.start, args.n_tokens = seq, start, len(toks)
+        args.tokens = toks.ctypes.data_as(ctypes.POINTER(ctypes.c_uint32))
+        args.layer_begin, args.layer_end = lb, le
+        args.k_off, args.v_off = 0, kvb
+        args.act_off, args.act_channels = 2 * kvb, ch
+
+    def _put_device(self, h, seq, start, toks, k, v, lb, le, shape, act):
+        """put through the device segment: torch copies (and rounds) K/V
+        into it on the GPU; kvs_put_device synchronizes the context before
+        the daemon reads."""
+        n, nl = shape[1], shape[0]
+        seg = self._dseg
+        if nl > 0:
+            for x, what in ((k, "k"), (v, "v")):
+                if x.numel() != int(np.prod(shape)):
+                    raise ValueError("%s must be %s, got %s" % (what, shape, tuple(x.shape)))
+                if x.dtype != torch.int16 and not x.is_floating_point():
+                    raise TypeError("%s: %s is not a floating tensor" % (what, x.dtype))
+            k, v = k.detach().reshape(shape), v.detach().reshape(shape)
+        ch = 0
+        if act is not None:
+            act = act.detach() if _is_torch(act) else torch.from_numpy(
+                np.ascontiguousarray(act, dtype=np.float32))
+            act = act.reshape(n, -1)
+            ch = act.shape[1]
+        want = self._torch_dtype()
+        res = dict(quantized=0, sinks=0, seq_len=0)
+        args, out = L.PutArgs(), L.PutResult()
+        with torch.no_grad(), torch.cuda.device(self.device):
+            stream = torch.cuda.current_stream(self.device)
+            if self._busy is not None:
+                stream.wait_event(self._busy)  # our reads of the segment come first
+            for l0, l1, s, e, with_act in self._plan(nl, n, ch, seg.numel(), "put",
+                                                          L.MAX_TOKENS_PER_PUT):
+                t, cl = e - s, l1 - l0
+                kvb = cl * t * shape[2] * shape[3] * 2
+                c = ch if with_act else 0
+                if cl:
+                    for x, off in ((k, 0), (v, kvb)):
+                        dst = seg[off:off + kvb].view(torch.int16 if x.dtype == torch.int16
+                                                      else want)
+                        dst.view(cl, t, shape[2], shape[3]).copy_(x[l0:l1, s:e])
+                if c:
+                    seg[2 * kvb:2 * kvb + 4 * t * c].view(torch.float32).view(t, c).copy_(
+                        act[s:e])
+                self._fill_args(args, seq, start + s, toks[s:e], lb + l0, lb + l1, kvb, c)
+                self._check(L.lib().kvs_put_device(h, ctypes.byref(args), ctypes.byref(out)),
+                            "put")
+                self._count_put(out, res, t if l0 == 0 else 0, 2 * kvb + 4 * t * c)
+                self._stats["device_puts"] += 1
         self._stats["sinks"] += res["sinks"]
         self._stats["quantized"] += res["quantized"]
         return res
@@ -269,51 +525,109 @@ class Client:
         """Leading tokens of tokens that are cached (whole blocks, every
         layer). bind: attach them to seq (empty) so get/put can use them."""
         toks = np.ascontiguousarray(np.asarray(tokens, dtype=np.int64).reshape(-1), dtype=np.uint32)
-        r = self._check(L.lib().kvs_lookup(self._handle(), seq,
-                                           toks.ctypes.data_as(ctypes.POINTER(ctypes.c_uint32)),
-                                           len(toks), 1 if bind else 0), "lookup")
+        with self._gpu():
+            r = self._check(L.lib().kvs_lookup(self._handle(), seq,
+                                               toks.ctypes.data_as(ctypes.POINTER(ctypes.c_uint32)),
+                                               len(toks), 1 if bind else 0), "lookup")
         self._stats["lookups"] += 1
         self._stats["tokens_looked_up"] += len(toks)
         self._stats["tokens_hit"] += r
         return r
 
-    def get(self, seq, start, n_tokens, *, layers=None, like="numpy", device=None):
+    def get(self, seq, start, n_tokens, *, layers=None, like="numpy", device=None, out=None):
         """K, V of tokens [start, start + n_tokens) of layers of seq,
         dequantized: [layers][tokens][kv_heads][head_dim] in the model
         dtype. like="numpy" (float16, or uint16 bits for bfloat16) or
-        "torch" (on device, default CPU)."""
+        "torch" (on device, default CPU). out=(k, v): torch tensors of that
+        shape (views of a larger tensor, other strides, another floating
+        dtype and any device allowed) to write into instead; returns them.
+        On the device segment's GPU the data go GPU to GPU."""
         h = self._handle()
         lb, le = self._layers(layers)
         m = self.model
         nl = le - lb
         shape = (nl, n_tokens, m.n_kv_heads, m.head_dim)
-        k = np.empty(shape, dtype=np.uint16)
-        v = np.empty(shape, dtype=np.uint16)
-        step = self._chunk_tokens(nl, 0)
-        for s in range(0, n_tokens, step):
-            t = min(n_tokens, s + step) - s
-            kvb = self.kv_bytes(t, lb, le)
-            self._check(L.lib().kvs_get(h, seq, start + s, t, lb, le, 0, kvb), "get")
-            seg16 = self._seg[:2 * kvb].view(np.uint16)
-            k[:, s:s + t] = seg16[:kvb // 2].reshape(nl, t, m.n_kv_heads, m.head_dim)
-            v[:, s:s + t] = seg16[kvb // 2:].reshape(nl, t, m.n_kv_heads, m.head_dim)
-            self._stats["gets"] += 1
-            self._stats["tokens_got"] += t
-            self._stats["bytes_out"] += 2 * kvb
-        if like == "torch" or device is not None:
+        if out is not None:
+            if torch is None or not all(_is_torch(x) for x in out) or len(out) != 2:
+                raise TypeError("out must be two torch tensors")
+            for x in out:
+                if tuple(x.shape) != shape:
+                    raise ValueError("out tensors must be %s, got %s" % (shape, tuple(x.shape)))
+            target = out[0].device
+        elif like == "torch" or device is not None:
             if torch is None:
                 raise RuntimeError("torch is not installed")
-            want = torch.bfloat16 if m.dtype == "bfloat16" else torch.float16
-            kt = torch.from_numpy(k.view(np.int16)).view(want)
-            vt = torch.from_numpy(v.view(np.int16)).view(want)
-            if device is not None and str(device) != "cpu":
-                self._stats["staged_copies"] += 1
-                kt, vt = kt.to(device), vt.to(device)
-            return kt, vt
-        if m.dtype == "float16":
-            return k.view(np.float16), v.view(np.float16)
-        return k, v
+            target = torch.device(device) if device is not None else torch.device("cpu")
+            if target.type == "cuda" and target.index is None:
+                target = torch.device("cuda", torch.cuda.current_device())
+        else:
+            target = None
+        if target is not None and self.path_for(target) == "device" and \
+                (out is None or self.path_for(out[1]) == "device"):
+            if out is None:
+                out = (torch.empty(shape, dtype=self._torch_dtype(), device=target),
+                       torch.empty(shape, dtype=self._torch_dtype(), device=target))
+            return self._get_device(h, seq, start, n_tokens, lb, shape, out)
+        k = np.empty(shape, dtype=np.uint16)
+        v = np.empty(shape, dtype=np.uint16)
+        for l0, l1, s, e, _ in self._plan(nl, n_tokens, 0, len(self._seg), "get"):
+            t, cl = e - s, l1 - l0
+            kvb = self.kv_bytes(t, 0, cl)
+            with self._gpu():
+                self._check(L.lib().kvs_get(h, seq, start + s, t, lb + l0, lb + l1, 0, kvb),
+                            "get")
+            seg16 = self._seg[:2 * kvb].view(np.uint16)
+            k[l0:l1, s:e] = seg16[:kvb // 2].reshape(cl, t, m.n_kv_heads, m.head_dim)
+            v[l0:l1, s:e] = seg16[kvb // 2:].reshape(cl, t, m.n_kv_heads, m.head_dim)
+            self._stats["gets"] += 1
+            self._stats["tokens_got"] += t if l0 == 0 else 0  # once per token
+            self._stats["bytes_out"] += 2 * kvb
+        if target is None:
+            if m.dtype == "float16":
+                return k.view(np.float16), v.view(np.float16)
+            return k, v
+        want = self._torch_dtype()
+        kt = torch.from_numpy(k.view(np.int16)).view(want)
+        vt = torch.from_numpy(v.view(np.int16)).view(want)
+        if target.type != "cpu":
+            self._stats["staged_copies"] += 1
+        if out is not None:
+            out[0].copy_(kt)
+            out[1].copy_(vt)
+            return out
+        if target.type != "cpu":
+            kt, vt = kt.to(target), vt.to(target)
+        return kt, vt
+
+    def _get_device(self, h, seq, start, n_tokens, lb, shape, out):
+        """get through the device segment: the daemon dequantizes into it
+        (it replies when its writes are done), torch copies out on the GPU.
+        Before the daemon writes the segment again, our copies out of it
+        must be finished: an event, waited for on the host."""
+        nl = shape[0]
+        seg = self._dseg
+        want = self._torch_dtype()
+        with torch.no_grad(), torch.cuda.device(self.device):
+            stream = torch.cuda.current_stream(self.device)
+            if self._busy is None:
+                self._busy = torch.cuda.Event()
+            for l0, l1, s, e, _ in self._plan(nl, n_tokens, 0, seg.numel(), "get"):
+                t, cl = e - s, l1 - l0
+                kvb = cl * t * shape[2] * shape[3] * 2
+                self._busy.synchronize()
+                self._check(L.lib().kvs_get_device(h, seq, start + s, t, lb + l0, lb + l1, 0, kvb),
+                            "get")
+                for o, off in ((out[0], 0), (out[1], kvb)):
+                    src = seg[off:off + kvb].view(want).view(cl, t, shape[2], shape[3])
+                    o[l0:l1, s:e].copy_(src)
+                self._busy.record(stream)
+                self._stats["gets"] += 1
+                self._stats["device_gets"] += 1
+                self._stats["tokens_got"] += t if l0 == 0 else 0  # once per token
+                self._stats["bytes_out"] += 2 * kvb
+        return out
 
     def release(self, seq):
         """Drop seq: its references go, its cached blocks stay."""
-        self._check(L.lib().kvs_release(self._handle(), seq), "release")
+        with self._gpu():
+            self._check(L.lib().kvs_release(self._handle(), seq), "release")

@@ -15,7 +15,10 @@ residual) next to the step's own 16-bit K/V. It is a DynamicCache whose
 stored tensors are refreshed from the daemon: positions that became
 quantized since the last step are read back (kvs_get of at most a group
 plus what was quantized meanwhile), so a step costs one put and one small
-get per layer, not a read of the whole past.
+get per layer, not a read of the whole past. For a model on a GPU the
+client gets a device segment on it (when kvsinkd keeps a pool on that GPU)
+and the K/V never leave the GPU; bind_prefix() reads every layer of the
+prefix in one get (pieces only where the segment is smaller).
 
 Token ids (the identity of cached prefixes) come from a forward pre-hook
 on the model; the activation summary (hidden state after the profile's
@@ -27,7 +30,6 @@ loads it into the cache, and generate() starts prefill after it because
 get_seq_length() says so. One sequence (batch 1) per cache."""
 import os
 
-import numpy as np
 import torch
 from transformers.cache_utils import DynamicCache
 
@@ -62,10 +64,19 @@ class KVSinkCache(DynamicCache):
     bits / k_bits / v_bits / policy / pfn / outliers: kvsink.Client's
     options (16 bits stores raw 16-bit: generate() then gives transformers'
     own tokens). dtype: the 16-bit type K/V are stored in (default: the
-    model's when it is float16/bfloat16, else float16)."""
+    model's when it is float16/bfloat16, else float16).
+
+    device: "model" (default: a device segment on the model's GPU when it
+    is on one, so puts, refreshes and the bound prefix go GPU to GPU),
+    None (host segment; CUDA tensors staged) or kvsink.Client's device=;
+    dev_seg_size: its size (0: seg_size). client: a connected kvsink.Client
+    for this model to use instead of a new connection (a server keeps one
+    per process; the cache releases its sequence at close, the client
+    stays open)."""
 
     def __init__(self, model, socket=None, *, bits=None, k_bits=None, v_bits=None, policy=None,
-                 pfn=None, outliers=None, model_id=None, dtype=None, seq=None, seg_size=0):
+                 pfn=None, outliers=None, model_id=None, dtype=None, seq=None, seg_size=0,
+                 device="model", dev_seg_size=0, client=None):
         super().__init__()
         cfg = model.config
         self._n_layers = cfg.num_hidden_layers
@@ -75,9 +86,22 @@ class KVSinkCache(DynamicCache):
             dtype = _DTYPES.get(model.dtype, "float16")
         self.kv_model = kvsink.Model(model_id or default_model_id(model), self._n_layers, n_kv,
                                      head_dim, dtype)
-        self.client = kvsink.Client(self.kv_model, socket, bits=bits, k_bits=k_bits,
-                                    v_bits=v_bits, policy=policy, pfn=pfn, outliers=outliers,
-                                    seg_size=seg_size)
+        self._own_client = client is None
+        if client is None:
+            if device == "model":  # the device segment on the model's GPU, if it is on one
+                mdev = next(model.parameters()).device
+                device = mdev if mdev.type == "cuda" else None
+            client = kvsink.Client(self.kv_model, socket, bits=bits, k_bits=k_bits,
+                                   v_bits=v_bits, policy=policy, pfn=pfn, outliers=outliers,
+                                   seg_size=seg_size, device=device, dev_seg_size=dev_seg_size)
+        else:
+            cm = client.model
+            if (cm.n_layers, cm.n_kv_heads, cm.head_dim, cm.dtype) != \
+                    (self._n_layers, n_kv, head_dim, dtype):
+                raise ValueError("KVSinkCache: client is for %r, the model needs %r"
+                                 % (cm, self.kv_model))
+            self.kv_model = cm
+        self.client = client
         info = self.client.info
         self._group = info["group"]
         self.seq = int.from_bytes(os.urandom(8), "little") >> 1 if seq is None else seq
@@ -97,6 +121,7 @@ class KVSinkCache(DynamicCache):
                 and info["sink_layer"] < self._n_layers):
             self._sink_layer = info["sink_layer"]
             self._channels = torch.tensor(info["sink_channels"], dtype=torch.long)
+            self._channels_on = {}  # the index tensor per device, made once
             layer = _decoder_layers(model)[self._sink_layer]
             self._hooks.append(layer.register_forward_hook(self._after_sink_layer))
 
@@ -114,7 +139,11 @@ class KVSinkCache(DynamicCache):
     def _after_sink_layer(self, module, args, output):
         h = output[0] if isinstance(output, (tuple, list)) else output
         n = h.shape[-2]
-        act = h[0, :, self._channels.to(h.device)].float().cpu().numpy()
+        ch = self._channels_on.get(h.device)
+        if ch is None:
+            ch = self._channels_on[h.device] = self._channels.to(h.device)
+        # stays a tensor: on the device segment's GPU it goes up with the K/V
+        act = h[0, :, ch].float()
         start = len(self._tokens) - n
         if self._sink_layer + 1 < self._n_layers:
             self._act, self._act_start = act, start
@@ -159,9 +188,11 @@ class KVSinkCache(DynamicCache):
         lo = self._final[layer]
         if upto <= lo:
             return
-        kq, vq = self.client.get(self.seq, lo, upto - lo, layers=layer, device=k_all.device)
-        k_all[0, :, lo:upto] = kq[0].transpose(0, 1).to(k_all.dtype)
-        v_all[0, :, lo:upto] = vq[0].transpose(0, 1).to(v_all.dtype)
+        # straight into the cache's tensors ([1, heads, n, dim] seen as
+        # [1 layer, n, heads, dim]); GPU to GPU with a device segment
+        self.client.get(self.seq, lo, upto - lo, layers=layer,
+                        out=(k_all[0, :, lo:upto].transpose(0, 1).unsqueeze(0),
+                             v_all[0, :, lo:upto].transpose(0, 1).unsqueeze(0)))
         # full groups before upto are quantized (their summaries went out
         # in the step that computed them); the residual after may change
         self._final[layer] = upto // self._group * self._group
@@ -177,16 +208,24 @@ class KVSinkCache(DynamicCache):
         ids = [int(t) for t in torch.as_tensor(input_ids).reshape(-1).tolist()]
         if len(ids) < 2:
             return 0
-        n = self.client.lookup(self.seq, ids[:len(ids) - 1], bind=True)
+        # one lookup carries at most MAX_TOKENS_PER_PUT ids: longer prompts
+        # bind at most that much
+        n = self.client.lookup(self.seq, ids[:min(len(ids) - 1, kvsink._lib.MAX_TOKENS_PER_PUT)],
+                               bind=True)
         if n == 0:
             return 0
         dev = device if device is not None else getattr(input_ids, "device", None)
+        dev = torch.device(dev if dev is not None else "cpu")
         dt = torch.bfloat16 if self.kv_model.dtype == "bfloat16" else torch.float16
+        m = self.kv_model
+        # every layer in one get (split only where the segment is smaller),
+        # written transposed into [layers, heads, n, dim] buffers whose
+        # layer slices are what the DynamicCache holds
+        kb = torch.empty(self._n_layers, m.n_kv_heads, n, m.head_dim, dtype=dt, device=dev)
+        vb = torch.empty_like(kb)
+        self.client.get(self.seq, 0, n, out=(kb.transpose(1, 2), vb.transpose(1, 2)))
         for layer in range(self._n_layers):
-            k, v = self.client.get(self.seq, 0, n, layers=layer, like="torch", device=dev)
-            # [1, n, heads, dim] -> [1, heads, n, dim]
-            super().update(k[0].transpose(0, 1).unsqueeze(0).to(dt),
-                           v[0].transpose(0, 1).unsqueeze(0).to(dt), layer, None)
+            super().update(kb[layer:layer + 1], vb[layer:layer + 1], layer, None)
             self._len[layer] = self._final[layer] = n
         self._tokens = ids[:n]
         self.prefix_tokens = n
@@ -203,5 +242,6 @@ class KVSinkCache(DynamicCache):
                 self.client.release(self.seq)
             except kvsink.KVSinkError:
                 pass  # nothing was stored
-            self.client.close()
+            if self._own_client:
+                self.client.close()
             self.client = None

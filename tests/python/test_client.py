@@ -166,3 +166,155 @@ def test_cuda_tensors_are_staged(sock, model_id):
         k2, v2 = c.get(1, 0, 40, device="cuda")
         assert k2.is_cuda and torch.equal(k2, k) and torch.equal(v2, v)
         assert c.stats()["staged_copies"] == 3
+
+
+def test_split_by_layers_when_one_token_does_not_fit(sock, model_id):
+    # one token of 12 layers x 4 heads x 64 is 12 KiB of K and V; an 8 KiB
+    # segment takes 8 layers of 1 token, then 4 layers of 2 tokens
+    m = kvsink.Model(model_id, 12, 4, 64)
+    r = np.random.default_rng(6)
+    k = r.standard_normal((12, 40, 4, 64)).astype(np.float16)
+    v = r.standard_normal((12, 40, 4, 64)).astype(np.float16)
+    with kvsink.Client(m, sock, bits=16, seg_size=8192) as c:
+        assert c.info["seg_size"] == 8192
+        c.put(1, 0, range(40), k, v)
+        assert c.stats()["puts"] == 40 + 20
+        k2, v2 = c.get(1, 0, 40)
+        assert np.array_equal(k2, k) and np.array_equal(v2, v)
+        k3, _ = c.get(1, 5, 30, layers=(3, 11))
+        assert np.array_equal(k3, k[3:11, 5:35])
+
+
+def test_device_none_or_auto_without_gpu_is_the_host_segment(sock, model_id):
+    torch = pytest.importorskip("torch")
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is present (test_cuda_tensors_* cover it)")
+    m = kvsink.Model(model_id, L, H, D)
+    for dev in (None, "auto", "cpu"):
+        with kvsink.Client(m, sock, bits=16, device=dev) as c:
+            assert c.device is None and not c.info["seg_device"]
+            assert c.info["dev_seg_size"] == 0
+            k, v = kv(40, seed=7)
+            c.put(1, 0, range(40), torch.from_numpy(k), v)
+            k2, v2 = c.get(1, 0, 40, like="torch")
+            assert torch.equal(k2, torch.from_numpy(k)) and torch.equal(v2, torch.from_numpy(v))
+            assert c.stats()["staged_copies"] == 0 and c.stats()["device_puts"] == 0
+
+
+def test_explicit_cuda_device_without_gpu_is_a_clear_error(sock, model_id):
+    torch = pytest.importorskip("torch")
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is present")
+    m = kvsink.Model(model_id, L, H, D)
+    for dev in ("cuda:0", 0, torch.device("cuda")):
+        with pytest.raises(RuntimeError, match="no CUDA GPU"):
+            kvsink.Client(m, sock, device=dev)
+    with pytest.raises(ValueError, match="CUDA memory"):
+        kvsink.Client(m, sock, device="meta")
+
+
+def test_path_choice_without_a_device_segment(sock, model_id):
+    # what put/get do with each kind of input when the session has only
+    # the host segment: numpy and CPU tensors go as before, CUDA tensors are
+    # staged through host memory, tensors without data are refused
+    torch = pytest.importorskip("torch")
+    m = kvsink.Model(model_id, L, H, D)
+    with kvsink.Client(m, sock, bits=16) as c:
+        k, v = kv(8, seed=8)
+        assert c.path_for(k) == "host"
+        assert c.path_for(torch.from_numpy(k)) == "host"
+        assert c.path_for(torch.device("cpu")) == "host"
+        assert c.path_for(torch.device("cuda", 0)) == "staged"
+        assert c.path_for(torch.device("cuda", 3)) == "staged"
+        meta = torch.empty(L, 8, H, D, dtype=torch.float16, device="meta")
+        with pytest.raises(ValueError, match="meta"):
+            c.path_for(meta)
+        with pytest.raises(ValueError, match="meta"):
+            c.put(1, 0, range(8), meta, meta)
+        assert c.stats()["puts"] == 0  # refused before anything was sent
+        c.put(1, 0, range(8), k, v)
+        with pytest.raises(ValueError, match="meta"):
+            c.get(1, 0, 8, device="meta")
+
+
+def test_get_into_out_tensors(sock, model_id):
+    # out= writes into views of the caller's tensors (here a cache laid out
+    # [layers][heads][tokens][dim], in float32): no extra tensors returned
+    torch = pytest.importorskip("torch")
+    m = kvsink.Model(model_id, L, H, D)
+    with kvsink.Client(m, sock, bits=16) as c:
+        k, v = kv(50, seed=9)
+        c.put(1, 0, range(50), k, v)
+        kc = torch.zeros(L, H, 60, D)
+        vc = torch.zeros(L, H, 60, D)
+        ko, vo = c.get(1, 10, 40, out=(kc[:, :, 5:45].transpose(1, 2),
+                                       vc[:, :, 5:45].transpose(1, 2)))
+        assert ko.data_ptr() == kc[:, :, 5:45].data_ptr()
+        want_k = torch.from_numpy(k[:, 10:50].astype(np.float32)).transpose(1, 2)
+        want_v = torch.from_numpy(v[:, 10:50].astype(np.float32)).transpose(1, 2)
+        assert torch.equal(kc[:, :, 5:45], want_k) and torch.equal(vc[:, :, 5:45], want_v)
+        assert float(kc[:, :, :5].abs().sum()) == 0 and float(kc[:, :, 45:].abs().sum()) == 0
+        with pytest.raises(ValueError):
+            c.get(1, 0, 40, out=(kc, vc))
+
+
+def test_cuda_tensors_device_segment(sock, model_id):
+    # on the GPU machine (tests/gpu/transformers.sh, kvsinkd with a pool on
+    # this GPU): GPU to GPU through the device segment, nothing staged;
+    # against a daemon without one the same calls are staged
+    torch = pytest.importorskip("torch")
+    if not torch.cuda.is_available():
+        pytest.skip("no CUDA device")
+    m = kvsink.Model(model_id, L, H, D)
+    with kvsink.Client(m, sock, bits=16, device="cuda", seg_size=1 << 20) as c:
+        k = torch.randn(L, 3000, H, D, device="cuda", dtype=torch.float16)
+        v = torch.randn(L, 3000, H, D, device="cuda", dtype=torch.float16)
+        c.put(1, 0, range(3000), k, v)
+        k2, v2 = c.get(1, 0, 3000, device="cuda")
+        assert k2.is_cuda and torch.equal(k2, k) and torch.equal(v2, v)
+        kc = torch.zeros(L, H, 3000, D, device="cuda", dtype=torch.float32)
+        c.get(1, 0, 3000, out=(kc.transpose(1, 2), torch.empty_like(kc).transpose(1, 2)))
+        assert torch.equal(kc, k.float().transpose(1, 2))
+        st = c.stats()
+        if c.info["seg_device"]:
+            assert c.device == torch.device("cuda", torch.cuda.current_device())
+            assert st["staged_copies"] == 0 and st["device_puts"] == st["puts"] >= 2
+            assert st["device_gets"] == st["gets"]
+            assert c.path_for(k) == "device" and c.path_for(k.cpu()) == "host"
+        else:
+            assert c.device is None and st["staged_copies"] == 4 and st["device_puts"] == 0
+
+
+def test_dlpack_wrap_in_place(sock, model_id):
+    # the fallback that wraps the device segment when torch cannot place a
+    # __cuda_array_interface__ pointer, tried here on the host segment: the
+    # tensor is the segment's memory itself (what the daemon wrote, there)
+    torch = pytest.importorskip("torch")
+    from kvsink import client as kc
+    m = kvsink.Model(model_id, L, H, D)
+    with kvsink.Client(m, sock, bits=16) as c:
+        k, v = kv(10, seed=10)
+        c.put(1, 0, range(10), k, v)
+        c.get(1, 0, 10)  # leaves K then V at the start of the segment
+        ptr = c._seg.ctypes.data
+        t, keep = kc._dlpack_bytes(ptr, len(c._seg), kc._KDL_CPU, 0)
+        assert t.data_ptr() == ptr and t.numel() == len(c._seg) and t.dtype == torch.uint8
+        n = k.size
+        assert np.array_equal(t[:2 * n].view(torch.float16).numpy(), k.reshape(-1))
+        t[:2].zero_()
+        assert c._seg[0] == 0 and c._seg[1] == 0
+        del t, keep
+
+
+def test_put_longer_than_one_request_allows(sock, model_id):
+    # a put carries at most 8192 token ids: 9000 tokens that fit the segment
+    # still go as two puts
+    m = kvsink.Model(model_id, 1, 1, 8)
+    r = np.random.default_rng(11)
+    k = r.standard_normal((1, 9000, 1, 8)).astype(np.float16)
+    v = r.standard_normal((1, 9000, 1, 8)).astype(np.float16)
+    with kvsink.Client(m, sock, bits=16) as c:
+        assert c.put(1, 0, np.arange(9000) % 8000, k, v)["seq_len"] == 9000
+        assert c.stats()["puts"] == 2
+        k2, v2 = c.get(1, 0, 9000)
+        assert np.array_equal(k2, k) and np.array_equal(v2, v)

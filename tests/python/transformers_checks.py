@@ -108,7 +108,7 @@ def check_kvsink_policy_sends_summary(sock, model):
     return "2-bit kvsink policy: %d sinks flagged, %d tokens quantized" % (r["sinks"], r["quantized"])
 
 
-def check_prefix_reuse_across_processes_cuts_ttft(sock, model=None):
+def check_prefix_reuse_across_processes_tiny(sock, model=None):
     helper = os.path.join(TOP, "tests", "python", "ttft.py")
     env = dict(os.environ, KVSINK_SOCKET=sock)
     mid = fresh_id()
@@ -118,15 +118,100 @@ def check_prefix_reuse_across_processes_cuts_ttft(sock, model=None):
                            capture_output=True, text=True, timeout=600)
         assert p.returncode == 0, p.stderr[-2000:]
         runs.append(json.loads(p.stdout.strip().splitlines()[-1]))
-    msg = ("TTFT first process %.2f ms (prefix %d), second %.2f ms (prefix %d of %d tokens), %s"
-           % (runs[0]["ttft_ms"], runs[0]["prefix"], runs[1]["ttft_ms"], runs[1]["prefix"],
-              runs[1]["prompt"], DEV))
+    # the tiny model's prefill is almost free, so its TTFT is printed, not
+    # judged (the bigger model below is); the reuse itself is checked
+    msg = ("tiny model TTFT (informational): first process %.2f ms (prefix %d), second %.2f ms "
+           "(prefix %d of %d tokens), %s" % (runs[0]["ttft_ms"], runs[0]["prefix"],
+                                             runs[1]["ttft_ms"], runs[1]["prefix"],
+                                             runs[1]["prompt"], DEV))
     print(msg)
     assert runs[0]["prefix"] == 0, runs
     assert runs[1]["prefix"] >= runs[1]["prompt"] - 32, runs
     assert runs[1]["tokens"] == runs[0]["tokens"], runs
-    assert runs[1]["ttft_ms"] < runs[0]["ttft_ms"], msg
     return msg
+
+
+def _median(xs):
+    xs = sorted(xs)
+    return xs[len(xs) // 2] if len(xs) % 2 else (xs[len(xs) // 2 - 1] + xs[len(xs) // 2]) / 2
+
+
+def check_prefix_reuse_cuts_ttft_on_a_bigger_model(sock, model=None):
+    """Process A prefills and stores prompts of PROMPT tokens on a random-
+    weight LLaMA (ttft_big.py: 24 layers, hidden 2048, 32/8 heads, fp16);
+    process B binds the first 95 % (whole blocks) of prompts sharing them
+    and prefills the rest. Fails only if the median TTFT with the reused
+    prefix is not below the one without it."""
+    if DEV != "cuda":
+        raise Skip("needs a GPU (a random-weight 24-layer LLaMA in fp16)")
+    helper = os.path.join(TOP, "tests", "python", "ttft_big.py")
+    env = dict(os.environ, KVSINK_SOCKET=sock)
+    mid = fresh_id()
+    args = [os.environ.get("KVSINK_TTFT_RUNS", "5"), os.environ.get("KVSINK_TTFT_PROMPT", "4096")]
+    n = int(args[1])
+    shared = n * 95 // 100
+    args += [str(shared), os.environ.get("KVSINK_TTFT_LAYERS", "24")]
+    res = {}
+    for role in ("store", "reuse"):  # one OS process each, one after the other
+        p = subprocess.run([sys.executable, helper, role, mid] + args, env=env,
+                           capture_output=True, text=True, timeout=900)
+        assert p.returncode == 0, p.stderr[-3000:]
+        res[role] = json.loads(p.stdout.strip().splitlines()[-1])
+    a, b = res["store"], res["reuse"]
+    g = b["group"]
+    want = shared // g * g
+    assert all(r["prefix"] == 0 for r in a["runs"]), a["runs"]
+    assert all(r["prefix"] == want for r in b["runs"]), (want, b["runs"])
+    ma = _median([r["ttft_ms"] for r in a["runs"][1:]])
+    mb = _median([r["ttft_ms"] for r in b["runs"][1:]])
+    mp = _median([r["plain_ms"] for r in a["runs"][1:] + b["runs"][1:]])
+    lines = [
+        "bigger model: random-weight LlamaForCausalLM (%d layers, hidden 2048, 32 query / 8 KV "
+        "heads, head_dim 128, fp16) on %s; random weights: timing only, tokens meaningless"
+        % (a["layers"], a["gpu"]),
+        "  prompt %d tokens, shared %d, prefix bound %d (whole blocks); median of %d runs "
+        "after a warm-up, each process separate" % (n, shared, want, len(a["runs"]) - 1),
+        "  TTFT without prefix (process A: prefill %d tokens + store): %.2f ms" % (n, ma),
+        "  TTFT with prefix    (process B: bind %d, prefill %d):       %.2f ms  (%.2fx)"
+        % (want, n - want, mb, ma / mb),
+        "  transformers' own cache, whole prompt (no kvsink):          %.2f ms" % mp,
+        "  device segment: A %s, B %s (%d MiB); B device gets %d, staged copies A %d B %d; "
+        "connect A %.1f ms B %.1f ms" % (a["seg_device"], b["seg_device"],
+                                         b["dev_seg_size"] >> 20, b["device_gets"],
+                                         a["staged_copies"], b["staged_copies"],
+                                         a["connect_ms"], b["connect_ms"]),
+        "  runs A: %s" % " ".join("%.1f" % r["ttft_ms"] for r in a["runs"]),
+        "  runs B: %s" % " ".join("%.1f" % r["ttft_ms"] for r in b["runs"]),
+    ]
+    print("\n".join(lines))
+    assert mb < ma, "the reused prefix did not lower TTFT: %.2f ms vs %.2f ms" % (mb, ma)
+    return "TTFT %.2f ms -> %.2f ms with %d of %d tokens reused (plain %.2f ms)" % (
+        ma, mb, want, n, mp)
+
+
+def check_client_device_segment(sock, model=None):
+    """CUDA tensors through the device segment when kvsinkd keeps a pool on
+    this GPU ($KVSINK_EXPECT_DEVICE_SEGMENT=1, set by transformers.sh for
+    GPU=cuda*): bit-exact at 16 bits, nothing staged through host memory."""
+    import kvsink
+    if DEV != "cuda":
+        raise Skip("no CUDA device")
+    m = kvsink.Model(fresh_id(), 4, 8, 128)
+    with kvsink.Client(m, sock, bits=16, device="cuda") as c:
+        k = torch.randn(4, 1000, 8, 128, device="cuda", dtype=torch.float16)
+        v = torch.randn(4, 1000, 8, 128, device="cuda", dtype=torch.float16)
+        c.put(1, 0, range(1000), k, v)
+        k2, v2 = c.get(1, 0, 1000, device="cuda")
+        assert torch.equal(k2, k) and torch.equal(v2, v)
+        st = c.stats()
+        if os.environ.get("KVSINK_EXPECT_DEVICE_SEGMENT") == "1":
+            assert c.info["seg_device"], ("no device segment from a kvsinkd on this GPU (a "
+                                          "libkvsink built without CUDA? tests/gpu/build.sh)")
+            assert st["staged_copies"] == 0 and st["device_puts"] == st["puts"], st
+            assert st["device_gets"] == st["gets"], st
+        return "seg_device %s (%d MiB), device puts %d gets %d, staged %d" % (
+            c.info["seg_device"], c.info["dev_seg_size"] >> 20, st["device_puts"],
+            st["device_gets"], st["staged_copies"])
 
 
 def check_calibrate_finds_the_shipped_profile(sock=None, model=None):
@@ -158,8 +243,10 @@ def check_calibrate_finds_the_shipped_profile(sock=None, model=None):
                                                           prof["tau"], p.stderr.strip()[-120:])
 
 
-CHECKS = [check_16bit_generate_equals_dynamic_cache, check_bound_prefix_continues_the_same,
-          check_kvsink_policy_sends_summary, check_prefix_reuse_across_processes_cuts_ttft,
+CHECKS = [check_client_device_segment, check_16bit_generate_equals_dynamic_cache,
+          check_bound_prefix_continues_the_same, check_kvsink_policy_sends_summary,
+          check_prefix_reuse_across_processes_tiny,
+          check_prefix_reuse_cuts_ttft_on_a_bigger_model,
           check_calibrate_finds_the_shipped_profile]
 
 
