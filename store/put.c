@@ -464,8 +464,9 @@ static int put_quantize(put *c)
           rc = kvs__fail(c->errmsg, -EIO, "copy from device memory failed");
           break;
         }
-        if (kvs__has_nonfinite(tk, tile, c->sp->qp.dtype) ||
-            kvs__has_nonfinite(tv, tile, c->sp->qp.dtype)) {
+        /* rows below r are residual rows, checked when they were staged */
+        if (kvs__has_nonfinite(tk + (size_t)r * C, (size_t)(G - r) * C, c->sp->qp.dtype) ||
+            kvs__has_nonfinite(tv + (size_t)r * C, (size_t)(G - r) * C, c->sp->qp.dtype)) {
           rc = kvs__fail(c->errmsg, KVS_ENAN, "NaN or Inf in K/V");
           break;
         }

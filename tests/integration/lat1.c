@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
-/* lat1 SOCK [ITERS [LAYERS]]: the decode-step round trip through a host
+/* lat1 SOCK [ITERS [LAYERS [BITS]]]: the decode-step round trip through a host
  * segment, without a GPU: median and p99 of a ping, a 1-token put (LAYERS
- * x 8 KV heads x 128, fp16, K and V; default 32 layers) and a get of it,
+ * x 8 KV heads x 128, fp16, K and V; default 32 layers, 4 bits) and a get,
  * and where the slow ones are (every G-th put completes a block per layer).
  * The host-segment twin of tests/gpu/devseg_test's latency mode; built on
  * demand (make tests/integration/lat1), not part of make check. */
@@ -36,16 +36,17 @@ static void say(const char *what, double *v, int n)
 int main(int argc, char **argv)
 {
   if (argc < 2) {
-    fprintf(stderr, "usage: lat1 SOCK [ITERS [LAYERS]]\n");
+    fprintf(stderr, "usage: lat1 SOCK [ITERS [LAYERS [BITS]]]\n");
     return 2;
   }
   int iters = argc > 2 ? atoi(argv[2]) : 2000;
   uint32_t L = argc > 3 ? (uint32_t)atoi(argv[3]) : 32;
-  if (iters < 100 || L == 0) return 2;
+  int bits = argc > 4 ? atoi(argv[4]) : 4;
+  if (iters < 100 || L == 0 || !KVS_BITS_VALID(bits)) return 2;
   kvs_model m = {"lat1", L, 8, 128, KVS_DTYPE_F16};
   kvs_options o;
   kvs_options_init(&o);
-  o.k_bits = o.v_bits = 4;
+  o.k_bits = o.v_bits = bits;
   o.policy = KVS_POLICY_PFN;
   o.pfn = 1;
   o.outliers = 0;
@@ -90,8 +91,8 @@ int main(int argc, char **argv)
       slow = i;
     }
   }
-  printf("lat1: %d iterations, 1 token x %u layers x 8 x 128 fp16 (K+V %zu bytes), host segment\n",
-         iters, L, 2 * b);
+  printf("lat1: %d iterations, 1 token x %u layers x 8 x 128 fp16 (K+V %zu bytes), %d bits, "
+         "host segment\n", iters, L, 2 * b, bits);
   say("ping", tq, iters);
   say("put", tp, iters);
   say("get", tg, iters);
