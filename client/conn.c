@@ -2,6 +2,7 @@
 /* Synchronous socket I/O for libkvsink and kvsinkctl. */
 #include <errno.h>
 #include <fcntl.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -150,6 +151,8 @@ static ssize_t recv_some(int fd, char *buf, size_t len, fdbox *box, uint32_t spi
       if (until && (errno == EAGAIN || errno == EWOULDBLOCK)) {
         if (mono_us() >= until)
           until = 0; /* spun long enough: block */
+        else
+          sched_yield(); /* a daemon waiting for a core gets this one */
         continue;
       }
       return -errno;

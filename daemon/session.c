@@ -2,6 +2,7 @@
 /* Sessions: read frames (4-byte BE length + msgpack), dispatch, reply. */
 #include <errno.h>
 #include <msgpack.h>
+#include <sched.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -466,6 +467,7 @@ static void on_spin(uv_idle_t *i)
 {
   kvs__sessions *h = i->data;
   if (uv_hrtime() >= h->spin_until) uv_idle_stop(i);
+  else sched_yield(); /* a client waiting for a core gets this one */
 }
 
 static void spin_after_request(kvs__sessions *h)
