@@ -97,6 +97,7 @@ def _declare(lib):
                               c.c_uint32, c.c_size_t, c.c_size_t]),
         "kvs_release": (c.c_int, [c.c_void_p, c.c_uint64]),
         "kvs_ping": (c.c_int, [c.c_void_p]),
+        "kvs_set_busy_poll": (c.c_int, [c.c_void_p, c.c_uint]),
         "kvs_last_error": (c.c_char_p, [c.c_void_p]),
     }
     for name, (res, args) in sigs.items():
