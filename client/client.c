@@ -197,11 +197,13 @@ static int connect_impl(kvs_client **out, const char *socket_path, const kvs_mod
   }
   snprintf(c->socket_path, sizeof c->socket_path, "%s", path);
 
+  c->spin_us = kvs__conn_env_spin();
   r = kvs__conn_open(&c->conn, c->socket_path);
   if (r < 0) {
     free(c);
     return r;
   }
+  c->conn.spin_us = c->spin_us;
   r = hello(c);
   if (r < 0) {
     kvs_close(c);
@@ -237,6 +239,7 @@ int kvs_reconnect(kvs_client *c)
     kvs__conn_seterr(&c->conn, r, "reconnect");
     return r;
   }
+  c->conn.spin_us = c->spin_us;
   r = hello(c);
   if (r < 0)
     unmap_segments(c);
@@ -442,6 +445,14 @@ int kvs_release(kvs_client *c, uint64_t seq)
   int r = simple_call(c, &req, &rep);
   kvs__rep_free(&rep);
   return r;
+}
+
+int kvs_set_busy_poll(kvs_client *c, unsigned usec)
+{
+  if (!c || usec > KVS__CONN_MAX_SPIN_US)
+    return -EINVAL;
+  c->spin_us = c->conn.spin_us = usec;
+  return 0;
 }
 
 int kvs_ping(kvs_client *c)

@@ -25,6 +25,7 @@ struct kvs_client {
   size_t dev_seg_size;
   kvs__vmm dseg;            /* device segment mapping; ptr 0 = none */
   kvs__umaps *umaps;        /* pool units mapped read-only (attend.c) */
+  uint32_t spin_us;         /* kvs_set_busy_poll; survives kvs_reconnect */
 };
 
 /* Unmap what attend.c mapped for c (tables still alive keep theirs). */

@@ -2,11 +2,13 @@
 /* Synchronous socket I/O for libkvsink and kvsinkctl. */
 #include <errno.h>
 #include <fcntl.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "client/conn.h"
@@ -24,6 +26,18 @@ const char *kvs__conn_default_path(const char *path)
 void kvs__conn_seterr(kvs__conn *c, int err, const char *what)
 {
   snprintf(c->errmsg, sizeof c->errmsg, "%s: %s", what, kvs_strerror(err));
+}
+
+uint32_t kvs__conn_env_spin(void)
+{
+  const char *env = getenv("KVSINK_BUSY_POLL_US");
+  if (!env || !*env)
+    return 0;
+  char *end;
+  unsigned long v = strtoul(env, &end, 10);
+  if (*end || env[0] == '-')
+    return 0;
+  return v > KVS__CONN_MAX_SPIN_US ? KVS__CONN_MAX_SPIN_US : (uint32_t)v;
 }
 
 int kvs__conn_open(kvs__conn *c, const char *path)
@@ -107,10 +121,22 @@ static void take_fds(struct msghdr *mh, fdbox *box)
   }
 }
 
-/* Read exactly len bytes; fds that arrive are collected into *fd_out. */
-static int recv_all(int fd, char *buf, size_t len, fdbox *fd_out)
+static double mono_us(void)
 {
-  while (len > 0) {
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return (double)t.tv_sec * 1e6 + (double)t.tv_nsec * 1e-3;
+}
+
+/* One recvmsg of up to len bytes into buf (at least one, or -ECONNRESET at
+ * the end of the stream); fds that arrive are collected into box. With
+ * spin_us, non-blocking reads are tried that long first: a reply that comes
+ * within it is taken without the sleep and wakeup of a blocking read (a few
+ * microseconds each way, the larger part of a small request's round trip). */
+static ssize_t recv_some(int fd, char *buf, size_t len, fdbox *box, uint32_t spin_us)
+{
+  double until = spin_us ? mono_us() + spin_us : 0;
+  for (;;) {
     union {
       struct cmsghdr align;
       char buf[CMSG_SPACE(KVS_TABLE_MAX_FDS * sizeof(int))];
@@ -118,17 +144,55 @@ static int recv_all(int fd, char *buf, size_t len, fdbox *fd_out)
     struct iovec iov = {.iov_base = buf, .iov_len = len};
     struct msghdr mh = {.msg_iov = &iov, .msg_iovlen = 1,
                         .msg_control = cbuf.buf, .msg_controllen = sizeof cbuf.buf};
-    ssize_t n = recvmsg(fd, &mh, MSG_CMSG_CLOEXEC);
+    ssize_t n = recvmsg(fd, &mh, MSG_CMSG_CLOEXEC | (until ? MSG_DONTWAIT : 0));
     if (n < 0) {
       if (errno == EINTR)
         continue;
+      if (until && (errno == EAGAIN || errno == EWOULDBLOCK)) {
+        if (mono_us() >= until)
+          until = 0; /* spun long enough: block */
+        else
+          sched_yield(); /* a daemon waiting for a core gets this one */
+        continue;
+      }
       return -errno;
     }
-    take_fds(&mh, fd_out);
-    if (n == 0)
-      return -ECONNRESET;
+    take_fds(&mh, box);
+    return n == 0 ? -ECONNRESET : n;
+  }
+}
+
+/* Read exactly len bytes (nothing past them); fds are collected into box. */
+static int recv_all(int fd, char *buf, size_t len, fdbox *box, uint32_t spin_us)
+{
+  while (len > 0) {
+    ssize_t n = recv_some(fd, buf, len, box, spin_us);
+    if (n < 0)
+      return (int)n;
     buf += n;
     len -= (size_t)n;
+  }
+  return 0;
+}
+
+/* At least need (<= KVS__CONN_RBUF) unread bytes in c->rbuf. */
+static int rbuf_fill(kvs__conn *c, uint32_t need, fdbox *box)
+{
+  if (c->rpos == c->rlen)
+    c->rpos = c->rlen = 0;
+  if (c->rlen - c->rpos >= need)
+    return 0;
+  if (c->rpos + need > sizeof c->rbuf) {
+    memmove(c->rbuf, c->rbuf + c->rpos, c->rlen - c->rpos);
+    c->rlen -= c->rpos;
+    c->rpos = 0;
+  }
+  while (c->rlen - c->rpos < need) {
+    ssize_t n = recv_some(c->fd, (char *)c->rbuf + c->rlen, sizeof c->rbuf - c->rlen, box,
+                          c->spin_us);
+    if (n < 0)
+      return (int)n;
+    c->rlen += (uint32_t)n;
   }
   return 0;
 }
@@ -179,25 +243,39 @@ int kvs__conn_call_fds(kvs__conn *c, kvs__req *req, kvs__rep *rep, int *fds, uin
     return r;
   }
   for (;;) {
-    uint8_t hdr[4];
-    r = recv_all(c->fd, (char *)hdr, sizeof hdr, fd_out);
+    r = rbuf_fill(c, 4, fd_out);
     if (r < 0)
       break;
-    uint32_t len = kvs__frame_get_len(hdr);
+    uint32_t len = kvs__frame_get_len(c->rbuf + c->rpos);
     if (len == 0 || len > KVS_MAX_FRAME) {
       r = -EBADMSG;
       break;
     }
-    in = malloc(len);
-    if (!in) {
-      r = -ENOMEM;
-      break;
+    const char *body;
+    if (len <= sizeof c->rbuf - 4) {
+      /* small: header and body usually came in one read */
+      r = rbuf_fill(c, 4 + len, fd_out);
+      if (r < 0)
+        break;
+      body = (const char *)c->rbuf + c->rpos + 4;
+      c->rpos += 4 + len;
+    } else {
+      /* large: what the buffer holds, then the rest read in place */
+      in = malloc(len);
+      if (!in) {
+        r = -ENOMEM;
+        break;
+      }
+      uint32_t have = c->rlen - c->rpos - 4;
+      memcpy(in, c->rbuf + c->rpos + 4, have);
+      c->rpos = c->rlen = 0;
+      r = recv_all(c->fd, in + have, len - have, fd_out, c->spin_us);
+      if (r < 0)
+        break;
+      body = in;
     }
-    r = recv_all(c->fd, in, len, fd_out);
-    if (r < 0)
-      break;
     char emsg[KVS_MAX_ERRMSG] = "";
-    r = kvs__decode_rep(in, len, rep, emsg);
+    r = kvs__decode_rep(body, len, rep, emsg);
     free(in);
     in = NULL;
     if (r < 0) {

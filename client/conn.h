@@ -9,15 +9,27 @@
 #include "proto/proto.h"
 #include "proto/blocktable.h"
 
+/* Replies up to this size (most of them: put, get, ping...) are read with
+ * one recvmsg, header and body together, into the connection's buffer. */
+#define KVS__CONN_RBUF 4096u
+/* Bound of the busy-poll spin (kvs_set_busy_poll, $KVSINK_BUSY_POLL_US). */
+#define KVS__CONN_MAX_SPIN_US 100000u
+
 typedef struct kvs__conn {
   int fd;
   uint64_t next_id;
   int broken;                   /* stream out of sync: every call fails */
+  uint32_t spin_us;             /* busy-poll for a reply this long before blocking */
+  uint32_t rpos, rlen;          /* unread bytes are rbuf[rpos, rlen) */
   char errmsg[KVS_MAX_ERRMSG];  /* last error text (daemon's or ours) */
+  uint8_t rbuf[KVS__CONN_RBUF];
 } kvs__conn;
 
 /* Socket path: path, else $KVSINK_SOCKET, else the system default. */
 const char *kvs__conn_default_path(const char *path);
+
+/* $KVSINK_BUSY_POLL_US as microseconds (capped), 0 when unset or invalid. */
+uint32_t kvs__conn_env_spin(void);
 
 /* Connect; 0 or -errno. */
 int kvs__conn_open(kvs__conn *c, const char *path);

@@ -230,6 +230,9 @@ int kvs__config_set(kvs__config *c, const char *key, const char *v, char *err)
   } else if (strcmp(key, "max_reply_queue") == 0) {
     if (parse_size(v, &u64) < 0 || u64 < (64u << 10) || u64 > (1ull << 32)) BAD("max_reply_queue: expected bytes 64K..4G, got '%s'", v);
     c->max_reply_queue = u64;
+  } else if (strcmp(key, "busy_poll_us") == 0) {
+    if (parse_u32(v, 0, 10000, &u32) < 0) BAD("busy_poll_us: expected microseconds 0..10000, got '%s'", v);
+    c->busy_poll_us = u32;
   } else if (strcmp(key, "max_sessions") == 0) {
     if (parse_u32(v, 1, 65536, &u32) < 0) BAD("max_sessions: expected 1..65536, got '%s'", v);
     c->max_sessions = u32;

@@ -40,6 +40,7 @@ typedef struct kvs__config {
   uint32_t hello_timeout_s;      /* data session without hello is closed */
   uint32_t frame_timeout_s;      /* a partial frame may wait this long */
   uint64_t max_reply_queue;      /* queued reply bytes before a session's reads pause */
+  uint32_t busy_poll_us;         /* the loop spins this long after a request; 0 = off */
   uint32_t max_pending_tokens;
   uint64_t residual_bytes;        /* 16-bit residual of all seqs; 0 = pool_size */
   uint64_t residual_seq_bytes;    /* of one seq; 0 = residual_bytes */

@@ -98,6 +98,16 @@ int kvs__devseg_from_host(kvs__devseg *d, uint64_t off, const void *src, size_t 
   return kvs__vmm_from_host(&d->vmm, off, src, n);
 }
 
+int kvs__devseg_to_host_async(kvs__devseg *d, void *dst, uint64_t off, size_t n)
+{
+  return kvs__vmm_to_host_async(&d->vmm, dst, off, n);
+}
+
+int kvs__devseg_from_host_async(kvs__devseg *d, uint64_t off, const void *src, size_t n)
+{
+  return kvs__vmm_from_host_async(&d->vmm, off, src, n);
+}
+
 int kvs__devseg_sync(kvs__devseg *d)
 {
   return kvs__cudrv_sync(&d->vmm);

@@ -56,6 +56,9 @@ void *kvs__devseg_stage(kvs__devseg *d, size_t n);
 int kvs__devseg_to_host(kvs__devseg *d, void *dst, uint64_t off, size_t n);
 int kvs__devseg_from_host(kvs__devseg *d, uint64_t off, const void *src, size_t n);
 int kvs__devseg_sync(kvs__devseg *d);
+/* The same queued (no wait): the data is there after kvs__devseg_sync. */
+int kvs__devseg_to_host_async(kvs__devseg *d, void *dst, uint64_t off, size_t n);
+int kvs__devseg_from_host_async(kvs__devseg *d, uint64_t off, const void *src, size_t n);
 /* A host-segment session of a GPU pool: page-lock the memfd mapping
  * (cuMemHostRegister) and give d a context on GPU ordinal for a device
  * staging area; then puts copy K/V up once (DMA from the segment) and the

@@ -111,16 +111,20 @@ int kvs__opsdev_put_src(kvs__sess_state *st, const kvs__req *rq, uint64_t kvb, u
       if (r == 0 && kvb) r = kvs__devseg_to_dstage(d, vo, rq->v_off, (size_t)kvb);
       *on_dev = 1;
     } else {
-      vo = ko + (size_t)kvb; /* K and V adjacent: one copy when they are there too */
+      /* into pinned host staging (kept per session): K and V adjacent
+       * there, one copy when they are adjacent in the segment too; the
+       * copies are queued and waited for once */
+      vo = ko + (size_t)kvb;
       p = kvs__devseg_stage(d, vo + (size_t)kvb);
       r = p ? 0 : -ENOMEM;
-      if (r == 0 && ab) r = kvs__devseg_to_host(d, p, rq->act_off, (size_t)ab);
+      if (r == 0 && ab) r = kvs__devseg_to_host_async(d, p, rq->act_off, (size_t)ab);
       if (r == 0 && kvb && rq->v_off == rq->k_off + kvb)
-        r = kvs__devseg_to_host(d, p + ko, rq->k_off, 2 * (size_t)kvb);
+        r = kvs__devseg_to_host_async(d, p + ko, rq->k_off, 2 * (size_t)kvb);
       else if (r == 0 && kvb) {
-        r = kvs__devseg_to_host(d, p + ko, rq->k_off, (size_t)kvb);
-        if (r == 0) r = kvs__devseg_to_host(d, p + vo, rq->v_off, (size_t)kvb);
+        r = kvs__devseg_to_host_async(d, p + ko, rq->k_off, (size_t)kvb);
+        if (r == 0) r = kvs__devseg_to_host_async(d, p + vo, rq->v_off, (size_t)kvb);
       }
+      if (r == 0 && (ab || kvb)) r = kvs__devseg_sync(d);
     }
     if (r < 0)
       return fail(rep, r, "put: reading the device segment: %s",
@@ -196,11 +200,12 @@ int kvs__opsdev_get_done(kvs__sess_state *st, const kvs__req *rq, uint64_t kvb, 
     return 0;
   }
   if (!rq->dev || !kp) return 0;
+  /* queued from the pinned stage, waited for once below */
   if (g->up && rq->v_off == rq->k_off + kvb) /* the stage holds K then V */
-    r = kvs__devseg_from_host(d, rq->k_off, kp, 2 * (size_t)kvb);
+    r = kvs__devseg_from_host_async(d, rq->k_off, kp, 2 * (size_t)kvb);
   else if (g->up) {
-    r = kvs__devseg_from_host(d, rq->k_off, kp, (size_t)kvb);
-    if (r == 0) r = kvs__devseg_from_host(d, rq->v_off, vp, (size_t)kvb);
+    r = kvs__devseg_from_host_async(d, rq->k_off, kp, (size_t)kvb);
+    if (r == 0) r = kvs__devseg_from_host_async(d, rq->v_off, vp, (size_t)kvb);
   }
   /* the reply goes out only once the data is in the segment */
   if (r == 0) r = kvs__devseg_sync(d);

@@ -472,6 +472,7 @@ static void maybe_finish(kvs__server *s)
     kvs__remote_stop(s->remote);
 #endif
     uv_close((uv_handle_t *)&s->drain, NULL);
+    kvs__sessions_close(&s->sess);
     kvs__signals_close(&s->sig);
   }
 }

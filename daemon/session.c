@@ -2,6 +2,7 @@
 /* Sessions: read frames (4-byte BE length + msgpack), dispatch, reply. */
 #include <errno.h>
 #include <msgpack.h>
+#include <sched.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -125,7 +126,24 @@ static int send_rep(kvs__session *ss, const kvs__rep *rep)
              kvs__op_name(rep->op), r);
     return r;
   }
-  r = queue_write(ss, out, 0, len);
+  size_t off = 0;
+  /* nothing queued: write at once (one write(2), no request to allocate,
+   * no callback and no epoll_ctl for the loop to run afterwards) */
+  if (uv_stream_get_write_queue_size((uv_stream_t *)&ss->pipe) == 0) {
+    uv_buf_t b = uv_buf_init(out, (unsigned)len);
+    int n = uv_try_write((uv_stream_t *)&ss->pipe, &b, 1);
+    if (n == (int)len) {
+      free(out);
+      return 0;
+    }
+    if (n > 0) off = (size_t)n;
+    else if (n != UV_EAGAIN && n != UV_ENOSYS) {
+      free(out);
+      session_close(ss);
+      return n;
+    }
+  }
+  r = queue_write(ss, out, off, len); /* the rest, in order, when writable */
   if (r < 0) session_close(ss);
   return r;
 }
@@ -440,10 +458,42 @@ static void on_tick(uv_timer_t *t)
   }
 }
 
+/* busy_poll_us (kvsinkd.conf(5)): for that long after the last bytes came
+ * in, an active idle handle makes the loop poll with a zero timeout instead
+ * of sleeping in epoll_wait, so a client's next request (a decode step's
+ * get after its put) is read without a wakeup. Off by default: it keeps a
+ * core busy while clients are active. */
+static void on_spin(uv_idle_t *i)
+{
+  kvs__sessions *h = i->data;
+  if (uv_hrtime() >= h->spin_until) uv_idle_stop(i);
+  else sched_yield(); /* a client waiting for a core gets this one */
+}
+
+static void spin_after_request(kvs__sessions *h)
+{
+  uint32_t us = h->cfg->busy_poll_us;
+  if (!us || h->spin_closed) return;
+  if (!h->spin_init) {
+    if (uv_idle_init(h->loop, &h->spin) < 0) return;
+    h->spin.data = h;
+    h->spin_init = 1;
+  }
+  h->spin_until = uv_hrtime() + (uint64_t)us * 1000u;
+  if (!uv_is_active((uv_handle_t *)&h->spin)) uv_idle_start(&h->spin, on_spin);
+}
+
+void kvs__sessions_close(kvs__sessions *h)
+{
+  if (h->spin_init && !h->spin_closed) uv_close((uv_handle_t *)&h->spin, NULL);
+  h->spin_closed = 1;
+}
+
 static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *b)
 {
   (void)b;
   kvs__session *ss = st->data;
+  if (nread > 0) spin_after_request(ss->host);
   if (nread < 0) {
     if (nread != UV_EOF)
       kvs__debug("session %llu: read: %s", (unsigned long long)ss->st.id, uv_strerror((int)nread));

@@ -24,6 +24,9 @@ typedef struct kvs__sessions {
   void (*on_gone)(void *arg); /* after a session closed */
   void *arg;
   struct kvs__remote *remote; /* the Redis tier, NULL when off */
+  uv_idle_t spin;          /* busy_poll_us: the loop polls without sleeping */
+  uint64_t spin_until;     /* uv_hrtime() when it stops */
+  int spin_init, spin_closed;
 } kvs__sessions;
 
 struct kvs__session {
@@ -53,5 +56,7 @@ void kvs__session_accept(kvs__sessions *h, uv_stream_t *listener, int admin_list
 void kvs__session_shutdown(kvs__session *ss);
 /* Close at once, dropping replies not yet written. */
 void kvs__session_abort(kvs__session *ss);
+/* Close what the sessions share (the busy-poll handle), at stop. */
+void kvs__sessions_close(kvs__sessions *h);
 
 #endif

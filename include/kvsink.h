@@ -167,6 +167,14 @@ int kvs_release(kvs_client *c, uint64_t seq);
 /* Round trip with no work: for latency measurement and health checks. */
 int kvs_ping(kvs_client *c);
 
+/* Busy-poll: wait for each reply by spinning on a non-blocking read for up
+ * to usec microseconds (at most 100000) before sleeping in a blocking one,
+ * which saves the sleep and wakeup of small requests (decode steps) at the
+ * price of a busy core while a reply is awaited. 0 (the default, or
+ * $KVSINK_BUSY_POLL_US at connect) = off. Kept across kvs_reconnect.
+ * 0 or -EINVAL. */
+int kvs_set_busy_poll(kvs_client *c, unsigned usec);
+
 /* ---- Attend: decode attention over the compressed cache ----
  * A block table says where each block of a seq lies in the daemon's pool
  * (host pools only: -ENOTSUP on a GPU pool, use kvs_get there). Getting

@@ -20,6 +20,8 @@ int kvs__vmm_import(kvs__vmm *m, int fd, uint64_t s) { (void)m; (void)fd; (void)
 void kvs__vmm_close(kvs__vmm *m) { (void)m; }
 int kvs__vmm_to_host(const kvs__vmm *m, void *d, uint64_t o, size_t n) { (void)m; (void)d; (void)o; (void)n; return -ENOSYS; }
 int kvs__vmm_from_host(const kvs__vmm *m, uint64_t o, const void *s, size_t n) { (void)m; (void)o; (void)s; (void)n; return -ENOSYS; }
+int kvs__vmm_to_host_async(const kvs__vmm *m, void *d, uint64_t o, size_t n) { (void)m; (void)d; (void)o; (void)n; return -ENOSYS; }
+int kvs__vmm_from_host_async(const kvs__vmm *m, uint64_t o, const void *s, size_t n) { (void)m; (void)o; (void)s; (void)n; return -ENOSYS; }
 int kvs__cudrv_sync(const kvs__vmm *m) { (void)m; return -ENOSYS; }
 int kvs__cudrv_alloc(const kvs__vmm *m, uint64_t *p, size_t n) { (void)m; (void)n; *p = 0; return -ENOSYS; }
 int kvs__cudrv_ctx_of(kvs__vmm *m, int o) { (void)m; (void)o; return -ENOSYS; }
@@ -47,7 +49,7 @@ void kvs__cudrv_host_unregister(void *p) { (void)p; }
   X(cuMemExportToShareableHandle) X(cuMemImportFromShareableHandle) X(cuMemAddressReserve) \
   X(cuMemAddressFree) X(cuMemMap) X(cuMemUnmap) X(cuMemSetAccess) X(cuMemcpyDtoH) \
   X(cuMemcpyHtoD) X(cuMemHostRegister) X(cuMemHostUnregister) X(cuMemAlloc) X(cuMemFree) \
-  X(cuMemcpyDtoDAsync)
+  X(cuMemcpyDtoDAsync) X(cuMemcpyDtoHAsync) X(cuMemcpyHtoDAsync)
 
 static struct {
 #define X(f) __typeof__(f) *f;
@@ -277,6 +279,24 @@ int kvs__vmm_from_host(const kvs__vmm *m, uint64_t off, const void *src, size_t 
   if (n == 0) return 0;
   CU(cu.cuCtxSetCurrent((CUcontext)m->ctx), "cuCtxSetCurrent");
   CU(cu.cuMemcpyHtoD((CUdeviceptr)(m->ptr + off), src, n), "cuMemcpyHtoD");
+  return 0;
+}
+
+int kvs__vmm_to_host_async(const kvs__vmm *m, void *dst, uint64_t off, size_t n)
+{
+  if (!range_ok(m, off, n)) return -EINVAL;
+  if (n == 0) return 0;
+  CU(cu.cuCtxSetCurrent((CUcontext)m->ctx), "cuCtxSetCurrent");
+  CU(cu.cuMemcpyDtoHAsync(dst, (CUdeviceptr)(m->ptr + off), n, NULL), "cuMemcpyDtoHAsync");
+  return 0;
+}
+
+int kvs__vmm_from_host_async(const kvs__vmm *m, uint64_t off, const void *src, size_t n)
+{
+  if (!range_ok(m, off, n)) return -EINVAL;
+  if (n == 0) return 0;
+  CU(cu.cuCtxSetCurrent((CUcontext)m->ctx), "cuCtxSetCurrent");
+  CU(cu.cuMemcpyHtoDAsync((CUdeviceptr)(m->ptr + off), src, n, NULL), "cuMemcpyHtoDAsync");
   return 0;
 }
 

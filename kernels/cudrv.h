@@ -47,6 +47,12 @@ void kvs__vmm_close(kvs__vmm *m);
 /* Copies on m's context; they return when the data is there. */
 int kvs__vmm_to_host(const kvs__vmm *m, void *dst, uint64_t off, size_t n);
 int kvs__vmm_from_host(const kvs__vmm *m, uint64_t off, const void *src, size_t n);
+/* The same queued on m's context's legacy default stream, after what was
+ * queued before; the data is there once kvs__cudrv_sync returns. Small
+ * requests queue their copies and wait once, instead of once per copy
+ * and again at the end. */
+int kvs__vmm_to_host_async(const kvs__vmm *m, void *dst, uint64_t off, size_t n);
+int kvs__vmm_from_host_async(const kvs__vmm *m, uint64_t off, const void *src, size_t n);
 /* A kvs__vmm without memory that names GPU ordinal's primary context,
  * for the calls below (staging of host-segment sessions). */
 int kvs__cudrv_ctx_of(kvs__vmm *m, int ordinal);

@@ -161,26 +161,32 @@ static int cu_dequantize_n(kvs__backend *b, const kvs__qparams *p, const kvs__dq
   kvs__qlayout l;
   if (n == 0) return 0;
   if (kvs__qparams_check(p) || n > KVS_BATCH_DEV_MAX) return -EINVAL;
-  size_t nrows = 0;
+  size_t nrows = 0, outb = 0;
   uint32_t nh = 0;
   for (uint32_t i = 0; i < n; i++) {
     if (it[i].r0 >= it[i].r1 || it[i].r1 > p->group || (it[i].sink_mask && !it[i].rows))
       return -EINVAL;
     nrows += (size_t)__builtin_popcountll(it[i].sink_mask);
     nh += !it[i].dev;
+    /* host outputs packed: only rows r0..r1 come back (a decode step's
+     * get of a just-completed group reads one row per layer, not G) */
+    if (!it[i].dev) outb += align16((size_t)(it[i].r1 - it[i].r0) * p->channels * 2u);
   }
   if (nh > KVS_BATCH_MAX) return -EINVAL;
   kvs__qlayout_of(p, &l);
-  size_t ps = align16((size_t)p->group * p->channels * 2u);
   pthread_mutex_lock(&c->lock);
   batch_layout bl;
   int rc = cudaSetDevice(c->device) == cudaSuccess ? 0 : -EIO;
-  if (rc == 0) rc = batch_layout_of(c, p, n, sizeof(kvs__cuda_dqjob), nrows, nh, &bl);
+  if (rc == 0) rc = batch_layout_of(c, p, n, sizeof(kvs__cuda_dqjob), nrows, 0, &bl);
+  if (rc == 0) {
+    bl.v = bl.k + outb;
+    bl.total = bl.v + outb;
+    rc = batch_reserve(c, bl.total);
+  }
   if (rc) goto out;
   uint8_t *h = c->hbatch, *d = c->dbatch;
   kvs__cuda_dqjob *jobs = (kvs__cuda_dqjob *)h;
-  size_t ro = bl.rows;
-  uint32_t hi = 0;
+  size_t ro = bl.rows, oo = 0;
   for (uint32_t i = 0; i < n; i++) {
     uint32_t ns = (uint32_t)__builtin_popcountll(it[i].sink_mask);
     const uint16_t *const *rows = ns ? (const uint16_t *const *)(d + ro) : NULL;
@@ -189,9 +195,9 @@ static int cu_dequantize_n(kvs__backend *b, const kvs__qparams *p, const kvs__dq
     /* dev: rows r0..r1 land in the output directly */
     uint16_t *ok = it[i].k_out, *ov = it[i].v_out;
     if (!it[i].dev) {
-      ok = (uint16_t *)(d + bl.k + hi * ps);
-      ov = (uint16_t *)(d + bl.v + hi * ps);
-      hi++;
+      ok = (uint16_t *)(d + bl.k + oo);
+      ov = (uint16_t *)(d + bl.v + oo);
+      oo += align16((size_t)(it[i].r1 - it[i].r0) * p->channels * 2u);
     }
     jobs[i] = (kvs__cuda_dqjob){ it[i].block, rows, ok, ov, it[i].r0, it[i].r1 };
   }
@@ -207,13 +213,13 @@ static int cu_dequantize_n(kvs__backend *b, const kvs__qparams *p, const kvs__dq
     rc = -EIO;
     goto out;
   }
-  hi = 0;
+  oo = 0;
   for (uint32_t i = 0; i < n; i++) {
     size_t bytes = (size_t)(it[i].r1 - it[i].r0) * p->channels * 2u;
     if (it[i].dev) continue;
-    memcpy(it[i].k_out, h + bl.k + hi * ps, bytes);
-    memcpy(it[i].v_out, h + bl.v + hi * ps, bytes);
-    hi++;
+    memcpy(it[i].k_out, h + bl.k + oo, bytes);
+    memcpy(it[i].v_out, h + bl.v + oo, bytes);
+    oo += align16(bytes);
   }
 out:
   pthread_mutex_unlock(&c->lock);

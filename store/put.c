@@ -445,7 +445,13 @@ static int put_quantize(put *c)
         items[m++] = (kvs__qitem){in_row(c, c->k, l, t0), in_row(c, c->v, l, t0), b->sink_mask,
                                   b->data, b->rows, 1};
       } else {
-        if (!gk) {
+        /* the layer's residual holds rows [base, L0) in a row, and rows
+         * past its length are scratch (put_stage_residual): with room for
+         * the whole group there, the tile is made in place (a decode
+         * step's G-th token: no copy of the G - 1 rows before it) */
+        kvs__seq_layer *R = &q->l[l];
+        int in_place = R->rk && t0 - base + G <= R->rcap;
+        if (!in_place && !gk) {
           gk = malloc(nt * tile * 2u);
           gv = malloc(nt * tile * 2u);
           if (!gk || !gv) {
@@ -453,19 +459,23 @@ static int put_quantize(put *c)
             break;
           }
         }
-        uint16_t *tk = gk + mh * tile, *tv = gv + mh * tile;
-        uint32_t r = 0;
-        for (; r < G && t0 + r < c->pl[l].L0; r++) {
-          memcpy(tk + (size_t)r * C, q->l[l].rk + (size_t)(t0 + r - base) * C, rb);
-          memcpy(tv + (size_t)r * C, q->l[l].rv + (size_t)(t0 + r - base) * C, rb);
+        uint16_t *tk = in_place ? R->rk + (size_t)(t0 - base) * C : gk + mh * tile;
+        uint16_t *tv = in_place ? R->rv + (size_t)(t0 - base) * C : gv + mh * tile;
+        uint32_t r = c->pl[l].L0 > t0 ? c->pl[l].L0 - t0 : 0; /* rows from the residual */
+        if (r > G)
+          r = G;
+        for (uint32_t j = 0; j < r && !in_place; j++) {
+          memcpy(tk + (size_t)j * C, R->rk + (size_t)(t0 + j - base) * C, rb);
+          memcpy(tv + (size_t)j * C, R->rv + (size_t)(t0 + j - base) * C, rb);
         }
         if (r < G && (in_copy(c, tk + (size_t)r * C, c->k, l, t0 + r, G - r) < 0 ||
                       in_copy(c, tv + (size_t)r * C, c->v, l, t0 + r, G - r) < 0)) {
           rc = kvs__fail(c->errmsg, -EIO, "copy from device memory failed");
           break;
         }
-        if (kvs__has_nonfinite(tk, tile, c->sp->qp.dtype) ||
-            kvs__has_nonfinite(tv, tile, c->sp->qp.dtype)) {
+        /* rows below r are residual rows, checked when they were staged */
+        if (kvs__has_nonfinite(tk + (size_t)r * C, (size_t)(G - r) * C, c->sp->qp.dtype) ||
+            kvs__has_nonfinite(tv + (size_t)r * C, (size_t)(G - r) * C, c->sp->qp.dtype)) {
           rc = kvs__fail(c->errmsg, KVS_ENAN, "NaN or Inf in K/V");
           break;
         }

@@ -109,6 +109,7 @@ def _declare(lib):
         "kvs_put_device": (c.c_int, [c.c_void_p, P(PutArgs), P(PutResult)]),
         "kvs_get_device": (c.c_int, [c.c_void_p, c.c_uint64, c.c_uint32, c.c_uint32, c.c_uint32,
                                      c.c_uint32, c.c_size_t, c.c_size_t]),
+        "kvs_set_busy_poll": (c.c_int, [c.c_void_p, c.c_uint]),
         "kvs_last_error": (c.c_char_p, [c.c_void_p]),
     }
     optional = ("kvs_connect_device", "kvs_device_segment", "kvs_put_device", "kvs_get_device")

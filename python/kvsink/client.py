@@ -318,6 +318,13 @@ class Client:
         with self._gpu():
             self._check(L.lib().kvs_ping(self._handle()), "ping")
 
+    def set_busy_poll(self, usec):
+        """Spin up to usec microseconds for each reply before blocking
+        (0 = off, at most 100000); libkvsink(3) kvs_set_busy_poll."""
+        if not 0 <= usec <= 100000:
+            raise ValueError("busy-poll of %r us: expected 0..100000" % (usec,))
+        self._check(L.lib().kvs_set_busy_poll(self._handle(), usec), "set_busy_poll")
+
     def kv_bytes(self, n_tokens, layer_begin=0, layer_end=None):
         le = self.model.n_layers if layer_end is None else layer_end
         return L.lib().kvs_kv_bytes(self._handle(), n_tokens, layer_begin, le)

@@ -9,6 +9,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include "client/conn.h"
@@ -180,6 +181,82 @@ START_TEST(default_path)
 }
 END_TEST
 
+/* A reply larger than the receive buffer (read in place) followed, in the
+ * same write, by a small one (left in the buffer for the next call). */
+START_TEST(large_reply_then_small_one_buffered)
+{
+  kvs__rep rep;
+  char *buf;
+  size_t len;
+  memset(&rep, 0, sizeof rep);
+  rep.op = KVS_OP_PING;
+  rep.id = 1;
+  ck_assert_int_eq(kvs__encode_rep(&rep, &buf, &len), 0);
+  /* one more key the decoder skips: "pad" => a 9000-byte bin */
+  ck_assert(len > 5 && (uint8_t)buf[4] >= 0x80 && (uint8_t)buf[4] < 0x8f);
+  size_t pad = 9000, big = len + 4 + 3 + pad;
+  uint8_t *f = malloc(big);
+  memcpy(f, buf, len);
+  free(buf);
+  f[4]++;
+  uint8_t *p = f + len;
+  *p++ = 0xa3;
+  memcpy(p, "pad", 3);
+  p += 3;
+  *p++ = 0xc5;
+  *p++ = (uint8_t)(pad >> 8);
+  *p++ = (uint8_t)pad;
+  memset(p, 0x55, pad);
+  p += pad;
+  kvs__frame_put_len(f, (uint32_t)(p - f - 4));
+  ck_assert_uint_gt((size_t)(p - f), KVS__CONN_RBUF);
+  ck_assert_int_eq(write(peer, f, (size_t)(p - f)), (ssize_t)(p - f));
+  free(f);
+  queue_rep(2, 0, NULL);
+  ck_assert_int_eq(ping(), 0);
+  ck_assert_int_eq(ping(), 0);
+  ck_assert_uint_eq(conn.rpos, conn.rlen); /* nothing left over */
+}
+END_TEST
+
+/* Busy-poll: a reply that comes within the spin and one that comes after
+ * it (the blocking read takes over) are both received. */
+static void reply_later(uint64_t id, unsigned delay_us)
+{
+  pid_t pid = fork();
+  ck_assert_int_ge(pid, 0);
+  if (pid == 0) {
+    usleep(delay_us);
+    queue_rep(id, 0, NULL);
+    _exit(0);
+  }
+}
+
+START_TEST(busy_poll_then_block)
+{
+  conn.spin_us = 100000;
+  reply_later(1, 2000);
+  ck_assert_int_eq(ping(), 0);
+  conn.spin_us = 200;
+  reply_later(2, 50000);
+  ck_assert_int_eq(ping(), 0);
+  while (wait(NULL) > 0) {}
+}
+END_TEST
+
+START_TEST(busy_poll_env)
+{
+  static const struct { const char *v; uint32_t want; } c[] = {
+      {"", 0}, {"50", 50}, {"abc", 0}, {"-5", 0}, {"12x", 0}, {"999999999", KVS__CONN_MAX_SPIN_US}};
+  for (size_t i = 0; i < sizeof c / sizeof c[0]; i++) {
+    setenv("KVSINK_BUSY_POLL_US", c[i].v, 1);
+    ck_assert_uint_eq(kvs__conn_env_spin(), c[i].want);
+  }
+  unsetenv("KVSINK_BUSY_POLL_US");
+  ck_assert_uint_eq(kvs__conn_env_spin(), 0);
+}
+END_TEST
+
 int main(void)
 {
   Suite *s = suite_create("client");
@@ -194,6 +271,9 @@ int main(void)
   tcase_add_test(tc, peer_closes_mid_frame);
   tcase_add_test(tc, fd_collected_from_first_bytes);
   tcase_add_test(tc, default_path);
+  tcase_add_test(tc, large_reply_then_small_one_buffered);
+  tcase_add_test(tc, busy_poll_then_block);
+  tcase_add_test(tc, busy_poll_env);
   suite_add_tcase(s, tc);
   SRunner *sr = srunner_create(s);
   srunner_run_all(sr, CK_NORMAL);

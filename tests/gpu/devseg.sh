@@ -12,9 +12,10 @@
 # 2. lifetime: a client killed while it holds a device segment leaves
 #    nothing behind; kvsinkd killed and restarted between two puts of a
 #    client gives it a clear error, and kvs_reconnect re-imports;
-# 3. latency of a 1-token put+get and put/get bandwidth for 1, 2, 4
-#    client processes at 16/8/4/2 bits next to cudaMemcpy D2D, device and
-#    host segments side by side.
+# 3. latency of a 1-token put+get (and its parts: put, the G-th puts, get,
+#    ping), then again with busy-polling on both sides (SPIN us, default
+#    1000); put/get bandwidth for 1, 2, 4 client processes at 16/8/4/2 bits
+#    next to cudaMemcpy D2D, device and host segments side by side.
 # Exit status: non-zero when a check fails (the figures are printed).
 # On a failure it explains: which values differ (bits, K/V, layer, token,
 # channel), both daemons' stats and the tail of their logs; with $OUT set
@@ -147,6 +148,16 @@ cat "$tmp/restart.log"
 
 # 3. figures
 timeout 120 "$T" "$sock" latency || failed "latency"
+# 3b. the same with busy-polling on both sides (kvsinkd.conf busy_poll_us,
+# kvs_set_busy_poll): a second GPU daemon for it, stopped after
+ssock="$tmp/spin.sock"
+{ cat "$tmp/kvsinkd.conf"; echo "busy_poll_us = ${SPIN:-1000}"; } > "$tmp/kvsinkd-spin.conf"
+"$D" --foreground --config "$tmp/kvsinkd-spin.conf" --socket "$ssock" --device "${GPU:-cuda:0}" \
+  --log-level info > "$tmp/kvsinkd-spin.log" 2>&1 &
+spid=$!
+for i in $(seq 100); do [ -S "$ssock" ] && break; sleep 0.1; done
+timeout 120 "$T" "$ssock" latency "${SPIN:-1000}" || failed "latency with busy-poll"
+kill -TERM "$spid"; wait "$spid"
 for p in 1 2 4; do
   for bits in 16 8 4 2; do
     timeout 200 "$T" "$sock" bench "$p" "$bits" || failed "bench $p procs $bits bits"

@@ -8,7 +8,9 @@
  *   devseg_test SOCK bench PROCS BITS put/get bandwidth of 1,024 tokens x 32 layers
  *                                     x 8 heads x 128 (fp16) per process, device
  *                                     and host segments, next to cudaMemcpy D2D
- *   devseg_test SOCK latency          1-token put+get, median and p99 (us)
+ *   devseg_test SOCK latency [SPIN]   1-token put+get, median and p99 (us), and
+ *                                     its parts (put, the G-th puts, get, ping);
+ *                                     SPIN: client busy-poll (us)
  *   devseg_test SOCK dump FILE DEV    outputs at 16/8/4/2 bits into FILE (DEV 1:
  *                                     device segment, 0: host segment)
  *   devseg_test - cmp A B             compare two dumps: where they differ (bits,
@@ -190,6 +192,59 @@ static int check(void)
     }
     kvs_close(cd);
     kvs_close(ch);
+  }
+  /* decode steps: 1-token puts and gets (the small path: one copy each way
+   * through the daemon's pinned host staging; the get of a token that
+   * completes a group dequantizes one row per layer), token by token, at 4
+   * bits: device segment == host segment, and == input for 16-bit rows */
+  {
+    kvs_client *cs[2] = {conn(L, 4, 0, 4 * b), conn(L, 4, 1, 4 * b)};
+    uint32_t G = kvs_get_info(cs[0])->group, steps = 2 * G + 3, C = 8 * 128, bad = 0, exact = 0;
+    size_t b1 = kvs_kv_bytes(cs[0], 1, 0, L);
+    uint16_t *in = malloc(2 * b1), *out[2] = {malloc(2 * b1), malloc(2 * b1)};
+    for (uint32_t t = 0; t < steps && !bad; t++) {
+      for (uint32_t l = 0; l < L; l++) {
+        memcpy(in + (size_t)l * C, h + ((size_t)l * n + t) * C, C * 2);
+        memcpy(in + (size_t)(L + l) * C, h + e + ((size_t)l * n + t) * C, C * 2);
+      }
+      for (int dev = 0; dev < 2 && !bad; dev++) {
+        uint8_t *seg = dev ? kvs_device_segment(cs[dev], NULL) : kvs_segment(cs[dev], NULL);
+        CK(cudaMemcpy(seg, in, 2 * b1, cudaMemcpyDefault));
+        uint32_t tok = (dev ? 900000u : 800000u) + t; /* each quantizes its own blocks */
+        kvs_put_args a = { .seq = 5, .start = t, .tokens = &tok, .n_tokens = 1, .layer_end = L,
+                           .k_off = 0, .v_off = b1 };
+        int r = dev ? kvs_put_device(cs[dev], &a, NULL) : kvs_put(cs[dev], &a, NULL);
+        if (r == 0)
+          r = dev ? kvs_get_device(cs[dev], 5, t, 1, 0, L, 2 * b1, 3 * b1)
+                  : kvs_get(cs[dev], 5, t, 1, 0, L, 2 * b1, 3 * b1);
+        if (r < 0) {
+          printf("  decode step %u (%s segment): %s (%s)\n", t, dev ? "device" : "host",
+                 kvs_strerror(r), kvs_last_error(cs[dev]));
+          bad = 1;
+          break;
+        }
+        CK(cudaMemcpy(out[dev], seg + 2 * b1, 2 * b1, cudaMemcpyDefault));
+      }
+      if (bad) break;
+      if (memcmp(out[0], out[1], 2 * b1)) {
+        printf("  decode step %u: device segment != host segment\n", t);
+        say_diff("device vs host (K then V)", out[1], out[0], 2 * b1 / 2, 1);
+        bad = 1;
+      } else if ((t + 1) % G && memcmp(out[1], in, 2 * b1)) {
+        printf("  decode step %u: a 16-bit residual row came back changed\n", t);
+        bad = 1;
+      } else {
+        exact += (t + 1) % G != 0;
+      }
+    }
+    printf("%s: %u decode steps (1-token put + get), device segment == host segment, %u of them "
+           "16-bit and == input\n", bad ? "FAIL" : "PASS", steps, exact);
+    fails += bad;
+    free(in);
+    free(out[0]);
+    free(out[1]);
+    kvs_close(cs[0]);
+    kvs_close(cs[1]);
   }
   /* NaN / Inf anywhere in a bulk device put fails it (kernels/check.cu:
    * 16-byte loads plus a 2-byte tail); positions in K and V, first, inside,
@@ -473,21 +528,28 @@ static int cmpd(const void *a, const void *b)
   return x < y ? -1 : x > y;
 }
 
-static int latency(void)
+/* The 1-token round trip (a decode step), device and host segments:
+ * put+get median and p99, and its parts: the put (the G-th ones, which
+ * complete a block per layer, apart), the get, a ping. spin_us > 0: the
+ * client busy-polls for its replies (kvs_set_busy_poll); devseg.sh runs it
+ * against a daemon with busy_poll_us set too. */
+static int latency(unsigned spin_us)
 {
   const uint32_t L = 32, iters = 2000;
   for (int dev = 1; dev >= 0; dev--) {
     set_salt(dev ? "latency-dev" : "latency-host"); /* neither finds the other's blocks */
     kvs_client *c = conn(L, 4, dev, 64u << 20);
+    if (kvs_set_busy_poll(c, spin_us) < 0) { fprintf(stderr, "kvs_set_busy_poll\n"); return 1; }
+    uint32_t G = kvs_get_info(c)->group;
     size_t b = kvs_kv_bytes(c, 1, 0, L);
     uint16_t *h = calloc(1, 2 * b);
     fill(h, b);
     uint8_t *seg = dev ? kvs_device_segment(c, NULL) : kvs_segment(c, NULL);
     CK(cudaMemcpy(seg, h, 2 * b, cudaMemcpyDefault));
     double *t = malloc(iters * sizeof *t), *tp = malloc(iters * sizeof *tp),
-           *tg = malloc(iters * sizeof *tg), *tping = malloc(iters * sizeof *tping);
-    /* where a slow put+get goes: the i of the slowest ones (every G-th put
-     * completes a block per layer: quantization) */
+           *tg = malloc(iters * sizeof *tg), *tping = malloc(iters * sizeof *tping),
+           *tfill = malloc(iters * sizeof *tfill), *trest = malloc(iters * sizeof *trest);
+    uint32_t nfill = 0, nrest = 0;
     for (uint32_t i = 0; i < iters; i++) {
       uint32_t tok = i;
       double t0 = now();
@@ -502,8 +564,14 @@ static int latency(void)
       t[i] = (t2 - t0) * 1e6;
       tp[i] = (t1 - t0) * 1e6;
       tg[i] = (t2 - t1) * 1e6;
+      if ((i + 1) % G == 0) tfill[nfill++] = tp[i];
+      else trest[nrest++] = tp[i];
       if (r < 0) { fprintf(stderr, "latency: %s (%s)\n", kvs_strerror(r), kvs_last_error(c)); return 1; }
     }
+    const char *kind = dev ? "device" : "host";
+    char how[48] = "";
+    if (spin_us) snprintf(how, sizeof how, " [busy-poll %u us]", spin_us);
+    /* where a slow put+get goes: the i of the slowest ones */
     uint32_t slow[5] = {0, 0, 0, 0, 0};
     for (uint32_t i = 0; i < iters; i++)
       for (int j = 0; j < 5; j++)
@@ -512,12 +580,19 @@ static int latency(void)
           slow[j] = i;
           break;
         }
-    printf("%-6s 1-token slowest: ", dev ? "device" : "host");
+    printf("%-6s 1-token slowest%s: ", kind, how);
     for (int j = 0; j < 5; j++) printf("#%u put %.0f get %.0f us%s", slow[j], tp[slow[j]], tg[slow[j]], j < 4 ? ", " : "\n");
-    double mp = median(tp, iters), mg = median(tg, iters), mping = median(tping, iters);
+    double mg = median(tg, iters), g99 = tg[iters * 99 / 100], mping = median(tping, iters);
+    double mp = median(tp, iters), p99 = tp[iters * 99 / 100];
+    double mrest = median(trest, nrest), mfill = median(tfill, nfill), fmax = tfill[nfill - 1];
     qsort(t, iters, sizeof *t, cmpd);
-    printf("%-6s 1-token put+get (32 layers): median %.1f us, p99 %.1f us (median put %.1f, get %.1f, "
-           "a ping %.1f us)\n", dev ? "device" : "host", t[iters / 2], t[iters * 99 / 100], mp, mg, mping);
+    printf("%-6s 1-token put+get (32 layers)%s: median %.1f us, p99 %.1f us (median put %.1f, get %.1f, "
+           "a ping %.1f us)\n", kind, how, t[iters / 2], t[iters * 99 / 100], mp, mg, mping);
+    printf("%-6s   parts%s: put median %.1f p99 %.1f us (the %u puts completing a group: median %.1f "
+           "max %.1f; the others: median %.1f) | get median %.1f p99 %.1f | ping median %.1f | "
+           "put+get - 2 pings %.1f us\n", kind, how, mp, p99, nfill, mfill, fmax, mrest, mg, g99,
+           mping, t[iters / 2] - 2 * mping);
+    free(t); free(tp); free(tg); free(tping); free(tfill); free(trest); free(h);
     kvs_close(c);
   }
   return 0;
@@ -526,7 +601,7 @@ static int latency(void)
 int main(int argc, char **argv)
 {
   if (argc < 3) {
-    fprintf(stderr, "usage: devseg_test SOCK check|restart|bench PROCS BITS|latency|dump FILE DEV\n"
+    fprintf(stderr, "usage: devseg_test SOCK check|restart|bench PROCS BITS|latency [SPIN]|dump FILE DEV\n"
                     "       devseg_test - cmp DUMP1 DUMP2\n");
     return 2;
   }
@@ -535,7 +610,7 @@ int main(int argc, char **argv)
   set_salt(argv[2]);
   if (!strcmp(argv[2], "check")) return check();
   if (!strcmp(argv[2], "restart")) return restart();
-  if (!strcmp(argv[2], "latency")) return latency();
+  if (!strcmp(argv[2], "latency")) return latency(argc > 3 ? (unsigned)atoi(argv[3]) : 0);
   if (!strcmp(argv[2], "dump") && argc == 5) return dump(argv[3], atoi(argv[4]));
   if (!strcmp(argv[2], "bench") && argc == 5) return bench(atoi(argv[3]), atoi(argv[4]));
   return 2;

@@ -122,6 +122,13 @@ def test_errors_carry_errno_and_message(sock, model_id):
         with pytest.raises(ValueError):
             c.put(2, 0, range(8), k[:, :4], v)
         c.ping()
+        c.set_busy_poll(200)  # replies read by spinning first: the same data back
+        c.put(3, 0, range(8), k, v)
+        kk, vv = c.get(3, 0, 8)
+        assert (kk == k).all() and (vv == v).all()
+        c.set_busy_poll(0)
+        with pytest.raises(ValueError):
+            c.set_busy_poll(100001)
     with pytest.raises(ValueError):
         c.ping()
     with pytest.raises(kvsink.KVSinkError) as e:
