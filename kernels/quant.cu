@@ -783,7 +783,7 @@ static __device__ __forceinline__ void fq_kcols(const kvs_cu_args &a, const kvs_
   }
 }
 
-/* ---- Outlier path, variants 1 and 2 (KVS_FQ_VARIANT; 0 is the path above)
+/* ---- Outlier path, variants 1 to 3 (KVS_FQ_VARIANT; 0 is the path above)
  * The same bytes with fewer instructions per element:
  * - selection bits in a per-lane layout that costs one shift and one
  *   logic op per word: bit k = half 0 of word k, bit 16 + k = half 1
@@ -1028,18 +1028,48 @@ static __device__ __forceinline__ void fq_vrow2(const kvs_cu_args &a, uint8_t *b
     const uint32_t zs = __shfl_sync(0xffffffffu, z, b ? __ffs(b) - 1 : lane);
     if (gmn[j] == 0.f && b) gmn[j] = (zs >> 4) ? -0.f : 0.f;
   }
-#pragma unroll
-  for (int j = 0; j < KVS_FQ_NJ; j++) {
-    if (j >= (int)nj) continue;
+  /* ranges: with 4 or more lanes to a group, lane t of the group works
+   * out octet t's range only and the others take it by shuffle (one
+   * division and reciprocal per lane instead of one per octet) */
+  float rmin[KVS_FQ_NJ], rinv[KVS_FQ_NJ];
+  if (per >= 4u) {
+    static_assert(KVS_FQ_NJ == 4, "one octet for each of a group's first 4 lanes");
+    const uint32_t t = lane & 3u, g0 = lane & ~(per - 1u);
+    const float mnt = t == 0 ? gmn[0] : t == 1 ? gmn[1] : t == 2 ? gmn[2] : gmn[3];
+    const float mxt = t == 0 ? gmx[0] : t == 1 ? gmx[1] : t == 2 ? gmx[2] : gmx[3];
     uint16_t sh, mh;
     float minf, inv;
-    fq_range(gmn[j], gmx[j], hi, sh, mh, minf, inv, erange);
-    const uint32_t o = 32u * j + lane;
-    if ((lane & (per - 1u)) == 0) {
-      uint32_t g = (o * 8u) / a.vg;
+    fq_range(mnt, mxt, hi, sh, mh, minf, inv, erange);
+    if ((lane & (per - 1u)) < 4u && t < nj) {
+      const uint32_t g = ((32u * t + lane) * 8u) / a.vg;
       vsc[g] = sh;
       vmn[g] = mh;
     }
+#pragma unroll
+    for (int j = 0; j < KVS_FQ_NJ; j++) {
+      rmin[j] = __shfl_sync(0xffffffffu, minf, g0 + j);
+      rinv[j] = __shfl_sync(0xffffffffu, inv, g0 + j);
+    }
+  } else {
+#pragma unroll
+    for (int j = 0; j < KVS_FQ_NJ; j++) {
+      rmin[j] = 0.f;
+      rinv[j] = 0.f;
+      if (j >= (int)nj) continue;
+      uint16_t sh, mh;
+      fq_range(gmn[j], gmx[j], hi, sh, mh, rmin[j], rinv[j], erange);
+      if ((lane & (per - 1u)) == 0) {
+        const uint32_t g = ((32u * j + lane) * 8u) / a.vg;
+        vsc[g] = sh;
+        vmn[g] = mh;
+      }
+    }
+  }
+#pragma unroll
+  for (int j = 0; j < KVS_FQ_NJ; j++) {
+    if (j >= (int)nj) continue;
+    const uint32_t o = 32u * j + lane;
+    const float minf = rmin[j], inv = rinv[j];
     float x[8];
     unpack8<BF>(d[j], x);
     uint32_t u[8];
@@ -1158,11 +1188,13 @@ static __device__ __forceinline__ void fq_kcodes2(const kvs_cu_args &a, const kv
 #ifndef KVS_FQ_NJT
 #define KVS_FQ_NJT 1   /* C = 1024 gets its own instance (octets per lane a constant) */
 #endif
-/* VAR: the outlier path's variant (0 the original, 1 and 2 above; 2 also
- * prefetches the next V row, with the registers of 2 blocks per
- * multiprocessor, where 1 spills); without outliers only 0 is built. */
+/* VAR: the outlier path's variant: 0 the original; 1 the one above
+ * (3 blocks per multiprocessor, 80 registers: spills around the exact
+ * pick's call); 2 as 1 with the registers of 2 blocks per multiprocessor
+ * and the next V row prefetched; 3 as 1 with 2 blocks and no prefetch.
+ * Without outliers only 0 is built. */
 template <bool BF, bool OUT, int NJT, int VAR>
-static __global__ void __launch_bounds__(KVS_CU_THREADS, OUT ? (VAR == 2 ? 2 : KVS_FQ_OUT_MINB) : 3)
+static __global__ void __launch_bounds__(KVS_CU_THREADS, OUT ? (VAR >= 2 ? 2 : KVS_FQ_OUT_MINB) : 3)
 kvs_fquant_kernel(kvs_cu_args a, const kvs__cuda_qjob *jobs, int *st)
 {
   extern __shared__ __align__(16) uint32_t fsm[];
@@ -1573,14 +1605,14 @@ static size_t fast_smem(const kvs_cu_args &a, bool out)
   return s;
 }
 
-/* The outlier path's variant: KVS_FQ_VARIANT=0, 1 or 2 (read once; for
+/* The outlier path's variant: KVS_FQ_VARIANT=0..3 (read once; for
  * tests/gpu/run.sh, which times each; the losers go once measured). */
 static int fq_variant(void)
 {
   static int v = -1;
   if (v < 0) {
     const char *e = getenv("KVS_FQ_VARIANT");
-    v = e && e[0] >= '0' && e[0] <= '2' && !e[1] ? e[0] - '0' : KVS_FQ_VARIANT_DEFAULT;
+    v = e && e[0] >= '0' && e[0] <= '3' && !e[1] ? e[0] - '0' : KVS_FQ_VARIANT_DEFAULT;
   }
   return v;
 }
@@ -1593,6 +1625,7 @@ template <bool BF, int NJT> static fq_kern_t fq_pick_v(int var)
     case 0: return kvs_fquant_kernel<BF, true, NJT, 0>;
     case 1: return kvs_fquant_kernel<BF, true, NJT, 1>;
     case 2: return kvs_fquant_kernel<BF, true, NJT, 2>;
+    case 3: return kvs_fquant_kernel<BF, true, NJT, 3>;
     default: return kvs_fquant_kernel<BF, false, NJT, 0>;  /* no outliers */
   }
 }

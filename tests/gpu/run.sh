@@ -7,7 +7,7 @@
 # dequantize against a D2D copy, and, when PyTorch is present, a PyTorch
 # fp8 cast and KIVI's Triton quantizer (tests/gpu/bench_ref.py; KIVI's
 # source must be in .third_party/kivi/new_pack.py, never committed).
-# Each variant of the outlier path (KVS_FQ_VARIANTS, default "0 1 2") is
+# Each variant of the outlier path (KVS_FQ_VARIANTS, default "0 1 2 3") is
 # checked and timed; a table of quantize GB/s per variant comes last.
 # Exit status: non-zero when the comparison finds a mismatch.
 set -eu
@@ -39,7 +39,7 @@ echo "built $out/gpu_test"
 rc=0
 # each variant of the quantizer's outlier path (KVS_FQ_VARIANT, read by
 # kernels/quant.cu): checked byte for byte, then timed; a table at the end
-variants=${KVS_FQ_VARIANTS:-0 1 2}
+variants=${KVS_FQ_VARIANTS:-0 1 2 3}
 for v in $variants; do
   echo "== KVS_FQ_VARIANT=$v"
   vrc=0
