@@ -6,6 +6,7 @@
  * Float steps use the explicit _rn intrinsics so nvcc cannot contract
  * them into FMAs: the reference evaluates each step in fp32 separately. */
 #include <cerrno>
+#include <cstdlib>
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -782,16 +783,418 @@ static __device__ __forceinline__ void fq_kcols(const kvs_cu_args &a, const kvs_
   }
 }
 
+/* ---- Outlier path, variants 1 to 3 (KVS_FQ_VARIANT; 0 is the path above)
+ * The same bytes with fewer instructions per element:
+ * - selection bits in a per-lane layout that costs one shift and one
+ *   logic op per word: bit k = half 0 of word k, bit 16 + k = half 1
+ *   (word k = channels 256(k/4) + 8 lane + 2(k%4) + {0,1});
+ * - NaN/Inf of a row from its magnitude maximum (needed for the pick
+ *   anyway): an exponent of all ones is exactly a magnitude >= that field;
+ * - ranges as packed fp16/bf16 min/max (min.f16x2 and friends, exact) on
+ *   words whose outliers are replaced by a NaN (ignored by min/max), so no
+ *   per-element mask tests and no conversions; keys: the NaN goes into the
+ *   shared tile and the original comes back from the entries before the
+ *   codes. Packed min orders -0 below +0, the reference keeps the first
+ *   zero: a range whose minimum is zero takes the first zero's sign by an
+ *   exact scan (rare: a range with no negative member and a zero). */
+template <bool BF> static __device__ __forceinline__ uint32_t hmin2u(uint32_t a, uint32_t b)
+{
+  uint32_t r;
+  if (BF) asm("min.bf16x2 %0, %1, %2;" : "=r"(r) : "r"(a), "r"(b));
+  else asm("min.f16x2 %0, %1, %2;" : "=r"(r) : "r"(a), "r"(b));
+  return r;
+}
+template <bool BF> static __device__ __forceinline__ uint32_t hmax2u(uint32_t a, uint32_t b)
+{
+  uint32_t r;
+  if (BF) asm("max.bf16x2 %0, %1, %2;" : "=r"(r) : "r"(a), "r"(b));
+  else asm("max.f16x2 %0, %1, %2;" : "=r"(r) : "r"(a), "r"(b));
+  return r;
+}
+/* +Inf / -Inf in both halves */
+template <bool BF> static __device__ __forceinline__ uint32_t hinf2(bool neg)
+{
+  const uint32_t e = BF ? 0x7f807f80u : 0x7c007c00u;
+  return neg ? (e | 0x80008000u) : e;
+}
+/* NaN where the selection set marks word k's halves */
+static __device__ __forceinline__ uint32_t nanmask(uint32_t sb, int k)
+{
+  return ((sb >> k) & 0x10001u) * 0x7fffu;
+}
+
+/* fq_outliers with the selection set in the per-lane layout above and the
+ * row's NaN/Inf flag; entries and their order as fq_outliers. */
+/* The exact pick (more than 32 outliers or too many candidates): bisection
+ * for the n-th largest key, then channel-order compaction; selection set
+ * as fq_outliers2. Not inlined: its registers would spill on the common
+ * path; it reads the row (global or shared, 16-byte aligned) again. */
+static __device__ __noinline__ uint32_t fq_exact2(const uint16_t *row, uint32_t nj, uint32_t n,
+                                                  uint32_t *ent, uint32_t lane)
+{
+  const uint32_t full = 0xffffffffu;
+  constexpr int NW = KVS_FQ_NJ * 4;
+  uint4 d[KVS_FQ_NJ];
+#pragma unroll
+  for (int j = 0; j < KVS_FQ_NJ; j++)
+    d[j] = j < (int)nj ? ((const uint4 *)row)[32u * j + lane] : make_uint4(0, 0, 0, 0);
+#define WA(k) ((k) / 4 < (int)nj ? qword(d[(k) / 4], (k) % 4) & 0x7fff7fffu : 0u)
+  uint32_t T = 0;
+  for (int bit = 30; bit >= 0; bit--) {
+    uint32_t t = T | (1u << bit), cnt = 0;
+#pragma unroll
+    for (int k = 0; k < NW; k++) {
+      if (k / 4 >= (int)nj) continue;
+      const uint32_t c0 = 256u * (k / 4) + 8u * lane + 2u * (k % 4);
+      const uint32_t wak = WA(k);
+      cnt += (((wak & 0xffffu) << 16) | (0xffffu - c0)) >= t;
+      cnt += ((wak & 0xffff0000u) | (0xffffu - c0 - 1u)) >= t;
+    }
+    if (__reduce_add_sync(full, cnt) >= n) T = t;
+  }
+  uint32_t sb = 0, base = 0;
+#pragma unroll
+  for (int j = 0; j < KVS_FQ_NJ; j++) {
+    if (j >= (int)nj) continue;
+    uint32_t bits = 0;
+#pragma unroll
+    for (int i = 0; i < 8; i++) {
+      uint32_t mag = (WA(4 * j + i / 2) >> (16 * (i & 1))) & 0x7fffu;
+      uint32_t c = 256u * j + 8u * lane + i;
+      bits |= (uint32_t)(((mag << 16) | (0xffffu - c)) >= T) << i;
+    }
+    uint32_t cnt = __popc(bits), incl = cnt;
+    for (int o = 1; o < 32; o <<= 1) {
+      uint32_t y = __shfl_up_sync(full, incl, o);
+      if (lane >= (uint32_t)o) incl += y;
+    }
+    uint32_t at = base + incl - cnt;
+#pragma unroll
+    for (int i = 0; i < 8; i++)
+      if ((bits >> i) & 1u) {
+        uint32_t raw = (qword(d[j], i >> 1) >> (16 * (i & 1))) & 0xffffu;
+        ent[at + __popc(bits & ((1u << i) - 1u))] = (256u * j + 8u * lane + i) | (raw << 16);
+        sb |= 1u << (4 * j + i / 2 + 16 * (i & 1));
+      }
+    base += __shfl_sync(full, incl, 31);
+  }
+  return sb;
+#undef WA
+}
+
+template <bool BF>
+static __device__ __forceinline__ uint32_t fq_outliers2(const uint4 (&d)[KVS_FQ_NJ], const uint16_t *row,
+                                                        uint32_t nj, uint32_t n, uint32_t *ent,
+                                                        fq_warp *ws, uint32_t lane, bool &bad)
+{
+  const uint32_t full = 0xffffffffu;
+  constexpr int NW = KVS_FQ_NJ * 4;
+#define WA(k) ((k) / 4 < (int)nj ? qword(d[(k) / 4], (k) % 4) & 0x7fff7fffu : 0u)
+  uint32_t M = 0;
+#pragma unroll
+  for (int k = 0; k < NW; k++) M = __vmaxu2(M, WA(k));
+  M = max(M & 0xffffu, M >> 16);
+  bad |= M >= (BF ? 0x7f80u : 0x7c00u);
+  ws->lm[lane] = 0;
+  if (n <= 32u) {
+    uint32_t cur = M, rem = n, Lm = 0;
+    for (;;) {
+      uint32_t mx = __reduce_max_sync(full, cur);
+      uint32_t k = __popc(__ballot_sync(full, cur == mx));
+      if (k >= rem) { Lm = mx; break; }
+      rem -= k;
+      if (cur == mx) cur = 0;
+    }
+    const uint32_t add = (0x8000u - Lm) * 0x10001u;
+    uint32_t cb = 0;
+#pragma unroll
+    for (int k = 0; k < NW; k++) cb |= ((WA(k) + add) & 0x80008000u) >> (15 - k);
+    const uint32_t cnt = __popc(cb);
+    uint32_t incl = cnt;
+#pragma unroll
+    for (int o = 1; o < 32; o <<= 1) {
+      uint32_t y = __shfl_up_sync(full, incl, o);
+      if (lane >= (uint32_t)o) incl += y;
+    }
+    const uint32_t m = __shfl_sync(full, incl, 31);
+    if (m <= KVS_FQ_CAP) {
+      uint32_t pos = incl - cnt;
+      while (cb) {
+        const uint32_t i = __ffs(cb) - 1u, kk = i & 15u, h = i >> 4;
+        cb &= cb - 1u;
+        const bool b0 = kk & 1u, b1 = kk & 2u, b2 = kk & 4u, b3 = kk & 8u;
+        uint32_t sj[KVS_FQ_NJ];
+#pragma unroll
+        for (int j = 0; j < KVS_FQ_NJ; j++) {
+          const uint32_t lo = b0 ? d[j].y : d[j].x, hi = b0 ? d[j].w : d[j].z;
+          sj[j] = b1 ? hi : lo;
+        }
+        const uint32_t wsel = b3 ? (b2 ? sj[3] : sj[2]) : (b2 ? sj[1] : sj[0]);
+        const uint32_t raw = (wsel >> (16u * h)) & 0xffffu;
+        const uint32_t c = 256u * (kk >> 2) + 8u * lane + 2u * (kk & 3u) + h;
+        ws->key[pos] = ((raw & 0x7fffu) << 16) | (0xffffu - c);
+        ws->ent[pos] = c | (raw << 16);
+        pos++;
+      }
+      if (lane < 4) ws->key[m + lane] = 0;
+      __syncwarp();
+      const uint4 *k4 = (const uint4 *)ws->key;
+      const uint32_t m4 = (m + 3u) / 4u;
+      uint32_t T = 0;
+      for (uint32_t i0 = 0; i0 < m; i0 += 32) {
+        const uint32_t i = i0 + lane;
+        const uint32_t ki = i < m ? ws->key[i] : 0xffffffffu;
+        uint32_t r = 0;
+        for (uint32_t t = 0; t < m4; t++) {
+          uint4 q = k4[t];
+          r += (q.x > ki) + (q.y > ki) + (q.z > ki) + (q.w > ki);
+        }
+        uint32_t b = __ballot_sync(full, i < m && r == n - 1u);
+        if (b) T = __shfl_sync(full, ki, __ffs(b) - 1);
+      }
+      for (uint32_t i0 = 0; i0 < m; i0 += 32) {
+        const uint32_t i = i0 + lane;
+        const uint32_t ki = i < m ? ws->key[i] : 0u;
+        if (ki < T) continue;
+        const uint32_t ci = ki & 0xffffu;
+        uint32_t pos2 = 0;
+        for (uint32_t t = 0; t < m4; t++) {
+          uint4 q = k4[t];
+          pos2 += (q.x >= T && (q.x & 0xffffu) > ci) + (q.y >= T && (q.y & 0xffffu) > ci) +
+                  (q.z >= T && (q.z & 0xffffu) > ci) + (q.w >= T && (q.w & 0xffffu) > ci);
+        }
+        uint32_t e = ws->ent[i], c = e & 0xffffu, o = c >> 3, i8 = c & 7u;
+        ent[pos2] = e;
+        atomicOr(&ws->lm[o & 31u], 1u << (4u * (o >> 5) + (i8 >> 1) + 16u * (i8 & 1u)));
+      }
+      __syncwarp();
+      uint32_t sb = ws->lm[lane];
+      __syncwarp();
+      return sb;
+    }
+  }
+  return fq_exact2(row, nj, n, ent, lane);
+#undef WA
+}
+
+/* fq_vrow with packed ranges over the NaN-masked words (sb: selection set). */
+template <bool BF, int B>
+static __device__ __forceinline__ void fq_vrow2(const kvs_cu_args &a, uint8_t *blk, uint32_t r,
+                                                const uint4 (&d)[KVS_FQ_NJ], uint32_t nj,
+                                                uint32_t sb, uint32_t lane, bool &erange)
+{
+  uint8_t *crow = blk + a.vcodes + (size_t)r * a.vstride;
+  const uint32_t per = a.vg >> 3, ng = a.C / a.vg;
+  const float hi = (float)((1u << B) - 1u);
+  uint16_t *vsc = (uint16_t *)(blk + a.vscale) + (size_t)r * ng;
+  uint16_t *vmn = (uint16_t *)(blk + a.vmin) + (size_t)r * ng;
+  float gmn[KVS_FQ_NJ], gmx[KVS_FQ_NJ];
+#pragma unroll
+  for (int j = 0; j < KVS_FQ_NJ; j++) {
+    const uint32_t w0 = d[j].x | nanmask(sb, 4 * j), w1 = d[j].y | nanmask(sb, 4 * j + 1);
+    const uint32_t w2 = d[j].z | nanmask(sb, 4 * j + 2), w3 = d[j].w | nanmask(sb, 4 * j + 3);
+    uint32_t mn2 = hmin2u<BF>(hmin2u<BF>(w0, w1), hmin2u<BF>(w2, w3));
+    uint32_t mx2 = hmax2u<BF>(hmax2u<BF>(w0, w1), hmax2u<BF>(w2, w3));
+    mn2 = hmin2u<BF>(mn2, hinf2<BF>(false));  /* all NaN: no member, +Inf */
+    mx2 = hmax2u<BF>(mx2, hinf2<BF>(true));
+    float a0, a1, b0, b1;
+    unpack2<BF>(mn2, a0, a1);
+    unpack2<BF>(mx2, b0, b1);
+    gmn[j] = fminf(a0, a1);
+    gmx[j] = fmaxf(b0, b1);
+  }
+  for (uint32_t s = 1; s < per; s <<= 1) {
+#pragma unroll
+    for (int j = 0; j < KVS_FQ_NJ; j++) {
+      float omn = __shfl_xor_sync(0xffffffffu, gmn[j], s);
+      float omx = __shfl_xor_sync(0xffffffffu, gmx[j], s);
+      gmn[j] = fminf(gmn[j], omn);
+      gmx[j] = fmaxf(gmx[j], omx);
+    }
+  }
+  /* a zero minimum: the sign of the group's first zero member */
+#pragma unroll
+  for (int j = 0; j < KVS_FQ_NJ; j++) {
+    if (j >= (int)nj || !__any_sync(0xffffffffu, gmn[j] == 0.f)) continue;
+    uint32_t z = 8u;
+    for (int i = 7; i >= 0; i--) {
+      const uint32_t h = (qword(d[j], i >> 1) >> (16 * (i & 1))) & 0xffffu;
+      const bool mem = !((sb >> (4 * j + i / 2 + 16 * (i & 1))) & 1u);
+      if (mem && (h & 0x7fffu) == 0) z = (uint32_t)i | (h >> 15 << 4);
+    }
+    const uint32_t g0 = lane & ~(per - 1u);
+    const uint32_t gm = (per >= 32u ? 0xffffffffu : ((1u << per) - 1u)) << g0;
+    const uint32_t b = __ballot_sync(0xffffffffu, z != 8u) & gm;
+    const uint32_t zs = __shfl_sync(0xffffffffu, z, b ? __ffs(b) - 1 : lane);
+    if (gmn[j] == 0.f && b) gmn[j] = (zs >> 4) ? -0.f : 0.f;
+  }
+  /* ranges: with 4 or more lanes to a group, lane t of the group works
+   * out octet t's range only and the others take it by shuffle (one
+   * division and reciprocal per lane instead of one per octet) */
+  float rmin[KVS_FQ_NJ], rinv[KVS_FQ_NJ];
+  if (per >= 4u) {
+    static_assert(KVS_FQ_NJ == 4, "one octet for each of a group's first 4 lanes");
+    const uint32_t t = lane & 3u, g0 = lane & ~(per - 1u);
+    const float mnt = t == 0 ? gmn[0] : t == 1 ? gmn[1] : t == 2 ? gmn[2] : gmn[3];
+    const float mxt = t == 0 ? gmx[0] : t == 1 ? gmx[1] : t == 2 ? gmx[2] : gmx[3];
+    uint16_t sh, mh;
+    float minf, inv;
+    fq_range(mnt, mxt, hi, sh, mh, minf, inv, erange);
+    if ((lane & (per - 1u)) < 4u && t < nj) {
+      const uint32_t g = ((32u * t + lane) * 8u) / a.vg;
+      vsc[g] = sh;
+      vmn[g] = mh;
+    }
+#pragma unroll
+    for (int j = 0; j < KVS_FQ_NJ; j++) {
+      rmin[j] = __shfl_sync(0xffffffffu, minf, g0 + j);
+      rinv[j] = __shfl_sync(0xffffffffu, inv, g0 + j);
+    }
+  } else {
+#pragma unroll
+    for (int j = 0; j < KVS_FQ_NJ; j++) {
+      rmin[j] = 0.f;
+      rinv[j] = 0.f;
+      if (j >= (int)nj) continue;
+      uint16_t sh, mh;
+      fq_range(gmn[j], gmx[j], hi, sh, mh, rmin[j], rinv[j], erange);
+      if ((lane & (per - 1u)) == 0) {
+        const uint32_t g = ((32u * j + lane) * 8u) / a.vg;
+        vsc[g] = sh;
+        vmn[g] = mh;
+      }
+    }
+  }
+#pragma unroll
+  for (int j = 0; j < KVS_FQ_NJ; j++) {
+    if (j >= (int)nj) continue;
+    const uint32_t o = 32u * j + lane;
+    const float minf = rmin[j], inv = rinv[j];
+    float x[8];
+    unpack8<BF>(d[j], x);
+    uint32_t u[8];
+#pragma unroll
+    for (int i = 0; i < 8; i++) u[i] = qbits(x[i], minf, inv, hi);
+    uint32_t lo, hw;
+    pack8<B>(u, lo, hw);
+    store_octet<B>(crow, o, lo, hw, true);
+  }
+}
+
+/* Key ranges of the thread's octet o over rows [r0, r0 + rpp) of the tile,
+ * whose outliers hold a NaN: packed min/max, parts combined, zero minima
+ * signed by an exact scan; scale/min written by the first part. */
+template <bool BF, int B>
+static __device__ __forceinline__ void fq_krange2(const kvs_cu_args &a, uint64_t mask, uint8_t *blk,
+                                                  const uint4 *tile, uint32_t o, uint32_t r0,
+                                                  uint32_t rpp, uint32_t opw, uint32_t lane,
+                                                  bool first, bool &bad, bool &erange,
+                                                  float (&minf)[8], float (&inv)[8])
+{
+  const uint32_t G = a.G, O = a.C / 8u;
+  uint32_t mn2[4], mx2[4], ex = 0;
+#pragma unroll
+  for (int k = 0; k < 4; k++) { mn2[k] = hinf2<BF>(false); mx2[k] = hinf2<BF>(true); }
+  for (uint32_t t = 0; t < rpp; t++) {
+    const uint32_t r = r0 + t;
+    if (r >= G) break;
+    const uint4 q = tile[(size_t)r * O + o];
+    if ((mask >> r) & 1u) { ex = expmax8<BF>(ex, q); continue; }  /* the pick checked the others */
+#pragma unroll
+    for (int k = 0; k < 4; k++) {
+      mn2[k] = hmin2u<BF>(mn2[k], qword(q, k));
+      mx2[k] = hmax2u<BF>(mx2[k], qword(q, k));
+    }
+  }
+  bad |= exp_bad<BF>(ex);
+  float mn[8], mx[8];
+#pragma unroll
+  for (int k = 0; k < 4; k++) {
+    unpack2<BF>(mn2[k], mn[2 * k], mn[2 * k + 1]);
+    unpack2<BF>(mx2[k], mx[2 * k], mx[2 * k + 1]);
+  }
+  for (uint32_t s = opw; s < 32u; s <<= 1) {
+#pragma unroll
+    for (int i = 0; i < 8; i++) {
+      float omn = __shfl_xor_sync(0xffffffffu, mn[i], s);
+      float omx = __shfl_xor_sync(0xffffffffu, mx[i], s);
+      mn[i] = fminf(mn[i], omn);
+      mx[i] = fmaxf(mx[i], omx);
+    }
+  }
+  const float hi = (float)((1u << B) - 1u);
+  uint16_t sh[8], mh[8];
+#pragma unroll
+  for (int i = 0; i < 8; i++) {
+    if (first && mn[i] == 0.f) {
+      /* first zero member of channel 8 o + i in row order (outliers are NaN) */
+      const uint16_t *col = (const uint16_t *)tile + 8u * o + i;
+      for (uint32_t r = 0; r < G; r++) {
+        if ((mask >> r) & 1u) continue;
+        const uint16_t h = col[(size_t)r * a.C];
+        if ((h & 0x7fffu) == 0) { mn[i] = (h >> 15) ? -0.f : 0.f; break; }
+      }
+    }
+    fq_range(mn[i], mx[i], hi, sh[i], mh[i], minf[i], inv[i], erange);
+  }
+  if (first) {
+    uint4 s4, m4;
+    s4.x = sh[0] | ((uint32_t)sh[1] << 16); s4.y = sh[2] | ((uint32_t)sh[3] << 16);
+    s4.z = sh[4] | ((uint32_t)sh[5] << 16); s4.w = sh[6] | ((uint32_t)sh[7] << 16);
+    m4.x = mh[0] | ((uint32_t)mh[1] << 16); m4.y = mh[2] | ((uint32_t)mh[3] << 16);
+    m4.z = mh[4] | ((uint32_t)mh[5] << 16); m4.w = mh[6] | ((uint32_t)mh[7] << 16);
+    *(uint4 *)(blk + a.kscale + o * 16u) = s4;
+    *(uint4 *)(blk + a.kmin + o * 16u) = m4;
+  }
+}
+
+/* Key codes (and the K half of sink rows) from the restored tile. */
+template <bool BF, int B>
+static __device__ __forceinline__ void fq_kcodes2(const kvs_cu_args &a, const kvs__cuda_qjob &J,
+                                                  uint8_t *blk, const uint4 *tile, uint32_t o,
+                                                  uint32_t r0, uint32_t rpp,
+                                                  const float (&minf)[8], const float (&inv)[8])
+{
+  const uint32_t G = a.G, O = a.C / 8u;
+  const uint64_t mask = J.sink_mask;
+  for (uint32_t t = 0; t < rpp; t++) {
+    const uint32_t r = r0 + t;
+    const bool valid = r < G;
+    uint4 q = valid ? tile[(size_t)r * O + o] : make_uint4(0, 0, 0, 0);
+    const bool sink = valid && ((mask >> r) & 1u);
+    uint8_t *crow = blk + a.kcodes + (size_t)(valid ? r : 0) * a.kstride;
+    if (sink) sink_put(J.rows[__popcll(mask & ((1ull << r) - 1ull))], o, q);
+    uint32_t lo = 0, hw = 0;
+    if (!sink) {
+      float x[8];
+      unpack8<BF>(q, x);
+      uint32_t u[8];
+#pragma unroll
+      for (int i = 0; i < 8; i++) u[i] = qbits(x[i], minf[i], inv[i], (float)((1u << B) - 1u));
+      pack8<B>(u, lo, hw);
+    }
+    store_octet<B>(crow, o, lo, hw, valid);
+  }
+}
+
 /* Blocks per multiprocessor the register budget aims at (64 KB of tile
  * each: 3 fit in shared memory). */
 #ifndef KVS_FQ_OUT_MINB
 #define KVS_FQ_OUT_MINB 3
 #endif
+#ifndef KVS_FQ_VARIANT_DEFAULT
+#define KVS_FQ_VARIANT_DEFAULT 1
+#endif
 #ifndef KVS_FQ_NJT
 #define KVS_FQ_NJT 1   /* C = 1024 gets its own instance (octets per lane a constant) */
 #endif
-template <bool BF, bool OUT, int NJT>
-static __global__ void __launch_bounds__(KVS_CU_THREADS, OUT ? KVS_FQ_OUT_MINB : 3)
+/* VAR: the outlier path's variant: 0 the original; 1 the one above
+ * (3 blocks per multiprocessor, 80 registers: spills around the exact
+ * pick's call); 2 as 1 with the registers of 2 blocks per multiprocessor
+ * and the next V row prefetched; 3 as 1 with 2 blocks and no prefetch.
+ * Without outliers only 0 is built. */
+template <bool BF, bool OUT, int NJT, int VAR>
+static __global__ void __launch_bounds__(KVS_CU_THREADS, OUT ? (VAR >= 2 ? 2 : KVS_FQ_OUT_MINB) : 3)
 kvs_fquant_kernel(kvs_cu_args a, const kvs__cuda_qjob *jobs, int *st)
 {
   extern __shared__ __align__(16) uint32_t fsm[];
@@ -851,7 +1254,9 @@ kvs_fquant_kernel(kvs_cu_args a, const kvs__cuda_qjob *jobs, int *st)
     const uint32_t vb = a.vb, ng = C / a.vg;
     /* without outliers the warp's next row is loaded while this one is
      * coded; with them there is no register room for it (measured slower) */
-    constexpr bool PF = !OUT;
+    constexpr bool PF = !OUT || VAR == 2;
+    /* variants 1, 2: the pick finds a non-sink row's NaN/Inf */
+    const bool vpick = OUT && VAR >= 1 && nvo;
     uint4 dn[KVS_FQ_NJ];
     if constexpr (PF) {
 #pragma unroll
@@ -862,6 +1267,7 @@ kvs_fquant_kernel(kvs_cu_args a, const kvs__cuda_qjob *jobs, int *st)
     for (uint32_t r = warp; r < G; r += KVS_CU_THREADS / 32) {
       uint4 d[KVS_FQ_NJ];
       uint32_t ex = 0;
+      const bool chk = !vpick || ((mask >> r) & 1u);
       if constexpr (PF) {
         const uint32_t rn = r + KVS_CU_THREADS / 32;
 #pragma unroll
@@ -869,14 +1275,14 @@ kvs_fquant_kernel(kvs_cu_args a, const kvs__cuda_qjob *jobs, int *st)
           d[j] = dn[j];
           dn[j] = j < (int)nj && rn < G ? __ldg((const uint4 *)(J.v + (size_t)rn * C) + 32u * j + lane)
                                         : make_uint4(0, 0, 0, 0);
-          ex = expmax8<BF>(ex, d[j]);
+          if (chk) ex = expmax8<BF>(ex, d[j]);
         }
       } else {
         const uint4 *src = (const uint4 *)(J.v + (size_t)r * C);
 #pragma unroll
         for (int j = 0; j < KVS_FQ_NJ; j++) {
           d[j] = j < (int)nj ? __ldg(src + 32u * j + lane) : make_uint4(0, 0, 0, 0);
-          ex = expmax8<BF>(ex, d[j]);
+          if (chk) ex = expmax8<BF>(ex, d[j]);
         }
       }
       bad |= exp_bad<BF>(ex);
@@ -894,8 +1300,20 @@ kvs_fquant_kernel(kvs_cu_args a, const kvs__cuda_qjob *jobs, int *st)
         for (uint32_t i = lane; i < nvo; i += 32) ((uint32_t *)(blk + a.vout))[(size_t)r * nvo + i] = 0;
         continue;
       }
+      if (vpick) {
+        const uint32_t sb =
+            fq_outliers2<BF>(d, J.v + (size_t)r * C, nj, nvo, (uint32_t *)(blk + a.vout) + (size_t)r * nvo, ws,
+                             lane, bad);
+        switch (vb) {
+          case 2: fq_vrow2<BF, 2>(a, blk, r, d, nj, sb, lane, erange); break;
+          case 3: fq_vrow2<BF, 3>(a, blk, r, d, nj, sb, lane, erange); break;
+          case 4: fq_vrow2<BF, 4>(a, blk, r, d, nj, sb, lane, erange); break;
+          default: fq_vrow2<BF, 8>(a, blk, r, d, nj, sb, lane, erange); break;  /* nvo: not 16 */
+        }
+        continue;
+      }
       uint32_t mk = 0;
-      if (OUT && nvo) mk = fq_outliers(d, nj, nvo, (uint32_t *)(blk + a.vout) + (size_t)r * nvo, ws, lane);
+      if (OUT && VAR == 0 && nvo) mk = fq_outliers(d, nj, nvo, (uint32_t *)(blk + a.vout) + (size_t)r * nvo, ws, lane);
       switch (vb) {
         case 2: fq_vrow<BF, 2>(a, blk, r, d, nj, mk, lane, erange); break;
         case 3: fq_vrow<BF, 3>(a, blk, r, d, nj, mk, lane, erange); break;
@@ -926,9 +1344,63 @@ kvs_fquant_kernel(kvs_cu_args a, const kvs__cuda_qjob *jobs, int *st)
 #pragma unroll
       for (int j = 0; j < KVS_FQ_NJ; j++)
         d[j] = j < (int)nj ? tile[(size_t)r * O + 32u * j + lane] : make_uint4(0, 0, 0, 0);
-      kmask[r * 32u + lane] = fq_outliers(d, nj, nko, ent, ws, lane);
+      if (VAR >= 1) {
+        /* NaN at the outliers in the tile: the ranges skip them */
+        const uint32_t sb = fq_outliers2<BF>(d, (const uint16_t *)(tile + (size_t)r * O), nj, nko, ent, ws, lane, bad);
+        if (sb) {
+#pragma unroll
+          for (int j = 0; j < KVS_FQ_NJ; j++)
+            if (j < (int)nj)
+              tile[(size_t)r * O + 32u * j + lane] =
+                  make_uint4(d[j].x | nanmask(sb, 4 * j), d[j].y | nanmask(sb, 4 * j + 1),
+                             d[j].z | nanmask(sb, 4 * j + 2), d[j].w | nanmask(sb, 4 * j + 3));
+        }
+      } else {
+        kmask[r * 32u + lane] = fq_outliers(d, nj, nko, ent, ws, lane);
+      }
     }
     __syncthreads();
+  }
+
+  /* 4, variants 1 and 2 with key outliers: ranges over the NaN-masked
+   * tile, the outliers put back, then the codes */
+  if (OUT && VAR >= 1 && nko) {
+    const uint32_t P = nj == 1 ? 8u : nj == 2 ? 4u : 2u, opw = 32u / P;
+    const bool part = warp < nj * P;
+    const uint32_t p = lane / opw, o = warp * opw + (lane % opw);
+    const uint32_t rpp = (G + P - 1u) / P, r0 = p * rpp;
+    float minf[8], inv[8];
+    if (part) {
+      switch (a.kb) {
+        case 2: fq_krange2<BF, 2>(a, mask, blk, tile, o, r0, rpp, opw, lane, p == 0, bad, erange, minf, inv); break;
+        case 3: fq_krange2<BF, 3>(a, mask, blk, tile, o, r0, rpp, opw, lane, p == 0, bad, erange, minf, inv); break;
+        case 4: fq_krange2<BF, 4>(a, mask, blk, tile, o, r0, rpp, opw, lane, p == 0, bad, erange, minf, inv); break;
+        default: fq_krange2<BF, 8>(a, mask, blk, tile, o, r0, rpp, opw, lane, p == 0, bad, erange, minf, inv); break;
+      }
+    }
+    __syncthreads();
+    {
+      const uint32_t *ent = (const uint32_t *)(blk + a.kout);
+      uint16_t *t16 = (uint16_t *)tile;
+      for (uint32_t i = tid; i < G * nko; i += KVS_CU_THREADS) {
+        const uint32_t r = i / nko;
+        if ((mask >> r) & 1u) continue;
+        const uint32_t e = ent[i];
+        t16[(size_t)r * C + (e & 0xffffu)] = (uint16_t)(e >> 16);
+      }
+    }
+    __syncthreads();
+    if (part) {
+      switch (a.kb) {
+        case 2: fq_kcodes2<BF, 2>(a, J, blk, tile, o, r0, rpp, minf, inv); break;
+        case 3: fq_kcodes2<BF, 3>(a, J, blk, tile, o, r0, rpp, minf, inv); break;
+        case 4: fq_kcodes2<BF, 4>(a, J, blk, tile, o, r0, rpp, minf, inv); break;
+        default: fq_kcodes2<BF, 8>(a, J, blk, tile, o, r0, rpp, minf, inv); break;
+      }
+    }
+    if (bad) set_status(st, KVS_ENAN);
+    if (erange) set_status(st, -ERANGE);
+    return;
   }
 
   /* 4. keys: parts P (power of two, nj * P <= 8 warps), octets per warp
@@ -940,11 +1412,11 @@ kvs_fquant_kernel(kvs_cu_args a, const kvs__cuda_qjob *jobs, int *st)
       const uint32_t rpp = (G + P - 1u) / P, r0 = p * rpp;
       const uint32_t *km = kmask;
       switch (a.kb) {
-        case 2: fq_kcols<BF, OUT, 2>(a, J, blk, tile, km, o, r0, rpp, opw, lane, p == 0, bad, erange); break;
-        case 3: fq_kcols<BF, OUT, 3>(a, J, blk, tile, km, o, r0, rpp, opw, lane, p == 0, bad, erange); break;
-        case 4: fq_kcols<BF, OUT, 4>(a, J, blk, tile, km, o, r0, rpp, opw, lane, p == 0, bad, erange); break;
-        case 8: fq_kcols<BF, OUT, 8>(a, J, blk, tile, km, o, r0, rpp, opw, lane, p == 0, bad, erange); break;
-        default: fq_kcols<BF, OUT, 16>(a, J, blk, tile, km, o, r0, rpp, opw, lane, p == 0, bad, erange); break;
+        case 2: fq_kcols<BF, OUT && VAR == 0, 2>(a, J, blk, tile, km, o, r0, rpp, opw, lane, p == 0, bad, erange); break;
+        case 3: fq_kcols<BF, OUT && VAR == 0, 3>(a, J, blk, tile, km, o, r0, rpp, opw, lane, p == 0, bad, erange); break;
+        case 4: fq_kcols<BF, OUT && VAR == 0, 4>(a, J, blk, tile, km, o, r0, rpp, opw, lane, p == 0, bad, erange); break;
+        case 8: fq_kcols<BF, OUT && VAR == 0, 8>(a, J, blk, tile, km, o, r0, rpp, opw, lane, p == 0, bad, erange); break;
+        default: fq_kcols<BF, OUT && VAR == 0, 16>(a, J, blk, tile, km, o, r0, rpp, opw, lane, p == 0, bad, erange); break;
       }
     }
   }
@@ -1133,6 +1605,38 @@ static size_t fast_smem(const kvs_cu_args &a, bool out)
   return s;
 }
 
+/* The outlier path's variant: KVS_FQ_VARIANT=0..3 (read once; for
+ * tests/gpu/run.sh, which times each; the losers go once measured). */
+static int fq_variant(void)
+{
+  static int v = -1;
+  if (v < 0) {
+    const char *e = getenv("KVS_FQ_VARIANT");
+    v = e && e[0] >= '0' && e[0] <= '3' && !e[1] ? e[0] - '0' : KVS_FQ_VARIANT_DEFAULT;
+  }
+  return v;
+}
+
+typedef void (*fq_kern_t)(kvs_cu_args, const kvs__cuda_qjob *, int *);
+
+template <bool BF, int NJT> static fq_kern_t fq_pick_v(int var)
+{
+  switch (var) {
+    case 0: return kvs_fquant_kernel<BF, true, NJT, 0>;
+    case 1: return kvs_fquant_kernel<BF, true, NJT, 1>;
+    case 2: return kvs_fquant_kernel<BF, true, NJT, 2>;
+    case 3: return kvs_fquant_kernel<BF, true, NJT, 3>;
+    default: return kvs_fquant_kernel<BF, false, NJT, 0>;  /* no outliers */
+  }
+}
+
+/* var < 0: the kernel without outliers */
+static fq_kern_t fq_pick(bool bf, bool big, int var)
+{
+  if (big) return bf ? fq_pick_v<true, KVS_FQ_NJ>(var) : fq_pick_v<false, KVS_FQ_NJ>(var);
+  return bf ? fq_pick_v<true, 0>(var) : fq_pick_v<false, 0>(var);
+}
+
 extern "C" int kvs__cuda_ctx_init(kvs__cuda_ctx *c)
 {
   c->stream = NULL;
@@ -1183,12 +1687,8 @@ extern "C" int kvs__cuda_quantize_async(kvs__cuda_ctx *c, const kvs__qparams *p,
     const bool bf = a.dtype == KVS_DTYPE_BF16;
     const bool out = (a.kb != 16 && a.nko) || (a.vb != 16 && a.nvo);
     size_t fs = fast_smem(a, out);
-    if (KVS_FQ_NJT && a.C == 256u * KVS_FQ_NJ)
-      kern = bf ? (out ? kvs_fquant_kernel<true, true, KVS_FQ_NJ> : kvs_fquant_kernel<true, false, KVS_FQ_NJ>)
-                : (out ? kvs_fquant_kernel<false, true, KVS_FQ_NJ> : kvs_fquant_kernel<false, false, KVS_FQ_NJ>);
-    else
-      kern = bf ? (out ? kvs_fquant_kernel<true, true, 0> : kvs_fquant_kernel<true, false, 0>)
-                : (out ? kvs_fquant_kernel<false, true, 0> : kvs_fquant_kernel<false, false, 0>);
+    const bool big = KVS_FQ_NJT && a.C == 256u * KVS_FQ_NJ;
+    kern = fq_pick(bf, big, out ? fq_variant() : -1);
     if (fs > smem) smem = fs;
     /* ask for the largest shared-memory carveout: 3 blocks of ~64-73 KB */
     if (cudaFuncSetAttribute(kern, cudaFuncAttributePreferredSharedMemoryCarveout,
