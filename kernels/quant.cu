@@ -1183,7 +1183,7 @@ static __device__ __forceinline__ void fq_kcodes2(const kvs_cu_args &a, const kv
 #define KVS_FQ_OUT_MINB 3
 #endif
 #ifndef KVS_FQ_VARIANT_DEFAULT
-#define KVS_FQ_VARIANT_DEFAULT 1
+#define KVS_FQ_VARIANT_DEFAULT 0
 #endif
 #ifndef KVS_FQ_NJT
 #define KVS_FQ_NJT 1   /* C = 1024 gets its own instance (octets per lane a constant) */
