@@ -1133,6 +1133,20 @@ static size_t fast_smem(const kvs_cu_args &a, bool out)
   return s;
 }
 
+/* The fast kernel reads once: K goes to shared memory with cp.async and
+ * V rows into registers, one load per element, and everything (the NaN /
+ * Inf check included) works from that copy. quant_general reads its input
+ * several times (ranges, outliers, codes), so it is not eligible; the fast
+ * kernel falls back to it for misaligned jobs, which the caller rules out. */
+extern "C" int kvs__cuda_quant_reads_once(const kvs__qparams *p)
+{
+  kvs__qlayout l;
+  kvs_cu_args a;
+  if (!p || kvs__qparams_check(p)) return 0;
+  kvs__qlayout_of(p, &l);
+  return fill_args(p, &l, &a) == 0 && fast_ok(a) && fast_smem(a, (a.kb != 16 && a.nko) || (a.vb != 16 && a.nvo)) <= KVS_CU_MAX_SMEM;
+}
+
 extern "C" int kvs__cuda_ctx_init(kvs__cuda_ctx *c)
 {
   c->stream = NULL;

@@ -13,7 +13,6 @@
 #include <cuda_runtime_api.h>
 
 #include "store/store.h"
-#include "kernels/check.h"
 #include "kernels/cuda.h"
 
 kvs__backend *kvs__backend_cuda_open(int device, char *errmsg);
@@ -220,16 +219,13 @@ out:
   return rc;
 }
 
-/* Device-resident input (device segments). */
-static int cu_nonfinite(kvs__backend *b, const uint16_t *d, size_t n, kvs_dtype dtype)
+/* Device-resident input (device segments): the fast kernel on 16-byte
+ * aligned tiles reads once (kvs__cuda_quant_reads_once); tiles start at
+ * multiples of C elements from k and v, and C is a multiple of 256 there. */
+static int cu_reads_once(kvs__backend *b, const kvs__qparams *p, const void *k, const void *v)
 {
-  cuda_priv *c = b->priv;
-  pthread_mutex_lock(&c->lock);
-  int r = cudaSetDevice(c->device) == cudaSuccess
-              ? kvs__cuda_nonfinite(&c->ctx, d, n, dtype == KVS_DTYPE_BF16)
-              : -EIO;
-  pthread_mutex_unlock(&c->lock);
-  return r;
+  (void)b;
+  return (((uintptr_t)k | (uintptr_t)v) & 15u) == 0 && kvs__cuda_quant_reads_once(p);
 }
 
 /* The single-block entry points are batches of one. */
@@ -301,7 +297,7 @@ kvs__backend *kvs__backend_cuda_open(int device, char *errmsg)
   b->quantize_n = cu_quantize_n;
   b->dequantize_n = cu_dequantize_n;
   b->dev_io = 1;
-  b->nonfinite = cu_nonfinite;
+  b->reads_once = cu_reads_once;
   b->priv = c;
   return b;
 }

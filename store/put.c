@@ -354,6 +354,7 @@ static int put_reserve(put *c)
   kvs__seq *q = c->q;
   kvs__space *sp = c->sp;
   const uint32_t G = c->G;
+  uint64_t tp = kvs__prof_now(c->st);
   if (grow_seq(c) < 0)
     return kvs__fail(c->errmsg, -ENOMEM, "out of memory");
   /* Scratch beyond ntok / nchain is invisible until the commit. */
@@ -363,9 +364,11 @@ static int put_reserve(put *c)
   }
   for (uint32_t g = q->nchain; g < c->maxnb; g++)
     q->chain[g] = kvs__chain_next(sp, g ? &q->chain[g - 1] : NULL, &q->tok[(size_t)g * G]);
+  tp = kvs__prof_add(c->st, KVS_PROF_PUT_CHAIN, tp);
   int rc = put_stage_residual(c);
   if (rc < 0)
     return rc;
+  tp = kvs__prof_add(c->st, KVS_PROF_PUT_RESIDUAL, tp);
 
   c->jobs = calloc(c->njobs ? c->njobs : 1, sizeof(*c->jobs));
   if (!c->jobs)
@@ -388,6 +391,7 @@ static int put_reserve(put *c)
   }
   if (kvs__index_reserve(c->st->ix, c->nfresh) < 0)
     return kvs__fail(c->errmsg, -ENOMEM, "out of memory");
+  tp = kvs__prof_add(c->st, KVS_PROF_PUT_FIND, tp);
   for (uint32_t i = 0; i < c->njobs; i++) {
     if (c->jobs[i].b)
       continue;
@@ -409,6 +413,7 @@ static int put_reserve(put *c)
       return kvs__fail(c->errmsg, rc, "out of memory");
     c->jobs[i].fresh = 1;
   }
+  kvs__prof_add(c->st, KVS_PROF_PUT_NEW, tp);
   return 0;
 }
 
@@ -431,6 +436,7 @@ static int put_quantize(put *c)
   uint16_t *gk = NULL, *gv = NULL;
   kvs__qitem *items = malloc(nb * sizeof *items);
   int rc = 0;
+  uint64_t tq = kvs__prof_now(c->st), tkern = 0;
   /* host tiles only when some block needs one (allocated on first use) */
   if (!items)
     rc = kvs__fail(c->errmsg, -ENOMEM, "out of memory");
@@ -474,7 +480,9 @@ static int put_quantize(put *c)
       }
     }
     if (m == nb || mh == nt || (m && i + 1 == c->njobs)) {
+      uint64_t t1 = kvs__prof_now(c->st);
       rc = kvs__backend_quantize_n(c->st->be, &c->sp->qp, items, m);
+      tkern += kvs__prof_now(c->st) - t1;
       m = mh = 0;
       if (rc < 0)
         rc = kvs__fail(c->errmsg, rc, rc == KVS_ENAN ? "NaN or Inf in K/V" : "quantization failed");
@@ -483,6 +491,13 @@ static int put_quantize(put *c)
   free(items);
   free(gk);
   free(gv);
+  if (c->st->prof) {
+    c->st->prof->ns[KVS_PROF_PUT_ITEMS] += kvs__prof_now(c->st) - tq - tkern;
+    c->st->prof->calls[KVS_PROF_PUT_ITEMS]++;
+    c->st->prof->ns[KVS_PROF_PUT_KERNEL] += tkern;
+    c->st->prof->calls[KVS_PROF_PUT_KERNEL]++;
+    c->st->prof->put_blocks += c->nfresh;
+  }
   return rc;
 }
 
@@ -565,26 +580,6 @@ static void put_release(put *c)
   free(c->fill);
 }
 
-/* Device input: NaN / Inf anywhere in k and v fails the put, checked on
- * the device once (the host path checks the rows it keeps). */
-static int put_check_dev(put *c)
-{
-  kvs__backend *be = c->st->be;
-  if (!be->dev_io || !be->nonfinite)
-    return kvs__fail(c->errmsg, -EOPNOTSUPP, "the %s backend cannot read device memory", be->name);
-  if (!c->n || !c->nlp)
-    return 0;
-  size_t elems = (size_t)c->nlp * c->n * c->C;
-  int r;
-  if (c->v == c->k + elems) /* adjacent (the daemon's staging): one scan, one synchronize */
-    r = be->nonfinite(be, c->k, 2 * elems, c->sp->qp.dtype);
-  else if ((r = be->nonfinite(be, c->k, elems, c->sp->qp.dtype)) == 0)
-    r = be->nonfinite(be, c->v, elems, c->sp->qp.dtype);
-  if (r > 0)
-    return kvs__fail(c->errmsg, KVS_ENAN, "NaN or Inf in K/V");
-  return r < 0 ? kvs__fail(c->errmsg, r, "checking K/V on the device failed") : 0;
-}
-
 static int seq_put(kvs__seq *q, uint32_t start, const uint32_t *tokens, uint32_t n,
                    uint32_t lb, uint32_t le, const uint16_t *k, const uint16_t *v,
                    const float *act, uint32_t act_ch, int kdev, kvs__put_info *info,
@@ -598,18 +593,34 @@ static int seq_put(kvs__seq *q, uint32_t start, const uint32_t *tokens, uint32_t
            .nlp = le - lb, .end = start + n, .G = q->sp->qp.group, .C = q->sp->qp.channels,
            .nl = q->sp->key.n_layers, .tokens = tokens, .k = k, .v = v, .act = act,
            .act_ch = act_ch, .kdev = kdev, .errmsg = errmsg};
+  const uint64_t t0 = kvs__prof_now(c.st);
   int rc = put_validate(&c);
-  if (rc == 0 && kdev)
-    rc = put_check_dev(&c);
+  if (rc == 0 && kdev && !c.st->be->dev_io)
+    rc = kvs__fail(errmsg, -EOPNOTSUPP, "the %s backend cannot read device memory",
+                   c.st->be->name);
   if (rc < 0)
     return rc;
+  uint64_t t = kvs__prof_add(c.st, KVS_PROF_PUT_CHECK, t0);
   c.ntok1 = c.end > q->ntok ? c.end : q->ntok;
-  if ((rc = put_predict(&c)) == 0 && (rc = put_plan(&c)) == 0 &&
-      (rc = put_reserve(&c)) == 0 && (rc = put_quantize(&c)) == 0)
+  if ((rc = put_predict(&c)) == 0) {
+    t = kvs__prof_add(c.st, KVS_PROF_PUT_PREDICT, t);
+    rc = put_plan(&c);
+  }
+  if (rc == 0) {
+    kvs__prof_add(c.st, KVS_PROF_PUT_PLAN, t);
+    rc = put_reserve(&c); /* its own phases, as put_quantize */
+  }
+  if (rc == 0)
+    rc = put_quantize(&c);
+  if (rc == 0) {
+    t = kvs__prof_now(c.st);
     put_commit(&c, info);
-  else if (c.jobs)
+    kvs__prof_add(c.st, KVS_PROF_PUT_COMMIT, t);
+  } else if (c.jobs) {
     jobs_undo(&c);
+  }
   put_release(&c);
+  kvs__prof_add(c.st, KVS_PROF_PUT, t0);
   return rc;
 }
 

@@ -49,6 +49,12 @@ static uint64_t prof_fingerprint(const kvs__profile *p)
   return h ? h : 1;
 }
 
+int kvs__space_reads_once(const kvs__space *sp, const void *k, const void *v)
+{
+  kvs__backend *be = sp->st->be;
+  return be->dev_io && be->reads_once && be->reads_once(be, &sp->qp, k, v);
+}
+
 static kvs__h128 keyed(const kvs__store *st, const void *buf, size_t n)
 {
   unsigned char out[16];

@@ -105,6 +105,17 @@ void kvs__store_stats_get(const kvs__store *st, kvs__store_stats *s)
   strncpy(s->backend, st->be->name ? st->be->name : "", sizeof(s->backend) - 1);
 }
 
+void kvs__store_set_prof(kvs__store *st, kvs__store_prof *p) { st->prof = p; }
+
+const char *kvs__store_prof_name(int phase)
+{
+  static const char *const names[KVS_PROF_N] = {
+      "put", "put.check", "put.predict", "put.plan", "put.chain", "put.residual",
+      "put.find", "put.new", "put.items", "put.kernel", "put.commit",
+      "get", "get.items", "get.kernel", "get.residual"};
+  return phase >= 0 && phase < KVS_PROF_N ? names[phase] : "?";
+}
+
 void kvs__store_set_hooks(kvs__store *st, const kvs__tier_hooks *h)
 {
   if (h)

@@ -7,6 +7,8 @@
 #ifndef KVS_DAEMON_STORE_INT_H
 #define KVS_DAEMON_STORE_INT_H
 
+#include <time.h>
+
 #include "store/index.h"
 #include "store/pool.h"
 #include "store/store.h"
@@ -85,7 +87,28 @@ struct kvs__store {
   uint64_t lookups, lookup_hit_tokens, lookup_tokens;
   uint64_t puts, gets, evictions, put_nospc, bytes_in, bytes_out;
   uint64_t stored_raw, stored, sinks_found, sinks_dropped, outliers_kept;
+  kvs__store_prof *prof;            /* attached profile, or NULL */
 };
+
+/* Profile phases (kvs__store_set_prof): a no-op without a profile. */
+static inline uint64_t kvs__prof_now(const kvs__store *st)
+{
+  if (!st->prof)
+    return 0;
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+/* Adds now - t0 to phase ph; returns now (the next phase's t0). */
+static inline uint64_t kvs__prof_add(const kvs__store *st, int ph, uint64_t t0)
+{
+  if (!st->prof)
+    return 0;
+  uint64_t t = kvs__prof_now(st);
+  st->prof->ns[ph] += t - t0;
+  st->prof->calls[ph]++;
+  return t;
+}
 
 /* block.c */
 /* A new, unpublished block of sp for chain hash h at layer; its slots are

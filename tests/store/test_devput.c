@@ -3,22 +3,24 @@
  * dev flag) on the CPU: a backend that says dev_io but keeps "device"
  * memory in host memory must give exactly what the host path gives, for
  * bulk puts, appends across group boundaries, residual rows, predicted
- * sinks, NaN checks and gets. The CUDA backend runs the same store code
+ * sinks, NaN checks and gets. There is no separate NaN scan of device
+ * input: the quantize call checks what it reads (here the C reference),
+ * the host the rows it copies. The CUDA backend runs the same store code
  * (tests/gpu/devseg.sh). */
 #include <errno.h>
 #include <math.h>
 
 #include "tests/store/util.h"
 
-static int calls_nonfinite;
+static uint32_t dev_items; /* blocks quantized from "device" input */
 
-static int fake_nonfinite(kvs__backend *b, const uint16_t *d, size_t n, kvs_dtype dt)
+static int fake_quantize_n(kvs__backend *b, const kvs__qparams *p, const kvs__qitem *it,
+                           uint32_t n)
 {
-  (void)b;
-  calls_nonfinite++;
-  for (size_t i = 0; i < n; i++) {
-    uint16_t m = dt == KVS_DTYPE_BF16 ? 0x7f80 : 0x7c00;
-    if ((d[i] & m) == m) return 1;
+  for (uint32_t i = 0; i < n; i++) {
+    dev_items += it[i].dev != 0;
+    int rc = b->quantize(b, p, it[i].k, it[i].v, it[i].sink_mask, it[i].block, it[i].rows);
+    if (rc < 0) return rc;
   }
   return 0;
 }
@@ -30,7 +32,7 @@ static void setup(void)
   fakedev = kvs__backend_host;
   fakedev.name = "fakedev";
   fakedev.dev_io = 1;
-  fakedev.nonfinite = fake_nonfinite;
+  fakedev.quantize_n = fake_quantize_n;
 }
 
 static kvs__store *mk(kvs__backend *b)
@@ -141,12 +143,12 @@ static void same(uint32_t kb, uint32_t vb, int sinks)
 START_TEST(same_as_host)
 {
   static const uint32_t bits[][2] = {{16, 16}, {8, 8}, {4, 2}, {2, 2}, {3, 4}};
-  calls_nonfinite = 0;
+  dev_items = 0;
   for (size_t i = 0; i < sizeof bits / sizeof bits[0]; i++) {
     same(bits[i][0], bits[i][1], 0);
     same(bits[i][0], bits[i][1], 1);
   }
-  ck_assert_int_gt(calls_nonfinite, 0); /* checked on the "device" */
+  ck_assert_uint_gt(dev_items, 0); /* quantized from the "device" input */
 }
 END_TEST
 
@@ -166,12 +168,69 @@ START_TEST(nan_refused)
   ck_assert_int_eq(kvs__seq_put_dev(q, 0, tok, 2 * G, 0, NL, k, v, NULL, 0, NULL, err), KVS_ENAN);
   ck_assert_uint_eq(kvs__seq_len(q), 0);
   ck_assert_uint_eq(tstats(sd).blocks, 0);
+  ck_assert_uint_eq(tstats(sd).pool_used_bytes, 0); /* the fresh slots went back */
+  /* in a row that stays 16-bit (the residual, host-checked after its copy) */
+  k[(size_t)(2 * G - 3) * C + 5] = 0xfc00; /* layer 0, last row of a 2G-2 put */
+  ck_assert_int_eq(kvs__seq_put_dev(q, 0, tok, 2 * G - 2, 0, NL, k, v, NULL, 0, NULL, err),
+                   KVS_ENAN);
+  ck_assert_uint_eq(kvs__seq_len(q), 0);
+  ck_assert_uint_eq(tstats(sd).blocks, 0);
+  ck_assert_uint_eq(tstats(sd).residual_bytes, 0);
   kvs__seq_free(q);
   kvs__space_unref(sp);
   kvs__store_close(sd);
   free(tok);
   free(k);
   free(v);
+}
+END_TEST
+
+/* Rows of blocks already cached are not read (Decision 17), so a NaN
+ * there goes unnoticed, as on the host path: the put takes the cached
+ * blocks. (The device scan that used to read all of it is gone.) */
+START_TEST(cached_rows_not_read)
+{
+  kvs__space_key key = tkey(4, 4);
+  kvs__store *sd = mk(&fakedev);
+  kvs__space *sp;
+  kvs__seq *q1, *q2;
+  char err[KVS_STORE_ERRMSG];
+  ck_assert_int_eq(kvs__space_ref(sd, &key, NULL, &sp), 0);
+  ck_assert_int_eq(kvs__seq_new(sp, &q1), 0);
+  ck_assert_int_eq(kvs__seq_new(sp, &q2), 0);
+  uint32_t *tok = ttoks(2 * G, 1);
+  uint16_t *k = trandkv(NL, 2 * G, 1), *v = trandkv(NL, 2 * G, 2);
+  ck_assert_int_eq(kvs__seq_put_dev(q1, 0, tok, G, 0, NL, k, v, NULL, 0, NULL, err), 0);
+  uint64_t blocks = tstats(sd).blocks;
+  ck_assert_uint_eq(blocks, NL);
+  /* the same first group (cached) with a NaN in it, then a new group */
+  uint16_t *k2 = trandkv(NL, 2 * G, 3), *v2 = trandkv(NL, 2 * G, 4);
+  k2[3] = 0x7e00;
+  dev_items = 0;
+  ck_assert_int_eq(kvs__seq_put_dev(q2, 0, tok, 2 * G, 0, NL, k2, v2, NULL, 0, NULL, err), 0);
+  ck_assert_uint_eq(dev_items, NL);                 /* only the new group's blocks */
+  ck_assert_uint_eq(tstats(sd).blocks, blocks + NL);
+  /* and a NaN in the new group is found */
+  kvs__seq *q3;
+  ck_assert_int_eq(kvs__seq_new(sp, &q3), 0);
+  uint32_t *tok3 = ttoks(2 * G, 1);
+  tok3[G + 1] = 999999; /* group 1 differs from q2's */
+  k2[3] = k[3];
+  k2[(size_t)(G + 2) * C] = 0x7c00;
+  ck_assert_int_eq(kvs__seq_put_dev(q3, 0, tok3, 2 * G, 0, NL, k2, v2, NULL, 0, NULL, err),
+                   KVS_ENAN);
+  ck_assert_uint_eq(tstats(sd).blocks, blocks + NL);
+  kvs__seq_free(q1);
+  kvs__seq_free(q2);
+  kvs__seq_free(q3);
+  kvs__space_unref(sp);
+  kvs__store_close(sd);
+  free(tok);
+  free(tok3);
+  free(k);
+  free(v);
+  free(k2);
+  free(v2);
 }
 END_TEST
 
@@ -304,6 +363,7 @@ int main(void)
   tcase_set_timeout(t, 60);
   tcase_add_test(t, same_as_host);
   tcase_add_test(t, nan_refused);
+  tcase_add_test(t, cached_rows_not_read);
   tcase_add_test(t, host_backend_refuses);
   tcase_add_test(t, one_batch);
   suite_add_tcase(su, t);
