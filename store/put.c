@@ -378,8 +378,14 @@ static int put_reserve(put *c)
     for (uint32_t g = q->l[l].nblk; g < c->pl[l].nb1; g++)
       c->jobs[c->njobs++] = (job){.layer = l, .g = g};
   const kvs__h128 none = {0, 0};
+  /* index slots at random places of a large table: asked for a few jobs
+   * ahead, so that their cache misses overlap */
+  for (uint32_t i = 0; i < c->njobs && i < KVS_PREFETCH_AHEAD; i++)
+    kvs__blk_prefetch(c->st, q->chain[c->jobs[i].g], c->jobs[i].layer);
   for (uint32_t i = 0; i < c->njobs; i++) {
-    uint32_t g = c->jobs[i].g;
+    uint32_t g = c->jobs[i].g, a = i + KVS_PREFETCH_AHEAD;
+    if (a < c->njobs)
+      kvs__blk_prefetch(c->st, q->chain[c->jobs[a].g], c->jobs[a].layer);
     kvs__block *b = kvs__blk_find(c->st, q->chain[g], g ? q->chain[g - 1] : none,
                                   c->jobs[i].layer, &q->tok[(size_t)g * G]);
     if (b) {
@@ -536,9 +542,14 @@ static void put_commit(put *c, kvs__put_info *info)
     p->rk = p->rv = NULL;
     p->fresh_res = 0;
   }
+  for (uint32_t i = 0; i < c->njobs && i < KVS_PREFETCH_AHEAD; i++)
+    kvs__blk_prefetch(st, q->chain[c->jobs[i].g], c->jobs[i].layer);
   for (uint32_t i = 0; i < c->njobs; i++) {
     kvs__seq_layer *L = &q->l[c->jobs[i].layer];
     kvs__block *b = c->jobs[i].b;
+    uint32_t a = i + KVS_PREFETCH_AHEAD;
+    if (a < c->njobs)
+      kvs__blk_prefetch(st, q->chain[c->jobs[a].g], c->jobs[a].layer);
     if (c->jobs[i].fresh) {
       b->refs = 1;
       kvs__blk_publish(b, q->tok);

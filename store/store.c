@@ -42,8 +42,10 @@ int kvs__store_init(kvs__store **out, const kvs__store_opts *o)
     memcpy(st->key, o->hash_key, sizeof(st->key));
   else
     rc = draw_key(st->key, sizeof(st->key));
-  if (rc == 0)
+  if (rc == 0) {
+    kvs__hash_init(st);
     rc = kvs__pool_init(&st->pool, st->be, o->pool_bytes, o->chunk_bytes);
+  }
   if (rc == 0) {
     rc = kvs__index_init(&st->ix);
     if (rc < 0)
@@ -51,6 +53,7 @@ int kvs__store_init(kvs__store **out, const kvs__store_opts *o)
   }
   if (rc < 0) {
     sodium_memzero(st->key, sizeof(st->key));
+    sodium_memzero(st->hstate, sizeof(st->hstate));
     free(st);
     return rc;
   }
@@ -69,9 +72,11 @@ void kvs__store_close(kvs__store *st)
   kvs__blk_evict_all(st);
   while (st->spaces)
     kvs__space_free(st->spaces);
+  kvs__blk_cache_free(st);
   kvs__index_close(st->ix);
   kvs__pool_close(st->pool);
   sodium_memzero(st->key, sizeof(st->key));
+  sodium_memzero(st->hstate, sizeof(st->hstate));
   free(st);
 }
 
