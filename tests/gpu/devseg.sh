@@ -14,7 +14,10 @@
 #    client gives it a clear error, and kvs_reconnect re-imports;
 # 3. latency of a 1-token put+get and put/get bandwidth for 1, 2, 4
 #    client processes at 16/8/4/2 bits next to cudaMemcpy D2D, device and
-#    host segments side by side.
+#    host segments side by side; after each 1-process row, kvsinkd's
+#    profile of those sessions (KVSINK_PROFILE=1: us per put and get in
+#    the store's phases, the kernels included, and in the daemon around
+#    them; the first put and get of a session not counted, as in the row).
 # Exit status: non-zero when a check fails (the figures are printed).
 # On a failure it explains: which values differ (bits, K/V, layer, token,
 # channel), both daemons' stats and the tail of their logs; with $OUT set
@@ -53,8 +56,8 @@ logtail() { # LOG LABEL
 }
 start() {
   rm -f "$sock"
-  "$D" --foreground --config "$tmp/kvsinkd.conf" --socket "$sock" --device "${GPU:-cuda:0}" \
-    --log-level info >> "$tmp/kvsinkd.log" 2>&1 &
+  KVSINK_PROFILE=1 "$D" --foreground --config "$tmp/kvsinkd.conf" --socket "$sock" \
+    --device "${GPU:-cuda:0}" --log-level info >> "$tmp/kvsinkd.log" 2>&1 &
   dpid=$!
   for i in $(seq 100); do [ -S "$sock" ] && return 0; sleep 0.1; done
   echo "kvsinkd did not come up"; cat "$tmp/kvsinkd.log"; exit 1
@@ -147,9 +150,15 @@ cat "$tmp/restart.log"
 
 # 3. figures
 timeout 120 "$T" "$sock" latency || failed "latency"
+profiles() { grep -c "profile: session" "$tmp/kvsinkd.log"; }
 for p in 1 2 4; do
   for bits in 16 8 4 2; do
+    n0=$(profiles)
     timeout 200 "$T" "$sock" bench "$p" "$bits" || failed "bench $p procs $bits bits"
+    [ "$p" = 1 ] || continue
+    # the two sessions (device, host segment) log their profile as they close
+    for i in $(seq 50); do [ "$(profiles)" -ge $((n0 + 2)) ] && break; sleep 0.1; done
+    grep "profile: session" "$tmp/kvsinkd.log" | tail -n +$((n0 + 1)) | sed 's/^.*profile: /    profile: /'
   done
 done
 stats "$sock" GPU

@@ -191,9 +191,10 @@ static int check(void)
     kvs_close(cd);
     kvs_close(ch);
   }
-  /* NaN / Inf anywhere in a bulk device put fails it (kernels/check.cu:
-   * 16-byte loads plus a 2-byte tail); positions in K and V, first, inside,
-   * last value */
+  /* NaN / Inf anywhere in a bulk device put fails it (the quantize kernel
+   * checks each value it loads from the segment; rows left 16-bit are
+   * checked on the host); positions in K and V, first (a sink row),
+   * inside, last value */
   {
     kvs_client *cn = conn(L, 4, 1, 4 * b);
     static const struct { int v; size_t at; uint16_t x; } bad[] = {
