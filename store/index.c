@@ -3,6 +3,7 @@
 
 #include <errno.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/mman.h>
 
 typedef struct slot {
@@ -29,9 +30,10 @@ static int key_eq(const kvs__ikey *a, const kvs__ikey *b)
 }
 
 /* Tables of 2 MiB and more are their own mapping, in huge pages where the
- * kernel has them (MADV_HUGEPAGE): a put's thousand look-ups land on
- * random pages of a table of several MiB, and with 4 KiB pages nearly
- * each one missed the TLB (tests/store/bench_put). */
+ * kernel has them (MADV_HUGEPAGE), and faulted in at once: a put's
+ * thousand look-ups land on random pages of a table of several MiB, and
+ * with 4 KiB pages nearly each one missed the TLB, or faulted a page in
+ * (tests/store/bench_put). */
 #define HUGE_TABLE (2u << 20)
 
 static slot *table_new(size_t cap)
@@ -43,6 +45,7 @@ static slot *table_new(size_t cap)
   if (p == MAP_FAILED)
     return NULL;
   madvise(p, bytes, MADV_HUGEPAGE); /* a hint: 4 KiB pages work too */
+  memset(p, 0, bytes);              /* fault it in here, not inside puts */
   return p;
 }
 

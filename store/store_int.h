@@ -136,7 +136,7 @@ kvs__block *kvs__blk_find(kvs__store *st, kvs__h128 h, kvs__h128 parent, uint32_
                           const uint32_t *tok);
 /* Start loading the index slot of (h, layer) (kvs__index_prefetch), this
  * many look-ups ahead. */
-#define KVS_PREFETCH_AHEAD 16u
+#define KVS_PREFETCH_AHEAD 64u
 void kvs__blk_prefetch(const kvs__store *st, kvs__h128 h, uint32_t layer);
 void kvs__blk_ref(kvs__block *b);
 void kvs__blk_unref(kvs__block *b);

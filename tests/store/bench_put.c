@@ -3,7 +3,8 @@
  * spends on the host around the kernels for the shape of issue 11's
  * benchmark (1,024 tokens x 32 layers x 8 KV heads x 128, G = 32, PFN 1:
  * 1,024 blocks per put), phase by phase (kvs__store_prof).
- *   bench_put [ITERS [BITS [POOL_MIB [null|host]]]]   (defaults 20, 16, 1024, both)
+ *   bench_put [ITERS [BITS [POOL_MIB [null|host [cold]]]]]
+ *   (defaults 20, 16, 1024, both; cold: no filling first)
  * Two backends: "null", a device-path backend whose kernels do nothing
  * (so only the bookkeeping is timed: hashing, index, slots, items), and
  * "host", the C reference (the real quantize on the CPU). Each iteration
@@ -41,7 +42,7 @@ static double now(void)
 }
 
 static void run(const char *name, kvs__backend *be, int dev, int iters, uint32_t bits,
-                size_t pool_mib)
+                size_t pool_mib, int cold)
 {
   const uint32_t L = 32, H = 8, D = 128, C = H * D, n = 1024;
   kvs__store *s = NULL;
@@ -86,7 +87,7 @@ static void run(const char *name, kvs__backend *be, int dev, int iters, uint32_t
   memset(&prof, 0, sizeof prof);
   double tput = 0, tget = 0;
   char err[KVS_STORE_ERRMSG];
-  int warm = 1;
+  int warm = !cold;
   for (int it = 0; it <= iters; it++) {
     kvs__seq *q;
     static uint32_t base;
@@ -149,7 +150,9 @@ int main(int argc, char **argv)
   null.quantize_n = null_quantize_n;
   null.dequantize_n = null_dequantize_n;
   const char *only = argc > 4 ? argv[4] : "";
-  if (strcmp(only, "host")) run("null", &null, 1, iters, bits, pool);
-  if (strcmp(only, "null")) run("host", &kvs__backend_host, 0, iters > 5 ? 5 : iters, bits, pool);
+  int cold = argc > 5 && !strcmp(argv[5], "cold");
+  if (strcmp(only, "host")) run("null", &null, 1, iters, bits, pool, cold);
+  if (strcmp(only, "null"))
+    run("host", &kvs__backend_host, 0, iters > 5 ? 5 : iters, bits, pool, cold);
   return 0;
 }
