@@ -48,10 +48,12 @@ int kvs__store_init(kvs__store **out, const kvs__store_opts *o)
   }
   if (rc == 0) {
     /* sized for a full pool of 16 KiB blocks (a 2-bit block of 8 x 128
-     * channels is 20 KiB), so that filling the pool does not rehash the
-     * index again and again inside puts; smaller blocks grow it later */
+     * channels is 20 KiB), at most 512 Ki of them (a 32 MiB table), so
+     * that filling the pool does not rehash the index again and again
+     * inside puts; smaller blocks grow it later */
+    size_t want = o->pool_bytes / 16384u;
     rc = kvs__index_init(&st->ix);
-    if (rc == 0 && (rc = kvs__index_reserve(st->ix, o->pool_bytes / 16384u)) < 0)
+    if (rc == 0 && (rc = kvs__index_reserve(st->ix, want < (1u << 19) ? want : (1u << 19))) < 0)
       kvs__index_close(st->ix);
     if (rc < 0)
       kvs__pool_close(st->pool);
