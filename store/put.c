@@ -21,6 +21,7 @@ typedef struct job {
   uint32_t layer, g;
   kvs__block *b;
   int fresh;
+  int queued;                   /* handed to the backend's quantize_start */
 } job;
 
 typedef struct plan {
@@ -51,7 +52,15 @@ typedef struct put {
   plan *pl;
   job *jobs;
   uint32_t njobs, maxnb, nfresh;
+  kvs__qitem *qa;               /* dev items waiting for quantize_start */
+  uint32_t nqa, nqueued;
+  int queued;                   /* quantize_start called: wait before freeing */
 } put;
+
+/* Fresh blocks whose rows all come from a device put are queued on the
+ * GPU in chunks while the next ones are reserved (backend quantize_start),
+ * so the kernel and the host work per block overlap; one wait at the end. */
+#define KVS_PUT_CHUNK 256u
 
 static void jobs_undo(put *c)
 {
@@ -347,6 +356,35 @@ static int grow_seq(put *c)
   return 0;
 }
 
+/* Input row t of layer l (t >= start). */
+static const uint16_t *in_row(const put *c, const uint16_t *x, uint32_t l, uint32_t t);
+
+/* Queue the collected dev items (c->qa) on the backend. */
+static int put_start(put *c)
+{
+  kvs__backend *be = c->st->be;
+  c->queued = 1; /* from now on the slots may be written: wait before undo */
+  int rc = be->quantize_start(be, &c->sp->qp, c->qa, c->nqa);
+  c->nqa = 0;
+  return rc < 0 ? kvs__fail(c->errmsg, rc, "quantization failed") : 0;
+}
+
+/* After job i got its fresh block: queue it when the backend can. */
+static int put_queue(put *c, job *j)
+{
+  const uint32_t t0 = j->g * c->G;
+  if (!c->kdev || !c->st->be->quantize_start || t0 < c->pl[j->layer].L0)
+    return 0;
+  if (!c->qa && !(c->qa = malloc(KVS_PUT_CHUNK * sizeof *c->qa)))
+    return kvs__fail(c->errmsg, -ENOMEM, "out of memory");
+  kvs__block *b = j->b;
+  c->qa[c->nqa++] = (kvs__qitem){in_row(c, c->k, j->layer, t0), in_row(c, c->v, j->layer, t0),
+                                 b->sink_mask, b->data, b->rows, 1};
+  j->queued = 1;
+  c->nqueued++;
+  return c->nqa == KVS_PUT_CHUNK ? put_start(c) : 0;
+}
+
 /* Capacity, scratch ids / flags / chain, staged residuals, then the blocks:
  * hits pinned first (so reserving cannot evict them), then fresh slots. */
 static int put_reserve(put *c)
@@ -418,25 +456,31 @@ static int put_reserve(put *c)
     if (rc < 0)
       return kvs__fail(c->errmsg, rc, "out of memory");
     c->jobs[i].fresh = 1;
+    if ((rc = put_queue(c, &c->jobs[i])) < 0)
+      return rc;
   }
+  if (c->nqa && (rc = put_start(c)) < 0)
+    return rc;
   kvs__prof_add(c->st, KVS_PROF_PUT_NEW, tp);
   return 0;
 }
 
-/* Quantize the fresh blocks, each from a tile copied once (old residual
- * rows below L0, this put's input above) and checked before use, or, on
- * the device path, straight from the daemon's device copy of the input.
+/* Quantize the fresh blocks not queued yet (put_queue), each from a tile
+ * copied once (old residual rows below L0, this put's input above) and
+ * checked before use, or, on the device path, straight from the device
+ * input (the segment or the daemon's copy of it).
  * A batch call takes up to KVS_BATCH_MAX host tiles; a backend that reads
  * device memory takes up to KVS_BATCH_DEV_MAX blocks per call, so a bulk
  * device put is one launch and one synchronize (Decision 36). */
 static int put_quantize(put *c)
 {
-  if (!c->nfresh)
+  const uint32_t nfresh = c->nfresh - c->nqueued; /* the queued ones are on their way */
+  if (!nfresh)
     return 0;
   kvs__seq *q = c->q;
   const uint32_t G = c->G, C = c->C;
   const uint32_t cap = c->kdev && c->st->be->dev_io ? KVS_BATCH_DEV_MAX : KVS_BATCH_MAX;
-  const uint32_t nb = c->nfresh < cap ? c->nfresh : cap;
+  const uint32_t nb = nfresh < cap ? nfresh : cap;
   const uint32_t nt = nb < KVS_BATCH_MAX ? nb : KVS_BATCH_MAX; /* host tiles */
   const size_t tile = (size_t)G * C, rb = (size_t)C * 2u;
   uint16_t *gk = NULL, *gv = NULL;
@@ -448,7 +492,7 @@ static int put_quantize(put *c)
     rc = kvs__fail(c->errmsg, -ENOMEM, "out of memory");
   uint32_t m = 0, mh = 0;
   for (uint32_t i = 0; i < c->njobs && rc == 0; i++) {
-    if (c->jobs[i].fresh) {
+    if (c->jobs[i].fresh && !c->jobs[i].queued) {
       uint32_t l = c->jobs[i].layer, base = q->l[l].nblk * G, t0 = c->jobs[i].g * G;
       kvs__block *b = c->jobs[i].b;
       if (c->kdev && t0 >= c->pl[l].L0) {
@@ -502,8 +546,25 @@ static int put_quantize(put *c)
     c->st->prof->calls[KVS_PROF_PUT_ITEMS]++;
     c->st->prof->ns[KVS_PROF_PUT_KERNEL] += tkern;
     c->st->prof->calls[KVS_PROF_PUT_KERNEL]++;
-    c->st->prof->put_blocks += c->nfresh;
   }
+  return rc;
+}
+
+/* Wait for the queued blocks (put_start): their status decides too. */
+static int put_wait(put *c, int rc)
+{
+  if (!c->queued)
+    return rc;
+  kvs__backend *be = c->st->be;
+  uint64_t t = kvs__prof_now(c->st);
+  int w = be->quantize_wait(be);
+  c->queued = 0;
+  if (c->st->prof) {
+    c->st->prof->ns[KVS_PROF_PUT_KERNEL] += kvs__prof_now(c->st) - t;
+    c->st->prof->calls[KVS_PROF_PUT_KERNEL]++;
+  }
+  if (rc == 0 && w < 0)
+    rc = kvs__fail(c->errmsg, w, w == KVS_ENAN ? "NaN or Inf in K/V" : "quantization failed");
   return rc;
 }
 
@@ -587,6 +648,7 @@ static void put_release(put *c)
       }
   free(c->pl);
   free(c->jobs);
+  free(c->qa);
   free(c->pred);
   free(c->fill);
 }
@@ -623,6 +685,9 @@ static int seq_put(kvs__seq *q, uint32_t start, const uint32_t *tokens, uint32_t
   }
   if (rc == 0)
     rc = put_quantize(&c);
+  rc = put_wait(&c, rc); /* before anything frees a slot a kernel writes */
+  if (c.st->prof)
+    c.st->prof->put_blocks += c.nfresh;
   if (rc == 0) {
     t = kvs__prof_now(c.st);
     put_commit(&c, info);

@@ -93,6 +93,16 @@ typedef struct kvs__backend {
    * segment) without a copy first (Decision 36). */
   int dev_io;
   int (*reads_once)(struct kvs__backend *b, const kvs__qparams *p, const void *k, const void *v);
+  /* Optional (dev_io): quantize_start queues up to KVS_BATCH_DEV_MAX dev
+   * items and returns without waiting, so that the store reserves the
+   * next blocks while the GPU codes these; quantize_wait waits for all
+   * queued so far and returns their status (0, KVS_ENAN, ...). Until
+   * then their slots are being written: the caller waits before it frees
+   * them, and calls nothing else on the backend but quantize_n (which
+   * waits for them too, its status covering them). */
+  int (*quantize_start)(struct kvs__backend *b, const kvs__qparams *p, const kvs__qitem *it,
+                        uint32_t n);
+  int (*quantize_wait)(struct kvs__backend *b);
   void *priv;
 } kvs__backend;
 int kvs__backend_copy(kvs__backend *b, void *dst, const void *src, size_t n, int to_pool);

@@ -13,16 +13,48 @@
 #include "tests/store/util.h"
 
 static uint32_t dev_items; /* blocks quantized from "device" input */
+static uint32_t s_calls, s_max, w_calls, queued; /* quantize_start / _wait */
+static int q_status;                             /* of the queued items */
 
 static int fake_quantize_n(kvs__backend *b, const kvs__qparams *p, const kvs__qitem *it,
                            uint32_t n)
 {
+  int st = queued ? q_status : 0; /* waits for the queued ones too */
+  queued = 0;
+  q_status = 0;
   for (uint32_t i = 0; i < n; i++) {
     dev_items += it[i].dev != 0;
     int rc = b->quantize(b, p, it[i].k, it[i].v, it[i].sink_mask, it[i].block, it[i].rows);
     if (rc < 0) return rc;
   }
+  return st;
+}
+
+/* "Queued": done at once, the status kept for the wait. */
+static int fake_quantize_start(kvs__backend *b, const kvs__qparams *p, const kvs__qitem *it,
+                               uint32_t n)
+{
+  ck_assert_uint_le(n, KVS_BATCH_DEV_MAX);
+  s_calls++;
+  if (n > s_max) s_max = n;
+  queued = 1;
+  for (uint32_t i = 0; i < n; i++) {
+    ck_assert(it[i].dev);
+    dev_items++;
+    int rc = b->quantize(b, p, it[i].k, it[i].v, it[i].sink_mask, it[i].block, it[i].rows);
+    if (rc < 0 && q_status == 0) q_status = rc;
+  }
   return 0;
+}
+
+static int fake_quantize_wait(kvs__backend *b)
+{
+  (void)b;
+  w_calls++;
+  int st = q_status;
+  queued = 0;
+  q_status = 0;
+  return st;
 }
 
 static kvs__backend fakedev;
@@ -33,6 +65,8 @@ static void setup(void)
   fakedev.name = "fakedev";
   fakedev.dev_io = 1;
   fakedev.quantize_n = fake_quantize_n;
+  fakedev.quantize_start = fake_quantize_start;
+  fakedev.quantize_wait = fake_quantize_wait;
 }
 
 static kvs__store *mk(kvs__backend *b)
@@ -234,9 +268,11 @@ START_TEST(cached_rows_not_read)
 }
 END_TEST
 
-/* Batches: a bulk device put or get is one backend call (one launch and
- * one synchronize on a GPU), never more than KVS_BATCH_DEV_MAX blocks nor
- * more than KVS_BATCH_MAX host-resident ones in a call. */
+/* Batches: a bulk device put queues its blocks in chunks of 256 while it
+ * reserves the next ones (quantize_start) and waits once (one synchronize
+ * on a GPU); a bulk get is one backend call; never more than
+ * KVS_BATCH_DEV_MAX blocks nor more than KVS_BATCH_MAX host-resident ones
+ * in a call. */
 static uint32_t q_calls, q_max, dq_calls, dq_max;
 
 static int count_quantize_n(kvs__backend *b, const kvs__qparams *p, const kvs__qitem *it,
@@ -286,22 +322,24 @@ START_TEST(one_batch)
   ck_assert_int_eq(kvs__space_ref(sh, &key, NULL, &hp), 0);
   ck_assert_int_eq(kvs__seq_new(sp, &q), 0);
   ck_assert_int_eq(kvs__seq_new(hp, &hq), 0);
-  const uint32_t n = 80 * G; /* 160 blocks over NL = 2 layers */
+  const uint32_t n = 200 * G; /* 400 blocks over NL = 2 layers */
   uint32_t *tok = ttoks(n + 5, 1);
   uint16_t *k = trandkv(NL, n, 1), *v = trandkv(NL, n, 2);
-  /* bulk device put: one call */
-  q_calls = q_max = 0;
+  /* bulk device put: two chunks queued (256 + 144), one wait */
+  q_calls = q_max = s_calls = s_max = w_calls = 0;
   ck_assert_int_eq(kvs__seq_put_dev(q, 0, tok, n, 0, NL, k, v, NULL, 0, NULL, err), 0);
+  ck_assert_uint_eq(q_calls, 0);
+  ck_assert_uint_eq(s_calls, 2);
+  ck_assert_uint_eq(s_max, 256);
+  ck_assert_uint_eq(w_calls, 1);
   ck_assert_int_eq(kvs__seq_put(hq, 0, tok, n, 0, NL, k, v, NULL, 0, NULL, err), 0);
-  ck_assert_uint_eq(q_calls, 1);
-  ck_assert_uint_eq(q_max, 2 * 80);
   /* bulk device get: one call, the same bytes as the host store's */
   size_t bytes = (size_t)NL * n * C * 2;
   uint16_t *a1 = malloc(bytes), *b1 = malloc(bytes), *a2 = malloc(bytes), *b2 = malloc(bytes);
   dq_calls = dq_max = 0;
   ck_assert_int_eq(kvs__seq_get_dev(q, 0, n, 0, NL, a1, b1, err), 0);
   ck_assert_uint_eq(dq_calls, 1);
-  ck_assert_uint_eq(dq_max, 2 * 80);
+  ck_assert_uint_eq(dq_max, 2 * 200);
   ck_assert_int_eq(kvs__seq_get(hq, 0, n, 0, NL, a2, b2, err), 0);
   ck_assert_mem_eq(a1, a2, bytes);
   ck_assert_mem_eq(b1, b2, bytes);
@@ -312,7 +350,7 @@ START_TEST(one_batch)
   uint32_t *tok2 = ttoks(n, 50000);
   q_calls = 0;
   ck_assert_int_eq(kvs__seq_put(q2, 0, tok2, n, 0, NL, k, v, NULL, 0, NULL, err), 0);
-  ck_assert_uint_eq(q_calls, (2 * 80 + KVS_BATCH_MAX - 1) / KVS_BATCH_MAX);
+  ck_assert_uint_eq(q_calls, (2 * 200 + KVS_BATCH_MAX - 1) / KVS_BATCH_MAX);
   kvs__seq_free(q2);
   free(tok2);
   free(a1);
