@@ -56,7 +56,9 @@ int kvs__cuda_quantize(kvs__cuda_ctx *c, const kvs__qparams *p, const kvs__qlayo
 int kvs__cuda_dequantize(kvs__cuda_ctx *c, const kvs__qparams *p, const kvs__qlayout *l,
                          const kvs__cuda_dqjob *d_jobs, uint32_t n);
 /* Same as above but without the final synchronize / status read: for
- * benchmarks that time many launches. Returns 0 or -EIO. */
+ * benchmarks that time many launches, and for the store's queued puts
+ * (backend quantize_start); kvs__cuda_finish then reads the status of all
+ * launches since the last one. Returns 0, -EINVAL or -EIO. */
 int kvs__cuda_quantize_async(kvs__cuda_ctx *c, const kvs__qparams *p, const kvs__qlayout *l,
                              const kvs__cuda_qjob *d_jobs, uint32_t n);
 int kvs__cuda_dequantize_async(kvs__cuda_ctx *c, const kvs__qparams *p, const kvs__qlayout *l,

@@ -189,7 +189,6 @@ static int cu_quantize_n(kvs__backend *b, const kvs__qparams *p, const kvs__qite
   cuda_priv *c = b->priv;
   size_t nrows;
   uint32_t nh;
-  if (n == 0 && !c->queued) return 0;
   int rc = qitems_ok(p, it, n, &nrows, &nh);
   if (rc) return rc;
   pthread_mutex_lock(&c->lock);
