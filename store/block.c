@@ -188,6 +188,9 @@ static kvs__block *rec_get(kvs__store *st, uint32_t ns, uint32_t G)
     return NULL;
   kvs__block *b = st->blk_free[G];
   st->blk_free[G] = b->next;
+  if (b->next) /* the next record's lines, to be written soon */
+    for (size_t o = 0; o < rec_size(G); o += 64)
+      __builtin_prefetch((const char *)b->next + o, 1);
   return b;
 }
 

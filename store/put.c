@@ -359,6 +359,23 @@ static int grow_seq(put *c)
 /* Input row t of layer l (t >= start). */
 static const uint16_t *in_row(const put *c, const uint16_t *x, uint32_t l, uint32_t t);
 
+/* Bit r set when f[r] (G <= 64 flags); most groups have none, found by
+ * words (the per-row loop was half of a bulk put's own time). */
+static uint64_t flag_bits(const uint8_t *f, uint32_t G)
+{
+  uint64_t any = 0, w, mask = 0;
+  uint32_t r = 0;
+  for (; r + 8 <= G; r += 8) {
+    memcpy(&w, f + r, 8);
+    any |= w;
+  }
+  for (; r < G; r++)
+    any |= f[r];
+  for (r = 0; any && r < G; r++)
+    mask |= (uint64_t)(f[r] != 0) << r;
+  return mask;
+}
+
 /* Queue the collected dev items (c->qa) on the backend. */
 static int put_start(put *c)
 {
@@ -440,10 +457,10 @@ static int put_reserve(put *c)
     if (c->jobs[i].b)
       continue;
     uint32_t g = c->jobs[i].g;
-    uint64_t mask = 0;
-    for (uint32_t r = 0; r < G; r++) {
+    uint64_t mask = flag_bits(&q->flag[(size_t)g * G], G);
+    for (uint32_t r = 0; (c->pred || c->fill) && r < G; r++) {
       uint32_t t = g * G + r;
-      int f = q->flag[t] || (c->pred && t >= q->known && c->pred[t - q->known]) ||
+      int f = (c->pred && t >= q->known && c->pred[t - q->known]) ||
               (c->fill && t < c->known1 && c->fill[t]);
       mask |= (uint64_t)f << r;
     }
