@@ -163,6 +163,15 @@ for p in 1 2 4; do
 done
 stats "$sock" GPU
 stop
+# the store's own host time per bulk put/get on this machine's CPU (no
+# GPU work: a backend whose kernels do nothing), pool filling and full
+if [ -x "$b/tests/store/bench_put" ]; then
+  echo "host work of the store per put/get of 1,024 tokens x 32 layers (tests/store/bench_put):"
+  for bits in 16 2; do
+    "$b/tests/store/bench_put" 20 "$bits" 8192 null cold | sed 's/^/  filling: /'
+    "$b/tests/store/bench_put" 50 "$bits" 8192 null | sed 's/^/  full:    /'
+  done
+fi
 grep -iE "error|warn" "$tmp/kvsinkd.log" | grep -v "hello reply" | head -20
 [ $rc = 0 ] || logtail "$tmp/kvsinkd.log" GPU
 [ $rc = 0 ] && echo "devseg.sh: all checks passed" || echo "devseg.sh: FAILED"
