@@ -268,7 +268,6 @@ static void remote_stats(kvs__server *s, kvs__stats *st)
 
 /* ---- end of the Redis tier glue ---- */
 
-/* The stats fields the store does not know. */
 /* KVSINK_PROFILE=1: sessions log where their puts and gets spent their
  * time when they close (daemon/prof.h); for benchmarks, off by default. */
 static int profile_env(void)
@@ -279,6 +278,7 @@ static int profile_env(void)
   return on;
 }
 
+/* The stats fields the store does not know. */
 static void server_stats(void *arg, kvs__stats *st)
 {
   kvs__server *s = arg;
