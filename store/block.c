@@ -163,34 +163,36 @@ static size_t rec_size(uint32_t G)
   return (sizeof(kvs__block) + (size_t)G * sizeof(uint32_t) + 15u) & ~(size_t)15u;
 }
 
-static int rec_refill(kvs__store *st, uint32_t G)
-{
-  unsigned char *p = mmap(NULL, REC_SLAB, PROT_READ | PROT_WRITE,
-                          MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
-  if (p == MAP_FAILED)
-    return -ENOMEM;
-  *(void **)p = st->rec_slabs; /* the slab list lives in the slabs' first bytes */
-  st->rec_slabs = p;
-  size_t rs = rec_size(G);
-  for (size_t i = (REC_SLAB - 64) / rs; i-- > 0;) { /* handed out in address order */
-    kvs__block *b = (kvs__block *)(p + 64 + i * rs);
-    b->next = st->blk_free[G];
-    st->blk_free[G] = b;
-  }
-  return 0;
-}
-
 static kvs__block *rec_get(kvs__store *st, uint32_t ns, uint32_t G)
 {
   if (ns)
     return malloc(sizeof(kvs__block) + ns * sizeof(uint16_t *) + (size_t)G * sizeof(uint32_t));
-  if (!st->blk_free[G] && rec_refill(st, G) < 0)
-    return NULL;
   kvs__block *b = st->blk_free[G];
-  st->blk_free[G] = b->next;
-  if (b->next) /* the next record's lines, to be written soon */
-    for (size_t o = 0; o < rec_size(G); o += 64)
-      __builtin_prefetch((const char *)b->next + o, 1);
+  const size_t rs = rec_size(G);
+  if (b) {
+    st->blk_free[G] = b->next;
+    if (b->next) /* the next record's lines, to be written soon */
+      for (size_t o = 0; o < rs; o += 64)
+        __builtin_prefetch((const char *)b->next + o, 1);
+    return b;
+  }
+  /* never used: cut from the slab, which is not linked ahead of time
+   * (writing a link into each record of a fresh slab missed the cache
+   * 8,000 times in a row) */
+  if (!st->rec_next[G] || st->rec_next[G] + rs > st->rec_end[G]) {
+    unsigned char *p = mmap(NULL, REC_SLAB, PROT_READ | PROT_WRITE,
+                            MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
+    if (p == MAP_FAILED)
+      return NULL;
+    *(void **)p = st->rec_slabs; /* the slab list lives in the slabs' first bytes */
+    st->rec_slabs = p;
+    st->rec_next[G] = p + 64;
+    st->rec_end[G] = p + REC_SLAB;
+  }
+  b = (kvs__block *)st->rec_next[G];
+  st->rec_next[G] += rs;
+  for (size_t o = 0; st->rec_next[G] + rs <= st->rec_end[G] && o < rs; o += 64)
+    __builtin_prefetch(st->rec_next[G] + o, 1);
   return b;
 }
 
@@ -220,6 +222,8 @@ void kvs__blk_cache_free(kvs__store *st)
     munmap(p, REC_SLAB);
   }
   memset(st->blk_free, 0, sizeof(st->blk_free));
+  memset(st->rec_next, 0, sizeof(st->rec_next));
+  memset(st->rec_end, 0, sizeof(st->rec_end));
 }
 
 /* Drop an unreferenced published block from the cache. */

@@ -92,6 +92,7 @@ struct kvs__store {
   kvs__store_prof *prof;            /* attached profile, or NULL */
   struct kvs__block *blk_free[KVS_QBLOCK_MAX_G + 1]; /* free records, by G (block.c) */
   void *rec_slabs;                  /* the slabs they come from */
+  unsigned char *rec_next[KVS_QBLOCK_MAX_G + 1], *rec_end[KVS_QBLOCK_MAX_G + 1]; /* unused part */
 };
 
 /* Profile phases (kvs__store_set_prof): a no-op without a profile. */
