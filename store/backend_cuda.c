@@ -382,6 +382,13 @@ kvs__backend *kvs__backend_cuda_open(int device, char *errmsg)
   b->reads_once = cu_reads_once;
   b->quantize_start = cu_quantize_start;
   b->quantize_wait = cu_quantize_wait;
+  /* A/B switches for tests/gpu (HACKING.md Decision 36), not settings:
+   * KVSINK_DEV_INPLACE=0 stages every device put (no quantizing in place),
+   * KVSINK_PUT_QUEUE=0 quantizes a put's blocks in one launch at the end */
+  const char *e = getenv("KVSINK_DEV_INPLACE");
+  if (e && !strcmp(e, "0")) b->reads_once = NULL;
+  e = getenv("KVSINK_PUT_QUEUE");
+  if (e && !strcmp(e, "0")) b->quantize_start = NULL, b->quantize_wait = NULL;
   b->priv = c;
   return b;
 }
