@@ -385,10 +385,10 @@ kvs__backend *kvs__backend_cuda_open(int device, char *errmsg)
   /* A/B switches for tests/gpu (HACKING.md Decision 36), not settings:
    * KVSINK_DEV_INPLACE=0 stages every device put (no quantizing in place),
    * KVSINK_PUT_QUEUE=0 quantizes a put's blocks in one launch at the end */
-  const char *e = getenv("KVSINK_DEV_INPLACE");
-  if (e && !strcmp(e, "0")) b->reads_once = NULL;
-  e = getenv("KVSINK_PUT_QUEUE");
-  if (e && !strcmp(e, "0")) b->quantize_start = NULL, b->quantize_wait = NULL;
+  const char *ab = getenv("KVSINK_DEV_INPLACE");
+  if (ab && !strcmp(ab, "0")) b->reads_once = NULL;
+  ab = getenv("KVSINK_PUT_QUEUE");
+  if (ab && !strcmp(ab, "0")) b->quantize_start = NULL, b->quantize_wait = NULL;
   b->priv = c;
   return b;
 }
