@@ -42,6 +42,16 @@ void kvs__sess_free(kvs__sess_state *st)
   free(st->tbl_sent);
   free(st->tbl_seen);
   st->tbl_sent = st->tbl_seen = NULL;
+  if (st->prof) {
+    char what[96];
+    snprintf(what, sizeof what, "%s, %u/%u bits",
+             st->dseg.vmm.ptr ? "device segment" : st->dseg.pinned ? "pinned host segment"
+                                                                   : "host segment",
+             st->key.k_bits, st->key.v_bits);
+    kvs__prof_log(st->prof, st->id, what);
+    free(st->prof);
+    st->prof = NULL;
+  }
 }
 
 static void vfail(kvs__rep *rep, int err, const char *fmt, va_list ap)
@@ -674,8 +684,15 @@ static int run_op(const kvs__ops_env *env, kvs__sess_state *st, const kvs__req *
 
 int kvs__ops_run(const kvs__ops_env *env, kvs__sess_state *st, const kvs__req *rq, kvs__rep *rep)
 {
-  uint64_t t0 = env->metrics ? kvs__metrics_now_ns() : 0;
+  uint64_t t0 = env->metrics ? kvs__metrics_now_ns() : 0, tp = 0;
+  kvs__store *pst = st->store; /* the session's pool, fixed at hello */
+  int prof = 0;
+  if (env->profile && pst && (rq->op == KVS_OP_PUT || rq->op == KVS_OP_GET)) {
+    if (!st->prof) st->prof = calloc(1, sizeof *st->prof);
+    if (st->prof && (prof = kvs__prof_begin(st->prof, rq->op, pst))) tp = kvs__prof_clock();
+  }
   int act = run_op(env, st, rq, rep);
+  if (prof) kvs__prof_end(st->prof, rq->op, pst, tp);
   if (env->metrics)
     kvs__metrics_request(env->metrics, rq->op, rep->err, kvs__metrics_now_ns() - t0);
   /* messages may quote client strings (model id): printable ASCII only */

@@ -11,6 +11,7 @@
 #include "daemon/config.h"
 #include "daemon/devseg.h"
 #include "daemon/metrics.h"
+#include "daemon/prof.h"
 #include "daemon/profiles.h"
 #include "daemon/segment.h"
 #include "proto/proto.h"
@@ -39,6 +40,7 @@ typedef struct kvs__ops_env {
   void (*foreach_session)(void *arg, kvs__sess_cb cb, void *cb_arg);
   void *arg;
   kvs__metrics *metrics;   /* request counts and latencies; NULL: not kept */
+  int profile;             /* KVSINK_PROFILE: per-session put/get phases, logged */
 } kvs__ops_env;
 
 /* One session's state. */
@@ -64,6 +66,7 @@ struct kvs__sess_state {
   uint32_t *tbl_sent, *tbl_seen, tbl_stamp;
   int tbl_fds[KVS_TABLE_MAX_FDS];
   uint32_t n_tbl_fds;
+  kvs__prof *prof;         /* env->profile: logged and freed with the session */
 };
 
 /* Namespace from cfg (shared_namespace_uids), no space, no segment. */

@@ -84,7 +84,9 @@ static size_t up256(uint64_t x) { return (size_t)((x + 255u) & ~(uint64_t)255u);
 
 /* Read once: what a put reads leaves the client's memory in one copy per
  * tensor into daemon memory (device staging on a GPU pool for bulk puts,
- * host staging otherwise) and is used from there. */
+ * host staging otherwise) and is used from there; or, for a bulk put from
+ * a device segment whose kernel loads each element once (the load is the
+ * copy: kvs__space_reads_once), straight from the segment (Decision 36). */
 int kvs__opsdev_put_src(kvs__sess_state *st, const kvs__req *rq, uint64_t kvb, uint64_t ab,
                         const uint16_t **kp, const uint16_t **vp, const float **act, int *on_dev,
                         kvs__rep *rep)
@@ -101,6 +103,17 @@ int kvs__opsdev_put_src(kvs__sess_state *st, const kvs__req *rq, uint64_t kvb, u
         (ab && (r = dev_range(st, rep, "act", rq->act_off, ab, 4)) < 0) ||
         (!kvb && !ab && (r = dev_range(st, rep, "put", 0, 0, 1)) < 0))
       return r;
+    if (bulk_on_gpu(st, rq->n_tokens) && st->space &&
+        (!kvb || kvs__space_reads_once(st->space, kvs__devseg_ptr(d, rq->k_off),
+                                       kvs__devseg_ptr(d, rq->v_off)))) {
+      /* no copy, no scan: the kernel checks what it loads, residual rows
+       * and the summary go to host memory once (the store) */
+      *kp = kvb ? kvs__devseg_ptr(d, rq->k_off) : NULL;
+      *vp = kvb ? kvs__devseg_ptr(d, rq->v_off) : NULL;
+      *act = ab ? kvs__devseg_ptr(d, rq->act_off) : NULL;
+      *on_dev = 1;
+      return 0;
+    }
     uint8_t *p;
     if (bulk) {
       /* one device-to-device copy into the daemon's own device memory */

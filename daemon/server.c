@@ -268,6 +268,16 @@ static void remote_stats(kvs__server *s, kvs__stats *st)
 
 /* ---- end of the Redis tier glue ---- */
 
+/* KVSINK_PROFILE=1: sessions log where their puts and gets spent their
+ * time when they close (daemon/prof.h); for benchmarks, off by default. */
+static int profile_env(void)
+{
+  const char *v = getenv("KVSINK_PROFILE");
+  int on = v && atoi(v) > 0;
+  if (on) kvs__notice("KVSINK_PROFILE: sessions log their put/get profile at close");
+  return on;
+}
+
 /* The stats fields the store does not know. */
 static void server_stats(void *arg, kvs__stats *st)
 {
@@ -360,7 +370,8 @@ int kvs__server_start(kvs__server *s, uv_loop_t *loop)
       .env = {.store = s->store, .backend = s->backend, .devs = &s->devs,
               .cfg = &s->cfg, .profiles = &s->profiles,
               .server_stats = server_stats, .reload = reload_cb,
-              .foreach_session = foreach_session, .arg = s, .metrics = &s->metrics},
+              .foreach_session = foreach_session, .arg = s, .metrics = &s->metrics,
+              .profile = profile_env()},
       .on_gone = on_session_gone, .arg = s};
   r = remote_start(s);
   if (r < 0) return r;

@@ -1,6 +1,6 @@
 /* SPDX-License-Identifier: MIT */
-/* CUDA launchers for the quantizer, decode attention and the NaN check (kernels/quant.cu,
- * kernels/attn.cu, kernels/check.cu). Plain C interface so the daemon (C) links them.
+/* CUDA launchers for the quantizer and decode attention (kernels/quant.cu,
+ * kernels/attn.cu). Plain C interface so the daemon (C) links them.
  *
  * All pointers in job arrays are device pointers; the job arrays
  * themselves live in device memory too. Every launcher checks
@@ -56,13 +56,21 @@ int kvs__cuda_quantize(kvs__cuda_ctx *c, const kvs__qparams *p, const kvs__qlayo
 int kvs__cuda_dequantize(kvs__cuda_ctx *c, const kvs__qparams *p, const kvs__qlayout *l,
                          const kvs__cuda_dqjob *d_jobs, uint32_t n);
 /* Same as above but without the final synchronize / status read: for
- * benchmarks that time many launches. Returns 0 or -EIO. */
+ * benchmarks that time many launches, and for the store's queued puts
+ * (backend quantize_start); kvs__cuda_finish then reads the status of all
+ * launches since the last one. Returns 0, -EINVAL or -EIO. */
 int kvs__cuda_quantize_async(kvs__cuda_ctx *c, const kvs__qparams *p, const kvs__qlayout *l,
                              const kvs__cuda_qjob *d_jobs, uint32_t n);
 int kvs__cuda_dequantize_async(kvs__cuda_ctx *c, const kvs__qparams *p, const kvs__qlayout *l,
                                const kvs__cuda_dqjob *d_jobs, uint32_t n);
 /* Synchronize and read (then clear) the status word. */
 int kvs__cuda_finish(kvs__cuda_ctx *c);
+/* 1 when kvs__cuda_quantize of p's shape loads every input element of a
+ * job once from global memory (its NaN/Inf check and its codes come from
+ * that one load) as long as the job's k, v and block are 16-byte aligned:
+ * then the input may be memory another process writes (a device segment)
+ * without a copy first (HACKING.md Decision 36). 0 otherwise. */
+int kvs__cuda_quant_reads_once(const kvs__qparams *p);
 
 /* Decode attention (kernels/attn.cu), the contract of kvs__attn_decode
  * with device pointers: d_seqs is a device array of views whose blocks,

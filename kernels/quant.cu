@@ -1463,14 +1463,17 @@ static __device__ __forceinline__ void dq_octets(const kvs_cu_args &a, const uin
                                                  int isv, uint16_t *out)
 {
   const uint32_t C = a.C, b = isv ? a.vb : a.kb, oct = C / 8u;
-  const size_t n8 = (size_t)(J.r1 - J.r0) * oct;
+  /* 32-bit counters, the row and column stepped without a division per
+   * octet (a 64-bit i / oct, i % oct cost about as much as the stores) */
+  const uint32_t n8 = (J.r1 - J.r0) * oct, step = blockDim.x, dr = step / oct, dc = step % oct;
   const uint8_t *codes = blk + (isv ? a.vcodes : a.kcodes);
   const size_t stride = isv ? a.vstride : a.kstride;
   const uint16_t *sc = (const uint16_t *)(blk + (isv ? a.vscale : a.kscale));
   const uint16_t *mn = (const uint16_t *)(blk + (isv ? a.vmin : a.kmin));
-  const uint32_t ng = C / a.vg;
-  for (size_t i = threadIdx.x; i < n8; i += blockDim.x) {
-    uint32_t r = J.r0 + (uint32_t)(i / oct), c = (uint32_t)(i % oct) * 8u;
+  const uint32_t ng = C / a.vg, gsh = (a.vg & (a.vg - 1u)) == 0 ? (uint32_t)(__ffs(a.vg) - 1) : 32u;
+  uint32_t r = J.r0 + threadIdx.x / oct, co = threadIdx.x % oct;
+  for (uint32_t i = threadIdx.x; i < n8; i += step) {
+    const uint32_t c = co * 8u;
     union { uint4 q; uint16_t h[8]; } u;
     uint16_t *o = u.h;
     if ((mask >> r) & 1u) {
@@ -1490,7 +1493,7 @@ static __device__ __forceinline__ void dq_octets(const kvs_cu_args &a, const uin
         } else bits = *(const uint16_t *)(row + c / 4u);
         const uint32_t m = (1u << b) - 1u;
         if (isv) {
-          uint32_t gi = r * ng + c / a.vg;
+          uint32_t gi = r * ng + (gsh < 32u ? c >> gsh : c / a.vg);
           float sf = f162f(sc[gi]), mf = f162f(mn[gi]);
           for (int j = 0; j < 8; j++)
             o[j] = f2h(__fadd_rn(mf, __fmul_rn((float)((uint32_t)(bits >> (j * b)) & m), sf)), a.dtype);
@@ -1504,6 +1507,9 @@ static __device__ __forceinline__ void dq_octets(const kvs_cu_args &a, const uin
       }
     }
     *(uint4 *)(out + (size_t)(r - J.r0) * C + c) = u.q;
+    co += dc; /* the next octet of this thread: step / oct rows on */
+    r += dr;
+    if (co >= oct) { co -= oct; r++; }
   }
 }
 
@@ -1635,6 +1641,20 @@ static fq_kern_t fq_pick(bool bf, bool big, int var)
 {
   if (big) return bf ? fq_pick_v<true, KVS_FQ_NJ>(var) : fq_pick_v<false, KVS_FQ_NJ>(var);
   return bf ? fq_pick_v<true, 0>(var) : fq_pick_v<false, 0>(var);
+}
+
+/* The fast kernel reads once: K goes to shared memory with cp.async and
+ * V rows into registers, one load per element, and everything (the NaN /
+ * Inf check included) works from that copy. quant_general reads its input
+ * several times (ranges, outliers, codes), so it is not eligible; the fast
+ * kernel falls back to it for misaligned jobs, which the caller rules out. */
+extern "C" int kvs__cuda_quant_reads_once(const kvs__qparams *p)
+{
+  kvs__qlayout l;
+  kvs_cu_args a;
+  if (!p || kvs__qparams_check(p)) return 0;
+  kvs__qlayout_of(p, &l);
+  return fill_args(p, &l, &a) == 0 && fast_ok(a) && fast_smem(a, (a.kb != 16 && a.nko) || (a.vb != 16 && a.nvo)) <= KVS_CU_MAX_SMEM;
 }
 
 extern "C" int kvs__cuda_ctx_init(kvs__cuda_ctx *c)

@@ -13,7 +13,6 @@
 #include <cuda_runtime_api.h>
 
 #include "store/store.h"
-#include "kernels/check.h"
 #include "kernels/cuda.h"
 
 kvs__backend *kvs__backend_cuda_open(int device, char *errmsg);
@@ -25,6 +24,8 @@ typedef struct cuda_priv {
   kvs__cuda_ctx ctx;
   void *hbatch, *dbatch; /* batches: pinned host area and its device mirror */
   size_t batch_bytes;
+  size_t boff;           /* bytes of it that queued calls use (quantize_start) */
+  int queued;            /* kernels queued and not waited for */
 } cuda_priv;
 
 static size_t align16(size_t x) { return (x + 15u) & ~(size_t)15u; }
@@ -99,30 +100,48 @@ static int batch_layout_of(cuda_priv *c, const kvs__qparams *p, uint32_t n, size
   return batch_reserve(c, bl->total);
 }
 
-static int cu_quantize_n(kvs__backend *b, const kvs__qparams *p, const kvs__qitem *it,
-                         uint32_t n)
+/* Items checked; *nh gets how many are host-resident. */
+static int qitems_ok(const kvs__qparams *p, const kvs__qitem *it, uint32_t n, size_t *nrows,
+                     uint32_t *nh)
 {
-  cuda_priv *c = b->priv;
-  kvs__qlayout l;
-  if (n == 0) return 0;
   if (kvs__qparams_check(p) || n > KVS_BATCH_DEV_MAX) return -EINVAL;
-  kvs__qlayout_of(p, &l);
-  size_t plane = (size_t)p->group * p->channels * 2u, ps = align16(plane), nrows = 0;
-  uint32_t nh = 0;
+  *nrows = 0;
+  *nh = 0;
   for (uint32_t i = 0; i < n; i++) {
     if ((p->group < 64 && (it[i].sink_mask >> p->group)) || (it[i].sink_mask && !it[i].rows))
       return -EINVAL;
-    nrows += (size_t)__builtin_popcountll(it[i].sink_mask);
-    nh += !it[i].dev;
+    *nrows += (size_t)__builtin_popcountll(it[i].sink_mask);
+    *nh += !it[i].dev;
   }
-  if (nh > KVS_BATCH_MAX) return -EINVAL;
-  pthread_mutex_lock(&c->lock);
+  return *nh > KVS_BATCH_MAX ? -EINVAL : 0;
+}
+
+/* Lay a batch out after the part of the batch area that queued calls
+ * still use (their copies up may not have run yet), copy it up and launch,
+ * without waiting. With the lock held and the device set. */
+static int quant_queue(cuda_priv *c, const kvs__qparams *p, const kvs__qitem *it, uint32_t n,
+                       size_t nrows, uint32_t nh)
+{
+  kvs__qlayout l;
+  kvs__qlayout_of(p, &l);
+  size_t plane = (size_t)p->group * p->channels * 2u, ps = align16(plane);
+  size_t base = (c->boff + 255u) & ~(size_t)255u;
   batch_layout bl;
-  /* several pools: each call on its own GPU */
-  int rc = cudaSetDevice(c->device) == cudaSuccess ? 0 : -EIO;
-  if (rc == 0) rc = batch_layout_of(c, p, n, sizeof(kvs__cuda_qjob), nrows, nh, &bl);
-  if (rc) goto out;
-  uint8_t *h = c->hbatch, *d = c->dbatch;
+  bl.rows = align16(n * sizeof(kvs__cuda_qjob));
+  bl.k = align16(bl.rows + nrows * sizeof(void *));
+  bl.v = bl.k + nh * ps;
+  bl.total = bl.v + nh * ps;
+  if (base + bl.total > c->batch_bytes) {
+    /* no room behind the queued batches: let them finish (the status
+     * word keeps what they found), then start over at the area's start */
+    if (c->queued && cudaStreamSynchronize((cudaStream_t)c->ctx.stream) != cudaSuccess) {
+      cudaGetLastError();
+      return -EIO;
+    }
+    c->boff = base = 0;
+    if (batch_reserve(c, bl.total) < 0) return -ENOMEM;
+  }
+  uint8_t *h = (uint8_t *)c->hbatch + base, *d = (uint8_t *)c->dbatch + base;
   kvs__cuda_qjob *jobs = (kvs__cuda_qjob *)h;
   size_t ro = bl.rows;
   uint32_t hi = 0;
@@ -141,15 +160,76 @@ static int cu_quantize_n(kvs__backend *b, const kvs__qparams *p, const kvs__qite
     }
     jobs[i] = (kvs__cuda_qjob){ dk, dv, it[i].block, rows, it[i].sink_mask };
   }
-  /* one copy up (jobs, row lists and the host tiles, if any), one launch,
-   * one synchronize (kvs__cuda_quantize reads the status word) */
-  if (cudaMemcpyAsync(d, h, nh ? bl.total : bl.k, cudaMemcpyHostToDevice, 0) != cudaSuccess) {
+  /* one copy up (jobs, row lists and the host tiles, if any), one launch */
+  if (cudaMemcpyAsync(d, h, nh ? bl.total : bl.k, cudaMemcpyHostToDevice,
+                      (cudaStream_t)c->ctx.stream) != cudaSuccess) {
     cudaGetLastError();
-    rc = -EIO;
-    goto out;
+    return -EIO;
   }
-  rc = kvs__cuda_quantize(&c->ctx, p, &l, (const kvs__cuda_qjob *)d, n);
-out:
+  int rc = kvs__cuda_quantize_async(&c->ctx, p, &l, (const kvs__cuda_qjob *)d, n);
+  c->queued = 1; /* even on a failed launch: the copy is queued */
+  c->boff = base + bl.total;
+  return rc;
+}
+
+/* Wait for everything queued; the status word of all of it. */
+static int quant_wait(cuda_priv *c)
+{
+  int rc = kvs__cuda_finish(&c->ctx);
+  c->queued = 0;
+  c->boff = 0;
+  return rc;
+}
+
+/* One copy up, one launch, one synchronize (kvs__cuda_finish reads the
+ * status word, which covers batches queued before it too). */
+static int cu_quantize_n(kvs__backend *b, const kvs__qparams *p, const kvs__qitem *it,
+                         uint32_t n)
+{
+  cuda_priv *c = b->priv;
+  size_t nrows;
+  uint32_t nh;
+  int rc = qitems_ok(p, it, n, &nrows, &nh);
+  if (rc) return rc;
+  pthread_mutex_lock(&c->lock);
+  /* several pools: each call on its own GPU */
+  rc = cudaSetDevice(c->device) == cudaSuccess ? 0 : -EIO;
+  if (rc == 0 && n) rc = quant_queue(c, p, it, n, nrows, nh);
+  if (c->queued) {
+    int w = quant_wait(c);
+    if (rc == 0) rc = w;
+  }
+  pthread_mutex_unlock(&c->lock);
+  return rc;
+}
+
+/* Device-resident items only, queued (HACKING.md Decision 36). */
+static int cu_quantize_start(kvs__backend *b, const kvs__qparams *p, const kvs__qitem *it,
+                             uint32_t n)
+{
+  cuda_priv *c = b->priv;
+  size_t nrows;
+  uint32_t nh;
+  if (n == 0) return 0;
+  int rc = qitems_ok(p, it, n, &nrows, &nh);
+  if (rc == 0 && nh) rc = -EINVAL;
+  if (rc) return rc;
+  pthread_mutex_lock(&c->lock);
+  rc = cudaSetDevice(c->device) == cudaSuccess ? 0 : -EIO;
+  if (rc == 0) rc = quant_queue(c, p, it, n, nrows, nh);
+  pthread_mutex_unlock(&c->lock);
+  return rc;
+}
+
+static int cu_quantize_wait(kvs__backend *b)
+{
+  cuda_priv *c = b->priv;
+  pthread_mutex_lock(&c->lock);
+  int rc = cudaSetDevice(c->device) == cudaSuccess ? 0 : -EIO;
+  if (c->queued) {
+    int w = quant_wait(c);
+    if (rc == 0) rc = w;
+  }
   pthread_mutex_unlock(&c->lock);
   return rc;
 }
@@ -176,7 +256,8 @@ static int cu_dequantize_n(kvs__backend *b, const kvs__qparams *p, const kvs__dq
   kvs__qlayout_of(p, &l);
   pthread_mutex_lock(&c->lock);
   batch_layout bl;
-  int rc = cudaSetDevice(c->device) == cudaSuccess ? 0 : -EIO;
+  /* the batch area is the queued quantize calls' until they are waited for */
+  int rc = c->queued ? -EBUSY : cudaSetDevice(c->device) == cudaSuccess ? 0 : -EIO;
   if (rc == 0) rc = batch_layout_of(c, p, n, sizeof(kvs__cuda_dqjob), nrows, 0, &bl);
   if (rc == 0) {
     bl.v = bl.k + outb;
@@ -226,16 +307,13 @@ out:
   return rc;
 }
 
-/* Device-resident input (device segments). */
-static int cu_nonfinite(kvs__backend *b, const uint16_t *d, size_t n, kvs_dtype dtype)
+/* Device-resident input (device segments): the fast kernel on 16-byte
+ * aligned tiles reads once (kvs__cuda_quant_reads_once); tiles start at
+ * multiples of C elements from k and v, and C is a multiple of 256 there. */
+static int cu_reads_once(kvs__backend *b, const kvs__qparams *p, const void *k, const void *v)
 {
-  cuda_priv *c = b->priv;
-  pthread_mutex_lock(&c->lock);
-  int r = cudaSetDevice(c->device) == cudaSuccess
-              ? kvs__cuda_nonfinite(&c->ctx, d, n, dtype == KVS_DTYPE_BF16)
-              : -EIO;
-  pthread_mutex_unlock(&c->lock);
-  return r;
+  (void)b;
+  return (((uintptr_t)k | (uintptr_t)v) & 15u) == 0 && kvs__cuda_quant_reads_once(p);
 }
 
 /* The single-block entry points are batches of one. */
@@ -307,7 +385,16 @@ kvs__backend *kvs__backend_cuda_open(int device, char *errmsg)
   b->quantize_n = cu_quantize_n;
   b->dequantize_n = cu_dequantize_n;
   b->dev_io = 1;
-  b->nonfinite = cu_nonfinite;
+  b->reads_once = cu_reads_once;
+  b->quantize_start = cu_quantize_start;
+  b->quantize_wait = cu_quantize_wait;
+  /* A/B switches for tests/gpu (HACKING.md Decision 36), not settings:
+   * KVSINK_DEV_INPLACE=0 stages every device put (no quantizing in place),
+   * KVSINK_PUT_QUEUE=0 quantizes a put's blocks in one launch at the end */
+  const char *ab = getenv("KVSINK_DEV_INPLACE");
+  if (ab && !strcmp(ab, "0")) b->reads_once = NULL;
+  ab = getenv("KVSINK_PUT_QUEUE");
+  if (ab && !strcmp(ab, "0")) b->quantize_start = NULL, b->quantize_wait = NULL;
   b->priv = c;
   return b;
 }

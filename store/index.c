@@ -3,6 +3,8 @@
 
 #include <errno.h>
 #include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
 
 typedef struct slot {
   kvs__ikey key;
@@ -27,13 +29,41 @@ static int key_eq(const kvs__ikey *a, const kvs__ikey *b)
   return a->h.lo == b->h.lo && a->h.hi == b->h.hi && a->layer == b->layer;
 }
 
+/* Tables of 2 MiB and more are their own mapping, in huge pages where the
+ * kernel has them (MADV_HUGEPAGE), and faulted in at once: a put's
+ * thousand look-ups land on random pages of a table of several MiB, and
+ * with 4 KiB pages nearly each one missed the TLB, or faulted a page in
+ * (tests/store/bench_put). */
+#define HUGE_TABLE (2u << 20)
+
+static slot *table_new(size_t cap)
+{
+  size_t bytes = cap * sizeof(slot);
+  if (bytes < HUGE_TABLE)
+    return calloc(cap, sizeof(slot));
+  void *p = mmap(NULL, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (p == MAP_FAILED)
+    return NULL;
+  madvise(p, bytes, MADV_HUGEPAGE); /* a hint: 4 KiB pages work too */
+  memset(p, 0, bytes);              /* fault it in here, not inside puts */
+  return p;
+}
+
+static void table_free(slot *t, size_t cap)
+{
+  if (t && cap * sizeof(slot) >= HUGE_TABLE)
+    munmap(t, cap * sizeof(slot));
+  else
+    free(t);
+}
+
 int kvs__index_init(kvs__index **out)
 {
   kvs__index *ix = calloc(1, sizeof(*ix));
   if (!ix)
     return -ENOMEM;
   ix->cap = 64;
-  ix->t = calloc(ix->cap, sizeof(*ix->t));
+  ix->t = table_new(ix->cap);
   if (!ix->t) {
     free(ix);
     return -ENOMEM;
@@ -46,7 +76,7 @@ void kvs__index_close(kvs__index *ix)
 {
   if (!ix)
     return;
-  free(ix->t);
+  table_free(ix->t, ix->cap);
   free(ix);
 }
 
@@ -63,9 +93,14 @@ void *kvs__index_find(const kvs__index *ix, const kvs__ikey *k)
   return ix->t[probe(ix, k)].val;
 }
 
+void kvs__index_prefetch(const kvs__index *ix, const kvs__ikey *k)
+{
+  __builtin_prefetch(&ix->t[home(ix, k)]);
+}
+
 static int grow(kvs__index *ix, size_t cap)
 {
-  slot *nt = calloc(cap, sizeof(*nt));
+  slot *nt = table_new(cap);
   if (!nt)
     return -ENOMEM;
   slot *ot = ix->t;
@@ -75,7 +110,7 @@ static int grow(kvs__index *ix, size_t cap)
   for (size_t i = 0; i < ocap; i++)
     if (ot[i].val)
       ix->t[probe(ix, &ot[i].key)] = ot[i];
-  free(ot);
+  table_free(ot, ocap);
   return 0;
 }
 
@@ -98,12 +133,14 @@ int kvs__index_insert(kvs__index *ix, const kvs__ikey *k, void *val)
 {
   if (!val)
     return -EINVAL;
-  if (kvs__index_find(ix, k))
-    return -EEXIST;
+  /* room first (a grow moves slots), then one probe finds the key or the
+   * empty slot it goes to */
   int rc = kvs__index_reserve(ix, 1);
   if (rc < 0)
     return rc;
   size_t i = probe(ix, k);
+  if (ix->t[i].val)
+    return -EEXIST;
   ix->t[i].key = *k;
   ix->t[i].val = val;
   ix->count++;

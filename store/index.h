@@ -19,6 +19,10 @@ typedef struct kvs__index kvs__index;
 int kvs__index_init(kvs__index **out);
 void kvs__index_close(kvs__index *ix);
 void *kvs__index_find(const kvs__index *ix, const kvs__ikey *k);
+/* Start loading k's home slot: a put looks up a thousand keys at random
+ * places of a table larger than the caches, so it asks for all of them
+ * before the first look-up (memory-level parallelism). */
+void kvs__index_prefetch(const kvs__index *ix, const kvs__ikey *k);
 /* Make room so that `extra` more inserts cannot fail (-ENOMEM). */
 int kvs__index_reserve(kvs__index *ix, size_t extra);
 /* 0, -EEXIST (key present; nothing changed) or -ENOMEM. */

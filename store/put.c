@@ -21,6 +21,7 @@ typedef struct job {
   uint32_t layer, g;
   kvs__block *b;
   int fresh;
+  int queued;                   /* handed to the backend's quantize_start */
 } job;
 
 typedef struct plan {
@@ -51,7 +52,15 @@ typedef struct put {
   plan *pl;
   job *jobs;
   uint32_t njobs, maxnb, nfresh;
+  kvs__qitem *qa;               /* dev items waiting for quantize_start */
+  uint32_t nqa, nqueued;
+  int queued;                   /* quantize_start called: wait before freeing */
 } put;
+
+/* Fresh blocks whose rows all come from a device put are queued on the
+ * GPU in chunks while the next ones are reserved (backend quantize_start),
+ * so the kernel and the host work per block overlap; one wait at the end. */
+#define KVS_PUT_CHUNK 256u
 
 static void jobs_undo(put *c)
 {
@@ -347,6 +356,52 @@ static int grow_seq(put *c)
   return 0;
 }
 
+/* Input row t of layer l (t >= start). */
+static const uint16_t *in_row(const put *c, const uint16_t *x, uint32_t l, uint32_t t);
+
+/* Bit r set when f[r] (G <= 64 flags); most groups have none, found by
+ * words (the per-row loop was half of a bulk put's own time). */
+static uint64_t flag_bits(const uint8_t *f, uint32_t G)
+{
+  uint64_t any = 0, w, mask = 0;
+  uint32_t r = 0;
+  for (; r + 8 <= G; r += 8) {
+    memcpy(&w, f + r, 8);
+    any |= w;
+  }
+  for (; r < G; r++)
+    any |= f[r];
+  for (r = 0; any && r < G; r++)
+    mask |= (uint64_t)(f[r] != 0) << r;
+  return mask;
+}
+
+/* Queue the collected dev items (c->qa) on the backend. */
+static int put_start(put *c)
+{
+  kvs__backend *be = c->st->be;
+  c->queued = 1; /* from now on the slots may be written: wait before undo */
+  int rc = be->quantize_start(be, &c->sp->qp, c->qa, c->nqa);
+  c->nqa = 0;
+  return rc < 0 ? kvs__fail(c->errmsg, rc, "quantization failed") : 0;
+}
+
+/* After job i got its fresh block: queue it when the backend can. */
+static int put_queue(put *c, job *j)
+{
+  const uint32_t t0 = j->g * c->G;
+  if (!c->kdev || !c->st->be->quantize_start || t0 < c->pl[j->layer].L0)
+    return 0;
+  if (!c->qa && !(c->qa = malloc(KVS_PUT_CHUNK * sizeof *c->qa)))
+    return kvs__fail(c->errmsg, -ENOMEM, "out of memory");
+  kvs__block *b = j->b;
+  c->qa[c->nqa++] = (kvs__qitem){in_row(c, c->k, j->layer, t0), in_row(c, c->v, j->layer, t0),
+                                 b->sink_mask, b->data, b->rows, 1};
+  j->queued = 1;
+  c->nqueued++;
+  return c->nqa == KVS_PUT_CHUNK ? put_start(c) : 0;
+}
+
 /* Capacity, scratch ids / flags / chain, staged residuals, then the blocks:
  * hits pinned first (so reserving cannot evict them), then fresh slots. */
 static int put_reserve(put *c)
@@ -354,6 +409,7 @@ static int put_reserve(put *c)
   kvs__seq *q = c->q;
   kvs__space *sp = c->sp;
   const uint32_t G = c->G;
+  uint64_t tp = kvs__prof_now(c->st);
   if (grow_seq(c) < 0)
     return kvs__fail(c->errmsg, -ENOMEM, "out of memory");
   /* Scratch beyond ntok / nchain is invisible until the commit. */
@@ -363,9 +419,11 @@ static int put_reserve(put *c)
   }
   for (uint32_t g = q->nchain; g < c->maxnb; g++)
     q->chain[g] = kvs__chain_next(sp, g ? &q->chain[g - 1] : NULL, &q->tok[(size_t)g * G]);
+  tp = kvs__prof_add(c->st, KVS_PROF_PUT_CHAIN, tp);
   int rc = put_stage_residual(c);
   if (rc < 0)
     return rc;
+  tp = kvs__prof_add(c->st, KVS_PROF_PUT_RESIDUAL, tp);
 
   c->jobs = calloc(c->njobs ? c->njobs : 1, sizeof(*c->jobs));
   if (!c->jobs)
@@ -375,8 +433,14 @@ static int put_reserve(put *c)
     for (uint32_t g = q->l[l].nblk; g < c->pl[l].nb1; g++)
       c->jobs[c->njobs++] = (job){.layer = l, .g = g};
   const kvs__h128 none = {0, 0};
+  /* index slots at random places of a large table: asked for a few jobs
+   * ahead, so that their cache misses overlap */
+  for (uint32_t i = 0; i < c->njobs && i < KVS_PREFETCH_AHEAD; i++)
+    kvs__blk_prefetch(c->st, q->chain[c->jobs[i].g], c->jobs[i].layer);
   for (uint32_t i = 0; i < c->njobs; i++) {
-    uint32_t g = c->jobs[i].g;
+    uint32_t g = c->jobs[i].g, a = i + KVS_PREFETCH_AHEAD;
+    if (a < c->njobs)
+      kvs__blk_prefetch(c->st, q->chain[c->jobs[a].g], c->jobs[a].layer);
     kvs__block *b = kvs__blk_find(c->st, q->chain[g], g ? q->chain[g - 1] : none,
                                   c->jobs[i].layer, &q->tok[(size_t)g * G]);
     if (b) {
@@ -388,14 +452,15 @@ static int put_reserve(put *c)
   }
   if (kvs__index_reserve(c->st->ix, c->nfresh) < 0)
     return kvs__fail(c->errmsg, -ENOMEM, "out of memory");
+  tp = kvs__prof_add(c->st, KVS_PROF_PUT_FIND, tp);
   for (uint32_t i = 0; i < c->njobs; i++) {
     if (c->jobs[i].b)
       continue;
     uint32_t g = c->jobs[i].g;
-    uint64_t mask = 0;
-    for (uint32_t r = 0; r < G; r++) {
+    uint64_t mask = flag_bits(&q->flag[(size_t)g * G], G);
+    for (uint32_t r = 0; (c->pred || c->fill) && r < G; r++) {
       uint32_t t = g * G + r;
-      int f = q->flag[t] || (c->pred && t >= q->known && c->pred[t - q->known]) ||
+      int f = (c->pred && t >= q->known && c->pred[t - q->known]) ||
               (c->fill && t < c->known1 && c->fill[t]);
       mask |= (uint64_t)f << r;
     }
@@ -408,35 +473,43 @@ static int put_reserve(put *c)
     if (rc < 0)
       return kvs__fail(c->errmsg, rc, "out of memory");
     c->jobs[i].fresh = 1;
+    if ((rc = put_queue(c, &c->jobs[i])) < 0)
+      return rc;
   }
+  if (c->nqa && (rc = put_start(c)) < 0)
+    return rc;
+  kvs__prof_add(c->st, KVS_PROF_PUT_NEW, tp);
   return 0;
 }
 
-/* Quantize the fresh blocks, each from a tile copied once (old residual
- * rows below L0, this put's input above) and checked before use, or, on
- * the device path, straight from the daemon's device copy of the input.
+/* Quantize the fresh blocks not queued yet (put_queue), each from a tile
+ * copied once (old residual rows below L0, this put's input above) and
+ * checked before use, or, on the device path, straight from the device
+ * input (the segment or the daemon's copy of it).
  * A batch call takes up to KVS_BATCH_MAX host tiles; a backend that reads
  * device memory takes up to KVS_BATCH_DEV_MAX blocks per call, so a bulk
  * device put is one launch and one synchronize (Decision 36). */
 static int put_quantize(put *c)
 {
-  if (!c->nfresh)
+  const uint32_t nfresh = c->nfresh - c->nqueued; /* the queued ones are on their way */
+  if (!nfresh)
     return 0;
   kvs__seq *q = c->q;
   const uint32_t G = c->G, C = c->C;
   const uint32_t cap = c->kdev && c->st->be->dev_io ? KVS_BATCH_DEV_MAX : KVS_BATCH_MAX;
-  const uint32_t nb = c->nfresh < cap ? c->nfresh : cap;
+  const uint32_t nb = nfresh < cap ? nfresh : cap;
   const uint32_t nt = nb < KVS_BATCH_MAX ? nb : KVS_BATCH_MAX; /* host tiles */
   const size_t tile = (size_t)G * C, rb = (size_t)C * 2u;
   uint16_t *gk = NULL, *gv = NULL;
   kvs__qitem *items = malloc(nb * sizeof *items);
   int rc = 0;
+  uint64_t tq = kvs__prof_now(c->st), tkern = 0;
   /* host tiles only when some block needs one (allocated on first use) */
   if (!items)
     rc = kvs__fail(c->errmsg, -ENOMEM, "out of memory");
   uint32_t m = 0, mh = 0;
   for (uint32_t i = 0; i < c->njobs && rc == 0; i++) {
-    if (c->jobs[i].fresh) {
+    if (c->jobs[i].fresh && !c->jobs[i].queued) {
       uint32_t l = c->jobs[i].layer, base = q->l[l].nblk * G, t0 = c->jobs[i].g * G;
       kvs__block *b = c->jobs[i].b;
       if (c->kdev && t0 >= c->pl[l].L0) {
@@ -484,7 +557,9 @@ static int put_quantize(put *c)
       }
     }
     if (m == nb || mh == nt || (m && i + 1 == c->njobs)) {
+      uint64_t t1 = kvs__prof_now(c->st);
       rc = kvs__backend_quantize_n(c->st->be, &c->sp->qp, items, m);
+      tkern += kvs__prof_now(c->st) - t1;
       m = mh = 0;
       if (rc < 0)
         rc = kvs__fail(c->errmsg, rc, rc == KVS_ENAN ? "NaN or Inf in K/V" : "quantization failed");
@@ -493,6 +568,30 @@ static int put_quantize(put *c)
   free(items);
   free(gk);
   free(gv);
+  if (c->st->prof) {
+    c->st->prof->ns[KVS_PROF_PUT_ITEMS] += kvs__prof_now(c->st) - tq - tkern;
+    c->st->prof->calls[KVS_PROF_PUT_ITEMS]++;
+    c->st->prof->ns[KVS_PROF_PUT_KERNEL] += tkern;
+    c->st->prof->calls[KVS_PROF_PUT_KERNEL]++;
+  }
+  return rc;
+}
+
+/* Wait for the queued blocks (put_start): their status decides too. */
+static int put_wait(put *c, int rc)
+{
+  if (!c->queued)
+    return rc;
+  kvs__backend *be = c->st->be;
+  uint64_t t = kvs__prof_now(c->st);
+  int w = be->quantize_wait(be);
+  c->queued = 0;
+  if (c->st->prof) {
+    c->st->prof->ns[KVS_PROF_PUT_KERNEL] += kvs__prof_now(c->st) - t;
+    c->st->prof->calls[KVS_PROF_PUT_KERNEL]++;
+  }
+  if (rc == 0 && w < 0)
+    rc = kvs__fail(c->errmsg, w, w == KVS_ENAN ? "NaN or Inf in K/V" : "quantization failed");
   return rc;
 }
 
@@ -531,9 +630,14 @@ static void put_commit(put *c, kvs__put_info *info)
     p->rk = p->rv = NULL;
     p->fresh_res = 0;
   }
+  for (uint32_t i = 0; i < c->njobs && i < KVS_PREFETCH_AHEAD; i++)
+    kvs__blk_prefetch(st, q->chain[c->jobs[i].g], c->jobs[i].layer);
   for (uint32_t i = 0; i < c->njobs; i++) {
     kvs__seq_layer *L = &q->l[c->jobs[i].layer];
     kvs__block *b = c->jobs[i].b;
+    uint32_t a = i + KVS_PREFETCH_AHEAD;
+    if (a < c->njobs)
+      kvs__blk_prefetch(st, q->chain[c->jobs[a].g], c->jobs[a].layer);
     if (c->jobs[i].fresh) {
       b->refs = 1;
       kvs__blk_publish(b, q->tok);
@@ -571,28 +675,9 @@ static void put_release(put *c)
       }
   free(c->pl);
   free(c->jobs);
+  free(c->qa);
   free(c->pred);
   free(c->fill);
-}
-
-/* Device input: NaN / Inf anywhere in k and v fails the put, checked on
- * the device once (the host path checks the rows it keeps). */
-static int put_check_dev(put *c)
-{
-  kvs__backend *be = c->st->be;
-  if (!be->dev_io || !be->nonfinite)
-    return kvs__fail(c->errmsg, -EOPNOTSUPP, "the %s backend cannot read device memory", be->name);
-  if (!c->n || !c->nlp)
-    return 0;
-  size_t elems = (size_t)c->nlp * c->n * c->C;
-  int r;
-  if (c->v == c->k + elems) /* adjacent (the daemon's staging): one scan, one synchronize */
-    r = be->nonfinite(be, c->k, 2 * elems, c->sp->qp.dtype);
-  else if ((r = be->nonfinite(be, c->k, elems, c->sp->qp.dtype)) == 0)
-    r = be->nonfinite(be, c->v, elems, c->sp->qp.dtype);
-  if (r > 0)
-    return kvs__fail(c->errmsg, KVS_ENAN, "NaN or Inf in K/V");
-  return r < 0 ? kvs__fail(c->errmsg, r, "checking K/V on the device failed") : 0;
 }
 
 static int seq_put(kvs__seq *q, uint32_t start, const uint32_t *tokens, uint32_t n,
@@ -608,18 +693,37 @@ static int seq_put(kvs__seq *q, uint32_t start, const uint32_t *tokens, uint32_t
            .nlp = le - lb, .end = start + n, .G = q->sp->qp.group, .C = q->sp->qp.channels,
            .nl = q->sp->key.n_layers, .tokens = tokens, .k = k, .v = v, .act = act,
            .act_ch = act_ch, .kdev = kdev, .errmsg = errmsg};
+  const uint64_t t0 = kvs__prof_now(c.st);
   int rc = put_validate(&c);
-  if (rc == 0 && kdev)
-    rc = put_check_dev(&c);
+  if (rc == 0 && kdev && !c.st->be->dev_io)
+    rc = kvs__fail(errmsg, -EOPNOTSUPP, "the %s backend cannot read device memory",
+                   c.st->be->name);
   if (rc < 0)
     return rc;
+  uint64_t t = kvs__prof_add(c.st, KVS_PROF_PUT_CHECK, t0);
   c.ntok1 = c.end > q->ntok ? c.end : q->ntok;
-  if ((rc = put_predict(&c)) == 0 && (rc = put_plan(&c)) == 0 &&
-      (rc = put_reserve(&c)) == 0 && (rc = put_quantize(&c)) == 0)
+  if ((rc = put_predict(&c)) == 0) {
+    t = kvs__prof_add(c.st, KVS_PROF_PUT_PREDICT, t);
+    rc = put_plan(&c);
+  }
+  if (rc == 0) {
+    kvs__prof_add(c.st, KVS_PROF_PUT_PLAN, t);
+    rc = put_reserve(&c); /* its own phases, as put_quantize */
+  }
+  if (rc == 0)
+    rc = put_quantize(&c);
+  rc = put_wait(&c, rc); /* before anything frees a slot a kernel writes */
+  if (c.st->prof)
+    c.st->prof->put_blocks += c.nfresh;
+  if (rc == 0) {
+    t = kvs__prof_now(c.st);
     put_commit(&c, info);
-  else if (c.jobs)
+    kvs__prof_add(c.st, KVS_PROF_PUT_COMMIT, t);
+  } else if (c.jobs) {
     jobs_undo(&c);
+  }
   put_release(&c);
+  kvs__prof_add(c.st, KVS_PROF_PUT, t0);
   return rc;
 }
 

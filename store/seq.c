@@ -142,6 +142,7 @@ static int seq_get(kvs__seq *q, uint32_t start, uint32_t n, uint32_t lb, uint32_
   }
   int rc = 0;
   uint32_t m = 0;
+  uint64_t t0 = kvs__prof_now(st), tk = 0, tr = 0, t1, nblk = 0;
   for (uint32_t l = lb; l < le; l++) {
     const kvs__seq_layer *L = &q->l[l];
     uint32_t qend = L->nblk * G, t = start;
@@ -154,8 +155,11 @@ static int seq_get(kvs__seq *q, uint32_t start, uint32_t n, uint32_t lb, uint32_
         const kvs__block *b = L->blk[g];
         items[m++] = (kvs__dqitem){b->data, (const uint16_t *const *)b->rows, b->sink_mask, r0, r1,
                                    k + o, v + o, dev};
+        nblk++;
         if (m == cap) {
+          t1 = kvs__prof_now(st);
           rc = kvs__backend_dequantize_n(st->be, &sp->qp, items, m);
+          tk += kvs__prof_now(st) - t1;
           m = 0;
           if (rc < 0) {
             rc = kvs__fail(errmsg, rc, "dequantization failed");
@@ -165,6 +169,7 @@ static int seq_get(kvs__seq *q, uint32_t start, uint32_t n, uint32_t lb, uint32_
         t = g * G + r1;
       } else {
         size_t rows = (size_t)(end - t), ro = (size_t)(t - qend) * C;
+        t1 = kvs__prof_now(st);
         if (dev) {
           /* residual rows live in host memory: copy them up */
           rc = kvs__backend_copy(st->be, k + o, L->rk + ro, rows * C * 2u, 1);
@@ -178,19 +183,35 @@ static int seq_get(kvs__seq *q, uint32_t start, uint32_t n, uint32_t lb, uint32_
           memcpy(k + o, L->rk + ro, rows * C * 2u);
           memcpy(v + o, L->rv + ro, rows * C * 2u);
         }
+        tr += kvs__prof_now(st) - t1;
         t = (uint32_t)end;
       }
     }
   }
+  t1 = kvs__prof_now(st);
   if (m && (rc = kvs__backend_dequantize_n(st->be, &sp->qp, items, m)) < 0) {
     rc = kvs__fail(errmsg, rc, "dequantization failed");
     goto out;
   }
+  tk += kvs__prof_now(st) - t1;
   st->gets++;
   st->bytes_out += (uint64_t)(le - lb) * n * C * 2u * 2u;
 out:
   if (items != stack_items)
     free(items);
+  if (st->prof) {
+    kvs__store_prof *p = st->prof;
+    uint64_t all = kvs__prof_now(st) - t0;
+    p->ns[KVS_PROF_GET] += all;
+    p->ns[KVS_PROF_GET_KERNEL] += tk;
+    p->ns[KVS_PROF_GET_RESIDUAL] += tr;
+    p->ns[KVS_PROF_GET_ITEMS] += all - tk - tr;
+    p->calls[KVS_PROF_GET]++;
+    p->calls[KVS_PROF_GET_KERNEL]++;
+    p->calls[KVS_PROF_GET_RESIDUAL]++;
+    p->calls[KVS_PROF_GET_ITEMS]++;
+    p->get_blocks += nblk;
+  }
   return rc;
 }
 

@@ -49,10 +49,32 @@ static uint64_t prof_fingerprint(const kvs__profile *p)
   return h ? h : 1;
 }
 
+int kvs__space_reads_once(const kvs__space *sp, const void *k, const void *v)
+{
+  kvs__backend *be = sp->st->be;
+  return be->dev_io && be->reads_once && be->reads_once(be, &sp->qp, k, v);
+}
+
+_Static_assert(sizeof(crypto_generichash_state) <= sizeof(((kvs__store *)0)->hstate),
+               "hstate holds a crypto_generichash_state");
+
+void kvs__hash_init(kvs__store *st)
+{
+  crypto_generichash_state s; /* aligned here; hstate is plain bytes */
+  crypto_generichash_init(&s, st->key, sizeof(st->key), 16);
+  memcpy(st->hstate, &s, sizeof(s));
+  sodium_memzero(&s, sizeof(s));
+}
+
+/* The same bytes as crypto_generichash(out, 16, buf, n, key, 32). */
 static kvs__h128 keyed(const kvs__store *st, const void *buf, size_t n)
 {
   unsigned char out[16];
-  crypto_generichash(out, sizeof(out), buf, n, st->key, sizeof(st->key));
+  crypto_generichash_state s;
+  memcpy(&s, st->hstate, sizeof(s));
+  crypto_generichash_update(&s, buf, n);
+  crypto_generichash_final(&s, out, sizeof(out));
+  sodium_memzero(&s, sizeof(s));
   kvs__h128 h;
   memcpy(&h.lo, out, 8);
   memcpy(&h.hi, out + 8, 8);

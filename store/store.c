@@ -42,15 +42,25 @@ int kvs__store_init(kvs__store **out, const kvs__store_opts *o)
     memcpy(st->key, o->hash_key, sizeof(st->key));
   else
     rc = draw_key(st->key, sizeof(st->key));
-  if (rc == 0)
-    rc = kvs__pool_init(&st->pool, st->be, o->pool_bytes, o->chunk_bytes);
   if (rc == 0) {
+    kvs__hash_init(st);
+    rc = kvs__pool_init(&st->pool, st->be, o->pool_bytes, o->chunk_bytes);
+  }
+  if (rc == 0) {
+    /* sized for a full pool of 16 KiB blocks (a 2-bit block of 8 x 128
+     * channels is 20 KiB), at most 512 Ki of them (a 32 MiB table), so
+     * that filling the pool does not rehash the index again and again
+     * inside puts; smaller blocks grow it later */
+    size_t want = o->pool_bytes / 16384u;
     rc = kvs__index_init(&st->ix);
+    if (rc == 0 && (rc = kvs__index_reserve(st->ix, want < (1u << 19) ? want : (1u << 19))) < 0)
+      kvs__index_close(st->ix);
     if (rc < 0)
       kvs__pool_close(st->pool);
   }
   if (rc < 0) {
     sodium_memzero(st->key, sizeof(st->key));
+    sodium_memzero(st->hstate, sizeof(st->hstate));
     free(st);
     return rc;
   }
@@ -69,9 +79,11 @@ void kvs__store_close(kvs__store *st)
   kvs__blk_evict_all(st);
   while (st->spaces)
     kvs__space_free(st->spaces);
+  kvs__blk_cache_free(st);
   kvs__index_close(st->ix);
   kvs__pool_close(st->pool);
   sodium_memzero(st->key, sizeof(st->key));
+  sodium_memzero(st->hstate, sizeof(st->hstate));
   free(st);
 }
 
@@ -103,6 +115,17 @@ void kvs__store_stats_get(const kvs__store *st, kvs__store_stats *s)
   s->seqs = st->nseqs;
   s->spaces = st->nspaces;
   strncpy(s->backend, st->be->name ? st->be->name : "", sizeof(s->backend) - 1);
+}
+
+void kvs__store_set_prof(kvs__store *st, kvs__store_prof *p) { st->prof = p; }
+
+const char *kvs__store_prof_name(int phase)
+{
+  static const char *const names[KVS_PROF_N] = {
+      "put", "put.check", "put.predict", "put.plan", "put.chain", "put.residual",
+      "put.find", "put.new", "put.items", "put.kernel", "put.commit",
+      "get", "get.items", "get.kernel", "get.residual"};
+  return phase >= 0 && phase < KVS_PROF_N ? names[phase] : "?";
 }
 
 void kvs__store_set_hooks(kvs__store *st, const kvs__tier_hooks *h)

@@ -83,12 +83,26 @@ typedef struct kvs__backend {
   /* Optional: copy n bytes between host memory and pool memory (to_pool
    * 1: host src to pool dst; 0: pool src to host dst); NULL = memcpy. */
   int (*copy)(struct kvs__backend *b, void *dst, const void *src, size_t n, int to_pool);
-  /* Device-resident K/V (device segments); all NULL = host memory only.
-   * nonfinite: 1 when n 16-bit values at device d hold a NaN or Inf, 0
-   * when not, or an error. (A device summary is copied to the host and
-   * predicted there, Decision 13.) */
+  /* Device-resident K/V (device segments); 0 = host memory only. The
+   * quantize calls check every element they read (KVS_ENAN). (A device
+   * summary is copied to the host and predicted there, Decision 13.)
+   * reads_once (optional, NULL = never): 1 when quantize_n loads each
+   * element of dev items whose tiles start at k and v (rows follow at C
+   * elements) exactly once, its check and its codes coming from that one
+   * load, so the input may be memory a client writes meanwhile (a device
+   * segment) without a copy first (Decision 36). */
   int dev_io;
-  int (*nonfinite)(struct kvs__backend *b, const uint16_t *d, size_t n, kvs_dtype dtype);
+  int (*reads_once)(struct kvs__backend *b, const kvs__qparams *p, const void *k, const void *v);
+  /* Optional (dev_io): quantize_start queues up to KVS_BATCH_DEV_MAX dev
+   * items and returns without waiting, so that the store reserves the
+   * next blocks while the GPU codes these; quantize_wait waits for all
+   * queued so far and returns their status (0, KVS_ENAN, ...). Until
+   * then their slots are being written: the caller waits before it frees
+   * them, and calls nothing else on the backend but quantize_n (which
+   * waits for them too, its status covering them). */
+  int (*quantize_start)(struct kvs__backend *b, const kvs__qparams *p, const kvs__qitem *it,
+                        uint32_t n);
+  int (*quantize_wait)(struct kvs__backend *b);
   void *priv;
 } kvs__backend;
 int kvs__backend_copy(kvs__backend *b, void *dst, const void *src, size_t n, int to_pool);
@@ -175,13 +189,20 @@ int kvs__seq_put(kvs__seq *q, uint32_t start, const uint32_t *tokens, uint32_t n
                  const float *act, uint32_t act_ch, kvs__put_info *info, char *errmsg);
 
 /* The same, with k, v and act in device memory of the store's backend
- * (one that has dev_io): the daemon's own copy of a device segment. NaN
- * and Inf are checked on the device over all of k and v; blocks whose
- * rows all come from this put are quantized from there; 16-bit residual
- * rows go to host memory as always. -EOPNOTSUPP without dev_io. */
+ * (one that has dev_io): the daemon's own copy of a device segment, or
+ * the segment itself when kvs__space_reads_once says so. Blocks whose
+ * rows all come from this put are quantized from there (the kernel
+ * checks what it loads: NaN / Inf fails the put, KVS_ENAN, nothing
+ * changed); 16-bit residual rows and mixed tiles are copied to host memory
+ * once and checked there; rows of blocks already cached are not read.
+ * -EOPNOTSUPP without dev_io. */
 int kvs__seq_put_dev(kvs__seq *q, uint32_t start, const uint32_t *tokens, uint32_t n,
                      uint32_t lb, uint32_t le, const uint16_t *k, const uint16_t *v,
                      const float *act, uint32_t act_ch, kvs__put_info *info, char *errmsg);
+
+/* 1 when sp's backend may quantize straight from client-writable device
+ * memory at k / v (the starts of a put's K and V): backend reads_once. */
+int kvs__space_reads_once(const kvs__space *sp, const void *k, const void *v);
 
 /* Leading tokens of tokens[] cached in whole blocks for every layer of sp.
  * When bind is non-NULL (an empty seq of sp) it takes references to them. */
@@ -263,6 +284,38 @@ int kvs__space_chain(kvs__space *sp, const uint32_t *tokens, uint32_t n, uint8_t
 void kvs__space_id(const kvs__space *sp, uint8_t out[16]);
 const kvs__space_key *kvs__space_key_of(const kvs__space *sp); /* resolved */
 void kvs__block_space_id(const kvs__block_view *v, uint8_t out[16]);
+
+/* Where the time of puts and gets goes (kvsinkd with KVSINK_PROFILE=1,
+ * tests/store/bench_put): nanoseconds and calls per phase, added into the
+ * profile attached with kvs__store_set_prof; none attached (the default):
+ * no clock is read. */
+enum {
+  KVS_PROF_PUT,            /* all of kvs__seq_put / kvs__seq_put_dev */
+  KVS_PROF_PUT_CHECK,      /* validate */
+  KVS_PROF_PUT_PREDICT,    /* sinks from the summary (with its copy) */
+  KVS_PROF_PUT_PLAN,
+  KVS_PROF_PUT_CHAIN,      /* capacity, token ids, flags, chain hashes */
+  KVS_PROF_PUT_RESIDUAL,   /* rows for the 16-bit residual: copy, check */
+  KVS_PROF_PUT_FIND,       /* index look-ups of the blocks */
+  KVS_PROF_PUT_NEW,        /* fresh blocks: metadata, slots, eviction (and
+                              queuing their kernels: quantize_start) */
+  KVS_PROF_PUT_ITEMS,      /* batch items and host tiles */
+  KVS_PROF_PUT_KERNEL,     /* quantize_n calls, and the wait for the queued
+                              kernels (what of them the host work did not hide) */
+  KVS_PROF_PUT_COMMIT,     /* publish, index, seq update */
+  KVS_PROF_GET,            /* all of kvs__seq_get / kvs__seq_get_dev */
+  KVS_PROF_GET_ITEMS,      /* batch items */
+  KVS_PROF_GET_KERNEL,     /* the backend's dequantize_n calls */
+  KVS_PROF_GET_RESIDUAL,   /* residual rows copied out */
+  KVS_PROF_N
+};
+typedef struct kvs__store_prof {
+  uint64_t ns[KVS_PROF_N], calls[KVS_PROF_N];
+  uint64_t put_blocks, get_blocks;   /* blocks quantized / dequantized */
+} kvs__store_prof;
+/* Attach p (NULL: detach); the store adds into it until detached. */
+void kvs__store_set_prof(kvs__store *s, kvs__store_prof *p);
+const char *kvs__store_prof_name(int phase);   /* "put.kernel" */
 
 /* Evict every unreferenced block (kvsinkctl evict); returns how many. */
 uint64_t kvs__store_evict_all(kvs__store *s);

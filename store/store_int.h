@@ -7,6 +7,8 @@
 #ifndef KVS_DAEMON_STORE_INT_H
 #define KVS_DAEMON_STORE_INT_H
 
+#include <time.h>
+
 #include "store/index.h"
 #include "store/pool.h"
 #include "store/store.h"
@@ -77,6 +79,8 @@ struct kvs__store {
   kvs__lru lru;                     /* all unreferenced blocks */
   kvs__lru cls_lru[KVS_POOL_MAX_CLASSES]; /* by the block's slot class */
   unsigned char key[32];            /* secret of the chain hash */
+  unsigned char hstate[512];        /* BLAKE2b state after the key block
+                                       (kvs__hash_init): copied per hash */
   kvs__tier_hooks hooks;
   uint32_t nspaces;
   uint32_t max_pending;
@@ -85,7 +89,31 @@ struct kvs__store {
   uint64_t lookups, lookup_hit_tokens, lookup_tokens;
   uint64_t puts, gets, evictions, put_nospc, bytes_in, bytes_out;
   uint64_t stored_raw, stored, sinks_found, sinks_dropped, outliers_kept;
+  kvs__store_prof *prof;            /* attached profile, or NULL */
+  struct kvs__block *blk_free[KVS_QBLOCK_MAX_G + 1]; /* free records, by G (block.c) */
+  void *rec_slabs;                  /* the slabs they come from */
+  unsigned char *rec_next[KVS_QBLOCK_MAX_G + 1], *rec_end[KVS_QBLOCK_MAX_G + 1]; /* unused part */
 };
+
+/* Profile phases (kvs__store_set_prof): a no-op without a profile. */
+static inline uint64_t kvs__prof_now(const kvs__store *st)
+{
+  if (!st->prof)
+    return 0;
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (uint64_t)ts.tv_sec * 1000000000u + (uint64_t)ts.tv_nsec;
+}
+/* Adds now - t0 to phase ph; returns now (the next phase's t0). */
+static inline uint64_t kvs__prof_add(const kvs__store *st, int ph, uint64_t t0)
+{
+  if (!st->prof)
+    return 0;
+  uint64_t t = kvs__prof_now(st);
+  st->prof->ns[ph] += t - t0;
+  st->prof->calls[ph]++;
+  return t;
+}
 
 /* block.c */
 /* A new, unpublished block of sp for chain hash h at layer; its slots are
@@ -93,8 +121,10 @@ struct kvs__store {
  * blocks, -ENOMEM. */
 int kvs__blk_new(kvs__space *sp, kvs__h128 h, kvs__h128 parent, uint32_t layer, uint32_t g,
                  const uint32_t *tok, uint64_t sink_mask, kvs__block **out);
-/* Free a block that was never published. */
+/* Free a block that was never published (or was evicted): its slots, and
+ * its record (kept for reuse; kvs__blk_cache_free unmaps them at close). */
 void kvs__blk_drop(kvs__block *b);
+void kvs__blk_cache_free(kvs__store *st);
 /* Make b (filled; refs 1 for a seq's, 0 for an import) known: index
  * (unless its key is taken by a different block: then it stays private),
  * counters, and the publish hook when prefix (ids [0, (g+1)*G)) is given.
@@ -105,6 +135,10 @@ void kvs__blk_view(const kvs__block *b, const uint32_t *prefix, kvs__block_view 
 /* The published block for (h, layer) whose parent and tokens match, or NULL. */
 kvs__block *kvs__blk_find(kvs__store *st, kvs__h128 h, kvs__h128 parent, uint32_t layer,
                           const uint32_t *tok);
+/* Start loading the index slot of (h, layer) (kvs__index_prefetch), this
+ * many look-ups ahead. */
+#define KVS_PREFETCH_AHEAD 64u
+void kvs__blk_prefetch(const kvs__store *st, kvs__h128 h, uint32_t layer);
 void kvs__blk_ref(kvs__block *b);
 void kvs__blk_unref(kvs__block *b);
 /* Move an unreferenced block to the young end of the LRU. */
@@ -140,6 +174,9 @@ static inline int kvs__has_nonfinite(const uint16_t *x, size_t n, kvs_dtype dt)
 }
 
 /* space.c */
+/* Absorb st->key into st->hstate once, so that a chain hash compresses
+ * its data only (the key block is the same for every hash). */
+void kvs__hash_init(kvs__store *st);
 kvs__h128 kvs__chain_next(const kvs__space *sp, const kvs__h128 *prev, const uint32_t *tokens);
 void kvs__space_unref_internal(kvs__space *sp);
 void kvs__space_free(kvs__space *sp);

@@ -15,7 +15,11 @@
 # 3. latency of a 1-token put+get (and its parts: put, the G-th puts, get,
 #    ping), then again with busy-polling on both sides (SPIN us, default
 #    1000); put/get bandwidth for 1, 2, 4 client processes at 16/8/4/2 bits
-#    next to cudaMemcpy D2D, device and host segments side by side.
+#    next to cudaMemcpy D2D, device and host segments side by side; after
+#    each 1-process row, kvsinkd's profile of those sessions
+#    (KVSINK_PROFILE=1: us per put and get in the store's phases, the
+#    kernels included, and in the daemon around them; the first put and get
+#    of a session not counted, as in the row).
 # Exit status: non-zero when a check fails (the figures are printed).
 # On a failure it explains: which values differ (bits, K/V, layer, token,
 # channel), both daemons' stats and the tail of their logs; with $OUT set
@@ -54,8 +58,8 @@ logtail() { # LOG LABEL
 }
 start() {
   rm -f "$sock"
-  "$D" --foreground --config "$tmp/kvsinkd.conf" --socket "$sock" --device "${GPU:-cuda:0}" \
-    --log-level info >> "$tmp/kvsinkd.log" 2>&1 &
+  KVSINK_PROFILE=1 "$D" --foreground --config "$tmp/kvsinkd.conf" --socket "$sock" \
+    --device "${GPU:-cuda:0}" --log-level info >> "$tmp/kvsinkd.log" 2>&1 &
   dpid=$!
   for i in $(seq 100); do [ -S "$sock" ] && return 0; sleep 0.1; done
   echo "kvsinkd did not come up"; cat "$tmp/kvsinkd.log"; exit 1
@@ -158,13 +162,44 @@ spid=$!
 for i in $(seq 100); do [ -S "$ssock" ] && break; sleep 0.1; done
 timeout 120 "$T" "$ssock" latency "${SPIN:-1000}" || failed "latency with busy-poll"
 kill -TERM "$spid"; wait "$spid"
+profiles() { grep -c "profile: session" "$tmp/kvsinkd.log"; }
 for p in 1 2 4; do
   for bits in 16 8 4 2; do
+    n0=$(profiles)
     timeout 200 "$T" "$sock" bench "$p" "$bits" || failed "bench $p procs $bits bits"
+    [ "$p" = 1 ] || continue
+    # the two sessions (device, host segment) log their profile as they close
+    for i in $(seq 50); do [ "$(profiles)" -ge $((n0 + 2)) ] && break; sleep 0.1; done
+    grep "profile: session" "$tmp/kvsinkd.log" | tail -n +$((n0 + 1)) | sed 's/^.*profile: /    profile: /'
   done
 done
 stats "$sock" GPU
 stop
+# A/B on this GPU: the 1-process rows again with device puts staged and
+# scanned-by-the-kernel in one launch at the end (KVSINK_DEV_INPLACE=0,
+# KVSINK_PUT_QUEUE=0: HACKING.md Decision 36), to show what the in-place
+# put and the queued launches give
+export KVSINK_DEV_INPLACE=0 KVSINK_PUT_QUEUE=0
+start
+echo "A/B: in-place puts and queued launches off:"
+for bits in 16 4; do
+  if timeout 200 "$T" "$sock" bench 1 "$bits" > "$tmp/ab.out"; then
+    grep "^device" "$tmp/ab.out" | sed 's/^/  off: /'
+  else
+    cat "$tmp/ab.out"; failed "A/B bench $bits bits"
+  fi
+done
+stop
+unset KVSINK_DEV_INPLACE KVSINK_PUT_QUEUE
+# the store's own host time per bulk put/get on this machine's CPU (no
+# GPU work: a backend whose kernels do nothing), pool filling and full
+if [ -x "$b/tests/store/bench_put" ]; then
+  echo "host work of the store per put/get of 1,024 tokens x 32 layers (tests/store/bench_put):"
+  for bits in 16 2; do
+    "$b/tests/store/bench_put" 20 "$bits" 8192 null cold | sed 's/^/  filling: /'
+    "$b/tests/store/bench_put" 50 "$bits" 8192 null | sed 's/^/  full:    /'
+  done
+fi
 grep -iE "error|warn" "$tmp/kvsinkd.log" | grep -v "hello reply" | head -20
 [ $rc = 0 ] || logtail "$tmp/kvsinkd.log" GPU
 [ $rc = 0 ] && echo "devseg.sh: all checks passed" || echo "devseg.sh: FAILED"

@@ -3,24 +3,58 @@
  * dev flag) on the CPU: a backend that says dev_io but keeps "device"
  * memory in host memory must give exactly what the host path gives, for
  * bulk puts, appends across group boundaries, residual rows, predicted
- * sinks, NaN checks and gets. The CUDA backend runs the same store code
+ * sinks, NaN checks and gets. There is no separate NaN scan of device
+ * input: the quantize call checks what it reads (here the C reference),
+ * the host the rows it copies. The CUDA backend runs the same store code
  * (tests/gpu/devseg.sh). */
 #include <errno.h>
 #include <math.h>
 
 #include "tests/store/util.h"
 
-static int calls_nonfinite;
+static uint32_t dev_items; /* blocks quantized from "device" input */
+static uint32_t s_calls, s_max, w_calls, queued; /* quantize_start / _wait */
+static int q_status;                             /* of the queued items */
 
-static int fake_nonfinite(kvs__backend *b, const uint16_t *d, size_t n, kvs_dtype dt)
+static int fake_quantize_n(kvs__backend *b, const kvs__qparams *p, const kvs__qitem *it,
+                           uint32_t n)
 {
-  (void)b;
-  calls_nonfinite++;
-  for (size_t i = 0; i < n; i++) {
-    uint16_t m = dt == KVS_DTYPE_BF16 ? 0x7f80 : 0x7c00;
-    if ((d[i] & m) == m) return 1;
+  int st = queued ? q_status : 0; /* waits for the queued ones too */
+  queued = 0;
+  q_status = 0;
+  for (uint32_t i = 0; i < n; i++) {
+    dev_items += it[i].dev != 0;
+    int rc = b->quantize(b, p, it[i].k, it[i].v, it[i].sink_mask, it[i].block, it[i].rows);
+    if (rc < 0) return rc;
+  }
+  return st;
+}
+
+/* "Queued": done at once, the status kept for the wait. */
+static int fake_quantize_start(kvs__backend *b, const kvs__qparams *p, const kvs__qitem *it,
+                               uint32_t n)
+{
+  ck_assert_uint_le(n, KVS_BATCH_DEV_MAX);
+  s_calls++;
+  if (n > s_max) s_max = n;
+  queued = 1;
+  for (uint32_t i = 0; i < n; i++) {
+    ck_assert(it[i].dev);
+    dev_items++;
+    int rc = b->quantize(b, p, it[i].k, it[i].v, it[i].sink_mask, it[i].block, it[i].rows);
+    if (rc < 0 && q_status == 0) q_status = rc;
   }
   return 0;
+}
+
+static int fake_quantize_wait(kvs__backend *b)
+{
+  (void)b;
+  w_calls++;
+  int st = q_status;
+  queued = 0;
+  q_status = 0;
+  return st;
 }
 
 static kvs__backend fakedev;
@@ -30,7 +64,9 @@ static void setup(void)
   fakedev = kvs__backend_host;
   fakedev.name = "fakedev";
   fakedev.dev_io = 1;
-  fakedev.nonfinite = fake_nonfinite;
+  fakedev.quantize_n = fake_quantize_n;
+  fakedev.quantize_start = fake_quantize_start;
+  fakedev.quantize_wait = fake_quantize_wait;
 }
 
 static kvs__store *mk(kvs__backend *b)
@@ -141,12 +177,12 @@ static void same(uint32_t kb, uint32_t vb, int sinks)
 START_TEST(same_as_host)
 {
   static const uint32_t bits[][2] = {{16, 16}, {8, 8}, {4, 2}, {2, 2}, {3, 4}};
-  calls_nonfinite = 0;
+  dev_items = 0;
   for (size_t i = 0; i < sizeof bits / sizeof bits[0]; i++) {
     same(bits[i][0], bits[i][1], 0);
     same(bits[i][0], bits[i][1], 1);
   }
-  ck_assert_int_gt(calls_nonfinite, 0); /* checked on the "device" */
+  ck_assert_uint_gt(dev_items, 0); /* quantized from the "device" input */
 }
 END_TEST
 
@@ -166,6 +202,14 @@ START_TEST(nan_refused)
   ck_assert_int_eq(kvs__seq_put_dev(q, 0, tok, 2 * G, 0, NL, k, v, NULL, 0, NULL, err), KVS_ENAN);
   ck_assert_uint_eq(kvs__seq_len(q), 0);
   ck_assert_uint_eq(tstats(sd).blocks, 0);
+  ck_assert_uint_eq(tstats(sd).pool_used_bytes, 0); /* the fresh slots went back */
+  /* in a row that stays 16-bit (the residual, host-checked after its copy) */
+  k[(size_t)(2 * G - 3) * C + 5] = 0xfc00; /* layer 0, last row of a 2G-2 put */
+  ck_assert_int_eq(kvs__seq_put_dev(q, 0, tok, 2 * G - 2, 0, NL, k, v, NULL, 0, NULL, err),
+                   KVS_ENAN);
+  ck_assert_uint_eq(kvs__seq_len(q), 0);
+  ck_assert_uint_eq(tstats(sd).blocks, 0);
+  ck_assert_uint_eq(tstats(sd).residual_bytes, 0);
   kvs__seq_free(q);
   kvs__space_unref(sp);
   kvs__store_close(sd);
@@ -175,9 +219,60 @@ START_TEST(nan_refused)
 }
 END_TEST
 
-/* Batches: a bulk device put or get is one backend call (one launch and
- * one synchronize on a GPU), never more than KVS_BATCH_DEV_MAX blocks nor
- * more than KVS_BATCH_MAX host-resident ones in a call. */
+/* Rows of blocks already cached are not read (Decision 17), so a NaN
+ * there goes unnoticed, as on the host path: the put takes the cached
+ * blocks. (The device scan that used to read all of it is gone.) */
+START_TEST(cached_rows_not_read)
+{
+  kvs__space_key key = tkey(4, 4);
+  kvs__store *sd = mk(&fakedev);
+  kvs__space *sp;
+  kvs__seq *q1, *q2;
+  char err[KVS_STORE_ERRMSG];
+  ck_assert_int_eq(kvs__space_ref(sd, &key, NULL, &sp), 0);
+  ck_assert_int_eq(kvs__seq_new(sp, &q1), 0);
+  ck_assert_int_eq(kvs__seq_new(sp, &q2), 0);
+  uint32_t *tok = ttoks(2 * G, 1);
+  uint16_t *k = trandkv(NL, 2 * G, 1), *v = trandkv(NL, 2 * G, 2);
+  ck_assert_int_eq(kvs__seq_put_dev(q1, 0, tok, G, 0, NL, k, v, NULL, 0, NULL, err), 0);
+  uint64_t blocks = tstats(sd).blocks;
+  ck_assert_uint_eq(blocks, NL);
+  /* the same first group (cached) with a NaN in it, then a new group */
+  uint16_t *k2 = trandkv(NL, 2 * G, 3), *v2 = trandkv(NL, 2 * G, 4);
+  k2[3] = 0x7e00;
+  dev_items = 0;
+  ck_assert_int_eq(kvs__seq_put_dev(q2, 0, tok, 2 * G, 0, NL, k2, v2, NULL, 0, NULL, err), 0);
+  ck_assert_uint_eq(dev_items, NL);                 /* only the new group's blocks */
+  ck_assert_uint_eq(tstats(sd).blocks, blocks + NL);
+  /* and a NaN in the new group is found */
+  kvs__seq *q3;
+  ck_assert_int_eq(kvs__seq_new(sp, &q3), 0);
+  uint32_t *tok3 = ttoks(2 * G, 1);
+  tok3[G + 1] = 999999; /* group 1 differs from q2's */
+  k2[3] = k[3];
+  k2[(size_t)(G + 2) * C] = 0x7c00;
+  ck_assert_int_eq(kvs__seq_put_dev(q3, 0, tok3, 2 * G, 0, NL, k2, v2, NULL, 0, NULL, err),
+                   KVS_ENAN);
+  ck_assert_uint_eq(tstats(sd).blocks, blocks + NL);
+  kvs__seq_free(q1);
+  kvs__seq_free(q2);
+  kvs__seq_free(q3);
+  kvs__space_unref(sp);
+  kvs__store_close(sd);
+  free(tok);
+  free(tok3);
+  free(k);
+  free(v);
+  free(k2);
+  free(v2);
+}
+END_TEST
+
+/* Batches: a bulk device put queues its blocks in chunks of 256 while it
+ * reserves the next ones (quantize_start) and waits once (one synchronize
+ * on a GPU); a bulk get is one backend call; never more than
+ * KVS_BATCH_DEV_MAX blocks nor more than KVS_BATCH_MAX host-resident ones
+ * in a call. */
 static uint32_t q_calls, q_max, dq_calls, dq_max;
 
 static int count_quantize_n(kvs__backend *b, const kvs__qparams *p, const kvs__qitem *it,
@@ -227,22 +322,24 @@ START_TEST(one_batch)
   ck_assert_int_eq(kvs__space_ref(sh, &key, NULL, &hp), 0);
   ck_assert_int_eq(kvs__seq_new(sp, &q), 0);
   ck_assert_int_eq(kvs__seq_new(hp, &hq), 0);
-  const uint32_t n = 80 * G; /* 160 blocks over NL = 2 layers */
+  const uint32_t n = 200 * G; /* 400 blocks over NL = 2 layers */
   uint32_t *tok = ttoks(n + 5, 1);
   uint16_t *k = trandkv(NL, n, 1), *v = trandkv(NL, n, 2);
-  /* bulk device put: one call */
-  q_calls = q_max = 0;
+  /* bulk device put: two chunks queued (256 + 144), one wait */
+  q_calls = q_max = s_calls = s_max = w_calls = 0;
   ck_assert_int_eq(kvs__seq_put_dev(q, 0, tok, n, 0, NL, k, v, NULL, 0, NULL, err), 0);
+  ck_assert_uint_eq(q_calls, 0);
+  ck_assert_uint_eq(s_calls, 2);
+  ck_assert_uint_eq(s_max, 256);
+  ck_assert_uint_eq(w_calls, 1);
   ck_assert_int_eq(kvs__seq_put(hq, 0, tok, n, 0, NL, k, v, NULL, 0, NULL, err), 0);
-  ck_assert_uint_eq(q_calls, 1);
-  ck_assert_uint_eq(q_max, 2 * 80);
   /* bulk device get: one call, the same bytes as the host store's */
   size_t bytes = (size_t)NL * n * C * 2;
   uint16_t *a1 = malloc(bytes), *b1 = malloc(bytes), *a2 = malloc(bytes), *b2 = malloc(bytes);
   dq_calls = dq_max = 0;
   ck_assert_int_eq(kvs__seq_get_dev(q, 0, n, 0, NL, a1, b1, err), 0);
   ck_assert_uint_eq(dq_calls, 1);
-  ck_assert_uint_eq(dq_max, 2 * 80);
+  ck_assert_uint_eq(dq_max, 2 * 200);
   ck_assert_int_eq(kvs__seq_get(hq, 0, n, 0, NL, a2, b2, err), 0);
   ck_assert_mem_eq(a1, a2, bytes);
   ck_assert_mem_eq(b1, b2, bytes);
@@ -253,7 +350,7 @@ START_TEST(one_batch)
   uint32_t *tok2 = ttoks(n, 50000);
   q_calls = 0;
   ck_assert_int_eq(kvs__seq_put(q2, 0, tok2, n, 0, NL, k, v, NULL, 0, NULL, err), 0);
-  ck_assert_uint_eq(q_calls, (2 * 80 + KVS_BATCH_MAX - 1) / KVS_BATCH_MAX);
+  ck_assert_uint_eq(q_calls, (2 * 200 + KVS_BATCH_MAX - 1) / KVS_BATCH_MAX);
   kvs__seq_free(q2);
   free(tok2);
   free(a1);
@@ -304,6 +401,7 @@ int main(void)
   tcase_set_timeout(t, 60);
   tcase_add_test(t, same_as_host);
   tcase_add_test(t, nan_refused);
+  tcase_add_test(t, cached_rows_not_read);
   tcase_add_test(t, host_backend_refuses);
   tcase_add_test(t, one_batch);
   suite_add_tcase(su, t);
