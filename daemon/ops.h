@@ -64,6 +64,7 @@ struct kvs__sess_state {
   uint32_t *tbl_sent, *tbl_seen, tbl_stamp;
   int tbl_fds[KVS_TABLE_MAX_FDS];
   uint32_t n_tbl_fds;
+  uint64_t tbl_passed;     /* chunk fds passed so far (bounded by table_chunks) */
 };
 
 /* Namespace from cfg (shared_namespace_uids), no space, no segment. */

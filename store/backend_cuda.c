@@ -302,6 +302,7 @@ kvs__backend *kvs__backend_cuda_open(int device, char *errmsg)
   b->dequantize_n = cu_dequantize_n;
   b->dev_io = 1;
   b->nonfinite = cu_nonfinite;
+  b->chunk_gpu = device + 1; /* the pool: a VMM allocation per chunk (Attend) */
   b->priv = c;
   return b;
 }
