@@ -9,8 +9,10 @@
 # (run there with LD_LIBRARY_PATH=BUILDDIR/libs, as devseg.sh does).
 # The build dir is too big to carry to the device machine (64 MiB), so it
 # also writes a slim copy, $SLIM (default .gpu/ at the top, git-ignored):
-#   .gpu/daemon/kvsinkd .gpu/tools/kvsinkctl .gpu/tests/gpu/devseg_test .gpu/libs/
-# which devseg.sh uses by default: carry ".gpu", run tests/gpu/devseg.sh.
+#   .gpu/daemon/kvsinkd .gpu/tools/kvsinkctl .gpu/tests/gpu/devseg_test
+#   .gpu/tests/gpu/attend_device_test .gpu/libs/
+# which devseg.sh and attend_device.sh use by default: carry ".gpu", run
+# tests/gpu/devseg.sh or tests/gpu/attend_device.sh.
 set -eu
 top=$(cd "$(dirname "$0")/../.." && pwd)
 b=${1:-$top/build-gpu}
@@ -20,10 +22,10 @@ mkdir -p "$b"
 cd "$b"
 [ -f Makefile ] || "$top/configure" --enable-werror --disable-shared --enable-static --with-cuda=yes
 grep -q '^#define HAVE_CUDA 1' config.h || { echo "build.sh: configure found no CUDA" >&2; exit 1; }
-make -j2 daemon/kvsinkd tests/gpu/devseg_test tools/kvsinkctl
+make -j2 daemon/kvsinkd tests/gpu/devseg_test tests/gpu/attend_device_test tools/kvsinkctl
 mkdir -p libs
 # everything but the C library, the toolchain's runtime and the driver
-for bin in daemon/kvsinkd tests/gpu/devseg_test tools/kvsinkctl; do
+for bin in daemon/kvsinkd tests/gpu/devseg_test tests/gpu/attend_device_test tools/kvsinkctl; do
   ldd "$bin" | awk '$2 == "=>" && $3 ~ /^\// {print $3}'
 done | sort -u | while read -r so; do
   case $(basename "$so") in
@@ -35,7 +37,7 @@ echo "build.sh: $b ready; libs: $(ls libs | tr '\n' ' ')"
 slim=${SLIM:-$top/.gpu}
 rm -rf "$slim"
 mkdir -p "$slim/daemon" "$slim/tools" "$slim/tests/gpu" "$slim/libs"
-for bin in daemon/kvsinkd tools/kvsinkctl tests/gpu/devseg_test; do
+for bin in daemon/kvsinkd tools/kvsinkctl tests/gpu/devseg_test tests/gpu/attend_device_test; do
   # the real program, not a libtool wrapper (static libkvsink: there is none)
   f=$bin; [ -x "$(dirname "$bin")/.libs/$(basename "$bin")" ] && f=$(dirname "$bin")/.libs/$(basename "$bin")
   cp "$f" "$slim/$bin"
