@@ -472,9 +472,23 @@ int kvs__cudrv_chunk_export(uint64_t handle)
   return fd >= 0 ? fd : -EIO;
 }
 
+static int import_ro(int ordinal, const int *fds, uint32_t n, size_t chunk, uint64_t *va);
+
+/* A client's thread keeps the context it had (its current CUDA device). */
 int kvs__cudrv_import_ro(int ordinal, const int *fds, uint32_t n, size_t chunk, uint64_t *va)
 {
   *va = 0;
+  CUcontext saved = NULL;
+  int rc = kvs__cudrv_load();
+  if (rc) return rc;
+  CU(cu.cuCtxGetCurrent(&saved), "cuCtxGetCurrent");
+  rc = import_ro(ordinal, fds, n, chunk, va);
+  cu.cuCtxSetCurrent(saved);
+  return rc;
+}
+
+static int import_ro(int ordinal, const int *fds, uint32_t n, size_t chunk, uint64_t *va)
+{
   size_t gran = 0;
   int rc = kvs__cudrv_granularity(ordinal, &gran);
   if (rc) return rc;
@@ -513,10 +527,14 @@ int kvs__cudrv_import_ro(int ordinal, const int *fds, uint32_t n, size_t chunk, 
 
 void kvs__cudrv_unimport(int ordinal, uint64_t va, uint32_t n, size_t chunk)
 {
-  if (!va || ctx_on(ordinal)) return;
-  cu.cuCtxSynchronize(); /* no kernel may still read what goes away */
-  for (uint32_t i = 0; i < n; i++) cu.cuMemUnmap((CUdeviceptr)va + (size_t)i * chunk, chunk);
-  cu.cuMemAddressFree((CUdeviceptr)va, (size_t)n * chunk);
+  CUcontext saved = NULL;
+  if (!va || kvs__cudrv_load() || cu.cuCtxGetCurrent(&saved) != CUDA_SUCCESS) return;
+  if (ctx_on(ordinal) == 0) {
+    cu.cuCtxSynchronize(); /* no kernel may still read what goes away */
+    for (uint32_t i = 0; i < n; i++) cu.cuMemUnmap((CUdeviceptr)va + (size_t)i * chunk, chunk);
+    cu.cuMemAddressFree((CUdeviceptr)va, (size_t)n * chunk);
+  }
+  cu.cuCtxSetCurrent(saved);
 }
 
 int kvs__cudrv_find_uuid(const uint8_t uuid[KVS_GPU_UUID_BYTES], int *ordinal)
