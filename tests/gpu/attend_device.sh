@@ -57,7 +57,7 @@ trap 'stopall; [ $rc = 0 ] || keep; rm -rf "$tmp"' EXIT
 nvidia-smi --query-gpu=name,uuid,driver_version --format=csv,noheader 2>/dev/null | sed 's/^/GPU: /'
 GPU=${GPU:-cuda:0}
 
-start gpu "$GPU" "${POOL:-1G}"
+start gpu "$GPU" "${POOL:-512M}"
 start host host 1G
 grep -iE "pool|chunk" "$tmp/gpu.log" | head -5 | sed 's/^/  gpu kvsinkd: /'
 
