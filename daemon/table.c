@@ -74,8 +74,6 @@ static int export_units(kvs__store *store, kvs__sess_state *st, ulist *ul, uint6
     kvs__tbl_unit *u = &ul->u[i];
     if (!u->has_fd)
       continue;
-    if (st->tbl_passed + st->n_tbl_fds + u->span > limit)
-      return -EDQUOT;
     if (*more || st->n_tbl_fds + u->span > KVS_TABLE_MAX_FDS) {
       if (u->span > KVS_TABLE_MAX_FDS)
         return -E2BIG;
@@ -83,6 +81,9 @@ static int export_units(kvs__store *store, kvs__sess_state *st, ulist *ul, uint6
       *more = 1;
       continue;
     }
+    /* (units left for the next reply are counted there) */
+    if (st->tbl_passed + st->n_tbl_fds + u->span > limit)
+      return -EDQUOT;
     for (uint32_t c = 0; c < u->span; c++) {
       uint32_t gen = 0;
       int fd = kvs__store_chunk_export(store, u->unit + c, &gen);
