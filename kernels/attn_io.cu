@@ -6,19 +6,8 @@
 #include <cuda_runtime.h>
 
 #include "kernels/attn_io.h"
+#include "kernels/attn_io_dev.cuh"
 #include "kernels/quant.h"
-
-#define KVS_GATHER_N 64u
-
-struct gather_args {
-  const kvs__attn_seq *src[KVS_GATHER_N];
-};
-
-static __global__ void kvs_gather(gather_args a, kvs__attn_seq *dst, uint32_t n)
-{
-  const uint32_t i = threadIdx.x;
-  if (i < n) dst[i] = *a.src[i];
-}
 
 extern "C" int kvs__cuda_attn_gather(void *stream, kvs__attn_seq *d_dst, const uint64_t *src, uint32_t n)
 {
@@ -34,14 +23,6 @@ extern "C" int kvs__cuda_attn_gather(void *stream, kvs__attn_seq *d_dst, const u
   return 0;
 }
 
-static __global__ void kvs_to_f32(float *dst, const uint16_t *src, size_t n, int bf16)
-{
-  for (size_t i = blockIdx.x * (size_t)blockDim.x + threadIdx.x; i < n; i += (size_t)gridDim.x * blockDim.x) {
-    const uint16_t h = src[i];
-    dst[i] = bf16 ? __uint_as_float((uint32_t)h << 16) : __half2float(__ushort_as_half(h));
-  }
-}
-
 extern "C" int kvs__cuda_to_f32(void *stream, float *d_dst, const uint16_t *d_src, size_t n, int dtype)
 {
   if (dtype != KVS_DTYPE_F16 && dtype != KVS_DTYPE_BF16) return -EINVAL;
@@ -51,23 +32,6 @@ extern "C" int kvs__cuda_to_f32(void *stream, float *d_dst, const uint16_t *d_sr
   if (blocks > 1024) blocks = 1024;
   kvs_to_f32<<<(unsigned)blocks, 256, 0, (cudaStream_t)stream>>>(d_dst, d_src, n, dtype == KVS_DTYPE_BF16);
   return cudaGetLastError() == cudaSuccess ? 0 : -EIO;
-}
-
-static __global__ void kvs_lse(const float *ml, uint32_t n, uint32_t splits, float *lse)
-{
-  const uint32_t i = blockIdx.x * blockDim.x + threadIdx.x; /* seq * n_q_heads + head */
-  if (i >= n) return;
-  const size_t base = (size_t)i * splits;
-  float M = -INFINITY;
-  for (uint32_t s = 0; s < splits; s++) M = fmaxf(M, ml[2 * (base + s)]);
-  if (M == -INFINITY) { lse[i] = -INFINITY; return; }
-  float L = 0.f;
-  for (uint32_t s = 0; s < splits; s++) {
-    const float m = ml[2 * (base + s)];
-    if (m != -INFINITY) L += exp2f(m - M) * ml[2 * (base + s) + 1];
-  }
-  /* sum_t e^s_t = 2^M * L (scores in base 2) */
-  lse[i] = L > 0.f ? (M + log2f(L)) * 0.6931471805599453f : -INFINITY;
 }
 
 extern "C" int kvs__cuda_attn_lse(void *stream, const void *d_ws, uint32_t n_seqs, uint32_t n_q_heads,
