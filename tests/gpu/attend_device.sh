@@ -57,7 +57,9 @@ trap 'stopall; [ $rc = 0 ] || keep; rm -rf "$tmp"' EXIT
 nvidia-smi --query-gpu=name,uuid,driver_version --format=csv,noheader 2>/dev/null | sed 's/^/GPU: /'
 GPU=${GPU:-cuda:0}
 
-start gpu "$GPU" "${POOL:-512M}"
+# table_chunks: B's tables in the isolation check name every chunk of the
+# pool, some twice (the chunks it was passed before they were reused)
+start gpu "$GPU" "${POOL:-512M}" "table_chunks = 100000"
 start host host 1G
 grep -iE "pool|chunk" "$tmp/gpu.log" | head -5 | sed 's/^/  gpu kvsinkd: /'
 

@@ -353,7 +353,11 @@ static int mode_isolation(const char *sock)
   int found = 0;
   for (uint32_t q2 = 100; q2 < s - 1 && !found; q2++) {
     kvs_table *t2;
-    if (kvs_table_get(b, q2, 0, L, SCRATCH_OFF, SCRATCH_LEN, &t2) < 0) continue;
+    if ((r = kvs_table_get(b, q2, 0, L, SCRATCH_OFF, SCRATCH_LEN, &t2)) < 0) {
+      if (r != -ENOENT) /* the seq whose put ran into ENOSPC may hold nothing */
+        FAILED("B's table of seq %u: %s (%s)", q2, kvs_strerror(r), kvs_last_error(b));
+      continue;
+    }
     for (uint32_t l = 0; l < L && !found; l++)
       for (uint32_t x = 0; x < t2->L[l].nb && !found; x++) {
         kvs__tbl_loc lb;
