@@ -16,7 +16,9 @@
 #    import still reads its own old bytes (never the new space's);
 # 3. a write through an imported chunk fails (read-only import);
 # 4. the shared namespace gets EACCES (a second kvsinkd whose
-#    shared_namespace_uids names this uid).
+#    shared_namespace_uids names this uid);
+# 5. table_chunks at its default: a session that refills the pool and
+#    takes tables runs into EDQUOT; a new session works.
 # Prints PASS/FAIL lines; exit status non-zero when a check fails. With
 # $OUT set, the daemons' logs land in $OUT/attend_device/ on a failure.
 set -u
@@ -42,7 +44,11 @@ start() {
     --log-level info > "$tmp/$name.log" 2>&1 &
   eval "pid_$name=$!"
   pids="$pids $!"
-  for i in $(seq 200); do [ -S "$tmp/$name.sock" ] && return 0; sleep 0.1; done
+  for i in $(seq 200); do
+    [ -S "$tmp/$name.sock" ] && return 0
+    kill -0 "$(eval echo \$pid_$name)" 2>/dev/null || break
+    sleep 0.1
+  done
   echo "FAIL: kvsinkd $name did not come up"; cat "$tmp/$name.log"; exit 1
 }
 stopall() {
@@ -81,8 +87,13 @@ start shared "$GPU" 256M "shared_namespace_uids = $(id -u)"
 run shared "$T" shared "$tmp/shared.sock"
 stopall
 
+# the default table_chunks (the pool's chunk count) on a GPU pool
+start quota "$GPU" 256M
+run quota "$T" quota "$tmp/quota.sock"
+stopall
+
 if [ $rc != 0 ]; then
-  for l in gpu host shared; do
+  for l in gpu host shared quota; do
     [ -s "$tmp/$l.log" ] && { echo "--- last lines of the $l kvsinkd's log:"; tail -n 30 "$tmp/$l.log" | sed 's/^/    /'; }
   done
 fi

@@ -17,6 +17,13 @@
  *                  table on a GPU pool -> EACCES
  *   rowrite GPUSOCK        a write into an imported chunk fails (the import
  *                  is read-only for this GPU); run in its own process
+ *   quota GPUSOCK          (daemon with the default table_chunks: the pool's
+ *                  chunk count) session A fills the pool taking tables and
+ *                  releases; session B of another space fills it (A's
+ *                  chunks get fresh allocations) and releases; A fills it
+ *                  again taking tables: the chunks come back at new
+ *                  generations and A runs into EDQUOT; a new session takes
+ *                  a table
  * Prints PASS/FAIL lines; exit 0 when all passed, 1 otherwise, 2 when a
  * step could not run. */
 #include <errno.h>
@@ -434,6 +441,71 @@ static int mode_rowrite(const char *sock)
   return failures ? 1 : 0;
 }
 
+/* Put seqs [s0, ...) of n tokens until ENOSPC, with tables a table of
+ * each (freed at once); returns the seq ENOSPC cut short. *edquot: a table
+ * got EDQUOT (then it returns the seq after that one). */
+static uint32_t fill_tables(kvs_client *c, uint32_t s0, uint32_t n, int tables, int *edquot)
+{
+  uint32_t s;
+  int r = 0;
+  for (s = s0; s < s0 + 100000; s++) {
+    if ((r = put(c, s, s, n)) < 0) break;
+    if (!tables) continue;
+    kvs_table *t;
+    r = kvs_table_get(c, s, 0, L, SCRATCH_OFF, SCRATCH_LEN, &t);
+    if (r == -EDQUOT) {
+      *edquot = 1;
+      if (!strstr(kvs_last_error(c), "table_chunks")) FAILED("EDQUOT without table_chunks: %s", kvs_last_error(c));
+      return s + 1;
+    }
+    if (r < 0) DIE("table of seq %u: %s (%s)", s, kvs_strerror(r), kvs_last_error(c));
+    kvs_table_free(t);
+  }
+  if (r != -ENOSPC) DIE("fill ended with %s, not ENOSPC (%s)", kvs_strerror(r), kvs_last_error(c));
+  return s;
+}
+
+static int mode_quota(const char *sock)
+{
+  char salt[32];
+  snprintf(salt, sizeof salt, "quota-%u", (unsigned)getpid()); /* blocks of no earlier run */
+  kvs_client *c = conn(sock, 4, salt);
+  salt[0] = 'Q';
+  kvs_client *b = conn(sock, 4, salt);
+  const uint32_t n = 64 * kvs_get_info(c)->group;
+  int edq = 0;
+  uint32_t end = fill_tables(c, 1, n, 1, &edq);
+  if (edq) {
+    FAILED("EDQUOT in the first fill, before any chunk was passed twice (at seq %u: %s)", end - 1,
+           kvs_last_error(c));
+    return 1;
+  }
+  for (uint32_t s = 1; s <= end; s++) kvs_release(c, s); /* end: the one ENOSPC cut short */
+  /* another space takes the chunks (fresh allocations), then lets go */
+  uint32_t endb = fill_tables(b, 1, n, 0, &edq);
+  for (uint32_t s = 1; s <= endb; s++) kvs_release(b, s);
+  uint32_t end2 = fill_tables(c, end + 1, n, 1, &edq);
+  if (edq)
+    PASS("session A got EDQUOT at table #%u of its second fill (its chunks came back at new "
+         "generations after B's fill of %u seqs)", end2 - end - 1, endb - 1);
+  else
+    FAILED("A's fills (%u and %u seqs) around B's (%u) never got EDQUOT", end - 1, end2 - end - 1,
+           endb - 1);
+  kvs_close(b);
+  kvs_client *c2 = conn(sock, 4, salt);
+  if (put(c2, 1, 1, 256) < 0) DIE("put c2");
+  kvs_table *t = NULL;
+  int r = kvs_table_get(c2, 1, 0, L, SCRATCH_OFF, SCRATCH_LEN, &t);
+  if (r == 0)
+    PASS("a new session takes a table after its predecessor's EDQUOT");
+  else
+    FAILED("a new session's table: %s (%s)", kvs_strerror(r), kvs_last_error(c2));
+  kvs_table_free(t);
+  kvs_close(c2);
+  kvs_close(c);
+  return failures ? 1 : 0;
+}
+
 int main(int argc, char **argv)
 {
   setvbuf(stdout, NULL, _IOLBF, 0);
@@ -441,6 +513,7 @@ int main(int argc, char **argv)
   if (argc == 3 && !strcmp(argv[1], "isolation")) return mode_isolation(argv[2]);
   if (argc == 3 && !strcmp(argv[1], "shared")) return mode_shared(argv[2]);
   if (argc == 3 && !strcmp(argv[1], "rowrite")) return mode_rowrite(argv[2]);
-  fprintf(stderr, "usage: attend_device_test check GPUSOCK HOSTSOCK | isolation|shared|rowrite GPUSOCK\n");
+  if (argc == 3 && !strcmp(argv[1], "quota")) return mode_quota(argv[2]);
+  fprintf(stderr, "usage: attend_device_test check GPUSOCK HOSTSOCK | isolation|shared|rowrite|quota GPUSOCK\n");
   return 2;
 }
