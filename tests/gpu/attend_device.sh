@@ -19,7 +19,9 @@
 #    shared_namespace_uids names this uid);
 # 5. table_chunks at its default: a session that refills the pool and
 #    takes tables runs into EDQUOT; a new session works.
-# Prints PASS/FAIL lines; exit status non-zero when a check fails. With
+# Prints PASS/FAIL lines; exit status non-zero when a check fails. Each
+# step has its own timeout (all of them under the device tool's 10 minutes;
+# expect about two minutes in all). With
 # $OUT set, the daemons' logs land in $OUT/attend_device/ on a failure.
 set -u
 top=$(cd "$(dirname "$0")/../.." && pwd)
@@ -69,27 +71,27 @@ start gpu "$GPU" "${POOL:-512M}" "table_chunks = 100000"
 start host host 1G
 grep -iE "pool|chunk" "$tmp/gpu.log" | head -5 | sed 's/^/  gpu kvsinkd: /'
 
-run() { # LABEL CMD...: its PASS/FAIL lines; a non-zero exit without a FAIL line is a failure too
-  label=$1; shift
-  timeout 600 "$@" > "$tmp/$label.out" 2>&1
+run() { # LABEL SECONDS CMD...: its PASS/FAIL lines; a non-zero exit without a FAIL line fails too
+  label=$1 secs=$2; shift 2
+  timeout "$secs" "$@" > "$tmp/$label.out" 2>&1
   r=$?
   cat "$tmp/$label.out"
   [ $r = 0 ] || { grep -q '^FAIL' "$tmp/$label.out" || echo "FAIL: $label exited with $r"; rc=1; }
 }
-run check "$T" check "$tmp/gpu.sock" "$tmp/host.sock"
-run isolation "$T" isolation "$tmp/gpu.sock"
-run rowrite "$T" rowrite "$tmp/gpu.sock"
+run check 150 "$T" check "$tmp/gpu.sock" "$tmp/host.sock"
+run isolation 150 "$T" isolation "$tmp/gpu.sock"
+run rowrite 60 "$T" rowrite "$tmp/gpu.sock"
 kill -0 "$pid_gpu" 2>/dev/null && echo "PASS: the GPU kvsinkd is alive after the clients" ||
   failed "the GPU kvsinkd died"
 stopall
 
 start shared "$GPU" 256M "shared_namespace_uids = $(id -u)"
-run shared "$T" shared "$tmp/shared.sock"
+run shared 60 "$T" shared "$tmp/shared.sock"
 stopall
 
 # the default table_chunks (the pool's chunk count) on a GPU pool
 start quota "$GPU" 256M
-run quota "$T" quota "$tmp/quota.sock"
+run quota 120 "$T" quota "$tmp/quota.sock"
 stopall
 
 if [ $rc != 0 ]; then
