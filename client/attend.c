@@ -11,46 +11,25 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "client/attend_int.h"
 #include "client/client_int.h"
 #include "kernels/attn.h"
 #include "proto/blocktable.h"
 
-/* One pool unit mapped read-only: span chunks, contiguous. Shared by the
- * tables that point into it; unmapped when the last holder goes. */
-typedef struct umap {
-  uint32_t unit, gen, refs;
-  uint8_t *base;
-  size_t bytes;
-} umap;
-
-struct kvs__umaps {
-  umap **cur;               /* by unit: the current mapping, or NULL */
-  uint32_t n;
-};
-
-typedef struct tlayer {
-  uint32_t nb, nres;
-  kvs__attn_block *blk;
-  const uint16_t **rows;
-  const uint16_t *rk, *rv;
-} tlayer;
-
-struct kvs_table {
-  kvs__qparams qp;
-  uint32_t n_kv_heads, head_dim;
-  uint32_t lb, nl;
-  tlayer *L;
-  uint8_t *copy;            /* the table as the daemon wrote it (residual rows) */
-  umap **maps;
-  uint32_t nmaps;
-};
-
 #define MAX_ROUNDS 4096u    /* table requests per kvs_table_get (fds come 64 a reply) */
+
+static void umap_unmap(const umap *m)
+{
+  if (m->dev)
+    kvs__cudrv_unimport(m->ordinal, (uint64_t)(uintptr_t)m->base, m->span, m->bytes / m->span);
+  else
+    munmap(m->base, m->bytes);
+}
 
 static void umap_put(umap *m)
 {
   if (m && --m->refs == 0) {
-    munmap(m->base, m->bytes);
+    umap_unmap(m);
     free(m);
   }
 }
@@ -63,6 +42,7 @@ void kvs__attn_close(kvs_client *c)
   for (uint32_t i = 0; i < u->n; i++)
     umap_put(u->cur[i]);
   free(u->cur);
+  kvs__attend_dev_close(u);
   free(u);
   c->umaps = NULL;
 }
@@ -73,19 +53,34 @@ static int seterr(kvs_client *c, int r, const char *msg)
   return r;
 }
 
-/* Map span chunk fds contiguously, read-only, as the current unit. */
-static int map_unit(kvs_client *c, const kvs__tbl_unit *tu, const int *fds, size_t chunk)
+/* Map span chunk fds contiguously, read-only, as the current unit: memfds
+ * with mmap, or (ordinal >= 0) GPU pool chunks imported into GPU
+ * ordinal's address space, read-only for it. */
+static int map_unit(kvs_client *c, const kvs__tbl_unit *tu, const int *fds, size_t chunk,
+                    int ordinal)
 {
   if (tu->span == 0 || chunk == 0 || tu->span > SIZE_MAX / chunk || tu->unit >= UINT32_MAX - 1)
     return seterr(c, -EPROTO, "bad unit");
   size_t bytes = (size_t)tu->span * chunk;
+  uint8_t *b = NULL;
+  if (ordinal >= 0) {
+    uint64_t va = 0;
+    int r = kvs__cudrv_import_ro(ordinal, fds, tu->span, chunk, &va);
+    if (r < 0) {
+      snprintf(c->conn.errmsg, sizeof c->conn.errmsg, "table: cannot import a GPU pool chunk: %s",
+               kvs__cudrv_error());
+      return r;
+    }
+    b = (uint8_t *)(uintptr_t)va;
+    goto mapped;
+  }
   for (uint32_t i = 0; i < tu->span; i++) {
     struct stat st;
     if (fstat(fds[i], &st) < 0 || !S_ISREG(st.st_mode) || st.st_size < 0 ||
         (uint64_t)st.st_size < chunk)
       return seterr(c, -EPROTO, "a chunk fd is not the announced size");
   }
-  uint8_t *b = mmap(NULL, bytes, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  b = mmap(NULL, bytes, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (b == MAP_FAILED)
     return seterr(c, -errno, "cannot reserve address space");
   for (uint32_t i = 0; i < tu->span; i++)
@@ -95,12 +90,14 @@ static int map_unit(kvs_client *c, const kvs__tbl_unit *tu, const int *fds, size
       munmap(b, bytes);
       return seterr(c, -e, "cannot map a pool chunk");
     }
+mapped:;
   kvs__umaps *u = c->umaps;
+  umap probe = {tu->unit, tu->gen, 1, b, bytes, ordinal >= 0, ordinal, tu->span};
   if (tu->unit >= u->n) {
     uint32_t nn = tu->unit + 1;
     umap **cur = realloc(u->cur, nn * sizeof(*cur));
     if (!cur) {
-      munmap(b, bytes);
+      umap_unmap(&probe);
       return -ENOMEM;
     }
     memset(cur + u->n, 0, (nn - u->n) * sizeof(*cur));
@@ -109,18 +106,20 @@ static int map_unit(kvs_client *c, const kvs__tbl_unit *tu, const int *fds, size
   }
   umap *m = malloc(sizeof *m);
   if (!m) {
-    munmap(b, bytes);
+    umap_unmap(&probe);
     return -ENOMEM;
   }
-  *m = (umap){tu->unit, tu->gen, 1, b, bytes};
+  *m = probe;
   umap_put(u->cur[tu->unit]);   /* an older generation: tables may still hold it */
   u->cur[tu->unit] = m;
   return 0;
 }
 
-/* One table request; fds of new units mapped. *more: ask again. */
+/* One table request; fds of new units mapped. *more: ask again.
+ * *ordinal: -1 for host pool chunks, else the GPU (by the reply's UUID)
+ * whose pool chunks the units are. */
 static int table_round(kvs_client *c, uint64_t seq, uint32_t lb, uint32_t le, size_t off,
-                       size_t len, uint32_t *bytes, int *more)
+                       size_t len, uint32_t *bytes, int *more, int *ordinal)
 {
   kvs__req req;
   kvs__rep rep;
@@ -138,6 +137,18 @@ static int table_round(kvs_client *c, uint64_t seq, uint32_t lb, uint32_t le, si
   if (r < 0)
     return r;
   kvs__tbl_hdr h;
+  *ordinal = -1;
+  if (rep.table_device) {
+    /* the GPU pool's chunks: imported on the GPU the daemon names */
+    r = kvs__cudrv_find_uuid(rep.table_gpu, ordinal);
+    if (r < 0) {
+      snprintf(c->conn.errmsg, sizeof c->conn.errmsg,
+               "table: the pool's chunks are on a GPU this process cannot use (%s)",
+               r == -ENODEV ? "no GPU with that UUID here" : kvs__cudrv_error());
+      r = r == -ENODEV ? -ENODEV : -ENOTSUP;
+      goto out;
+    }
+  }
   if (rep.table_fds != nfd) {
     r = seterr(c, -EPROTO, "reply fd count differs from the fds received");
     goto out;
@@ -162,7 +173,7 @@ static int table_round(kvs_client *c, uint64_t seq, uint32_t lb, uint32_t le, si
       r = seterr(c, -EPROTO, "table names more fds than were passed");
       goto out;
     }
-    if ((r = map_unit(c, &tu, fds + used, (size_t)h.chunk_bytes)) < 0)
+    if ((r = map_unit(c, &tu, fds + used, (size_t)h.chunk_bytes, *ordinal)) < 0)
       goto out;
     used += tu.span;
   }
@@ -209,6 +220,7 @@ void kvs_table_free(kvs_table *t)
     free(t->L[l].rows);
   }
   free(t->L);
+  kvs__table_dev_free(t); /* before the units it points into */
   for (uint32_t i = 0; i < t->nmaps; i++)
     umap_put(t->maps[i]);
   free(t->maps);
@@ -304,12 +316,16 @@ int kvs_table_get(kvs_client *c, uint64_t seq, uint32_t lb, uint32_t le, size_t 
   if (!c->umaps && !(c->umaps = calloc(1, sizeof(*c->umaps))))
     return -ENOMEM;
   uint32_t bytes = 0;
-  int more = 1, r = 0;
+  int more = 1, r = 0, ord = -1;
   for (uint32_t i = 0; more; i++) {
+    int o;
     if (i == MAX_ROUNDS)
       return seterr(c, -EPROTO, "the daemon keeps passing fds");
-    if ((r = table_round(c, seq, lb, le, scratch_off, scratch_len, &bytes, &more)) < 0)
+    if ((r = table_round(c, seq, lb, le, scratch_off, scratch_len, &bytes, &more, &o)) < 0)
       return r;
+    if (i && o != ord)
+      return seterr(c, -EPROTO, "the pool changed kind between replies");
+    ord = o;
   }
   kvs_table *t = calloc(1, sizeof *t);
   if (!t || !(t->copy = malloc(bytes))) {
@@ -317,12 +333,17 @@ int kvs_table_get(kvs_client *c, uint64_t seq, uint32_t lb, uint32_t le, size_t 
     return -ENOMEM;
   }
   memcpy(t->copy, (uint8_t *)c->seg + scratch_off, bytes);
+  t->dev = ord >= 0;
+  t->ordinal = ord;
   kvs__tbl_hdr h;
   memcpy(&h, t->copy, sizeof h);
   if (h.bytes != bytes)
     r = seterr(c, -EPROTO, "table changed while it was read");
   if (r == 0)
     r = build(c, t, &h, lb, le);
+  if (r == 0 && t->dev && (r = kvs__table_dev_upload(t)) < 0)
+    snprintf(c->conn.errmsg, sizeof c->conn.errmsg,
+             "table: cannot copy the table to the GPU (%s)", kvs_strerror(r));
   if (r < 0) {
     kvs_table_free(t);
     return r;
@@ -368,6 +389,10 @@ int kvs_attend_lse(kvs_client *c, kvs_table *const *tables, uint32_t n_seqs, uin
     if (!t || memcmp(&t->qp, &t0->qp, sizeof t->qp) || t->n_kv_heads != t0->n_kv_heads ||
         layer < t->lb || layer - t->lb >= t->nl) {
       r = -EINVAL;
+      break;
+    }
+    if (t->dev) { /* its blocks are GPU memory: kvs_attend_device reads them */
+      r = seterr(c, -EINVAL, "a table of a GPU pool: use kvs_attend_device");
       break;
     }
     const tlayer *x = &t->L[layer - t->lb];

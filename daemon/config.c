@@ -221,6 +221,9 @@ int kvs__config_set(kvs__config *c, const char *key, const char *v, char *err)
   } else if (strcmp(key, "device_staging") == 0) {
     if (parse_size(v, &u64) < 0 || u64 > ((uint64_t)1 << 40)) BAD("device_staging: expected bytes 0..1024G, got '%s'", v);
     c->device_staging = u64;
+  } else if (strcmp(key, "table_chunks") == 0) {
+    if (parse_u32(v, 0, UINT32_MAX - 1, &u32) < 0) BAD("table_chunks: expected 0..4294967294, got '%s'", v);
+    c->table_chunks = u32;
   } else if (strcmp(key, "max_sessions_per_uid") == 0) {
     if (parse_u32(v, 1, 65536, &u32) < 0) BAD("max_sessions_per_uid: expected 1..65536, got '%s'", v);
     c->max_sessions_per_uid = u32;

@@ -35,6 +35,9 @@ typedef struct kvs__config {
   size_t n_shared_uids;
   uint64_t max_segment_size;
   uint64_t device_staging;      /* device staging of all sessions, per GPU */
+  uint32_t table_chunks;        /* chunk handles one session may be passed
+                                   by table; 0 = the pool's chunks (GPU),
+                                   no bound (host) */
   uint32_t max_sessions;
   uint32_t max_sessions_per_uid; /* data-socket sessions of one uid */
   uint32_t hello_timeout_s;      /* data session without hello is closed */

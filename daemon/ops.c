@@ -764,7 +764,10 @@ static int run_op(const kvs__ops_env *env, kvs__sess_state *st, const kvs__req *
       fail(rep, -ENOENT, "no sequence %llu", (unsigned long long)rq->seq);
       break;
     }
-    if (kvs__ops_table(env->store, st, slot->seq, rq, rep) == 0 && st->n_tbl_fds)
+    /* the session's own pool (its GPU's), where its seqs live */
+    if (kvs__ops_table(st->store ? st->store : env->store, st, slot->seq, rq,
+                       env->cfg->table_chunks, rep) == 0 &&
+        st->n_tbl_fds)
       return KVS_OPS_REPLY_FDS;
     break;
   }

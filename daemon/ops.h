@@ -67,6 +67,7 @@ struct kvs__sess_state {
   int tbl_fds[KVS_TABLE_MAX_FDS];
   uint32_t n_tbl_fds;
   kvs__prof *prof;         /* env->profile: logged and freed with the session */
+  uint64_t tbl_passed;     /* chunk fds passed so far (bounded by table_chunks) */
 };
 
 /* Namespace from cfg (shared_namespace_uids), no space, no segment. */

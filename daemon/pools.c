@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "store/backend.h"
+#include "store/pool.h"
 #include "daemon/log.h"
 #include "daemon/pools.h"
 
@@ -62,7 +63,8 @@ int kvs__pools_open(kvs__server *s)
       kvs__backend_cuda_close(b);
       return r;
     }
-    kvs__notice("pool of %llu bytes on cuda:%d", (unsigned long long)s->cfg.pool_size, ord[i]);
+    kvs__notice("pool of %llu bytes on cuda:%d%s", (unsigned long long)s->cfg.pool_size, ord[i],
+                kvs__store_exportable(st) == KVS_POOL_EXPORT_DEVICE ? " (chunks are exportable CUDA allocations)" : "");
     add(s, ord[i], st, b);
   }
 #endif

@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include "store/backend.h"
+#include "store/pool.h"
 #include "daemon/pools.h"
 #include "daemon/log.h"
 #ifdef HAVE_REDIS
@@ -359,7 +360,10 @@ int kvs__server_start(kvs__server *s, uv_loop_t *loop)
     return r;
   }
   s->backend_name = b->name;
-  kvs__notice("pool of %llu bytes on %s", (unsigned long long)s->cfg.pool_size, b->name);
+  kvs__notice("pool of %llu bytes on %s%s", (unsigned long long)s->cfg.pool_size, b->name,
+              kvs__store_exportable(s->store) == KVS_POOL_EXPORT_DEVICE
+                  ? " (chunks are exportable CUDA allocations: block tables on)"
+              : b->dev_io ? " (one CUDA allocation: no block tables)" : "");
   /* the other GPUs' pools; device segments for clients of any of them */
   r = kvs__pools_open(s);
   if (r < 0) return r;

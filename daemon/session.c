@@ -229,7 +229,8 @@ static void dispatch(kvs__session *ss, const kvs__req *rq)
     kvs__ops_table_drop_fds(&ss->st);
     if (r < 0) {
       /* the client got none of them: it is passed every unit again */
-      memset(ss->st.tbl_sent, 0, sizeof(uint32_t) * kvs__store_nchunks(ss->host->env.store));
+      memset(ss->st.tbl_sent, 0,
+             sizeof(uint32_t) * kvs__store_nchunks(ss->st.store ? ss->st.store : ss->host->env.store));
       if (r == -EBUSY)
         send_err(ss, rq->op, rq->id, -EBUSY, "table sent while replies were pending");
       else

@@ -8,6 +8,7 @@
 #include <unistd.h>
 
 #include "daemon/table.h"
+#include "kernels/cudrv.h"
 #include "proto/blocktable.h"
 #include "store/pool.h"
 
@@ -54,9 +55,19 @@ static int note_unit(kvs__sess_state *st, ulist *ul, const kvs__pool_loc *l)
   return 0;
 }
 
+uint64_t kvs__ops_table_limit(const kvs__store *store, uint32_t max_chunks)
+{
+  if (max_chunks)
+    return max_chunks;
+  return kvs__store_exportable(store) == KVS_POOL_EXPORT_DEVICE ? kvs__store_nchunks(store)
+                                                                : UINT64_MAX;
+}
+
 /* Open the read-only fds of the units marked has_fd (whole units, at most
- * KVS_TABLE_MAX_FDS); units left over lose has_fd and *more is set. */
-static int export_units(kvs__store *store, kvs__sess_state *st, ulist *ul, int *more)
+ * KVS_TABLE_MAX_FDS); units left over lose has_fd and *more is set. At
+ * most `limit` chunk fds over the session's life: -EDQUOT past it. */
+static int export_units(kvs__store *store, kvs__sess_state *st, ulist *ul, uint64_t limit,
+                        int *more)
 {
   *more = 0;
   for (uint32_t i = 0; i < ul->n; i++) {
@@ -70,6 +81,9 @@ static int export_units(kvs__store *store, kvs__sess_state *st, ulist *ul, int *
       *more = 1;
       continue;
     }
+    /* (units left for the next reply are counted there) */
+    if (st->tbl_passed + st->n_tbl_fds + u->span > limit)
+      return -EDQUOT;
     for (uint32_t c = 0; c < u->span; c++) {
       uint32_t gen = 0;
       int fd = kvs__store_chunk_export(store, u->unit + c, &gen);
@@ -82,10 +96,26 @@ static int export_units(kvs__store *store, kvs__sess_state *st, ulist *ul, int *
 }
 
 int kvs__ops_table(kvs__store *store, kvs__sess_state *st, kvs__seq *seq, const kvs__req *rq,
-                   kvs__rep *rep)
+                   uint32_t max_chunks, kvs__rep *rep)
 {
-  if (!kvs__store_exportable(store))
-    return tfail(rep, -ENOTSUP, "table: the pool is not exportable (GPU pool); use get");
+  const int kind = kvs__store_exportable(store);
+  if (!kind)
+    return tfail(rep, -ENOTSUP,
+                 "table: the pool is not exportable (a GPU pool without exportable VMM "
+                 "chunks, or chunks that are not whole pages); use get");
+  if (kind == KVS_POOL_EXPORT_DEVICE) {
+    /* An importer of a CUDA allocation picks its own access: read-only
+     * is libkvsink's choice, not enforced. So device chunks go only to a
+     * namespace of one uid, whose blocks its clients could put anyway. */
+    if (strcmp(st->ns, "shared") == 0)
+      return tfail(rep, -EACCES,
+                   "table: GPU pool chunks are not passed to the shared namespace (its "
+                   "clients are several uids); use get");
+    if (kvs__cudrv_uuid(kvs__store_gpu(store), rep->table_gpu) < 0)
+      return tfail(rep, -EIO, "table: GPU of the pool unknown (%s)", kvs__cudrv_error());
+    rep->table_device = 1;
+  }
+  const uint64_t limit = kvs__ops_table_limit(store, max_chunks);
   uint32_t nch = kvs__store_nchunks(store);
   if (!st->tbl_sent) {
     st->tbl_sent = calloc(nch, sizeof(uint32_t));
@@ -124,7 +154,14 @@ int kvs__ops_table(kvs__store *store, kvs__sess_state *st, kvs__seq *seq, const 
   }
   size += (uint64_t)ul.n * sizeof(kvs__tbl_unit);
   if (r == 0)
-    r = export_units(store, st, &ul, &more);
+    r = export_units(store, st, &ul, limit, &more);
+  if (r == -EDQUOT) {
+    tfail(rep, r,
+          "table: this session was passed %llu pool chunks, table_chunks allows %llu; "
+          "reconnect (a new session) to take more tables",
+          (unsigned long long)st->tbl_passed, (unsigned long long)limit);
+    goto out;
+  }
   if (r < 0) {
     tfail(rep, r, "table: %s", r == -E2BIG ? "a block spans more chunks than one reply passes"
                                            : kvs_strerror(r));
@@ -196,6 +233,7 @@ int kvs__ops_table(kvs__store *store, kvs__sess_state *st, kvs__seq *seq, const 
   for (uint32_t i = 0; i < nunits; i++)
     if (ul.u[i].has_fd)
       st->tbl_sent[ul.u[i].unit] = ul.u[i].gen;
+  st->tbl_passed += st->n_tbl_fds;
   rep->table_bytes = (uint32_t)size;
   rep->table_fds = st->n_tbl_fds;
   rep->table_more = more;

@@ -176,11 +176,14 @@ int kvs_ping(kvs_client *c);
 int kvs_set_busy_poll(kvs_client *c, unsigned usec);
 
 /* ---- Attend: decode attention over the compressed cache ----
- * A block table says where each block of a seq lies in the daemon's pool
- * (host pools only: -ENOTSUP on a GPU pool, use kvs_get there). Getting
- * one maps, read-only, the pool chunks it needs that this client has not
- * mapped yet (they hold only blocks of this client's space); attention
- * then reads the blocks in place, with no round trip per layer or step.
+ * A block table says where each block of a seq lies in the daemon's pool.
+ * Getting one maps, read-only, the pool chunks it needs that this client
+ * has not mapped yet (they hold only blocks of this client's space):
+ * memfds of a host pool, or, on a GPU pool, CUDA allocations imported on
+ * that GPU (a table of a GPU pool is for kvs_attend_device; -ENOTSUP where
+ * the GPU pool cannot export its chunks or libkvsink has no CUDA, -EACCES
+ * for the shared namespace: use kvs_get there). Attention then reads the
+ * blocks in place, with no round trip per layer or step.
  * The table is a snapshot: tokens put later need a new table. Its blocks
  * stay pinned while seq lives (the seq references them); after
  * kvs_release(seq) a table of it must not be used. The daemon writes the
@@ -208,6 +211,20 @@ int kvs_attend(kvs_client *c, kvs_table *const *tables, uint32_t n_seqs, uint32_
  * out' = (e^lse * out + e^s * v) / (e^lse + e^s). */
 int kvs_attend_lse(kvs_client *c, kvs_table *const *tables, uint32_t n_seqs, uint32_t layer,
                    const void *q, int q_dtype, uint32_t n_q_heads, float *out, float *lse);
+/* The same over tables of a GPU pool, on that GPU, in this process: q_dev
+ * ([n_seqs][n_q_heads][head_dim] of q_dtype), out_dev (float, same shape)
+ * and lse_dev (float [n_seqs][n_q_heads], or NULL) are device memory of
+ * the tables' GPU, which must be the current CUDA device. Runs the CUDA
+ * split-K kernel on cuda_stream (a cudaStream_t; NULL = the legacy default
+ * stream) and returns once it is queued: out is there when the stream gets
+ * there. Calls of one client share its scratch: issue them on one stream
+ * (or order their streams). The kernel takes head_dim 32/64/128/256, GQA
+ * 1/2/4/8 and v_group a multiple of 8 (else -EINVAL). -ENOTSUP without
+ * CUDA in libkvsink or a usable GPU; a refusal the kernel itself reports
+ * comes back from the next call. */
+int kvs_attend_device(kvs_client *c, kvs_table *const *tables, uint32_t n_seqs, uint32_t layer,
+                      const void *q_dev, int q_dtype, uint32_t n_q_heads, float *out_dev,
+                      float *lse_dev, void *cuda_stream);
 
 /* ---- Control and admin plane (kvsinkctl) ----
  * A control connection needs no hello. On the admin socket (kvsinkd.conf

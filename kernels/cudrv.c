@@ -32,6 +32,16 @@ int kvs__vmm_to_device(const kvs__vmm *m, uint64_t d, uint64_t o, size_t n) { (v
 int kvs__cudrv_host_register(void *p, size_t n) { (void)p; (void)n; return -ENOSYS; }
 void kvs__cudrv_host_unregister(void *p) { (void)p; }
 
+int kvs__cudrv_granularity(int o, size_t *g) { (void)o; *g = 0; return -ENOSYS; }
+int kvs__cudrv_reserve(int o, size_t b, size_t a, uint64_t *va) { (void)o; (void)b; (void)a; *va = 0; return -ENOSYS; }
+void kvs__cudrv_unreserve(int o, uint64_t va, size_t b) { (void)o; (void)va; (void)b; }
+int kvs__cudrv_chunk_create(int o, uint64_t va, size_t b, uint64_t *h) { (void)o; (void)va; (void)b; *h = 0; return -ENOSYS; }
+void kvs__cudrv_chunk_destroy(int o, uint64_t va, size_t b, uint64_t h) { (void)o; (void)va; (void)b; (void)h; }
+int kvs__cudrv_chunk_export(uint64_t h) { (void)h; return -ENOSYS; }
+int kvs__cudrv_import_ro(int o, const int *f, uint32_t n, size_t c, uint64_t *va) { (void)o; (void)f; (void)n; (void)c; *va = 0; return -ENOSYS; }
+void kvs__cudrv_unimport(int o, uint64_t va, uint32_t n, size_t c) { (void)o; (void)va; (void)n; (void)c; }
+int kvs__cudrv_find_uuid(const uint8_t u[KVS_GPU_UUID_BYTES], int *o) { (void)u; *o = -1; return -ENOSYS; }
+
 #else
 
 #include <dlfcn.h>
@@ -380,6 +390,186 @@ int kvs__cudrv_host_register(void *p, size_t n)
 void kvs__cudrv_host_unregister(void *p)
 {
   if (p && kvs__cudrv_load() == 0) cu.cuMemHostUnregister(p);
+}
+
+/* ---- pools of VMM chunks (exportable GPU pools) ---- */
+
+/* ordinal's primary context current (retained once per ordinal: the pool
+ * and the imports keep it for the life of the process) */
+static int ctx_on(int ordinal)
+{
+  static CUcontext ctxs[64];
+  int n, rc = kvs__cudrv_count(&n);
+  if (rc) return rc;
+  if (ordinal < 0 || ordinal >= n || ordinal >= 64) return -ENODEV;
+  if (!ctxs[ordinal]) {
+    CUcontext c;
+    if ((rc = primary(ordinal, &c))) return rc;
+    ctxs[ordinal] = c;
+    return 0;
+  }
+  CU(cu.cuCtxSetCurrent(ctxs[ordinal]), "cuCtxSetCurrent");
+  return 0;
+}
+
+int kvs__cudrv_granularity(int ordinal, size_t *gran)
+{
+  *gran = 0;
+  int rc = ctx_on(ordinal);
+  if (rc) return rc;
+  CUmemAllocationProp p;
+  prop_of(&p, ordinal);
+  CU(cu.cuMemGetAllocationGranularity(gran, &p, CU_MEM_ALLOC_GRANULARITY_MINIMUM),
+     "cuMemGetAllocationGranularity");
+  return *gran ? 0 : -EIO;
+}
+
+int kvs__cudrv_reserve(int ordinal, size_t bytes, size_t align, uint64_t *va)
+{
+  *va = 0;
+  int rc = ctx_on(ordinal);
+  if (rc) return rc;
+  CUdeviceptr p = 0;
+  CU(cu.cuMemAddressReserve(&p, bytes, align, 0, 0), "cuMemAddressReserve");
+  *va = (uint64_t)p;
+  return 0;
+}
+
+void kvs__cudrv_unreserve(int ordinal, uint64_t va, size_t bytes)
+{
+  if (va && ctx_on(ordinal) == 0) cu.cuMemAddressFree((CUdeviceptr)va, bytes);
+}
+
+static int set_access(int ordinal, uint64_t va, size_t bytes, CUmemAccess_flags f)
+{
+  CUmemAccessDesc a;
+  memset(&a, 0, sizeof a);
+  a.location.type = CU_MEM_LOCATION_TYPE_DEVICE;
+  a.location.id = ordinal;
+  a.flags = f;
+  CU(cu.cuMemSetAccess((CUdeviceptr)va, bytes, &a, 1), "cuMemSetAccess");
+  return 0;
+}
+
+int kvs__cudrv_chunk_create(int ordinal, uint64_t va, size_t bytes, uint64_t *handle)
+{
+  *handle = 0;
+  int rc = ctx_on(ordinal);
+  if (rc) return rc;
+  CUmemAllocationProp p;
+  prop_of(&p, ordinal);
+  CUmemGenericAllocationHandle h;
+  CU(cu.cuMemCreate(&h, bytes, &p, 0), "cuMemCreate");
+  CUresult r = cu.cuMemMap((CUdeviceptr)va, bytes, 0, h, 0);
+  if (r != CUDA_SUCCESS) {
+    cu.cuMemRelease(h);
+    return fail("cuMemMap", r);
+  }
+  if ((rc = set_access(ordinal, va, bytes, CU_MEM_ACCESS_FLAGS_PROT_READWRITE))) {
+    cu.cuMemUnmap((CUdeviceptr)va, bytes);
+    cu.cuMemRelease(h);
+    return rc;
+  }
+  *handle = (uint64_t)h;
+  return 0;
+}
+
+void kvs__cudrv_chunk_destroy(int ordinal, uint64_t va, size_t bytes, uint64_t handle)
+{
+  if (ctx_on(ordinal)) return;
+  cu.cuMemUnmap((CUdeviceptr)va, bytes);
+  cu.cuMemRelease((CUmemGenericAllocationHandle)handle);
+}
+
+int kvs__cudrv_chunk_export(uint64_t handle)
+{
+  int rc = kvs__cudrv_load();
+  if (rc) return rc;
+  int fd = -1;
+  CU(cu.cuMemExportToShareableHandle(&fd, (CUmemGenericAllocationHandle)handle,
+                                     CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR, 0),
+     "cuMemExportToShareableHandle");
+  return fd >= 0 ? fd : -EIO;
+}
+
+static int import_ro(int ordinal, const int *fds, uint32_t n, size_t chunk, uint64_t *va);
+
+/* A client's thread keeps the context it had (its current CUDA device). */
+int kvs__cudrv_import_ro(int ordinal, const int *fds, uint32_t n, size_t chunk, uint64_t *va)
+{
+  *va = 0;
+  CUcontext saved = NULL;
+  int rc = kvs__cudrv_load();
+  if (rc) return rc;
+  CU(cu.cuCtxGetCurrent(&saved), "cuCtxGetCurrent");
+  rc = import_ro(ordinal, fds, n, chunk, va);
+  cu.cuCtxSetCurrent(saved);
+  return rc;
+}
+
+static int import_ro(int ordinal, const int *fds, uint32_t n, size_t chunk, uint64_t *va)
+{
+  size_t gran = 0;
+  int rc = kvs__cudrv_granularity(ordinal, &gran);
+  if (rc) return rc;
+  if (n == 0 || chunk == 0 || chunk % gran || n > SIZE_MAX / chunk) return -EINVAL;
+  const size_t bytes = (size_t)n * chunk;
+  CUdeviceptr base = 0;
+  CU(cu.cuMemAddressReserve(&base, bytes, gran, 0, 0), "cuMemAddressReserve");
+  uint32_t i;
+  CUresult r = CUDA_SUCCESS;
+  const char *what = NULL;
+  for (i = 0; i < n; i++) {
+    CUmemGenericAllocationHandle h;
+    r = cu.cuMemImportFromShareableHandle(&h, (void *)(intptr_t)fds[i],
+                                          CU_MEM_HANDLE_TYPE_POSIX_FILE_DESCRIPTOR);
+    if (r != CUDA_SUCCESS) { what = "cuMemImportFromShareableHandle"; break; }
+    /* the mapping keeps the memory; the handle can go at once */
+    r = cu.cuMemMap(base + (size_t)i * chunk, chunk, 0, h, 0);
+    cu.cuMemRelease(h);
+    if (r != CUDA_SUCCESS) { what = "cuMemMap"; break; }
+  }
+  if (what) {
+    rc = fail(what, r);
+    while (i-- > 0) cu.cuMemUnmap(base + (size_t)i * chunk, chunk);
+    cu.cuMemAddressFree(base, bytes);
+    return rc;
+  }
+  /* read-only for the GPU: kernels here can read the blocks, not write */
+  if ((rc = set_access(ordinal, (uint64_t)base, bytes, CU_MEM_ACCESS_FLAGS_PROT_READ))) {
+    for (i = 0; i < n; i++) cu.cuMemUnmap(base + (size_t)i * chunk, chunk);
+    cu.cuMemAddressFree(base, bytes);
+    return rc;
+  }
+  *va = (uint64_t)base;
+  return 0;
+}
+
+void kvs__cudrv_unimport(int ordinal, uint64_t va, uint32_t n, size_t chunk)
+{
+  CUcontext saved = NULL;
+  if (!va || kvs__cudrv_load() || cu.cuCtxGetCurrent(&saved) != CUDA_SUCCESS) return;
+  if (ctx_on(ordinal) == 0) {
+    cu.cuCtxSynchronize(); /* no kernel may still read what goes away */
+    for (uint32_t i = 0; i < n; i++) cu.cuMemUnmap((CUdeviceptr)va + (size_t)i * chunk, chunk);
+    cu.cuMemAddressFree((CUdeviceptr)va, (size_t)n * chunk);
+  }
+  cu.cuCtxSetCurrent(saved);
+}
+
+int kvs__cudrv_find_uuid(const uint8_t uuid[KVS_GPU_UUID_BYTES], int *ordinal)
+{
+  *ordinal = -1;
+  int n, rc = kvs__cudrv_count(&n);
+  if (rc) return rc;
+  for (int i = 0; i < n; i++) {
+    uint8_t u[KVS_GPU_UUID_BYTES];
+    if (kvs__cudrv_uuid(i, u) == 0 && memcmp(u, uuid, sizeof u) == 0) {
+      *ordinal = i;
+      return 0;
+    }
+  }
+  return -ENODEV;
 }
 
 #endif

@@ -68,6 +68,35 @@ int kvs__vmm_to_device(const kvs__vmm *m, uint64_t dst, uint64_t off, size_t n);
 /* Wait for everything queued in m's context (or the current one: NULL). */
 int kvs__cudrv_sync(const kvs__vmm *m);
 
+/* Pieces of a memory made of several VMM allocations in one reserved
+ * range (exportable GPU pools, Attend: one allocation per pool chunk, each
+ * exported on its own). Every call makes GPU ordinal's primary context
+ * current first. Handles are CUmemGenericAllocationHandle values. */
+/* Granularity of POSIX-fd exportable allocations on GPU ordinal. */
+int kvs__cudrv_granularity(int ordinal, size_t *gran);
+/* Reserve (and free) bytes of device address space on GPU ordinal. */
+int kvs__cudrv_reserve(int ordinal, size_t bytes, size_t align, uint64_t *va);
+void kvs__cudrv_unreserve(int ordinal, uint64_t va, size_t bytes);
+/* A fresh allocation of bytes (a granularity multiple), exportable as a
+ * POSIX fd, mapped read-write at va (inside a reservation). On error
+ * nothing is left allocated or mapped. */
+int kvs__cudrv_chunk_create(int ordinal, uint64_t va, size_t bytes, uint64_t *handle);
+/* Unmap [va, va + bytes) and release handle (the memory lives on while an
+ * importer maps it). */
+void kvs__cudrv_chunk_destroy(int ordinal, uint64_t va, size_t bytes, uint64_t handle);
+/* A new fd of handle (the caller passes and closes it). */
+int kvs__cudrv_chunk_export(uint64_t handle);
+/* Import n fds of chunk bytes each (chunk a granularity multiple) and map
+ * them contiguously at a fresh reservation on GPU ordinal, READ-ONLY for
+ * that GPU (CU_MEM_ACCESS_FLAGS_PROT_READ). *va gets the address; the fds
+ * may be closed afterwards. On error nothing is left mapped. */
+int kvs__cudrv_import_ro(int ordinal, const int *fds, uint32_t n, size_t chunk, uint64_t *va);
+/* Undo kvs__cudrv_import_ro after the context finished every kernel that
+ * reads it (synchronizes the context first). */
+void kvs__cudrv_unimport(int ordinal, uint64_t va, uint32_t n, size_t chunk);
+/* The ordinal of the GPU with this UUID, or -ENODEV. */
+int kvs__cudrv_find_uuid(const uint8_t uuid[KVS_GPU_UUID_BYTES], int *ordinal);
+
 /* Page-lock host memory for faster copies (cuMemHostRegister). */
 int kvs__cudrv_host_register(void *p, size_t n);
 void kvs__cudrv_host_unregister(void *p);

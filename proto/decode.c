@@ -553,14 +553,14 @@ enum {
   PK_POLICY, PK_PFN, PK_OUTLIERS, PK_PROFILE, PK_SINK_LAYER, PK_SINK_CHANNELS,
   PK_QUANTIZED, PK_SINKS, PK_SEQ_LEN, PK_CACHED, PK_STATS, PK_SPACES, PK_PROFILES,
   PK_EVICTED, PK_FALLBACK, PK_V_GROUP, PK_SEG_KIND, PK_DEV_SEG_SIZE, PK_TEXT,
-  PK_TABLE_BYTES, PK_FDS, PK_MORE, PK_POOLS, PK__COUNT
+  PK_TABLE_BYTES, PK_FDS, PK_MORE, PK_POOLS, PK_CHUNKS, PK_GPU, PK__COUNT
 };
 static const char *const rep_keys[PK__COUNT] = {
   "id", "err", "session", "seg_size", "group", "k_bits", "v_bits",
   "policy", "pfn", "outliers", "profile", "sink_layer", "sink_channels",
   "quantized", "sinks", "seq_len", "cached", "stats", "spaces", "profiles",
   "evicted", "fallback", "v_group", "seg_kind", "dev_seg_size", "text",
-  "table_bytes", "fds", "more", "pools",
+  "table_bytes", "fds", "more", "pools", "chunks", "gpu",
 };
 
 enum {
@@ -818,6 +818,23 @@ static int decode_rep_fields(const char *buf, size_t len, const msgpack_object *
     return r;
   if (s[PK_MORE] && (r = get_bool(s[PK_MORE], "more", &rep->table_more, errmsg)) < 0)
     return r;
+  if (s[PK_CHUNKS]) {
+    const char *str = NULL;
+    uint32_t n = 0;
+    if ((r = get_str(s[PK_CHUNKS], "chunks", &str, &n, errmsg)) < 0)
+      return r;
+    if (n == 6 && memcmp(str, "device", 6) == 0)
+      rep->table_device = 1;
+    else if (!(n == 4 && memcmp(str, "host", 4) == 0))
+      return fail(errmsg, -EINVAL, "chunks must be \"host\" or \"device\"");
+  }
+  if (s[PK_GPU]) {
+    if (s[PK_GPU]->type != MSGPACK_OBJECT_BIN || s[PK_GPU]->via.bin.size != 16)
+      return fail(errmsg, -EBADMSG, "gpu must be a 16-byte bin (the device UUID)");
+    memcpy(rep->table_gpu, s[PK_GPU]->via.bin.ptr, 16);
+  }
+  if (rep->table_device && !s[PK_GPU])
+    return fail(errmsg, -EPROTO, "chunks = device without gpu");
   if (rep->table_fds > KVS_TABLE_MAX_FDS)
     return fail(errmsg, -E2BIG, "fds = %u, limit %u", rep->table_fds, KVS_TABLE_MAX_FDS);
   if (s[PK_SPACES]) {

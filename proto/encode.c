@@ -335,7 +335,7 @@ int kvs__encode_rep(const kvs__rep *rep, char **out, size_t *len)
       return -E2BIG;
     n += 1;
     break;
-  case KVS_OP_TABLE: n += 3; break;
+  case KVS_OP_TABLE: n += 3 + (rep->table_device ? 2 : 0); break;
   case KVS_OP_GET: case KVS_OP_RELEASE: case KVS_OP_BYE: case KVS_OP_RELOAD:
   case KVS_OP_PING:
     break;
@@ -396,6 +396,11 @@ int kvs__encode_rep(const kvs__rep *rep, char **out, size_t *len)
     kv_u64(&e, "table_bytes", rep->table_bytes);
     kv_u64(&e, "fds", rep->table_fds);
     kv_bool(&e, "more", rep->table_more);
+    if (rep->table_device) {
+      kv_str(&e, "chunks", "device");
+      key(&e, "gpu");
+      e.fail |= msgpack_pack_bin_with_body(&e.pk, rep->table_gpu, sizeof rep->table_gpu) != 0;
+    }
     break;
   default:
     break;

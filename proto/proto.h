@@ -155,6 +155,11 @@ typedef struct kvs__rep {
    * (ask again before using the table) */
   uint32_t table_bytes, table_fds;
   int table_more;
+  /* table: the units are chunks of a GPU pool (CUDA VMM allocations, the
+   * fds to import with cuMemImportFromShareableHandle) on the GPU with
+   * this UUID ("chunks": "device", "gpu" on the wire); 0: memfds */
+  int table_device;
+  uint8_t table_gpu[16];
 } kvs__rep;
 
 /* Framing. */

@@ -395,6 +395,7 @@ kvs__backend *kvs__backend_cuda_open(int device, char *errmsg)
   if (ab && !strcmp(ab, "0")) b->reads_once = NULL;
   ab = getenv("KVSINK_PUT_QUEUE");
   if (ab && !strcmp(ab, "0")) b->quantize_start = NULL, b->quantize_wait = NULL;
+  b->chunk_gpu = device + 1; /* the pool: a VMM allocation per chunk (Attend) */
   b->priv = c;
   return b;
 }

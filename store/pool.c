@@ -10,14 +10,16 @@
 #include <sys/mman.h>
 #include <unistd.h>
 
+#include "store/devchunks.h"
 #include "store/memfd.h"
 
 #define NONE UINT32_MAX
+#define DEAD (-2)          /* unit.cls of a chunk that lost its memory (never used) */
 
 /* A unit is `span` contiguous chunks serving `nslots` slots of one class.
  * Its state lives on the first chunk; the others point to it. */
 typedef struct unit {
-  int32_t cls;            /* -1: chunk free */
+  int32_t cls;            /* -1: chunk free, DEAD: lost */
   uint32_t head;          /* first chunk of the unit this chunk belongs to */
   uint32_t nfree;         /* head only */
   uint32_t prev, next;    /* head only: class list of units with free slots */
@@ -44,7 +46,9 @@ struct kvs__pool {
   sclass cls[KVS_POOL_MAX_CLASSES];
   int ncls;
   size_t hint;            /* where the next free-chunk search starts */
-  int exportable;         /* host pool of one memfd per chunk (Attend) */
+  int exportable;         /* KVS_POOL_EXPORT_*: chunks are memfds or VMM allocations */
+  kvs__devchunks *dev;    /* KVS_POOL_EXPORT_DEVICE: the chunks' allocations */
+  size_t dead;            /* chunks lost to a failed replacement */
 };
 
 static size_t round_up(size_t x, size_t a) { return (x + a - 1) / a * a; }
@@ -75,18 +79,30 @@ int kvs__pool_init(kvs__pool **out, kvs__backend *be, size_t pool_bytes, size_t 
   if (!p)
     return -ENOMEM;
   p->u = calloc(n, sizeof(*p->u));
+  if (p->u && be->chunk_gpu > 0) {
+    /* GPU: one exportable VMM allocation per chunk when the driver can
+     * (chunks a multiple of its granularity); else one allocation as
+     * before, and tables answer -ENOTSUP. */
+    void *b = NULL;
+    if (kvs__devchunks_map(be->chunk_gpu - 1, n, chunk_bytes, &b, &p->dev) == 0) {
+      p->exportable = KVS_POOL_EXPORT_DEVICE;
+      p->base = b;
+    }
+  }
   if (!p->u) {
     free(p);
     return -ENOMEM;
   }
   for (size_t i = 0; i < n; i++)
     p->u[i].fd = -1;
-  void *base = NULL;
-  int rc;
-  if (exportable) {
+  void *base = p->base;
+  int rc = 0;
+  if (p->dev) {
+    /* mapped above */
+  } else if (exportable) {
     /* Chunk i is memfd i mapped at base + i * chunk, so one chunk can be
      * handed to a client without the rest. */
-    p->exportable = 1;
+    p->exportable = KVS_POOL_EXPORT_HOST;
     rc = kvs__memfd_pool_map(n, chunk_bytes, &base, p->u, sizeof(*p->u),
                              offsetof(unit, fd));
   } else {
@@ -118,7 +134,9 @@ void kvs__pool_close(kvs__pool *p)
     return;
   for (size_t i = 0; i < p->nchunks; i++)
     free(p->u[i].stack);
-  if (p->exportable) {
+  if (p->dev) {
+    kvs__devchunks_unmap(p->dev);
+  } else if (p->exportable) {
     for (size_t i = 0; i < p->nchunks; i++)
       if (p->u[i].fd >= 0)
         close(p->u[i].fd);
@@ -206,7 +224,7 @@ static uint32_t find_run(kvs__pool *p, uint32_t span)
     size_t from = pass ? 0 : p->hint, to = pass ? p->hint : p->nchunks;
     size_t run = 0;
     for (size_t i = from; i < to; i++) {
-      run = p->u[i].cls < 0 ? run + 1 : 0;
+      run = p->u[i].cls == -1 ? run + 1 : 0;
       if (run == span)
         return (uint32_t)(i + 1 - span);
     }
@@ -220,15 +238,29 @@ static int unit_new(kvs__pool *p, int cls)
   uint32_t h = find_run(p, c->span);
   if (h == NONE)
     return -ENOSPC;
-  /* A chunk whose fd a client holds gets a fresh memfd before it serves
-   * anyone: the old file keeps only zeros for that client. */
+  /* A chunk whose fd a client holds gets a fresh memfd (host: the old
+   * file keeps only zeros for that client) or a fresh VMM allocation
+   * (GPU: the old one keeps only what it held then, the same space's
+   * blocks, for as long as that client maps it) before it serves anyone. */
   for (uint32_t i = 0; i < c->span; i++) {
     unit *x = &p->u[h + i];
     if (!p->exportable || !x->exported)
       continue;
-    int rc = kvs__memfd_chunk_replace(p->base + (size_t)(h + i) * p->chunk, p->chunk, &x->fd);
-    if (rc < 0)
-      return rc;
+    int rc;
+    if (p->dev) {
+      rc = kvs__devchunks_replace(p->dev, h + i);
+      if (rc < 0) {
+        /* its address has no memory now: out of the pool for good */
+        x->cls = DEAD;
+        p->free_chunks--;
+        p->dead++;
+        return rc;
+      }
+    } else {
+      rc = kvs__memfd_chunk_replace(p->base + (size_t)(h + i) * p->chunk, p->chunk, &x->fd);
+      if (rc < 0)
+        return rc;
+    }
     x->gen++;
     x->exported = 0;
   }
@@ -296,7 +328,7 @@ void kvs__pool_free(kvs__pool *p, void *slot)
   }
 }
 
-size_t kvs__pool_bytes(const kvs__pool *p) { return p->chunk * p->nchunks; }
+size_t kvs__pool_bytes(const kvs__pool *p) { return p->chunk * (p->nchunks - p->dead); }
 size_t kvs__pool_used_bytes(const kvs__pool *p) { return p->used; }
 size_t kvs__pool_free_bytes(const kvs__pool *p) { return p->chunk * p->free_chunks; }
 
@@ -321,7 +353,18 @@ int kvs__pool_locate(const kvs__pool *p, const void *slot, kvs__pool_loc *loc)
 
 int kvs__pool_chunk_export(kvs__pool *p, uint32_t chunk, uint32_t *gen)
 {
-  if (!p || !p->exportable || chunk >= p->nchunks || p->u[chunk].fd < 0)
+  if (!p || !p->exportable || chunk >= p->nchunks || p->u[chunk].cls == DEAD)
+    return -EINVAL;
+  if (p->dev) {
+    int fd = kvs__devchunks_export(p->dev, chunk);
+    if (fd < 0)
+      return fd;
+    p->u[chunk].exported = 1;
+    if (gen)
+      *gen = p->u[chunk].gen;
+    return fd;
+  }
+  if (p->u[chunk].fd < 0)
     return -EINVAL;
   /* Read-only by construction: a fd opened O_RDONLY cannot be mapped
    * shared and writable, nor mprotect'ed to it. */
@@ -339,6 +382,7 @@ int kvs__pool_chunk_export(kvs__pool *p, uint32_t chunk, uint32_t *gen)
 uint32_t kvs__pool_nchunks(const kvs__pool *p) { return (uint32_t)p->nchunks; }
 size_t kvs__pool_chunk_bytes(const kvs__pool *p) { return p->chunk; }
 int kvs__pool_exportable(const kvs__pool *p) { return p->exportable; }
+int kvs__pool_gpu(const kvs__pool *p) { return p->dev ? kvs__devchunks_ordinal(p->dev) : -1; }
 uint32_t kvs__pool_chunk_gen(const kvs__pool *p, uint32_t chunk)
 {
   return chunk < p->nchunks ? p->u[chunk].gen : 0;

@@ -50,12 +50,20 @@ typedef struct kvs__pool_loc {
 } kvs__pool_loc;
 /* 0, -ENOTSUP (pool not exportable), -EINVAL (not a slot in use). */
 int kvs__pool_locate(const kvs__pool *p, const void *slot, kvs__pool_loc *loc);
-/* A new read-only (O_RDONLY) fd of chunk's memfd, for the caller to pass
- * and close; marks the chunk exported. *gen gets its generation. */
+/* A new read-only (O_RDONLY) fd of chunk's memfd, or an exported fd of
+ * its VMM allocation (GPU: the importer picks its access, read-only in
+ * libkvsink), for the caller to pass and close; marks the chunk exported.
+ * *gen gets its generation. */
 int kvs__pool_chunk_export(kvs__pool *p, uint32_t chunk, uint32_t *gen);
 uint32_t kvs__pool_nchunks(const kvs__pool *p);
 size_t kvs__pool_chunk_bytes(const kvs__pool *p);
+/* 0 (one allocation), KVS_POOL_EXPORT_HOST (memfd chunks) or
+ * KVS_POOL_EXPORT_DEVICE (a CUDA VMM allocation per chunk, exported as a
+ * POSIX fd; kvs__pool_gpu names the GPU ordinal, else -1). */
+#define KVS_POOL_EXPORT_HOST 1
+#define KVS_POOL_EXPORT_DEVICE 2
 int kvs__pool_exportable(const kvs__pool *p);
+int kvs__pool_gpu(const kvs__pool *p);
 uint32_t kvs__pool_chunk_gen(const kvs__pool *p, uint32_t chunk);
 
 #endif

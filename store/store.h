@@ -103,6 +103,9 @@ typedef struct kvs__backend {
   int (*quantize_start)(struct kvs__backend *b, const kvs__qparams *p, const kvs__qitem *it,
                         uint32_t n);
   int (*quantize_wait)(struct kvs__backend *b);
+  /* 1 + the GPU ordinal whose CUDA VMM allocations may make the pool's
+   * chunks (one per chunk, exportable for block tables); 0 = none. */
+  int chunk_gpu;
   void *priv;
 } kvs__backend;
 int kvs__backend_copy(kvs__backend *b, void *dst, const void *src, size_t n, int to_pool);
@@ -228,7 +231,10 @@ int kvs__seq_table_layer(const kvs__seq *q, uint32_t layer, uint32_t *n_blocks, 
 int kvs__seq_table_block(const kvs__seq *q, uint32_t layer, uint32_t i, kvs__pool_loc *data,
                          uint64_t *sink_mask, kvs__pool_loc *rows, uint32_t *n_rows);
 size_t kvs__space_block_bytes(const kvs__space *sp);
+/* 0, or how chunks are exported: KVS_POOL_EXPORT_HOST (memfds) or
+ * KVS_POOL_EXPORT_DEVICE (CUDA VMM fds of GPU kvs__store_gpu's pool). */
 int kvs__store_exportable(const kvs__store *s);
+int kvs__store_gpu(const kvs__store *s);
 uint32_t kvs__store_nchunks(const kvs__store *s);
 size_t kvs__store_chunk_bytes(const kvs__store *s);
 uint32_t kvs__store_chunk_gen(const kvs__store *s, uint32_t chunk);

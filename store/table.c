@@ -41,6 +41,7 @@ size_t kvs__space_block_bytes(const kvs__space *sp) { return sp->qbytes; }
 uint32_t kvs__store_nchunks(const kvs__store *s) { return kvs__pool_nchunks(s->pool); }
 size_t kvs__store_chunk_bytes(const kvs__store *s) { return kvs__pool_chunk_bytes(s->pool); }
 int kvs__store_exportable(const kvs__store *s) { return kvs__pool_exportable(s->pool); }
+int kvs__store_gpu(const kvs__store *s) { return kvs__pool_gpu(s->pool); }
 uint32_t kvs__store_chunk_gen(const kvs__store *s, uint32_t chunk)
 {
   return kvs__pool_chunk_gen(s->pool, chunk);

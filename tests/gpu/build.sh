@@ -10,8 +10,9 @@
 # The build dir is too big to carry to the device machine (64 MiB), so it
 # also writes a slim copy, $SLIM (default .gpu/ at the top, git-ignored):
 #   .gpu/daemon/kvsinkd .gpu/tools/kvsinkctl .gpu/tests/gpu/devseg_test
-#   .gpu/tests/store/bench_put .gpu/libs/
-# which devseg.sh uses by default: carry ".gpu", run tests/gpu/devseg.sh.
+#   .gpu/tests/store/bench_put .gpu/tests/gpu/attend_device_test .gpu/libs/
+# which devseg.sh and attend_device.sh use by default: carry ".gpu", run
+# tests/gpu/devseg.sh or tests/gpu/attend_device.sh.
 # For tests/gpu/transformers.sh (the Python package) it adds
 #   .gpu/tools/kvsink-calibrate (static, from BUILDDIR) and
 #   .gpu/libs/libkvsink.so.0, the shared library with CUDA (device segments:
@@ -28,7 +29,7 @@ mkdir -p "$b"
 cd "$b"
 [ -f Makefile ] || "$top/configure" --enable-werror --disable-shared --enable-static --with-cuda=yes
 grep -q '^#define HAVE_CUDA 1' config.h || { echo "build.sh: configure found no CUDA" >&2; exit 1; }
-make -j2 daemon/kvsinkd tests/gpu/devseg_test tools/kvsinkctl tools/kvsink-calibrate tests/store/bench_put
+make -j2 daemon/kvsinkd tests/gpu/devseg_test tests/gpu/attend_device_test tools/kvsinkctl tools/kvsink-calibrate tests/store/bench_put
 # the shared libkvsink with CUDA for the Python package (ctypes loads it)
 sh_b=${SHARED:-$b-shared}
 mkdir -p "$sh_b"
@@ -40,7 +41,7 @@ mkdir -p "$sh_b"
   { echo "build.sh: the shared libkvsink with CUDA did not build in $sh_b" >&2; exit 1; }
 mkdir -p libs
 # everything but the C library, the toolchain's runtime and the driver
-for bin in daemon/kvsinkd tests/gpu/devseg_test tools/kvsinkctl tools/kvsink-calibrate tests/store/bench_put \
+for bin in daemon/kvsinkd tests/gpu/devseg_test tests/gpu/attend_device_test tools/kvsinkctl tools/kvsink-calibrate tests/store/bench_put \
     "$sh_b/client/.libs/libkvsink.so.0"; do
   ldd "$bin" | awk '$2 == "=>" && $3 ~ /^\// {print $3}'
 done | sort -u | while read -r so; do
@@ -53,7 +54,7 @@ echo "build.sh: $b ready; libs: $(ls libs | tr '\n' ' ')"
 slim=${SLIM:-$top/.gpu}
 rm -rf "$slim"
 mkdir -p "$slim/daemon" "$slim/tools" "$slim/tests/gpu" "$slim/tests/store" "$slim/libs"
-for bin in daemon/kvsinkd tools/kvsinkctl tests/gpu/devseg_test tools/kvsink-calibrate tests/store/bench_put; do
+for bin in daemon/kvsinkd tools/kvsinkctl tests/gpu/devseg_test tests/gpu/attend_device_test tools/kvsink-calibrate tests/store/bench_put; do
   # the real program, not a libtool wrapper (static libkvsink: there is none)
   f=$bin; [ -x "$(dirname "$bin")/.libs/$(basename "$bin")" ] && f=$(dirname "$bin")/.libs/$(basename "$bin")
   cp "$f" "$slim/$bin"

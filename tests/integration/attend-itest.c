@@ -13,6 +13,10 @@
  *   inodes FILE    write the inodes of the mapped pool chunks to FILE
  *                  (after checking a table of a seq it does not own fails)
  *   disjoint A B   the inode lists A and B have nothing in common
+ *   quota          (daemon with table_chunks = 2) a session is passed at
+ *                  most 2 chunk fds: the third gets EDQUOT, a new session
+ *                  starts afresh; kvs_attend_device refuses a host table
+ *                  (-EINVAL, or -ENOTSUP in a libkvsink without CUDA)
  * Exit 0 ok, 1 a failed check (message on stderr). */
 #include <errno.h>
 #include <fcntl.h>
@@ -428,6 +432,49 @@ static int mode_disjoint(const char *a, const char *b)
   return 0;
 }
 
+static int mode_quota(void)
+{
+  kvs_client *a = conn(4, "attend-q"), *b = conn(4, "attend-q");
+  /* 2 groups: one chunk of blocks and one of sink rows (PFN 4) */
+  if (put(a, 1, 31, 2 * G) < 0)
+    FAIL("put a 1");
+  kvs_table *t = table(a, 1), *t2 = NULL;
+  float q[QH * D], out[QH * D];
+  query(5, q, QH * D);
+  int r = kvs_attend_device(a, &t, 1, 0, q, KVS_DTYPE_F32, QH, out, NULL, NULL);
+#ifdef HAVE_CUDA
+  if (r != -EINVAL)
+    FAIL("kvs_attend_device on a host table: %s, not EINVAL", kvs_strerror(r));
+#else
+  if (r != -ENOTSUP)
+    FAIL("kvs_attend_device without CUDA: %s, not ENOTSUP", kvs_strerror(r));
+#endif
+  /* the same chunks again: nothing new is passed */
+  kvs_table_free(t);
+  t = table(a, 1);
+  /* 40 more groups of this space need a third chunk (1 MiB chunks of a
+   * 64M pool, about 100 blocks of 3 layers each) */
+  if (put(a, 2, 32, 40 * G) < 0)
+    FAIL("put a 2");
+  r = kvs_table_get(a, 2, 0, L, SCRATCH, SCRATCH, &t2);
+  if (r != -EDQUOT || t2)
+    FAIL("table past table_chunks: %s, not EDQUOT", kvs_strerror(r));
+  if (!strstr(kvs_last_error(a), "table_chunks"))
+    FAIL("EDQUOT without table_chunks in its message: %s", kvs_last_error(a));
+  /* the first table still works, and a new session has its own count */
+  if (kvs_attend(a, &t, 1, 0, q, KVS_DTYPE_F32, QH, out) < 0)
+    FAIL("attend after EDQUOT");
+  if (put(b, 1, 33, 2 * G) < 0)
+    FAIL("put b 1");
+  kvs_table *tb = table(b, 1);
+  printf("quota: the third chunk fd of a session got EDQUOT, a new session took a table\n");
+  kvs_table_free(tb);
+  kvs_table_free(t);
+  kvs_close(b);
+  kvs_close(a);
+  return 0;
+}
+
 int main(int argc, char **argv)
 {
   if (argc < 3)
@@ -437,6 +484,8 @@ int main(int argc, char **argv)
     return mode_check(atoi(argv[3]));
   if (!strcmp(argv[2], "readonly"))
     return mode_readonly();
+  if (!strcmp(argv[2], "quota"))
+    return mode_quota();
   if (!strcmp(argv[2], "pressure"))
     return mode_pressure();
   if (!strcmp(argv[2], "inodes") && argc == 4)

@@ -17,4 +17,9 @@ stop_daemon
 start_daemon --device host --pool-size 4M
 timeout 120 "$AT" "$SOCK" pressure || fail "pinned blocks under pool pressure"
 stop_daemon
+# table_chunks bounds the chunk fds one session is passed
+daemon_conf 'table_chunks = 2'
+start_daemon --device host
+timeout 120 "$AT" "$SOCK" quota || fail "table_chunks"
+stop_daemon
 echo "attend ok"

@@ -49,6 +49,7 @@ static int __popcll(unsigned long long x) { return __builtin_popcountll(x); }
 static float __uint_as_float(uint32_t u) { float f; memcpy(&f, &u, 4); return f; }
 static uint32_t min(uint32_t a, uint32_t b) { return a < b ? a : b; }
 #include "kernels/attn_dev.cuh"
+#include "kernels/attn_io_dev.cuh" /* kvs_attend_device's helpers: lse, q to fp32 */
 extern "C" {
 #include "kernels/half.h"
 }
@@ -147,9 +148,9 @@ int main(int argc, char **argv)
       seqs[i] = kvs__attn_seq{views, nb, nres, k + (size_t)nb * G * C, v + (size_t)nb * G * C};
     }
     const size_t qn = (size_t)sh.n_q_heads * tc.d;
-    std::vector<float> q(qn * n), ref(qn * n), out(qn * n, NAN);
+    std::vector<float> q(qn * n), ref(qn * n), out(qn * n, NAN), lref(n * sh.n_q_heads), lse(n * sh.n_q_heads, NAN);
     for (auto &x : q) x = gauss();
-    if (kvs__attn_decode(&sh, seqs.data(), n, q.data(), ref.data())) { printf("ref fail\n"); return 1; }
+    if (kvs__attn_decode_lse(&sh, seqs.data(), n, q.data(), ref.data(), lref.data())) { printf("ref fail\n"); return 1; }
     at_args a;
     if (at_fill(&sh, &a)) { printf("at_fill refused\n"); return 1; }
     /* split as kvs__cuda_attn_make_plan does on an H100 (132 SMs) */
@@ -163,6 +164,15 @@ int main(int argc, char **argv)
     case 4: run<4>(a, tc.kvh, n, seqs.data(), q.data(), out.data(), ws.data() + 2 * parts, ws.data(), &st); break;
     default: run<8>(a, tc.kvh, n, seqs.data(), q.data(), out.data(), ws.data() + 2 * parts, ws.data(), &st); break;
     }
+    /* kvs_attend_device's lse from the workspace (kvs_lse), one thread
+     * per (seq, head) */
+    blockDim = {128, 1, 1};
+    for (uint32_t i = 0; i < n * a.nq; i++) {
+      blockIdx = {i / 128, 0, 0}; threadIdx = {i % 128, 0, 0};
+      kvs_lse(ws.data(), n * a.nq, a.splits, lse.data());
+    }
+    double lworst = 0;
+    int lbad = 0;
     /* the bound of tests/gpu/attn_test.cu (derived there): the kernel
      * keeps dequantized values in fp32 where the reference rounds them
      * to the dtype, and sums in other orders */
@@ -182,6 +192,15 @@ int main(int argc, char **argv)
         }
         double sums = std::max(1e-5, 2.0 * T * ldexp(1.0, -24));
         double bound = (exp(2*delta)-1)*vmax + (tc.vb != 16 ? eps : 0)*vmax + sums*vmax + 1e-30;
+        /* lse: every score moves by at most delta; fp32 sums and the log */
+        const float lr = lref[(size_t)i * sh.n_q_heads + h], lg = lse[(size_t)i * sh.n_q_heads + h];
+        if (T == 0) {
+          if (!(lr == -INFINITY && lg == -INFINITY)) lbad++;
+        } else {
+          double le = fabs((double)lg - lr), lb = delta + 4.0 * T * ldexp(1.0, -24) + fabs(lr) * ldexp(1.0, -21) + 1e-6;
+          if (!(le <= lb)) lbad++;
+          lworst = std::max(lworst, le);
+        }
         for (uint32_t c = 0; c < tc.d; c++) {
           double e = fabs((double)out[qn * i + h * tc.d + c] - ref[qn * i + h * tc.d + c]);
           if (!(e <= 1e30)) e = 1e30;
@@ -190,9 +209,33 @@ int main(int argc, char **argv)
         }
       }
     if (!(frac <= 1)) bad++;
-    printf("case %u k%u v%u G%u vg%u g%u d%u %s out%u: splits %u span %u st %d  max err %.3g of max|v|, %.0f%% of bound\n", ci, tc.kb, tc.vb, tc.G, tc.vg, tc.g, tc.d,
-           tc.dt == KVS_DTYPE_BF16 ? "bf16" : "fp16", tc.perm, a.splits, a.span, st, worst, 100 * frac);
+    if (lbad) bad++;
+    printf("case %u k%u v%u G%u vg%u g%u d%u %s out%u: splits %u span %u st %d  max err %.3g of max|v|, %.0f%% of bound; lse max err %.3g%s\n", ci, tc.kb, tc.vb, tc.G, tc.vg, tc.g, tc.d,
+           tc.dt == KVS_DTYPE_BF16 ? "bf16" : "fp16", tc.perm, a.splits, a.span, st, worst, 100 * frac, lworst,
+           lbad ? " FAIL" : "");
     if (st) bad++;
+  }
+  /* q widened on the device (kvs_to_f32) == kvs_half_to_f32, every 16-bit pattern */
+  {
+    std::vector<uint16_t> hx(65536);
+    std::vector<float> d(65536), r(65536);
+    for (uint32_t i = 0; i < 65536; i++) hx[i] = (uint16_t)i;
+    for (int dt = KVS_DTYPE_F16; dt <= KVS_DTYPE_BF16; dt++) {
+      gridDim = {4, 1, 1}; blockDim = {256, 1, 1};
+      for (uint32_t bx = 0; bx < 4; bx++)
+        for (uint32_t t = 0; t < 256; t++) {
+          blockIdx = {bx, 0, 0}; threadIdx = {t, 0, 0};
+          kvs_to_f32(d.data(), hx.data(), 65536, dt == KVS_DTYPE_BF16);
+        }
+      kvs__h_to_f32_n(r.data(), hx.data(), 65536, dt);
+      for (uint32_t i = 0; i < 65536; i++)
+        if (!(std::isnan(d[i]) && std::isnan(r[i])) && memcmp(&d[i], &r[i], 4)) {
+          printf("FAIL: kvs_to_f32 dtype %d, 0x%04x: %g, host %g\n", dt, i, d[i], r[i]);
+          bad++;
+          break;
+        }
+    }
+    printf("q to fp32 (fp16 and bf16, all 65536 patterns each): checked against the host conversion\n");
   }
   return bad ? 1 : 0;
 }

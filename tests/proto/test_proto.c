@@ -8,6 +8,7 @@
 
 #include <msgpack.h>
 
+#include "proto/blocktable.h"
 #include "proto/proto.h"
 
 /* ---- helpers ---- */
@@ -446,6 +447,55 @@ START_TEST(rt_rep_results)
     ck_assert_int_eq(d.err, 0);
     kvs__rep_free(&d);
   }
+}
+END_TEST
+
+/* table replies: host chunks (memfds) and GPU chunks (which GPU) */
+START_TEST(rt_rep_table)
+{
+  kvs__rep h = { .op = KVS_OP_TABLE, .id = 7, .table_bytes = 4096, .table_fds = 3,
+                 .table_more = 1 }, d;
+  roundtrip_rep(&h, &d);
+  ck_assert_uint_eq(d.table_bytes, 4096);
+  ck_assert_uint_eq(d.table_fds, 3);
+  ck_assert_int_eq(d.table_more, 1);
+  ck_assert_int_eq(d.table_device, 0);
+  kvs__rep_free(&d);
+  kvs__rep g = { .op = KVS_OP_TABLE, .id = 8, .table_bytes = 512, .table_fds = 64,
+                 .table_device = 1 };
+  for (int i = 0; i < 16; i++)
+    g.table_gpu[i] = (uint8_t)(0xa0 + i);
+  roundtrip_rep(&g, &d);
+  ck_assert_int_eq(d.table_device, 1);
+  ck_assert_mem_eq(d.table_gpu, g.table_gpu, 16);
+  ck_assert_uint_eq(d.table_fds, 64);
+  ck_assert_int_eq(d.table_more, 0);
+  kvs__rep_free(&d);
+  /* errors: an unknown kind, a gpu that is not 16 bytes, device without gpu */
+  kvs__rep rp;
+  mp_begin(2);
+  kv_u("id", 1);
+  kv_s("chunks", "tape");
+  ck_assert_int_eq(kvs__decode_rep(sb.data, sb.size, &rp, msg), -EINVAL);
+  msgpack_sbuffer_destroy(&sb);
+  mp_begin(3);
+  kv_u("id", 1);
+  kv_s("chunks", "device");
+  ks("gpu");
+  msgpack_pack_bin_with_body(&pk, "0123456789", 10);
+  ck_assert_int_eq(kvs__decode_rep(sb.data, sb.size, &rp, msg), -EBADMSG);
+  msgpack_sbuffer_destroy(&sb);
+  mp_begin(2);
+  kv_u("id", 1);
+  kv_s("chunks", "device");
+  ck_assert_int_eq(kvs__decode_rep(sb.data, sb.size, &rp, msg), -EPROTO);
+  msgpack_sbuffer_destroy(&sb);
+  /* too many fds for one reply */
+  mp_begin(2);
+  kv_u("id", 1);
+  kv_u("fds", KVS_TABLE_MAX_FDS + 1);
+  ck_assert_int_eq(kvs__decode_rep(sb.data, sb.size, &rp, msg), -E2BIG);
+  msgpack_sbuffer_destroy(&sb);
 }
 END_TEST
 
@@ -1089,6 +1139,7 @@ static Suite *suite(void)
   tcase_add_test(t, rt_bare_ops);
   tcase_add_test(t, rt_rep_hello);
   tcase_add_test(t, rt_rep_results);
+  tcase_add_test(t, rt_rep_table);
   tcase_add_test(t, rt_rep_stats);
   tcase_add_test(t, rt_rep_items);
   tcase_add_test(t, dec_rep_items_errors);

@@ -121,6 +121,43 @@ END_TEST
 
 /* Classes are counted: an id comes back only when its last holder lets go,
  * and then serves another size, so sizes that come and go never run out. */
+/* A backend that asks for VMM chunks on a GPU that cannot give them (no
+ * driver here, or no such GPU): the pool falls back to the backend's one
+ * allocation and is not exportable, as before GPU tables. */
+static int fb_allocs;
+static int fb_alloc(kvs__backend *b, size_t bytes, void **base)
+{
+  fb_allocs++;
+  return kvs__backend_host.pool_alloc(b, bytes, base);
+}
+static void fb_free(kvs__backend *b, void *base) { kvs__backend_host.pool_free(b, base); }
+
+START_TEST(vmm_fallback)
+{
+  kvs__backend be = kvs__backend_host;
+  be.name = "fallback";
+  be.pool_alloc = fb_alloc;
+  be.pool_free = fb_free;
+  be.chunk_gpu = 1 + 63; /* GPU 63: absent everywhere this runs */
+  kvs__pool *p;
+  fb_allocs = 0;
+  ck_assert_int_eq(kvs__pool_init(&p, &be, 64u << 20, 2u << 20), 0);
+  ck_assert_int_eq(fb_allocs, 1);
+  ck_assert_int_eq(kvs__pool_exportable(p), 0);
+  ck_assert_int_eq(kvs__pool_gpu(p), -1);
+  int cls = kvs__pool_class(p, 1000);
+  void *slot;
+  kvs__pool_loc loc;
+  ck_assert_int_ge(cls, 0);
+  ck_assert_int_eq(kvs__pool_alloc(p, cls, &slot), 0);
+  ck_assert_int_eq(kvs__pool_locate(p, slot, &loc), -ENOTSUP);
+  ck_assert_int_eq(kvs__pool_chunk_export(p, 0, NULL), -EINVAL);
+  kvs__pool_free(p, slot);
+  kvs__pool_class_put(p, cls);
+  kvs__pool_close(p);
+}
+END_TEST
+
 START_TEST(class_refs)
 {
   kvs__pool *p = mk(4);
@@ -165,6 +202,7 @@ int main(void)
   tcase_add_test(tc, span);
   tcase_add_test(tc, bad_init);
   tcase_add_test(tc, class_refs);
+  tcase_add_test(tc, vmm_fallback);
   suite_add_tcase(s, tc);
   SRunner *r = srunner_create(s);
   srunner_run_all(r, CK_NORMAL);
