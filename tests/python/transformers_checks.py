@@ -138,19 +138,21 @@ def _median(xs):
 
 def check_prefix_reuse_cuts_ttft_on_a_bigger_model(sock, model=None):
     """Process A prefills and stores prompts of PROMPT tokens on a random-
-    weight LLaMA (ttft_big.py: 24 layers, hidden 2048, 32/8 heads, fp16);
+    weight LLaMA (ttft_big.py: by default an 8B shape, 32 layers, hidden
+    4096, 32/8 heads, fp16);
     process B binds the first 95 % (whole blocks) of prompts sharing them
     and prefills the rest. Fails only if the median TTFT with the reused
     prefix is not below the one without it."""
     if DEV != "cuda":
-        raise Skip("needs a GPU (a random-weight 24-layer LLaMA in fp16)")
+        raise Skip("needs a GPU (a random-weight 8B-shaped LLaMA in fp16)")
     helper = os.path.join(TOP, "tests", "python", "ttft_big.py")
     env = dict(os.environ, KVSINK_SOCKET=sock)
     mid = fresh_id()
     args = [os.environ.get("KVSINK_TTFT_RUNS", "5"), os.environ.get("KVSINK_TTFT_PROMPT", "4096")]
     n = int(args[1])
     shared = n * 95 // 100
-    args += [str(shared), os.environ.get("KVSINK_TTFT_LAYERS", "24")]
+    args += [str(shared), os.environ.get("KVSINK_TTFT_LAYERS", "32"),
+             os.environ.get("KVSINK_TTFT_HIDDEN", "4096")]
     res = {}
     for role in ("store", "reuse"):  # one OS process each, one after the other
         p = subprocess.run([sys.executable, helper, role, mid] + args, env=env,
@@ -166,9 +168,9 @@ def check_prefix_reuse_cuts_ttft_on_a_bigger_model(sock, model=None):
     mb = _median([r["ttft_ms"] for r in b["runs"][1:]])
     mp = _median([r["plain_ms"] for r in a["runs"][1:] + b["runs"][1:]])
     lines = [
-        "bigger model: random-weight LlamaForCausalLM (%d layers, hidden 2048, 32 query / 8 KV "
+        "bigger model: random-weight LlamaForCausalLM (%d layers, hidden %d, 32 query / 8 KV "
         "heads, head_dim 128, fp16) on %s; random weights: timing only, tokens meaningless"
-        % (a["layers"], a["gpu"]),
+        % (a["layers"], a["hidden"], a["gpu"]),
         "  prompt %d tokens, shared %d, prefix bound %d (whole blocks); median of %d runs "
         "after a warm-up, each process separate" % (n, shared, want, len(a["runs"]) - 1),
         "  TTFT without prefix (process A: prefill %d tokens + store): %.2f ms" % (n, ma),

@@ -3,9 +3,12 @@
 prefill costs something (transformers_checks.py runs two of them):
 a LlamaForCausalLM built here from a LlamaConfig with random weights
 (seeded: both processes build the same model; nothing is downloaded),
-fp16 on the GPU, GQA (32 query heads, 8 KV heads, head_dim 128).
+fp16 on the GPU, GQA (32 query heads, 8 KV heads, head_dim 128); by
+default the shape of an 8B LLaMA (32 layers, hidden 4096, MLP 14336):
+on a smaller one the 24 per-layer puts and Python's per-layer overhead
+cost about what a 4k-token prefill does, and the reuse cannot show.
 
-Usage: ttft_big.py store|reuse MODEL_ID [RUNS [PROMPT [SHARED [LAYERS]]]]
+Usage: ttft_big.py store|reuse MODEL_ID [RUNS [PROMPT [SHARED [LAYERS [HIDDEN]]]]]
   store: prompts new to kvsinkd; each is prefilled whole and stored
   reuse: each prompt shares its first SHARED tokens with store's prompt of
          the same run and has another tail; the cached prefix (whole
@@ -30,8 +33,9 @@ from kvsink.transformers import KVSinkCache  # noqa: E402
 VOCAB = 32000
 
 
-def build_model(layers):
-    cfg = LlamaConfig(vocab_size=VOCAB, hidden_size=2048, intermediate_size=5632,
+def build_model(layers, hidden=4096):
+    cfg = LlamaConfig(vocab_size=VOCAB, hidden_size=hidden,
+                      intermediate_size=256 * round(hidden * 3.5 / 256),
                       num_hidden_layers=layers, num_attention_heads=32, num_key_value_heads=8,
                       head_dim=128, max_position_embeddings=8192, tie_word_embeddings=False)
     torch.manual_seed(0)
@@ -67,10 +71,11 @@ def main():
     runs = int(sys.argv[3]) if len(sys.argv) > 3 else 5
     n = int(sys.argv[4]) if len(sys.argv) > 4 else 4096
     shared = int(sys.argv[5]) if len(sys.argv) > 5 else n * 95 // 100
-    layers = int(sys.argv[6]) if len(sys.argv) > 6 else 24
+    layers = int(sys.argv[6]) if len(sys.argv) > 6 else 32
+    hidden = int(sys.argv[7]) if len(sys.argv) > 7 else 4096
     if role not in ("store", "reuse"):
         raise SystemExit("role: store or reuse")
-    model = build_model(layers)
+    model = build_model(layers, hidden)
     gen = dict(max_new_tokens=1, do_sample=False, pad_token_id=0)
     km = kvsink.Model(model_id, layers, 8, 128, "float16")
     # one connection per process, as a server keeps it; its device segment
@@ -96,7 +101,7 @@ def main():
         state["cache"].close()
         out.append(dict(run=run, prefix=state["prefix"], ttft_ms=ttft_ms, plain_ms=plain_ms))
     st = client.stats()
-    print(json.dumps(dict(role=role, prompt=n, shared=shared, layers=layers, runs=out,
+    print(json.dumps(dict(role=role, prompt=n, shared=shared, layers=layers, hidden=hidden, runs=out,
                           connect_ms=t_conn, seg_device=client.info["seg_device"],
                           dev_seg_size=client.info["dev_seg_size"], group=client.info["group"],
                           device_puts=st["device_puts"], device_gets=st["device_gets"],
