@@ -395,10 +395,21 @@ static int mode_isolation(const char *sock)
   if ((r = kvs_attend_device(a, &ta, 1, 1, dq, KVS_DTYPE_F32, QH, dout, NULL, NULL)) < 0)
     DIE("attend a after: %s", kvs_strerror(r));
   CK(cudaMemcpy(out1, dout, sizeof out1, cudaMemcpyDeviceToHost));
-  if (memcmp(out0, out1, sizeof out0) == 0)
-    PASS("attention through A's stale table is bit-identical after the pool was refilled by B");
+  /* not bit for bit: the kernel adds value-outlier corrections into shared
+   * memory with atomics (1 % outliers here), so the order of those float
+   * sums, and the last bits, vary from run to run. Rounding-sized
+   * differences are allowed (1e-4 of the largest |out|); B's data in A's
+   * blocks would move outputs by the order of max|out| itself. */
+  double omax = 0, odiff = 0;
+  for (uint32_t e = 0; e < QH * D; e++) {
+    omax = fmax(omax, fabs((double)out0[e]));
+    odiff = fmax(odiff, fabs((double)out0[e] - (double)out1[e]));
+  }
+  if (odiff <= 1e-4 * omax && omax > 0)
+    PASS("attention through A's stale table is unchanged after the pool was refilled by B (largest "
+         "difference %.3g of max|out| %.3g: float rounding)", odiff / omax, omax);
   else
-    FAILED("attention through A's stale table changed");
+    FAILED("attention through A's stale table changed: largest difference %.3g, max|out| %.3g", odiff, omax);
   kvs_table_free(ta);
   cudaFree(dq);
   cudaFree(dout);
