@@ -175,21 +175,25 @@ for p in 1 2 4; do
 done
 stats "$sock" GPU
 stop
-# A/B on this GPU: the 1-process rows again with device puts staged and
-# scanned-by-the-kernel in one launch at the end (KVSINK_DEV_INPLACE=0,
-# KVSINK_PUT_QUEUE=0: HACKING.md Decision 36), to show what the in-place
-# put and the queued launches give
-export KVSINK_DEV_INPLACE=0 KVSINK_PUT_QUEUE=0
-start
-echo "A/B: in-place puts and queued launches off:"
-for bits in 16 4; do
-  if timeout 200 "$T" "$sock" bench 1 "$bits" > "$tmp/ab.out"; then
-    grep "^device" "$tmp/ab.out" | sed 's/^/  off: /'
-  else
-    cat "$tmp/ab.out"; failed "A/B bench $bits bits"
-  fi
+# A/B on this GPU: the 1-process rows again on a fresh daemon (an empty
+# pool: no evictions) for each setting of KVSINK_DEV_INPLACE (0: device
+# puts staged, the kernel checking the copy) and KVSINK_PUT_QUEUE (0: one
+# launch at the end) (HACKING.md Decision 36), to show what the in-place
+# put and the queued launches each give
+for ab in "1 1" "0 1" "1 0" "0 0"; do
+  set -- $ab
+  export KVSINK_DEV_INPLACE=$1 KVSINK_PUT_QUEUE=$2
+  start
+  echo "A/B: KVSINK_DEV_INPLACE=$1 KVSINK_PUT_QUEUE=$2 (fresh daemon):"
+  for bits in 16 4; do
+    if timeout 200 "$T" "$sock" bench 1 "$bits" > "$tmp/ab.out"; then
+      grep "^device" "$tmp/ab.out" | sed "s/^/  $1$2: /"
+    else
+      cat "$tmp/ab.out"; failed "A/B bench $bits bits"
+    fi
+  done
+  stop
 done
-stop
 unset KVSINK_DEV_INPLACE KVSINK_PUT_QUEUE
 # the store's own host time per bulk put/get on this machine's CPU (no
 # GPU work: a backend whose kernels do nothing), pool filling and full
