@@ -676,16 +676,17 @@ static __device__ __forceinline__ uint32_t nanmask(uint32_t sb, int k)
 /* The exact pick (more than 32 outliers or too many candidates): bisection
  * for the n-th largest key, then channel-order compaction; selection set
  * as fq_outliers. Not inlined: its registers would spill on the common
- * path; it reads the row (global or shared, 16-byte aligned) again. */
-static __device__ __noinline__ uint32_t fq_exact(const uint16_t *row, uint32_t nj, uint32_t n,
+ * path. It takes the lane's octets from dl, the caller's copy in local
+ * memory, not from the row in global memory: a V row read twice from a
+ * device segment could change in between (Decision 36). */
+static __device__ __noinline__ uint32_t fq_exact(const uint4 *dl, uint32_t nj, uint32_t n,
                                                  uint32_t *ent, uint32_t lane)
 {
   const uint32_t full = 0xffffffffu;
   constexpr int NW = KVS_FQ_NJ * 4;
   uint4 d[KVS_FQ_NJ];
 #pragma unroll
-  for (int j = 0; j < KVS_FQ_NJ; j++)
-    d[j] = j < (int)nj ? ((const uint4 *)row)[32u * j + lane] : make_uint4(0, 0, 0, 0);
+  for (int j = 0; j < KVS_FQ_NJ; j++) d[j] = j < (int)nj ? dl[j] : make_uint4(0, 0, 0, 0);
 #define WA(k) ((k) / 4 < (int)nj ? qword(d[(k) / 4], (k) % 4) & 0x7fff7fffu : 0u)
   uint32_t T = 0;
   for (int bit = 30; bit >= 0; bit--) {
@@ -730,14 +731,13 @@ static __device__ __noinline__ uint32_t fq_exact(const uint16_t *row, uint32_t n
 #undef WA
 }
 
-/* Outliers of one row held by a warp (d[j] = octet lane + 32j; row: the
- * same row in memory for the exact pick). Writes the n entries sorted by
- * channel to ent, sets bad on a NaN/Inf in the row and returns this lane's
- * selection set (layout above). 1 <= n <= C. */
+/* Outliers of one row held by a warp (d[j] = octet lane + 32j). Writes
+ * the n entries sorted by channel to ent, sets bad on a NaN/Inf in the row
+ * and returns this lane's selection set (layout above). 1 <= n <= C. */
 template <bool BF>
-static __device__ __forceinline__ uint32_t fq_outliers(const uint4 (&d)[KVS_FQ_NJ], const uint16_t *row,
-                                                       uint32_t nj, uint32_t n, uint32_t *ent,
-                                                       fq_warp *ws, uint32_t lane, bool &bad)
+static __device__ __forceinline__ uint32_t fq_outliers(const uint4 (&d)[KVS_FQ_NJ], uint32_t nj,
+                                                       uint32_t n, uint32_t *ent, fq_warp *ws,
+                                                       uint32_t lane, bool &bad)
 {
   const uint32_t full = 0xffffffffu;
   constexpr int NW = KVS_FQ_NJ * 4;
@@ -828,7 +828,10 @@ static __device__ __forceinline__ uint32_t fq_outliers(const uint4 (&d)[KVS_FQ_N
       return sb;
     }
   }
-  return fq_exact(row, nj, n, ent, lane);
+  uint4 dl[KVS_FQ_NJ];
+#pragma unroll
+  for (int j = 0; j < KVS_FQ_NJ; j++) dl[j] = d[j];
+  return fq_exact(dl, nj, n, ent, lane);
 #undef WA
 }
 
@@ -1154,8 +1157,7 @@ kvs_fquant_kernel(kvs_cu_args a, const kvs__cuda_qjob *jobs, int *st)
       }
       if (vpick) {
         const uint32_t sb =
-            fq_outliers<BF>(d, J.v + (size_t)r * C, nj, nvo, (uint32_t *)(blk + a.vout) + (size_t)r * nvo, ws,
-                             lane, bad);
+            fq_outliers<BF>(d, nj, nvo, (uint32_t *)(blk + a.vout) + (size_t)r * nvo, ws, lane, bad);
         switch (vb) {
           case 2: fq_vrow_out<BF, 2>(a, blk, r, d, nj, sb, lane, erange); break;
           case 3: fq_vrow_out<BF, 3>(a, blk, r, d, nj, sb, lane, erange); break;
@@ -1195,7 +1197,7 @@ kvs_fquant_kernel(kvs_cu_args a, const kvs__cuda_qjob *jobs, int *st)
       for (int j = 0; j < KVS_FQ_NJ; j++)
         d[j] = j < (int)nj ? tile[(size_t)r * O + 32u * j + lane] : make_uint4(0, 0, 0, 0);
       /* NaN at the outliers in the tile: the ranges skip them */
-      const uint32_t sb = fq_outliers<BF>(d, (const uint16_t *)(tile + (size_t)r * O), nj, nko, ent, ws, lane, bad);
+      const uint32_t sb = fq_outliers<BF>(d, nj, nko, ent, ws, lane, bad);
       if (sb) {
 #pragma unroll
         for (int j = 0; j < KVS_FQ_NJ; j++)
@@ -1472,9 +1474,10 @@ static fq_kern_t fq_pick(bool bf, bool big, bool out)
 
 /* The fast kernel reads once: K goes to shared memory with cp.async and
  * V rows into registers, one load per element, and everything (the NaN /
- * Inf check included) works from that copy. quant_general reads its input
- * several times (ranges, outliers, codes), so it is not eligible; the fast
- * kernel falls back to it for misaligned jobs, which the caller rules out. */
+ * Inf check and the exact outlier pick included) works from that copy.
+ * quant_general reads its input several times (ranges, outliers, codes),
+ * so it is not eligible; the fast kernel falls back to it for misaligned
+ * jobs, which the caller rules out. */
 extern "C" int kvs__cuda_quant_reads_once(const kvs__qparams *p)
 {
   kvs__qlayout l;
