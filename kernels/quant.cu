@@ -475,153 +475,6 @@ static __device__ __forceinline__ void fq_range(float mn, float mx, float levels
 /* left-biased minimum: the right side wins only when strictly smaller */
 static __device__ __forceinline__ float lmin(float left, float right) { return right < left ? right : left; }
 
-/* Outliers of one row held by a warp (d[j] = octet lane + 32j). Writes the
- * n entries sorted by channel to ent and returns this lane's exclusion
- * bits (bit 8j + i = channel 256j + 8 lane + i). 1 <= n <= C. */
-static __device__ __forceinline__ uint32_t fq_outliers(const uint4 (&d)[KVS_FQ_NJ], uint32_t nj,
-                                                       uint32_t n, uint32_t *ent, fq_warp *ws,
-                                                       uint32_t lane)
-{
-  const uint32_t full = 0xffffffffu;
-  constexpr int NW = KVS_FQ_NJ * 4;  /* words per lane; word k = channels 256(k/4) + 8 lane + 2(k%4) + {0,1} */
-  /* magnitudes of word k, recomputed where needed (registers are short) */
-#define WA(k) ((k) / 4 < (int)nj ? qword(d[(k) / 4], (k) % 4) & 0x7fff7fffu : 0u)
-  uint32_t M = 0;
-#pragma unroll
-  for (int k = 0; k < NW; k++) M = __vmaxu2(M, WA(k));
-  M = max(M & 0xffffu, M >> 16);
-  ws->lm[lane] = 0;
-  if (n <= 32u) {
-    /* Lm = the n-th largest lane maximum: at least n elements reach it */
-    uint32_t cur = M, rem = n, Lm = 0;
-    for (;;) {
-      uint32_t mx = __reduce_max_sync(full, cur);
-      uint32_t k = __popc(__ballot_sync(full, cur == mx));
-      if (k >= rem) { Lm = mx; break; }
-      rem -= k;
-      if (cur == mx) cur = 0;
-    }
-    /* candidates (magnitude >= Lm): bit 15 / 31 of (mag + 0x8000 - Lm) per
-     * half; this lane's as a bit set, bit 2k + h = half h of word k */
-    const uint32_t add = (0x8000u - Lm) * 0x10001u;
-    uint32_t cb = 0;
-#pragma unroll
-    for (int k = 0; k < NW; k++) {
-      const uint32_t t = (WA(k) + add) & 0x80008000u;
-      cb |= (((t >> 15) & 1u) | (t >> 30)) << (2 * k);
-    }
-    const uint32_t cnt = __popc(cb);
-    uint32_t incl = cnt;
-#pragma unroll
-    for (int o = 1; o < 32; o <<= 1) {
-      uint32_t y = __shfl_up_sync(full, incl, o);
-      if (lane >= (uint32_t)o) incl += y;
-    }
-    const uint32_t m = __shfl_sync(full, incl, 31);
-    if (m <= KVS_FQ_CAP) {
-      uint32_t pos = incl - cnt;
-      while (cb) {
-        const uint32_t i = __ffs(cb) - 1u, kk = i >> 1, h = i & 1u;
-        cb &= cb - 1u;
-        /* word kk by a select tree (an indexed pick puts d in local memory) */
-        const bool b0 = kk & 1u, b1 = kk & 2u, b2 = kk & 4u, b3 = kk & 8u;
-        uint32_t sj[KVS_FQ_NJ];
-#pragma unroll
-        for (int j = 0; j < KVS_FQ_NJ; j++) {
-          const uint32_t lo = b0 ? d[j].y : d[j].x, hi = b0 ? d[j].w : d[j].z;
-          sj[j] = b1 ? hi : lo;
-        }
-        static_assert(KVS_FQ_NJ == 4, "select tree assumes 4 octets per lane");
-        const uint32_t wsel = b3 ? (b2 ? sj[3] : sj[2]) : (b2 ? sj[1] : sj[0]);
-        const uint32_t raw = (wsel >> (16u * h)) & 0xffffu;
-        const uint32_t c = 256u * (kk >> 2) + 8u * lane + 2u * (kk & 3u) + h;
-        ws->key[pos] = ((raw & 0x7fffu) << 16) | (0xffffu - c);
-        ws->ent[pos] = c | (raw << 16);
-        pos++;
-      }
-      if (lane < 4) ws->key[m + lane] = 0;  /* pad for 4-wide reads; never counts */
-      __syncwarp();
-      const uint4 *k4 = (const uint4 *)ws->key;
-      const uint32_t m4 = (m + 3u) / 4u;
-      /* each candidate i (lanes, then lanes + 32) finds its rank by key */
-      uint32_t T = 0;
-      for (uint32_t i0 = 0; i0 < m; i0 += 32) {
-        const uint32_t i = i0 + lane;
-        const uint32_t ki = i < m ? ws->key[i] : 0xffffffffu;
-        uint32_t r = 0;
-        for (uint32_t t = 0; t < m4; t++) {
-          uint4 q = k4[t];
-          r += (q.x > ki) + (q.y > ki) + (q.z > ki) + (q.w > ki);
-        }
-        uint32_t b = __ballot_sync(full, i < m && r == n - 1u);
-        if (b) T = __shfl_sync(full, ki, __ffs(b) - 1);
-      }
-      /* selected = key >= T; place by channel among the selected */
-      for (uint32_t i0 = 0; i0 < m; i0 += 32) {
-        const uint32_t i = i0 + lane;
-        const uint32_t ki = i < m ? ws->key[i] : 0u;
-        if (ki < T) continue;
-        const uint32_t ci = ki & 0xffffu;
-        uint32_t pos2 = 0;
-        for (uint32_t t = 0; t < m4; t++) {
-          uint4 q = k4[t];
-          pos2 += (q.x >= T && (q.x & 0xffffu) > ci) + (q.y >= T && (q.y & 0xffffu) > ci) +
-                  (q.z >= T && (q.z & 0xffffu) > ci) + (q.w >= T && (q.w & 0xffffu) > ci);
-        }
-        uint32_t e = ws->ent[i], c = e & 0xffffu, o = c >> 3;
-        ent[pos2] = e;
-        atomicOr(&ws->lm[o & 31u], 1u << ((o >> 5) * 8u + (c & 7u)));
-      }
-      __syncwarp();
-      uint32_t mk = ws->lm[lane];
-      __syncwarp();
-      return mk;
-    }
-  }
-  /* exact: bisection for the n-th largest key, then channel-order compaction */
-  uint32_t T = 0;
-  for (int bit = 30; bit >= 0; bit--) {
-    uint32_t t = T | (1u << bit), cnt = 0;
-#pragma unroll
-    for (int k = 0; k < NW; k++) {
-      if (k / 4 >= (int)nj) continue;
-      const uint32_t c0 = 256u * (k / 4) + 8u * lane + 2u * (k % 4);
-      const uint32_t wak = WA(k);
-      cnt += (((wak & 0xffffu) << 16) | (0xffffu - c0)) >= t;
-      cnt += ((wak & 0xffff0000u) | (0xffffu - c0 - 1u)) >= t;
-    }
-    if (__reduce_add_sync(full, cnt) >= n) T = t;
-  }
-  uint32_t mk = 0, base = 0;
-#pragma unroll
-  for (int j = 0; j < KVS_FQ_NJ; j++) {
-    if (j >= (int)nj) continue;
-    uint32_t bits = 0;
-#pragma unroll
-    for (int i = 0; i < 8; i++) {
-      uint32_t mag = (WA(4 * j + i / 2) >> (16 * (i & 1))) & 0x7fffu;
-      uint32_t c = 256u * j + 8u * lane + i;
-      bits |= (uint32_t)(((mag << 16) | (0xffffu - c)) >= T) << i;
-    }
-    uint32_t cnt = __popc(bits), incl = cnt;
-    for (int o = 1; o < 32; o <<= 1) {
-      uint32_t y = __shfl_up_sync(full, incl, o);
-      if (lane >= (uint32_t)o) incl += y;
-    }
-    uint32_t at = base + incl - cnt;
-#pragma unroll
-    for (int i = 0; i < 8; i++)
-      if ((bits >> i) & 1u) {
-        uint32_t raw = (qword(d[j], i >> 1) >> (16 * (i & 1))) & 0xffffu;
-        ent[at + __popc(bits & ((1u << i) - 1u))] = (256u * j + 8u * lane + i) | (raw << 16);
-      }
-    base += __shfl_sync(full, incl, 31);
-    mk |= bits << (8 * j);
-  }
-  return mk;
-#undef WA
-}
-
 /* Write a sink row part (C words) from 8-word pieces. */
 static __device__ __forceinline__ void sink_put(uint16_t *dst, uint32_t o, const uint4 &q)
 {
@@ -633,11 +486,11 @@ static __device__ __forceinline__ void sink_put(uint16_t *dst, uint32_t o, const
   }
 }
 
-/* V codes of one row: per = vg / 8 lanes per group. */
+/* V codes of one row without outliers: per = vg / 8 lanes per group. */
 template <bool BF, int B>
 static __device__ __forceinline__ void fq_vrow(const kvs_cu_args &a, uint8_t *blk, uint32_t r,
                                                const uint4 (&d)[KVS_FQ_NJ], uint32_t nj,
-                                               uint32_t mk, uint32_t lane, bool &erange)
+                                               uint32_t lane, bool &erange)
 {
   uint8_t *crow = blk + a.vcodes + (size_t)r * a.vstride;
   if (B == 16) {
@@ -658,7 +511,6 @@ static __device__ __forceinline__ void fq_vrow(const kvs_cu_args &a, uint8_t *bl
     float mn = __int_as_float(0x7f800000), mx = -__int_as_float(0x7f800000);
 #pragma unroll
     for (int i = 0; i < 8; i++) {
-      if ((mk >> (8 * j + i)) & 1u) continue;
       mn = x[i] < mn ? x[i] : mn;
       mx = fmaxf(mx, x[i]);
     }
@@ -697,17 +549,16 @@ static __device__ __forceinline__ void fq_vrow(const kvs_cu_args &a, uint8_t *bl
   }
 }
 
-/* K ranges and codes for the thread's octet o over its rows [r0, r0+rpp). */
-template <bool BF, bool OUT, int B>
+/* K ranges and codes without key outliers for the thread's octet o over
+ * its rows [r0, r0+rpp). */
+template <bool BF, int B>
 static __device__ __forceinline__ void fq_kcols(const kvs_cu_args &a, const kvs__cuda_qjob &J,
-                                                uint8_t *blk, const uint4 *tile,
-                                                const uint32_t *kmask, uint32_t o, uint32_t r0,
-                                                uint32_t rpp, uint32_t opw, uint32_t lane,
-                                                bool first, bool &bad, bool &erange)
+                                                uint8_t *blk, const uint4 *tile, uint32_t o,
+                                                uint32_t r0, uint32_t rpp, uint32_t opw,
+                                                uint32_t lane, bool first, bool &bad, bool &erange)
 {
   const uint32_t G = a.G, C = a.C, O = C / 8u;
   const uint64_t mask = J.sink_mask;
-  const bool kout = OUT && a.nko && B != 16;
   float mn[8], mx[8];
   uint32_t ex = 0;
 #pragma unroll
@@ -718,12 +569,10 @@ static __device__ __forceinline__ void fq_kcols(const kvs_cu_args &a, const kvs_
     uint4 q = tile[(size_t)r * O + o];
     ex = expmax8<BF>(ex, q);
     if (B == 16 || ((mask >> r) & 1u)) continue;
-    uint32_t om = kout ? (kmask[r * 32u + (o & 31u)] >> ((o >> 5) * 8u)) : 0u;
     float x[8];
     unpack8<BF>(q, x);
 #pragma unroll
     for (int i = 0; i < 8; i++) {
-      if (kout && ((om >> i) & 1u)) continue;
       mn[i] = x[i] < mn[i] ? x[i] : mn[i];
       mx[i] = fmaxf(mx[i], x[i]);
     }
@@ -783,8 +632,9 @@ static __device__ __forceinline__ void fq_kcols(const kvs_cu_args &a, const kvs_
   }
 }
 
-/* ---- Outlier path, variants 1 to 3 (KVS_FQ_VARIANT; 0 is the path above)
- * The same bytes with fewer instructions per element:
+/* ---- Outlier path (the kernels with OUT). Fewer instructions per element
+ * than masking each element (the path it replaced; H200, 1 % outliers:
+ * 50-53 % of a D2D copy instead of 45-48 %):
  * - selection bits in a per-lane layout that costs one shift and one
  *   logic op per word: bit k = half 0 of word k, bit 16 + k = half 1
  *   (word k = channels 256(k/4) + 8 lane + 2(k%4) + {0,1});
@@ -823,21 +673,20 @@ static __device__ __forceinline__ uint32_t nanmask(uint32_t sb, int k)
   return ((sb >> k) & 0x10001u) * 0x7fffu;
 }
 
-/* fq_outliers with the selection set in the per-lane layout above and the
- * row's NaN/Inf flag; entries and their order as fq_outliers. */
 /* The exact pick (more than 32 outliers or too many candidates): bisection
  * for the n-th largest key, then channel-order compaction; selection set
- * as fq_outliers2. Not inlined: its registers would spill on the common
- * path; it reads the row (global or shared, 16-byte aligned) again. */
-static __device__ __noinline__ uint32_t fq_exact2(const uint16_t *row, uint32_t nj, uint32_t n,
-                                                  uint32_t *ent, uint32_t lane)
+ * as fq_outliers. Not inlined: its registers would spill on the common
+ * path. It takes the lane's octets from dl, the caller's copy in local
+ * memory, not from the row in global memory: a V row read twice from a
+ * device segment could change in between (Decision 36). */
+static __device__ __noinline__ uint32_t fq_exact(const uint4 *dl, uint32_t nj, uint32_t n,
+                                                 uint32_t *ent, uint32_t lane)
 {
   const uint32_t full = 0xffffffffu;
   constexpr int NW = KVS_FQ_NJ * 4;
   uint4 d[KVS_FQ_NJ];
 #pragma unroll
-  for (int j = 0; j < KVS_FQ_NJ; j++)
-    d[j] = j < (int)nj ? ((const uint4 *)row)[32u * j + lane] : make_uint4(0, 0, 0, 0);
+  for (int j = 0; j < KVS_FQ_NJ; j++) d[j] = j < (int)nj ? dl[j] : make_uint4(0, 0, 0, 0);
 #define WA(k) ((k) / 4 < (int)nj ? qword(d[(k) / 4], (k) % 4) & 0x7fff7fffu : 0u)
   uint32_t T = 0;
   for (int bit = 30; bit >= 0; bit--) {
@@ -882,10 +731,13 @@ static __device__ __noinline__ uint32_t fq_exact2(const uint16_t *row, uint32_t 
 #undef WA
 }
 
+/* Outliers of one row held by a warp (d[j] = octet lane + 32j). Writes
+ * the n entries sorted by channel to ent, sets bad on a NaN/Inf in the row
+ * and returns this lane's selection set (layout above). 1 <= n <= C. */
 template <bool BF>
-static __device__ __forceinline__ uint32_t fq_outliers2(const uint4 (&d)[KVS_FQ_NJ], const uint16_t *row,
-                                                        uint32_t nj, uint32_t n, uint32_t *ent,
-                                                        fq_warp *ws, uint32_t lane, bool &bad)
+static __device__ __forceinline__ uint32_t fq_outliers(const uint4 (&d)[KVS_FQ_NJ], uint32_t nj,
+                                                       uint32_t n, uint32_t *ent, fq_warp *ws,
+                                                       uint32_t lane, bool &bad)
 {
   const uint32_t full = 0xffffffffu;
   constexpr int NW = KVS_FQ_NJ * 4;
@@ -897,6 +749,7 @@ static __device__ __forceinline__ uint32_t fq_outliers2(const uint4 (&d)[KVS_FQ_
   bad |= M >= (BF ? 0x7f80u : 0x7c00u);
   ws->lm[lane] = 0;
   if (n <= 32u) {
+    /* Lm = the n-th largest lane maximum: at least n elements reach it */
     uint32_t cur = M, rem = n, Lm = 0;
     for (;;) {
       uint32_t mx = __reduce_max_sync(full, cur);
@@ -905,6 +758,8 @@ static __device__ __forceinline__ uint32_t fq_outliers2(const uint4 (&d)[KVS_FQ_
       rem -= k;
       if (cur == mx) cur = 0;
     }
+    /* candidates (magnitude >= Lm): bit 15 / 31 of (mag + 0x8000 - Lm) per
+     * half, moved to bit k / 16 + k */
     const uint32_t add = (0x8000u - Lm) * 0x10001u;
     uint32_t cb = 0;
 #pragma unroll
@@ -973,15 +828,18 @@ static __device__ __forceinline__ uint32_t fq_outliers2(const uint4 (&d)[KVS_FQ_
       return sb;
     }
   }
-  return fq_exact2(row, nj, n, ent, lane);
+  uint4 dl[KVS_FQ_NJ];
+#pragma unroll
+  for (int j = 0; j < KVS_FQ_NJ; j++) dl[j] = d[j];
+  return fq_exact(dl, nj, n, ent, lane);
 #undef WA
 }
 
 /* fq_vrow with packed ranges over the NaN-masked words (sb: selection set). */
 template <bool BF, int B>
-static __device__ __forceinline__ void fq_vrow2(const kvs_cu_args &a, uint8_t *blk, uint32_t r,
-                                                const uint4 (&d)[KVS_FQ_NJ], uint32_t nj,
-                                                uint32_t sb, uint32_t lane, bool &erange)
+static __device__ __forceinline__ void fq_vrow_out(const kvs_cu_args &a, uint8_t *blk, uint32_t r,
+                                                   const uint4 (&d)[KVS_FQ_NJ], uint32_t nj,
+                                                   uint32_t sb, uint32_t lane, bool &erange)
 {
   uint8_t *crow = blk + a.vcodes + (size_t)r * a.vstride;
   const uint32_t per = a.vg >> 3, ng = a.C / a.vg;
@@ -1085,11 +943,11 @@ static __device__ __forceinline__ void fq_vrow2(const kvs_cu_args &a, uint8_t *b
  * whose outliers hold a NaN: packed min/max, parts combined, zero minima
  * signed by an exact scan; scale/min written by the first part. */
 template <bool BF, int B>
-static __device__ __forceinline__ void fq_krange2(const kvs_cu_args &a, uint64_t mask, uint8_t *blk,
-                                                  const uint4 *tile, uint32_t o, uint32_t r0,
-                                                  uint32_t rpp, uint32_t opw, uint32_t lane,
-                                                  bool first, bool &bad, bool &erange,
-                                                  float (&minf)[8], float (&inv)[8])
+static __device__ __forceinline__ void fq_krange_out(const kvs_cu_args &a, uint64_t mask, uint8_t *blk,
+                                                     const uint4 *tile, uint32_t o, uint32_t r0,
+                                                     uint32_t rpp, uint32_t opw, uint32_t lane,
+                                                     bool first, bool &bad, bool &erange,
+                                                     float (&minf)[8], float (&inv)[8])
 {
   const uint32_t G = a.G, O = a.C / 8u;
   uint32_t mn2[4], mx2[4], ex = 0;
@@ -1150,10 +1008,10 @@ static __device__ __forceinline__ void fq_krange2(const kvs_cu_args &a, uint64_t
 
 /* Key codes (and the K half of sink rows) from the restored tile. */
 template <bool BF, int B>
-static __device__ __forceinline__ void fq_kcodes2(const kvs_cu_args &a, const kvs__cuda_qjob &J,
-                                                  uint8_t *blk, const uint4 *tile, uint32_t o,
-                                                  uint32_t r0, uint32_t rpp,
-                                                  const float (&minf)[8], const float (&inv)[8])
+static __device__ __forceinline__ void fq_kcodes_out(const kvs_cu_args &a, const kvs__cuda_qjob &J,
+                                                     uint8_t *blk, const uint4 *tile, uint32_t o,
+                                                     uint32_t r0, uint32_t rpp,
+                                                     const float (&minf)[8], const float (&inv)[8])
 {
   const uint32_t G = a.G, O = a.C / 8u;
   const uint64_t mask = J.sink_mask;
@@ -1182,19 +1040,14 @@ static __device__ __forceinline__ void fq_kcodes2(const kvs_cu_args &a, const kv
 #ifndef KVS_FQ_OUT_MINB
 #define KVS_FQ_OUT_MINB 3
 #endif
-#ifndef KVS_FQ_VARIANT_DEFAULT
-#define KVS_FQ_VARIANT_DEFAULT 0
-#endif
 #ifndef KVS_FQ_NJT
 #define KVS_FQ_NJT 1   /* C = 1024 gets its own instance (octets per lane a constant) */
 #endif
-/* VAR: the outlier path's variant: 0 the original; 1 the one above
- * (3 blocks per multiprocessor, 80 registers: spills around the exact
- * pick's call); 2 as 1 with the registers of 2 blocks per multiprocessor
- * and the next V row prefetched; 3 as 1 with 2 blocks and no prefetch.
- * Without outliers only 0 is built. */
-template <bool BF, bool OUT, int NJT, int VAR>
-static __global__ void __launch_bounds__(KVS_CU_THREADS, OUT ? (VAR >= 2 ? 2 : KVS_FQ_OUT_MINB) : 3)
+/* OUT: the outlier path above (3 blocks per multiprocessor, 80 registers:
+ * spills around the exact pick's call; the registers of 2 blocks, with or
+ * without the next V row prefetched, measured no faster on an H200). */
+template <bool BF, bool OUT, int NJT>
+static __global__ void __launch_bounds__(KVS_CU_THREADS, OUT ? KVS_FQ_OUT_MINB : 3)
 kvs_fquant_kernel(kvs_cu_args a, const kvs__cuda_qjob *jobs, int *st)
 {
   extern __shared__ __align__(16) uint32_t fsm[];
@@ -1209,8 +1062,10 @@ kvs_fquant_kernel(kvs_cu_args a, const kvs__cuda_qjob *jobs, int *st)
   const uint32_t nko = a.kb == 16 ? 0 : a.nko, nvo = a.vb == 16 ? 0 : a.nvo;
   uint8_t *blk = (uint8_t *)J.block;
   uint4 *tile = (uint4 *)fsm;
-  uint32_t *kmask = (uint32_t *)(tile + (size_t)G * O);           /* [G][32] when OUT */
-  fq_warp *wsa = (fq_warp *)(kmask + (OUT ? G * 32u : 0u));
+  /* after the tile, when OUT: [G][32] words no longer used (the key
+   * outlier mask of the masked path; kept, the layout is the one measured),
+   * then a fq_warp per warp */
+  fq_warp *wsa = (fq_warp *)((uint32_t *)(tile + (size_t)G * O) + (OUT ? G * 32u : 0u));
   fq_warp *ws = wsa + warp;
   bool bad = false, erange = false;
 
@@ -1254,9 +1109,9 @@ kvs_fquant_kernel(kvs_cu_args a, const kvs__cuda_qjob *jobs, int *st)
     const uint32_t vb = a.vb, ng = C / a.vg;
     /* without outliers the warp's next row is loaded while this one is
      * coded; with them there is no register room for it (measured slower) */
-    constexpr bool PF = !OUT || VAR == 2;
-    /* variants 1, 2: the pick finds a non-sink row's NaN/Inf */
-    const bool vpick = OUT && VAR >= 1 && nvo;
+    constexpr bool PF = !OUT;
+    /* with outliers the pick finds a non-sink row's NaN/Inf */
+    const bool vpick = OUT && nvo;
     uint4 dn[KVS_FQ_NJ];
     if constexpr (PF) {
 #pragma unroll
@@ -1302,25 +1157,22 @@ kvs_fquant_kernel(kvs_cu_args a, const kvs__cuda_qjob *jobs, int *st)
       }
       if (vpick) {
         const uint32_t sb =
-            fq_outliers2<BF>(d, J.v + (size_t)r * C, nj, nvo, (uint32_t *)(blk + a.vout) + (size_t)r * nvo, ws,
-                             lane, bad);
+            fq_outliers<BF>(d, nj, nvo, (uint32_t *)(blk + a.vout) + (size_t)r * nvo, ws, lane, bad);
         switch (vb) {
-          case 2: fq_vrow2<BF, 2>(a, blk, r, d, nj, sb, lane, erange); break;
-          case 3: fq_vrow2<BF, 3>(a, blk, r, d, nj, sb, lane, erange); break;
-          case 4: fq_vrow2<BF, 4>(a, blk, r, d, nj, sb, lane, erange); break;
-          default: fq_vrow2<BF, 8>(a, blk, r, d, nj, sb, lane, erange); break;  /* nvo: not 16 */
+          case 2: fq_vrow_out<BF, 2>(a, blk, r, d, nj, sb, lane, erange); break;
+          case 3: fq_vrow_out<BF, 3>(a, blk, r, d, nj, sb, lane, erange); break;
+          case 4: fq_vrow_out<BF, 4>(a, blk, r, d, nj, sb, lane, erange); break;
+          default: fq_vrow_out<BF, 8>(a, blk, r, d, nj, sb, lane, erange); break;  /* nvo: not 16 */
         }
         continue;
       }
-      uint32_t mk = 0;
-      if (OUT && VAR == 0 && nvo) mk = fq_outliers(d, nj, nvo, (uint32_t *)(blk + a.vout) + (size_t)r * nvo, ws, lane);
       switch (vb) {
-        case 2: fq_vrow<BF, 2>(a, blk, r, d, nj, mk, lane, erange); break;
-        case 3: fq_vrow<BF, 3>(a, blk, r, d, nj, mk, lane, erange); break;
-        case 4: fq_vrow<BF, 4>(a, blk, r, d, nj, mk, lane, erange); break;
-        case 8: fq_vrow<BF, 8>(a, blk, r, d, nj, mk, lane, erange); break;
+        case 2: fq_vrow<BF, 2>(a, blk, r, d, nj, lane, erange); break;
+        case 3: fq_vrow<BF, 3>(a, blk, r, d, nj, lane, erange); break;
+        case 4: fq_vrow<BF, 4>(a, blk, r, d, nj, lane, erange); break;
+        case 8: fq_vrow<BF, 8>(a, blk, r, d, nj, lane, erange); break;
         default: {
-          fq_vrow<BF, 16>(a, blk, r, d, nj, mk, lane, erange);
+          fq_vrow<BF, 16>(a, blk, r, d, nj, lane, erange);
           for (uint32_t i = lane; i < ng; i += 32) {
             ((uint16_t *)(blk + a.vscale))[(size_t)r * ng + i] = 0;
             ((uint16_t *)(blk + a.vmin))[(size_t)r * ng + i] = 0;
@@ -1344,27 +1196,23 @@ kvs_fquant_kernel(kvs_cu_args a, const kvs__cuda_qjob *jobs, int *st)
 #pragma unroll
       for (int j = 0; j < KVS_FQ_NJ; j++)
         d[j] = j < (int)nj ? tile[(size_t)r * O + 32u * j + lane] : make_uint4(0, 0, 0, 0);
-      if (VAR >= 1) {
-        /* NaN at the outliers in the tile: the ranges skip them */
-        const uint32_t sb = fq_outliers2<BF>(d, (const uint16_t *)(tile + (size_t)r * O), nj, nko, ent, ws, lane, bad);
-        if (sb) {
+      /* NaN at the outliers in the tile: the ranges skip them */
+      const uint32_t sb = fq_outliers<BF>(d, nj, nko, ent, ws, lane, bad);
+      if (sb) {
 #pragma unroll
-          for (int j = 0; j < KVS_FQ_NJ; j++)
-            if (j < (int)nj)
-              tile[(size_t)r * O + 32u * j + lane] =
-                  make_uint4(d[j].x | nanmask(sb, 4 * j), d[j].y | nanmask(sb, 4 * j + 1),
-                             d[j].z | nanmask(sb, 4 * j + 2), d[j].w | nanmask(sb, 4 * j + 3));
-        }
-      } else {
-        kmask[r * 32u + lane] = fq_outliers(d, nj, nko, ent, ws, lane);
+        for (int j = 0; j < KVS_FQ_NJ; j++)
+          if (j < (int)nj)
+            tile[(size_t)r * O + 32u * j + lane] =
+                make_uint4(d[j].x | nanmask(sb, 4 * j), d[j].y | nanmask(sb, 4 * j + 1),
+                           d[j].z | nanmask(sb, 4 * j + 2), d[j].w | nanmask(sb, 4 * j + 3));
       }
     }
     __syncthreads();
   }
 
-  /* 4, variants 1 and 2 with key outliers: ranges over the NaN-masked
-   * tile, the outliers put back, then the codes */
-  if (OUT && VAR >= 1 && nko) {
+  /* 4. keys with outliers: ranges over the NaN-masked tile, the outliers
+   * put back, then the codes */
+  if (OUT && nko) {
     const uint32_t P = nj == 1 ? 8u : nj == 2 ? 4u : 2u, opw = 32u / P;
     const bool part = warp < nj * P;
     const uint32_t p = lane / opw, o = warp * opw + (lane % opw);
@@ -1372,10 +1220,10 @@ kvs_fquant_kernel(kvs_cu_args a, const kvs__cuda_qjob *jobs, int *st)
     float minf[8], inv[8];
     if (part) {
       switch (a.kb) {
-        case 2: fq_krange2<BF, 2>(a, mask, blk, tile, o, r0, rpp, opw, lane, p == 0, bad, erange, minf, inv); break;
-        case 3: fq_krange2<BF, 3>(a, mask, blk, tile, o, r0, rpp, opw, lane, p == 0, bad, erange, minf, inv); break;
-        case 4: fq_krange2<BF, 4>(a, mask, blk, tile, o, r0, rpp, opw, lane, p == 0, bad, erange, minf, inv); break;
-        default: fq_krange2<BF, 8>(a, mask, blk, tile, o, r0, rpp, opw, lane, p == 0, bad, erange, minf, inv); break;
+        case 2: fq_krange_out<BF, 2>(a, mask, blk, tile, o, r0, rpp, opw, lane, p == 0, bad, erange, minf, inv); break;
+        case 3: fq_krange_out<BF, 3>(a, mask, blk, tile, o, r0, rpp, opw, lane, p == 0, bad, erange, minf, inv); break;
+        case 4: fq_krange_out<BF, 4>(a, mask, blk, tile, o, r0, rpp, opw, lane, p == 0, bad, erange, minf, inv); break;
+        default: fq_krange_out<BF, 8>(a, mask, blk, tile, o, r0, rpp, opw, lane, p == 0, bad, erange, minf, inv); break;
       }
     }
     __syncthreads();
@@ -1392,10 +1240,10 @@ kvs_fquant_kernel(kvs_cu_args a, const kvs__cuda_qjob *jobs, int *st)
     __syncthreads();
     if (part) {
       switch (a.kb) {
-        case 2: fq_kcodes2<BF, 2>(a, J, blk, tile, o, r0, rpp, minf, inv); break;
-        case 3: fq_kcodes2<BF, 3>(a, J, blk, tile, o, r0, rpp, minf, inv); break;
-        case 4: fq_kcodes2<BF, 4>(a, J, blk, tile, o, r0, rpp, minf, inv); break;
-        default: fq_kcodes2<BF, 8>(a, J, blk, tile, o, r0, rpp, minf, inv); break;
+        case 2: fq_kcodes_out<BF, 2>(a, J, blk, tile, o, r0, rpp, minf, inv); break;
+        case 3: fq_kcodes_out<BF, 3>(a, J, blk, tile, o, r0, rpp, minf, inv); break;
+        case 4: fq_kcodes_out<BF, 4>(a, J, blk, tile, o, r0, rpp, minf, inv); break;
+        default: fq_kcodes_out<BF, 8>(a, J, blk, tile, o, r0, rpp, minf, inv); break;
       }
     }
     if (bad) set_status(st, KVS_ENAN);
@@ -1403,20 +1251,19 @@ kvs_fquant_kernel(kvs_cu_args a, const kvs__cuda_qjob *jobs, int *st)
     return;
   }
 
-  /* 4. keys: parts P (power of two, nj * P <= 8 warps), octets per warp
+  /* 4. keys without outliers: parts P (power of two, nj * P <= 8 warps), octets per warp
    * opw = 32 / P; lane = part * opw + octet in warp */
   {
     const uint32_t P = nj == 1 ? 8u : nj == 2 ? 4u : 2u, opw = 32u / P;
     if (warp < nj * P) {
       const uint32_t p = lane / opw, o = warp * opw + (lane % opw);
       const uint32_t rpp = (G + P - 1u) / P, r0 = p * rpp;
-      const uint32_t *km = kmask;
       switch (a.kb) {
-        case 2: fq_kcols<BF, OUT && VAR == 0, 2>(a, J, blk, tile, km, o, r0, rpp, opw, lane, p == 0, bad, erange); break;
-        case 3: fq_kcols<BF, OUT && VAR == 0, 3>(a, J, blk, tile, km, o, r0, rpp, opw, lane, p == 0, bad, erange); break;
-        case 4: fq_kcols<BF, OUT && VAR == 0, 4>(a, J, blk, tile, km, o, r0, rpp, opw, lane, p == 0, bad, erange); break;
-        case 8: fq_kcols<BF, OUT && VAR == 0, 8>(a, J, blk, tile, km, o, r0, rpp, opw, lane, p == 0, bad, erange); break;
-        default: fq_kcols<BF, OUT && VAR == 0, 16>(a, J, blk, tile, km, o, r0, rpp, opw, lane, p == 0, bad, erange); break;
+        case 2: fq_kcols<BF, 2>(a, J, blk, tile, o, r0, rpp, opw, lane, p == 0, bad, erange); break;
+        case 3: fq_kcols<BF, 3>(a, J, blk, tile, o, r0, rpp, opw, lane, p == 0, bad, erange); break;
+        case 4: fq_kcols<BF, 4>(a, J, blk, tile, o, r0, rpp, opw, lane, p == 0, bad, erange); break;
+        case 8: fq_kcols<BF, 8>(a, J, blk, tile, o, r0, rpp, opw, lane, p == 0, bad, erange); break;
+        default: fq_kcols<BF, 16>(a, J, blk, tile, o, r0, rpp, opw, lane, p == 0, bad, erange); break;
       }
     }
   }
@@ -1607,47 +1454,30 @@ static bool fast_ok(const kvs_cu_args &a)
 static size_t fast_smem(const kvs_cu_args &a, bool out)
 {
   size_t s = (size_t)a.G * a.C * 2u;
+  /* the unused [G][32] words: see kvs_fquant_kernel */
   if (out) s += (size_t)a.G * 32u * 4u + (KVS_CU_THREADS / 32) * sizeof(fq_warp);
   return s;
 }
 
-/* The outlier path's variant: KVS_FQ_VARIANT=0..3 (read once; for
- * tests/gpu/run.sh, which times each; the losers go once measured). */
-static int fq_variant(void)
-{
-  static int v = -1;
-  if (v < 0) {
-    const char *e = getenv("KVS_FQ_VARIANT");
-    v = e && e[0] >= '0' && e[0] <= '3' && !e[1] ? e[0] - '0' : KVS_FQ_VARIANT_DEFAULT;
-  }
-  return v;
-}
-
 typedef void (*fq_kern_t)(kvs_cu_args, const kvs__cuda_qjob *, int *);
 
-template <bool BF, int NJT> static fq_kern_t fq_pick_v(int var)
+template <bool BF, int NJT> static fq_kern_t fq_pick_n(bool out)
 {
-  switch (var) {
-    case 0: return kvs_fquant_kernel<BF, true, NJT, 0>;
-    case 1: return kvs_fquant_kernel<BF, true, NJT, 1>;
-    case 2: return kvs_fquant_kernel<BF, true, NJT, 2>;
-    case 3: return kvs_fquant_kernel<BF, true, NJT, 3>;
-    default: return kvs_fquant_kernel<BF, false, NJT, 0>;  /* no outliers */
-  }
+  return out ? kvs_fquant_kernel<BF, true, NJT> : kvs_fquant_kernel<BF, false, NJT>;
 }
 
-/* var < 0: the kernel without outliers */
-static fq_kern_t fq_pick(bool bf, bool big, int var)
+static fq_kern_t fq_pick(bool bf, bool big, bool out)
 {
-  if (big) return bf ? fq_pick_v<true, KVS_FQ_NJ>(var) : fq_pick_v<false, KVS_FQ_NJ>(var);
-  return bf ? fq_pick_v<true, 0>(var) : fq_pick_v<false, 0>(var);
+  if (big) return bf ? fq_pick_n<true, KVS_FQ_NJ>(out) : fq_pick_n<false, KVS_FQ_NJ>(out);
+  return bf ? fq_pick_n<true, 0>(out) : fq_pick_n<false, 0>(out);
 }
 
 /* The fast kernel reads once: K goes to shared memory with cp.async and
  * V rows into registers, one load per element, and everything (the NaN /
- * Inf check included) works from that copy. quant_general reads its input
- * several times (ranges, outliers, codes), so it is not eligible; the fast
- * kernel falls back to it for misaligned jobs, which the caller rules out. */
+ * Inf check and the exact outlier pick included) works from that copy.
+ * quant_general reads its input several times (ranges, outliers, codes),
+ * so it is not eligible; the fast kernel falls back to it for misaligned
+ * jobs, which the caller rules out. */
 extern "C" int kvs__cuda_quant_reads_once(const kvs__qparams *p)
 {
   kvs__qlayout l;
@@ -1708,7 +1538,7 @@ extern "C" int kvs__cuda_quantize_async(kvs__cuda_ctx *c, const kvs__qparams *p,
     const bool out = (a.kb != 16 && a.nko) || (a.vb != 16 && a.nvo);
     size_t fs = fast_smem(a, out);
     const bool big = KVS_FQ_NJT && a.C == 256u * KVS_FQ_NJ;
-    kern = fq_pick(bf, big, out ? fq_variant() : -1);
+    kern = fq_pick(bf, big, out);
     if (fs > smem) smem = fs;
     /* ask for the largest shared-memory carveout: 3 blocks of ~64-73 KB */
     if (cudaFuncSetAttribute(kern, cudaFuncAttributePreferredSharedMemoryCarveout,
