@@ -35,13 +35,7 @@ void kvs__sess_free(kvs__sess_state *st)
   st->n_seqs = st->cap_seqs = 0;
   if (st->space) kvs__space_unref(st->space);
   st->space = NULL;
-  /* first: unmaps and releases the device segment, unpins the memfd */
-  kvs__devseg_close(&st->dseg);
-  kvs__segment_close(&st->seg);
-  kvs__ops_table_drop_fds(st);
-  free(st->tbl_sent);
-  free(st->tbl_seen);
-  st->tbl_sent = st->tbl_seen = NULL;
+  /* the profile names the segment kind: before the segment goes */
   if (st->prof) {
     char what[96];
     snprintf(what, sizeof what, "%s, %u/%u bits",
@@ -52,6 +46,13 @@ void kvs__sess_free(kvs__sess_state *st)
     free(st->prof);
     st->prof = NULL;
   }
+  /* first: unmaps and releases the device segment, unpins the memfd */
+  kvs__devseg_close(&st->dseg);
+  kvs__segment_close(&st->seg);
+  kvs__ops_table_drop_fds(st);
+  free(st->tbl_sent);
+  free(st->tbl_seen);
+  st->tbl_sent = st->tbl_seen = NULL;
 }
 
 static void vfail(kvs__rep *rep, int err, const char *fmt, va_list ap)
