@@ -208,7 +208,6 @@ static void print_stats(const kvs_stats *s, const kvs_pool_stats *pv, size_t np,
   printf("outliers kept  %" PRIu64 "\n", s->outliers_kept);
   printf("sessions       %" PRIu64 " now, %" PRIu64 " total; %" PRIu64 " seqs; %u spaces\n",
          s->sessions, s->sessions_total, s->seqs, s->spaces);
-  print_pools(pv, np);
   printf("uptime         %" PRIu64 " s\n", s->uptime_s);
   if (s->remote_connected || s->remote_errors || s->remote_dropped || s->remote_bytes_out ||
       s->remote_latency_count)
@@ -219,6 +218,7 @@ static void print_stats(const kvs_stats *s, const kvs_pool_stats *pv, size_t np,
            s->remote_rejected, s->remote_bytes_in, s->remote_bytes_out, s->remote_errors,
            s->remote_timeouts, s->remote_dropped,
            ratio(s->remote_latency_us_sum, s->remote_latency_count));
+  print_pools(pv, np); /* last: one line per pool, the totals above */
 }
 
 static void print_list(const kvs_space_info *v, size_t n, int json)
