@@ -10,9 +10,9 @@
 #include "daemon/pools.h"
 
 /* Register GPU ordinal's pool; say whether its clients get device segments. */
-static void add(kvs__server *s, int ordinal, kvs__store *st, kvs__backend *b)
+static void add(kvs__devset *ds, int ordinal, kvs__store *st, kvs__backend *b)
 {
-  if (kvs__devset_add(&s->devs, ordinal, st, b) < 0)
+  if (kvs__devset_add(ds, ordinal, st, b) < 0)
     kvs__notice("cuda:%d: no device segments (%s); its clients get host segments", ordinal,
                 kvs__cudrv_error());
   else
@@ -21,10 +21,9 @@ static void add(kvs__server *s, int ordinal, kvs__store *st, kvs__backend *b)
 
 #ifdef HAVE_CUDA
 /* The ordinals the configuration names beyond the first pool's. */
-static size_t more_ordinals(const kvs__server *s, int first, int *out)
+static size_t more_ordinals(const kvs__devlist *d, int first, int *out)
 {
   size_t n = 0;
-  const kvs__devlist *d = &s->cfg.devices;
   if (d->mode == KVS_DEVMODE_LIST) {
     for (uint32_t i = 1; i < d->n; i++) out[n++] = d->dev[i];
   } else if (d->mode == KVS_DEVMODE_ALL) {
@@ -37,14 +36,14 @@ static size_t more_ordinals(const kvs__server *s, int first, int *out)
 }
 #endif
 
-int kvs__pools_open(kvs__server *s)
+int kvs__pools_open(kvs__devset *ds, const kvs__devlist *list, int first, kvs__store *store,
+                    kvs__backend *b0, const kvs__store_opts *opts)
 {
-  if (strcmp(s->backend->name, "cuda") != 0) return 0; /* host pool: no GPUs */
-  int first = s->cfg.device < 0 ? 0 : s->cfg.device;
-  add(s, first, s->store, s->backend);
+  if (strcmp(b0->name, "cuda") != 0) return 0; /* host pool: no GPUs */
+  add(ds, first, store, b0);
 #ifdef HAVE_CUDA
   int ord[KVS_MAX_DEVICES];
-  size_t n = more_ordinals(s, first, ord);
+  size_t n = more_ordinals(list, first, ord);
   for (size_t i = 0; i < n; i++) {
     char msg[256] = "";
     kvs__backend *b = kvs__backend_cuda_open(ord[i], msg);
@@ -53,41 +52,34 @@ int kvs__pools_open(kvs__server *s)
       return -ENODEV;
     }
     kvs__store *st = NULL;
-    kvs__store_opts o;
-    int r = kvs__server_store_opts(s, b, &o);
-    if (r == 0)
-      r = kvs__store_init(&st, &o);
+    kvs__store_opts o = *opts;
+    o.backend = b;
+    int r = kvs__store_init(&st, &o);
     if (r < 0) {
       kvs__err("cannot create a %llu-byte pool on cuda:%d: %s",
-               (unsigned long long)s->cfg.pool_size, ord[i], strerror(-r));
+               (unsigned long long)o.pool_bytes, ord[i], strerror(-r));
       kvs__backend_cuda_close(b);
       return r;
     }
-    kvs__notice("pool of %llu bytes on cuda:%d%s", (unsigned long long)s->cfg.pool_size, ord[i],
+    kvs__notice("pool of %llu bytes on cuda:%d%s", (unsigned long long)o.pool_bytes, ord[i],
                 kvs__store_exportable(st) == KVS_POOL_EXPORT_DEVICE ? " (chunks are exportable CUDA allocations)" : "");
-    add(s, ord[i], st, b);
+    add(ds, ord[i], st, b);
   }
+#else
+  (void)list;
+  (void)opts;
 #endif
   return 0;
 }
 
-void kvs__pools_close(kvs__server *s)
+void kvs__pools_close(kvs__devset *ds, const kvs__store *store)
 {
-  for (size_t i = 0; i < s->devs.n; i++) {
-    if (s->devs.store[i] == s->store) continue; /* the first: the server's */
-    kvs__store_close(s->devs.store[i]);
+  for (size_t i = 0; i < ds->n; i++) {
+    if (ds->store[i] == store) continue; /* the first: its owner closes it */
+    kvs__store_close(ds->store[i]);
 #ifdef HAVE_CUDA
-    kvs__backend_cuda_close(s->devs.backend[i]);
+    kvs__backend_cuda_close(ds->backend[i]);
 #endif
   }
-  memset(&s->devs, 0, sizeof s->devs);
-}
-
-size_t kvs__pools_stores(kvs__server *s, kvs__store **out)
-{
-  size_t n = 0;
-  out[n++] = s->store;
-  for (size_t i = 0; i < s->devs.n; i++)
-    if (s->devs.store[i] != s->store) out[n++] = s->devs.store[i];
-  return n;
+  memset(ds, 0, sizeof *ds);
 }

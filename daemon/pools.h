@@ -5,14 +5,15 @@
 #ifndef KVS_DAEMON_POOLS_H
 #define KVS_DAEMON_POOLS_H
 
-#include "daemon/server.h"
+#include "daemon/devseg.h"
+#include "store/store.h"
 
-/* After the first pool is open: register it and open the other GPUs'
- * pools of the configuration (each pool_size bytes). 0 or -errno. */
-int kvs__pools_open(kvs__server *s);
-/* Close the other GPUs' pools (not the first: kvs__server_close does). */
-void kvs__pools_close(kvs__server *s);
-/* Every pool's store, the first one first; out has KVS_MAX_DEVICES + 1
- * entries. Returns the count. */
-size_t kvs__pools_stores(kvs__server *s, kvs__store **out);
+/* After the first pool (store, on backend b, GPU `first`) is open:
+ * register it in ds and open the other GPUs' pools that `list` names,
+ * each with the options of `opts` on its own backend. Nothing for a host
+ * pool. 0 or -errno. */
+int kvs__pools_open(kvs__devset *ds, const kvs__devlist *list, int first, kvs__store *store,
+                    kvs__backend *b, const kvs__store_opts *opts);
+/* Close the other GPUs' pools (not `store`, the first: its owner does). */
+void kvs__pools_close(kvs__devset *ds, const kvs__store *store);
 #endif

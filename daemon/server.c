@@ -220,7 +220,10 @@ static int remote_key(kvs__server *s, unsigned char key[32])
 #endif
 }
 
-int kvs__server_store_opts(kvs__server *s, kvs__backend *b, kvs__store_opts *o)
+/* The store options of the first pool from the configuration, the
+ * cluster key included; the other GPUs' pools take the same (pools.c), so
+ * every pool names blocks alike. */
+static int store_opts(kvs__server *s, kvs__backend *b, kvs__store_opts *o)
 {
   memset(o, 0, sizeof *o);
   o->pool_bytes = s->cfg.pool_size;
@@ -351,7 +354,7 @@ int kvs__server_start(kvs__server *s, uv_loop_t *loop)
   if (!b) return -ENODEV;
   s->backend = b;
   kvs__store_opts o;
-  int r = kvs__server_store_opts(s, b, &o);
+  int r = store_opts(s, b, &o);
   if (r < 0) return r;
   r = kvs__store_init(&s->store, &o);
   if (r < 0) {
@@ -365,7 +368,8 @@ int kvs__server_start(kvs__server *s, uv_loop_t *loop)
                   ? " (chunks are exportable CUDA allocations: block tables on)"
               : b->dev_io ? " (one CUDA allocation: no block tables)" : "");
   /* the other GPUs' pools; device segments for clients of any of them */
-  r = kvs__pools_open(s);
+  r = kvs__pools_open(&s->devs, &s->cfg.devices, s->cfg.device < 0 ? 0 : s->cfg.device, s->store,
+                      b, &o);
   if (r < 0) return r;
   r = kvs__profiles_load(&s->profiles, s->cfg.profiles_dir);
   if (r < 0) return r;
@@ -534,7 +538,7 @@ void kvs__server_stop(kvs__server *s)
 
 void kvs__server_close(kvs__server *s)
 {
-  kvs__pools_close(s);
+  kvs__pools_close(&s->devs, s->store);
 #ifdef HAVE_REDIS
   kvs__remote_stop(s->remote);
   kvs__remote_free(s->remote);

@@ -56,9 +56,6 @@ enum {
 
 /* Open the store and the listener, install signals, notify READY=1. */
 int kvs__server_start(kvs__server *s, uv_loop_t *loop);
-/* The store options of one pool from the configuration, the cluster key
- * included, so every pool (one per GPU) names blocks alike. */
-int kvs__server_store_opts(kvs__server *s, kvs__backend *b, kvs__store_opts *o);
 /* Reload the config file (SIGHUP, "reload" op). 0 or -EINVAL with errmsg. */
 int kvs__server_reload(kvs__server *s, char *errmsg);
 /* Graceful stop: no new connections, sessions finish and close. */
