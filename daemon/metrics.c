@@ -9,8 +9,6 @@
 #include <time.h>
 
 #include "daemon/metrics.h"
-#include "daemon/devseg.h"
-#include "daemon/ops.h"
 
 const uint64_t kvs__metrics_bucket_ns[KVS_METRICS_BUCKETS] = {
     10000,     25000,     50000,      100000,     250000,     500000,    1000000,
@@ -224,67 +222,47 @@ static void requests(kvs__text *t, const kvs__metrics *m)
   for (int i = 0; i < KVS_METRICS__TIMED; i++) histogram(t, names[i], &m->latency[i]);
 }
 
-int kvs__metrics_render(const kvs__ops_env *env, const kvs__metrics *m, kvs__text *t)
+int kvs__metrics_render(const kvs__metrics_view *v, const kvs__metrics *m, kvs__text *t)
 {
-  kvs__store_stats ss;
-  kvs__store_stats_get(env->store, &ss);
-  kvs__stats tot; /* counters summed over every pool */
-  kvs__ops_all_stats(env, &tot);
-  kvs__stats sv;
-  memset(&sv, 0, sizeof sv);
-  if (env->server_stats) env->server_stats(env->arg, &sv);
-  char dev[48];
-  label(sv.backend[0] ? sv.backend : ss.backend, dev, sizeof dev);
-
-  one(t, "kvsink_uptime_seconds", "gauge", "Seconds since kvsinkd started.", sv.uptime_s);
-  one(t, "kvsink_sessions", "gauge", "Open client sessions.", sv.sessions);
+  const kvs__stats *sv = &v->server, *tot = &v->total;
+  one(t, "kvsink_uptime_seconds", "gauge", "Seconds since kvsinkd started.", sv->uptime_s);
+  one(t, "kvsink_sessions", "gauge", "Open client sessions.", sv->sessions);
   one(t, "kvsink_sessions_opened_total", "counter", "Sessions accepted since start.",
-      sv.sessions_total);
+      sv->sessions_total);
   if (m) requests(t, m);
   one(t, "kvsink_lookup_hit_tokens_total", "counter",
-      "Tokens that lookups found cached (whole blocks).", tot.lookup_hit_tokens);
+      "Tokens that lookups found cached (whole blocks).", tot->lookup_hit_tokens);
   one(t, "kvsink_lookup_miss_tokens_total", "counter", "Tokens that lookups asked for and missed.",
-      tot.lookup_tokens - tot.lookup_hit_tokens);
-  one(t, "kvsink_put_bytes_total", "counter", "16-bit K/V bytes received by put.", tot.bytes_in);
-  one(t, "kvsink_get_bytes_total", "counter", "16-bit K/V bytes returned by get.", tot.bytes_out);
+      tot->lookup_tokens - tot->lookup_hit_tokens);
+  one(t, "kvsink_put_bytes_total", "counter", "16-bit K/V bytes received by put.", tot->bytes_in);
+  one(t, "kvsink_get_bytes_total", "counter", "16-bit K/V bytes returned by get.", tot->bytes_out);
   one(t, "kvsink_stored_raw_bytes", "gauge", "16-bit size of the K/V held in the pool.",
-      tot.stored_raw_bytes);
+      tot->stored_raw_bytes);
   one(t, "kvsink_stored_bytes", "gauge", "Compressed size of the K/V held in the pool.",
-      tot.stored_bytes);
+      tot->stored_bytes);
   family(t, "kvsink_compression_ratio", "gauge",
          "Raw over stored bytes of what the pool holds (0 when empty).");
   kvs__text_printf(t, "kvsink_compression_ratio %.6g\n",
-                   tot.stored_bytes ? (double)tot.stored_raw_bytes / (double)tot.stored_bytes : 0.0);
-  one(t, "kvsink_evictions_total", "counter", "Blocks evicted from the pool.", tot.evictions);
+                   tot->stored_bytes ? (double)tot->stored_raw_bytes / (double)tot->stored_bytes : 0.0);
+  one(t, "kvsink_evictions_total", "counter", "Blocks evicted from the pool.", tot->evictions);
   one(t, "kvsink_put_refused_total", "counter", "Puts refused for lack of pool space (ENOSPC).",
-      tot.put_nospc);
-  one(t, "kvsink_sinks_found_total", "counter", "Sink tokens flagged.", tot.sinks_found);
+      tot->put_nospc);
+  one(t, "kvsink_sinks_found_total", "counter", "Sink tokens flagged.", tot->sinks_found);
   one(t, "kvsink_residual_bytes", "gauge", "Host bytes of 16-bit residual rows.",
-      tot.residual_bytes);
-  one(t, "kvsink_residual_limit_bytes", "gauge", "Bound on the residual rows.", tot.residual_limit_bytes);
-  one(t, "kvsink_sequences", "gauge", "Live sequences.", tot.seqs);
+      tot->residual_bytes);
+  one(t, "kvsink_residual_limit_bytes", "gauge", "Bound on the residual rows.",
+      tot->residual_limit_bytes);
+  one(t, "kvsink_sequences", "gauge", "Live sequences.", tot->seqs);
 
-  /* one row per pool: one GPU (or host) labelled as the backend, several
-   * GPUs "cuda:ORDINAL" each (Decision 38) */
-  const kvs__devset *ds = env->devs;
-  size_t npool = ds && ds->n > 1 ? ds->n : 1;
-  kvs__store_stats ps[KVS_MAX_DEVICES];
-  char pl[KVS_MAX_DEVICES][48];
-  for (size_t i = 0; i < npool; i++) {
-    if (npool == 1) {
-      ps[i] = ss;
-      snprintf(pl[i], sizeof pl[i], "%s", dev);
-    } else {
-      kvs__store_stats_get(ds->store[i], &ps[i]);
-      snprintf(pl[i], sizeof pl[i], "cuda:%d", ds->ordinal[i]);
-    }
-  }
+  /* one row per pool (Decision 38) */
+  char pl[KVS_MAX_POOLS][48];
+  for (uint32_t i = 0; i < v->npool; i++) label(v->pool_label[i], pl[i], sizeof pl[i]);
 #define KVS_POOL_ROWS(name, help, field)                                              \
   do {                                                                                 \
     family(t, name, "gauge", help);                                                    \
-    for (size_t i = 0; i < npool; i++)                                                 \
+    for (uint32_t i = 0; i < v->npool; i++)                                            \
       kvs__text_printf(t, name "{device=\"%s\"} %llu\n", pl[i],                       \
-                       (unsigned long long)ps[i].field);                               \
+                       (unsigned long long)v->pool[i].field);                          \
   } while (0)
   KVS_POOL_ROWS("kvsink_pool_bytes", "Pool capacity, by device.", pool_bytes);
   KVS_POOL_ROWS("kvsink_pool_used_bytes", "Pool bytes in slots holding data, by device.",
@@ -295,17 +273,17 @@ int kvs__metrics_render(const kvs__ops_env *env, const kvs__metrics *m, kvs__tex
   KVS_POOL_ROWS("kvsink_pool_pinned_blocks", "Blocks referenced by a live sequence, by device.",
                 blocks_pinned);
 #undef KVS_POOL_ROWS
-  if (ds && ds->n) {
+  if (v->nstaging) {
     family(t, "kvsink_device_staging_bytes", "gauge",
            "GPU memory sessions hold as device staging (bounded by device_staging), by device.");
-    for (size_t i = 0; i < ds->n; i++)
+    for (uint32_t i = 0; i < v->nstaging; i++)
       kvs__text_printf(t, "kvsink_device_staging_bytes{device=\"cuda:%d\"} %llu\n",
-                       ds->ordinal[i], (unsigned long long)ds->staged[i]);
+                       v->staging_ordinal[i], (unsigned long long)v->staged[i]);
   }
 
   space_rows r;
   memset(&r, 0, sizeof r);
-  kvs__store_foreach_space(env->store, collect, &r);
+  for (uint32_t i = 0; i < v->nstores; i++) kvs__store_foreach_space(v->stores[i], collect, &r);
   if (r.oom) {
     free(r.v);
     return -ENOMEM;

@@ -10,6 +10,7 @@
 #include <stdint.h>
 
 #include "proto/proto.h"
+#include "store/store.h"
 
 /* Latency buckets: 1-2.5-5 per decade from 10 us to 10 s (upper bounds
  * in ns), then +Inf. Fixed, so every daemon's histograms add up. */
@@ -46,10 +47,27 @@ typedef struct kvs__text {
 void kvs__text_printf(kvs__text *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void kvs__text_free(kvs__text *t);
 
-struct kvs__ops_env;
-/* The whole exposition (text format 0.0.4) into t: the daemon's stats
- * as the admin sees them, per device, namespace and model, the request
- * counters and histograms of m. 0 or -ENOMEM. */
-int kvs__metrics_render(const struct kvs__ops_env *env, const kvs__metrics *m, kvs__text *t);
+/* What the exposition shows besides the request counters, gathered by
+ * the request layer (kvs__ops_metrics_text): the server's fields, the
+ * store counters summed over every pool, the per-pool rows (labels raw:
+ * "host", "cuda:0"), device staging per GPU, and the stores whose spaces
+ * are listed. */
+typedef struct kvs__metrics_view {
+  kvs__stats server;       /* sessions, uptime, backend */
+  kvs__stats total;        /* store counters over every pool */
+  uint32_t npool;
+  char pool_label[KVS_MAX_POOLS][48];
+  kvs__store_stats pool[KVS_MAX_POOLS];
+  uint32_t nstaging;
+  int staging_ordinal[KVS_MAX_POOLS];
+  uint64_t staged[KVS_MAX_POOLS];
+  uint32_t nstores;
+  const kvs__store *stores[KVS_MAX_POOLS];
+} kvs__metrics_view;
+
+/* The whole exposition (text format 0.0.4) into t: v as the admin sees
+ * it, per device, namespace and model, and the request counters and
+ * histograms of m (NULL: none). 0 or -ENOMEM. */
+int kvs__metrics_render(const kvs__metrics_view *v, const kvs__metrics *m, kvs__text *t);
 
 #endif

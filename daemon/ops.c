@@ -656,11 +656,43 @@ static void op_stats(const kvs__ops_env *env, kvs__sess_state *st, kvs__rep *rep
     kvs__store_foreach_space(stores[i], list_cb, &c);
 }
 
+int kvs__ops_metrics_text(const kvs__ops_env *env, kvs__text *t)
+{
+  kvs__metrics_view *v = calloc(1, sizeof *v);
+  if (!v) return -ENOMEM;
+  if (env->server_stats) env->server_stats(env->arg, &v->server);
+  kvs__ops_all_stats(env, &v->total);
+  /* one row per pool: one GPU (or host) labelled as the backend, several
+   * GPUs "cuda:ORDINAL" each */
+  const kvs__devset *d = env->devs;
+  if (d && d->n > 1) {
+    for (size_t i = 0; i < d->n && v->npool < KVS_MAX_POOLS; i++, v->npool++) {
+      kvs__store_stats_get(d->store[i], &v->pool[v->npool]);
+      snprintf(v->pool_label[v->npool], sizeof v->pool_label[0], "cuda:%d", d->ordinal[i]);
+    }
+  } else {
+    kvs__store_stats_get(env->store, &v->pool[0]);
+    snprintf(v->pool_label[0], sizeof v->pool_label[0], "%s",
+             v->server.backend[0] ? v->server.backend : v->pool[0].backend);
+    v->npool = 1;
+  }
+  for (size_t i = 0; d && i < d->n && v->nstaging < KVS_MAX_POOLS; i++, v->nstaging++) {
+    v->staging_ordinal[v->nstaging] = d->ordinal[i];
+    v->staged[v->nstaging] = d->staged[i];
+  }
+  kvs__store *stores[KVS_MAX_DEVICES + 1];
+  size_t n = kvs__opsdev_stores(env, stores);
+  for (size_t i = 0; i < n && v->nstores < KVS_MAX_POOLS; i++) v->stores[v->nstores++] = stores[i];
+  int r = kvs__metrics_render(v, env->metrics, t);
+  free(v);
+  return r;
+}
+
 /* Every namespace's spaces are in it: admin only. */
 static int op_metrics(const kvs__ops_env *env, kvs__rep *rep)
 {
   kvs__text t = {0};
-  if (kvs__metrics_render(env, env->metrics, &t) < 0) {
+  if (kvs__ops_metrics_text(env, &t) < 0) {
     kvs__text_free(&t);
     return fail(rep, -ENOMEM, "out of memory");
   }

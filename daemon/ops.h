@@ -93,6 +93,9 @@ void kvs__ops_rep_free(kvs__rep *rep);
 void kvs__ops_store_stats(const kvs__store *store, kvs__stats *st);
 /* The same summed over every pool (the host pool and each GPU's). */
 void kvs__ops_all_stats(const kvs__ops_env *env, kvs__stats *st);
+/* The Prometheus exposition of everything (the admin's view) into t,
+ * with env->metrics' request counters. 0 or -ENOMEM. */
+int kvs__ops_metrics_text(const kvs__ops_env *env, kvs__text *t);
 /* The hello reply could not be sent: back to the state before hello. */
 void kvs__ops_hello_undo(kvs__sess_state *st);
 /* Reply to a request the decoder refused (unknown op, bad value): rep

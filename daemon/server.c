@@ -306,7 +306,7 @@ static char *render_metrics(void *arg, size_t *len)
 {
   kvs__server *s = arg;
   kvs__text t = {0};
-  if (kvs__metrics_render(&s->sess.env, &s->metrics, &t) < 0) {
+  if (kvs__ops_metrics_text(&s->sess.env, &t) < 0) {
     kvs__text_free(&t);
     return NULL;
   }

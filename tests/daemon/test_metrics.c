@@ -78,7 +78,7 @@ START_TEST(render_real_store)
                     1); /* one get, well under 0.1 s */
 
   kvs__text t = {0};
-  ck_assert_int_eq(kvs__metrics_render(&env, &m, &t), 0);
+  ck_assert_int_eq(kvs__ops_metrics_text(&env, &t), 0);
   ck_assert_ptr_nonnull(t.p);
   ck_assert_uint_eq(strlen(t.p), t.len);
   ck_assert_ptr_nonnull(strstr(t.p, "kvsink_requests_total{op=\"hello\"} 1\n"));
