@@ -456,6 +456,33 @@ template <int B> static __device__ __forceinline__ void store_octet(uint8_t *row
   else *(uint2 *)(row + o * 8u) = make_uint2(lo, hi);
 }
 
+/* The codes of one octet of 16-bit values, packed (lo, hw as pack8):
+ * one range for all eight (a value row's group) ... */
+template <bool BF, int B>
+static __device__ __forceinline__ void code_octet(const uint4 &q, float minf, float inv, float hi,
+                                                  uint32_t &lo, uint32_t &hw)
+{
+  float x[8];
+  unpack8<BF>(q, x);
+  uint32_t u[8];
+#pragma unroll
+  for (int i = 0; i < 8; i++) u[i] = qbits(x[i], minf, inv, hi);
+  pack8<B>(u, lo, hw);
+}
+
+/* ... or a range per channel (key columns). */
+template <bool BF, int B>
+static __device__ __forceinline__ void code_octet_ch(const uint4 &q, const float (&minf)[8],
+                                                     const float (&inv)[8], uint32_t &lo, uint32_t &hw)
+{
+  float x[8];
+  unpack8<BF>(q, x);
+  uint32_t u[8];
+#pragma unroll
+  for (int i = 0; i < 8; i++) u[i] = qbits(x[i], minf[i], inv[i], (float)((1u << B) - 1u));
+  pack8<B>(u, lo, hw);
+}
+
 /* Range of a member set -> stored fp16 scale/min and the coder's min/inv. */
 static __device__ __forceinline__ void fq_range(float mn, float mx, float levels, uint16_t &sc_h,
                                                 uint16_t &mn_h, float &minf, float &inv, bool &erange)
@@ -538,13 +565,8 @@ static __device__ __forceinline__ void fq_vrow(const kvs_cu_args &a, uint8_t *bl
       vsc[g] = sh;
       vmn[g] = mh;
     }
-    float x[8];
-    unpack8<BF>(d[j], x);
-    uint32_t u[8];
-#pragma unroll
-    for (int i = 0; i < 8; i++) u[i] = qbits(x[i], minf, inv, hi);
     uint32_t lo, hw;
-    pack8<B>(u, lo, hw);
+    code_octet<BF, B>(d[j], minf, inv, hi, lo, hw);
     store_octet<B>(crow, o, lo, hw, true);
   }
 }
@@ -621,12 +643,7 @@ static __device__ __forceinline__ void fq_kcols(const kvs_cu_args &a, const kvs_
     }
     uint32_t lo = 0, hw = 0;
     if (!sink) {
-      float x[8];
-      unpack8<BF>(q, x);
-      uint32_t u[8];
-#pragma unroll
-      for (int i = 0; i < 8; i++) u[i] = qbits(x[i], minf[i], inv[i], (float)((1u << B) - 1u));
-      pack8<B>(u, lo, hw);
+      code_octet_ch<BF, B>(q, minf, inv, lo, hw);
     }
     store_octet<B>(crow, o, lo, hw, valid);
   }
@@ -928,13 +945,8 @@ static __device__ __forceinline__ void fq_vrow_out(const kvs_cu_args &a, uint8_t
     if (j >= (int)nj) continue;
     const uint32_t o = 32u * j + lane;
     const float minf = rmin[j], inv = rinv[j];
-    float x[8];
-    unpack8<BF>(d[j], x);
-    uint32_t u[8];
-#pragma unroll
-    for (int i = 0; i < 8; i++) u[i] = qbits(x[i], minf, inv, hi);
     uint32_t lo, hw;
-    pack8<B>(u, lo, hw);
+    code_octet<BF, B>(d[j], minf, inv, hi, lo, hw);
     store_octet<B>(crow, o, lo, hw, true);
   }
 }
@@ -1024,12 +1036,7 @@ static __device__ __forceinline__ void fq_kcodes_out(const kvs_cu_args &a, const
     if (sink) sink_put(J.rows[__popcll(mask & ((1ull << r) - 1ull))], o, q);
     uint32_t lo = 0, hw = 0;
     if (!sink) {
-      float x[8];
-      unpack8<BF>(q, x);
-      uint32_t u[8];
-#pragma unroll
-      for (int i = 0; i < 8; i++) u[i] = qbits(x[i], minf[i], inv[i], (float)((1u << B) - 1u));
-      pack8<B>(u, lo, hw);
+      code_octet_ch<BF, B>(q, minf, inv, lo, hw);
     }
     store_octet<B>(crow, o, lo, hw, valid);
   }
