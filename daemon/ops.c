@@ -61,8 +61,7 @@ static void vfail(kvs__rep *rep, int err, const char *fmt, va_list ap)
   vsnprintf(rep->errmsg, sizeof rep->errmsg, fmt, ap);
 }
 
-static int fail(kvs__rep *rep, int err, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static int fail(kvs__rep *rep, int err, const char *fmt, ...)
+int kvs__ops_fail(kvs__rep *rep, int err, const char *fmt, ...)
 {
   va_list ap;
   va_start(ap, fmt);
@@ -114,11 +113,11 @@ static kvs__seq_slot *seq_find(kvs__sess_state *st, uint64_t id)
 static int seq_create(kvs__sess_state *st, uint64_t id, kvs__seq_slot **out, kvs__rep *rep)
 {
   if (st->n_seqs >= KVS_MAX_SEQS_PER_CLIENT)
-    return fail(rep, -EMFILE, "too many open sequences (max %u)", KVS_MAX_SEQS_PER_CLIENT);
+    return kvs__ops_fail(rep, -EMFILE, "too many open sequences (max %u)", KVS_MAX_SEQS_PER_CLIENT);
   if (st->n_seqs == st->cap_seqs) {
     size_t cap = st->cap_seqs ? st->cap_seqs * 2 : 16;
     kvs__seq_slot *n = realloc(st->seqs, cap * sizeof *n);
-    if (!n) return fail(rep, -ENOMEM, "cannot create sequence %llu: out of memory",
+    if (!n) return kvs__ops_fail(rep, -ENOMEM, "cannot create sequence %llu: out of memory",
                         (unsigned long long)id);
     st->seqs = n;
     st->cap_seqs = cap;
@@ -126,7 +125,7 @@ static int seq_create(kvs__sess_state *st, uint64_t id, kvs__seq_slot **out, kvs
   kvs__seq *q;
   int r = kvs__seq_new(st->space, &q);
   if (r < 0)
-    return fail(rep, r, "cannot create sequence %llu: %s", (unsigned long long)id,
+    return kvs__ops_fail(rep, r, "cannot create sequence %llu: %s", (unsigned long long)id,
                 kvs_strerror(r));
   st->seqs[st->n_seqs] = (kvs__seq_slot){.id = id, .seq = q};
   *out = &st->seqs[st->n_seqs++];
@@ -157,15 +156,15 @@ static int op_hello(const kvs__ops_env *env, kvs__sess_state *st, const kvs__req
 {
   const kvs__hello *h = &rq->hello;
   const kvs__config *cfg = env->cfg;
-  if (st->hello_done) return fail(rep, -EPROTO, "hello already done on this connection");
+  if (st->hello_done) return kvs__ops_fail(rep, -EPROTO, "hello already done on this connection");
   if (h->version != KVS_PROTO_VERSION)
-    return fail(rep, KVS_EVERSION,
+    return kvs__ops_fail(rep, KVS_EVERSION,
                 "protocol version %u not supported: this kvsinkd speaks version %u", h->version,
                 KVS_PROTO_VERSION);
   if (!h->model_id[0] || h->n_layers == 0 || h->n_layers > KVS_MAX_LAYERS || h->n_kv_heads == 0 ||
       h->n_kv_heads > KVS_MAX_KV_HEADS || h->head_dim == 0 || h->head_dim > KVS_MAX_HEAD_DIM ||
       (h->dtype != KVS_DTYPE_F16 && h->dtype != KVS_DTYPE_BF16))
-    return fail(rep, KVS_EMODEL,
+    return kvs__ops_fail(rep, KVS_EMODEL,
                 "invalid model descriptor: id '%s', %u layers (1..%u), %u kv heads (1..%u), "
                 "head dim %u (1..%u), dtype %u (1 f16, 2 bf16)",
                 h->model_id, h->n_layers, KVS_MAX_LAYERS, h->n_kv_heads, KVS_MAX_KV_HEADS,
@@ -179,29 +178,29 @@ static int op_hello(const kvs__ops_env *env, kvs__sess_state *st, const kvs__req
   k.head_dim = h->head_dim;
   k.dtype = (kvs_dtype)h->dtype;
   if (h->salt_len > sizeof k.salt)
-    return fail(rep, -E2BIG, "salt of %u bytes, limit %zu", h->salt_len, sizeof k.salt);
+    return kvs__ops_fail(rep, -E2BIG, "salt of %u bytes, limit %zu", h->salt_len, sizeof k.salt);
   memcpy(k.salt, h->salt, h->salt_len); /* tenants of one namespace opt out of sharing */
   k.salt_len = h->salt_len;
   k.group = cfg->group_size;
   k.v_group = cfg->v_group_size;
   if (resolve_bits(h->k_bits, cfg->k_bits, &k.k_bits) < 0 ||
       resolve_bits(h->v_bits, cfg->v_bits, &k.v_bits) < 0)
-    return fail(rep, -EINVAL, "bits %d/%d: expected 2, 3, 4, 8 or 16 (0 = default)", h->k_bits,
+    return kvs__ops_fail(rep, -EINVAL, "bits %d/%d: expected 2, 3, 4, 8 or 16 (0 = default)", h->k_bits,
                 h->v_bits);
   if (h->policy == KVS_POLICY_DEFAULT) k.policy = (kvs_policy)cfg->policy;
   else if (h->policy >= KVS_POLICY_NONE && h->policy <= KVS_POLICY_KVSINK)
     k.policy = (kvs_policy)h->policy;
   else
-    return fail(rep, -EINVAL, "policy %d: expected default, none, pfn or kvsink (0..3)",
+    return kvs__ops_fail(rep, -EINVAL, "policy %d: expected default, none, pfn or kvsink (0..3)",
                 h->policy);
   if (h->pfn < 0) k.pfn = cfg->pfn;
   else if ((uint32_t)h->pfn <= k.group) k.pfn = (uint32_t)h->pfn;
-  else return fail(rep, -EINVAL, "pfn %d larger than the group size %u", h->pfn, k.group);
+  else return kvs__ops_fail(rep, -EINVAL, "pfn %d larger than the group size %u", h->pfn, k.group);
   /* outliers: the request's, else the model profile's, else the config's */
   const kvs__profile *mprof = kvs__profiles_find(env->profiles, h->model_id);
   if (h->outliers < 0) k.outliers = mprof && mprof->outliers >= 0.f ? mprof->outliers : cfg->outliers;
   else if (h->outliers <= 0.01f) k.outliers = h->outliers;
-  else return fail(rep, -EINVAL, "outliers %g: expected a fraction 0..0.01", h->outliers);
+  else return kvs__ops_fail(rep, -EINVAL, "outliers %g: expected a fraction 0..0.01", h->outliers);
   const kvs__profile *prof = NULL;
   int fell_back = 0;
   if (k.policy == KVS_POLICY_KVSINK) {
@@ -220,7 +219,7 @@ static int op_hello(const kvs__ops_env *env, kvs__sess_state *st, const kvs__req
   int r = kvs__space_ref(st->store, &k, prof, &st->space);
   if (r < 0) {
     st->space = NULL;
-    return fail(rep, r, "cannot create the cache space: %s", kvs_strerror(r));
+    return kvs__ops_fail(rep, r, "cannot create the cache space: %s", kvs_strerror(r));
   }
   char name[64];
   snprintf(name, sizeof name, "kvsink-session-%llu", (unsigned long long)st->id);
@@ -228,7 +227,7 @@ static int op_hello(const kvs__ops_env *env, kvs__sess_state *st, const kvs__req
   if (r < 0) {
     kvs__space_unref(st->space);
     st->space = NULL;
-    return fail(rep, r, "cannot create a %llu-byte segment: %s", (unsigned long long)seg,
+    return kvs__ops_fail(rep, r, "cannot create a %llu-byte segment: %s", (unsigned long long)seg,
                 strerror(-r));
   }
   st->key = k;
@@ -294,7 +293,7 @@ static uint64_t kv_bytes(const kvs__sess_state *st, uint32_t layers, uint32_t n)
 static int check_layers(const kvs__sess_state *st, const kvs__req *rq, kvs__rep *rep)
 {
   if (rq->layer_begin > rq->layer_end || rq->layer_end > st->key.n_layers)
-    return fail(rep, -EINVAL, "layer range [%u, %u) outside the model's %u layers",
+    return kvs__ops_fail(rep, -EINVAL, "layer range [%u, %u) outside the model's %u layers",
                 rq->layer_begin, rq->layer_end, st->key.n_layers);
   return 0;
 }
@@ -303,7 +302,7 @@ static int check_range(const kvs__sess_state *st, kvs__rep *rep, const char *wha
                        uint64_t len, uint64_t align)
 {
   if (len == UINT64_MAX || !kvs__segment_range_ok(&st->seg, off, len, align))
-    return fail(rep, KVS_ESEGMENT,
+    return kvs__ops_fail(rep, KVS_ESEGMENT,
                 "%s: offset %llu + %llu bytes outside the %llu-byte segment or not %llu-aligned",
                 what, (unsigned long long)off, (unsigned long long)len,
                 (unsigned long long)st->seg.size, (unsigned long long)align);
@@ -315,7 +314,7 @@ static int op_put(kvs__sess_state *st, const kvs__req *rq, kvs__rep *rep)
   int r;
   if ((r = check_layers(st, rq, rep)) < 0) return r;
   uint32_t nl = rq->layer_end - rq->layer_begin, n = rq->n_tokens;
-  if (n > 0 && !rq->tokens) return fail(rep, -EPROTO, "put: tokens missing");
+  if (n > 0 && !rq->tokens) return kvs__ops_fail(rep, -EPROTO, "put: tokens missing");
   uint64_t kvb = kv_bytes(st, nl, n);
   const uint16_t *kp = NULL, *vp = NULL;
   const float *act = NULL;
@@ -329,7 +328,7 @@ static int op_put(kvs__sess_state *st, const kvs__req *rq, kvs__rep *rep)
   uint64_t ab = 0;
   if (rq->has_act && rq->act_channels > 0) {
     if (rq->act_channels > KVS_MAX_ACT_CHANNELS)
-      return fail(rep, -E2BIG, "act_channels %u over %u", rq->act_channels, KVS_MAX_ACT_CHANNELS);
+      return kvs__ops_fail(rep, -E2BIG, "act_channels %u over %u", rq->act_channels, KVS_MAX_ACT_CHANNELS);
     if (kvs__mul_u64(&ab, n, rq->act_channels, 4, 1) < 0) ab = UINT64_MAX;
     if (!rq->dev) {
       if ((r = check_range(st, rep, "act", rq->act_off, ab, 4)) < 0) return r;
@@ -354,7 +353,7 @@ static int op_put(kvs__sess_state *st, const kvs__req *rq, kvs__rep *rep)
                                                  &info, msg);
   if (r < 0) {
     if (created) seq_remove(st, slot); /* atomic: nothing was there before */
-    return fail(rep, r, "%s", msg[0] ? msg : kvs_strerror(r));
+    return kvs__ops_fail(rep, r, "%s", msg[0] ? msg : kvs_strerror(r));
   }
   rep->quantized = info.quantized;
   rep->sinks = info.sinks;
@@ -367,7 +366,7 @@ static int op_get(kvs__sess_state *st, const kvs__req *rq, kvs__rep *rep)
   int r;
   if ((r = check_layers(st, rq, rep)) < 0) return r;
   kvs__seq_slot *slot = seq_find(st, rq->seq);
-  if (!slot) return fail(rep, -ENOENT, "no sequence %llu", (unsigned long long)rq->seq);
+  if (!slot) return kvs__ops_fail(rep, -ENOENT, "no sequence %llu", (unsigned long long)rq->seq);
   uint32_t nl = rq->layer_end - rq->layer_begin;
   uint64_t kvb = kv_bytes(st, nl, rq->n_tokens);
   uint16_t *kp = NULL, *vp = NULL;
@@ -384,7 +383,7 @@ static int op_get(kvs__sess_state *st, const kvs__req *rq, kvs__rep *rep)
   char msg[KVS_MAX_ERRMSG] = "";
   r = (g.on_dev ? kvs__seq_get_dev : kvs__seq_get)(slot->seq, rq->start, rq->n_tokens,
                                                    rq->layer_begin, rq->layer_end, kp, vp, msg);
-  if (r < 0) return fail(rep, r, "%s", msg[0] ? msg : kvs_strerror(r));
+  if (r < 0) return kvs__ops_fail(rep, r, "%s", msg[0] ? msg : kvs_strerror(r));
   if ((r = kvs__opsdev_get_done(st, rq, kvb, kp, vp, &g, rep)) < 0) return r;
   rep->seq_len = kvs__seq_len(slot->seq);
   return 0;
@@ -392,13 +391,13 @@ static int op_get(kvs__sess_state *st, const kvs__req *rq, kvs__rep *rep)
 
 static int op_lookup(kvs__sess_state *st, const kvs__req *rq, kvs__rep *rep)
 {
-  if (rq->n_tokens > 0 && !rq->tokens) return fail(rep, -EPROTO, "lookup: tokens missing");
+  if (rq->n_tokens > 0 && !rq->tokens) return kvs__ops_fail(rep, -EPROTO, "lookup: tokens missing");
   kvs__seq_slot *slot = NULL;
   int created = 0, r;
   if (rq->bind) {
     slot = seq_find(st, rq->seq);
     if (slot && kvs__seq_len(slot->seq) > 0)
-      return fail(rep, -EEXIST, "bind: sequence %llu is not empty", (unsigned long long)rq->seq);
+      return kvs__ops_fail(rep, -EEXIST, "bind: sequence %llu is not empty", (unsigned long long)rq->seq);
     if (!slot) {
       if ((r = seq_create(st, rq->seq, &slot, rep)) < 0) return r;
       created = 1;
@@ -408,7 +407,7 @@ static int op_lookup(kvs__sess_state *st, const kvs__req *rq, kvs__rep *rep)
   r = kvs__space_lookup(st->space, rq->tokens, rq->n_tokens, slot ? slot->seq : NULL, &cached);
   if (r < 0) {
     if (created) seq_remove(st, slot);
-    return fail(rep, r, "lookup failed: %s", kvs_strerror(r));
+    return kvs__ops_fail(rep, r, "lookup failed: %s", kvs_strerror(r));
   }
   rep->cached = cached;
   rep->seq_len = slot ? kvs__seq_len(slot->seq) : 0;
@@ -418,7 +417,7 @@ static int op_lookup(kvs__sess_state *st, const kvs__req *rq, kvs__rep *rep)
 static int op_release(kvs__sess_state *st, const kvs__req *rq, kvs__rep *rep)
 {
   kvs__seq_slot *slot = seq_find(st, rq->seq);
-  if (!slot) return fail(rep, -ENOENT, "no sequence %llu", (unsigned long long)rq->seq);
+  if (!slot) return kvs__ops_fail(rep, -ENOENT, "no sequence %llu", (unsigned long long)rq->seq);
   seq_remove(st, slot);
   return 0;
 }
@@ -594,7 +593,7 @@ static int op_list(const kvs__ops_env *env, kvs__sess_state *st, kvs__rep *rep)
     kvs__store_foreach_space(stores[i], list_cb, &c);
   if (c.oom) {
     free(c.v);
-    return fail(rep, -ENOMEM, "out of memory");
+    return kvs__ops_fail(rep, -ENOMEM, "out of memory");
   }
   if (env->foreach_session) env->foreach_session(env->arg, count_fallback, &c);
   rep->spaces = c.v;
@@ -608,7 +607,7 @@ static int op_profiles(const kvs__ops_env *env, kvs__rep *rep)
   size_t n = ps->n < KVS_MAX_LIST_ITEMS ? ps->n : KVS_MAX_LIST_ITEMS;
   if (!n) return 0;
   kvs_profile_info *v = calloc(n, sizeof *v);
-  if (!v) return fail(rep, -ENOMEM, "out of memory");
+  if (!v) return kvs__ops_fail(rep, -ENOMEM, "out of memory");
   for (size_t i = 0; i < n; i++) {
     const kvs__profile *p = &ps->v[i];
     uint32_t nc = p->n_channels;
@@ -694,11 +693,11 @@ static int op_metrics(const kvs__ops_env *env, kvs__rep *rep)
   kvs__text t = {0};
   if (kvs__ops_metrics_text(env, &t) < 0) {
     kvs__text_free(&t);
-    return fail(rep, -ENOMEM, "out of memory");
+    return kvs__ops_fail(rep, -ENOMEM, "out of memory");
   }
   if (t.len > KVS_MAX_FRAME - 64) {
     kvs__text_free(&t);
-    return fail(rep, -E2BIG, "metrics of %zu bytes do not fit a frame: use metrics_listen",
+    return kvs__ops_fail(rep, -E2BIG, "metrics of %zu bytes do not fit a frame: use metrics_listen",
                 t.len);
   }
   rep->text = t.p; /* kvs__rep_free frees it */
@@ -741,7 +740,7 @@ static int run_op(const kvs__ops_env *env, kvs__sess_state *st, const kvs__req *
   rep->op = rq->op;
   rep->id = rq->id;
   if (is_admin_op(rq->op) && !st->admin) {
-    fail(rep, -EACCES, "%s is an admin operation: use the admin socket (or uid 0, admin_group)",
+    kvs__ops_fail(rep, -EACCES, "%s is an admin operation: use the admin socket (or uid 0, admin_group)",
          kvs__op_name(rq->op));
     return KVS_OPS_REPLY;
   }
@@ -782,7 +781,7 @@ static int run_op(const kvs__ops_env *env, kvs__sess_state *st, const kvs__req *
     break;
   }
   if (!st->hello_done) {
-    fail(rep, -EPROTO, "%s before hello", kvs__op_name(rq->op));
+    kvs__ops_fail(rep, -EPROTO, "%s before hello", kvs__op_name(rq->op));
     return KVS_OPS_REPLY;
   }
   switch (rq->op) {
@@ -794,7 +793,7 @@ static int run_op(const kvs__ops_env *env, kvs__sess_state *st, const kvs__req *
     kvs__seq_slot *slot = seq_find(st, rq->seq);
     if (check_layers(st, rq, rep) < 0) break;
     if (!slot) {
-      fail(rep, -ENOENT, "no sequence %llu", (unsigned long long)rq->seq);
+      kvs__ops_fail(rep, -ENOENT, "no sequence %llu", (unsigned long long)rq->seq);
       break;
     }
     /* the session's own pool (its GPU's), where its seqs live */
@@ -804,7 +803,7 @@ static int run_op(const kvs__ops_env *env, kvs__sess_state *st, const kvs__req *
       return KVS_OPS_REPLY_FDS;
     break;
   }
-  default: fail(rep, -EPROTO, "unknown op"); break;
+  default: kvs__ops_fail(rep, -EPROTO, "unknown op"); break;
   }
   return KVS_OPS_REPLY;
 }

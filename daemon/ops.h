@@ -100,6 +100,9 @@ int kvs__ops_metrics_text(const kvs__ops_env *env, kvs__text *t);
 void kvs__ops_hello_undo(kvs__sess_state *st);
 /* Reply to a request the decoder refused (unknown op, bad value): rep
  * names the op only in printable ASCII. */
+/* rep->err = err and its message; returns err (the request layer's
+ * files share it: ops.c, ops_dev.c, table.c). */
+int kvs__ops_fail(kvs__rep *rep, int err, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 void kvs__ops_error(kvs__rep *rep, kvs__op op, uint64_t id, int err, const char *fmt, ...)
     __attribute__((format(printf, 5, 6)));
 

@@ -1,23 +1,12 @@
 /* SPDX-License-Identifier: MIT */
 /* Device segments in the request layer (daemon/ops_dev.h). */
 #include <errno.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "daemon/log.h"
 #include "daemon/ops_dev.h"
 
-static int fail(kvs__rep *rep, int err, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
-static int fail(kvs__rep *rep, int err, const char *fmt, ...)
-{
-  va_list ap;
-  va_start(ap, fmt);
-  rep->err = err;
-  vsnprintf(rep->errmsg, sizeof rep->errmsg, fmt, ap);
-  va_end(ap);
-  return err;
-}
 
 int kvs__opsdev_pool(const kvs__ops_env *env, kvs__sess_state *st, const kvs__hello *h)
 {
@@ -70,9 +59,9 @@ static int dev_range(const kvs__sess_state *st, kvs__rep *rep, const char *what,
                      uint64_t len, uint64_t align)
 {
   if (!st->dseg.vmm.ptr)
-    return fail(rep, KVS_ESEGMENT, "%s: this session has no device segment", what);
+    return kvs__ops_fail(rep, KVS_ESEGMENT, "%s: this session has no device segment", what);
   if (len == UINT64_MAX || !kvs__devseg_range_ok(&st->dseg, off, len, align))
-    return fail(rep, KVS_ESEGMENT,
+    return kvs__ops_fail(rep, KVS_ESEGMENT,
                 "%s: offset %llu + %llu bytes outside the %llu-byte device segment or not "
                 "%llu-aligned",
                 what, (unsigned long long)off, (unsigned long long)len,
@@ -140,7 +129,7 @@ int kvs__opsdev_put_src(kvs__sess_state *st, const kvs__req *rq, uint64_t kvb, u
       if (r == 0 && (ab || kvb)) r = kvs__devseg_sync(d);
     }
     if (r < 0)
-      return fail(rep, r, "put: reading the device segment: %s",
+      return kvs__ops_fail(rep, r, "put: reading the device segment: %s",
                   r == -ENOMEM ? "out of memory" : kvs__cudrv_error());
     *kp = kvb ? (const uint16_t *)(p + ko) : NULL;
     *vp = kvb ? (const uint16_t *)(p + vo) : NULL;
@@ -155,7 +144,7 @@ int kvs__opsdev_put_src(kvs__sess_state *st, const kvs__req *rq, uint64_t kvb, u
   if (r == 0 && kvb) r = kvs__devseg_host_to_dstage(d, ko, *kp, (size_t)kvb);
   if (r == 0 && kvb) r = kvs__devseg_host_to_dstage(d, vo, *vp, (size_t)kvb);
   if (r < 0)
-    return fail(rep, r, "put: copying to the GPU: %s",
+    return kvs__ops_fail(rep, r, "put: copying to the GPU: %s",
                 r == -ENOMEM ? "out of memory" : kvs__cudrv_error());
   *kp = kvb ? (const uint16_t *)(p + ko) : NULL;
   *vp = kvb ? (const uint16_t *)(p + vo) : NULL;
@@ -183,7 +172,7 @@ int kvs__opsdev_get_dst(kvs__sess_state *st, const kvs__req *rq, uint64_t kvb, u
       return 0;
     }
     uint16_t *p = kvs__devseg_stage(d, 2 * (size_t)kvb);
-    if (!p) return fail(rep, -ENOMEM, "get: out of memory for staging");
+    if (!p) return kvs__ops_fail(rep, -ENOMEM, "get: out of memory for staging");
     *kp = p;
     *vp = p + kvb / 2;
     g->up = 1;
@@ -191,7 +180,7 @@ int kvs__opsdev_get_dst(kvs__sess_state *st, const kvs__req *rq, uint64_t kvb, u
   }
   if (!d->pinned || !bulk || !*kp || !kvs__devseg_dstage_ok(d, 2 * (size_t)kvb)) return 0;
   uint8_t *p = kvs__devseg_dstage(d, 2 * (size_t)kvb);
-  if (!p) return fail(rep, -ENOMEM, "get: out of GPU memory for staging");
+  if (!p) return kvs__ops_fail(rep, -ENOMEM, "get: out of GPU memory for staging");
   g->hk = *kp;
   g->hv = *vp;
   *kp = (uint16_t *)p;
@@ -209,7 +198,7 @@ int kvs__opsdev_get_done(kvs__sess_state *st, const kvs__req *rq, uint64_t kvb, 
   if (g->down) {
     r = kvs__devseg_dstage_to_host(d, g->hk, 0, (size_t)kvb);
     if (r == 0) r = kvs__devseg_dstage_to_host(d, g->hv, (size_t)kvb, (size_t)kvb);
-    if (r < 0) return fail(rep, r, "get: copying from the GPU: %s", kvs__cudrv_error());
+    if (r < 0) return kvs__ops_fail(rep, r, "get: copying from the GPU: %s", kvs__cudrv_error());
     return 0;
   }
   if (!rq->dev || !kp) return 0;
@@ -222,7 +211,7 @@ int kvs__opsdev_get_done(kvs__sess_state *st, const kvs__req *rq, uint64_t kvb, 
   }
   /* the reply goes out only once the data is in the segment */
   if (r == 0) r = kvs__devseg_sync(d);
-  if (r < 0) return fail(rep, r, "get: writing the device segment: %s", kvs__cudrv_error());
+  if (r < 0) return kvs__ops_fail(rep, r, "get: writing the device segment: %s", kvs__cudrv_error());
   return 0;
 }
 

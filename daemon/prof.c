@@ -51,27 +51,27 @@ static size_t phases(char *o, size_t cap, const kvs__store_prof *s, int a, int b
   return w < cap ? w : cap;
 }
 
+/* One op's line: n ops of `blocks` blocks, us each in all, in the store
+ * (its phases ph) and in the daemon around it. */
+static void op_line(char *buf, size_t cap, const char *op, uint64_t n, uint64_t blocks,
+                    uint64_t ns, uint64_t store_ns, const char *ph)
+{
+  snprintf(buf, cap, " %s %llu x %.0f blocks: %.1f us each = store %.1f (%s ) + daemon %.1f;", op,
+           (unsigned long long)n, (double)blocks / (double)n, (double)ns / 1e3 / (double)n,
+           (double)store_ns / 1e3 / (double)n, ph, (double)(ns - store_ns) / 1e3 / (double)n);
+}
+
 void kvs__prof_log(const kvs__prof *p, uint64_t id, const char *what)
 {
   char put[512] = "", get[384] = "", ph[320];
   const kvs__store_prof *s = &p->st;
   if (p->puts) {
     phases(ph, sizeof ph, s, KVS_PROF_PUT_CHECK, KVS_PROF_GET, p->puts);
-    snprintf(put, sizeof put,
-             " put %llu x %.0f blocks: %.1f us each = store %.1f (%s ) + daemon %.1f;",
-             (unsigned long long)p->puts, (double)s->put_blocks / (double)p->puts,
-             (double)p->put_ns / 1e3 / (double)p->puts,
-             (double)s->ns[KVS_PROF_PUT] / 1e3 / (double)p->puts, ph,
-             (double)(p->put_ns - s->ns[KVS_PROF_PUT]) / 1e3 / (double)p->puts);
+    op_line(put, sizeof put, "put", p->puts, s->put_blocks, p->put_ns, s->ns[KVS_PROF_PUT], ph);
   }
   if (p->gets) {
     phases(ph, sizeof ph, s, KVS_PROF_GET_ITEMS, KVS_PROF_N, p->gets);
-    snprintf(get, sizeof get,
-             " get %llu x %.0f blocks: %.1f us each = store %.1f (%s ) + daemon %.1f;",
-             (unsigned long long)p->gets, (double)s->get_blocks / (double)p->gets,
-             (double)p->get_ns / 1e3 / (double)p->gets,
-             (double)s->ns[KVS_PROF_GET] / 1e3 / (double)p->gets, ph,
-             (double)(p->get_ns - s->ns[KVS_PROF_GET]) / 1e3 / (double)p->gets);
+    op_line(get, sizeof get, "get", p->gets, s->get_blocks, p->get_ns, s->ns[KVS_PROF_GET], ph);
   }
   if (p->puts || p->gets)
     kvs__notice("profile: session %llu (%s):%s%s the first put and get not counted",

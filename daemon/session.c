@@ -289,6 +289,19 @@ static int process_frames(kvs__session *ss);
 static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *b);
 static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *b);
 
+/* The frames already buffered, then reading again unless paused, closing
+ * or parked (a parked lookup resumes it when Redis answers). */
+static void read_on(kvs__session *ss)
+{
+  if (process_frames(ss) < 0) {
+    kvs__session_shutdown(ss);
+    return;
+  }
+  if (!ss->paused && !ss->closing && !ss->parked &&
+      uv_read_start((uv_stream_t *)&ss->pipe, on_alloc, on_read) < 0)
+    session_close(ss);
+}
+
 #ifdef HAVE_REDIS
 static void on_fetched(void *arg)
 {
@@ -300,13 +313,7 @@ static void on_fetched(void *arg)
   kvs__req_free(&p->rq);
   free(p);
   if (ss->closing) return;
-  if (process_frames(ss) < 0) {
-    kvs__session_shutdown(ss);
-    return;
-  }
-  if (!ss->paused && !ss->closing && !ss->parked &&
-      uv_read_start((uv_stream_t *)&ss->pipe, on_alloc, on_read) < 0)
-    session_close(ss);
+  read_on(ss);
 }
 #endif
 
@@ -422,19 +429,11 @@ static int process_frames(kvs__session *ss)
   return rc;
 }
 
-static void on_read(uv_stream_t *st, ssize_t nread, const uv_buf_t *b);
-
 static void resume(kvs__session *ss)
 {
   ss->paused = 0;
   kvs__debug("session %llu: replies drained, reading again", (unsigned long long)ss->st.id);
-  if (process_frames(ss) < 0) {
-    kvs__session_shutdown(ss);
-    return;
-  }
-  if (!ss->paused && !ss->closing && !ss->parked &&
-      uv_read_start((uv_stream_t *)&ss->pipe, on_alloc, on_read) < 0)
-    session_close(ss);
+  read_on(ss);
 }
 
 static void on_tick(uv_timer_t *t)

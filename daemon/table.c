@@ -1,7 +1,6 @@
 /* SPDX-License-Identifier: MIT */
 /* Block tables: see daemon/table.h and kvsink-protocol(7), BLOCK TABLES. */
 #include <errno.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -12,16 +11,6 @@
 #include "proto/blocktable.h"
 #include "store/pool.h"
 
-__attribute__((format(printf, 3, 4)))
-static int tfail(kvs__rep *rep, int err, const char *fmt, ...)
-{
-  va_list ap;
-  va_start(ap, fmt);
-  rep->err = err;
-  vsnprintf(rep->errmsg, sizeof rep->errmsg, fmt, ap);
-  va_end(ap);
-  return err;
-}
 
 static uint64_t pad8(uint64_t x) { return (x + 7) / 8 * 8; }
 
@@ -100,7 +89,7 @@ int kvs__ops_table(kvs__store *store, kvs__sess_state *st, kvs__seq *seq, const 
 {
   const int kind = kvs__store_exportable(store);
   if (!kind)
-    return tfail(rep, -ENOTSUP,
+    return kvs__ops_fail(rep, -ENOTSUP,
                  "table: the pool is not exportable (a GPU pool without exportable VMM "
                  "chunks, or chunks that are not whole pages); use get");
   if (kind == KVS_POOL_EXPORT_DEVICE) {
@@ -108,11 +97,11 @@ int kvs__ops_table(kvs__store *store, kvs__sess_state *st, kvs__seq *seq, const 
      * is libkvsink's choice, not enforced. So device chunks go only to a
      * namespace of one uid, whose blocks its clients could put anyway. */
     if (strcmp(st->ns, "shared") == 0)
-      return tfail(rep, -EACCES,
+      return kvs__ops_fail(rep, -EACCES,
                    "table: GPU pool chunks are not passed to the shared namespace (its "
                    "clients are several uids); use get");
     if (kvs__cudrv_uuid(kvs__store_gpu(store), rep->table_gpu) < 0)
-      return tfail(rep, -EIO, "table: GPU of the pool unknown (%s)", kvs__cudrv_error());
+      return kvs__ops_fail(rep, -EIO, "table: GPU of the pool unknown (%s)", kvs__cudrv_error());
     rep->table_device = 1;
   }
   const uint64_t limit = kvs__ops_table_limit(store, max_chunks);
@@ -121,7 +110,7 @@ int kvs__ops_table(kvs__store *store, kvs__sess_state *st, kvs__seq *seq, const 
     st->tbl_sent = calloc(nch, sizeof(uint32_t));
     st->tbl_seen = calloc(nch, sizeof(uint32_t));
     if (!st->tbl_sent || !st->tbl_seen)
-      return tfail(rep, -ENOMEM, "table: out of memory");
+      return kvs__ops_fail(rep, -ENOMEM, "table: out of memory");
   }
   if (++st->tbl_stamp == 0) {
     memset(st->tbl_seen, 0, nch * sizeof(uint32_t));
@@ -156,14 +145,14 @@ int kvs__ops_table(kvs__store *store, kvs__sess_state *st, kvs__seq *seq, const 
   if (r == 0)
     r = export_units(store, st, &ul, limit, &more);
   if (r == -EDQUOT) {
-    tfail(rep, r,
+    kvs__ops_fail(rep, r,
           "table: this session was passed %llu pool chunks, table_chunks allows %llu; "
           "reconnect (a new session) to take more tables",
           (unsigned long long)st->tbl_passed, (unsigned long long)limit);
     goto out;
   }
   if (r < 0) {
-    tfail(rep, r, "table: %s", r == -E2BIG ? "a block spans more chunks than one reply passes"
+    kvs__ops_fail(rep, r, "table: %s", r == -E2BIG ? "a block spans more chunks than one reply passes"
                                            : kvs_strerror(r));
     goto out;
   }
@@ -179,7 +168,7 @@ int kvs__ops_table(kvs__store *store, kvs__sess_state *st, kvs__seq *seq, const 
   }
   if (size > rq->n_tokens || size > UINT32_MAX ||
       !kvs__segment_range_ok(&st->seg, rq->k_off, size, 8)) {
-    r = tfail(rep, size > rq->n_tokens ? -ENOBUFS : KVS_ESEGMENT,
+    r = kvs__ops_fail(rep, size > rq->n_tokens ? -ENOBUFS : KVS_ESEGMENT,
               "table: needs %llu bytes at offset %llu (room %u, segment %llu, 8-aligned)",
               (unsigned long long)size, (unsigned long long)rq->k_off, rq->n_tokens,
               (unsigned long long)st->seg.size);
