@@ -31,7 +31,40 @@
 #include <cmath>
 #include <cuda_runtime.h>
 
+#include <cstdlib>
+#include <cstring>
+
 #include "kernels/attn_dev.cuh"
+#include "kernels/attn_tc.cuh"
+
+/* The tensor-core kernel (attn_tc.cuh) where it takes the shape, unless
+ * KVSINK_ATTN_TC=0 (A/B runs against kvs_attn_kernel). */
+static bool at_use_tc(const at_args &a, uint32_t g)
+{
+  static int off = -1;
+  if (off < 0) {
+    const char *e = getenv("KVSINK_ATTN_TC");
+    off = e && !strcmp(e, "0");
+  }
+  return !off && at_tc_ok(a, g);
+}
+
+template <int KB, int VB, bool L1>
+static void *at_tc_fn()
+{
+  return (void *)kvs_attn_tc<KB, VB, L1>;
+}
+/* The instance for a shape at_tc_ok took. */
+static const void *at_tc_kernel(const at_args &a)
+{
+  const bool l1 = a.vg % TC_D == 0;
+  if (a.kb == 2) {
+    if (a.vb == 2) return l1 ? at_tc_fn<2, 2, true>() : at_tc_fn<2, 2, false>();
+    return l1 ? at_tc_fn<2, 4, true>() : at_tc_fn<2, 4, false>();
+  }
+  if (a.vb == 2) return l1 ? at_tc_fn<4, 2, true>() : at_tc_fn<4, 2, false>();
+  return l1 ? at_tc_fn<4, 4, true>() : at_tc_fn<4, 4, false>();
+}
 
 /* Dynamic shared memory of kvs_attn_kernel<GQ> raised past 48 KiB once
  * per device (the call costs host time on every step otherwise;
@@ -78,8 +111,15 @@ extern "C" int kvs__cuda_attn_make_plan(const kvs__attn_shape *s, uint32_t n_seq
     cudaGetLastError();
     return -EIO;
   }
-  int per_sm = 1, rc;
-  switch (s->n_q_heads / s->n_kv_heads) {
+  int per_sm = 1, rc = 0;
+  const uint32_t g = s->n_q_heads / s->n_kv_heads;
+  if (at_use_tc(a, g)) {
+    if (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, at_tc_kernel(a), TC_NW * 32, 0) != cudaSuccess) {
+      cudaGetLastError();
+      return -EIO;
+    }
+    if (per_sm < 1) per_sm = 1;
+  } else switch (g) {
   case 1: rc = at_per_sm<1>(a, &per_sm); break;
   case 2: rc = at_per_sm<2>(a, &per_sm); break;
   case 4: rc = at_per_sm<4>(a, &per_sm); break;
@@ -126,7 +166,12 @@ extern "C" int kvs__cuda_attn_decode_async(kvs__cuda_ctx *c, const kvs__attn_sha
   cudaStream_t st = (cudaStream_t)c->stream;
   const uint32_t g = s->n_q_heads / s->n_kv_heads;
   int rc;
-  switch (g) {
+  if (at_use_tc(a, g)) {
+    void *args[] = {&a, (void *)&d_seqs, (void *)&d_q, &ws_acc, &ws_ml, &c->d_status};
+    rc = cudaLaunchKernel(at_tc_kernel(a), dim3(a.splits, s->n_kv_heads, pl->n_seqs), dim3(TC_NW * 32), args, 0,
+                          st) == cudaSuccess ? 0 : -EIO;
+    if (rc) cudaGetLastError();
+  } else switch (g) {
   case 1: rc = at_launch<1>(a, s->n_kv_heads, pl->n_seqs, st, d_seqs, d_q, ws_acc, ws_ml, c->d_status); break;
   case 2: rc = at_launch<2>(a, s->n_kv_heads, pl->n_seqs, st, d_seqs, d_q, ws_acc, ws_ml, c->d_status); break;
   case 4: rc = at_launch<4>(a, s->n_kv_heads, pl->n_seqs, st, d_seqs, d_q, ws_acc, ws_ml, c->d_status); break;

@@ -12,6 +12,8 @@
 #    with speedups and the bytes-read limits (OUTDIR/attn_table.md).
 # ATTN_ONLY=BITS:T:B benches one case; ATTN_BUILD_ONLY=DIR only builds
 # (the program lands in DIR), e.g. for ncu.
+# 5. the CUDA-core kernel alone (KVSINK_ATTN_TC=0) on four of the shapes the
+#    tensor-core kernel takes, for comparison (OUTDIR/attn_cuda_cores.txt).
 # Writes OUTDIR/attn_check.txt, attn_kvsink.csv, attn_sdpa.csv, attn_table.md.
 # Exit status: non-zero when the check finds a mismatch.
 set -eu
@@ -46,6 +48,12 @@ rc=0
 "$bld/attn_test" check 2>&1 | tee "$out/attn_check.txt" || true
 grep -q "^attn check: ok" "$out/attn_check.txt" || rc=1
 "$bld/attn_test" bench "$out/attn_kvsink.csv" || rc=$?
+# the CUDA-core kernel on the shapes the tensor cores now take (A/B)
+for c in 4:32768:8 2:32768:8 4:32768:64 4:131072:8; do
+  KVSINK_ATTN_TC=0 ATTN_ONLY=$c "$bld/attn_test" bench "$out/attn_cc_$c.csv" >>"$out/attn_cuda_cores.txt" 2>&1 || rc=$?
+  rm -f "$out/attn_cc_$c.csv"
+done
+cat "$out/attn_cuda_cores.txt"
 if python3 -c 'import torch' 2>/dev/null; then
   python3 "$top/tests/gpu/attn_bench.py" sdpa "$out/attn_sdpa.csv" || rc=$?
   python3 "$top/tests/gpu/attn_bench.py" table "$out/attn_kvsink.csv" "$out/attn_sdpa.csv" "$out/attn_table.md" || rc=$?

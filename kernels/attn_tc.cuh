@@ -1,0 +1,539 @@
+/* SPDX-License-Identifier: MIT */
+/* Decode attention on tensor cores (sm_80+), for the common shape: head
+ * dim 128, GQA groups of 1, 2 or 4 query heads, keys and values at 2 or 4
+ * bits, G 16, 32 or 64, v_group a multiple of 32. attn.cu launches it
+ * instead of kvs_attn_kernel where at_tc_ok says so; the split-K plan,
+ * the workspace and the combine are the same. Design (HACKING.md
+ * Decision 45):
+ *
+ * A warp owns whole blocks (tiles of 16 tokens) of its CUDA block's span
+ * and keeps its own online softmax; the four warps meet at the end.
+ * Scores: S^T = K Q'^T as mma.m16n8k16 (bf16 in, fp32 accumulate), the
+ * 16 tokens as rows, the 8 columns holding the g queries twice: q' =
+ * q scale_c 2^B split into a bf16 high part (columns 0-3) and the rest
+ * (4-7), so the products keep 16 bits of q' and the codes are exact.
+ * The A operand is the codes themselves, as 1 + code / 2^B (one shift
+ * and one masked OR per pair); the 1 and the mins are folded into a
+ * per-query constant once per block:
+ *   q . k = sum_c q_c (min_c - 2^B s_c) + sum_c q'_c (1 + code_c / 2^B).
+ * The head dimension is a sum, so its order is free: a thread's A pairs
+ * are (channel e, channel e + 4) of its own 8 channels, and q' follows
+ * the same order. Values: O^T = V^T P'^T, dims as rows (8 tiles of 16),
+ * tokens as k, p' = p scale_t 2^B split the same way, and
+ *   sum_t p_t (min_t + s_t code) = sum_t p'_t (1 + code / 2^B)
+ *                                  + sum_t p_t (min_t - 2^B s_t)
+ * with the second sum (per query and value group) kept apart. Each
+ * m-tile's rows lie in one value group (v_group a multiple of 32), so
+ * the group's scale can ride on the B operand. bf16 rather than fp16:
+ * q' and p' span far more than fp16's exponent range.
+ *
+ * Tiles holding a sink row, residual tokens or the end of the sequence
+ * go through a scalar path (scores by warp reduction, values into a
+ * per-warp fp32 accumulator kept at its own running max); sparse
+ * outliers correct scores and that accumulator with raw - dequantized,
+ * as kvs_attn_kernel does. No 16-bit K or V is written anywhere. */
+#ifndef KVS_KERNELS_ATTN_TC_CUH
+#define KVS_KERNELS_ATTN_TC_CUH
+
+#include "kernels/attn_dev.cuh"
+
+#define TC_NW 4    /* warps per CUDA block */
+#ifndef TC_SHARED
+#define TC_SHARED __shared__ /* the CPU emulation makes them statics */
+#endif
+#define TC_D 128   /* head dim */
+
+#ifndef KVS_ATTN_EMU
+/* D += A B, m16n8k16, A row-major bf16 (4 registers), B column-major
+ * (2), D fp32 (4): the PTX fragment layouts. */
+static __device__ __forceinline__ void tc_mma(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1)
+{
+#if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
+  asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+      "{%0,%1,%2,%3};\n"
+      : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+#endif
+}
+static __device__ __forceinline__ uint32_t tc_perm(uint32_t x, uint32_t y, uint32_t s) { return __byte_perm(x, y, s); }
+/* two floats to a bf16 pair, round to nearest even (lo in the low half) */
+static __device__ __forceinline__ uint32_t tc_bf2(float lo, float hi)
+{
+  __nv_bfloat162 v = __floats2bfloat162_rn(lo, hi);
+  return *reinterpret_cast<uint32_t *>(&v);
+}
+#endif
+static __device__ __forceinline__ float tc_lo(uint32_t u) { return __uint_as_float(u << 16); }
+static __device__ __forceinline__ float tc_hi(uint32_t u) { return __uint_as_float(u & 0xffff0000u); }
+/* x0, x1 as a bf16 pair: the high parts, or (lo) what they leave */
+static __device__ __forceinline__ uint32_t tc_split(float x0, float x1, bool lo)
+{
+  const uint32_t h = tc_bf2(x0, x1);
+  return lo ? tc_bf2(x0 - tc_lo(h), x1 - tc_hi(h)) : h;
+}
+/* Pair e of x as bf16 1 + code / 2^B: low half from code e of x's low
+ * 16 bits, high half from code e of its high 16 bits (codes B bits
+ * apart); bits of other codes fall outside the mask for every e. */
+template <int B>
+static __device__ __forceinline__ uint32_t tc_pair(uint32_t x, int e)
+{
+  constexpr int top = 7 - B;
+  constexpr uint32_t m = ((1u << B) - 1u) << top, mask = m | (m << 16);
+  const int sh = top - B * e;
+  const uint32_t y = sh >= 0 ? x << sh : x >> -sh;
+  return (y & mask) | 0x3f803f80u;
+}
+
+struct __align__(16) tc_warp { /* one warp's shared memory */
+  float sc[4][16];         /* scores, then probabilities [query][token] */
+  float al[4], wm[4];      /* this tile's rescale and running max per query */
+  float qm[4], mx[4];      /* key constant of the block; max xacc is kept at */
+  float wb[4][4];          /* value constants [query][piece] */
+  float xacc[4][TC_D];     /* scalar-path and outlier sums [query][channel] */
+};
+
+/* at_args fields the tensor-core kernel can take (g: query heads per KV head) */
+static inline bool at_tc_ok(const at_args &a, uint32_t g)
+{
+  return a.D == TC_D && (g == 1 || g == 2 || g == 4) && (a.kb == 2 || a.kb == 4) && (a.vb == 2 || a.vb == 4) &&
+         a.G % 16u == 0 && 128u % a.G == 0 && a.vg % 32u == 0 && a.ct % 16u == 0;
+}
+
+/* The channels of a thread's 4 value pieces (4 channels each) within the
+ * head: whole-head value groups (L1) give 16 consecutive channels per
+ * thread group g; else piece i lies in the 32-channel chunk i. */
+template <bool L1>
+static __device__ __forceinline__ uint32_t tc_base(uint32_t g, int i)
+{
+  return L1 ? 16u * g + 4u * i : 32u * i + 4u * g;
+}
+
+/* Keys of a fast tile: scores of rows g and g + 8 (k0: row g's 32
+ * channels of this thread, k1: row g + 8's) into acc. */
+template <int KB>
+static __device__ __forceinline__ void tc_keys(const uint32_t (&k0)[4], const uint32_t (&k1)[4],
+                                               const uint32_t (&qb)[8][2], float (&acc)[2][4])
+{
+#pragma unroll
+  for (int o = 0; o < 4; o++) {
+    uint32_t x0, x1;
+    if (KB == 4) {
+      x0 = k0[o];
+      x1 = k1[o];
+    } else { /* 2 bits: octet o is 16 bits of word o / 2; codes 4-7 to the high half */
+      x0 = tc_perm(k0[o >> 1], 0u, (o & 1) ? 0x4342u : 0x4140u);
+      x1 = tc_perm(k1[o >> 1], 0u, (o & 1) ? 0x4342u : 0x4140u);
+    }
+#pragma unroll
+    for (int h = 0; h < 2; h++) {
+      const uint32_t a[4] = {tc_pair<KB>(x0, 2 * h), tc_pair<KB>(x1, 2 * h), tc_pair<KB>(x0, 2 * h + 1),
+                             tc_pair<KB>(x1, 2 * h + 1)};
+      tc_mma(acc[h], a, qb[2 * o + h][0], qb[2 * o + h][1]);
+    }
+  }
+}
+
+/* q' of a block for this thread's B fragments (column g: query g & 3,
+ * high part for g < 4, the rest above), and the block's key constant
+ * into the warp's qm. */
+template <int KB>
+static __device__ __forceinline__ void tc_qprime(const at_args &a, const uint8_t *data, uint32_t j, uint32_t g,
+                                                 uint32_t t, const float (*qs)[TC_D], uint32_t (&qb)[8][2],
+                                                 tc_warp &X)
+{
+  const uint32_t qi = g & 3u, c0 = j * TC_D + 32u * t;
+  const bool lo = g >= 4u;
+  const uint4 *ksc = (const uint4 *)(data + a.kscale + 2u * c0), *kmn = (const uint4 *)(data + a.kmin + 2u * c0);
+  float qm = 0.f;
+#pragma unroll
+  for (int o = 0; o < 4; o++) {
+    const uint4 su = ksc[o], mu = kmn[o];
+    const uint16_t *sc = (const uint16_t *)&su, *mn = (const uint16_t *)&mu;
+    float x[8];
+#pragma unroll
+    for (int e = 0; e < 8; e++) {
+      const float qv = qs[qi][32u * t + 8u * o + e], s = f16f(sc[e]) * (float)(1u << KB);
+      x[e] = qv * s;
+      qm = fmaf(qv, f16f(mn[e]) - s, qm);
+    }
+#pragma unroll
+    for (int h = 0; h < 2; h++) {
+      qb[2 * o + h][0] = tc_split(x[2 * h], x[2 * h + 4], lo);
+      qb[2 * o + h][1] = tc_split(x[2 * h + 1], x[2 * h + 5], lo);
+    }
+  }
+  qm += __shfl_xor_sync(0xffffffffu, qm, 1);
+  qm += __shfl_xor_sync(0xffffffffu, qm, 2);
+  if (t == 0 && g < 4u) X.qm[g] = qm;
+}
+
+/* Values of a fast tile. vr[i]: token 4t + i's codes of this thread's
+ * pieces (L1: all 16 channels, 64 or 32 bits; else piece p in bits
+ * 16p (4 bits) or 8p (2 bits) of a 64-bit word); pb: B fragments per
+ * piece. */
+template <int VB, bool L1>
+static __device__ __forceinline__ void tc_values(const uint2 (&vr)[4], const uint32_t (&pb)[4][2], float (&o)[8][4])
+{
+#pragma unroll
+  for (int i = 0; i < 4; i++) {
+    uint32_t x01, x23; /* piece i of tokens (4t, 4t+1) and (4t+2, 4t+3), A low, B high */
+    if (VB == 4) {
+      const uint32_t sel = (i & 1) ? 0x7632u : 0x5410u; /* piece i: half i & 1 of word i / 2 */
+      x01 = tc_perm(i < 2 ? vr[0].x : vr[0].y, i < 2 ? vr[1].x : vr[1].y, sel);
+      x23 = tc_perm(i < 2 ? vr[2].x : vr[2].y, i < 2 ? vr[3].x : vr[3].y, sel);
+    } else {
+      const uint32_t sel = (uint32_t)i * 0x1111u + 0x4400u; /* bytes: A.i A.i B.i B.i */
+      x01 = tc_perm(vr[0].x, vr[1].x, sel);
+      x23 = tc_perm(vr[2].x, vr[3].x, sel);
+    }
+    const int pi = L1 ? 0 : i;
+#pragma unroll
+    for (int u = 0; u < 2; u++) {
+      const uint32_t a[4] = {tc_pair<VB>(x01, 2 * u), tc_pair<VB>(x01, 2 * u + 1), tc_pair<VB>(x23, 2 * u),
+                             tc_pair<VB>(x23, 2 * u + 1)};
+      tc_mma(o[2 * i + u], a, pb[pi][0], pb[pi][1]);
+    }
+  }
+}
+
+/* Bring the warp's xacc to the running maxima in wm (lane: channels
+ * 4 lane .. 4 lane + 3). */
+static __device__ __forceinline__ void tc_xsync(tc_warp &X, uint32_t lane)
+{
+#pragma unroll
+  for (int q = 0; q < 4; q++) {
+    const float m = X.wm[q], mo = X.mx[q];
+    if (mo != m) {
+      const float f = mo == -INFINITY ? 0.f : exp2f(mo - m);
+#pragma unroll
+      for (int e = 0; e < 4; e++) X.xacc[q][4u * lane + e] *= f;
+    }
+  }
+  __syncwarp();
+  if (lane < 4u) X.mx[lane] = X.wm[lane];
+  __syncwarp();
+}
+
+/* Scores of a tile the scalar way (sink rows, residual, dequantized
+ * rows around them): lane l takes channels 4l .. 4l + 3; -inf past t1. */
+template <int KB>
+static __device__ __forceinline__ void tc_keys_slow(const at_args &a, const kvs__attn_seq &S, uint32_t j, uint32_t tb,
+                                                    uint32_t t1, uint32_t lane, const float (*qs)[TC_D], tc_warp &X)
+{
+  at_cur cur = {0xffffffffu, {nullptr, nullptr, 0}};
+  const uint32_t c0 = j * TC_D + 4u * lane;
+  for (uint32_t i = 0; i < 16u; i++) {
+    const uint32_t tt = tb + i;
+    float part[4] = {0.f, 0.f, 0.f, 0.f};
+    if (tt < t1) {
+      const at_tok k = locate(a, S, cur, tt);
+      float x[4];
+      if (k.raw) {
+#pragma unroll
+        for (int e = 0; e < 4; e++) x[e] = h2f(k.raw[c0 + e], a.dt);
+      } else {
+        const uint8_t *row = k.data + a.kcodes + (size_t)k.r * a.kstride;
+        const uint16_t *ks = (const uint16_t *)(k.data + a.kscale), *km = (const uint16_t *)(k.data + a.kmin);
+#pragma unroll
+        for (int e = 0; e < 4; e++) x[e] = f16f(km[c0 + e]) + (float)code_at(row, c0 + e, KB) * f16f(ks[c0 + e]);
+      }
+#pragma unroll
+      for (int q = 0; q < 4; q++) {
+        float s = 0.f;
+#pragma unroll
+        for (int e = 0; e < 4; e++) s = fmaf(qs[q][4u * lane + e], x[e], s);
+        part[q] = s;
+      }
+    }
+#pragma unroll
+    for (int q = 0; q < 4; q++)
+      for (int off = 16; off; off >>= 1) part[q] += __shfl_xor_sync(0xffffffffu, part[q], off);
+    if (lane == 0)
+#pragma unroll
+      for (int q = 0; q < 4; q++) X.sc[q][i] = tt < t1 ? part[q] : -INFINITY;
+  }
+}
+
+/* Values of a tile the scalar way, into xacc (already at wm). */
+template <int VB>
+static __device__ __forceinline__ void tc_values_slow(const at_args &a, const kvs__attn_seq &S, uint32_t j,
+                                                      uint32_t tb, uint32_t t1, uint32_t lane, uint32_t gq,
+                                                      tc_warp &X)
+{
+  at_cur cur = {0xffffffffu, {nullptr, nullptr, 0}};
+  const uint32_t nbt = S.n_blocks * a.G, c0 = j * TC_D + 4u * lane, ng = a.C / a.vg;
+  float acc[4][4] = {};
+  for (uint32_t i = 0; i < 16u && tb + i < t1; i++) {
+    const uint32_t tt = tb + i;
+    const at_tok k = locate(a, S, cur, tt);
+    float x[4];
+    if (k.raw) {
+      const uint16_t *vr = k.data ? k.raw + a.C : S.res_v + (size_t)(tt - nbt) * a.C;
+#pragma unroll
+      for (int e = 0; e < 4; e++) x[e] = h2f(vr[c0 + e], a.dt);
+    } else {
+      const uint8_t *row = k.data + a.vcodes + (size_t)k.r * a.vstride;
+      const uint16_t *vs = (const uint16_t *)(k.data + a.vscale) + (size_t)k.r * ng;
+      const uint16_t *vm = (const uint16_t *)(k.data + a.vmin) + (size_t)k.r * ng;
+      const float s = f16f(vs[c0 / a.vg]), m = f16f(vm[c0 / a.vg]); /* 4 channels, one group */
+#pragma unroll
+      for (int e = 0; e < 4; e++) x[e] = m + (float)code_at(row, c0 + e, VB) * s;
+    }
+#pragma unroll
+    for (int q = 0; q < 4; q++) {
+      const float p = (uint32_t)q < gq ? X.sc[q][i] : 0.f;
+#pragma unroll
+      for (int e = 0; e < 4; e++) acc[q][e] = fmaf(p, x[e], acc[q][e]);
+    }
+  }
+#pragma unroll
+  for (int q = 0; q < 4; q++)
+#pragma unroll
+    for (int e = 0; e < 4; e++) X.xacc[q][4u * lane + e] += acc[q][e];
+}
+
+/* Sparse outliers of a tile's quantized rows: keys correct the scores
+ * (before the softmax), values xacc (after it; xacc at wm). */
+template <int B, bool KEYS>
+static __device__ __forceinline__ void tc_outliers(const at_args &a, const kvs__attn_seq &S, uint32_t j, uint32_t tb,
+                                                   uint32_t t1, uint32_t lane, uint32_t gq, const float (*qs)[TC_D],
+                                                   tc_warp &X, int *st)
+{
+  const uint32_t nbt = S.n_blocks * a.G, no = KEYS ? a.nko : a.nvo, ng = a.C / a.vg;
+  at_cur cur = {0xffffffffu, {nullptr, nullptr, 0}};
+  for (uint32_t idx = lane; idx < 16u * no; idx += 32u) {
+    const uint32_t i = idx / no, m = idx - i * no, tt = tb + i;
+    if (tt >= t1 || tt >= nbt) continue;
+    const at_tok k = locate(a, S, cur, tt);
+    if (k.raw) continue;
+    const uint32_t en = ((const uint32_t *)(k.data + (KEYS ? a.kout : a.vout)))[(size_t)k.r * no + m];
+    const uint32_t c = en & 0xffffu;
+    if (c >= a.C) { atomicMin(st, -EINVAL); continue; }
+    if (c < j * TC_D || c >= j * TC_D + TC_D) continue;
+    float dq;
+    if (KEYS) {
+      const uint32_t code = code_at(k.data + a.kcodes + (size_t)k.r * a.kstride, c, B);
+      dq = f16f(((const uint16_t *)(k.data + a.kmin))[c]) + (float)code * f16f(((const uint16_t *)(k.data + a.kscale))[c]);
+    } else {
+      const uint16_t *vs = (const uint16_t *)(k.data + a.vscale) + (size_t)k.r * ng;
+      const uint16_t *vm = (const uint16_t *)(k.data + a.vmin) + (size_t)k.r * ng;
+      dq = f16f(vm[c / a.vg]) + (float)code_at(k.data + a.vcodes + (size_t)k.r * a.vstride, c, B) * f16f(vs[c / a.vg]);
+    }
+    const float dx = h2f((uint16_t)(en >> 16), a.dt) - dq;
+    for (uint32_t q = 0; q < gq; q++) {
+      if (KEYS) atomicAdd(&X.sc[q][i], qs[q][c - j * TC_D] * dx);
+      else atomicAdd(&X.xacc[q][c - j * TC_D], X.sc[q][i] * dx);
+    }
+  }
+}
+
+template <int KB, int VB, bool L1>
+static __global__ void __launch_bounds__(TC_NW * 32, 4)
+kvs_attn_tc(at_args a, const kvs__attn_seq *seqs, const float *q, float *ws_acc, float *ws_ml, int *st)
+{
+  TC_SHARED float qs[4][TC_D];
+  TC_SHARED tc_warp W[TC_NW];
+  TC_SHARED float fm[TC_NW][4], fl[TC_NW][4];
+  const uint32_t split = blockIdx.x, j = blockIdx.y, si = blockIdx.z, tid = threadIdx.x;
+  const uint32_t lane = tid & 31u, w = tid >> 5, g = lane >> 2, t = lane & 3u, gq = a.nq / gridDim.y;
+  const kvs__attn_seq S = seqs[si];
+  const uint32_t nbt = S.n_blocks * a.G, T = nbt + S.n_res;
+  const uint32_t t0 = split * a.span, t1 = min(T, t0 + a.span);
+  const size_t part = ((size_t)si * a.nq + (size_t)j * gq) * a.splits + split; /* head h: + h * splits */
+  if (split == 0 && tid == 0 && T > a.span * a.splits) atomicMin(st, -EINVAL);
+  if (t0 >= t1) {
+    if (tid < gq) { ws_ml[2 * (part + tid * a.splits)] = -INFINITY; ws_ml[2 * (part + tid * a.splits) + 1] = 0.f; }
+    return;
+  }
+  tc_warp &X = W[w];
+  const float *qh = q + ((size_t)si * a.nq + (size_t)j * gq) * TC_D;
+  for (uint32_t i = tid; i < 4u * TC_D; i += TC_NW * 32u) qs[i / TC_D][i % TC_D] = i / TC_D < gq ? qh[i] * a.qscale : 0.f;
+  for (uint32_t i = lane; i < 4u * TC_D; i += 32u) X.xacc[i / TC_D][i % TC_D] = 0.f;
+  if (lane < 4u) { X.mx[lane] = -INFINITY; X.wm[lane] = -INFINITY; }
+  __syncthreads();
+
+  const uint32_t ng = a.C / a.vg, tpb = a.G / 16u, ntile = (t1 - t0 + 15u) / 16u;
+  uint32_t gi[4]; /* value group of each piece */
+#pragma unroll
+  for (int i = 0; i < 4; i++) gi[i] = (j * TC_D + tc_base<L1>(g, i)) / a.vg;
+  float o[8][4] = {}, bias[4] = {}, m_run = -INFINITY, l_run = 0.f;
+  uint32_t qb[8][2], kblk = 0xffffffffu;
+
+  for (uint32_t k = 0; k < ntile; k++) {
+    if ((k / tpb) % TC_NW != w) continue;
+    const uint32_t tb = t0 + 16u * k;
+    bool fast = tb + 16u <= nbt;
+    uint32_t b = 0, r0 = 0;
+    kvs__attn_block bv = {nullptr, nullptr, 0};
+    if (fast) {
+      b = tb / a.G;
+      r0 = tb - b * a.G;
+      bv = S.blocks[b];
+      fast = ((bv.sink_mask >> r0) & 0xffffull) == 0;
+    }
+    const uint8_t *data = (const uint8_t *)bv.data;
+    uint2 vr[4];
+    if (fast) {
+      /* every load of the tile first */
+      uint32_t k0[4], k1[4];
+      const uint8_t *kr = data + a.kcodes + (size_t)(r0 + g) * a.kstride + j * (TC_D * KB / 8) + t * (32 * KB / 8);
+      if (KB == 4) {
+        const uint4 x0 = *(const uint4 *)kr, x1 = *(const uint4 *)(kr + 8u * a.kstride);
+        k0[0] = x0.x; k0[1] = x0.y; k0[2] = x0.z; k0[3] = x0.w;
+        k1[0] = x1.x; k1[1] = x1.y; k1[2] = x1.z; k1[3] = x1.w;
+      } else {
+        const uint2 x0 = *(const uint2 *)kr, x1 = *(const uint2 *)(kr + 8u * a.kstride);
+        k0[0] = x0.x; k0[1] = x0.y; k0[2] = k0[3] = 0u;
+        k1[0] = x1.x; k1[1] = x1.y; k1[2] = k1[3] = 0u;
+      }
+      const uint8_t *vrow = data + a.vcodes + (size_t)(r0 + 4u * t) * a.vstride + j * (TC_D * VB / 8);
+#pragma unroll
+      for (int i = 0; i < 4; i++) {
+        const uint8_t *r = vrow + (size_t)i * a.vstride;
+        if (L1) {
+          if (VB == 4) vr[i] = *(const uint2 *)(r + 8u * g);
+          else vr[i] = make_uint2(*(const uint32_t *)(r + 4u * g), 0u);
+        } else {
+          uint32_t lo = 0, hi = 0;
+          if (VB == 4) {
+            lo = (uint32_t)*(const uint16_t *)(r + 2u * g) | (uint32_t)*(const uint16_t *)(r + 16u + 2u * g) << 16;
+            hi = (uint32_t)*(const uint16_t *)(r + 32u + 2u * g) | (uint32_t)*(const uint16_t *)(r + 48u + 2u * g) << 16;
+          } else {
+            lo = (uint32_t)r[g] | (uint32_t)r[8u + g] << 8 | (uint32_t)r[16u + g] << 16 | (uint32_t)r[24u + g] << 24;
+          }
+          vr[i] = make_uint2(lo, hi);
+        }
+      }
+      if (b != kblk) {
+        kblk = b;
+        tc_qprime<KB>(a, data, j, g, t, qs, qb, X);
+      }
+      __syncwarp();
+      float acc[2][4] = {};
+      tc_keys<KB>(k0, k1, qb, acc);
+      float c[4];
+#pragma unroll
+      for (int e = 0; e < 4; e++) {
+        c[e] = acc[0][e] + acc[1][e];
+        c[e] += __shfl_xor_sync(0xffffffffu, c[e], 2); /* high parts + the rest */
+      }
+      if (t < 2u) {
+        const float qa = X.qm[2u * t], qc = X.qm[2u * t + 1u];
+        X.sc[2u * t][g] = c[0] + qa;
+        X.sc[2u * t + 1u][g] = c[1] + qc;
+        X.sc[2u * t][g + 8u] = c[2] + qa;
+        X.sc[2u * t + 1u][g + 8u] = c[3] + qc;
+      }
+    } else {
+      tc_keys_slow<KB>(a, S, j, tb, t1, lane, qs, X);
+    }
+    if (a.nko && tb < nbt) {
+      __syncwarp();
+      tc_outliers<KB, true>(a, S, j, tb, t1, lane, gq, qs, X, st);
+    }
+    __syncwarp();
+    /* online softmax: lane takes query lane / 8, tokens lane % 8 and + 8 */
+    {
+      const uint32_t ql = lane >> 3, i0 = lane & 7u;
+      const float s0 = X.sc[ql][i0], s1 = X.sc[ql][i0 + 8u];
+      float mt = fmaxf(s0, s1);
+      for (int off = 1; off < 8; off <<= 1) mt = fmaxf(mt, __shfl_xor_sync(0xffffffffu, mt, off));
+      const float mn = fmaxf(m_run, mt);
+      const float p0 = exp2f(s0 - mn), p1 = exp2f(s1 - mn);
+      float ps = p0 + p1;
+      for (int off = 1; off < 8; off <<= 1) ps += __shfl_xor_sync(0xffffffffu, ps, off);
+      const float al = m_run == -INFINITY ? 0.f : exp2f(m_run - mn);
+      l_run = l_run * al + ps;
+      m_run = mn;
+      __syncwarp();
+      X.sc[ql][i0] = ql < gq ? p0 : 0.f;
+      X.sc[ql][i0 + 8u] = ql < gq ? p1 : 0.f;
+      if (i0 == 0) { X.al[ql] = al; X.wm[ql] = mn; }
+    }
+    __syncwarp();
+    {
+      const float a0 = X.al[(2u * t) & 3u], a1 = X.al[(2u * t + 1u) & 3u], ab = X.al[g & 3u];
+#pragma unroll
+      for (int mt = 0; mt < 8; mt++) { o[mt][0] *= a0; o[mt][1] *= a1; o[mt][2] *= a0; o[mt][3] *= a1; }
+#pragma unroll
+      for (int i = 0; i < 4; i++) bias[i] *= ab;
+    }
+    if (fast) {
+      /* B fragments: p' = p scale 2^B of tokens 4t .. 4t + 3 for query g & 3, per piece group */
+      const float4 pv = *(const float4 *)&X.sc[g & 3u][4u * t];
+      const float p[4] = {pv.x, pv.y, pv.z, pv.w};
+      const bool lo = g >= 4u;
+      uint32_t pb[4][2];
+      const uint16_t *vs = (const uint16_t *)(data + a.vscale) + (size_t)(r0 + 4u * t) * ng;
+      const uint16_t *vm = (const uint16_t *)(data + a.vmin) + (size_t)(r0 + 4u * t) * ng;
+#pragma unroll
+      for (int pi = 0; pi < (L1 ? 1 : 4); pi++) {
+        float x[4];
+#pragma unroll
+        for (int i = 0; i < 4; i++) {
+          const float s = f16f(vs[(size_t)i * ng + gi[pi]]) * (float)(1u << VB);
+          x[i] = p[i] * s;
+          bias[pi] = fmaf(p[i], f16f(vm[(size_t)i * ng + gi[pi]]) - s, bias[pi]);
+        }
+        pb[pi][0] = tc_split(x[0], x[1], lo);
+        pb[pi][1] = tc_split(x[2], x[3], lo);
+      }
+      tc_values<VB, L1>(vr, pb, o);
+    }
+    if (!fast || a.nvo) {
+      tc_xsync(X, lane);
+      if (!fast) tc_values_slow<VB>(a, S, j, tb, t1, lane, gq, X);
+      if (a.nvo && tb < nbt) {
+        __syncwarp();
+        tc_outliers<VB, false>(a, S, j, tb, t1, lane, gq, qs, X, st);
+      }
+    }
+    __syncwarp();
+  }
+
+  /* this warp's sums into its xacc at its running max, then the warps meet */
+  tc_xsync(X, lane);
+#pragma unroll
+  for (int i = 0; i < 4; i++) {
+    bias[i] += __shfl_xor_sync(0xffffffffu, bias[i], 1);
+    bias[i] += __shfl_xor_sync(0xffffffffu, bias[i], 2);
+  }
+  if (t == 0 && g < 4u)
+#pragma unroll
+    for (int i = 0; i < 4; i++) X.wb[g][i] = bias[i];
+#pragma unroll
+  for (int mt = 0; mt < 8; mt++)
+#pragma unroll
+    for (int e = 0; e < 4; e++) o[mt][e] += __shfl_xor_sync(0xffffffffu, o[mt][e], 2);
+  __syncwarp();
+  if (t < 2u) {
+    const uint32_t q0 = 2u * t, q1 = q0 + 1u;
+#pragma unroll
+    for (int mt = 0; mt < 8; mt++) {
+      const int pi = mt >> 1;
+      const uint32_t d0 = tc_base<L1>(g, pi) + 2u * (mt & 1), d1 = d0 + 1u, bi = L1 ? 0u : (uint32_t)pi;
+      if (q0 < gq) { X.xacc[q0][d0] += o[mt][0] + X.wb[q0][bi]; X.xacc[q0][d1] += o[mt][2] + X.wb[q0][bi]; }
+      if (q1 < gq) { X.xacc[q1][d0] += o[mt][1] + X.wb[q1][bi]; X.xacc[q1][d1] += o[mt][3] + X.wb[q1][bi]; }
+    }
+  }
+  if ((lane & 7u) == 0) { fm[w][lane >> 3] = m_run; fl[w][lane >> 3] = l_run; }
+  __syncthreads();
+  for (uint32_t i = tid; i < gq * TC_D; i += TC_NW * 32u) {
+    const uint32_t h = i / TC_D, c = i % TC_D;
+    float M = -INFINITY, x = 0.f;
+    for (int v = 0; v < TC_NW; v++) M = fmaxf(M, fm[v][h]);
+    for (int v = 0; v < TC_NW; v++)
+      if (fm[v][h] != -INFINITY) x += W[v].xacc[h][c] * exp2f(fm[v][h] - M);
+    ws_acc[(part + (size_t)h * a.splits) * TC_D + c] = x;
+  }
+  if (tid < gq) {
+    float M = -INFINITY, L = 0.f;
+    for (int v = 0; v < TC_NW; v++) M = fmaxf(M, fm[v][tid]);
+    for (int v = 0; v < TC_NW; v++)
+      if (fm[v][tid] != -INFINITY) L += fl[v][tid] * exp2f(fm[v][tid] - M);
+    ws_ml[2 * (part + tid * a.splits)] = M;
+    ws_ml[2 * (part + tid * a.splits) + 1] = L;
+  }
+}
+
+#endif
