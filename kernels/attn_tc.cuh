@@ -42,6 +42,9 @@
 #define TC_SHARED __shared__ /* the CPU emulation makes them statics */
 #endif
 #define TC_D 128   /* head dim */
+#ifndef TC_MINB
+#define TC_MINB 3  /* CUDA blocks per SM the registers must allow: 168 registers */
+#endif
 
 #ifndef KVS_ATTN_EMU
 /* D += A B, m16n8k16, A row-major bf16 (4 registers), B column-major
@@ -84,19 +87,35 @@ static __device__ __forceinline__ uint32_t tc_pair(uint32_t x, int e)
   return (y & mask) | 0x3f803f80u;
 }
 
+/* 16-bit word h (0-3) of v, without indexing memory */
+static __device__ __forceinline__ uint16_t tc_half(uint2 v, uint32_t h)
+{
+  return (uint16_t)((h < 2u ? v.x : v.y) >> (16u * (h & 1u)));
+}
+
+/* The queries in shared memory, [4][128] with rows 161 floats apart and
+ * 4 more after every 32 channels: the 16 (query, 32-channel quarter)
+ * pairs of a warp's lanes fall in 16 different banks (q' is built from
+ * them once per block). */
+#define TC_QN (3u * 161u + TC_D + 12u)
+static __device__ __forceinline__ uint32_t tc_qx(uint32_t qi, uint32_t c) { return qi * 161u + c + 4u * (c >> 5); }
+
 struct __align__(16) tc_warp { /* one warp's shared memory */
   float sc[4][16];         /* scores, then probabilities [query][token] */
   float al[4], wm[4];      /* this tile's rescale and running max per query */
   float qm[4], mx[4];      /* key constant of the block; max xacc is kept at */
   float wb[4][4];          /* value constants [query][piece] */
   float xacc[4][TC_D];     /* scalar-path and outlier sums [query][channel] */
+  uint4 ks[32];            /* a block's key scales (lanes 0-15) and mins (16-31) of the head */
+  uint2 vs[2][16];         /* a tile's value scales [0] and mins [1] of the head's groups, per row */
 };
 
 /* at_args fields the tensor-core kernel can take (g: query heads per KV head) */
 static inline bool at_tc_ok(const at_args &a, uint32_t g)
 {
   return a.D == TC_D && (g == 1 || g == 2 || g == 4) && (a.kb == 2 || a.kb == 4) && (a.vb == 2 || a.vb == 4) &&
-         a.G % 16u == 0 && 128u % a.G == 0 && a.vg % 32u == 0 && a.ct % 16u == 0;
+         a.G % 16u == 0 && 128u % a.G == 0 && (a.vg % TC_D == 0 || a.vg == 32u || a.vg == 64u) &&
+         a.ct % 16u == 0;
 }
 
 /* The channels of a thread's 4 value pieces (4 channels each) within the
@@ -134,27 +153,25 @@ static __device__ __forceinline__ void tc_keys(const uint32_t (&k0)[4], const ui
 }
 
 /* q' of a block for this thread's B fragments (column g: query g & 3,
- * high part for g < 4, the rest above), and the block's key constant
- * into the warp's qm. */
+ * high part for g < 4, the rest above), from the block's key scales and
+ * mins staged in X.ks, and the block's key constant into X.qm. */
 template <int KB>
-static __device__ __forceinline__ void tc_qprime(const at_args &a, const uint8_t *data, uint32_t j, uint32_t g,
-                                                 uint32_t t, const float (*qs)[TC_D], uint32_t (&qb)[8][2],
+static __device__ __forceinline__ void tc_qprime(uint32_t g, uint32_t t, const float *qs, uint32_t (&qb)[8][2],
                                                  tc_warp &X)
 {
-  const uint32_t qi = g & 3u, c0 = j * TC_D + 32u * t;
+  const uint32_t qi = g & 3u;
   const bool lo = g >= 4u;
-  const uint4 *ksc = (const uint4 *)(data + a.kscale + 2u * c0), *kmn = (const uint4 *)(data + a.kmin + 2u * c0);
   float qm = 0.f;
 #pragma unroll
   for (int o = 0; o < 4; o++) {
-    const uint4 su = ksc[o], mu = kmn[o];
+    const uint4 su = X.ks[4u * t + o], mu = X.ks[16u + 4u * t + o];
     const uint16_t *sc = (const uint16_t *)&su, *mn = (const uint16_t *)&mu;
     float x[8];
 #pragma unroll
     for (int e = 0; e < 8; e++) {
-      const float qv = qs[qi][32u * t + 8u * o + e], s = f16f(sc[e]) * (float)(1u << KB);
-      x[e] = qv * s;
-      qm = fmaf(qv, f16f(mn[e]) - s, qm);
+      const float qv = qs[tc_qx(qi, 32u * t + 8u * o + e)], s = f16f(sc[e]);
+      x[e] = qv * s * (float)(1u << KB);
+      qm = fmaf(qv, fmaf(s, -(float)(1u << KB), f16f(mn[e])), qm);
     }
 #pragma unroll
     for (int h = 0; h < 2; h++) {
@@ -218,7 +235,7 @@ static __device__ __forceinline__ void tc_xsync(tc_warp &X, uint32_t lane)
  * rows around them): lane l takes channels 4l .. 4l + 3; -inf past t1. */
 template <int KB>
 static __device__ __forceinline__ void tc_keys_slow(const at_args &a, const kvs__attn_seq &S, uint32_t j, uint32_t tb,
-                                                    uint32_t t1, uint32_t lane, const float (*qs)[TC_D], tc_warp &X)
+                                                    uint32_t t1, uint32_t lane, const float *qs, tc_warp &X)
 {
   at_cur cur = {0xffffffffu, {nullptr, nullptr, 0}};
   const uint32_t c0 = j * TC_D + 4u * lane;
@@ -241,7 +258,7 @@ static __device__ __forceinline__ void tc_keys_slow(const at_args &a, const kvs_
       for (int q = 0; q < 4; q++) {
         float s = 0.f;
 #pragma unroll
-        for (int e = 0; e < 4; e++) s = fmaf(qs[q][4u * lane + e], x[e], s);
+        for (int e = 0; e < 4; e++) s = fmaf(qs[tc_qx(q, 4u * lane + e)], x[e], s);
         part[q] = s;
       }
     }
@@ -296,7 +313,7 @@ static __device__ __forceinline__ void tc_values_slow(const at_args &a, const kv
  * (before the softmax), values xacc (after it; xacc at wm). */
 template <int B, bool KEYS>
 static __device__ __forceinline__ void tc_outliers(const at_args &a, const kvs__attn_seq &S, uint32_t j, uint32_t tb,
-                                                   uint32_t t1, uint32_t lane, uint32_t gq, const float (*qs)[TC_D],
+                                                   uint32_t t1, uint32_t lane, uint32_t gq, const float *qs,
                                                    tc_warp &X, int *st)
 {
   const uint32_t nbt = S.n_blocks * a.G, no = KEYS ? a.nko : a.nvo, ng = a.C / a.vg;
@@ -321,17 +338,91 @@ static __device__ __forceinline__ void tc_outliers(const at_args &a, const kvs__
     }
     const float dx = h2f((uint16_t)(en >> 16), a.dt) - dq;
     for (uint32_t q = 0; q < gq; q++) {
-      if (KEYS) atomicAdd(&X.sc[q][i], qs[q][c - j * TC_D] * dx);
+      if (KEYS) atomicAdd(&X.sc[q][i], qs[tc_qx(q, c - j * TC_D)] * dx);
       else atomicAdd(&X.xacc[q][c - j * TC_D], X.sc[q][i] * dx);
     }
   }
 }
 
+/* Where a warp's tile lies: its block's data and sink mask, read a tile
+ * ahead of the loads that need them (so nothing waits on a chain of two
+ * global loads). */
+struct tc_view {
+  const uint8_t *data;
+  uint64_t mask;
+};
+/* What a tile needs from global memory, loaded while the tile before it
+ * is computed. */
+struct tc_pre {
+  uint32_t tb, b, r0;
+  bool fast, newblk;
+  const uint8_t *data;
+  uint32_t k0[4], k1[4]; /* key codes of rows g and g + 8 (this thread's 32 channels) */
+  uint2 vr[4];           /* value codes of rows 4t .. 4t + 3 (this thread's pieces) */
+  uint4 ks;              /* the block's key scales or mins (newblk) */
+  uint2 vs;              /* the tile's value scales or mins of one row */
+};
+
 template <int KB, int VB, bool L1>
-static __global__ void __launch_bounds__(TC_NW * 32, 4)
+static __device__ __forceinline__ void tc_load(const at_args &a, uint32_t j, uint32_t tb, uint32_t nbt, const tc_view &v,
+                                               uint32_t lane, uint32_t &lastb, tc_pre &P)
+{
+  const uint32_t g = lane >> 2, t = lane & 3u;
+  P.tb = tb;
+  P.fast = tb + 16u <= nbt && v.data;
+  if (P.fast) {
+    P.b = tb / a.G;
+    P.r0 = tb - P.b * a.G;
+    P.fast = ((v.mask >> P.r0) & 0xffffull) == 0;
+  }
+  P.newblk = false;
+  if (!P.fast) return;
+  const uint8_t *data = P.data = v.data;
+  const uint32_t r0 = P.r0;
+  const uint8_t *kr = data + a.kcodes + (size_t)(r0 + g) * a.kstride + j * (TC_D * KB / 8) + t * (32 * KB / 8);
+  if (KB == 4) {
+    const uint4 x0 = *(const uint4 *)kr, x1 = *(const uint4 *)(kr + 8u * a.kstride);
+    P.k0[0] = x0.x; P.k0[1] = x0.y; P.k0[2] = x0.z; P.k0[3] = x0.w;
+    P.k1[0] = x1.x; P.k1[1] = x1.y; P.k1[2] = x1.z; P.k1[3] = x1.w;
+  } else {
+    const uint2 x0 = *(const uint2 *)kr, x1 = *(const uint2 *)(kr + 8u * a.kstride);
+    P.k0[0] = x0.x; P.k0[1] = x0.y; P.k0[2] = P.k0[3] = 0u;
+    P.k1[0] = x1.x; P.k1[1] = x1.y; P.k1[2] = P.k1[3] = 0u;
+  }
+  const uint8_t *vrow = data + a.vcodes + (size_t)(r0 + 4u * t) * a.vstride + j * (TC_D * VB / 8);
+#pragma unroll
+  for (int i = 0; i < 4; i++) {
+    const uint8_t *r = vrow + (size_t)i * a.vstride;
+    if (L1) {
+      if (VB == 4) P.vr[i] = *(const uint2 *)(r + 8u * g);
+      else P.vr[i] = make_uint2(*(const uint32_t *)(r + 4u * g), 0u);
+    } else if (VB == 4) {
+      P.vr[i] = make_uint2((uint32_t)*(const uint16_t *)(r + 2u * g) | (uint32_t)*(const uint16_t *)(r + 16u + 2u * g) << 16,
+                           (uint32_t)*(const uint16_t *)(r + 32u + 2u * g) | (uint32_t)*(const uint16_t *)(r + 48u + 2u * g) << 16);
+    } else {
+      P.vr[i] = make_uint2((uint32_t)r[g] | (uint32_t)r[8u + g] << 8 | (uint32_t)r[16u + g] << 16 | (uint32_t)r[24u + g] << 24, 0u);
+    }
+  }
+  /* value scales (lanes 0-15) and mins (16-31) of row r0 + lane % 16: the head's groups */
+  {
+    const uint32_t ng = a.C / a.vg, row = r0 + (lane & 15u), g0 = j * TC_D / a.vg;
+    const uint16_t *vp = (const uint16_t *)(data + (lane < 16u ? a.vscale : a.vmin)) + (size_t)row * ng + g0;
+    if (L1) P.vs = make_uint2(*vp, 0u);
+    else if (a.vg == 64u) P.vs = make_uint2(*(const uint32_t *)vp, 0u);
+    else P.vs = *(const uint2 *)vp;
+  }
+  if (P.b != lastb) {
+    lastb = P.b;
+    P.newblk = true;
+    P.ks = *(const uint4 *)(data + (lane < 16u ? a.kscale : a.kmin) + 2u * (j * TC_D + 8u * (lane & 15u)));
+  }
+}
+
+template <int KB, int VB, bool L1>
+static __global__ void __launch_bounds__(TC_NW * 32, TC_MINB)
 kvs_attn_tc(at_args a, const kvs__attn_seq *seqs, const float *q, float *ws_acc, float *ws_ml, int *st)
 {
-  TC_SHARED float qs[4][TC_D];
+  TC_SHARED float qs[TC_QN];
   TC_SHARED tc_warp W[TC_NW];
   TC_SHARED float fm[TC_NW][4], fl[TC_NW][4];
   const uint32_t split = blockIdx.x, j = blockIdx.y, si = blockIdx.z, tid = threadIdx.x;
@@ -347,70 +438,52 @@ kvs_attn_tc(at_args a, const kvs__attn_seq *seqs, const float *q, float *ws_acc,
   }
   tc_warp &X = W[w];
   const float *qh = q + ((size_t)si * a.nq + (size_t)j * gq) * TC_D;
-  for (uint32_t i = tid; i < 4u * TC_D; i += TC_NW * 32u) qs[i / TC_D][i % TC_D] = i / TC_D < gq ? qh[i] * a.qscale : 0.f;
+  for (uint32_t i = tid; i < 4u * TC_D; i += TC_NW * 32u) qs[tc_qx(i / TC_D, i % TC_D)] = i / TC_D < gq ? qh[i] * a.qscale : 0.f;
   for (uint32_t i = lane; i < 4u * TC_D; i += 32u) X.xacc[i / TC_D][i % TC_D] = 0.f;
   if (lane < 4u) { X.mx[lane] = -INFINITY; X.wm[lane] = -INFINITY; }
   __syncthreads();
 
-  const uint32_t ng = a.C / a.vg, tpb = a.G / 16u, ntile = (t1 - t0 + 15u) / 16u;
-  uint32_t gi[4]; /* value group of each piece */
+  const uint32_t tpb = a.G / 16u, ntile = (t1 - t0 + 15u) / 16u;
+  uint32_t lg[4]; /* the value group of each piece among the head's */
 #pragma unroll
-  for (int i = 0; i < 4; i++) gi[i] = (j * TC_D + tc_base<L1>(g, i)) / a.vg;
+  for (int i = 0; i < 4; i++) lg[i] = L1 ? 0u : 32u * i / a.vg;
   float o[8][4] = {}, bias[4] = {}, m_run = -INFINITY, l_run = 0.f;
-  uint32_t qb[8][2], kblk = 0xffffffffu;
+  uint32_t qb[8][2] = {};
 
-  for (uint32_t k = 0; k < ntile; k++) {
-    if ((k / tpb) % TC_NW != w) continue;
+  /* this warp's tiles: the blocks w, w + 4, ... of the span, in order;
+   * views two tiles ahead, loads one ahead */
+  auto next_k = [&](uint32_t k) { k++; return k % tpb ? k : k + (TC_NW - 1u) * tpb; };
+  auto view_of = [&](uint32_t k) {
+    tc_view v = {nullptr, 0};
     const uint32_t tb = t0 + 16u * k;
-    bool fast = tb + 16u <= nbt;
-    uint32_t b = 0, r0 = 0;
-    kvs__attn_block bv = {nullptr, nullptr, 0};
-    if (fast) {
-      b = tb / a.G;
-      r0 = tb - b * a.G;
-      bv = S.blocks[b];
-      fast = ((bv.sink_mask >> r0) & 0xffffull) == 0;
+    if (k < ntile && tb + 16u <= nbt) {
+      const kvs__attn_block bv = S.blocks[tb / a.G];
+      v.data = (const uint8_t *)bv.data;
+      v.mask = bv.sink_mask;
     }
-    const uint8_t *data = (const uint8_t *)bv.data;
-    uint2 vr[4];
+    return v;
+  };
+  uint32_t kc = w * tpb, kn = next_k(kc), lastb = 0xffffffffu;
+  tc_view vn = view_of(kn);
+  tc_pre P;
+  if (kc < ntile) tc_load<KB, VB, L1>(a, j, t0 + 16u * kc, nbt, view_of(kc), lane, lastb, P);
+  while (kc < ntile) {
+    const tc_pre C = P;
+    const uint32_t kn2 = next_k(kn);
+    const tc_view vn2 = view_of(kn2);
+    if (kn < ntile) tc_load<KB, VB, L1>(a, j, t0 + 16u * kn, nbt, vn, lane, lastb, P);
+    const uint32_t tb = C.tb;
+    const bool fast = C.fast;
     if (fast) {
-      /* every load of the tile first */
-      uint32_t k0[4], k1[4];
-      const uint8_t *kr = data + a.kcodes + (size_t)(r0 + g) * a.kstride + j * (TC_D * KB / 8) + t * (32 * KB / 8);
-      if (KB == 4) {
-        const uint4 x0 = *(const uint4 *)kr, x1 = *(const uint4 *)(kr + 8u * a.kstride);
-        k0[0] = x0.x; k0[1] = x0.y; k0[2] = x0.z; k0[3] = x0.w;
-        k1[0] = x1.x; k1[1] = x1.y; k1[2] = x1.z; k1[3] = x1.w;
-      } else {
-        const uint2 x0 = *(const uint2 *)kr, x1 = *(const uint2 *)(kr + 8u * a.kstride);
-        k0[0] = x0.x; k0[1] = x0.y; k0[2] = k0[3] = 0u;
-        k1[0] = x1.x; k1[1] = x1.y; k1[2] = k1[3] = 0u;
+      if (C.newblk) {
+        X.ks[lane] = C.ks;
+        __syncwarp();
+        tc_qprime<KB>(g, t, qs, qb, X);
       }
-      const uint8_t *vrow = data + a.vcodes + (size_t)(r0 + 4u * t) * a.vstride + j * (TC_D * VB / 8);
-#pragma unroll
-      for (int i = 0; i < 4; i++) {
-        const uint8_t *r = vrow + (size_t)i * a.vstride;
-        if (L1) {
-          if (VB == 4) vr[i] = *(const uint2 *)(r + 8u * g);
-          else vr[i] = make_uint2(*(const uint32_t *)(r + 4u * g), 0u);
-        } else {
-          uint32_t lo = 0, hi = 0;
-          if (VB == 4) {
-            lo = (uint32_t)*(const uint16_t *)(r + 2u * g) | (uint32_t)*(const uint16_t *)(r + 16u + 2u * g) << 16;
-            hi = (uint32_t)*(const uint16_t *)(r + 32u + 2u * g) | (uint32_t)*(const uint16_t *)(r + 48u + 2u * g) << 16;
-          } else {
-            lo = (uint32_t)r[g] | (uint32_t)r[8u + g] << 8 | (uint32_t)r[16u + g] << 16 | (uint32_t)r[24u + g] << 24;
-          }
-          vr[i] = make_uint2(lo, hi);
-        }
-      }
-      if (b != kblk) {
-        kblk = b;
-        tc_qprime<KB>(a, data, j, g, t, qs, qb, X);
-      }
+      X.vs[lane >> 4][lane & 15u] = C.vs;
       __syncwarp();
       float acc[2][4] = {};
-      tc_keys<KB>(k0, k1, qb, acc);
+      tc_keys<KB>(C.k0, C.k1, qb, acc);
       float c[4];
 #pragma unroll
       for (int e = 0; e < 4; e++) {
@@ -451,7 +524,7 @@ kvs_attn_tc(at_args a, const kvs__attn_seq *seqs, const float *q, float *ws_acc,
       if (i0 == 0) { X.al[ql] = al; X.wm[ql] = mn; }
     }
     __syncwarp();
-    {
+    if (X.al[0] != 1.f || X.al[1] != 1.f || X.al[2] != 1.f || X.al[3] != 1.f) { /* a max moved */
       const float a0 = X.al[(2u * t) & 3u], a1 = X.al[(2u * t + 1u) & 3u], ab = X.al[g & 3u];
 #pragma unroll
       for (int mt = 0; mt < 8; mt++) { o[mt][0] *= a0; o[mt][1] *= a1; o[mt][2] *= a0; o[mt][3] *= a1; }
@@ -464,21 +537,22 @@ kvs_attn_tc(at_args a, const kvs__attn_seq *seqs, const float *q, float *ws_acc,
       const float p[4] = {pv.x, pv.y, pv.z, pv.w};
       const bool lo = g >= 4u;
       uint32_t pb[4][2];
-      const uint16_t *vs = (const uint16_t *)(data + a.vscale) + (size_t)(r0 + 4u * t) * ng;
-      const uint16_t *vm = (const uint16_t *)(data + a.vmin) + (size_t)(r0 + 4u * t) * ng;
+      uint2 su[4], mu[4];
+#pragma unroll
+      for (int i = 0; i < 4; i++) { su[i] = X.vs[0][4u * t + i]; mu[i] = X.vs[1][4u * t + i]; }
 #pragma unroll
       for (int pi = 0; pi < (L1 ? 1 : 4); pi++) {
         float x[4];
 #pragma unroll
         for (int i = 0; i < 4; i++) {
-          const float s = f16f(vs[(size_t)i * ng + gi[pi]]) * (float)(1u << VB);
+          const float s = f16f(tc_half(su[i], lg[pi])) * (float)(1u << VB);
           x[i] = p[i] * s;
-          bias[pi] = fmaf(p[i], f16f(vm[(size_t)i * ng + gi[pi]]) - s, bias[pi]);
+          bias[pi] = fmaf(p[i], f16f(tc_half(mu[i], lg[pi])) - s, bias[pi]);
         }
         pb[pi][0] = tc_split(x[0], x[1], lo);
         pb[pi][1] = tc_split(x[2], x[3], lo);
       }
-      tc_values<VB, L1>(vr, pb, o);
+      tc_values<VB, L1>(C.vr, pb, o);
     }
     if (!fast || a.nvo) {
       tc_xsync(X, lane);
@@ -489,6 +563,9 @@ kvs_attn_tc(at_args a, const kvs__attn_seq *seqs, const float *q, float *ws_acc,
       }
     }
     __syncwarp();
+    kc = kn;
+    kn = kn2;
+    vn = vn2;
   }
 
   /* this warp's sums into its xacc at its running max, then the warps meet */
