@@ -1,6 +1,8 @@
 /* SPDX-License-Identifier: MIT */
 /* CUDA decode attention over compressed blocks (contract: kernels/attn.h,
- * kernels/cuda.h). Split-K over the context as flash-decoding does: one
+ * kernels/cuda.h). Two kernels: the tensor-core one (attn_tc.cuh, HACKING
+ * Decision 45) for head dim 128, GQA 1/2/4 and 2/4-bit K and V, and the
+ * one described here, on CUDA cores, for every shape. Split-K over the context as flash-decoding does: one
  * CUDA block per (span of tokens, sequence, KV head) carries all g query
  * heads of that KV head, so every packed byte is read once per step;
  * kvs_attn_combine merges the spans' partial (max, sum, accumulator).
