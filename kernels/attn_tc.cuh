@@ -154,31 +154,41 @@ static __device__ __forceinline__ void tc_keys(const uint32_t (&k0)[4], const ui
 
 /* q' of a block for this thread's B fragments (column g: query g & 3,
  * high part for g < 4, the rest above), from the block's key scales and
- * mins staged in X.ks, and the block's key constant into X.qm. */
+ * mins staged in X.ks, and the block's key constant into X.qm. Lanes g
+ * and g + 4 (lane ^ 16) need the same products: each makes those of two
+ * octets, both parts, and hands its partner the part it needs. */
 template <int KB>
 static __device__ __forceinline__ void tc_qprime(uint32_t g, uint32_t t, const float *qs, uint32_t (&qb)[8][2],
                                                  tc_warp &X)
 {
   const uint32_t qi = g & 3u;
   const bool lo = g >= 4u;
+  const uint32_t o0 = lo ? 2u : 0u; /* this lane's octets: o0, o0 + 1 */
   float qm = 0.f;
 #pragma unroll
-  for (int o = 0; o < 4; o++) {
+  for (int i = 0; i < 2; i++) {
+    const uint32_t o = o0 + i;
     const uint4 su = X.ks[4u * t + o], mu = X.ks[16u + 4u * t + o];
     const uint16_t *sc = (const uint16_t *)&su, *mn = (const uint16_t *)&mu;
     float x[8];
 #pragma unroll
     for (int e = 0; e < 8; e++) {
-      const float qv = qs[tc_qx(qi, 32u * t + 8u * o + e)], s = f16f(sc[e]);
-      x[e] = qv * s * (float)(1u << KB);
-      qm = fmaf(qv, fmaf(s, -(float)(1u << KB), f16f(mn[e])), qm);
+      const float qv = qs[tc_qx(qi, 32u * t + 8u * o + e)], sv = f16f(sc[e]);
+      x[e] = qv * sv * (float)(1u << KB);
+      qm = fmaf(qv, fmaf(sv, -(float)(1u << KB), f16f(mn[e])), qm);
     }
 #pragma unroll
-    for (int h = 0; h < 2; h++) {
-      qb[2 * o + h][0] = tc_split(x[2 * h], x[2 * h + 4], lo);
-      qb[2 * o + h][1] = tc_split(x[2 * h + 1], x[2 * h + 5], lo);
-    }
+    for (int h = 0; h < 2; h++)
+#pragma unroll
+      for (int r = 0; r < 2; r++) {
+        const float xa = x[2 * h + r], xb = x[2 * h + r + 4];
+        const uint32_t hp = tc_bf2(xa, xb), lp = tc_bf2(xa - tc_lo(hp), xb - tc_hi(hp));
+        const uint32_t keep = lo ? lp : hp, got = __shfl_xor_sync(0xffffffffu, lo ? hp : lp, 16);
+        qb[2 * i + h][r] = lo ? got : keep;     /* octet i */
+        qb[2 * i + 4 + h][r] = lo ? keep : got; /* octet i + 2 */
+      }
   }
+  qm += __shfl_xor_sync(0xffffffffu, qm, 16);
   qm += __shfl_xor_sync(0xffffffffu, qm, 1);
   qm += __shfl_xor_sync(0xffffffffu, qm, 2);
   if (t == 0 && g < 4u) X.qm[g] = qm;

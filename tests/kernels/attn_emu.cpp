@@ -43,6 +43,14 @@ static float __shfl_xor_sync(unsigned, float v, int off)
   wbar[w]->arrive_and_wait();
   return r;
 }
+static uint32_t __shfl_xor_sync(unsigned m, uint32_t v, int off)
+{
+  float f, r;
+  memcpy(&f, &v, 4);
+  r = __shfl_xor_sync(m, f, off);
+  memcpy(&v, &r, 4);
+  return v;
+}
 static int atomicMin(int *p, int v) { std::lock_guard<std::mutex> g(amu); int o = *p; if (v < o) *p = v; return o; }
 static float atomicAdd(float *p, float v) { std::lock_guard<std::mutex> g(amu); float o = *p; *p = o + v; return o; }
 static int __popcll(unsigned long long x) { return __builtin_popcountll(x); }
