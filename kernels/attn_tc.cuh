@@ -373,16 +373,24 @@ struct tc_pre {
   uint2 vs;              /* the tile's value scales or mins of one row */
 };
 
+/* Constants of a CUDA block's loads, computed once (no division per tile). */
+struct tc_geo {
+  uint32_t gsh;   /* log2 G */
+  uint32_t ng;    /* value groups per row */
+  uint32_t g0;    /* the head's first value group */
+};
+
 template <int KB, int VB, bool L1>
-static __device__ __forceinline__ void tc_load(const at_args &a, uint32_t j, uint32_t tb, uint32_t nbt, const tc_view &v,
-                                               uint32_t lane, uint32_t &lastb, tc_pre &P)
+static __device__ __forceinline__ void tc_load(const at_args &a, const tc_geo &ge, uint32_t j, uint32_t tb,
+                                               uint32_t nbt, const tc_view &v, uint32_t lane, uint32_t &lastb,
+                                               tc_pre &P)
 {
   const uint32_t g = lane >> 2, t = lane & 3u;
   P.tb = tb;
   P.fast = tb + 16u <= nbt && v.data;
   if (P.fast) {
-    P.b = tb / a.G;
-    P.r0 = tb - P.b * a.G;
+    P.b = tb >> ge.gsh;
+    P.r0 = tb & (a.G - 1u);
     P.fast = ((v.mask >> P.r0) & 0xffffull) == 0;
   }
   P.newblk = false;
@@ -415,8 +423,8 @@ static __device__ __forceinline__ void tc_load(const at_args &a, uint32_t j, uin
   }
   /* value scales (lanes 0-15) and mins (16-31) of row r0 + lane % 16: the head's groups */
   {
-    const uint32_t ng = a.C / a.vg, row = r0 + (lane & 15u), g0 = j * TC_D / a.vg;
-    const uint16_t *vp = (const uint16_t *)(data + (lane < 16u ? a.vscale : a.vmin)) + (size_t)row * ng + g0;
+    const uint32_t row = r0 + (lane & 15u);
+    const uint16_t *vp = (const uint16_t *)(data + (lane < 16u ? a.vscale : a.vmin)) + (size_t)row * ge.ng + ge.g0;
     if (L1) P.vs = make_uint2(*vp, 0u);
     else if (a.vg == 64u) P.vs = make_uint2(*(const uint32_t *)vp, 0u);
     else P.vs = *(const uint2 *)vp;
@@ -453,7 +461,7 @@ kvs_attn_tc(at_args a, const kvs__attn_seq *seqs, const float *q, float *ws_acc,
   if (lane < 4u) { X.mx[lane] = -INFINITY; X.wm[lane] = -INFINITY; }
   __syncthreads();
 
-  const uint32_t tpb = a.G / 16u, ntile = (t1 - t0 + 15u) / 16u;
+  const uint32_t tpb = a.G >> 4, ntile = (t1 - t0 + 15u) >> 4;
   uint32_t lg[4]; /* the value group of each piece among the head's */
 #pragma unroll
   for (int i = 0; i < 4; i++) lg[i] = L1 ? 0u : 32u * i / a.vg;
@@ -461,13 +469,18 @@ kvs_attn_tc(at_args a, const kvs__attn_seq *seqs, const float *q, float *ws_acc,
   uint32_t qb[8][2] = {};
 
   /* this warp's tiles: the blocks w, w + 4, ... of the span, in order;
-   * views two tiles ahead, loads one ahead */
-  auto next_k = [&](uint32_t k) { k++; return k % tpb ? k : k + (TC_NW - 1u) * tpb; };
+   * views two tiles ahead, loads one ahead, into two buffers in turn */
+  tc_geo ge;
+  ge.gsh = 0;
+  while ((1u << ge.gsh) < a.G) ge.gsh++;
+  ge.ng = a.C / a.vg;
+  ge.g0 = j * TC_D / a.vg;
+  auto next_k = [&](uint32_t k) { k++; return (k & (tpb - 1u)) ? k : k + (TC_NW - 1u) * tpb; };
   auto view_of = [&](uint32_t k) {
     tc_view v = {nullptr, 0};
     const uint32_t tb = t0 + 16u * k;
     if (k < ntile && tb + 16u <= nbt) {
-      const kvs__attn_block bv = S.blocks[tb / a.G];
+      const kvs__attn_block bv = S.blocks[tb >> ge.gsh];
       v.data = (const uint8_t *)bv.data;
       v.mask = bv.sink_mask;
     }
@@ -475,13 +488,14 @@ kvs_attn_tc(at_args a, const kvs__attn_seq *seqs, const float *q, float *ws_acc,
   };
   uint32_t kc = w * tpb, kn = next_k(kc), lastb = 0xffffffffu;
   tc_view vn = view_of(kn);
-  tc_pre P;
-  if (kc < ntile) tc_load<KB, VB, L1>(a, j, t0 + 16u * kc, nbt, view_of(kc), lane, lastb, P);
-  while (kc < ntile) {
-    const tc_pre C = P;
+  tc_pre P0, P1;
+  if (kc < ntile) tc_load<KB, VB, L1>(a, ge, j, t0 + 16u * kc, nbt, view_of(kc), lane, lastb, P0);
+  /* one tile: C computed while N is loaded; false once the warp is done */
+  auto step = [&](const tc_pre &C, tc_pre &N) -> bool {
+    if (kc >= ntile) return false;
     const uint32_t kn2 = next_k(kn);
     const tc_view vn2 = view_of(kn2);
-    if (kn < ntile) tc_load<KB, VB, L1>(a, j, t0 + 16u * kn, nbt, vn, lane, lastb, P);
+    if (kn < ntile) tc_load<KB, VB, L1>(a, ge, j, t0 + 16u * kn, nbt, vn, lane, lastb, N);
     const uint32_t tb = C.tb;
     const bool fast = C.fast;
     if (fast) {
@@ -576,6 +590,9 @@ kvs_attn_tc(at_args a, const kvs__attn_seq *seqs, const float *q, float *ws_acc,
     kc = kn;
     kn = kn2;
     vn = vn2;
+    return true;
+  };
+  while (step(P0, P1) && step(P1, P0)) {
   }
 
   /* this warp's sums into its xacc at its running max, then the warps meet */

@@ -245,6 +245,9 @@ int main(int argc, char **argv)
     /* kvs_attn_kernel, then the tensor-core kernel where it takes the shape */
     for (int tcv = 0; tcv < 2; tcv++) {
     if (tcv && !at_tc_ok(a, tc.g)) break;
+    /* the tensor-core kernel on long spans too (few slots: few splits), so
+     * that its warps go through many tiles and both load buffers */
+    if (tcv && at_plan(a, n, tc.kvh, maxt, 2, &a.span, &a.splits)) { printf("FAIL: plan\n"); return 1; }
     size_t parts = (size_t)n * a.nq * a.splits;
     std::vector<float> ws(parts * (2 + tc.d), NAN);
     std::fill(out.begin(), out.end(), NAN);
