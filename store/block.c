@@ -136,7 +136,7 @@ kvs__block *kvs__blk_find(kvs__store *st, kvs__h128 h, kvs__h128 parent, uint32_
   kvs__ikey key = {h, layer};
   kvs__block *b = kvs__index_find(st->ix, &key);
   /* Identity is the whole prefix: the parent's chain hash and these ids. */
-  if (!b || b->parent.lo != parent.lo || b->parent.hi != parent.hi ||
+  if (!b || b->pending || b->parent.lo != parent.lo || b->parent.hi != parent.hi ||
       memcmp(b->tok, tok, (size_t)b->sp->qp.group * sizeof(*tok)) != 0)
     return NULL;
   return b;
@@ -160,7 +160,8 @@ void kvs__blk_prefetch(const kvs__store *st, kvs__h128 h, uint32_t layer)
 
 static size_t rec_size(uint32_t G)
 {
-  return (sizeof(kvs__block) + (size_t)G * sizeof(uint32_t) + 15u) & ~(size_t)15u;
+  /* whole cache lines, so that an eviction reads one (kvs__block) */
+  return (sizeof(kvs__block) + (size_t)G * sizeof(uint32_t) + 63u) & ~(size_t)63u;
 }
 
 static kvs__block *rec_get(kvs__store *st, uint32_t ns, uint32_t G)
@@ -226,11 +227,20 @@ void kvs__blk_cache_free(kvs__store *st)
   memset(st->rec_end, 0, sizeof(st->rec_end));
 }
 
-/* Drop an unreferenced published block from the cache. */
-static void blk_evict(kvs__block *b)
+/* Drop an unreferenced published block from the cache; with keep, its
+ * data slot goes to *keep instead of back to the pool. */
+static void blk_evict(kvs__block *b, void **keep)
 {
   kvs__space *sp = b->sp;
   kvs__store *st = sp->st;
+  /* every eviction takes the oldest of its class: the look-ahead's
+   * window of class ev_cls loses its first block */
+  if (sp->blk_cls == st->ev_cls && (st->ev_dist || st->ev_ahead)) {
+    if (st->ev_dist)
+      st->ev_dist--;
+    else
+      st->ev_ahead = NULL;
+  }
   if (b->indexed && st->hooks.on_evict) {
     kvs__block_view v;
     kvs__blk_view(b, NULL, &v);
@@ -240,57 +250,144 @@ static void blk_evict(kvs__block *b)
   if (b->indexed)
     kvs__index_remove(st->ix, &b->key);
   account(b, -1);
+  if (keep) {
+    *keep = b->data;
+    b->data = NULL;
+  }
   kvs__blk_drop(b);
   if (sp->refs == 0 && sp->blocks == 0)
     kvs__space_free(sp);
 }
 
-/* A slot of cls: first the class's own old blocks, then the oldest of all. */
-static int reserve(kvs__store *st, int cls, void **slot)
+/* The next victims lie at random places, their index slots too. The
+ * walk along the class LRU (one record per eviction, each asked for one
+ * eviction before it is read) asks for the index slot of the victim
+ * EV_AHEAD places ahead, so that its removal does not wait. Valid within
+ * one kvs__blk_slots call, where only evictions change the lists. */
+#define EV_AHEAD 16u
+
+static void look_ahead(kvs__store *st, int cls, kvs__block *v)
 {
-  for (;;) {
-    int rc = kvs__pool_alloc(st->pool, cls, slot);
-    if (rc != -ENOSPC)
-      return rc;
-    kvs__block *v = st->cls_lru[cls].old ? st->cls_lru[cls].old : st->lru.old;
-    if (!v)
-      return -ENOSPC;
-    /* the next victims lie at random places: ask two evictions ahead for
-     * the index slot (the record is here, asked for last time) and three
-     * ahead for the record, so their misses overlap this work */
-    const int own = st->cls_lru[cls].old == v;
-    kvs__block *n1 = own ? v->cnext : v->next, *n2 = n1 ? (own ? n1->cnext : n1->next) : NULL;
-    if (n2) {
-      kvs__blk_prefetch(st, n2->key.h, n2->key.layer);
-      __builtin_prefetch(own ? n2->cnext : n2->next);
-    }
-    blk_evict(v);
-    st->evictions++;
+  if (st->ev_cls != cls || (!st->ev_dist && !st->ev_ahead)) {
+    st->ev_cls = cls;
+    st->ev_ahead = v;
+    st->ev_dist = 0;
+  }
+  /* several steps when starting, then one per eviction */
+  while (st->ev_dist < EV_AHEAD && st->ev_ahead) {
+    kvs__block *a = st->ev_ahead;
+    kvs__blk_prefetch(st, a->key.h, a->key.layer);
+    st->ev_ahead = a->cnext;
+    if (st->ev_ahead)
+      __builtin_prefetch(st->ev_ahead);
+    st->ev_dist++;
   }
 }
 
-int kvs__blk_new(kvs__space *sp, kvs__h128 h, kvs__h128 parent, uint32_t layer, uint32_t g,
-                 const uint32_t *tok, uint64_t sink_mask, kvs__block **out)
+/* A slot of cls: first a free one, then the class's own old blocks, then
+ * the oldest of all. When the class is full (no free slot, no free run
+ * of chunks) and the victim is its own, the slot that freeing it and
+ * allocating again would give is the victim's: every unit of the class
+ * is full, so its unit becomes the only one with a free slot, and that
+ * slot is on top of its stack (units of one slot would go back as free
+ * chunks: those take the pool's way). So the slot changes hands
+ * directly: same victims, same slots, and no pool bookkeeping per block
+ * for a put into a full pool. */
+static int reserve(kvs__store *st, int cls, void **slot)
 {
-  uint32_t ns = (uint32_t)__builtin_popcountll(sink_mask);
+  for (;;) {
+    /* a class found full stays full until something is freed: a put into
+     * a full pool asks the pool once, not once per block */
+    if (st->full_cls != cls + 1 || st->full_frees != kvs__pool_frees(st->pool)) {
+      int rc = kvs__pool_alloc(st->pool, cls, slot);
+      if (rc != -ENOSPC)
+        return rc;
+      st->full_cls = cls + 1;
+      st->full_frees = kvs__pool_frees(st->pool);
+    }
+    kvs__block *v = st->cls_lru[cls].old ? st->cls_lru[cls].old : st->lru.old;
+    if (!v)
+      return -ENOSPC;
+    const int own = st->cls_lru[cls].old == v;
+    if (own) {
+      look_ahead(st, cls, v);
+    } else {
+      /* the global LRU (rare): ask one eviction ahead */
+      kvs__block *n1 = v->next;
+      if (n1) {
+        kvs__blk_prefetch(st, n1->key.h, n1->key.layer);
+        __builtin_prefetch(n1->next);
+      }
+    }
+    st->evictions++;
+    /* (its sink rows would go back first were they of cls too) */
+    if (own && kvs__pool_class_slots(st->pool, cls) > 1 &&
+        (v->n_sinks == 0 || v->sp->row_cls != cls)) {
+      blk_evict(v, slot);
+      return 0;
+    }
+    blk_evict(v, NULL);
+  }
+}
+
+/* A record for a new block: every field written (no memset), no slots
+ * yet, not in the index. */
+static kvs__block *rec_new(kvs__space *sp, kvs__h128 h, kvs__h128 parent, uint32_t layer,
+                           uint32_t g, const uint32_t *tok, uint64_t sink_mask)
+{
+  /* most blocks have no sink rows (popcount is a libcall without -mpopcnt) */
+  uint32_t ns = sink_mask ? (uint32_t)__builtin_popcountll(sink_mask) : 0;
   /* the struct, its sink-row slots and its token ids in one allocation
    * (a bulk put makes a thousand blocks) */
   size_t head = sizeof(kvs__block) + ns * sizeof(uint16_t *);
   kvs__block *b = rec_get(sp->st, ns, sp->qp.group);
   if (!b)
-    return -ENOMEM;
-  memset(b, 0, head);
+    return NULL;
+  b->key = (kvs__ikey){h, layer};
+  b->sp = sp;
+  b->data = NULL;
+  b->prev = b->next = b->cprev = b->cnext = NULL;
+  b->parent = parent;
   b->tok = (uint32_t *)((unsigned char *)b + head);
   memcpy(b->tok, tok, (size_t)sp->qp.group * sizeof(*tok));
-  b->key = (kvs__ikey){h, layer};
-  b->parent = parent;
-  b->g = g;
-  b->sp = sp;
   b->sink_mask = sink_mask;
+  b->refs = 0;
   b->n_sinks = ns;
-  int rc = reserve(sp->st, sp->blk_cls, &b->data);
-  for (uint32_t r = 0; rc == 0 && r < ns; r++)
-    rc = reserve(sp->st, sp->row_cls, (void **)&b->rows[r]);
+  b->g = g;
+  b->indexed = 0;
+  b->pending = 0;
+  for (uint32_t r = 0; r < ns; r++)
+    b->rows[r] = NULL;
+  return b;
+}
+
+int kvs__blk_slots(kvs__block *const *bs, uint32_t n)
+{
+  if (!n)
+    return 0;
+  kvs__store *st = bs[0]->sp->st;
+  int rc = 0;
+  st->ev_ahead = NULL;
+  st->ev_dist = 0;
+  st->full_cls = 0; /* classes may have changed since the last call */
+  for (uint32_t i = 0; i < n && rc == 0; i++) {
+    kvs__block *b = bs[i];
+    rc = reserve(st, b->sp->blk_cls, &b->data);
+    for (uint32_t r = 0; rc == 0 && r < b->n_sinks; r++)
+      rc = reserve(st, b->sp->row_cls, (void **)&b->rows[r]);
+  }
+  st->ev_ahead = NULL; /* the lists change after this call */
+  st->ev_dist = 0;
+  return rc;
+}
+
+int kvs__blk_new(kvs__space *sp, kvs__h128 h, kvs__h128 parent, uint32_t layer, uint32_t g,
+                 const uint32_t *tok, uint64_t sink_mask, kvs__block **out)
+{
+  kvs__block *b = rec_new(sp, h, parent, layer, g, tok, sink_mask);
+  if (!b)
+    return -ENOMEM;
+  int rc = kvs__blk_slots(&b, 1);
   if (rc < 0) {
     kvs__blk_drop(b);
     return rc;
@@ -299,11 +396,75 @@ int kvs__blk_new(kvs__space *sp, kvs__h128 h, kvs__h128 parent, uint32_t layer, 
   return 0;
 }
 
+kvs__block *kvs__blk_claim(kvs__space *sp, kvs__h128 h, kvs__h128 parent, uint32_t layer,
+                           uint32_t g, const uint32_t *tok, uint64_t sink_mask, int *fresh)
+{
+  kvs__store *st = sp->st;
+  kvs__ikey key = {h, layer};
+  void **slot = kvs__index_slot(st->ix, &key);
+  kvs__block *o = *slot;
+  /* identity is the whole prefix, as in kvs__blk_find; a block this put
+   * filed itself is never a hit (it holds nothing yet) */
+  if (o && !o->pending && o->parent.lo == parent.lo && o->parent.hi == parent.hi &&
+      memcmp(o->tok, tok, (size_t)sp->qp.group * sizeof(*tok)) == 0) {
+    *fresh = 0;
+    return o;
+  }
+  kvs__block *b = rec_new(sp, h, parent, layer, g, tok, sink_mask);
+  if (!b)
+    return NULL;
+  *fresh = 1;
+  b->pending = 1;
+  if (!o) {
+    kvs__index_fill(st->ix, slot, &b->key, b);
+    b->indexed = 1;
+  }
+  return b;
+}
+
+void kvs__blk_unclaim(kvs__block *b)
+{
+  if (b->indexed)
+    kvs__index_remove(b->sp->st->ix, &b->key);
+  kvs__blk_drop(b);
+}
+
+void kvs__blk_publish_n(kvs__block *const *bs, uint32_t n, const uint32_t *prefix)
+{
+  if (!n)
+    return;
+  kvs__space *sp = bs[0]->sp;
+  kvs__store *st = sp->st;
+  uint64_t rows = 0;
+  for (uint32_t i = 0; i < n; i++) {
+    bs[i]->pending = 0;
+    bs[i]->refs = 1;
+    rows += bs[i]->n_sinks;
+  }
+  /* account() of n blocks of one space at once */
+  sp->blocks += n;
+  st->blocks += n;
+  st->sink_rows += rows;
+  st->stored_raw += n * raw_bytes(sp);
+  st->stored += n * sp->qbytes + rows * sp->rowbytes;
+  st->outliers_kept +=
+      ((uint64_t)n * sp->qp.group - rows) * (sp->qp.k_outliers + sp->qp.v_outliers);
+  sp->pinned += n;
+  st->pinned += n;
+  if (prefix && st->hooks.on_publish)
+    for (uint32_t i = 0; i < n; i++)
+      if (bs[i]->indexed) {
+        kvs__block_view v;
+        kvs__blk_view(bs[i], prefix, &v);
+        st->hooks.on_publish(&v, st->hooks.arg);
+      }
+}
+
 uint64_t kvs__blk_evict_all(kvs__store *st)
 {
   uint64_t n = 0;
   while (st->lru.old) {
-    blk_evict(st->lru.old);
+    blk_evict(st->lru.old, NULL);
     n++;
   }
   st->evictions += n;

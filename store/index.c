@@ -2,6 +2,7 @@
 #include "store/index.h"
 
 #include <errno.h>
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
@@ -145,6 +146,19 @@ int kvs__index_insert(kvs__index *ix, const kvs__ikey *k, void *val)
   ix->t[i].val = val;
   ix->count++;
   return 0;
+}
+
+void **kvs__index_slot(kvs__index *ix, const kvs__ikey *k)
+{
+  return &ix->t[probe(ix, k)].val;
+}
+
+void kvs__index_fill(kvs__index *ix, void **val_slot, const kvs__ikey *k, void *val)
+{
+  slot *t = (slot *)(void *)((unsigned char *)val_slot - offsetof(slot, val));
+  t->key = *k;
+  t->val = val;
+  ix->count++;
 }
 
 int kvs__index_remove(kvs__index *ix, const kvs__ikey *k)

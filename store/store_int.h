@@ -20,18 +20,21 @@ typedef struct kvs__lru {
 } kvs__lru;
 
 typedef struct kvs__block {
+  /* the first 64 bytes are what an eviction reads (and the walk along
+   * the class LRU ahead of it): one cache line per victim */
   kvs__ikey key;
+  struct kvs__block *cnext, *cprev; /* LRU of its slot class, while refs == 0 */
   kvs__space *sp;
   void *data;                       /* quantized part, in the pool */
+  uint32_t n_sinks;
+  uint8_t indexed;                  /* 0: a collision kept it private to its seq */
+  uint8_t pending;                  /* claimed by a put, not yet published */
   struct kvs__block *prev, *next;   /* global LRU, while refs == 0 */
-  struct kvs__block *cprev, *cnext; /* LRU of its slot class, while refs == 0 */
   kvs__h128 parent;                 /* chain hash of the group before (0 for the first) */
   uint32_t *tok;                    /* the G token ids, checked on every hit */
   uint64_t sink_mask;
   uint32_t refs;
-  uint32_t n_sinks;
   uint32_t g;                       /* group index: tokens [g*G, (g+1)*G) */
-  int indexed;                      /* 0: a collision kept it private to its seq */
   uint16_t *rows[];                 /* sink-row slots, in the pool */
 } kvs__block;
 
@@ -92,6 +95,11 @@ struct kvs__store {
   kvs__store_prof *prof;            /* attached profile, or NULL */
   struct kvs__block *blk_free[KVS_QBLOCK_MAX_G + 1]; /* free records, by G (block.c) */
   void *rec_slabs;                  /* the slabs they come from */
+  struct kvs__block *ev_ahead;      /* evictions of class ev_cls: the next block */
+  uint32_t ev_dist;                 /* to look at, and how many before it were (block.c) */
+  int ev_cls;
+  int full_cls;                     /* reserve(): class + 1 that had no free slot */
+  uint64_t full_frees;              /* at this kvs__pool_frees */
   unsigned char *rec_next[KVS_QBLOCK_MAX_G + 1], *rec_end[KVS_QBLOCK_MAX_G + 1]; /* unused part */
 };
 
@@ -121,6 +129,25 @@ static inline uint64_t kvs__prof_add(const kvs__store *st, int ph, uint64_t t0)
  * blocks, -ENOMEM. */
 int kvs__blk_new(kvs__space *sp, kvs__h128 h, kvs__h128 parent, uint32_t layer, uint32_t g,
                  const uint32_t *tok, uint64_t sink_mask, kvs__block **out);
+/* Reserve the slots of records bs[0..n) in order (data, then sink rows),
+ * evicting as needed; on failure the slots taken stay with their records
+ * (kvs__blk_drop gives them back). */
+int kvs__blk_slots(kvs__block *const *bs, uint32_t n);
+/* Look (h, layer) up and, unless a block with this prefix is cached, make
+ * a record for it, in one probe of the index (room reserved by the
+ * caller): the cached block (*fresh = 0; the caller pins it), or the new
+ * record (*fresh = 1, no slots: kvs__blk_slots), filed in the index
+ * unless a different block holds the key (a collision: it stays private,
+ * Decision 19). Filed but pending, it is no hit for anyone until
+ * kvs__blk_publish_n; the store runs one call at a time, so nothing else
+ * sees it before. NULL: out of memory. */
+kvs__block *kvs__blk_claim(kvs__space *sp, kvs__h128 h, kvs__h128 parent, uint32_t layer,
+                           uint32_t g, const uint32_t *tok, uint64_t sink_mask, int *fresh);
+/* Undo a claim: out of the index, slots and record given back. */
+void kvs__blk_unclaim(kvs__block *b);
+/* Publish n claimed and filled blocks of one space, each with one
+ * reference (a seq's): counters at once, then the publish hook. */
+void kvs__blk_publish_n(kvs__block *const *bs, uint32_t n, const uint32_t *prefix);
 /* Free a block that was never published (or was evicted): its slots, and
  * its record (kept for reuse; kvs__blk_cache_free unmaps them at close). */
 void kvs__blk_drop(kvs__block *b);
