@@ -10,46 +10,103 @@
 
 #include "store/store_int.h"
 
+/* The LRU of a slot class is a ring of (block, stamp) entries in the
+ * order the blocks became unreferenced; a block's stamp is its entry's
+ * until it is referenced or evicted (then 0), so an entry whose block
+ * has another stamp is stale and skipped. Why not a linked list: an
+ * eviction then has to read each victim's record to find the next, one
+ * cache miss after the other; from the ring, a put that evicts a
+ * thousand blocks asks for their records and index slots many victims
+ * ahead. Stamps grow across all classes, so the oldest of all is the
+ * class head with the smallest. Records are never given back to malloc
+ * while the store lives (rec_get), so a stale entry's record can always
+ * be read. */
+static kvs__lru_ent *lru_at(kvs__lru *r, uint32_t i)
+{
+  return &r->e[(r->head + i) & (r->cap - 1)];
+}
+
+static int lru_stale(const kvs__lru_ent *e) { return e->b->stamp != e->stamp; }
+
+/* Keep the live entries in order (logical positions: writes never pass
+ * reads, whatever the ring's wrap). */
+static void lru_compact(kvs__lru *r)
+{
+  uint32_t k = 0;
+  for (uint32_t i = 0; i < r->n; i++)
+    if (!lru_stale(lru_at(r, i)))
+      *lru_at(r, k++) = *lru_at(r, i);
+  r->n = k;
+}
+
+/* Room for one more record of the class: a ring of at least twice its
+ * records (+ 64) always has room after lru_compact, so pushing (from
+ * kvs__blk_unref, which cannot fail) never allocates. */
+static int lru_room(kvs__lru *r)
+{
+  uint64_t want = 2 * (r->records + 1) + 64;
+  if (want <= r->cap)
+    return 0;
+  uint32_t cap = r->cap ? r->cap : 64;
+  while (cap < want) {
+    if (cap > UINT32_MAX / 2)
+      return -ENOMEM;
+    cap *= 2;
+  }
+  kvs__lru_ent *e = malloc((size_t)cap * sizeof(*e));
+  if (!e)
+    return -ENOMEM;
+  for (uint32_t i = 0; i < r->n; i++)
+    e[i] = *lru_at(r, i);
+  free(r->e);
+  r->e = e;
+  r->cap = cap;
+  r->head = 0;
+  return 0;
+}
+
 static void lru_unlink(kvs__store *st, kvs__block *b)
 {
-  if (b->prev)
-    b->prev->next = b->next;
-  else
-    st->lru.old = b->next;
-  if (b->next)
-    b->next->prev = b->prev;
-  else
-    st->lru.young = b->prev;
-  b->prev = b->next = NULL;
-  kvs__lru *c = &st->cls_lru[b->sp->blk_cls];
-  if (b->cprev)
-    b->cprev->cnext = b->cnext;
-  else
-    c->old = b->cnext;
-  if (b->cnext)
-    b->cnext->cprev = b->cprev;
-  else
-    c->young = b->cprev;
-  b->cprev = b->cnext = NULL;
+  (void)st;
+  b->stamp = 0; /* its entry is stale now */
 }
 
 static void lru_push(kvs__store *st, kvs__block *b)
 {
-  b->next = NULL;
-  b->prev = st->lru.young;
-  if (st->lru.young)
-    st->lru.young->next = b;
-  else
-    st->lru.old = b;
-  st->lru.young = b;
-  kvs__lru *c = &st->cls_lru[b->sp->blk_cls];
-  b->cnext = NULL;
-  b->cprev = c->young;
-  if (c->young)
-    c->young->cnext = b;
-  else
-    c->old = b;
-  c->young = b;
+  int cls = b->sp->blk_cls;
+  kvs__lru *r = &st->cls_lru[cls];
+  if (r->n == r->cap)
+    lru_compact(r);
+  b->stamp = ++st->lru_clock;
+  *lru_at(r, r->n++) = (kvs__lru_ent){b, b->stamp};
+  if (cls >= st->lru_top)
+    st->lru_top = cls + 1;
+}
+
+/* The oldest unreferenced block of class cls (stale heads dropped). */
+static kvs__block *lru_old(kvs__store *st, int cls)
+{
+  kvs__lru *r = &st->cls_lru[cls];
+  while (r->n) {
+    kvs__lru_ent *e = lru_at(r, 0);
+    if (!lru_stale(e))
+      return e->b;
+    r->head = (r->head + 1) & (r->cap - 1);
+    r->n--;
+  }
+  return NULL;
+}
+
+/* The oldest unreferenced block of all. */
+static kvs__block *lru_oldest(kvs__store *st)
+{
+  kvs__block *best = NULL;
+  for (int c = 0; c < st->lru_top; c++) {
+    kvs__block *b = lru_old(st, c);
+    if (b && (!best || b->stamp < best->stamp))
+      best = b;
+  }
+  return best;
 }
 
 void kvs__blk_ref(kvs__block *b)
@@ -148,52 +205,56 @@ void kvs__blk_prefetch(const kvs__store *st, kvs__h128 h, uint32_t layer)
   kvs__index_prefetch(st->ix, &key);
 }
 
-/* Records of blocks without sink rows (all but a sequence's first few)
- * come from 2 MiB slabs, faulted in by one mmap (MAP_POPULATE), and go
- * back to a free list per G, never to malloc: a bulk put makes a thousand
- * records, and one page fault per 16 of them, or malloc trimming and
- * refaulting its heap when a full pool evicts as many, cost more than the
- * rest of the put's host work (tests/store/bench_put). The slabs stay
- * until the store closes: as many records as blocks were ever cached at
- * once. Records with sink rows vary in size and are malloc'd. */
+/* Records come from 2 MiB slabs, faulted in by one mmap (MAP_POPULATE),
+ * and go back to a free list per size (in cache lines), never to malloc:
+ * a bulk put makes a thousand records, and one page fault per 16 of
+ * them, or malloc trimming and refaulting its heap when a full pool
+ * evicts as many, cost more than the rest of the put's host work
+ * (tests/store/bench_put); and a stale LRU entry may still read a record
+ * that was freed (lru_stale). The slabs stay until the store closes: as
+ * many records as blocks were ever cached at once, plus one put's. */
 #define REC_SLAB ((size_t)2 << 20)
 
-static size_t rec_size(uint32_t G)
+_Static_assert((sizeof(kvs__block) + KVS_QBLOCK_MAX_G * (sizeof(uint16_t *) + sizeof(uint32_t)) +
+                63) / 64 < KVS_REC_LINES,
+               "KVS_REC_LINES covers the largest record");
+
+/* Whole cache lines, so that an eviction reads one (kvs__block). */
+static uint32_t rec_lines(uint32_t ns, uint32_t G)
 {
-  /* whole cache lines, so that an eviction reads one (kvs__block) */
-  return (sizeof(kvs__block) + (size_t)G * sizeof(uint32_t) + 63u) & ~(size_t)63u;
+  return (uint32_t)((sizeof(kvs__block) + ns * sizeof(uint16_t *) + G * sizeof(uint32_t) + 63u) /
+                    64u);
 }
 
 static kvs__block *rec_get(kvs__store *st, uint32_t ns, uint32_t G)
 {
-  if (ns)
-    return malloc(sizeof(kvs__block) + ns * sizeof(uint16_t *) + (size_t)G * sizeof(uint32_t));
-  kvs__block *b = st->blk_free[G];
-  const size_t rs = rec_size(G);
+  const uint32_t n = rec_lines(ns, G);
+  const size_t rs = (size_t)n * 64u;
+  kvs__block *b = st->blk_free[n];
   if (b) {
-    st->blk_free[G] = b->next;
-    if (b->next) /* the next record's lines, to be written soon */
+    st->blk_free[n] = b->fnext;
+    if (b->fnext) /* the next record's lines, to be written soon */
       for (size_t o = 0; o < rs; o += 64)
-        __builtin_prefetch((const char *)b->next + o, 1);
+        __builtin_prefetch((const char *)b->fnext + o, 1);
     return b;
   }
   /* never used: cut from the slab, which is not linked ahead of time
    * (writing a link into each record of a fresh slab missed the cache
    * 8,000 times in a row) */
-  if (!st->rec_next[G] || st->rec_next[G] + rs > st->rec_end[G]) {
+  if (!st->rec_next[n] || st->rec_next[n] + rs > st->rec_end[n]) {
     unsigned char *p = mmap(NULL, REC_SLAB, PROT_READ | PROT_WRITE,
                             MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
     if (p == MAP_FAILED)
       return NULL;
     *(void **)p = st->rec_slabs; /* the slab list lives in the slabs' first bytes */
     st->rec_slabs = p;
-    st->rec_next[G] = p + 64;
-    st->rec_end[G] = p + REC_SLAB;
+    st->rec_next[n] = p + 64;
+    st->rec_end[n] = p + REC_SLAB;
   }
-  b = (kvs__block *)st->rec_next[G];
-  st->rec_next[G] += rs;
-  for (size_t o = 0; st->rec_next[G] + rs <= st->rec_end[G] && o < rs; o += 64)
-    __builtin_prefetch(st->rec_next[G] + o, 1);
+  b = (kvs__block *)st->rec_next[n];
+  st->rec_next[n] += rs;
+  for (size_t o = 0; st->rec_next[n] + rs <= st->rec_end[n] && o < rs; o += 64)
+    __builtin_prefetch(st->rec_next[n] + o, 1);
   return b;
 }
 
@@ -206,13 +267,11 @@ void kvs__blk_drop(kvs__block *b)
   for (uint32_t i = 0; i < b->n_sinks; i++)
     if (b->rows[i])
       kvs__pool_free(p, b->rows[i]);
-  if (b->n_sinks == 0) {
-    uint32_t G = b->sp->qp.group;
-    b->next = st->blk_free[G];
-    st->blk_free[G] = b;
-    return;
-  }
-  free(b); /* its token ids too: one allocation */
+  st->cls_lru[b->sp->blk_cls].records--;
+  b->stamp = 0; /* (it is: unreferenced, never published, or evicted) */
+  uint32_t n = rec_lines(b->n_sinks, b->sp->qp.group);
+  b->fnext = st->blk_free[n];
+  st->blk_free[n] = b;
 }
 
 void kvs__blk_cache_free(kvs__store *st)
@@ -225,6 +284,11 @@ void kvs__blk_cache_free(kvs__store *st)
   memset(st->blk_free, 0, sizeof(st->blk_free));
   memset(st->rec_next, 0, sizeof(st->rec_next));
   memset(st->rec_end, 0, sizeof(st->rec_end));
+  for (uint32_t c = 0; c < KVS_POOL_MAX_CLASSES; c++) {
+    free(st->cls_lru[c].e);
+    memset(&st->cls_lru[c], 0, sizeof(st->cls_lru[c]));
+  }
+  st->lru_top = 0;
 }
 
 /* Drop an unreferenced published block from the cache; with keep, its
@@ -233,14 +297,6 @@ static void blk_evict(kvs__block *b, void **keep)
 {
   kvs__space *sp = b->sp;
   kvs__store *st = sp->st;
-  /* every eviction takes the oldest of its class: the look-ahead's
-   * window of class ev_cls loses its first block */
-  if (sp->blk_cls == st->ev_cls && (st->ev_dist || st->ev_ahead)) {
-    if (st->ev_dist)
-      st->ev_dist--;
-    else
-      st->ev_ahead = NULL;
-  }
   if (b->indexed && st->hooks.on_evict) {
     kvs__block_view v;
     kvs__blk_view(b, NULL, &v);
@@ -259,28 +315,20 @@ static void blk_evict(kvs__block *b, void **keep)
     kvs__space_free(sp);
 }
 
-/* The next victims lie at random places, their index slots too. The
- * walk along the class LRU (one record per eviction, each asked for one
- * eviction before it is read) asks for the index slot of the victim
- * EV_AHEAD places ahead, so that its removal does not wait. Valid within
- * one kvs__blk_slots call, where only evictions change the lists. */
+/* The next victims lie at random places, their index slots too: with the
+ * class's victims in a row (its LRU ring), an eviction asks for the
+ * record EV_AHEAD victims ahead and for the index slot of the one half
+ * as far (whose record it asked for before), so that neither waits. */
 #define EV_AHEAD 16u
 
-static void look_ahead(kvs__store *st, int cls, kvs__block *v)
+static void look_ahead(kvs__store *st, int cls)
 {
-  if (st->ev_cls != cls || (!st->ev_dist && !st->ev_ahead)) {
-    st->ev_cls = cls;
-    st->ev_ahead = v;
-    st->ev_dist = 0;
-  }
-  /* several steps when starting, then one per eviction */
-  while (st->ev_dist < EV_AHEAD && st->ev_ahead) {
-    kvs__block *a = st->ev_ahead;
+  kvs__lru *r = &st->cls_lru[cls];
+  if (r->n > EV_AHEAD)
+    __builtin_prefetch(lru_at(r, EV_AHEAD)->b);
+  if (r->n > EV_AHEAD / 2) {
+    const kvs__block *a = lru_at(r, EV_AHEAD / 2)->b;
     kvs__blk_prefetch(st, a->key.h, a->key.layer);
-    st->ev_ahead = a->cnext;
-    if (st->ev_ahead)
-      __builtin_prefetch(st->ev_ahead);
-    st->ev_dist++;
   }
 }
 
@@ -305,20 +353,12 @@ static int reserve(kvs__store *st, int cls, void **slot)
       st->full_cls = cls + 1;
       st->full_frees = kvs__pool_frees(st->pool);
     }
-    kvs__block *v = st->cls_lru[cls].old ? st->cls_lru[cls].old : st->lru.old;
-    if (!v)
+    kvs__block *v = lru_old(st, cls);
+    const int own = v != NULL;
+    if (own)
+      look_ahead(st, cls);
+    else if (!(v = lru_oldest(st)))
       return -ENOSPC;
-    const int own = st->cls_lru[cls].old == v;
-    if (own) {
-      look_ahead(st, cls, v);
-    } else {
-      /* the global LRU (rare): ask one eviction ahead */
-      kvs__block *n1 = v->next;
-      if (n1) {
-        kvs__blk_prefetch(st, n1->key.h, n1->key.layer);
-        __builtin_prefetch(n1->next);
-      }
-    }
     st->evictions++;
     /* (its sink rows would go back first were they of cls too) */
     if (own && kvs__pool_class_slots(st->pool, cls) > 1 &&
@@ -335,18 +375,22 @@ static int reserve(kvs__store *st, int cls, void **slot)
 static kvs__block *rec_new(kvs__space *sp, kvs__h128 h, kvs__h128 parent, uint32_t layer,
                            uint32_t g, const uint32_t *tok, uint64_t sink_mask)
 {
+  kvs__store *st = sp->st;
+  kvs__lru *r = &st->cls_lru[sp->blk_cls];
+  if (lru_room(r) < 0)
+    return NULL;
   /* most blocks have no sink rows (popcount is a libcall without -mpopcnt) */
   uint32_t ns = sink_mask ? (uint32_t)__builtin_popcountll(sink_mask) : 0;
-  /* the struct, its sink-row slots and its token ids in one allocation
-   * (a bulk put makes a thousand blocks) */
+  /* the struct, its sink-row slots and its token ids in one record */
   size_t head = sizeof(kvs__block) + ns * sizeof(uint16_t *);
-  kvs__block *b = rec_get(sp->st, ns, sp->qp.group);
+  kvs__block *b = rec_get(st, ns, sp->qp.group);
   if (!b)
     return NULL;
+  r->records++;
   b->key = (kvs__ikey){h, layer};
   b->sp = sp;
   b->data = NULL;
-  b->prev = b->next = b->cprev = b->cnext = NULL;
+  b->stamp = 0;
   b->parent = parent;
   b->tok = (uint32_t *)((unsigned char *)b + head);
   memcpy(b->tok, tok, (size_t)sp->qp.group * sizeof(*tok));
@@ -356,8 +400,8 @@ static kvs__block *rec_new(kvs__space *sp, kvs__h128 h, kvs__h128 parent, uint32
   b->g = g;
   b->indexed = 0;
   b->pending = 0;
-  for (uint32_t r = 0; r < ns; r++)
-    b->rows[r] = NULL;
+  for (uint32_t i = 0; i < ns; i++)
+    b->rows[i] = NULL;
   return b;
 }
 
@@ -367,8 +411,6 @@ int kvs__blk_slots(kvs__block *const *bs, uint32_t n)
     return 0;
   kvs__store *st = bs[0]->sp->st;
   int rc = 0;
-  st->ev_ahead = NULL;
-  st->ev_dist = 0;
   st->full_cls = 0; /* classes may have changed since the last call */
   for (uint32_t i = 0; i < n && rc == 0; i++) {
     kvs__block *b = bs[i];
@@ -376,8 +418,6 @@ int kvs__blk_slots(kvs__block *const *bs, uint32_t n)
     for (uint32_t r = 0; rc == 0 && r < b->n_sinks; r++)
       rc = reserve(st, b->sp->row_cls, (void **)&b->rows[r]);
   }
-  st->ev_ahead = NULL; /* the lists change after this call */
-  st->ev_dist = 0;
   return rc;
 }
 
@@ -463,8 +503,9 @@ void kvs__blk_publish_n(kvs__block *const *bs, uint32_t n, const uint32_t *prefi
 uint64_t kvs__blk_evict_all(kvs__store *st)
 {
   uint64_t n = 0;
-  while (st->lru.old) {
-    blk_evict(st->lru.old, NULL);
+  kvs__block *b;
+  while ((b = lru_oldest(st))) {
+    blk_evict(b, NULL);
     n++;
   }
   st->evictions += n;

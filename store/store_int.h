@@ -14,22 +14,31 @@
 #include "store/store.h"
 
 
-/* An LRU list of unreferenced blocks. */
+/* The LRU of a slot class (block.c): a ring of its unreferenced blocks
+ * in the order they became so, each entry with the block's stamp then. */
+typedef struct kvs__lru_ent {
+  struct kvs__block *b;
+  uint64_t stamp;
+} kvs__lru_ent;
+
 typedef struct kvs__lru {
-  struct kvs__block *old, *young;
+  kvs__lru_ent *e;
+  uint32_t cap, head, n;            /* entries e[(head + i) % cap], i < n */
+  uint64_t records;                 /* records of the class (the ring's room) */
 } kvs__lru;
 
 typedef struct kvs__block {
-  /* the first 64 bytes are what an eviction reads (and the walk along
-   * the class LRU ahead of it): one cache line per victim */
+  /* the first 64 bytes are what an eviction reads: one cache line */
   kvs__ikey key;
-  struct kvs__block *cnext, *cprev; /* LRU of its slot class, while refs == 0 */
   kvs__space *sp;
-  void *data;                       /* quantized part, in the pool */
+  union {
+    void *data;                     /* quantized part, in the pool */
+    struct kvs__block *fnext;       /* a free record: the next (block.c) */
+  };
+  uint64_t stamp;                   /* its LRU entry's while refs == 0, else 0 */
   uint32_t n_sinks;
   uint8_t indexed;                  /* 0: a collision kept it private to its seq */
   uint8_t pending;                  /* claimed by a put, not yet published */
-  struct kvs__block *prev, *next;   /* global LRU, while refs == 0 */
   kvs__h128 parent;                 /* chain hash of the group before (0 for the first) */
   uint32_t *tok;                    /* the G token ids, checked on every hit */
   uint64_t sink_mask;
@@ -37,6 +46,8 @@ typedef struct kvs__block {
   uint32_t g;                       /* group index: tokens [g*G, (g+1)*G) */
   uint16_t *rows[];                 /* sink-row slots, in the pool */
 } kvs__block;
+
+#define KVS_REC_LINES 16u            /* record sizes, in cache lines */
 
 struct kvs__space {
   kvs__store *st;
@@ -79,8 +90,9 @@ struct kvs__store {
   kvs__index *ix;
   kvs__space *spaces;
   kvs__seq *seqs;
-  kvs__lru lru;                     /* all unreferenced blocks */
   kvs__lru cls_lru[KVS_POOL_MAX_CLASSES]; /* by the block's slot class */
+  uint64_t lru_clock;               /* the last stamp given */
+  int lru_top;                      /* classes below it may have LRU entries */
   unsigned char key[32];            /* secret of the chain hash */
   unsigned char hstate[512];        /* BLAKE2b state after the key block
                                        (kvs__hash_init): copied per hash */
@@ -93,14 +105,11 @@ struct kvs__store {
   uint64_t puts, gets, evictions, put_nospc, bytes_in, bytes_out;
   uint64_t stored_raw, stored, sinks_found, sinks_dropped, outliers_kept;
   kvs__store_prof *prof;            /* attached profile, or NULL */
-  struct kvs__block *blk_free[KVS_QBLOCK_MAX_G + 1]; /* free records, by G (block.c) */
+  struct kvs__block *blk_free[KVS_REC_LINES]; /* free records, by cache lines (block.c) */
   void *rec_slabs;                  /* the slabs they come from */
-  struct kvs__block *ev_ahead;      /* evictions of class ev_cls: the next block */
-  uint32_t ev_dist;                 /* to look at, and how many before it were (block.c) */
-  int ev_cls;
   int full_cls;                     /* reserve(): class + 1 that had no free slot */
   uint64_t full_frees;              /* at this kvs__pool_frees */
-  unsigned char *rec_next[KVS_QBLOCK_MAX_G + 1], *rec_end[KVS_QBLOCK_MAX_G + 1]; /* unused part */
+  unsigned char *rec_next[KVS_REC_LINES], *rec_end[KVS_REC_LINES]; /* unused part */
 };
 
 /* Profile phases (kvs__store_set_prof): a no-op without a profile. */
