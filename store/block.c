@@ -140,19 +140,22 @@ static uint64_t raw_bytes(const kvs__space *sp)
   return (uint64_t)sp->qp.group * sp->qp.channels * 2u * 2u;
 }
 
-static void account(kvs__block *b, int sign)
+/* The counters of n blocks of sp with ns sink rows in all, added
+ * (sign 1) or taken away (-1). */
+static void account_n(kvs__space *sp, uint64_t n, uint64_t ns, int sign)
 {
-  kvs__space *sp = b->sp;
   kvs__store *st = sp->st;
   uint64_t d = (uint64_t)(int64_t)sign;  /* wraps to subtract */
-  sp->blocks += d;
-  st->blocks += d;
-  st->sink_rows += d * b->n_sinks;
-  st->stored_raw += d * raw_bytes(sp);
-  st->stored += d * (sp->qbytes + (uint64_t)b->n_sinks * sp->rowbytes);
+  sp->blocks += d * n;
+  st->blocks += d * n;
+  st->sink_rows += d * ns;
+  st->stored_raw += d * n * raw_bytes(sp);
+  st->stored += d * (n * sp->qbytes + ns * sp->rowbytes);
   st->outliers_kept +=
-      d * (uint64_t)(sp->qp.group - b->n_sinks) * (sp->qp.k_outliers + sp->qp.v_outliers);
+      d * (n * sp->qp.group - ns) * (sp->qp.k_outliers + sp->qp.v_outliers);
 }
+
+static void account(kvs__block *b, int sign) { account_n(b->sp, 1, b->n_sinks, sign); }
 
 void kvs__blk_view(const kvs__block *b, const uint32_t *prefix, kvs__block_view *v)
 {
@@ -291,9 +294,8 @@ void kvs__blk_cache_free(kvs__store *st)
   st->lru_top = 0;
 }
 
-/* Drop an unreferenced published block from the cache; with keep, its
- * data slot goes to *keep instead of back to the pool. */
-static void blk_evict(kvs__block *b, void **keep)
+/* Drop an unreferenced published block from the cache. */
+static void blk_evict(kvs__block *b)
 {
   kvs__space *sp = b->sp;
   kvs__store *st = sp->st;
@@ -306,10 +308,6 @@ static void blk_evict(kvs__block *b, void **keep)
   if (b->indexed)
     kvs__index_remove(st->ix, &b->key);
   account(b, -1);
-  if (keep) {
-    *keep = b->data;
-    b->data = NULL;
-  }
   kvs__blk_drop(b);
   if (sp->refs == 0 && sp->blocks == 0)
     kvs__space_free(sp);
@@ -327,8 +325,7 @@ static void look_ahead(kvs__store *st, int cls)
   if (r->n > EV_AHEAD)
     __builtin_prefetch(lru_at(r, EV_AHEAD)->b);
   if (r->n > EV_AHEAD / 2) {
-    const kvs__block *a = lru_at(r, EV_AHEAD / 2)->b;
-    kvs__blk_prefetch(st, a->key.h, a->key.layer);
+    kvs__index_prefetch(st->ix, &lru_at(r, EV_AHEAD / 2)->b->key);
   }
 }
 
@@ -341,7 +338,44 @@ static void look_ahead(kvs__store *st, int cls)
  * chunks: those take the pool's way). So the slot changes hands
  * directly: same victims, same slots, and no pool bookkeeping per block
  * for a put into a full pool. */
-static int reserve(kvs__store *st, int cls, void **slot)
+/* blk_evict for reserve's own victims, whose data slot goes to *slot:
+ * the head of the ring of the class being reserved, so a block of the
+ * reserving space, which the caller holds (it is not freed here). Its
+ * counters wait in st->own_* until kvs__blk_slots ends: one update for a
+ * put's thousand victims. */
+static void evict_own(kvs__store *st, kvs__lru *r, kvs__block *v, void **slot)
+{
+  if (v->indexed && st->hooks.on_evict) {
+    kvs__block_view bv;
+    kvs__blk_view(v, NULL, &bv);
+    st->hooks.on_evict(&bv, st->hooks.arg);
+  }
+  v->stamp = 0;
+  r->head = (r->head + 1) & (r->cap - 1); /* its entry, stale now */
+  r->n--;
+  if (v->indexed)
+    kvs__index_remove(st->ix, &v->key);
+  *slot = v->data;
+  for (uint32_t i = 0; i < v->n_sinks; i++)
+    kvs__pool_free(st->pool, v->rows[i]);
+  st->own_n++;
+  st->own_rows += v->n_sinks;
+  uint32_t n = rec_lines(v->n_sinks, v->sp->qp.group);
+  v->fnext = st->blk_free[n];
+  st->blk_free[n] = v;
+}
+
+static void own_flush(kvs__store *st, kvs__space *sp)
+{
+  if (!st->own_n)
+    return;
+  account_n(sp, st->own_n, st->own_rows, -1);
+  st->cls_lru[sp->blk_cls].records -= st->own_n;
+  st->own_n = st->own_rows = 0;
+}
+
+/* direct: units of cls hold more than one slot. */
+static int reserve(kvs__store *st, int cls, int direct, void **slot)
 {
   for (;;) {
     /* a class found full stays full until something is freed: a put into
@@ -361,12 +395,11 @@ static int reserve(kvs__store *st, int cls, void **slot)
       return -ENOSPC;
     st->evictions++;
     /* (its sink rows would go back first were they of cls too) */
-    if (own && kvs__pool_class_slots(st->pool, cls) > 1 &&
-        (v->n_sinks == 0 || v->sp->row_cls != cls)) {
-      blk_evict(v, slot);
+    if (own && direct && (v->n_sinks == 0 || v->sp->row_cls != cls)) {
+      evict_own(st, &st->cls_lru[cls], v, slot);
       return 0;
     }
-    blk_evict(v, NULL);
+    blk_evict(v);
   }
 }
 
@@ -412,12 +445,18 @@ int kvs__blk_slots(kvs__block *const *bs, uint32_t n)
   kvs__store *st = bs[0]->sp->st;
   int rc = 0;
   st->full_cls = 0; /* classes may have changed since the last call */
+  kvs__space *sp = bs[0]->sp;
   for (uint32_t i = 0; i < n && rc == 0; i++) {
     kvs__block *b = bs[i];
-    rc = reserve(st, b->sp->blk_cls, &b->data);
+    if (b->sp != sp) {
+      own_flush(st, sp);
+      sp = b->sp;
+    }
+    rc = reserve(st, sp->blk_cls, sp->blk_direct, &b->data);
     for (uint32_t r = 0; rc == 0 && r < b->n_sinks; r++)
-      rc = reserve(st, b->sp->row_cls, (void **)&b->rows[r]);
+      rc = reserve(st, sp->row_cls, sp->row_direct, (void **)&b->rows[r]);
   }
+  own_flush(st, sp);
   return rc;
 }
 
@@ -481,14 +520,7 @@ void kvs__blk_publish_n(kvs__block *const *bs, uint32_t n, const uint32_t *prefi
     bs[i]->refs = 1;
     rows += bs[i]->n_sinks;
   }
-  /* account() of n blocks of one space at once */
-  sp->blocks += n;
-  st->blocks += n;
-  st->sink_rows += rows;
-  st->stored_raw += n * raw_bytes(sp);
-  st->stored += n * sp->qbytes + rows * sp->rowbytes;
-  st->outliers_kept +=
-      ((uint64_t)n * sp->qp.group - rows) * (sp->qp.k_outliers + sp->qp.v_outliers);
+  account_n(sp, n, rows, 1);
   sp->pinned += n;
   st->pinned += n;
   if (prefix && st->hooks.on_publish)
@@ -505,7 +537,7 @@ uint64_t kvs__blk_evict_all(kvs__store *st)
   uint64_t n = 0;
   kvs__block *b;
   while ((b = lru_oldest(st))) {
-    blk_evict(b, NULL);
+    blk_evict(b);
     n++;
   }
   st->evictions += n;

@@ -18,14 +18,14 @@ struct kvs__index {
   size_t count;
 };
 
-static size_t home(const kvs__index *ix, const kvs__ikey *k)
+static inline size_t home(const kvs__index *ix, const kvs__ikey *k)
 {
   uint64_t h = k->h.lo ^ ((uint64_t)k->layer * 0x9e3779b97f4a7c15ull);
   h ^= h >> 29;
   return (size_t)h & (ix->cap - 1);
 }
 
-static int key_eq(const kvs__ikey *a, const kvs__ikey *b)
+static inline int key_eq(const kvs__ikey *a, const kvs__ikey *b)
 {
   return a->h.lo == b->h.lo && a->h.hi == b->h.hi && a->layer == b->layer;
 }
@@ -81,7 +81,10 @@ void kvs__index_close(kvs__index *ix)
   free(ix);
 }
 
-static size_t probe(const kvs__index *ix, const kvs__ikey *k)
+/* (inline: a put calls it a few thousand times, a call each cost more
+ * than the probe of a mostly empty table) */
+static inline __attribute__((always_inline)) size_t probe(const kvs__index *ix,
+                                                          const kvs__ikey *k)
 {
   size_t i = home(ix, k);
   while (ix->t[i].val && !key_eq(&ix->t[i].key, k))

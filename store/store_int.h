@@ -58,6 +58,7 @@ struct kvs__space {
   kvs__qparams qp;
   size_t qbytes, rowbytes;
   int blk_cls, row_cls;             /* pool classes, referenced while the space lives */
+  int blk_direct, row_direct;       /* their units hold more than one slot (block.c) */
   kvs__h128 seed;
   uint32_t refs;                    /* users + seqs */
   uint64_t blocks, pinned, seqs;
@@ -108,6 +109,7 @@ struct kvs__store {
   struct kvs__block *blk_free[KVS_REC_LINES]; /* free records, by cache lines (block.c) */
   void *rec_slabs;                  /* the slabs they come from */
   int full_cls;                     /* reserve(): class + 1 that had no free slot */
+  uint64_t own_n, own_rows;         /* evictions not counted yet (block.c) */
   uint64_t full_frees;              /* at this kvs__pool_frees */
   unsigned char *rec_next[KVS_REC_LINES], *rec_end[KVS_REC_LINES]; /* unused part */
 };
