@@ -65,9 +65,8 @@ static int lru_room(kvs__lru *r)
   return 0;
 }
 
-static void lru_unlink(kvs__store *st, kvs__block *b)
+static void lru_unlink(kvs__block *b)
 {
-  (void)st;
   b->stamp = 0; /* its entry is stale now */
 }
 
@@ -112,7 +111,7 @@ static kvs__block *lru_oldest(kvs__store *st)
 void kvs__blk_ref(kvs__block *b)
 {
   if (b->refs++ == 0) {
-    lru_unlink(b->sp->st, b);
+    lru_unlink(b);
     b->sp->pinned++;
     b->sp->st->pinned++;
   }
@@ -130,7 +129,7 @@ void kvs__blk_unref(kvs__block *b)
 void kvs__blk_touch(kvs__block *b)
 {
   if (b->refs == 0) {
-    lru_unlink(b->sp->st, b);
+    lru_unlink(b);
     lru_push(b->sp->st, b);
   }
 }
@@ -304,7 +303,7 @@ static void blk_evict(kvs__block *b)
     kvs__blk_view(b, NULL, &v);
     st->hooks.on_evict(&v, st->hooks.arg);
   }
-  lru_unlink(st, b);
+  lru_unlink(b);
   if (b->indexed)
     kvs__index_remove(st->ix, &b->key);
   account(b, -1);
@@ -324,20 +323,10 @@ static void look_ahead(kvs__store *st, int cls)
   kvs__lru *r = &st->cls_lru[cls];
   if (r->n > EV_AHEAD)
     __builtin_prefetch(lru_at(r, EV_AHEAD)->b);
-  if (r->n > EV_AHEAD / 2) {
+  if (r->n > EV_AHEAD / 2)
     kvs__index_prefetch(st->ix, &lru_at(r, EV_AHEAD / 2)->b->key);
-  }
 }
 
-/* A slot of cls: first a free one, then the class's own old blocks, then
- * the oldest of all. When the class is full (no free slot, no free run
- * of chunks) and the victim is its own, the slot that freeing it and
- * allocating again would give is the victim's: every unit of the class
- * is full, so its unit becomes the only one with a free slot, and that
- * slot is on top of its stack (units of one slot would go back as free
- * chunks: those take the pool's way). So the slot changes hands
- * directly: same victims, same slots, and no pool bookkeeping per block
- * for a put into a full pool. */
 /* blk_evict for reserve's own victims, whose data slot goes to *slot:
  * the head of the ring of the class being reserved, so a block of the
  * reserving space, which the caller holds (it is not freed here). Its
@@ -374,7 +363,16 @@ static void own_flush(kvs__store *st, kvs__space *sp)
   st->own_n = st->own_rows = 0;
 }
 
-/* direct: units of cls hold more than one slot. */
+/* A slot of cls: first a free one, then the class's own old blocks, then
+ * the oldest of all. When the class is full (no free slot, no free run
+ * of chunks) and the victim is its own, the slot that freeing it and
+ * allocating again would give is the victim's: every unit of the class
+ * is full, so its unit becomes the only one with a free slot, and that
+ * slot is on top of its stack (units of one slot would go back as free
+ * chunks: those take the pool's way). So the slot changes hands
+ * directly: same victims, same slots, and no pool bookkeeping per block
+ * for a put into a full pool.
+ * direct: units of cls hold more than one slot. */
 static int reserve(kvs__store *st, int cls, int direct, void **slot)
 {
   for (;;) {
