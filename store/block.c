@@ -10,52 +10,108 @@
 
 #include "store/store_int.h"
 
-static void lru_unlink(kvs__store *st, kvs__block *b)
+/* The LRU of a slot class is a ring of (block, stamp) entries in the
+ * order the blocks became unreferenced; a block's stamp is its entry's
+ * until it is referenced or evicted (then 0), so an entry whose block
+ * has another stamp is stale and skipped. Why not a linked list: an
+ * eviction then has to read each victim's record to find the next, one
+ * cache miss after the other; from the ring, a put that evicts a
+ * thousand blocks asks for their records and index slots many victims
+ * ahead. Stamps grow across all classes, so the oldest of all is the
+ * class head with the smallest. Records are never given back to malloc
+ * while the store lives (rec_get), so a stale entry's record can always
+ * be read. */
+static kvs__lru_ent *lru_at(kvs__lru *r, uint32_t i)
 {
-  if (b->prev)
-    b->prev->next = b->next;
-  else
-    st->lru.old = b->next;
-  if (b->next)
-    b->next->prev = b->prev;
-  else
-    st->lru.young = b->prev;
-  b->prev = b->next = NULL;
-  kvs__lru *c = &st->cls_lru[b->sp->blk_cls];
-  if (b->cprev)
-    b->cprev->cnext = b->cnext;
-  else
-    c->old = b->cnext;
-  if (b->cnext)
-    b->cnext->cprev = b->cprev;
-  else
-    c->young = b->cprev;
-  b->cprev = b->cnext = NULL;
+  return &r->e[(r->head + i) & (r->cap - 1)];
+}
+
+static int lru_stale(const kvs__lru_ent *e) { return e->b->stamp != e->stamp; }
+
+/* Keep the live entries in order (logical positions: writes never pass
+ * reads, whatever the ring's wrap). */
+static void lru_compact(kvs__lru *r)
+{
+  uint32_t k = 0;
+  for (uint32_t i = 0; i < r->n; i++)
+    if (!lru_stale(lru_at(r, i)))
+      *lru_at(r, k++) = *lru_at(r, i);
+  r->n = k;
+}
+
+/* Room for one more record of the class: a ring of at least twice its
+ * records (+ 64) always has room after lru_compact, so pushing (from
+ * kvs__blk_unref, which cannot fail) never allocates. */
+static int lru_room(kvs__lru *r)
+{
+  uint64_t want = 2 * (r->records + 1) + 64;
+  if (want <= r->cap)
+    return 0;
+  uint32_t cap = r->cap ? r->cap : 64;
+  while (cap < want) {
+    if (cap > UINT32_MAX / 2)
+      return -ENOMEM;
+    cap *= 2;
+  }
+  kvs__lru_ent *e = malloc((size_t)cap * sizeof(*e));
+  if (!e)
+    return -ENOMEM;
+  for (uint32_t i = 0; i < r->n; i++)
+    e[i] = *lru_at(r, i);
+  free(r->e);
+  r->e = e;
+  r->cap = cap;
+  r->head = 0;
+  return 0;
+}
+
+static void lru_unlink(kvs__block *b)
+{
+  b->stamp = 0; /* its entry is stale now */
 }
 
 static void lru_push(kvs__store *st, kvs__block *b)
 {
-  b->next = NULL;
-  b->prev = st->lru.young;
-  if (st->lru.young)
-    st->lru.young->next = b;
-  else
-    st->lru.old = b;
-  st->lru.young = b;
-  kvs__lru *c = &st->cls_lru[b->sp->blk_cls];
-  b->cnext = NULL;
-  b->cprev = c->young;
-  if (c->young)
-    c->young->cnext = b;
-  else
-    c->old = b;
-  c->young = b;
+  int cls = b->sp->blk_cls;
+  kvs__lru *r = &st->cls_lru[cls];
+  if (r->n == r->cap)
+    lru_compact(r);
+  b->stamp = ++st->lru_clock;
+  *lru_at(r, r->n++) = (kvs__lru_ent){b, b->stamp};
+  if (cls >= st->lru_top)
+    st->lru_top = cls + 1;
+}
+
+/* The oldest unreferenced block of class cls (stale heads dropped). */
+static kvs__block *lru_old(kvs__store *st, int cls)
+{
+  kvs__lru *r = &st->cls_lru[cls];
+  while (r->n) {
+    kvs__lru_ent *e = lru_at(r, 0);
+    if (!lru_stale(e))
+      return e->b;
+    r->head = (r->head + 1) & (r->cap - 1);
+    r->n--;
+  }
+  return NULL;
+}
+
+/* The oldest unreferenced block of all. */
+static kvs__block *lru_oldest(kvs__store *st)
+{
+  kvs__block *best = NULL;
+  for (int c = 0; c < st->lru_top; c++) {
+    kvs__block *b = lru_old(st, c);
+    if (b && (!best || b->stamp < best->stamp))
+      best = b;
+  }
+  return best;
 }
 
 void kvs__blk_ref(kvs__block *b)
 {
   if (b->refs++ == 0) {
-    lru_unlink(b->sp->st, b);
+    lru_unlink(b);
     b->sp->pinned++;
     b->sp->st->pinned++;
   }
@@ -73,7 +129,7 @@ void kvs__blk_unref(kvs__block *b)
 void kvs__blk_touch(kvs__block *b)
 {
   if (b->refs == 0) {
-    lru_unlink(b->sp->st, b);
+    lru_unlink(b);
     lru_push(b->sp->st, b);
   }
 }
@@ -83,19 +139,22 @@ static uint64_t raw_bytes(const kvs__space *sp)
   return (uint64_t)sp->qp.group * sp->qp.channels * 2u * 2u;
 }
 
-static void account(kvs__block *b, int sign)
+/* The counters of n blocks of sp with ns sink rows in all, added
+ * (sign 1) or taken away (-1). */
+static void account_n(kvs__space *sp, uint64_t n, uint64_t ns, int sign)
 {
-  kvs__space *sp = b->sp;
   kvs__store *st = sp->st;
   uint64_t d = (uint64_t)(int64_t)sign;  /* wraps to subtract */
-  sp->blocks += d;
-  st->blocks += d;
-  st->sink_rows += d * b->n_sinks;
-  st->stored_raw += d * raw_bytes(sp);
-  st->stored += d * (sp->qbytes + (uint64_t)b->n_sinks * sp->rowbytes);
+  sp->blocks += d * n;
+  st->blocks += d * n;
+  st->sink_rows += d * ns;
+  st->stored_raw += d * n * raw_bytes(sp);
+  st->stored += d * (n * sp->qbytes + ns * sp->rowbytes);
   st->outliers_kept +=
-      d * (uint64_t)(sp->qp.group - b->n_sinks) * (sp->qp.k_outliers + sp->qp.v_outliers);
+      d * (n * sp->qp.group - ns) * (sp->qp.k_outliers + sp->qp.v_outliers);
 }
+
+static void account(kvs__block *b, int sign) { account_n(b->sp, 1, b->n_sinks, sign); }
 
 void kvs__blk_view(const kvs__block *b, const uint32_t *prefix, kvs__block_view *v)
 {
@@ -136,7 +195,7 @@ kvs__block *kvs__blk_find(kvs__store *st, kvs__h128 h, kvs__h128 parent, uint32_
   kvs__ikey key = {h, layer};
   kvs__block *b = kvs__index_find(st->ix, &key);
   /* Identity is the whole prefix: the parent's chain hash and these ids. */
-  if (!b || b->parent.lo != parent.lo || b->parent.hi != parent.hi ||
+  if (!b || b->pending || b->parent.lo != parent.lo || b->parent.hi != parent.hi ||
       memcmp(b->tok, tok, (size_t)b->sp->qp.group * sizeof(*tok)) != 0)
     return NULL;
   return b;
@@ -148,51 +207,56 @@ void kvs__blk_prefetch(const kvs__store *st, kvs__h128 h, uint32_t layer)
   kvs__index_prefetch(st->ix, &key);
 }
 
-/* Records of blocks without sink rows (all but a sequence's first few)
- * come from 2 MiB slabs, faulted in by one mmap (MAP_POPULATE), and go
- * back to a free list per G, never to malloc: a bulk put makes a thousand
- * records, and one page fault per 16 of them, or malloc trimming and
- * refaulting its heap when a full pool evicts as many, cost more than the
- * rest of the put's host work (tests/store/bench_put). The slabs stay
- * until the store closes: as many records as blocks were ever cached at
- * once. Records with sink rows vary in size and are malloc'd. */
+/* Records come from 2 MiB slabs, faulted in by one mmap (MAP_POPULATE),
+ * and go back to a free list per size (in cache lines), never to malloc:
+ * a bulk put makes a thousand records, and one page fault per 16 of
+ * them, or malloc trimming and refaulting its heap when a full pool
+ * evicts as many, cost more than the rest of the put's host work
+ * (tests/store/bench_put); and a stale LRU entry may still read a record
+ * that was freed (lru_stale). The slabs stay until the store closes: as
+ * many records as blocks were ever cached at once, plus one put's. */
 #define REC_SLAB ((size_t)2 << 20)
 
-static size_t rec_size(uint32_t G)
+_Static_assert((sizeof(kvs__block) + KVS_QBLOCK_MAX_G * (sizeof(uint16_t *) + sizeof(uint32_t)) +
+                63) / 64 < KVS_REC_LINES,
+               "KVS_REC_LINES covers the largest record");
+
+/* Whole cache lines, so that an eviction reads one (kvs__block). */
+static uint32_t rec_lines(uint32_t ns, uint32_t G)
 {
-  return (sizeof(kvs__block) + (size_t)G * sizeof(uint32_t) + 15u) & ~(size_t)15u;
+  return (uint32_t)((sizeof(kvs__block) + ns * sizeof(uint16_t *) + G * sizeof(uint32_t) + 63u) /
+                    64u);
 }
 
 static kvs__block *rec_get(kvs__store *st, uint32_t ns, uint32_t G)
 {
-  if (ns)
-    return malloc(sizeof(kvs__block) + ns * sizeof(uint16_t *) + (size_t)G * sizeof(uint32_t));
-  kvs__block *b = st->blk_free[G];
-  const size_t rs = rec_size(G);
+  const uint32_t n = rec_lines(ns, G);
+  const size_t rs = (size_t)n * 64u;
+  kvs__block *b = st->blk_free[n];
   if (b) {
-    st->blk_free[G] = b->next;
-    if (b->next) /* the next record's lines, to be written soon */
+    st->blk_free[n] = b->fnext;
+    if (b->fnext) /* the next record's lines, to be written soon */
       for (size_t o = 0; o < rs; o += 64)
-        __builtin_prefetch((const char *)b->next + o, 1);
+        __builtin_prefetch((const char *)b->fnext + o, 1);
     return b;
   }
   /* never used: cut from the slab, which is not linked ahead of time
    * (writing a link into each record of a fresh slab missed the cache
    * 8,000 times in a row) */
-  if (!st->rec_next[G] || st->rec_next[G] + rs > st->rec_end[G]) {
+  if (!st->rec_next[n] || st->rec_next[n] + rs > st->rec_end[n]) {
     unsigned char *p = mmap(NULL, REC_SLAB, PROT_READ | PROT_WRITE,
                             MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
     if (p == MAP_FAILED)
       return NULL;
     *(void **)p = st->rec_slabs; /* the slab list lives in the slabs' first bytes */
     st->rec_slabs = p;
-    st->rec_next[G] = p + 64;
-    st->rec_end[G] = p + REC_SLAB;
+    st->rec_next[n] = p + 64;
+    st->rec_end[n] = p + REC_SLAB;
   }
-  b = (kvs__block *)st->rec_next[G];
-  st->rec_next[G] += rs;
-  for (size_t o = 0; st->rec_next[G] + rs <= st->rec_end[G] && o < rs; o += 64)
-    __builtin_prefetch(st->rec_next[G] + o, 1);
+  b = (kvs__block *)st->rec_next[n];
+  st->rec_next[n] += rs;
+  for (size_t o = 0; st->rec_next[n] + rs <= st->rec_end[n] && o < rs; o += 64)
+    __builtin_prefetch(st->rec_next[n] + o, 1);
   return b;
 }
 
@@ -205,13 +269,11 @@ void kvs__blk_drop(kvs__block *b)
   for (uint32_t i = 0; i < b->n_sinks; i++)
     if (b->rows[i])
       kvs__pool_free(p, b->rows[i]);
-  if (b->n_sinks == 0) {
-    uint32_t G = b->sp->qp.group;
-    b->next = st->blk_free[G];
-    st->blk_free[G] = b;
-    return;
-  }
-  free(b); /* its token ids too: one allocation */
+  st->cls_lru[b->sp->blk_cls].records--;
+  b->stamp = 0; /* (it is: unreferenced, never published, or evicted) */
+  uint32_t n = rec_lines(b->n_sinks, b->sp->qp.group);
+  b->fnext = st->blk_free[n];
+  st->blk_free[n] = b;
 }
 
 void kvs__blk_cache_free(kvs__store *st)
@@ -224,6 +286,11 @@ void kvs__blk_cache_free(kvs__store *st)
   memset(st->blk_free, 0, sizeof(st->blk_free));
   memset(st->rec_next, 0, sizeof(st->rec_next));
   memset(st->rec_end, 0, sizeof(st->rec_end));
+  for (uint32_t c = 0; c < KVS_POOL_MAX_CLASSES; c++) {
+    free(st->cls_lru[c].e);
+    memset(&st->cls_lru[c], 0, sizeof(st->cls_lru[c]));
+  }
+  st->lru_top = 0;
 }
 
 /* Drop an unreferenced published block from the cache. */
@@ -236,7 +303,7 @@ static void blk_evict(kvs__block *b)
     kvs__blk_view(b, NULL, &v);
     st->hooks.on_evict(&v, st->hooks.arg);
   }
-  lru_unlink(st, b);
+  lru_unlink(b);
   if (b->indexed)
     kvs__index_remove(st->ix, &b->key);
   account(b, -1);
@@ -245,52 +312,159 @@ static void blk_evict(kvs__block *b)
     kvs__space_free(sp);
 }
 
-/* A slot of cls: first the class's own old blocks, then the oldest of all. */
-static int reserve(kvs__store *st, int cls, void **slot)
+/* The next victims lie at random places, their index slots too: with the
+ * class's victims in a row (its LRU ring), an eviction asks for the
+ * record EV_AHEAD victims ahead and for the index slot of the one half
+ * as far (whose record it asked for before), so that neither waits. */
+#define EV_AHEAD 16u
+
+static void look_ahead(kvs__store *st, int cls)
+{
+  kvs__lru *r = &st->cls_lru[cls];
+  if (r->n > EV_AHEAD)
+    __builtin_prefetch(lru_at(r, EV_AHEAD)->b);
+  if (r->n > EV_AHEAD / 2)
+    kvs__index_prefetch(st->ix, &lru_at(r, EV_AHEAD / 2)->b->key);
+}
+
+/* blk_evict for reserve's own victims, whose data slot goes to *slot:
+ * the head of the ring of the class being reserved, so a block of the
+ * reserving space, which the caller holds (it is not freed here). Its
+ * counters wait in st->own_* until kvs__blk_slots ends: one update for a
+ * put's thousand victims. */
+static void evict_own(kvs__store *st, kvs__lru *r, kvs__block *v, void **slot)
+{
+  if (v->indexed && st->hooks.on_evict) {
+    kvs__block_view bv;
+    kvs__blk_view(v, NULL, &bv);
+    st->hooks.on_evict(&bv, st->hooks.arg);
+  }
+  v->stamp = 0;
+  r->head = (r->head + 1) & (r->cap - 1); /* its entry, stale now */
+  r->n--;
+  if (v->indexed)
+    kvs__index_remove(st->ix, &v->key);
+  *slot = v->data;
+  for (uint32_t i = 0; i < v->n_sinks; i++)
+    kvs__pool_free(st->pool, v->rows[i]);
+  st->own_n++;
+  st->own_rows += v->n_sinks;
+  uint32_t n = rec_lines(v->n_sinks, v->sp->qp.group);
+  v->fnext = st->blk_free[n];
+  st->blk_free[n] = v;
+}
+
+static void own_flush(kvs__store *st, kvs__space *sp)
+{
+  if (!st->own_n)
+    return;
+  account_n(sp, st->own_n, st->own_rows, -1);
+  st->cls_lru[sp->blk_cls].records -= st->own_n;
+  st->own_n = st->own_rows = 0;
+}
+
+/* A slot of cls: first a free one, then the class's own old blocks, then
+ * the oldest of all. When the class is full (no free slot, no free run
+ * of chunks) and the victim is its own, the slot that freeing it and
+ * allocating again would give is the victim's: every unit of the class
+ * is full, so its unit becomes the only one with a free slot, and that
+ * slot is on top of its stack (units of one slot would go back as free
+ * chunks: those take the pool's way). So the slot changes hands
+ * directly: same victims, same slots, and no pool bookkeeping per block
+ * for a put into a full pool.
+ * direct: units of cls hold more than one slot. */
+static int reserve(kvs__store *st, int cls, int direct, void **slot)
 {
   for (;;) {
-    int rc = kvs__pool_alloc(st->pool, cls, slot);
-    if (rc != -ENOSPC)
-      return rc;
-    kvs__block *v = st->cls_lru[cls].old ? st->cls_lru[cls].old : st->lru.old;
-    if (!v)
+    /* a class found full stays full until something is freed: a put into
+     * a full pool asks the pool once, not once per block */
+    if (st->full_cls != cls + 1 || st->full_frees != kvs__pool_frees(st->pool)) {
+      int rc = kvs__pool_alloc(st->pool, cls, slot);
+      if (rc != -ENOSPC)
+        return rc;
+      st->full_cls = cls + 1;
+      st->full_frees = kvs__pool_frees(st->pool);
+    }
+    kvs__block *v = lru_old(st, cls);
+    const int own = v != NULL;
+    if (own)
+      look_ahead(st, cls);
+    else if (!(v = lru_oldest(st)))
       return -ENOSPC;
-    /* the next victims lie at random places: ask two evictions ahead for
-     * the index slot (the record is here, asked for last time) and three
-     * ahead for the record, so their misses overlap this work */
-    const int own = st->cls_lru[cls].old == v;
-    kvs__block *n1 = own ? v->cnext : v->next, *n2 = n1 ? (own ? n1->cnext : n1->next) : NULL;
-    if (n2) {
-      kvs__blk_prefetch(st, n2->key.h, n2->key.layer);
-      __builtin_prefetch(own ? n2->cnext : n2->next);
+    st->evictions++;
+    /* (its sink rows would go back first were they of cls too) */
+    if (own && direct && (v->n_sinks == 0 || v->sp->row_cls != cls)) {
+      evict_own(st, &st->cls_lru[cls], v, slot);
+      return 0;
     }
     blk_evict(v);
-    st->evictions++;
   }
+}
+
+/* A record for a new block: every field written (no memset), no slots
+ * yet, not in the index. */
+static kvs__block *rec_new(kvs__space *sp, kvs__h128 h, kvs__h128 parent, uint32_t layer,
+                           uint32_t g, const uint32_t *tok, uint64_t sink_mask)
+{
+  kvs__store *st = sp->st;
+  kvs__lru *r = &st->cls_lru[sp->blk_cls];
+  if (lru_room(r) < 0)
+    return NULL;
+  /* most blocks have no sink rows (popcount is a libcall without -mpopcnt) */
+  uint32_t ns = sink_mask ? (uint32_t)__builtin_popcountll(sink_mask) : 0;
+  /* the struct, its sink-row slots and its token ids in one record */
+  size_t head = sizeof(kvs__block) + ns * sizeof(uint16_t *);
+  kvs__block *b = rec_get(st, ns, sp->qp.group);
+  if (!b)
+    return NULL;
+  r->records++;
+  b->key = (kvs__ikey){h, layer};
+  b->sp = sp;
+  b->data = NULL;
+  b->stamp = 0;
+  b->parent = parent;
+  b->tok = (uint32_t *)((unsigned char *)b + head);
+  memcpy(b->tok, tok, (size_t)sp->qp.group * sizeof(*tok));
+  b->sink_mask = sink_mask;
+  b->refs = 0;
+  b->n_sinks = ns;
+  b->g = g;
+  b->indexed = 0;
+  b->pending = 0;
+  for (uint32_t i = 0; i < ns; i++)
+    b->rows[i] = NULL;
+  return b;
+}
+
+int kvs__blk_slots(kvs__block *const *bs, uint32_t n)
+{
+  if (!n)
+    return 0;
+  kvs__store *st = bs[0]->sp->st;
+  int rc = 0;
+  st->full_cls = 0; /* classes may have changed since the last call */
+  kvs__space *sp = bs[0]->sp;
+  for (uint32_t i = 0; i < n && rc == 0; i++) {
+    kvs__block *b = bs[i];
+    if (b->sp != sp) {
+      own_flush(st, sp);
+      sp = b->sp;
+    }
+    rc = reserve(st, sp->blk_cls, sp->blk_direct, &b->data);
+    for (uint32_t r = 0; rc == 0 && r < b->n_sinks; r++)
+      rc = reserve(st, sp->row_cls, sp->row_direct, (void **)&b->rows[r]);
+  }
+  own_flush(st, sp);
+  return rc;
 }
 
 int kvs__blk_new(kvs__space *sp, kvs__h128 h, kvs__h128 parent, uint32_t layer, uint32_t g,
                  const uint32_t *tok, uint64_t sink_mask, kvs__block **out)
 {
-  uint32_t ns = (uint32_t)__builtin_popcountll(sink_mask);
-  /* the struct, its sink-row slots and its token ids in one allocation
-   * (a bulk put makes a thousand blocks) */
-  size_t head = sizeof(kvs__block) + ns * sizeof(uint16_t *);
-  kvs__block *b = rec_get(sp->st, ns, sp->qp.group);
+  kvs__block *b = rec_new(sp, h, parent, layer, g, tok, sink_mask);
   if (!b)
     return -ENOMEM;
-  memset(b, 0, head);
-  b->tok = (uint32_t *)((unsigned char *)b + head);
-  memcpy(b->tok, tok, (size_t)sp->qp.group * sizeof(*tok));
-  b->key = (kvs__ikey){h, layer};
-  b->parent = parent;
-  b->g = g;
-  b->sp = sp;
-  b->sink_mask = sink_mask;
-  b->n_sinks = ns;
-  int rc = reserve(sp->st, sp->blk_cls, &b->data);
-  for (uint32_t r = 0; rc == 0 && r < ns; r++)
-    rc = reserve(sp->st, sp->row_cls, (void **)&b->rows[r]);
+  int rc = kvs__blk_slots(&b, 1);
   if (rc < 0) {
     kvs__blk_drop(b);
     return rc;
@@ -299,11 +473,69 @@ int kvs__blk_new(kvs__space *sp, kvs__h128 h, kvs__h128 parent, uint32_t layer, 
   return 0;
 }
 
+kvs__block *kvs__blk_claim(kvs__space *sp, kvs__h128 h, kvs__h128 parent, uint32_t layer,
+                           uint32_t g, const uint32_t *tok, uint64_t sink_mask, int *fresh)
+{
+  kvs__store *st = sp->st;
+  kvs__ikey key = {h, layer};
+  void **slot = kvs__index_slot(st->ix, &key);
+  kvs__block *o = *slot;
+  /* identity is the whole prefix, as in kvs__blk_find; a block this put
+   * filed itself is never a hit (it holds nothing yet) */
+  if (o && !o->pending && o->parent.lo == parent.lo && o->parent.hi == parent.hi &&
+      memcmp(o->tok, tok, (size_t)sp->qp.group * sizeof(*tok)) == 0) {
+    *fresh = 0;
+    return o;
+  }
+  kvs__block *b = rec_new(sp, h, parent, layer, g, tok, sink_mask);
+  if (!b)
+    return NULL;
+  *fresh = 1;
+  b->pending = 1;
+  if (!o) {
+    kvs__index_fill(st->ix, slot, &b->key, b);
+    b->indexed = 1;
+  }
+  return b;
+}
+
+void kvs__blk_unclaim(kvs__block *b)
+{
+  if (b->indexed)
+    kvs__index_remove(b->sp->st->ix, &b->key);
+  kvs__blk_drop(b);
+}
+
+void kvs__blk_publish_n(kvs__block *const *bs, uint32_t n, const uint32_t *prefix)
+{
+  if (!n)
+    return;
+  kvs__space *sp = bs[0]->sp;
+  kvs__store *st = sp->st;
+  uint64_t rows = 0;
+  for (uint32_t i = 0; i < n; i++) {
+    bs[i]->pending = 0;
+    bs[i]->refs = 1;
+    rows += bs[i]->n_sinks;
+  }
+  account_n(sp, n, rows, 1);
+  sp->pinned += n;
+  st->pinned += n;
+  if (prefix && st->hooks.on_publish)
+    for (uint32_t i = 0; i < n; i++)
+      if (bs[i]->indexed) {
+        kvs__block_view v;
+        kvs__blk_view(bs[i], prefix, &v);
+        st->hooks.on_publish(&v, st->hooks.arg);
+      }
+}
+
 uint64_t kvs__blk_evict_all(kvs__store *st)
 {
   uint64_t n = 0;
-  while (st->lru.old) {
-    blk_evict(st->lru.old);
+  kvs__block *b;
+  while ((b = lru_oldest(st))) {
+    blk_evict(b);
     n++;
   }
   st->evictions += n;

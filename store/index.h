@@ -27,6 +27,14 @@ void kvs__index_prefetch(const kvs__index *ix, const kvs__ikey *k);
 int kvs__index_reserve(kvs__index *ix, size_t extra);
 /* 0, -EEXIST (key present; nothing changed) or -ENOMEM. */
 int kvs__index_insert(kvs__index *ix, const kvs__ikey *k, void *val);
+/* One probe for a look-up and an insert: the value slot of k, holding
+ * the value filed under k, or NULL where k would go; kvs__index_fill
+ * files val there. Valid until the index next changes; room must have
+ * been reserved (kvs__index_reserve), as filling never grows the table.
+ * A put files its fresh blocks while it looks its blocks up, probing a
+ * random slot once per block instead of twice. */
+void **kvs__index_slot(kvs__index *ix, const kvs__ikey *k);
+void kvs__index_fill(kvs__index *ix, void **slot, const kvs__ikey *k, void *val);
 /* 0 or -ENOENT. */
 int kvs__index_remove(kvs__index *ix, const kvs__ikey *k);
 

@@ -46,6 +46,7 @@ struct kvs__pool {
   sclass cls[KVS_POOL_MAX_CLASSES];
   int ncls;
   size_t hint;            /* where the next free-chunk search starts */
+  uint64_t frees;         /* slots freed so far (kvs__pool_frees) */
   int exportable;         /* KVS_POOL_EXPORT_*: chunks are memfds or VMM allocations */
   kvs__devchunks *dev;    /* KVS_POOL_EXPORT_DEVICE: the chunks' allocations */
   size_t dead;            /* chunks lost to a failed replacement */
@@ -306,6 +307,7 @@ void kvs__pool_free(kvs__pool *p, void *slot)
 {
   if (!p || !slot)
     return;
+  p->frees++;
   size_t off = (size_t)((unsigned char *)slot - p->base);
   uint32_t h = p->u[off / p->chunk].head;
   unit *x = &p->u[h];
@@ -327,6 +329,9 @@ void kvs__pool_free(kvs__pool *p, void *slot)
     p->free_chunks += c->span;
   }
 }
+
+uint32_t kvs__pool_class_slots(const kvs__pool *p, int cls) { return p->cls[cls].nslots; }
+uint64_t kvs__pool_frees(const kvs__pool *p) { return p->frees; }
 
 size_t kvs__pool_bytes(const kvs__pool *p) { return p->chunk * (p->nchunks - p->dead); }
 size_t kvs__pool_used_bytes(const kvs__pool *p) { return p->used; }

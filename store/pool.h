@@ -33,6 +33,11 @@ void kvs__pool_class_put(kvs__pool *p, int cls);
 /* A free slot of class cls or -ENOSPC (no free slot and no free chunks). */
 int kvs__pool_alloc(kvs__pool *p, int cls, void **slot);
 void kvs__pool_free(kvs__pool *p, void *slot);
+/* Slots per unit of class cls. */
+uint32_t kvs__pool_class_slots(const kvs__pool *p, int cls);
+/* Slots freed so far: while it stays the same, a class that had no slot
+ * to give still has none (only frees make room). */
+uint64_t kvs__pool_frees(const kvs__pool *p);
 
 size_t kvs__pool_bytes(const kvs__pool *p);       /* capacity (whole chunks) */
 size_t kvs__pool_used_bytes(const kvs__pool *p);  /* bytes of slots in use */

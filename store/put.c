@@ -16,12 +16,11 @@ static void res_account(kvs__seq *q, uint64_t add, uint64_t sub)
   q->sp->st->res_bytes = q->sp->st->res_bytes + add - sub;
 }
 
-/* One block a put needs: found in the index (pinned) or freshly reserved. */
+/* One block a put needs: found in the index (pinned) or freshly claimed. */
 typedef struct job {
   uint32_t layer, g;
   kvs__block *b;
   int fresh;
-  int queued;                   /* handed to the backend's quantize_start */
 } job;
 
 typedef struct plan {
@@ -51,6 +50,9 @@ typedef struct put {
   uint32_t known1, npred, nfill, ndrop, limit;
   plan *pl;
   job *jobs;
+  kvs__block **fresh;           /* the fresh blocks, in job order */
+  uint64_t *gmask;              /* sink mask of group g0 + i (all layers share it) */
+  uint32_t g0;
   uint32_t njobs, maxnb, nfresh;
   kvs__qitem *qa;               /* dev items waiting for quantize_start */
   uint32_t nqa, nqueued;
@@ -68,7 +70,7 @@ static void jobs_undo(put *c)
     if (!c->jobs[i].b)
       continue;
     if (c->jobs[i].fresh)
-      kvs__blk_drop(c->jobs[i].b);
+      kvs__blk_unclaim(c->jobs[i].b);
     else
       kvs__blk_unref(c->jobs[i].b);
     c->jobs[i].b = NULL;
@@ -386,20 +388,54 @@ static int put_start(put *c)
   return rc < 0 ? kvs__fail(c->errmsg, rc, "quantization failed") : 0;
 }
 
-/* After job i got its fresh block: queue it when the backend can. */
-static int put_queue(put *c, job *j)
+/* A fresh block whose rows all come from this device put: quantized
+ * from the device input, queued (quantize_start) as soon as its slots are
+ * reserved when the backend can. */
+static int dev_block(const put *c, const kvs__block *b)
 {
-  const uint32_t t0 = j->g * c->G;
-  if (!c->kdev || !c->st->be->quantize_start || t0 < c->pl[j->layer].L0)
+  return c->kdev && b->g * c->G >= c->pl[b->key.layer].L0;
+}
+
+static int queues(const put *c) { return c->kdev && c->st->be->quantize_start; }
+
+/* Queue fresh blocks [from, to) that can go (dev_block). */
+static int put_queue(put *c, uint32_t from, uint32_t to)
+{
+  if (!queues(c))
     return 0;
   if (!c->qa && !(c->qa = malloc(KVS_PUT_CHUNK * sizeof *c->qa)))
     return kvs__fail(c->errmsg, -ENOMEM, "out of memory");
-  kvs__block *b = j->b;
-  c->qa[c->nqa++] = (kvs__qitem){in_row(c, c->k, j->layer, t0), in_row(c, c->v, j->layer, t0),
-                                 b->sink_mask, b->data, b->rows, 1};
-  j->queued = 1;
-  c->nqueued++;
-  return c->nqa == KVS_PUT_CHUNK ? put_start(c) : 0;
+  for (uint32_t i = from; i < to; i++) {
+    kvs__block *b = c->fresh[i];
+    if (!dev_block(c, b))
+      continue;
+    const uint32_t l = b->key.layer, t0 = b->g * c->G;
+    c->qa[c->nqa++] = (kvs__qitem){in_row(c, c->k, l, t0), in_row(c, c->v, l, t0), b->sink_mask,
+                                   b->data, b->rows, 1};
+    c->nqueued++;
+    if (c->nqa == KVS_PUT_CHUNK) {
+      int rc = put_start(c);
+      if (rc < 0)
+        return rc;
+    }
+  }
+  return 0;
+}
+
+/* Sink flags of group g's rows as a mask: the seq's, this put's
+ * predicted ones and the fill. */
+static uint64_t group_mask(const put *c, uint32_t g)
+{
+  const kvs__seq *q = c->q;
+  const uint32_t G = c->G;
+  uint64_t mask = flag_bits(&q->flag[(size_t)g * G], G);
+  for (uint32_t r = 0; (c->pred || c->fill) && r < G; r++) {
+    uint32_t t = g * G + r;
+    int f = (c->pred && t >= q->known && c->pred[t - q->known]) ||
+            (c->fill && t < c->known1 && c->fill[t]);
+    mask |= (uint64_t)f << r;
+  }
+  return mask;
 }
 
 /* Capacity, scratch ids / flags / chain, staged residuals, then the blocks:
@@ -413,9 +449,11 @@ static int put_reserve(put *c)
   if (grow_seq(c) < 0)
     return kvs__fail(c->errmsg, -ENOMEM, "out of memory");
   /* Scratch beyond ntok / nchain is invisible until the commit. */
-  for (uint32_t t = q->ntok; t < c->ntok1; t++) {
-    q->tok[t] = c->tokens[t - c->start];
-    q->flag[t] = (uint8_t)kvs__pfn_flag(sp, t);
+  if (c->ntok1 > q->ntok) {
+    memcpy(&q->tok[q->ntok], &c->tokens[q->ntok - c->start], (size_t)(c->ntok1 - q->ntok) * 4u);
+    memset(&q->flag[q->ntok], 0, c->ntok1 - q->ntok);
+    for (uint32_t t = q->ntok; t < c->ntok1 && kvs__pfn_flag(sp, t); t++)
+      q->flag[t] = 1;
   }
   for (uint32_t g = q->nchain; g < c->maxnb; g++)
     q->chain[g] = kvs__chain_next(sp, g ? &q->chain[g - 1] : NULL, &q->tok[(size_t)g * G]);
@@ -425,55 +463,61 @@ static int put_reserve(put *c)
     return rc;
   tp = kvs__prof_add(c->st, KVS_PROF_PUT_RESIDUAL, tp);
 
-  c->jobs = calloc(c->njobs ? c->njobs : 1, sizeof(*c->jobs));
-  if (!c->jobs)
+  c->jobs = malloc((c->njobs ? c->njobs : 1) * sizeof(*c->jobs));
+  c->fresh = malloc((c->njobs ? c->njobs : 1) * sizeof(*c->fresh));
+  c->g0 = c->maxnb;
+  for (uint32_t l = 0; l < c->nl; l++)
+    if (q->l[l].nblk < c->pl[l].nb1 && q->l[l].nblk < c->g0)
+      c->g0 = q->l[l].nblk;
+  c->gmask = malloc((c->maxnb - c->g0 + 1) * sizeof(*c->gmask));
+  c->njobs = 0; /* counts the jobs laid out, which jobs_undo walks */
+  if (!c->jobs || !c->fresh || !c->gmask)
     return kvs__fail(c->errmsg, -ENOMEM, "out of memory");
-  c->njobs = 0;
+  for (uint32_t g = c->g0; g < c->maxnb; g++)
+    c->gmask[g - c->g0] = group_mask(c, g);
   for (uint32_t l = 0; l < c->nl; l++)
     for (uint32_t g = q->l[l].nblk; g < c->pl[l].nb1; g++)
       c->jobs[c->njobs++] = (job){.layer = l, .g = g};
+  /* every job may file a block: room first, so that filing cannot fail */
+  if (kvs__index_reserve(c->st->ix, c->njobs) < 0)
+    return kvs__fail(c->errmsg, -ENOMEM, "out of memory");
   const kvs__h128 none = {0, 0};
   /* index slots at random places of a large table: asked for a few jobs
    * ahead, so that their cache misses overlap */
   for (uint32_t i = 0; i < c->njobs && i < KVS_PREFETCH_AHEAD; i++)
     kvs__blk_prefetch(c->st, q->chain[c->jobs[i].g], c->jobs[i].layer);
+  /* One probe per block: a hit is pinned (so reserving cannot evict
+   * it), a miss gets its record filed at once (kvs__blk_claim). */
   for (uint32_t i = 0; i < c->njobs; i++) {
     uint32_t g = c->jobs[i].g, a = i + KVS_PREFETCH_AHEAD;
     if (a < c->njobs)
       kvs__blk_prefetch(c->st, q->chain[c->jobs[a].g], c->jobs[a].layer);
-    kvs__block *b = kvs__blk_find(c->st, q->chain[g], g ? q->chain[g - 1] : none,
-                                  c->jobs[i].layer, &q->tok[(size_t)g * G]);
-    if (b) {
+    int fresh;
+    kvs__block *b = kvs__blk_claim(sp, q->chain[g], g ? q->chain[g - 1] : none,
+                                   c->jobs[i].layer, g, &q->tok[(size_t)g * G],
+                                   c->gmask[g - c->g0], &fresh);
+    if (!b)
+      return kvs__fail(c->errmsg, -ENOMEM, "out of memory");
+    c->jobs[i].b = b;
+    c->jobs[i].fresh = fresh;
+    if (fresh)
+      c->fresh[c->nfresh++] = b;
+    else
       kvs__blk_ref(b);
-      c->jobs[i].b = b;
-    } else {
-      c->nfresh++;
-    }
   }
-  if (kvs__index_reserve(c->st->ix, c->nfresh) < 0)
-    return kvs__fail(c->errmsg, -ENOMEM, "out of memory");
   tp = kvs__prof_add(c->st, KVS_PROF_PUT_FIND, tp);
-  for (uint32_t i = 0; i < c->njobs; i++) {
-    if (c->jobs[i].b)
-      continue;
-    uint32_t g = c->jobs[i].g;
-    uint64_t mask = flag_bits(&q->flag[(size_t)g * G], G);
-    for (uint32_t r = 0; (c->pred || c->fill) && r < G; r++) {
-      uint32_t t = g * G + r;
-      int f = (c->pred && t >= q->known && c->pred[t - q->known]) ||
-              (c->fill && t < c->known1 && c->fill[t]);
-      mask |= (uint64_t)f << r;
-    }
-    rc = kvs__blk_new(sp, q->chain[g], g ? q->chain[g - 1] : none, c->jobs[i].layer, g,
-                      &q->tok[(size_t)g * G], mask, &c->jobs[i].b);
+  /* Slots (evicting), a chunk at a time: each chunk's kernels are queued
+   * before the next chunk is reserved. */
+  for (uint32_t i = 0; i < c->nfresh; i += KVS_PUT_CHUNK) {
+    uint32_t e = c->nfresh - i < KVS_PUT_CHUNK ? c->nfresh : i + KVS_PUT_CHUNK;
+    rc = kvs__blk_slots(c->fresh + i, e - i);
     if (rc == -ENOSPC) {
       c->st->put_nospc++;
       return kvs__fail(c->errmsg, rc, "pool full: no block can be evicted");
     }
     if (rc < 0)
       return kvs__fail(c->errmsg, rc, "out of memory");
-    c->jobs[i].fresh = 1;
-    if ((rc = put_queue(c, &c->jobs[i])) < 0)
+    if ((rc = put_queue(c, i, e)) < 0)
       return rc;
   }
   if (c->nqa && (rc = put_start(c)) < 0)
@@ -509,7 +553,7 @@ static int put_quantize(put *c)
     rc = kvs__fail(c->errmsg, -ENOMEM, "out of memory");
   uint32_t m = 0, mh = 0;
   for (uint32_t i = 0; i < c->njobs && rc == 0; i++) {
-    if (c->jobs[i].fresh && !c->jobs[i].queued) {
+    if (c->jobs[i].fresh && !(queues(c) && dev_block(c, c->jobs[i].b))) {
       uint32_t l = c->jobs[i].layer, base = q->l[l].nblk * G, t0 = c->jobs[i].g * G;
       kvs__block *b = c->jobs[i].b;
       if (c->kdev && t0 >= c->pl[l].L0) {
@@ -630,20 +674,12 @@ static void put_commit(put *c, kvs__put_info *info)
     p->rk = p->rv = NULL;
     p->fresh_res = 0;
   }
-  for (uint32_t i = 0; i < c->njobs && i < KVS_PREFETCH_AHEAD; i++)
-    kvs__blk_prefetch(st, q->chain[c->jobs[i].g], c->jobs[i].layer);
   for (uint32_t i = 0; i < c->njobs; i++) {
     kvs__seq_layer *L = &q->l[c->jobs[i].layer];
-    kvs__block *b = c->jobs[i].b;
-    uint32_t a = i + KVS_PREFETCH_AHEAD;
-    if (a < c->njobs)
-      kvs__blk_prefetch(st, q->chain[c->jobs[a].g], c->jobs[a].layer);
-    if (c->jobs[i].fresh) {
-      b->refs = 1;
-      kvs__blk_publish(b, q->tok);
-    }
-    L->blk[L->nblk++] = b;
+    L->blk[L->nblk++] = c->jobs[i].b;
   }
+  /* filed in the index already (kvs__blk_claim) */
+  kvs__blk_publish_n(c->fresh, c->nfresh, q->tok);
   for (uint32_t l = 0; l < c->nl; l++)
     q->l[l].len = c->pl[l].L1;
   q->ntok = c->ntok1;
@@ -675,6 +711,8 @@ static void put_release(put *c)
       }
   free(c->pl);
   free(c->jobs);
+  free(c->fresh);
+  free(c->gmask);
   free(c->qa);
   free(c->pred);
   free(c->fill);

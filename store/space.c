@@ -157,6 +157,10 @@ static int space_setup(kvs__store *st, kvs__space *sp)
     if (rc < 0)
       kvs__pool_class_put(st->pool, sp->blk_cls);
   }
+  if (rc >= 0) {
+    sp->blk_direct = kvs__pool_class_slots(st->pool, sp->blk_cls) > 1;
+    sp->row_direct = kvs__pool_class_slots(st->pool, sp->row_cls) > 1;
+  }
   return rc == -E2BIG ? -ENOSPC : rc < 0 ? rc : 0;
 }
 

@@ -302,13 +302,14 @@ enum {
   KVS_PROF_PUT_PLAN,
   KVS_PROF_PUT_CHAIN,      /* capacity, token ids, flags, chain hashes */
   KVS_PROF_PUT_RESIDUAL,   /* rows for the 16-bit residual: copy, check */
-  KVS_PROF_PUT_FIND,       /* index look-ups of the blocks */
-  KVS_PROF_PUT_NEW,        /* fresh blocks: metadata, slots, eviction (and
-                              queuing their kernels: quantize_start) */
+  KVS_PROF_PUT_FIND,       /* index look-ups of the blocks, and the records
+                              of the fresh ones filed (kvs__blk_claim) */
+  KVS_PROF_PUT_NEW,        /* fresh blocks' slots, eviction (and queuing
+                              their kernels: quantize_start) */
   KVS_PROF_PUT_ITEMS,      /* batch items and host tiles */
   KVS_PROF_PUT_KERNEL,     /* quantize_n calls, and the wait for the queued
                               kernels (what of them the host work did not hide) */
-  KVS_PROF_PUT_COMMIT,     /* publish, index, seq update */
+  KVS_PROF_PUT_COMMIT,     /* publish, seq update */
   KVS_PROF_GET,            /* all of kvs__seq_get / kvs__seq_get_dev */
   KVS_PROF_GET_ITEMS,      /* batch items */
   KVS_PROF_GET_KERNEL,     /* the backend's dequantize_n calls */

@@ -14,26 +14,40 @@
 #include "store/store.h"
 
 
-/* An LRU list of unreferenced blocks. */
+/* The LRU of a slot class (block.c): a ring of its unreferenced blocks
+ * in the order they became so, each entry with the block's stamp then. */
+typedef struct kvs__lru_ent {
+  struct kvs__block *b;
+  uint64_t stamp;
+} kvs__lru_ent;
+
 typedef struct kvs__lru {
-  struct kvs__block *old, *young;
+  kvs__lru_ent *e;
+  uint32_t cap, head, n;            /* entries e[(head + i) % cap], i < n */
+  uint64_t records;                 /* records of the class (the ring's room) */
 } kvs__lru;
 
 typedef struct kvs__block {
+  /* the first 64 bytes are what an eviction reads: one cache line */
   kvs__ikey key;
   kvs__space *sp;
-  void *data;                       /* quantized part, in the pool */
-  struct kvs__block *prev, *next;   /* global LRU, while refs == 0 */
-  struct kvs__block *cprev, *cnext; /* LRU of its slot class, while refs == 0 */
+  union {
+    void *data;                     /* quantized part, in the pool */
+    struct kvs__block *fnext;       /* a free record: the next (block.c) */
+  };
+  uint64_t stamp;                   /* its LRU entry's while refs == 0, else 0 */
+  uint32_t n_sinks;
+  uint8_t indexed;                  /* 0: a collision kept it private to its seq */
+  uint8_t pending;                  /* claimed by a put, not yet published */
   kvs__h128 parent;                 /* chain hash of the group before (0 for the first) */
   uint32_t *tok;                    /* the G token ids, checked on every hit */
   uint64_t sink_mask;
   uint32_t refs;
-  uint32_t n_sinks;
   uint32_t g;                       /* group index: tokens [g*G, (g+1)*G) */
-  int indexed;                      /* 0: a collision kept it private to its seq */
   uint16_t *rows[];                 /* sink-row slots, in the pool */
 } kvs__block;
+
+#define KVS_REC_LINES 16u            /* record sizes, in cache lines */
 
 struct kvs__space {
   kvs__store *st;
@@ -44,6 +58,7 @@ struct kvs__space {
   kvs__qparams qp;
   size_t qbytes, rowbytes;
   int blk_cls, row_cls;             /* pool classes, referenced while the space lives */
+  int blk_direct, row_direct;       /* their units hold more than one slot (block.c) */
   kvs__h128 seed;
   uint32_t refs;                    /* users + seqs */
   uint64_t blocks, pinned, seqs;
@@ -76,8 +91,9 @@ struct kvs__store {
   kvs__index *ix;
   kvs__space *spaces;
   kvs__seq *seqs;
-  kvs__lru lru;                     /* all unreferenced blocks */
   kvs__lru cls_lru[KVS_POOL_MAX_CLASSES]; /* by the block's slot class */
+  uint64_t lru_clock;               /* the last stamp given */
+  int lru_top;                      /* classes below it may have LRU entries */
   unsigned char key[32];            /* secret of the chain hash */
   unsigned char hstate[512];        /* BLAKE2b state after the key block
                                        (kvs__hash_init): copied per hash */
@@ -90,9 +106,12 @@ struct kvs__store {
   uint64_t puts, gets, evictions, put_nospc, bytes_in, bytes_out;
   uint64_t stored_raw, stored, sinks_found, sinks_dropped, outliers_kept;
   kvs__store_prof *prof;            /* attached profile, or NULL */
-  struct kvs__block *blk_free[KVS_QBLOCK_MAX_G + 1]; /* free records, by G (block.c) */
+  struct kvs__block *blk_free[KVS_REC_LINES]; /* free records, by cache lines (block.c) */
   void *rec_slabs;                  /* the slabs they come from */
-  unsigned char *rec_next[KVS_QBLOCK_MAX_G + 1], *rec_end[KVS_QBLOCK_MAX_G + 1]; /* unused part */
+  int full_cls;                     /* reserve(): class + 1 that had no free slot */
+  uint64_t own_n, own_rows;         /* evictions not counted yet (block.c) */
+  uint64_t full_frees;              /* at this kvs__pool_frees */
+  unsigned char *rec_next[KVS_REC_LINES], *rec_end[KVS_REC_LINES]; /* unused part */
 };
 
 /* Profile phases (kvs__store_set_prof): a no-op without a profile. */
@@ -121,6 +140,25 @@ static inline uint64_t kvs__prof_add(const kvs__store *st, int ph, uint64_t t0)
  * blocks, -ENOMEM. */
 int kvs__blk_new(kvs__space *sp, kvs__h128 h, kvs__h128 parent, uint32_t layer, uint32_t g,
                  const uint32_t *tok, uint64_t sink_mask, kvs__block **out);
+/* Reserve the slots of records bs[0..n) in order (data, then sink rows),
+ * evicting as needed; on failure the slots taken stay with their records
+ * (kvs__blk_drop gives them back). */
+int kvs__blk_slots(kvs__block *const *bs, uint32_t n);
+/* Look (h, layer) up and, unless a block with this prefix is cached, make
+ * a record for it, in one probe of the index (room reserved by the
+ * caller): the cached block (*fresh = 0; the caller pins it), or the new
+ * record (*fresh = 1, no slots: kvs__blk_slots), filed in the index
+ * unless a different block holds the key (a collision: it stays private,
+ * Decision 19). Filed but pending, it is no hit for anyone until
+ * kvs__blk_publish_n; the store runs one call at a time, so nothing else
+ * sees it before. NULL: out of memory. */
+kvs__block *kvs__blk_claim(kvs__space *sp, kvs__h128 h, kvs__h128 parent, uint32_t layer,
+                           uint32_t g, const uint32_t *tok, uint64_t sink_mask, int *fresh);
+/* Undo a claim: out of the index, slots and record given back. */
+void kvs__blk_unclaim(kvs__block *b);
+/* Publish n claimed and filled blocks of one space, each with one
+ * reference (a seq's): counters at once, then the publish hook. */
+void kvs__blk_publish_n(kvs__block *const *bs, uint32_t n, const uint32_t *prefix);
 /* Free a block that was never published (or was evicted): its slots, and
  * its record (kept for reuse; kvs__blk_cache_free unmaps them at close). */
 void kvs__blk_drop(kvs__block *b);

@@ -143,6 +143,115 @@ START_TEST(classes_freed_with_spaces)
 }
 END_TEST
 
+
+/* The LRU keeps its order through touches (each one leaves a stale entry
+ * in the class's ring, compacted as they pile up), and evictions hand
+ * their slots straight to the new blocks (4 slots a chunk) without
+ * changing what the pool counts. */
+START_TEST(lru_order_through_touches)
+{
+  size_t bb = probe_slot(2, 2);
+  kvs__store *s;
+  kvs__store_opts o = {.pool_bytes = 16 * bb, .chunk_bytes = 4 * bb}; /* 8 groups of 2 blocks */
+  ck_assert_int_eq(kvs__store_init(&s, &o), 0);
+  kvs__space_key key = tkey(2, 2);
+  kvs__space *sp;
+  ck_assert_int_eq(kvs__space_ref(s, &key, NULL, &sp), 0);
+  uint16_t *k = trandkv(NL, G, 7), *v = trandkv(NL, G, 8);
+  uint32_t *t[10];
+  for (uint32_t i = 0; i < 10; i++)
+    t[i] = ttoks(G, 1000 + i * 100);
+  for (uint32_t i = 0; i < 8; i++)
+    ck_assert_int_eq(tput_free(sp, t[i], G, k, v), 0);
+  ck_assert_uint_eq(tstats(s).pool_free_bytes, 0);
+  /* group 0 used again and again: the youngest now, t[1] the oldest */
+  for (uint32_t i = 0; i < 500; i++)
+    ck_assert_uint_eq(tcached(sp, t[0], G), G);
+  ck_assert_int_eq(tput_free(sp, t[8], G, k, v), 0);
+  ck_assert_int_eq(tput_free(sp, t[9], G, k, v), 0);
+  kvs__store_stats st = tstats(s);
+  ck_assert_uint_eq(st.evictions, 4);
+  ck_assert_uint_eq(st.blocks, 16);
+  ck_assert_uint_eq(st.pool_used_bytes, 16 * bb);
+  ck_assert_uint_eq(st.pool_free_bytes, 0);
+  ck_assert_uint_eq(tcached(sp, t[1], G), 0);
+  ck_assert_uint_eq(tcached(sp, t[2], G), 0);
+  for (uint32_t i = 3; i < 10; i++)
+    ck_assert_uint_eq(tcached(sp, t[i], G), G);
+  ck_assert_uint_eq(tcached(sp, t[0], G), G);
+  kvs__space_unref(sp);
+  for (uint32_t i = 0; i < 10; i++)
+    free(t[i]);
+  free(k);
+  free(v);
+  kvs__store_close(s);
+}
+END_TEST
+
+/* A size with no free chunk and no blocks of its own takes the oldest
+ * blocks of all classes, in the order they became unreferenced, until a
+ * chunk is free, whichever class they are of: first one of A's (a chunk
+ * each) before B's younger ones, then both of B's (which share a chunk)
+ * before A's younger ones. */
+START_TEST(oldest_of_all_classes)
+{
+  size_t ba = probe_slot(16, 16), bb = probe_slot(2, 2);
+  ck_assert_uint_ge(ba / bb, 2);
+  kvs__store *s;
+  kvs__store_opts o = {.pool_bytes = 4 * ba, .chunk_bytes = ba};
+  ck_assert_int_eq(kvs__store_init(&s, &o), 0);
+  kvs__space_key ka = tkey(16, 16), kb = tkey(2, 2), kc = tkey(4, 4);
+  kvs__space *a, *b, *c;
+  ck_assert_int_eq(kvs__space_ref(s, &ka, NULL, &a), 0);
+  ck_assert_int_eq(kvs__space_ref(s, &kb, NULL, &b), 0);
+  ck_assert_int_eq(kvs__space_ref(s, &kc, NULL, &c), 0);
+  uint16_t *k = trandkv(NL, G, 3), *v = trandkv(NL, G, 4);
+  uint32_t *t1 = ttoks(G, 1), *t2 = ttoks(G, 500), *t3 = ttoks(G, 900), *t4 = ttoks(G, 1300);
+  ck_assert_int_eq(tput_free(a, t1, G, k, v), 0); /* 2 chunks */
+  ck_assert_int_eq(tput_free(b, t2, G, k, v), 0); /* 1 chunk */
+  ck_assert_int_eq(tput_free(a, t3, G, k, v), 0); /* the last chunk and a1's layer 0 */
+  ck_assert_uint_eq(tstats(s).evictions, 1);
+  ck_assert_uint_eq(tcached(b, t2, G), G); /* (a use: b's blocks are the youngest now) */
+  ck_assert_int_eq(tput_free(c, t4, G, k, v), 0);
+  /* c's chunk came from a1's layer 1 (the oldest of all), b kept both */
+  ck_assert_uint_eq(tstats(s).evictions, 2);
+  ck_assert_uint_eq(tcached(a, t1, G), 0);
+  ck_assert_uint_eq(tcached(a, t3, G), G);
+  ck_assert_uint_eq(tcached(b, t2, G), G);
+  ck_assert_uint_eq(tcached(c, t4, G), G);
+  ck_assert_uint_eq(tstats(s).blocks, 6);
+  kvs__space_unref(a);
+  kvs__space_unref(b);
+  kvs__space_unref(c);
+  kvs__store_close(s);
+
+  /* B's blocks the oldest: both go, A's stay */
+  o.pool_bytes = 3 * ba;
+  ck_assert_int_eq(kvs__store_init(&s, &o), 0);
+  ck_assert_int_eq(kvs__space_ref(s, &ka, NULL, &a), 0);
+  ck_assert_int_eq(kvs__space_ref(s, &kb, NULL, &b), 0);
+  ck_assert_int_eq(kvs__space_ref(s, &kc, NULL, &c), 0);
+  ck_assert_int_eq(tput_free(b, t2, G, k, v), 0); /* 1 chunk */
+  ck_assert_int_eq(tput_free(a, t1, G, k, v), 0); /* 2 chunks: full */
+  ck_assert_uint_eq(tstats(s).pool_free_bytes, 0);
+  ck_assert_int_eq(tput_free(c, t4, G, k, v), 0);
+  ck_assert_uint_eq(tstats(s).evictions, 2);
+  ck_assert_uint_eq(tcached(b, t2, G), 0);
+  ck_assert_uint_eq(tcached(a, t1, G), G);
+  ck_assert_uint_eq(tcached(c, t4, G), G);
+  kvs__space_unref(a);
+  kvs__space_unref(b);
+  kvs__space_unref(c);
+  free(t1);
+  free(t2);
+  free(t3);
+  free(t4);
+  free(k);
+  free(v);
+  kvs__store_close(s);
+}
+END_TEST
+
 int main(void)
 {
   Suite *s = suite_create("evict");
@@ -151,6 +260,8 @@ int main(void)
   tcase_add_test(tc, second_space_keeps_to_its_share);
   tcase_add_test(tc, new_size_takes_one_chunk);
   tcase_add_test(tc, classes_freed_with_spaces);
+  tcase_add_test(tc, lru_order_through_touches);
+  tcase_add_test(tc, oldest_of_all_classes);
   suite_add_tcase(s, tc);
   SRunner *r = srunner_create(s);
   srunner_run_all(r, CK_NORMAL);

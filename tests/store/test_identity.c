@@ -189,6 +189,76 @@ START_TEST(keys_change_chains)
 }
 END_TEST
 
+
+/* A put that fails half-way (no more blocks it may evict) files none of
+ * its keys in the index, gives every record and slot back, and is not
+ * half-visible; the same put succeeds once blocks are released. */
+START_TEST(failed_put_files_nothing)
+{
+  kvs__store *s0 = mk(NULL);
+  kvs__space_key key = tkey(16, 16);
+  kvs__space *sp;
+  ck_assert_int_eq(kvs__space_ref(s0, &key, NULL, &sp), 0);
+  kvs__qlayout ql;
+  size_t slot = (kvs__qlayout_of(kvs__space_qparams(sp), &ql) + 63) / 64 * 64;
+  kvs__space_unref(sp);
+  kvs__store_close(s0);
+  /* 16 slots, 4 a chunk (so evictions hand their slots over directly) */
+  kvs__store *s;
+  kvs__store_opts o = {.pool_bytes = 16 * slot, .chunk_bytes = 4 * slot};
+  ck_assert_int_eq(kvs__store_init(&s, &o), 0);
+  ck_assert_int_eq(kvs__space_ref(s, &key, NULL, &sp), 0);
+  const uint32_t n = 5 * G;
+  uint16_t *k = trandkv(NL, n, 1), *v = trandkv(NL, n, 2);
+  uint32_t *ta = ttoks(4 * G, 10), *tb = ttoks(2 * G, 5000), *tc = ttoks(n, 9000);
+  char err[KVS_STORE_ERRMSG];
+  kvs__seq *a, *c;
+  ck_assert_int_eq(kvs__seq_new(sp, &a), 0);
+  ck_assert_int_eq(kvs__seq_put(a, 0, ta, 4 * G, 0, NL, k, v, NULL, 0, NULL, err), 0); /* pinned */
+  ck_assert_int_eq(tput_free(sp, tb, 2 * G, k, v), 0);                               /* evictable */
+  /* 10 blocks wanted: 4 free slots and b's 4 blocks are not enough */
+  ck_assert_int_eq(kvs__seq_new(sp, &c), 0);
+  ck_assert_int_eq(kvs__seq_put(c, 0, tc, n, 0, NL, k, v, NULL, 0, NULL, err), -ENOSPC);
+  ck_assert_uint_eq(kvs__seq_len(c), 0);
+  kvs__h128 h = {0, 0};
+  for (uint32_t g = 0; g < n / G; g++) {
+    kvs__h128 prev = h;
+    h = kvs__chain_next(sp, g ? &prev : NULL, tc + (size_t)g * G);
+    for (uint32_t l = 0; l < NL; l++) {
+      kvs__ikey ik = {h, l};
+      ck_assert_ptr_null(kvs__index_find(s->ix, &ik));
+    }
+  }
+  kvs__store_stats st = tstats(s);
+  ck_assert_uint_eq(st.blocks, 4 * NL);
+  ck_assert_uint_eq(st.evictions, 2 * NL);
+  ck_assert_uint_eq(st.pool_used_bytes, 4 * NL * slot);
+  ck_assert_uint_eq(st.put_nospc, 1);
+  ck_assert_uint_eq(tcached(sp, ta, 4 * G), 4 * G);
+  ck_assert_uint_eq(tcached(sp, tc, n), 0);
+  /* room again: the same put goes through and reads back bit-exact */
+  kvs__seq_free(a);
+  ck_assert_int_eq(kvs__seq_put(c, 0, tc, n, 0, NL, k, v, NULL, 0, NULL, err), 0);
+  st = tstats(s);
+  ck_assert_uint_eq(st.blocks, 16);    /* 8 free slots, 2 of a's evicted */
+  ck_assert_uint_eq(st.evictions, 6);
+  uint16_t *gk = malloc((size_t)NL * n * C * 2), *gv = malloc((size_t)NL * n * C * 2);
+  ck_assert_int_eq(kvs__seq_get(c, 0, n, 0, NL, gk, gv, err), 0);
+  ck_assert_int_eq(memcmp(gk, k, (size_t)NL * n * C * 2), 0);
+  ck_assert_int_eq(memcmp(gv, v, (size_t)NL * n * C * 2), 0);
+  kvs__seq_free(c);
+  kvs__space_unref(sp);
+  free(gk);
+  free(gv);
+  free(k);
+  free(v);
+  free(ta);
+  free(tb);
+  free(tc);
+  kvs__store_close(s);
+}
+END_TEST
+
 int main(void)
 {
   Suite *s = suite_create("identity");
@@ -197,6 +267,7 @@ int main(void)
   tcase_add_test(tc, salt_separates);
   tcase_add_test(tc, keys_change_chains);
   tcase_add_test(tc, chain_is_keyed_blake2b);
+  tcase_add_test(tc, failed_put_files_nothing);
   suite_add_tcase(s, tc);
   SRunner *r = srunner_create(s);
   srunner_run_all(r, CK_NORMAL);
