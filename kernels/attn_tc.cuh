@@ -76,15 +76,23 @@ static __device__ __forceinline__ uint32_t tc_split(float x0, float x1, bool lo)
 }
 /* Pair e of x as bf16 1 + code / 2^B: low half from code e of x's low
  * 16 bits, high half from code e of its high 16 bits (codes B bits
- * apart); bits of other codes fall outside the mask for every e. */
+ * apart); bits of other codes fall outside the mask for every e. `one`
+ * is 0x3f803f80 in a register the compiler cannot see through, so that
+ * mask-and-or is one LOP3 (with both as immediates it takes two). */
 template <int B>
-static __device__ __forceinline__ uint32_t tc_pair(uint32_t x, int e)
+static __device__ __forceinline__ uint32_t tc_pair(uint32_t x, int e, uint32_t one)
 {
   constexpr int top = 7 - B;
   constexpr uint32_t m = ((1u << B) - 1u) << top, mask = m | (m << 16);
   const int sh = top - B * e;
   const uint32_t y = sh >= 0 ? x << sh : x >> -sh;
-  return (y & mask) | 0x3f803f80u;
+#ifdef KVS_ATTN_EMU
+  return (y & mask) | one;
+#else
+  uint32_t r;
+  asm("lop3.b32 %0, %1, %2, %3, 0xEA;" : "=r"(r) : "r"(y), "n"(mask), "r"(one));
+  return r;
+#endif
 }
 
 /* 16-bit word h (0-3) of v, without indexing memory */
@@ -131,7 +139,7 @@ static __device__ __forceinline__ uint32_t tc_base(uint32_t g, int i)
  * channels of this thread, k1: row g + 8's) into acc. */
 template <int KB>
 static __device__ __forceinline__ void tc_keys(const uint32_t (&k0)[4], const uint32_t (&k1)[4],
-                                               const uint32_t (&qb)[8][2], float (&acc)[2][4])
+                                               const uint32_t (&qb)[8][2], uint32_t one, float (&acc)[2][4])
 {
 #pragma unroll
   for (int o = 0; o < 4; o++) {
@@ -145,8 +153,8 @@ static __device__ __forceinline__ void tc_keys(const uint32_t (&k0)[4], const ui
     }
 #pragma unroll
     for (int h = 0; h < 2; h++) {
-      const uint32_t a[4] = {tc_pair<KB>(x0, 2 * h), tc_pair<KB>(x1, 2 * h), tc_pair<KB>(x0, 2 * h + 1),
-                             tc_pair<KB>(x1, 2 * h + 1)};
+      const uint32_t a[4] = {tc_pair<KB>(x0, 2 * h, one), tc_pair<KB>(x1, 2 * h, one), tc_pair<KB>(x0, 2 * h + 1, one),
+                             tc_pair<KB>(x1, 2 * h + 1, one)};
       tc_mma(acc[h], a, qb[2 * o + h][0], qb[2 * o + h][1]);
     }
   }
@@ -199,7 +207,8 @@ static __device__ __forceinline__ void tc_qprime(uint32_t g, uint32_t t, const f
  * 16p (4 bits) or 8p (2 bits) of a 64-bit word); pb: B fragments per
  * piece. */
 template <int VB, bool L1>
-static __device__ __forceinline__ void tc_values(const uint2 (&vr)[4], const uint32_t (&pb)[4][2], float (&o)[8][4])
+static __device__ __forceinline__ void tc_values(const uint2 (&vr)[4], const uint32_t (&pb)[4][2], uint32_t one,
+                                                 float (&o)[8][4])
 {
 #pragma unroll
   for (int i = 0; i < 4; i++) {
@@ -216,8 +225,8 @@ static __device__ __forceinline__ void tc_values(const uint2 (&vr)[4], const uin
     const int pi = L1 ? 0 : i;
 #pragma unroll
     for (int u = 0; u < 2; u++) {
-      const uint32_t a[4] = {tc_pair<VB>(x01, 2 * u), tc_pair<VB>(x01, 2 * u + 1), tc_pair<VB>(x23, 2 * u),
-                             tc_pair<VB>(x23, 2 * u + 1)};
+      const uint32_t a[4] = {tc_pair<VB>(x01, 2 * u, one), tc_pair<VB>(x01, 2 * u + 1, one), tc_pair<VB>(x23, 2 * u, one),
+                             tc_pair<VB>(x23, 2 * u + 1, one)};
       tc_mma(o[2 * i + u], a, pb[pi][0], pb[pi][1]);
     }
   }
@@ -378,6 +387,8 @@ struct tc_geo {
   uint32_t gsh;   /* log2 G */
   uint32_t ng;    /* value groups per row */
   uint32_t g0;    /* the head's first value group */
+  uint32_t one;   /* 0x3f803f80, opaque (tc_pair) */
+  size_t koff, voff, vsoff, ksoff; /* this thread's offsets in a block (row r0 = 0) */
 };
 
 template <int KB, int VB, bool L1>
@@ -385,7 +396,7 @@ static __device__ __forceinline__ void tc_load(const at_args &a, const tc_geo &g
                                                uint32_t nbt, const tc_view &v, uint32_t lane, uint32_t &lastb,
                                                tc_pre &P)
 {
-  const uint32_t g = lane >> 2, t = lane & 3u;
+  const uint32_t g = lane >> 2;
   P.tb = tb;
   P.fast = tb + 16u <= nbt && v.data;
   if (P.fast) {
@@ -397,7 +408,7 @@ static __device__ __forceinline__ void tc_load(const at_args &a, const tc_geo &g
   if (!P.fast) return;
   const uint8_t *data = P.data = v.data;
   const uint32_t r0 = P.r0;
-  const uint8_t *kr = data + a.kcodes + (size_t)(r0 + g) * a.kstride + j * (TC_D * KB / 8) + t * (32 * KB / 8);
+  const uint8_t *kr = data + ge.koff + r0 * a.kstride;
   if (KB == 4) {
     const uint4 x0 = *(const uint4 *)kr, x1 = *(const uint4 *)(kr + 8u * a.kstride);
     P.k0[0] = x0.x; P.k0[1] = x0.y; P.k0[2] = x0.z; P.k0[3] = x0.w;
@@ -407,7 +418,7 @@ static __device__ __forceinline__ void tc_load(const at_args &a, const tc_geo &g
     P.k0[0] = x0.x; P.k0[1] = x0.y; P.k0[2] = P.k0[3] = 0u;
     P.k1[0] = x1.x; P.k1[1] = x1.y; P.k1[2] = P.k1[3] = 0u;
   }
-  const uint8_t *vrow = data + a.vcodes + (size_t)(r0 + 4u * t) * a.vstride + j * (TC_D * VB / 8);
+  const uint8_t *vrow = data + ge.voff + r0 * a.vstride;
 #pragma unroll
   for (int i = 0; i < 4; i++) {
     const uint8_t *r = vrow + (size_t)i * a.vstride;
@@ -423,8 +434,7 @@ static __device__ __forceinline__ void tc_load(const at_args &a, const tc_geo &g
   }
   /* value scales (lanes 0-15) and mins (16-31) of row r0 + lane % 16: the head's groups */
   {
-    const uint32_t row = r0 + (lane & 15u);
-    const uint16_t *vp = (const uint16_t *)(data + (lane < 16u ? a.vscale : a.vmin)) + (size_t)row * ge.ng + ge.g0;
+    const uint16_t *vp = (const uint16_t *)(data + ge.vsoff) + r0 * ge.ng;
     if (L1) P.vs = make_uint2(*vp, 0u);
     else if (a.vg == 64u) P.vs = make_uint2(*(const uint32_t *)vp, 0u);
     else P.vs = *(const uint2 *)vp;
@@ -432,7 +442,7 @@ static __device__ __forceinline__ void tc_load(const at_args &a, const tc_geo &g
   if (P.b != lastb) {
     lastb = P.b;
     P.newblk = true;
-    P.ks = *(const uint4 *)(data + (lane < 16u ? a.kscale : a.kmin) + 2u * (j * TC_D + 8u * (lane & 15u)));
+    P.ks = *(const uint4 *)(data + ge.ksoff);
   }
 }
 
@@ -475,6 +485,11 @@ kvs_attn_tc(at_args a, const kvs__attn_seq *seqs, const float *q, float *ws_acc,
   while ((1u << ge.gsh) < a.G) ge.gsh++;
   ge.ng = a.C / a.vg;
   ge.g0 = j * TC_D / a.vg;
+  ge.one = 0x3f803f80u | (a.G >> 7); /* G <= 64: the constant, but not to the compiler */
+  ge.koff = a.kcodes + (size_t)g * a.kstride + j * (TC_D * KB / 8) + t * (32 * KB / 8);
+  ge.voff = a.vcodes + (size_t)(4u * t) * a.vstride + j * (TC_D * VB / 8);
+  ge.vsoff = (lane < 16u ? a.vscale : a.vmin) + 2u * ((size_t)(lane & 15u) * ge.ng + ge.g0);
+  ge.ksoff = (lane < 16u ? a.kscale : a.kmin) + 2u * (j * TC_D + 8u * (lane & 15u));
   auto next_k = [&](uint32_t k) { k++; return (k & (tpb - 1u)) ? k : k + (TC_NW - 1u) * tpb; };
   auto view_of = [&](uint32_t k) {
     tc_view v = {nullptr, 0};
@@ -507,7 +522,7 @@ kvs_attn_tc(at_args a, const kvs__attn_seq *seqs, const float *q, float *ws_acc,
       X.vs[lane >> 4][lane & 15u] = C.vs;
       __syncwarp();
       float acc[2][4] = {};
-      tc_keys<KB>(C.k0, C.k1, qb, acc);
+      tc_keys<KB>(C.k0, C.k1, qb, ge.one, acc);
       float c[4];
 #pragma unroll
       for (int e = 0; e < 4; e++) {
@@ -576,7 +591,7 @@ kvs_attn_tc(at_args a, const kvs__attn_seq *seqs, const float *q, float *ws_acc,
         pb[pi][0] = tc_split(x[0], x[1], lo);
         pb[pi][1] = tc_split(x[2], x[3], lo);
       }
-      tc_values<VB, L1>(C.vr, pb, o);
+      tc_values<VB, L1>(C.vr, pb, ge.one, o);
     }
     if (!fast || a.nvo) {
       tc_xsync(X, lane);
