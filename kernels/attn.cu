@@ -39,16 +39,17 @@
 #include "kernels/attn_dev.cuh"
 #include "kernels/attn_tc.cuh"
 
-/* The tensor-core kernel (attn_tc.cuh) where it takes the shape, unless
- * KVSINK_ATTN_TC=0 (A/B runs against kvs_attn_kernel). */
+/* The tensor-core kernel (attn_tc.cuh) where it takes the shape and is
+ * the faster one; KVSINK_ATTN_TC=0: never (A/B runs against
+ * kvs_attn_kernel), =1: wherever it can (outliers too: tests). */
 static bool at_use_tc(const at_args &a, uint32_t g)
 {
-  static int off = -1;
-  if (off < 0) {
+  static int mode = -1; /* 0 never, 1 default, 2 wherever it can */
+  if (mode < 0) {
     const char *e = getenv("KVSINK_ATTN_TC");
-    off = e && !strcmp(e, "0");
+    mode = e && !strcmp(e, "0") ? 0 : e && !strcmp(e, "1") ? 2 : 1;
   }
-  return !off && at_tc_ok(a, g);
+  return mode && at_tc_ok(a, g, mode == 2);
 }
 
 template <int KB, int VB, bool L1>

@@ -82,7 +82,7 @@ int kvs__cuda_quant_reads_once(const kvs__qparams *p);
  * Shapes the kernel takes (else -EINVAL; the C reference takes any):
  * head_dim 32, 64, 128 or 256; n_q_heads / n_kv_heads 1, 2, 4 or 8;
  * v_group a multiple of 8 (head dim 128, GQA 1/2/4, 2/4-bit K and V, G
- * 16/32/64 and v_group 32, 64 or a multiple of 128 run on tensor cores,
+ * 16/32/64, v_group 32, 64 or a multiple of 128 and no outliers run on tensor cores,
  * HACKING.md Decision 45). Keys and values are dequantized to fp32 without
  * the rounding to the dtype that the reference applies (see attn.cu). */
 typedef struct kvs__cuda_attn_plan {

@@ -14,7 +14,8 @@
 # (the program lands in DIR), e.g. for ncu.
 # 5. the CUDA-core kernel alone (KVSINK_ATTN_TC=0) on four of the shapes the
 #    tensor-core kernel takes, for comparison (OUTDIR/attn_cuda_cores.txt).
-# Writes OUTDIR/attn_check.txt, attn_kvsink.csv, attn_sdpa.csv, attn_table.md.
+# Writes OUTDIR/attn_check.txt (and attn_check_tc.txt: KVSINK_ATTN_TC=1),
+# attn_kvsink.csv, attn_sdpa.csv, attn_table.md.
 # Exit status: non-zero when the check finds a mismatch.
 set -eu
 top=$(cd "$(dirname "$0")/../.." && pwd)
@@ -47,6 +48,10 @@ if [ -n "${ATTN_BUILD_ONLY:-}" ]; then mkdir -p "$ATTN_BUILD_ONLY" && cp "$bld/a
 rc=0
 "$bld/attn_test" check 2>&1 | tee "$out/attn_check.txt" || true
 grep -q "^attn check: ok" "$out/attn_check.txt" || rc=1
+# again with the tensor-core kernel wherever it can run (outliers too)
+KVSINK_ATTN_TC=1 "$bld/attn_test" check >"$out/attn_check_tc.txt" 2>&1 || true
+tail -1 "$out/attn_check_tc.txt"
+grep -q "^attn check: ok" "$out/attn_check_tc.txt" || rc=1
 "$bld/attn_test" bench "$out/attn_kvsink.csv" || rc=$?
 # the CUDA-core kernel on the shapes the tensor cores now take (A/B)
 for c in 4:32768:8 2:32768:8 4:32768:64 4:131072:8; do
