@@ -24,6 +24,7 @@ KVS_ERECONNECTED = -4005
 MAX_TOKENS_PER_PUT = 8192
 
 DTYPE_F16 = 1
+DTYPE_F32 = 3  # only for attend's query
 DTYPE_BF16 = 2
 
 POLICY_DEFAULT, POLICY_NONE, POLICY_PFN, POLICY_KVSINK = 0, 1, 2, 3
@@ -111,16 +112,31 @@ def _declare(lib):
                                      c.c_uint32, c.c_size_t, c.c_size_t]),
         "kvs_set_busy_poll": (c.c_int, [c.c_void_p, c.c_uint]),
         "kvs_last_error": (c.c_char_p, [c.c_void_p]),
+        # attend (libkvsink(3) ATTEND): block tables, decode attention
+        "kvs_table_get": (c.c_int, [c.c_void_p, c.c_uint64, c.c_uint32, c.c_uint32, c.c_size_t,
+                                    c.c_size_t, P(c.c_void_p)]),
+        "kvs_table_free": (None, [c.c_void_p]),
+        "kvs_table_tokens": (c.c_uint32, [c.c_void_p, c.c_uint32]),
+        "kvs_attend_lse": (c.c_int, [c.c_void_p, P(c.c_void_p), c.c_uint32, c.c_uint32, c.c_void_p,
+                                     c.c_int, c.c_uint32, c.c_void_p, c.c_void_p]),
+        "kvs_attend_device": (c.c_int, [c.c_void_p, P(c.c_void_p), c.c_uint32, c.c_uint32,
+                                        c.c_void_p, c.c_int, c.c_uint32, c.c_void_p, c.c_void_p,
+                                        c.c_void_p]),
     }
-    optional = ("kvs_connect_device", "kvs_device_segment", "kvs_put_device", "kvs_get_device")
-    lib.has_device = True
+    device = ("kvs_connect_device", "kvs_device_segment", "kvs_put_device", "kvs_get_device")
+    attend = ("kvs_table_get", "kvs_table_free", "kvs_table_tokens", "kvs_attend_lse",
+              "kvs_attend_device")
+    lib.has_device = lib.has_attend = True
     for name, (res, args) in sigs.items():
         try:
             f = getattr(lib, name)
         except AttributeError:
-            if name not in optional:
+            if name in device:
+                lib.has_device = False  # a libkvsink older than device segments
+            elif name in attend:
+                lib.has_attend = False  # a libkvsink older than attend
+            else:
                 raise
-            lib.has_device = False  # a libkvsink older than device segments
             continue
         f.restype = res
         f.argtypes = args

@@ -25,6 +25,7 @@ import ctypes
 import numpy as np
 
 from kvsink import _lib as L
+from kvsink import attend as _attend
 
 try:
     import torch
@@ -633,6 +634,27 @@ class Client:
                 self._stats["tokens_got"] += t if l0 == 0 else 0  # once per token
                 self._stats["bytes_out"] += 2 * kvb
         return out
+
+    # ---- attend: decode attention over the compressed cache (kvsink.attend) ----
+    def table(self, seq, layers=None):
+        """A block table of seq's layers (an int, a range or None: all) for
+        attend(): where its blocks lie, mapped read-only in this process. A
+        snapshot of what seq holds now; close it before release(seq)."""
+        return _attend.table(self, seq, layers)
+
+    def attend(self, tables, layer, q, *, lse=False):
+        """Decode attention in layer for one query token per table, read
+        straight from the quantized blocks (no 16-bit K/V anywhere):
+        out[i][h] = softmax(q[i][h] . K^T / sqrt(head_dim)) V over what
+        tables[i] holds, GQA as the model's heads say. tables: a Table or a
+        list; q: [n_tables][n_q_heads][head_dim] ([n_q_heads][head_dim] with
+        one Table), float32/float16 numpy (uint16: bfloat16 bits) or torch
+        float32/float16/bfloat16 on the CPU, or on the GPU of a GPU pool's
+        tables (run on torch's current stream there). Returns float32 out
+        of q's shape, like q; with lse=True also the log of each head's
+        softmax denominator ([n_tables][n_q_heads]), to merge with
+        attention over tokens the tables do not hold (the step's own)."""
+        return _attend.attend(self, tables, layer, q, lse)
 
     def release(self, seq):
         """Drop seq: its references go, its cached blocks stay."""
