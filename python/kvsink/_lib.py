@@ -87,6 +87,23 @@ def _candidates():
     yield "libkvsink.so.0"
 
 
+class Closing:
+    """with-statement and garbage-collection support for an object with
+    close() (a client, a table): close() on exit and when it is dropped."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass
+
+
 def _declare(lib):
     P, c = ctypes.POINTER, ctypes
     sigs = {

@@ -29,7 +29,7 @@ def _torch_dtypes():
             torch.bfloat16: L.DTYPE_BF16}
 
 
-class Table:
+class Table(L.Closing):
     """A block table of one seq (Client.table): where its blocks of some
     layers lie in kvsinkd's pool, mapped read-only in this process. A
     snapshot: tokens put later need a new table. Close it (or use it as a
@@ -54,18 +54,6 @@ class Table:
         if self._t is not None:
             L.lib().kvs_table_free(self._t)
             self._t = None
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-    def __del__(self):
-        try:
-            self.close()
-        except Exception:
-            pass
 
 
 def table(client, seq, layers):

@@ -170,7 +170,7 @@ def _cuda_device(device):
     return d
 
 
-class Client:
+class Client(L.Closing):
     """Connect to kvsinkd (socket None: $KVSINK_SOCKET or the default path).
 
     bits sets k_bits and v_bits together; 0 / None / -1 take the daemon's
@@ -264,18 +264,6 @@ class Client:
             self._seg = self._dseg = self._dseg_keep = self._busy = None
             L.lib().kvs_close(self._c)
             self._c = None
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-    def __del__(self):
-        try:
-            self.close()
-        except Exception:
-            pass
 
     def _check(self, r, call):
         if r < 0:
