@@ -85,6 +85,9 @@ def test_batch_of_tables_float16_and_torch(sock, model_id):
         # bfloat16 q: the same attention as q rounded to bfloat16 in float32
         o32 = c.attend(tabs, 1, qt.float().numpy())
         assert np.abs(ot.numpy() - o32).max() <= 1e-6 * np.abs(o32).max() + 1e-7
+        # the same bfloat16 bits as numpy uint16: the very same call
+        ob = c.attend(tabs, 1, qt.view(torch.int16).numpy().view(np.uint16))
+        assert np.array_equal(ob, ot.numpy())
         for t in tabs:
             t.close()
 

@@ -216,6 +216,40 @@ def check_client_device_segment(sock, model=None):
             st["device_gets"], st["staged_copies"])
 
 
+def check_attend_on_the_gpu(sock, model=None):
+    """Client.attend with CUDA queries over a table of kvsinkd's GPU pool
+    (kvs_attend_device, the tensor-core kernel at 4 bits, GQA 4, head dim
+    128) equals attention over what get returns, in float64 on the GPU."""
+    import kvsink
+    if DEV != "cuda":
+        raise Skip("no CUDA device")
+    L, H, D, QH, n = 2, 8, 128, 32, 1000
+    m = kvsink.Model(fresh_id(), L, H, D)
+    with kvsink.Client(m, sock, bits=4, policy="none", device="cuda") as c:
+        k = torch.randn(L, n, H, D, device="cuda", dtype=torch.float16)
+        v = torch.randn(L, n, H, D, device="cuda", dtype=torch.float16)
+        c.put(1, 0, range(n), k, v)
+        kg, vg = c.get(1, 0, n, device="cuda")
+        q = torch.randn(2, QH, D, device="cuda", dtype=torch.float16)
+        worst = 0.0
+        with c.table(1) as t:
+            assert t.tokens(0) == n
+            out, lse = c.attend([t, t], 1, q, lse=True)
+            torch.cuda.synchronize()
+            assert out.is_cuda and out.dtype == torch.float32 and out.shape == (2, QH, D)
+            kk, vv = kg[1].double(), vg[1].double()
+            for i in range(2):
+                for h in range(QH):
+                    s = kk[:, h // (QH // H)] @ q[i, h].double() / D ** 0.5
+                    p = torch.softmax(s, 0)
+                    want = p @ vv[:, h // (QH // H)]
+                    err = (out[i, h].double() - want).abs().max().item() / vv.abs().max().item()
+                    worst = max(worst, err)
+                    assert err < 1e-3, (i, h, err)
+                    assert abs(lse[i, h].item() - torch.logsumexp(s, 0).item()) < 1e-3
+        return "worst error %.3g of max|v| over 2 x %d heads" % (worst, QH)
+
+
 def check_calibrate_finds_the_shipped_profile(sock=None, model=None):
     """python -m kvsink.calibrate on the shipped model (token ids from
     eval/bpe.py: transformers cannot load its tokenizer's own pre-tokenizer)
@@ -245,7 +279,8 @@ def check_calibrate_finds_the_shipped_profile(sock=None, model=None):
                                                           prof["tau"], p.stderr.strip()[-120:])
 
 
-CHECKS = [check_client_device_segment, check_16bit_generate_equals_dynamic_cache,
+CHECKS = [check_client_device_segment, check_attend_on_the_gpu,
+          check_16bit_generate_equals_dynamic_cache,
           check_bound_prefix_continues_the_same, check_kvsink_policy_sends_summary,
           check_prefix_reuse_across_processes_tiny,
           check_prefix_reuse_cuts_ttft_on_a_bigger_model,
