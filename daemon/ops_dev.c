@@ -6,6 +6,7 @@
 
 #include "daemon/log.h"
 #include "daemon/ops_dev.h"
+#include "daemon/reply.h"
 
 
 int kvs__opsdev_pool(const kvs__ops_env *env, kvs__sess_state *st, const kvs__hello *h)

@@ -5,7 +5,7 @@
 #ifndef KVS_DAEMON_OPS_DEV_H
 #define KVS_DAEMON_OPS_DEV_H
 
-#include "daemon/ops.h"
+#include "daemon/opstate.h"
 
 /* At hello, before the space: the pool of the GPU the client named (else
  * the first); returns its index in env->devs or -1. */

@@ -6,6 +6,7 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "daemon/reply.h"
 #include "daemon/table.h"
 #include "kernels/cudrv.h"
 #include "proto/blocktable.h"

@@ -5,7 +5,7 @@
 #ifndef KVS_DAEMON_TABLE_H
 #define KVS_DAEMON_TABLE_H
 
-#include "daemon/ops.h"
+#include "daemon/opstate.h"
 
 /* rq: layers checked by the caller, seq the session's own. Fills rep and
  * st->tbl_fds (sent with the reply, then closed by the sender); returns
