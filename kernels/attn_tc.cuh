@@ -7,7 +7,8 @@
  * Decision 45):
  *
  * A warp owns whole blocks (tiles of 16 tokens) of its CUDA block's span
- * and keeps its own online softmax; the four warps meet at the end.
+ * and keeps its own online softmax, whose running max moves only when a
+ * score passes it by more than TC_LAZY; the four warps meet at the end.
  * Scores: S^T = K Q'^T as mma.m16n8k16 (bf16 in, fp32 accumulate), the
  * 16 tokens as rows, the 8 columns holding the g queries twice: q' =
  * q scale_c 2^B split into a bf16 high part (columns 0-3) and the rest
@@ -43,6 +44,7 @@
 #define TC_SHARED __shared__ /* the CPU emulation makes them statics */
 #endif
 #define TC_D 128   /* head dim */
+#define TC_LAZY 8.f /* how far a score may pass the running max before it moves */
 #ifndef TC_MINB
 #define TC_MINB 3  /* CUDA blocks per SM the registers must allow: 168 registers */
 #endif
@@ -67,6 +69,19 @@ static __device__ __forceinline__ uint32_t tc_bf2(float lo, float hi)
   return *reinterpret_cast<uint32_t *>(&v);
 }
 #endif
+/* 2^x for the softmax, x <= TC_LAZY: the hardware's approximation
+ * (relative error about 2^-22, results under 2^-126 flushed to 0)
+ * without exp2f's range fix-up around it */
+static __device__ __forceinline__ float tc_ex2(float x)
+{
+#ifdef KVS_ATTN_EMU
+  return exp2f(x);
+#else
+  float r;
+  asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(r) : "f"(x));
+  return r;
+#endif
+}
 static __device__ __forceinline__ float tc_lo(uint32_t u) { return __uint_as_float(u << 16); }
 static __device__ __forceinline__ float tc_hi(uint32_t u) { return __uint_as_float(u & 0xffff0000u); }
 /* x0, x1 as a bf16 pair: the high parts, or (lo) what they leave */
@@ -102,12 +117,13 @@ static __device__ __forceinline__ uint16_t tc_half(uint2 v, uint32_t h)
   return (uint16_t)((h < 2u ? v.x : v.y) >> (16u * (h & 1u)));
 }
 
-/* The queries in shared memory, [4][128] with rows 161 floats apart and
- * 4 more after every 32 channels: the 16 (query, 32-channel quarter)
- * pairs of a warp's lanes fall in 16 different banks (q' is built from
- * them once per block). */
-#define TC_QN (3u * 161u + TC_D + 12u)
-static __device__ __forceinline__ uint32_t tc_qx(uint32_t qi, uint32_t c) { return qi * 161u + c + 4u * (c >> 5); }
+/* The queries in shared memory, [4][128] with rows 176 floats apart and
+ * 4 more after every 32 channels: q' (once per block) reads 8 channels
+ * of one query as two 16-byte loads, and each quarter-warp's loads fall
+ * in 8 different 16-byte bank groups. */
+#define TC_QR 176u
+#define TC_QN (3u * TC_QR + TC_D + 12u)
+static __device__ __forceinline__ uint32_t tc_qx(uint32_t qi, uint32_t c) { return qi * TC_QR + c + 4u * (c >> 5); }
 
 struct __align__(16) tc_warp { /* one warp's shared memory */
   float sc[4][16];         /* scores, then probabilities [query][token] */
@@ -185,10 +201,13 @@ static __device__ __forceinline__ void tc_qprime(uint32_t g, uint32_t t, const f
     const uint32_t o = o0 + i;
     const uint4 su = X.ks[4u * t + o], mu = X.ks[16u + 4u * t + o];
     const uint16_t *sc = (const uint16_t *)&su, *mn = (const uint16_t *)&mu;
+    const float4 *q4 = (const float4 *)&qs[tc_qx(qi, 32u * t + 8u * o)];
+    const float4 qa = q4[0], qc = q4[1];
+    const float qq[8] = {qa.x, qa.y, qa.z, qa.w, qc.x, qc.y, qc.z, qc.w};
     float x[8];
 #pragma unroll
     for (int e = 0; e < 8; e++) {
-      const float qv = qs[tc_qx(qi, 32u * t + 8u * o + e)], sv = f16f(sc[e]);
+      const float qv = qq[e], sv = f16f(sc[e]);
       x[e] = qv * sv * (float)(1u << KB);
       qm = fmaf(qv, fmaf(sv, -(float)(1u << KB), f16f(mn[e])), qm);
     }
@@ -389,13 +408,17 @@ struct tc_pre {
   uint2 vs;              /* the tile's value scales or mins of one row */
 };
 
-/* Constants of a CUDA block's loads, computed once (no division per tile). */
+/* Constants of a CUDA block's loads, computed once (no division per tile).
+ * Offsets within a block are 32-bit (a block is far below 4 GiB): a
+ * tile's addresses are then one 32-bit multiply-add and one wide add each,
+ * not 64-bit arithmetic per row. */
 struct tc_geo {
   uint32_t gsh;   /* log2 G */
   uint32_t ng;    /* value groups per row */
   uint32_t g0;    /* the head's first value group */
   uint32_t one;   /* 0x3f803f80, opaque (tc_pair) */
-  size_t koff, voff, vsoff, ksoff; /* this thread's offsets in a block (row r0 = 0) */
+  uint32_t koff, voff, vsoff, ksoff; /* this thread's offsets in a block (row r0 = 0) */
+  uint32_t kst, vst, vsst;           /* bytes per row: key codes, value codes, value scales */
 };
 
 template <int KB, int VB, bool L1>
@@ -415,20 +438,21 @@ static __device__ __forceinline__ void tc_load(const at_args &a, const tc_geo &g
   if (!P.fast) return;
   const uint8_t *data = P.data = v.data;
   const uint32_t r0 = P.r0;
-  const uint8_t *kr = data + ge.koff + r0 * a.kstride;
+  const uint32_t ko = ge.koff + r0 * ge.kst;
+  const uint8_t *kr = data + ko, *kr8 = data + (ko + 8u * ge.kst);
   if (KB == 4) {
-    const uint4 x0 = *(const uint4 *)kr, x1 = *(const uint4 *)(kr + 8u * a.kstride);
+    const uint4 x0 = *(const uint4 *)kr, x1 = *(const uint4 *)kr8;
     P.k0[0] = x0.x; P.k0[1] = x0.y; P.k0[2] = x0.z; P.k0[3] = x0.w;
     P.k1[0] = x1.x; P.k1[1] = x1.y; P.k1[2] = x1.z; P.k1[3] = x1.w;
   } else {
-    const uint2 x0 = *(const uint2 *)kr, x1 = *(const uint2 *)(kr + 8u * a.kstride);
+    const uint2 x0 = *(const uint2 *)kr, x1 = *(const uint2 *)kr8;
     P.k0[0] = x0.x; P.k0[1] = x0.y; P.k0[2] = P.k0[3] = 0u;
     P.k1[0] = x1.x; P.k1[1] = x1.y; P.k1[2] = P.k1[3] = 0u;
   }
-  const uint8_t *vrow = data + ge.voff + r0 * a.vstride;
+  const uint32_t vo = ge.voff + r0 * ge.vst;
 #pragma unroll
   for (int i = 0; i < 4; i++) {
-    const uint8_t *r = vrow + (size_t)i * a.vstride;
+    const uint8_t *r = data + (vo + (uint32_t)i * ge.vst);
     if (L1) {
       if (VB == 4) P.vr[i] = *(const uint2 *)(r + 8u * g);
       else P.vr[i] = make_uint2(*(const uint32_t *)(r + 4u * g), 0u);
@@ -441,7 +465,7 @@ static __device__ __forceinline__ void tc_load(const at_args &a, const tc_geo &g
   }
   /* value scales (lanes 0-15) and mins (16-31) of row r0 + lane % 16: the head's groups */
   {
-    const uint16_t *vp = (const uint16_t *)(data + ge.vsoff) + r0 * ge.ng;
+    const uint16_t *vp = (const uint16_t *)(data + (ge.vsoff + r0 * ge.vsst));
     if (L1) P.vs = make_uint2(*vp, 0u);
     else if (a.vg == 64u) P.vs = make_uint2(*(const uint32_t *)vp, 0u);
     else P.vs = *(const uint2 *)vp;
@@ -457,7 +481,7 @@ template <int KB, int VB, bool L1>
 static __global__ void __launch_bounds__(TC_NW * 32, TC_MINB)
 kvs_attn_tc(at_args a, const kvs__attn_seq *seqs, const float *q, float *ws_acc, float *ws_ml, int *st)
 {
-  TC_SHARED float qs[TC_QN];
+  TC_SHARED __align__(16) float qs[TC_QN];
   TC_SHARED tc_warp W[TC_NW];
   TC_SHARED float fm[TC_NW][4], fl[TC_NW][4];
   const uint32_t split = blockIdx.x, j = blockIdx.y, si = blockIdx.z, tid = threadIdx.x;
@@ -493,10 +517,13 @@ kvs_attn_tc(at_args a, const kvs__attn_seq *seqs, const float *q, float *ws_acc,
   ge.ng = a.C / a.vg;
   ge.g0 = j * TC_D / a.vg;
   ge.one = 0x3f803f80u | (a.G >> 7); /* G <= 64: the constant, but not to the compiler */
-  ge.koff = a.kcodes + (size_t)g * a.kstride + j * (TC_D * KB / 8) + t * (32 * KB / 8);
-  ge.voff = a.vcodes + (size_t)(4u * t) * a.vstride + j * (TC_D * VB / 8);
-  ge.vsoff = (lane < 16u ? a.vscale : a.vmin) + 2u * ((size_t)(lane & 15u) * ge.ng + ge.g0);
-  ge.ksoff = (lane < 16u ? a.kscale : a.kmin) + 2u * (j * TC_D + 8u * (lane & 15u));
+  ge.kst = (uint32_t)a.kstride;
+  ge.vst = (uint32_t)a.vstride;
+  ge.vsst = 2u * ge.ng;
+  ge.koff = (uint32_t)a.kcodes + g * ge.kst + j * (TC_D * KB / 8) + t * (32 * KB / 8);
+  ge.voff = (uint32_t)a.vcodes + 4u * t * ge.vst + j * (TC_D * VB / 8);
+  ge.vsoff = (uint32_t)(lane < 16u ? a.vscale : a.vmin) + 2u * ((lane & 15u) * ge.ng + ge.g0);
+  ge.ksoff = (uint32_t)(lane < 16u ? a.kscale : a.kmin) + 2u * (j * TC_D + 8u * (lane & 15u));
   auto next_k = [&](uint32_t k) { k++; return (k & (tpb - 1u)) ? k : k + (TC_NW - 1u) * tpb; };
   auto view_of = [&](uint32_t k) {
     tc_view v = {nullptr, 0};
@@ -516,7 +543,8 @@ kvs_attn_tc(at_args a, const kvs__attn_seq *seqs, const float *q, float *ws_acc,
   auto step = [&](const tc_pre &C, tc_pre &N) -> bool {
     if (kc >= ntile) return false;
     const uint32_t kn2 = next_k(kn);
-    const tc_view vn2 = view_of(kn2);
+    /* a block's later tiles share its view (next_k stays in the block) */
+    const tc_view vn2 = (kn2 & (tpb - 1u)) ? vn : view_of(kn2);
     if (kn < ntile) tc_load<KB, VB, L1>(a, ge, j, t0 + 16u * kn, nbt, vn, lane, lastb, N);
     const uint32_t tb = C.tb;
     const bool fast = C.fast;
@@ -551,31 +579,39 @@ kvs_attn_tc(at_args a, const kvs__attn_seq *seqs, const float *q, float *ws_acc,
       tc_outliers<KB, true>(a, S, j, tb, t1, lane, gq, qs, X, st);
     }
     __syncwarp();
-    /* online softmax: lane takes query lane / 8, tokens lane % 8 and + 8 */
+    /* online softmax: lane takes query lane / 8, tokens lane % 8 and + 8.
+     * The running max moves only when a score passes it by more than
+     * TC_LAZY (log2 units; probabilities up to 2^TC_LAZY are fine in fp32
+     * and bf16), so after the first tiles a tile takes one vote: no max
+     * reduction, no rescale. l_run is this lane's part of its query's
+     * sum (the 8 lanes are added at the end). */
     {
       const uint32_t ql = lane >> 3, i0 = lane & 7u;
       const float s0 = X.sc[ql][i0], s1 = X.sc[ql][i0 + 8u];
-      float mt = fmaxf(s0, s1);
-      for (int off = 1; off < 8; off <<= 1) mt = fmaxf(mt, __shfl_xor_sync(0xffffffffu, mt, off));
-      const float mn = fmaxf(m_run, mt);
-      const float p0 = exp2f(s0 - mn), p1 = exp2f(s1 - mn);
-      float ps = p0 + p1;
-      for (int off = 1; off < 8; off <<= 1) ps += __shfl_xor_sync(0xffffffffu, ps, off);
-      const float al = m_run == -INFINITY ? 0.f : exp2f(m_run - mn);
-      l_run = l_run * al + ps;
-      m_run = mn;
+      const bool moved = __any_sync(0xffffffffu, fmaxf(s0, s1) > m_run + TC_LAZY);
+      float al = 1.f;
+      if (moved) {
+        float mt = fmaxf(s0, s1);
+        for (int off = 1; off < 8; off <<= 1) mt = fmaxf(mt, __shfl_xor_sync(0xffffffffu, mt, off));
+        const float mn = mt > m_run + TC_LAZY ? mt : m_run;
+        al = mn == m_run ? 1.f : m_run == -INFINITY ? 0.f : tc_ex2(m_run - mn);
+        l_run *= al;
+        m_run = mn;
+      }
+      const float p0 = tc_ex2(s0 - m_run), p1 = tc_ex2(s1 - m_run);
+      l_run += p0 + p1;
       __syncwarp();
       X.sc[ql][i0] = ql < gq ? p0 : 0.f;
       X.sc[ql][i0 + 8u] = ql < gq ? p1 : 0.f;
-      if (i0 == 0) { X.al[ql] = al; X.wm[ql] = mn; }
-    }
-    __syncwarp();
-    if (X.al[0] != 1.f || X.al[1] != 1.f || X.al[2] != 1.f || X.al[3] != 1.f) { /* a max moved */
-      const float a0 = X.al[(2u * t) & 3u], a1 = X.al[(2u * t + 1u) & 3u], ab = X.al[g & 3u];
+      if (moved && i0 == 0) { X.al[ql] = al; X.wm[ql] = m_run; }
+      __syncwarp();
+      if (moved && (X.al[0] != 1.f || X.al[1] != 1.f || X.al[2] != 1.f || X.al[3] != 1.f)) {
+        const float a0 = X.al[(2u * t) & 3u], a1 = X.al[(2u * t + 1u) & 3u], ab = X.al[g & 3u];
 #pragma unroll
-      for (int mt = 0; mt < 8; mt++) { o[mt][0] *= a0; o[mt][1] *= a1; o[mt][2] *= a0; o[mt][3] *= a1; }
+        for (int mt = 0; mt < 8; mt++) { o[mt][0] *= a0; o[mt][1] *= a1; o[mt][2] *= a0; o[mt][3] *= a1; }
 #pragma unroll
-      for (int i = 0; i < 4; i++) bias[i] *= ab;
+        for (int i = 0; i < 4; i++) bias[i] *= ab;
+      }
     }
     if (fast) {
       /* B fragments: p' = p scale 2^B of tokens 4t .. 4t + 3 for query g & 3, per piece group */
@@ -642,6 +678,7 @@ kvs_attn_tc(at_args a, const kvs__attn_seq *seqs, const float *q, float *ws_acc,
       if (q1 < gq) { X.xacc[q1][d0] += o[mt][1] + X.wb[q1][bi]; X.xacc[q1][d1] += o[mt][3] + X.wb[q1][bi]; }
     }
   }
+  for (int off = 1; off < 8; off <<= 1) l_run += __shfl_xor_sync(0xffffffffu, l_run, off);
   if ((lane & 7u) == 0) { fm[w][lane >> 3] = m_run; fl[w][lane >> 3] = l_run; }
   __syncthreads();
   for (uint32_t i = tid; i < gq * TC_D; i += TC_NW * 32u) {

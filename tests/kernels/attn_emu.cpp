@@ -51,6 +51,15 @@ static uint32_t __shfl_xor_sync(unsigned m, uint32_t v, int off)
   memcpy(&v, &r, 4);
   return v;
 }
+static int __any_sync(unsigned, int p)
+{
+  int w = threadIdx.x / 32, l = threadIdx.x % 32, r = 0;
+  wx[w][l] = p ? 1.f : 0.f;
+  wbar[w]->arrive_and_wait();
+  for (int i = 0; i < 32; i++) r |= wx[w][i] != 0.f;
+  wbar[w]->arrive_and_wait();
+  return r;
+}
 static int atomicMin(int *p, int v) { std::lock_guard<std::mutex> g(amu); int o = *p; if (v < o) *p = v; return o; }
 static float atomicAdd(float *p, float v) { std::lock_guard<std::mutex> g(amu); float o = *p; *p = o + v; return o; }
 static int __popcll(unsigned long long x) { return __builtin_popcountll(x); }
