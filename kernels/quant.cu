@@ -748,9 +748,23 @@ static __device__ __noinline__ uint32_t fq_exact(const uint4 *dl, uint32_t nj, u
 #undef WA
 }
 
+/* Bit i of x (16 bits) to bit 2i. */
+static __device__ __forceinline__ uint32_t spread16(uint32_t x)
+{
+  x = (x | (x << 8)) & 0x00ff00ffu;
+  x = (x | (x << 4)) & 0x0f0f0f0fu;
+  x = (x | (x << 2)) & 0x33333333u;
+  return (x | (x << 1)) & 0x55555555u;
+}
+
 /* Outliers of one row held by a warp (d[j] = octet lane + 32j). Writes
  * the n entries sorted by channel to ent, sets bad on a NaN/Inf in the row
- * and returns this lane's selection set (layout above). 1 <= n <= C. */
+ * and returns this lane's selection set (layout above). 1 <= n <= C.
+ * Candidates are the elements at or above the n-th largest lane maximum
+ * (at least n, usually a few more); they go to shared memory in channel
+ * order (a per-octet count scan), so that once each knows its rank the
+ * selected ones are in place by a ballot, and the few dropped leave the
+ * selection set by an atomic. */
 template <bool BF>
 static __device__ __forceinline__ uint32_t fq_outliers(const uint4 (&d)[KVS_FQ_NJ], uint32_t nj,
                                                        uint32_t n, uint32_t *ent, fq_warp *ws,
@@ -764,83 +778,89 @@ static __device__ __forceinline__ uint32_t fq_outliers(const uint4 (&d)[KVS_FQ_N
   for (int k = 0; k < NW; k++) M = __vmaxu2(M, WA(k));
   M = max(M & 0xffffu, M >> 16);
   bad |= M >= (BF ? 0x7f80u : 0x7c00u);
-  ws->lm[lane] = 0;
   if (n <= 32u) {
-    /* Lm = the n-th largest lane maximum: at least n elements reach it */
-    uint32_t cur = M, rem = n, Lm = 0;
-    for (;;) {
-      uint32_t mx = __reduce_max_sync(full, cur);
-      uint32_t k = __popc(__ballot_sync(full, cur == mx));
-      if (k >= rem) { Lm = mx; break; }
-      rem -= k;
-      if (cur == mx) cur = 0;
+    /* Lm = the n-th largest lane maximum (at least n elements reach it):
+     * the largest M that at least n lane maxima reach. All lanes compare
+     * against all 32 in shared memory at once (no serial loop). The key
+     * area is free here: the reduction below waits for every lane's reads. */
+    ws->key[lane] = M;
+    __syncwarp();
+    const uint4 *mq = (const uint4 *)ws->key;
+    uint32_t ge = 0;
+#pragma unroll
+    for (int t = 0; t < 8; t++) {
+      const uint4 q = mq[t];
+      ge += (q.x >= M) + (q.y >= M) + (q.z >= M) + (q.w >= M);
     }
+    const uint32_t Lm = __reduce_max_sync(full, ge >= n ? M : 0u);
     /* candidates (magnitude >= Lm): bit 15 / 31 of (mag + 0x8000 - Lm) per
      * half, moved to bit k / 16 + k */
     const uint32_t add = (0x8000u - Lm) * 0x10001u;
     uint32_t cb = 0;
 #pragma unroll
     for (int k = 0; k < NW; k++) cb |= ((WA(k) + add) & 0x80008000u) >> (15 - k);
-    const uint32_t cnt = __popc(cb);
-    uint32_t incl = cnt;
-#pragma unroll
-    for (int o = 1; o < 32; o <<= 1) {
-      uint32_t y = __shfl_up_sync(full, incl, o);
-      if (lane >= (uint32_t)o) incl += y;
-    }
-    const uint32_t m = __shfl_sync(full, incl, 31);
+    const uint32_t m = __reduce_add_sync(full, __popc(cb));
     if (m <= KVS_FQ_CAP) {
-      uint32_t pos = incl - cnt;
-      while (cb) {
-        const uint32_t i = __ffs(cb) - 1u, kk = i & 15u, h = i >> 4;
-        cb &= cb - 1u;
+      /* channel order within the lane: bit 8j + i = channel 256j + 8 lane + i */
+      const uint32_t co = spread16(cb & 0xffffu) | (spread16(cb >> 16) << 1);
+      /* candidates per octet j in byte j; scanned over the lanes (sums <= m
+       * < 256: no carries between bytes) */
+      uint32_t p = co - ((co >> 1) & 0x55555555u);
+      p = (p & 0x33333333u) + ((p >> 2) & 0x33333333u);
+      p = (p + (p >> 4)) & 0x0f0f0f0fu;
+      uint32_t incl = p;
+#pragma unroll
+      for (int o = 1; o < 32; o <<= 1) {
+        const uint32_t y = __shfl_up_sync(full, incl, o);
+        if (lane >= (uint32_t)o) incl += y;
+      }
+      /* byte j: the slot of this lane's first candidate of octet j */
+      const uint32_t start = __shfl_sync(full, incl, 31) * 0x01010100u + incl - p;
+      uint32_t cs = co;
+      while (cs) {
+        const uint32_t bi = __ffs(cs) - 1u, j = bi >> 3, kk = bi >> 1, h = bi & 1u;
+        cs &= cs - 1u;
         const bool b0 = kk & 1u, b1 = kk & 2u, b2 = kk & 4u, b3 = kk & 8u;
         uint32_t sj[KVS_FQ_NJ];
 #pragma unroll
-        for (int j = 0; j < KVS_FQ_NJ; j++) {
-          const uint32_t lo = b0 ? d[j].y : d[j].x, hi = b0 ? d[j].w : d[j].z;
-          sj[j] = b1 ? hi : lo;
+        for (int jj = 0; jj < KVS_FQ_NJ; jj++) {
+          const uint32_t lo = b0 ? d[jj].y : d[jj].x, hi = b0 ? d[jj].w : d[jj].z;
+          sj[jj] = b1 ? hi : lo;
         }
         const uint32_t wsel = b3 ? (b2 ? sj[3] : sj[2]) : (b2 ? sj[1] : sj[0]);
         const uint32_t raw = (wsel >> (16u * h)) & 0xffffu;
-        const uint32_t c = 256u * (kk >> 2) + 8u * lane + 2u * (kk & 3u) + h;
-        ws->key[pos] = ((raw & 0x7fffu) << 16) | (0xffffu - c);
-        ws->ent[pos] = c | (raw << 16);
-        pos++;
+        const uint32_t c = 256u * j + 8u * lane + (bi & 7u);
+        const uint32_t slot = ((start >> (8u * j)) & 0xffu) + __popc((co >> (8u * j)) & ((1u << (bi & 7u)) - 1u));
+        ws->key[slot] = ((raw & 0x7fffu) << 16) | (0xffffu - c);
+        ws->ent[slot] = c | (raw << 16);
       }
       if (lane < 4) ws->key[m + lane] = 0;
+      ws->lm[lane] = cb;
       __syncwarp();
+      /* rank = keys above (keys are distinct): the n largest have rank < n;
+       * slots are in channel order, so a ballot places the entries */
       const uint4 *k4 = (const uint4 *)ws->key;
       const uint32_t m4 = (m + 3u) / 4u;
-      uint32_t T = 0;
+      uint32_t before = 0;
       for (uint32_t i0 = 0; i0 < m; i0 += 32) {
         const uint32_t i = i0 + lane;
         const uint32_t ki = i < m ? ws->key[i] : 0xffffffffu;
         uint32_t r = 0;
         for (uint32_t t = 0; t < m4; t++) {
-          uint4 q = k4[t];
+          const uint4 q = k4[t];
           r += (q.x > ki) + (q.y > ki) + (q.z > ki) + (q.w > ki);
         }
-        uint32_t b = __ballot_sync(full, i < m && r == n - 1u);
-        if (b) T = __shfl_sync(full, ki, __ffs(b) - 1);
-      }
-      for (uint32_t i0 = 0; i0 < m; i0 += 32) {
-        const uint32_t i = i0 + lane;
-        const uint32_t ki = i < m ? ws->key[i] : 0u;
-        if (ki < T) continue;
-        const uint32_t ci = ki & 0xffffu;
-        uint32_t pos2 = 0;
-        for (uint32_t t = 0; t < m4; t++) {
-          uint4 q = k4[t];
-          pos2 += (q.x >= T && (q.x & 0xffffu) > ci) + (q.y >= T && (q.y & 0xffffu) > ci) +
-                  (q.z >= T && (q.z & 0xffffu) > ci) + (q.w >= T && (q.w & 0xffffu) > ci);
+        const bool sel = i < m && r < n;
+        const uint32_t bs = __ballot_sync(full, sel);
+        if (i < m) {
+          const uint32_t e = ws->ent[i], c = e & 0xffffu;
+          if (sel) ent[before + __popc(bs & ((1u << lane) - 1u))] = e;
+          else atomicAnd(&ws->lm[(c >> 3) & 31u], ~(1u << (4u * (c >> 8) + ((c & 7u) >> 1) + 16u * (c & 1u))));
         }
-        uint32_t e = ws->ent[i], c = e & 0xffffu, o = c >> 3, i8 = c & 7u;
-        ent[pos2] = e;
-        atomicOr(&ws->lm[o & 31u], 1u << (4u * (o >> 5) + (i8 >> 1) + 16u * (i8 & 1u)));
+        before += __popc(bs);
       }
       __syncwarp();
-      uint32_t sb = ws->lm[lane];
+      const uint32_t sb = ws->lm[lane];
       __syncwarp();
       return sb;
     }
@@ -1042,6 +1062,53 @@ static __device__ __forceinline__ void fq_kcodes_out(const kvs_cu_args &a, const
   }
 }
 
+/* cp.async.wait_group takes an immediate: at most n of this thread's
+ * groups still pending (n < 8: G <= 64, 8 warps). */
+static __device__ __forceinline__ void cp_async_wait(uint32_t n)
+{
+  switch (n) {
+    case 0: asm volatile("cp.async.wait_group 0;\n" ::: "memory"); break;
+    case 1: asm volatile("cp.async.wait_group 1;\n" ::: "memory"); break;
+    case 2: asm volatile("cp.async.wait_group 2;\n" ::: "memory"); break;
+    case 3: asm volatile("cp.async.wait_group 3;\n" ::: "memory"); break;
+    case 4: asm volatile("cp.async.wait_group 4;\n" ::: "memory"); break;
+    case 5: asm volatile("cp.async.wait_group 5;\n" ::: "memory"); break;
+    case 6: asm volatile("cp.async.wait_group 6;\n" ::: "memory"); break;
+    default: asm volatile("cp.async.wait_group 7;\n" ::: "memory"); break;
+  }
+}
+
+/* Key outliers of tile row r, once this warp's copy of it is in (at most
+ * `pending` of the warp's later rows still on the way): the entries, and
+ * a NaN at the outliers in the tile so that the ranges skip them. Each
+ * lane reads the octets it copied itself (32j + lane). */
+template <bool BF>
+static __device__ __forceinline__ void fq_kpick(const kvs_cu_args &a, uint64_t mask, uint8_t *blk,
+                                                uint4 *tile, uint32_t r, uint32_t pending, uint32_t nj,
+                                                uint32_t nko, fq_warp *ws, uint32_t lane, bool &bad)
+{
+  cp_async_wait(pending);
+  const uint32_t O = a.C / 8u;
+  uint32_t *ent = (uint32_t *)(blk + a.kout) + (size_t)r * nko;
+  if ((mask >> r) & 1u) {
+    for (uint32_t i = lane; i < nko; i += 32) ent[i] = 0;
+    return;
+  }
+  uint4 d[KVS_FQ_NJ];
+#pragma unroll
+  for (int j = 0; j < KVS_FQ_NJ; j++)
+    d[j] = j < (int)nj ? tile[(size_t)r * O + 32u * j + lane] : make_uint4(0, 0, 0, 0);
+  const uint32_t sb = fq_outliers<BF>(d, nj, nko, ent, ws, lane, bad);
+  if (sb) {
+#pragma unroll
+    for (int j = 0; j < KVS_FQ_NJ; j++)
+      if (j < (int)nj)
+        tile[(size_t)r * O + 32u * j + lane] =
+            make_uint4(d[j].x | nanmask(sb, 4 * j), d[j].y | nanmask(sb, 4 * j + 1),
+                       d[j].z | nanmask(sb, 4 * j + 2), d[j].w | nanmask(sb, 4 * j + 3));
+  }
+}
+
 /* Blocks per multiprocessor the register budget aims at (64 KB of tile
  * each: 3 fit in shared memory). */
 #ifndef KVS_FQ_OUT_MINB
@@ -1076,8 +1143,24 @@ kvs_fquant_kernel(kvs_cu_args a, const kvs__cuda_qjob *jobs, int *st)
   fq_warp *ws = wsa + warp;
   bool bad = false, erange = false;
 
-  /* 1. K tile -> shared memory */
-  {
+  /* 1. K tile -> shared memory. With key outliers each warp copies the
+   * rows it picks (warp + 8t), one group per row, so that after its value
+   * rows (step 2) it picks each as soon as it is in (step 3). */
+  const bool kpick = OUT && nko;
+  const uint32_t rpw = (G + KVS_CU_THREADS / 32 - 1) / (KVS_CU_THREADS / 32);  /* rows per warp */
+  if (kpick) {
+    const uint4 *src = (const uint4 *)J.k;
+    for (uint32_t t = 0; t < rpw; t++) {
+      const uint32_t r = warp + t * (KVS_CU_THREADS / 32);
+      if (r < G)
+        for (uint32_t i = r * O + lane; i < (r + 1) * O; i += 32) {
+          uint32_t sa = (uint32_t)__cvta_generic_to_shared(tile + i);
+          asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(sa),
+                       "l"(__cvta_generic_to_global(src + i)) : "memory");
+        }
+      asm volatile("cp.async.commit_group;\n" ::: "memory");
+    }
+  } else {
     const uint4 *src = (const uint4 *)J.k;
     const uint32_t n16 = G * O;
     for (uint32_t i = tid; i < n16; i += KVS_CU_THREADS) {
@@ -1188,34 +1271,14 @@ kvs_fquant_kernel(kvs_cu_args a, const kvs__cuda_qjob *jobs, int *st)
       }
     }
   }
+  /* 3. key outliers: each warp picks its own rows as they come in, with
+   * no barrier before (a pick between the value rows, KVS_FQ_KINTER in
+   * the measured variant, ran slower: more registers spilled) */
+  if (kpick)
+    for (uint32_t r = warp, t = 0; r < G; r += KVS_CU_THREADS / 32, t++)
+      fq_kpick<BF>(a, mask, blk, tile, r, rpw - 1u - t, nj, nko, ws, lane, bad);
   asm volatile("cp.async.wait_all;\n" ::: "memory");
   __syncthreads();
-
-  /* 3. key outliers: a warp per row of the tile */
-  if (OUT && nko) {
-    for (uint32_t r = warp; r < G; r += KVS_CU_THREADS / 32) {
-      uint32_t *ent = (uint32_t *)(blk + a.kout) + (size_t)r * nko;
-      if ((mask >> r) & 1u) {
-        for (uint32_t i = lane; i < nko; i += 32) ent[i] = 0;
-        continue;
-      }
-      uint4 d[KVS_FQ_NJ];
-#pragma unroll
-      for (int j = 0; j < KVS_FQ_NJ; j++)
-        d[j] = j < (int)nj ? tile[(size_t)r * O + 32u * j + lane] : make_uint4(0, 0, 0, 0);
-      /* NaN at the outliers in the tile: the ranges skip them */
-      const uint32_t sb = fq_outliers<BF>(d, nj, nko, ent, ws, lane, bad);
-      if (sb) {
-#pragma unroll
-        for (int j = 0; j < KVS_FQ_NJ; j++)
-          if (j < (int)nj)
-            tile[(size_t)r * O + 32u * j + lane] =
-                make_uint4(d[j].x | nanmask(sb, 4 * j), d[j].y | nanmask(sb, 4 * j + 1),
-                           d[j].z | nanmask(sb, 4 * j + 2), d[j].w | nanmask(sb, 4 * j + 3));
-      }
-    }
-    __syncthreads();
-  }
 
   /* 4. keys with outliers: ranges over the NaN-masked tile, the outliers
    * put back, then the codes */
