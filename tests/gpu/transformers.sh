@@ -21,6 +21,7 @@
 #    TTFT with and without a reused prefix on a random-weight 24-layer LLaMA
 #    (two processes; fails if reuse does not lower it);
 # 2. the package's client tests when pytest is there.
+# KVSINK_CHECKS=check_a,check_b runs only those checks of step 1.
 set -u
 top=$(cd "$(dirname "$0")/../.." && pwd)
 b=$(cd "${1:?usage: transformers.sh BUILDDIR [OUTDIR]}" && pwd)
