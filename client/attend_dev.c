@@ -309,7 +309,7 @@ int kvs_attend_device(kvs_client *c, kvs_table *const *tables, uint32_t n_seqs, 
       goto launch_failed;
     qf = (const float *)(b + o_q);
   }
-  kvs__cuda_ctx ctx = {a->d_status, cuda_stream};
+  kvs__cuda_ctx ctx = {.d_status = a->d_status, .stream = cuda_stream};
   if ((r = kvs__cuda_attn_decode_async(&ctx, &s, &pl, d_seqs, qf, out_dev, b + o_ws)) < 0)
     goto launch_failed;
   if (lse_dev &&

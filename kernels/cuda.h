@@ -44,6 +44,7 @@ typedef struct kvs__cuda_dqjob {
 typedef struct kvs__cuda_ctx {
   int *d_status;        /* device int */
   void *stream;         /* cudaStream_t; NULL = default stream */
+  int *h_status;        /* page-locked host int for the status read, or NULL */
 } kvs__cuda_ctx;
 
 int kvs__cuda_ctx_init(kvs__cuda_ctx *c);

@@ -1561,6 +1561,7 @@ extern "C" int kvs__cuda_ctx_init(kvs__cuda_ctx *c)
 {
   c->stream = NULL;
   c->d_status = NULL;
+  c->h_status = NULL;
   if (cudaMalloc((void **)&c->d_status, sizeof(int)) != cudaSuccess) {
     cudaGetLastError();
     return -ENOMEM;
@@ -1570,24 +1571,33 @@ extern "C" int kvs__cuda_ctx_init(kvs__cuda_ctx *c)
     c->d_status = NULL;
     return -EIO;
   }
+  /* page-locked: the status read is a DMA, not a copy through a bounce
+   * buffer (optional: without it kvs__cuda_finish reads into the stack) */
+  if (cudaHostAlloc((void **)&c->h_status, sizeof(int), cudaHostAllocDefault) != cudaSuccess) {
+    cudaGetLastError();
+    c->h_status = NULL;
+  }
   return 0;
 }
 
 extern "C" void kvs__cuda_ctx_close(kvs__cuda_ctx *c)
 {
   if (c->d_status) cudaFree(c->d_status);
+  if (c->h_status) cudaFreeHost(c->h_status);
   c->d_status = NULL;
+  c->h_status = NULL;
 }
 
 extern "C" int kvs__cuda_finish(kvs__cuda_ctx *c)
 {
-  int st = 0;
+  int st = 0, *hs = c->h_status ? c->h_status : &st;
   cudaStream_t s = (cudaStream_t)c->stream;
-  if (cudaMemcpyAsync(&st, c->d_status, sizeof st, cudaMemcpyDeviceToHost, s) != cudaSuccess ||
+  if (cudaMemcpyAsync(hs, c->d_status, sizeof st, cudaMemcpyDeviceToHost, s) != cudaSuccess ||
       cudaStreamSynchronize(s) != cudaSuccess) {
     cudaGetLastError();
     return -EIO;
   }
+  st = *hs;
   if (st && cudaMemsetAsync(c->d_status, 0, sizeof(int), s) != cudaSuccess) return -EIO;
   return st;
 }
