@@ -20,6 +20,9 @@
 #    (KVSINK_PROFILE=1: us per put and get in the store's phases, the
 #    kernels included, and in the daemon around them; the first put and get
 #    of a session not counted, as in the row).
+# MPS=1: the whole run under the CUDA Multi-Process Service (started here,
+# quit at the end): without it the clients' contexts and kvsinkd's
+# time-slice the GPU (kvsinkd(8) GPU SHARING, HACKING.md Decision 46).
 # Exit status: non-zero when a check fails (the figures are printed).
 # On a failure it explains: which values differ (bits, K/V, layer, token,
 # channel), both daemons' stats and the tail of their logs; with $OUT set
@@ -70,7 +73,16 @@ keep() {
   mkdir -p "$OUT/devseg" && cp -r "$tmp"/. "$OUT/devseg/" 2>/dev/null
   rm -f "$OUT/devseg/in" "$OUT/devseg/"*.sock "$OUT/devseg/"*.bin # the dumps: 16 MiB each
 }
-trap 'stop; [ $rc = 0 ] || keep; rm -rf "$tmp"' EXIT
+mps=
+if [ "${MPS:-0}" = 1 ]; then
+  command -v nvidia-cuda-mps-control >/dev/null 2>&1 || PATH=$PATH:/usr/local/cuda/bin
+  export CUDA_MPS_PIPE_DIRECTORY="$tmp/mps" CUDA_MPS_LOG_DIRECTORY="$tmp/mps-log"
+  mkdir -p "$CUDA_MPS_PIPE_DIRECTORY" "$CUDA_MPS_LOG_DIRECTORY"
+  nvidia-cuda-mps-control -d || { echo "MPS=1: nvidia-cuda-mps-control -d failed"; exit 1; }
+  mps=1
+  echo "MPS: on (pipes in $CUDA_MPS_PIPE_DIRECTORY)"
+fi
+trap 'stop; [ -n "$mps" ] && echo quit | nvidia-cuda-mps-control; [ $rc = 0 ] || keep; rm -rf "$tmp"' EXIT
 nvidia-smi --query-gpu=name,uuid,driver_version --format=csv,noheader 2>/dev/null | sed 's/^/GPU: /'
 
 start
