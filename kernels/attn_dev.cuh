@@ -30,6 +30,25 @@ struct at_args {
   float qscale;
 };
 
+/* A CUDA block's share of split-K: tokens [t0, t1) of sequence si, and
+ * the index of its first head's partial in the workspace (head h: + h *
+ * splits). False when the share is empty, its partials then marked empty
+ * (max -inf, sum 0) so the combine skips them; a sequence longer than the
+ * plan covers sets -EINVAL. Both kernels start this way. */
+static __device__ __forceinline__ bool at_share(const at_args &a, const kvs__attn_seq &S, uint32_t split, uint32_t j,
+                                                uint32_t si, uint32_t tid, uint32_t gq, uint32_t &t0, uint32_t &t1,
+                                                size_t &part, float *ws_ml, int *st)
+{
+  const uint32_t T = S.n_blocks * a.G + S.n_res;
+  t0 = split * a.span;
+  t1 = min(T, t0 + a.span);
+  part = ((size_t)si * a.nq + (size_t)j * gq) * a.splits + split;
+  if (split == 0 && tid == 0 && T > a.span * a.splits) atomicMin(st, -EINVAL);
+  if (t0 < t1) return true;
+  if (tid < gq) { ws_ml[2 * (part + tid * a.splits)] = -INFINITY; ws_ml[2 * (part + tid * a.splits) + 1] = 0.f; }
+  return false;
+}
+
 static __device__ __forceinline__ float h2f(uint16_t h, uint32_t dt)
 {
   if (dt == 2) return __bfloat162float(__ushort_as_bfloat16(h));
@@ -463,14 +482,9 @@ kvs_attn_kernel(at_args a, const kvs__attn_seq *seqs, const float *q, float *ws_
   const uint32_t split = blockIdx.x, j = blockIdx.y, si = blockIdx.z, tid = threadIdx.x;
   const uint32_t D = a.D, lane = tid & 31u, warp = tid >> 5;
   const kvs__attn_seq S = seqs[si];
-  const uint32_t T = S.n_blocks * a.G + S.n_res;
-  const uint32_t t0 = split * a.span, t1 = min(T, t0 + a.span);
-  const size_t part = ((size_t)si * a.nq + (size_t)j * GQ) * a.splits + split; /* head h: + h * splits */
-  if (split == 0 && tid == 0 && T > a.span * a.splits) atomicMin(st, -EINVAL);
-  if (t0 >= t1) {
-    if (tid < GQ) { ws_ml[2 * (part + tid * a.splits)] = -INFINITY; ws_ml[2 * (part + tid * a.splits) + 1] = 0.f; }
-    return;
-  }
+  uint32_t t0, t1;
+  size_t part;
+  if (!at_share(a, S, split, j, si, tid, GQ, t0, t1, part, ws_ml, st)) return;
   float *qs = sm, *ps = qs + GQ * D, *vcorr = ps + a.ct * GQ, *red = vcorr + GQ * D;
   float *wmax = red + a.ct * a.rs, *wsum = wmax + 4 * GQ, *mrun = wsum + 4 * GQ, *lrun = mrun + GQ;
   const float *qh = q + ((size_t)si * a.nq + (size_t)j * GQ) * D;

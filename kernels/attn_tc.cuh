@@ -487,14 +487,10 @@ kvs_attn_tc(at_args a, const kvs__attn_seq *seqs, const float *q, float *ws_acc,
   const uint32_t split = blockIdx.x, j = blockIdx.y, si = blockIdx.z, tid = threadIdx.x;
   const uint32_t lane = tid & 31u, w = tid >> 5, g = lane >> 2, t = lane & 3u, gq = a.nq / gridDim.y;
   const kvs__attn_seq S = seqs[si];
-  const uint32_t nbt = S.n_blocks * a.G, T = nbt + S.n_res;
-  const uint32_t t0 = split * a.span, t1 = min(T, t0 + a.span);
-  const size_t part = ((size_t)si * a.nq + (size_t)j * gq) * a.splits + split; /* head h: + h * splits */
-  if (split == 0 && tid == 0 && T > a.span * a.splits) atomicMin(st, -EINVAL);
-  if (t0 >= t1) {
-    if (tid < gq) { ws_ml[2 * (part + tid * a.splits)] = -INFINITY; ws_ml[2 * (part + tid * a.splits) + 1] = 0.f; }
-    return;
-  }
+  const uint32_t nbt = S.n_blocks * a.G;
+  uint32_t t0, t1;
+  size_t part;
+  if (!at_share(a, S, split, j, si, tid, gq, t0, t1, part, ws_ml, st)) return;
   tc_warp &X = W[w];
   const float *qh = q + ((size_t)si * a.nq + (size_t)j * gq) * TC_D;
   for (uint32_t i = tid; i < 4u * TC_D; i += TC_NW * 32u) qs[tc_qx(i / TC_D, i % TC_D)] = i / TC_D < gq ? qh[i] * a.qscale : 0.f;
