@@ -9,28 +9,34 @@
  * A warp owns whole blocks (tiles of 16 tokens) of its CUDA block's span
  * and keeps its own online softmax, whose running max moves only when a
  * score passes it by more than TC_LAZY; the four warps meet at the end.
- * Scores: S^T = K Q'^T as mma.m16n8k16 (bf16 in, fp32 accumulate), the
- * 16 tokens as rows, the 8 columns holding the g queries twice: q' =
- * q scale_c 2^B split into a bf16 high part (columns 0-3) and the rest
- * (4-7), so the products keep 16 bits of q' and the codes are exact.
- * The A operand is the codes themselves, as 1 + code / 2^B (one shift
- * and one masked OR per pair); the 1 and the mins are folded into a
- * per-query constant once per block:
- *   q . k = sum_c q_c (min_c - 2^B s_c) + sum_c q'_c (1 + code_c / 2^B).
- * The head dimension is a sum, so its order is free: a thread's A pairs
- * are (channel e, channel e + 4) of its own 8 channels, and q' follows
- * the same order. Values: O^T = V^T P'^T, dims as rows (8 tiles of 16),
- * tokens as k, p' = p scale_t 2^B split the same way, and
+ * Scores: S^T = K Q'^T as integer mma.m16n8k32 (codes u8 x digits s8,
+ * s32 accumulate), the 16 tokens as rows, the 8 columns holding the g
+ * queries twice: per block and query, q'_c = q_c scale_c is rounded to
+ * an integer Q_c = rn(q'_c / S) with |Q| <= 32000 (S = max_c |q'_c| /
+ * 32000: 15 bits relative to the block's largest product), split into a
+ * high digit (columns 0-3) and a low one (4-7), so the products are
+ * exact and one mma takes 32 channels:
+ *   q . k = S (256 sum_c hi_c code_c + sum_c lo_c code_c) + sum_c q_c min_c.
+ * The A operand is the codes themselves, one byte each (a shift and a
+ * mask per 4 codes). The head dimension is a sum, so its order is free:
+ * the channels of a thread's A bytes are those its codes already sit in,
+ * and Q's digits follow that order. Values: O^T = V^T P'^T, dims as rows
+ * (8 tiles of 16), tokens as k, in bf16 (p' spans far more than fp16's
+ * exponent range) with p' = p scale_t 2^B split into a bf16 high part
+ * and the rest, the codes as bf16 1 + code / 2^B (one shift and one
+ * masked OR per pair), and
  *   sum_t p_t (min_t + s_t code) = sum_t p'_t (1 + code / 2^B)
  *                                  + sum_t p_t (min_t - 2^B s_t)
  * with the second sum (per query and value group) kept apart. Each
  * m-tile's rows lie in one value group (v_group a multiple of 32), so
- * the group's scale can ride on the B operand. bf16 rather than fp16:
- * q' and p' span far more than fp16's exponent range.
+ * the group's scale can ride on the B operand. (Integers do not suit the
+ * values: p' changes scale every tile, and the int32 sums would need
+ * converting and rescaling per tile.)
  *
  * Tiles holding a sink row, residual tokens or the end of the sequence
- * go through a scalar path (scores by warp reduction, values into a
- * per-warp fp32 accumulator kept at its own running max); sparse
+ * go through a scalar path (every row located at once; scores two lanes
+ * a row, values into a per-warp fp32 accumulator kept at its own running
+ * max); sparse
  * outliers correct scores and that accumulator with raw - dequantized,
  * as kvs_attn_kernel does (which is the faster of the two for them: see
  * at_tc_ok). No 16-bit K or V is written anywhere. */
@@ -45,6 +51,9 @@
 #endif
 #define TC_D 128   /* head dim */
 #define TC_LAZY 8.f /* how far a score may pass the running max before it moves */
+#ifndef TC_KACC
+#define TC_KACC 2  /* key accumulators: mma chains of 4 / TC_KACC */
+#endif
 #ifndef TC_MINB
 #define TC_MINB 3  /* CUDA blocks per SM the registers must allow: 168 registers */
 #endif
@@ -58,6 +67,17 @@ static __device__ __forceinline__ void tc_mma(float (&d)[4], const uint32_t (&a)
   asm("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
       "{%0,%1,%2,%3};\n"
       : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3])
+      : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+#endif
+}
+/* D += A B, m16n8k32, A row-major u8 (4 registers of 4), B column-major
+ * s8 (2), D s32 (4): exact integer products. */
+static __device__ __forceinline__ void tc_mma8(int (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1)
+{
+#if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
+  asm("mma.sync.aligned.m16n8k32.row.col.s32.u8.s8.s32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, "
+      "{%0,%1,%2,%3};\n"
+      : "+r"(d[0]), "+r"(d[1]), "+r"(d[2]), "+r"(d[3])
       : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
 #endif
 }
@@ -125,14 +145,22 @@ static __device__ __forceinline__ uint16_t tc_half(uint2 v, uint32_t h)
 #define TC_QN (3u * TC_QR + TC_D + 12u)
 static __device__ __forceinline__ uint32_t tc_qx(uint32_t qi, uint32_t c) { return qi * TC_QR + c + 4u * (c >> 5); }
 
+struct tc_row { /* a row of a tile the scalar way (tc_rows) */
+  const uint8_t *data;  /* its block (quantized rows) */
+  const uint16_t *k, *v; /* 16-bit K and V (sink rows, the residual), else NULL */
+  uint32_t r, ok;       /* row in the block; before t1 */
+};
+
 struct __align__(16) tc_warp { /* one warp's shared memory */
   float sc[4][16];         /* scores, then probabilities [query][token] */
   float al[4], wm[4];      /* this tile's rescale and running max per query */
   float qm[4], mx[4];      /* key constant of the block; max xacc is kept at */
+  float qk[4];             /* the block's score per unit of the integer q' (tc_qprime) */
   float wb[4][4];          /* value constants [query][piece] */
   float xacc[4][TC_D];     /* scalar-path and outlier sums [query][channel] */
   uint4 ks[32];            /* a block's key scales (lanes 0-15) and mins (16-31) of the head */
   uint2 vs[2][16];         /* a tile's value scales [0] and mins [1] of the head's groups, per row */
+  tc_row rows[16];         /* a scalar tile's rows */
 };
 
 /* Shapes the tensor-core kernel can take (g: query heads per KV head).
@@ -158,74 +186,102 @@ static __device__ __forceinline__ uint32_t tc_base(uint32_t g, int i)
   return L1 ? 16u * g + 4u * i : 32u * i + 4u * g;
 }
 
-/* Keys of a fast tile: scores of rows g and g + 8 (k0: row g's 32
- * channels of this thread, k1: row g + 8's) into acc. */
+/* Keys of a fast tile as integers: acc[m % TC_KACC] += codes x digits of q'
+ * (tc_qprime) for mma m, rows g and g + 8 (k0: row g's 32 channels of
+ * this thread, k1: row g + 8's). The A operand is the codes themselves,
+ * one byte each, 4 a register: at 2 bits mma m takes codes m, m + 4,
+ * m + 8, m + 12 of each 16-code word (a shift and a mask), at 4 bits word
+ * m's even codes, then its odd ones. */
 template <int KB>
 static __device__ __forceinline__ void tc_keys(const uint32_t (&k0)[4], const uint32_t (&k1)[4],
-                                               const uint32_t (&qb)[8][2], uint32_t one, float (&acc)[2][4])
+                                               const uint32_t (&qb)[4][2], int (&acc)[TC_KACC][4])
 {
+  constexpr uint32_t M = KB == 2 ? 0x03030303u : 0x0f0f0f0fu;
 #pragma unroll
-  for (int o = 0; o < 4; o++) {
-    uint32_t x0, x1;
-    if (KB == 4) {
-      x0 = k0[o];
-      x1 = k1[o];
-    } else { /* 2 bits: octet o is 16 bits of word o / 2; codes 4-7 to the high half */
-      x0 = tc_perm(k0[o >> 1], 0u, (o & 1) ? 0x4342u : 0x4140u);
-      x1 = tc_perm(k1[o >> 1], 0u, (o & 1) ? 0x4342u : 0x4140u);
+  for (int m = 0; m < 4; m++) {
+    uint32_t a[4];
+    if (KB == 2) {
+      a[0] = (k0[0] >> (2 * m)) & M;
+      a[1] = (k1[0] >> (2 * m)) & M;
+      a[2] = (k0[1] >> (2 * m)) & M;
+      a[3] = (k1[1] >> (2 * m)) & M;
+    } else {
+      a[0] = k0[m] & M;
+      a[1] = k1[m] & M;
+      a[2] = (k0[m] >> 4) & M;
+      a[3] = (k1[m] >> 4) & M;
     }
-#pragma unroll
-    for (int h = 0; h < 2; h++) {
-      const uint32_t a[4] = {tc_pair<KB>(x0, 2 * h, one), tc_pair<KB>(x1, 2 * h, one), tc_pair<KB>(x0, 2 * h + 1, one),
-                             tc_pair<KB>(x1, 2 * h + 1, one)};
-      tc_mma(acc[h], a, qb[2 * o + h][0], qb[2 * o + h][1]);
-    }
+    tc_mma8(acc[m % TC_KACC], a, qb[m][0], qb[m][1]);
   }
 }
 
-/* q' of a block for this thread's B fragments (column g: query g & 3,
- * high part for g < 4, the rest above), from the block's key scales and
- * mins staged in X.ks, and the block's key constant into X.qm. Lanes g
- * and g + 4 (lane ^ 16) need the same products: each makes those of two
- * octets, both parts, and hands its partner the part it needs. */
+/* q' of a block for this thread's B fragments, as integers: per query,
+ * Q_c = rn(q_c scale_c / S) with S = max_c |q_c scale_c| / 32000, so
+ * |Q_c| <= 32000 splits into two s8 digits, hi = (Q + 128) >> 8
+ * (columns 0-3: query g) and lo = Q - 256 hi (columns 4-7), and
+ *   q . k = S (256 sum_c hi_c code_c + sum_c lo_c code_c) + sum_c q_c min_c.
+ * S into X.qk, the last sum into X.qm. With R = Q + 128, hi is R's byte 1
+ * and lo its byte 0 ^ 0x80: byte permutes pack them. Lanes g and g + 4
+ * (lane ^ 16) need the same Q: each makes 16 of the 32 channels' digits,
+ * both kinds, and hands its partner the kind it needs. */
 template <int KB>
-static __device__ __forceinline__ void tc_qprime(uint32_t g, uint32_t t, const float *qs, uint32_t (&qb)[8][2],
+static __device__ __forceinline__ void tc_qprime(uint32_t g, uint32_t t, const float *qs, uint32_t (&qb)[4][2],
                                                  tc_warp &X)
 {
   const uint32_t qi = g & 3u;
   const bool lo = g >= 4u;
-  const uint32_t o0 = lo ? 2u : 0u; /* this lane's octets: o0, o0 + 1 */
-  float qm = 0.f;
+  float x[16], qm = 0.f, mx = 0.f;
 #pragma unroll
   for (int i = 0; i < 2; i++) {
-    const uint32_t o = o0 + i;
+    const uint32_t o = (lo ? 2u : 0u) + i; /* this lane's octets: channels 32t + 16 lo .. + 15 */
     const uint4 su = X.ks[4u * t + o], mu = X.ks[16u + 4u * t + o];
     const uint16_t *sc = (const uint16_t *)&su, *mn = (const uint16_t *)&mu;
     const float4 *q4 = (const float4 *)&qs[tc_qx(qi, 32u * t + 8u * o)];
     const float4 qa = q4[0], qc = q4[1];
     const float qq[8] = {qa.x, qa.y, qa.z, qa.w, qc.x, qc.y, qc.z, qc.w};
-    float x[8];
 #pragma unroll
     for (int e = 0; e < 8; e++) {
-      const float qv = qq[e], sv = f16f(sc[e]);
-      x[e] = qv * sv * (float)(1u << KB);
-      qm = fmaf(qv, fmaf(sv, -(float)(1u << KB), f16f(mn[e])), qm);
+      x[8 * i + e] = qq[e] * f16f(sc[e]);
+      qm = fmaf(qq[e], f16f(mn[e]), qm);
+      mx = fmaxf(mx, fabsf(x[8 * i + e]));
     }
+  }
+  mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 16));
+  mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 1));
+  mx = fmaxf(mx, __shfl_xor_sync(0xffffffffu, mx, 2));
+  const float inv = mx > 1e-30f ? 32000.f / mx : 0.f;
+  /* R = rn(x inv) + 128 in the low 16 bits of a float in [2^23, 2^24),
+   * whose unit is 1: adding 1.5 * 2^23 rounds to an integer (to nearest
+   * even, as cvt.rni) without a conversion instruction */
+  int r[16];
 #pragma unroll
-    for (int h = 0; h < 2; h++)
+  for (int c = 0; c < 16; c++) r[c] = __float_as_int(fmaf(x[c], inv, 12582912.f + 128.f));
 #pragma unroll
-      for (int r = 0; r < 2; r++) {
-        const float xa = x[2 * h + r], xb = x[2 * h + r + 4];
-        const uint32_t hp = tc_bf2(xa, xb), lp = tc_bf2(xa - tc_lo(hp), xb - tc_hi(hp));
-        const uint32_t keep = lo ? lp : hp, got = __shfl_xor_sync(0xffffffffu, lo ? hp : lp, 16);
-        qb[2 * i + h][r] = lo ? got : keep;     /* octet i */
-        qb[2 * i + 4 + h][r] = lo ? keep : got; /* octet i + 2 */
-      }
+  for (int j = 0; j < 4; j++) {
+    /* slot j: 2 bits, b0 (lo: b1) of mma j, channels 4i + j; 4 bits, b(j & 1) of
+     * mma j / 2 (lo: + 2), channels 8 (j / 2) + 2i + (j & 1) */
+    int ch[4];
+#pragma unroll
+    for (int i = 0; i < 4; i++) ch[i] = KB == 2 ? 4 * i + j : 8 * (j >> 1) + 2 * i + (j & 1);
+    const uint32_t t01 = tc_perm((uint32_t)r[ch[0]], (uint32_t)r[ch[1]], 0x5140u);
+    const uint32_t t23 = tc_perm((uint32_t)r[ch[2]], (uint32_t)r[ch[3]], 0x5140u);
+    const uint32_t hw = tc_perm(t01, t23, 0x7632u), lw = tc_perm(t01, t23, 0x5410u) ^ 0x80808080u;
+    const uint32_t own = lo ? lw : hw, got = __shfl_xor_sync(0xffffffffu, lo ? hw : lw, 16);
+    if (KB == 2) {
+      qb[j][0] = lo ? got : own;
+      qb[j][1] = lo ? own : got;
+    } else {
+      qb[j >> 1][j & 1] = lo ? got : own;
+      qb[2 + (j >> 1)][j & 1] = lo ? own : got;
+    }
   }
   qm += __shfl_xor_sync(0xffffffffu, qm, 16);
   qm += __shfl_xor_sync(0xffffffffu, qm, 1);
   qm += __shfl_xor_sync(0xffffffffu, qm, 2);
-  if (t == 0 && g < 4u) X.qm[g] = qm;
+  if (t == 0 && g < 4u) {
+    X.qm[g] = qm;
+    X.qk[g] = mx * (1.f / 32000.f);
+  }
 }
 
 /* Values of a fast tile. vr[i]: token 4t + i's codes of this thread's
@@ -276,70 +332,95 @@ static __device__ __forceinline__ void tc_xsync(tc_warp &X, uint32_t lane)
   __syncwarp();
 }
 
-/* Scores of a tile the scalar way (sink rows, residual, dequantized
- * rows around them): lane l takes channels 4l .. 4l + 3; -inf past t1. */
+/* Where each row of a tile the scalar way lies (tc_rows): lane i < 16
+ * looks token tb + i up once; rows past t1 repeat token tb's (their
+ * probabilities are 0), so the loops below need no test per row. */
 template <int KB>
-static __device__ __forceinline__ void tc_keys_slow(const at_args &a, const kvs__attn_seq &S, uint32_t j, uint32_t tb,
-                                                    uint32_t t1, uint32_t lane, const float *qs, tc_warp &X)
+static __device__ __forceinline__ void tc_rows(const at_args &a, const kvs__attn_seq &S, uint32_t tb, uint32_t t1,
+                                               uint32_t lane, tc_warp &X)
 {
-  at_cur cur = {0xffffffffu, {nullptr, nullptr, 0}};
-  const uint32_t c0 = j * TC_D + 4u * lane;
-  for (uint32_t i = 0; i < 16u; i++) {
-    const uint32_t tt = tb + i;
-    float part[4] = {0.f, 0.f, 0.f, 0.f};
-    if (tt < t1) {
-      const at_tok k = locate(a, S, cur, tt);
-      float x[4];
-      if (k.raw) {
-#pragma unroll
-        for (int e = 0; e < 4; e++) x[e] = h2f(k.raw[c0 + e], a.dt);
-      } else {
-        const uint8_t *row = k.data + a.kcodes + (size_t)k.r * a.kstride;
-        const uint16_t *ks = (const uint16_t *)(k.data + a.kscale), *km = (const uint16_t *)(k.data + a.kmin);
-#pragma unroll
-        for (int e = 0; e < 4; e++) x[e] = f16f(km[c0 + e]) + (float)code_at(row, c0 + e, KB) * f16f(ks[c0 + e]);
-      }
-#pragma unroll
-      for (int q = 0; q < 4; q++) {
-        float s = 0.f;
-#pragma unroll
-        for (int e = 0; e < 4; e++) s = fmaf(qs[tc_qx(q, 4u * lane + e)], x[e], s);
-        part[q] = s;
-      }
-    }
-#pragma unroll
-    for (int q = 0; q < 4; q++)
-      for (int off = 16; off; off >>= 1) part[q] += __shfl_xor_sync(0xffffffffu, part[q], off);
-    if (lane == 0)
-#pragma unroll
-      for (int q = 0; q < 4; q++) X.sc[q][i] = tt < t1 ? part[q] : -INFINITY;
+  if (lane < 16u) {
+    const uint32_t tt = tb + lane, src = tt < t1 ? tt : tb, nbt = S.n_blocks * a.G;
+    at_cur cur = {0xffffffffu, {nullptr, nullptr, 0}};
+    const at_tok k = locate(a, S, cur, src);
+    tc_row R;
+    R.data = k.data;
+    R.r = k.r;
+    R.ok = tt < t1;
+    R.k = k.raw;
+    R.v = !k.raw ? nullptr : k.data ? k.raw + a.C : S.res_v + (size_t)(src - nbt) * a.C;
+    X.rows[lane] = R;
   }
+  __syncwarp();
 }
 
-/* Values of a tile the scalar way, into xacc (already at wm). */
+/* Scores of a tile the scalar way (sink rows, residual, the quantized
+ * rows around them), all rows at once: lane 2i + h takes row i's
+ * channels 64h .. 64h + 63; -inf past t1. */
+template <int KB>
+static __device__ __forceinline__ void tc_keys_slow(const at_args &a, uint32_t j, uint32_t lane, const float *qs,
+                                                    tc_warp &X)
+{
+  const uint32_t i = lane >> 1, h = lane & 1u, c0 = j * TC_D + 64u * h;
+  const tc_row R = X.rows[i];
+  float part[4] = {0.f, 0.f, 0.f, 0.f};
+#pragma unroll(KB == 2 ? 1 : 2) /* registers: measured best (HACKING Decision 45) */
+  for (uint32_t o = 0; o < 8u; o++) {
+    float x[8];
+    if (R.k) {
+      const uint4 u = *(const uint4 *)(R.k + c0 + 8u * o);
+      const uint16_t *hv = (const uint16_t *)&u;
+#pragma unroll
+      for (int e = 0; e < 8; e++) x[e] = h2f(hv[e], a.dt);
+    } else {
+      const uint8_t *row = R.data + a.kcodes + (size_t)R.r * a.kstride;
+      const uint4 su = *(const uint4 *)((const uint16_t *)(R.data + a.kscale) + c0 + 8u * o);
+      const uint4 mu = *(const uint4 *)((const uint16_t *)(R.data + a.kmin) + c0 + 8u * o);
+      const uint16_t *sc = (const uint16_t *)&su, *mn = (const uint16_t *)&mu;
+      /* 8 codes: 16 bits (2-bit) or 32 (4-bit) */
+      const uint32_t w = KB == 2 ? (uint32_t)((const uint16_t *)row)[(c0 + 8u * o) >> 3]
+                                 : ((const uint32_t *)row)[(c0 + 8u * o) >> 3];
+#pragma unroll
+      for (int e = 0; e < 8; e++) x[e] = f16f(mn[e]) + (float)((w >> (KB * e)) & ((1u << KB) - 1u)) * f16f(sc[e]);
+    }
+#pragma unroll
+    for (int q = 0; q < 4; q++) {
+      const float4 *q4 = (const float4 *)&qs[tc_qx((uint32_t)q, 64u * h + 8u * o)];
+      const float4 qa = q4[0], qc = q4[1];
+      part[q] = fmaf(qa.x, x[0], fmaf(qa.y, x[1], fmaf(qa.z, x[2], fmaf(qa.w, x[3], part[q]))));
+      part[q] = fmaf(qc.x, x[4], fmaf(qc.y, x[5], fmaf(qc.z, x[6], fmaf(qc.w, x[7], part[q]))));
+    }
+  }
+#pragma unroll
+  for (int q = 0; q < 4; q++) part[q] += __shfl_xor_sync(0xffffffffu, part[q], 1);
+  if (h == 0u)
+#pragma unroll
+    for (int q = 0; q < 4; q++) X.sc[q][i] = R.ok ? part[q] : -INFINITY;
+}
+
+/* Values of a tile the scalar way, into xacc (already at wm): lane l
+ * takes channels 4l .. 4l + 3 of every row (rows past t1 have p = 0). */
 template <int VB>
-static __device__ __forceinline__ void tc_values_slow(const at_args &a, const kvs__attn_seq &S, uint32_t j,
-                                                      uint32_t tb, uint32_t t1, uint32_t lane, uint32_t gq,
+static __device__ __forceinline__ void tc_values_slow(const at_args &a, uint32_t j, uint32_t lane, uint32_t gq,
                                                       tc_warp &X)
 {
-  at_cur cur = {0xffffffffu, {nullptr, nullptr, 0}};
-  const uint32_t nbt = S.n_blocks * a.G, c0 = j * TC_D + 4u * lane, ng = a.C / a.vg;
+  const uint32_t c0 = j * TC_D + 4u * lane, ng = a.C / a.vg, gi = c0 / a.vg; /* 4 channels, one group */
   float acc[4][4] = {};
-  for (uint32_t i = 0; i < 16u && tb + i < t1; i++) {
-    const uint32_t tt = tb + i;
-    const at_tok k = locate(a, S, cur, tt);
+#pragma unroll 1
+  for (uint32_t i = 0; i < 16u; i++) {
+    const tc_row R = X.rows[i];
     float x[4];
-    if (k.raw) {
-      const uint16_t *vr = k.data ? k.raw + a.C : S.res_v + (size_t)(tt - nbt) * a.C;
-#pragma unroll
-      for (int e = 0; e < 4; e++) x[e] = h2f(vr[c0 + e], a.dt);
+    if (R.v) {
+      const uint2 u = *(const uint2 *)(R.v + c0);
+      x[0] = h2f((uint16_t)u.x, a.dt); x[1] = h2f((uint16_t)(u.x >> 16), a.dt);
+      x[2] = h2f((uint16_t)u.y, a.dt); x[3] = h2f((uint16_t)(u.y >> 16), a.dt);
     } else {
-      const uint8_t *row = k.data + a.vcodes + (size_t)k.r * a.vstride;
-      const uint16_t *vs = (const uint16_t *)(k.data + a.vscale) + (size_t)k.r * ng;
-      const uint16_t *vm = (const uint16_t *)(k.data + a.vmin) + (size_t)k.r * ng;
-      const float s = f16f(vs[c0 / a.vg]), m = f16f(vm[c0 / a.vg]); /* 4 channels, one group */
+      const uint8_t *row = R.data + a.vcodes + (size_t)R.r * a.vstride;
+      const float s = f16f(((const uint16_t *)(R.data + a.vscale))[(size_t)R.r * ng + gi]);
+      const float m = f16f(((const uint16_t *)(R.data + a.vmin))[(size_t)R.r * ng + gi]);
+      const uint32_t w = VB == 2 ? (uint32_t)row[c0 >> 2] : (uint32_t)((const uint16_t *)row)[c0 >> 2];
 #pragma unroll
-      for (int e = 0; e < 4; e++) x[e] = m + (float)code_at(row, c0 + e, VB) * s;
+      for (int e = 0; e < 4; e++) x[e] = m + (float)((w >> (VB * e)) & ((1u << VB) - 1u)) * s;
     }
 #pragma unroll
     for (int q = 0; q < 4; q++) {
@@ -503,7 +584,7 @@ kvs_attn_tc(at_args a, const kvs__attn_seq *seqs, const float *q, float *ws_acc,
 #pragma unroll
   for (int i = 0; i < 4; i++) lg[i] = L1 ? 0u : 32u * i / a.vg;
   float o[8][4] = {}, bias[4] = {}, m_run = -INFINITY, l_run = 0.f;
-  uint32_t qb[8][2] = {};
+  uint32_t qb[4][2] = {};
 
   /* this warp's tiles: the blocks w, w + 4, ... of the span, in order;
    * views two tiles ahead, loads one ahead, into two buffers in turn */
@@ -552,23 +633,27 @@ kvs_attn_tc(at_args a, const kvs__attn_seq *seqs, const float *q, float *ws_acc,
       }
       X.vs[lane >> 4][lane & 15u] = C.vs;
       __syncwarp();
-      float acc[2][4] = {};
-      tc_keys<KB>(C.k0, C.k1, qb, ge.one, acc);
+      int acc[TC_KACC][4] = {};
+      tc_keys<KB>(C.k0, C.k1, qb, acc);
       float c[4];
 #pragma unroll
       for (int e = 0; e < 4; e++) {
-        c[e] = acc[0][e] + acc[1][e];
-        c[e] += __shfl_xor_sync(0xffffffffu, c[e], 2); /* high parts + the rest */
+        int v = acc[0][e];
+#pragma unroll
+        for (int h = 1; h < TC_KACC; h++) v += acc[h][e];
+        const int u = (int)__shfl_xor_sync(0xffffffffu, (uint32_t)v, 2); /* lanes t < 2: the lo digits' sums */
+        c[e] = (float)(v * 256 + u);
       }
       if (t < 2u) {
-        const float qa = X.qm[2u * t], qc = X.qm[2u * t + 1u];
-        X.sc[2u * t][g] = c[0] + qa;
-        X.sc[2u * t + 1u][g] = c[1] + qc;
-        X.sc[2u * t][g + 8u] = c[2] + qa;
-        X.sc[2u * t + 1u][g + 8u] = c[3] + qc;
+        const float qa = X.qm[2u * t], qc = X.qm[2u * t + 1u], sa = X.qk[2u * t], sc = X.qk[2u * t + 1u];
+        X.sc[2u * t][g] = fmaf(c[0], sa, qa);
+        X.sc[2u * t + 1u][g] = fmaf(c[1], sc, qc);
+        X.sc[2u * t][g + 8u] = fmaf(c[2], sa, qa);
+        X.sc[2u * t + 1u][g + 8u] = fmaf(c[3], sc, qc);
       }
     } else {
-      tc_keys_slow<KB>(a, S, j, tb, t1, lane, qs, X);
+      tc_rows<KB>(a, S, tb, t1, lane, X);
+      tc_keys_slow<KB>(a, j, lane, qs, X);
     }
     if (a.nko && tb < nbt) {
       __syncwarp();
@@ -634,7 +719,7 @@ kvs_attn_tc(at_args a, const kvs__attn_seq *seqs, const float *q, float *ws_acc,
     }
     if (!fast || a.nvo) {
       tc_xsync(X, lane);
-      if (!fast) tc_values_slow<VB>(a, S, j, tb, t1, lane, gq, X);
+      if (!fast) tc_values_slow<VB>(a, j, lane, gq, X);
       if (a.nvo && tb < nbt) {
         __syncwarp();
         tc_outliers<VB, false>(a, S, j, tb, t1, lane, gq, qs, X, st);

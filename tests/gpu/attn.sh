@@ -10,7 +10,8 @@
 # 3. attn_test bench: 2/3/4 bits x contexts 4k..128k x batch 1/8/64;
 # 4. when PyTorch is present, fp16 SDPA on the same shapes, then the table
 #    with speedups and the bytes-read limits (OUTDIR/attn_table.md).
-# ATTN_ONLY=BITS:T:B benches one case; ATTN_BUILD_ONLY=DIR only builds
+# ATTN_ONLY=BITS:T:B benches one case (ATTN_PLAIN=1: without the sink row and
+# the residual, to see what they cost); ATTN_BUILD_ONLY=DIR only builds
 # (the program lands in DIR), e.g. for ncu.
 # 5. the CUDA-core kernel alone (KVSINK_ATTN_TC=0) on four of the shapes the
 #    tensor-core kernel takes, for comparison (OUTDIR/attn_cuda_cores.txt).

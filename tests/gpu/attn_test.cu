@@ -310,7 +310,10 @@ static int bench(const char *csv)
   printf("device %s, D2D copy %.0f GB/s (read + write)\n", prop.name, bw / 1e9);
   fprintf(f, "device,%s\ncopy_bw_gbs,%.1f\nbits,T,B,us,bytes,limit_us\n", prop.name, bw / 1e9);
 
-  const uint32_t KVH = 8, QH = 32, D = 128, C = KVH * D, G = 32, NRES = 31;
+  const uint32_t KVH = 8, QH = 32, D = 128, C = KVH * D, G = 32;
+  /* ATTN_PLAIN=1: no sink row and no residual (what those cost) */
+  const bool plain = getenv("ATTN_PLAIN") != nullptr;
+  const uint32_t NRES = plain ? 0 : 31;
   const uint32_t Ts[] = {4096, 16384, 32768, 65536, 131072}, Bs[] = {1, 8, 64}, bits_[] = {2, 3, 4};
   const uint32_t STAGE = 1024; /* blocks generated and quantized per launch */
   __half *sk, *sv;
@@ -378,8 +381,8 @@ static int bench(const char *csv)
           hrl[s] = rows + (size_t)s * rowb / 2;
           for (uint32_t b = 0; b < nb; b++) {
             size_t i = (size_t)s * nb + b;
-            hv[i] = kvs__attn_block{blocks + i * tot, b == 0 ? (const uint16_t *const *)(rowlist + s) : nullptr,
-                                    b == 0 ? 1ull : 0ull};
+            hv[i] = kvs__attn_block{blocks + i * tot, b == 0 && !plain ? (const uint16_t *const *)(rowlist + s) : nullptr,
+                                    b == 0 && !plain ? 1ull : 0ull};
           }
           hs[s] = kvs__attn_seq{views + (size_t)s * nb, nb, NRES, (const uint16_t *)(res + (size_t)s * 2 * NRES * C),
                                 (const uint16_t *)(res + (size_t)s * 2 * NRES * C + (size_t)NRES * C)};
@@ -402,7 +405,7 @@ static int bench(const char *csv)
           CK(cudaGetLastError());
           for (uint32_t i = 0; i < m; i++) {
             size_t bi = b0 + i;
-            bool first = bi % nb == 0;
+            bool first = bi % nb == 0 && !plain;
             jobs[i] = kvs__cuda_qjob{(const uint16_t *)(sk + (size_t)i * G * C), (const uint16_t *)(sv + (size_t)i * G * C),
                                      blocks + bi * tot, first ? (uint16_t *const *)(rowlist + bi / nb) : nullptr,
                                      first ? 1ull : 0ull};

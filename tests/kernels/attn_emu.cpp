@@ -67,7 +67,7 @@ static float __uint_as_float(uint32_t u) { float f; memcpy(&f, &u, 4); return f;
 static uint32_t min(uint32_t a, uint32_t b) { return a < b ? a : b; }
 static void __syncwarp() { wbar[threadIdx.x / 32]->arrive_and_wait(); }
 /* The tensor-core kernel's three device primitives (kernels/attn_tc.cuh):
- * mma.m16n8k16 through the PTX fragment layouts (every lane posts its
+ * mma.m16n8k16 (and the integer m16n8k32) through the PTX fragment layouts (every lane posts its
  * registers, each computes its own accumulators), byte permute and bf16
  * rounding (to nearest even). */
 #define KVS_ATTN_EMU 1
@@ -90,6 +90,24 @@ static void tc_mma(float (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t 
   }
   wbar[w]->arrive_and_wait();
 }
+/* mma.m16n8k32 u8 x s8 -> s32, the same way */
+static void tc_mma8(int (&d)[4], const uint32_t (&a)[4], uint32_t b0, uint32_t b1)
+{
+  const int w = threadIdx.x / 32, l = threadIdx.x % 32, g = l / 4, t = l % 4;
+  for (int i = 0; i < 4; i++) mma_a[w][l][i] = a[i];
+  mma_b[w][l][0] = b0; mma_b[w][l][1] = b1;
+  wbar[w]->arrive_and_wait();
+  auto A = [&](int r, int k) { return (int)(uint8_t)(mma_a[w][(r % 8) * 4 + (k % 16) / 4][(r >= 8) + 2 * (k >= 16)] >> (8 * (k % 4))); };
+  auto B = [&](int k, int n) { return (int)(int8_t)(uint8_t)(mma_b[w][n * 4 + (k % 16) / 4][k >= 16] >> (8 * (k % 4))); };
+  for (int e = 0; e < 4; e++) {
+    const int r = g + 8 * (e >> 1), n = 2 * t + (e & 1);
+    int s = 0;
+    for (int k = 0; k < 32; k++) s += A(r, k) * B(k, n);
+    d[e] += s;
+  }
+  wbar[w]->arrive_and_wait();
+}
+static int __float_as_int(float x) { int i; memcpy(&i, &x, 4); return i; }
 static uint32_t tc_perm(uint32_t x, uint32_t y, uint32_t s)
 {
   const uint64_t v = (uint64_t)y << 32 | x;
