@@ -197,7 +197,7 @@ static int connect_impl(kvs_client **out, const char *socket_path, const kvs_mod
   }
   snprintf(c->socket_path, sizeof c->socket_path, "%s", path);
 
-  c->spin_us = kvs__conn_env_spin();
+  c->spin_set = kvs__conn_env_spin(&c->spin_us);
   r = kvs__conn_open(&c->conn, c->socket_path);
   if (r < 0) {
     free(c);
@@ -318,6 +318,20 @@ static int simple_call(kvs_client *c, kvs__req *req, kvs__rep *rep)
   return r;
 }
 
+/* A device put or get: unless the caller chose a busy-poll (0 included),
+ * wait for the reply by spinning up to KVS__CONN_DEV_SPIN_US, as a CUDA
+ * synchronize does by default, instead of sleeping through the daemon's
+ * kernels: waking a sleeping thread cost a bulk get ~40-50 us on an H200
+ * (HACKING.md Decision 48). Host requests keep Decision 41's opt-in. */
+static int dev_call(kvs_client *c, kvs__req *req, kvs__rep *rep)
+{
+  if (!c->spin_set)
+    c->conn.spin_us = KVS__CONN_DEV_SPIN_US;
+  int r = simple_call(c, req, rep);
+  c->conn.spin_us = c->spin_us;
+  return r;
+}
+
 static int put(kvs_client *c, const kvs_put_args *a, kvs_put_result *res, int dev)
 {
   kvs__req req;
@@ -348,7 +362,7 @@ static int put(kvs_client *c, const kvs_put_args *a, kvs_put_result *res, int de
       return sr;
     }
   }
-  int r = simple_call(c, &req, &rep);
+  int r = dev ? dev_call(c, &req, &rep) : simple_call(c, &req, &rep);
   if (r == 0 && res) {
     res->quantized = rep.quantized;
     res->sinks = rep.sinks;
@@ -411,7 +425,7 @@ static int get(kvs_client *c, uint64_t seq, uint32_t start, uint32_t n_tokens, u
   req.k_off = k_off;
   req.v_off = v_off;
   req.dev = dev;
-  int r = simple_call(c, &req, &rep);
+  int r = dev ? dev_call(c, &req, &rep) : simple_call(c, &req, &rep);
   kvs__rep_free(&rep);
   return r;
 }
@@ -452,6 +466,7 @@ int kvs_set_busy_poll(kvs_client *c, unsigned usec)
   if (!c || usec > KVS__CONN_MAX_SPIN_US)
     return -EINVAL;
   c->spin_us = c->conn.spin_us = usec;
+  c->spin_set = 1;
   return 0;
 }
 

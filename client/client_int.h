@@ -26,6 +26,8 @@ struct kvs_client {
   kvs__vmm dseg;            /* device segment mapping; ptr 0 = none */
   kvs__umaps *umaps;        /* pool units mapped read-only (attend.c) */
   uint32_t spin_us;         /* kvs_set_busy_poll; survives kvs_reconnect */
+  int spin_set;             /* spin_us chosen (call or environment): device
+                             * puts and gets use it, not KVS__CONN_DEV_SPIN_US */
 };
 
 /* Unmap what attend.c mapped for c (tables still alive keep theirs). */

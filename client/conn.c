@@ -28,16 +28,18 @@ void kvs__conn_seterr(kvs__conn *c, int err, const char *what)
   snprintf(c->errmsg, sizeof c->errmsg, "%s: %s", what, kvs_strerror(err));
 }
 
-uint32_t kvs__conn_env_spin(void)
+int kvs__conn_env_spin(uint32_t *us)
 {
   const char *env = getenv("KVSINK_BUSY_POLL_US");
+  *us = 0;
   if (!env || !*env)
     return 0;
   char *end;
   unsigned long v = strtoul(env, &end, 10);
   if (*end || env[0] == '-')
     return 0;
-  return v > KVS__CONN_MAX_SPIN_US ? KVS__CONN_MAX_SPIN_US : (uint32_t)v;
+  *us = v > KVS__CONN_MAX_SPIN_US ? KVS__CONN_MAX_SPIN_US : (uint32_t)v;
+  return 1;
 }
 
 int kvs__conn_open(kvs__conn *c, const char *path)

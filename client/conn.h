@@ -14,6 +14,10 @@
 #define KVS__CONN_RBUF 4096u
 /* Bound of the busy-poll spin (kvs_set_busy_poll, $KVSINK_BUSY_POLL_US). */
 #define KVS__CONN_MAX_SPIN_US 100000u
+/* The spin of device puts and gets when neither kvs_set_busy_poll nor
+ * $KVSINK_BUSY_POLL_US chose one (HACKING.md Decision 48): a bulk device
+ * get takes ~130 us in kvsinkd, a bulk put 500-800 us. */
+#define KVS__CONN_DEV_SPIN_US 1000u
 
 typedef struct kvs__conn {
   int fd;
@@ -28,8 +32,10 @@ typedef struct kvs__conn {
 /* Socket path: path, else $KVSINK_SOCKET, else the system default. */
 const char *kvs__conn_default_path(const char *path);
 
-/* $KVSINK_BUSY_POLL_US as microseconds (capped), 0 when unset or invalid. */
-uint32_t kvs__conn_env_spin(void);
+/* $KVSINK_BUSY_POLL_US as microseconds (capped) into *us: 1 when it is
+ * set to a number (0 included), else 0 with *us = 0 (unset, empty or
+ * invalid). */
+int kvs__conn_env_spin(uint32_t *us);
 
 /* Connect; 0 or -errno. */
 int kvs__conn_open(kvs__conn *c, const char *path);

@@ -2,6 +2,7 @@
 /* Device segments in the request layer (daemon/ops_dev.h). */
 #include <errno.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "daemon/log.h"
@@ -191,6 +192,16 @@ int kvs__opsdev_get_dst(kvs__sess_state *st, const kvs__req *rq, uint64_t kvb, u
   return 0;
 }
 
+static int get_sync(void)
+{
+  static int v = -1;
+  if (v < 0) {
+    const char *e = getenv("KVSINK_GET_SYNC");
+    v = e && !strcmp(e, "1");
+  }
+  return v;
+}
+
 int kvs__opsdev_get_done(kvs__sess_state *st, const kvs__req *rq, uint64_t kvb, uint16_t *kp,
                          uint16_t *vp, const kvs__opsdev_get *g, kvs__rep *rep)
 {
@@ -203,6 +214,11 @@ int kvs__opsdev_get_done(kvs__sess_state *st, const kvs__req *rq, uint64_t kvb, 
     return 0;
   }
   if (!rq->dev || !kp) return 0;
+  /* dequantized into the segment: kvs__seq_get_dev returned once all of
+   * it was written (its kernels and copies waited for), so the reply can
+   * go now (KVSINK_GET_SYNC=1: a context synchronize first, as before;
+   * for A/B runs, Decision 48) */
+  if (!g->up && !get_sync()) return 0;
   /* queued from the pinned stage, waited for once below */
   if (g->up && rq->v_off == rq->k_off + kvb) /* the stage holds K then V */
     r = kvs__devseg_from_host_async(d, rq->k_off, kp, 2 * (size_t)kvb);

@@ -170,9 +170,11 @@ int kvs_ping(kvs_client *c);
 /* Busy-poll: wait for each reply by spinning on a non-blocking read for up
  * to usec microseconds (at most 100000) before sleeping in a blocking one,
  * which saves the sleep and wakeup of small requests (decode steps) at the
- * price of a busy core while a reply is awaited. 0 (the default, or
- * $KVSINK_BUSY_POLL_US at connect) = off. Kept across kvs_reconnect.
- * 0 or -EINVAL. */
+ * price of a busy core while a reply is awaited. 0 = off. Until it is set
+ * here or by $KVSINK_BUSY_POLL_US at connect, host requests do not spin and
+ * device puts and gets (kvs_put_device, kvs_get_device) spin up to 1000 us,
+ * as a CUDA synchronize does; setting it (0 too) applies to all requests.
+ * Kept across kvs_reconnect. 0 or -EINVAL. */
 int kvs_set_busy_poll(kvs_client *c, unsigned usec);
 
 /* ---- Attend: decode attention over the compressed cache ----

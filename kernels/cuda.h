@@ -66,6 +66,9 @@ int kvs__cuda_dequantize_async(kvs__cuda_ctx *c, const kvs__qparams *p, const kv
                                const kvs__cuda_dqjob *d_jobs, uint32_t n);
 /* Synchronize and read (then clear) the status word. */
 int kvs__cuda_finish(kvs__cuda_ctx *c);
+/* Synchronize only (the dequantize kernel sets no status word): 0 or
+ * -EIO. */
+int kvs__cuda_sync(kvs__cuda_ctx *c);
 /* 1 when kvs__cuda_quantize of p's shape loads every input element of a
  * job once from global memory (its NaN/Inf check and its codes come from
  * that one load) as long as the job's k, v and block are 16-byte aligned:

@@ -1602,6 +1602,15 @@ extern "C" int kvs__cuda_finish(kvs__cuda_ctx *c)
   return st;
 }
 
+extern "C" int kvs__cuda_sync(kvs__cuda_ctx *c)
+{
+  if (cudaStreamSynchronize((cudaStream_t)c->stream) != cudaSuccess) {
+    cudaGetLastError();
+    return -EIO;
+  }
+  return 0;
+}
+
 extern "C" int kvs__cuda_quantize_async(kvs__cuda_ctx *c, const kvs__qparams *p,
                                         const kvs__qlayout *l, const kvs__cuda_qjob *d_jobs,
                                         uint32_t n)

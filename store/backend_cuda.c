@@ -287,8 +287,15 @@ static int cu_dequantize_n(kvs__backend *b, const kvs__qparams *p, const kvs__dq
     cudaGetLastError();
     goto out;
   }
-  rc = kvs__cuda_dequantize(&c->ctx, p, &l, (const kvs__cuda_dqjob *)d, n);
-  if (rc || !nh) goto out;
+  /* the dequantize kernel sets no status word: the copy down of host
+   * items' rows, else a synchronize, is the wait (a failed launch or
+   * kernel shows there) */
+  rc = kvs__cuda_dequantize_async(&c->ctx, p, &l, (const kvs__cuda_dqjob *)d, n);
+  if (rc) goto out;
+  if (!nh) {
+    rc = kvs__cuda_sync(&c->ctx);
+    goto out;
+  }
   if (cudaMemcpy(h + bl.k, d + bl.k, bl.total - bl.k, cudaMemcpyDeviceToHost) != cudaSuccess) {
     cudaGetLastError();
     rc = -EIO;
@@ -303,6 +310,17 @@ static int cu_dequantize_n(kvs__backend *b, const kvs__qparams *p, const kvs__dq
     oo += align16(bytes);
   }
 out:
+  pthread_mutex_unlock(&c->lock);
+  return rc;
+}
+
+/* Copies up from pageable memory (cu_copy: a get's residual rows) may
+ * return before their DMA is done; the legacy stream orders them. */
+static int cu_sync(kvs__backend *b)
+{
+  cuda_priv *c = b->priv;
+  pthread_mutex_lock(&c->lock);
+  int rc = cudaSetDevice(c->device) == cudaSuccess ? kvs__cuda_sync(&c->ctx) : -EIO;
   pthread_mutex_unlock(&c->lock);
   return rc;
 }
@@ -388,6 +406,7 @@ kvs__backend *kvs__backend_cuda_open(int device, char *errmsg)
   b->reads_once = cu_reads_once;
   b->quantize_start = cu_quantize_start;
   b->quantize_wait = cu_quantize_wait;
+  b->sync = cu_sync;
   /* A/B switches for tests/gpu (HACKING.md Decision 36), not settings:
    * KVSINK_DEV_INPLACE=0 stages every device put (no quantizing in place),
    * KVSINK_PUT_QUEUE=0 quantizes a put's blocks in one launch at the end */

@@ -140,7 +140,7 @@ static int seq_get(kvs__seq *q, uint32_t start, uint32_t n, uint32_t lb, uint32_
       cap = KVS_BATCH_MAX;
     }
   }
-  int rc = 0;
+  int rc = 0, tail = 0; /* tail: a residual copy up since the last dequantize call */
   uint32_t m = 0;
   uint64_t t0 = kvs__prof_now(st), tk = 0, tr = 0, t1, nblk = 0;
   for (uint32_t l = lb; l < le; l++) {
@@ -161,6 +161,7 @@ static int seq_get(kvs__seq *q, uint32_t start, uint32_t n, uint32_t lb, uint32_
           rc = kvs__backend_dequantize_n(st->be, &sp->qp, items, m);
           tk += kvs__prof_now(st) - t1;
           m = 0;
+          tail = 0;
           if (rc < 0) {
             rc = kvs__fail(errmsg, rc, "dequantization failed");
             goto out;
@@ -175,6 +176,7 @@ static int seq_get(kvs__seq *q, uint32_t start, uint32_t n, uint32_t lb, uint32_
           rc = kvs__backend_copy(st->be, k + o, L->rk + ro, rows * C * 2u, 1);
           if (rc == 0)
             rc = kvs__backend_copy(st->be, v + o, L->rv + ro, rows * C * 2u, 1);
+          tail = 1;
           if (rc < 0) {
             rc = kvs__fail(errmsg, rc, "copy to device memory failed");
             goto out;
@@ -194,6 +196,19 @@ static int seq_get(kvs__seq *q, uint32_t start, uint32_t n, uint32_t lb, uint32_
     goto out;
   }
   tk += kvs__prof_now(st) - t1;
+  /* the last residual copies came after the last launch (or there was
+   * none): nothing waited for them yet */
+  if (m)
+    tail = 0;
+  if (tail && st->be->sync) {
+    t1 = kvs__prof_now(st);
+    rc = st->be->sync(st->be);
+    tr += kvs__prof_now(st) - t1;
+    if (rc < 0) {
+      rc = kvs__fail(errmsg, rc, "copy to device memory failed");
+      goto out;
+    }
+  }
   st->gets++;
   st->bytes_out += (uint64_t)(le - lb) * n * C * 2u * 2u;
 out:

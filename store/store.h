@@ -103,6 +103,11 @@ typedef struct kvs__backend {
   int (*quantize_start)(struct kvs__backend *b, const kvs__qparams *p, const kvs__qitem *it,
                         uint32_t n);
   int (*quantize_wait)(struct kvs__backend *b);
+  /* Optional (dev_io): wait until every copy into the pool's memory is
+   * complete: copy() to device memory may return while its DMA still runs
+   * (CUDA from pageable memory). dequantize_n returns with its own
+   * writes and all earlier copies complete. NULL = nothing to wait for. */
+  int (*sync)(struct kvs__backend *b);
   /* 1 + the GPU ordinal whose CUDA VMM allocations may make the pool's
    * chunks (one per chunk, exportable for block tables); 0 = none. */
   int chunk_gpu;
@@ -216,7 +221,8 @@ int kvs__space_lookup(kvs__space *sp, const uint32_t *tokens, uint32_t n, kvs__s
 int kvs__seq_get(kvs__seq *q, uint32_t start, uint32_t n, uint32_t lb, uint32_t le,
                  uint16_t *k, uint16_t *v, char *errmsg);
 /* The same into device memory of a dev_io backend: blocks dequantized in
- * place, residual rows copied up; returns when all of it is written. */
+ * place, residual rows copied up; returns when all of it is written (the
+ * daemon replies without another synchronize: Decision 48). */
 int kvs__seq_get_dev(kvs__seq *q, uint32_t start, uint32_t n, uint32_t lb, uint32_t le,
                      uint16_t *k, uint16_t *v, char *errmsg);
 

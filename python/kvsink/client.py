@@ -309,7 +309,9 @@ class Client(L.Closing):
 
     def set_busy_poll(self, usec):
         """Spin up to usec microseconds for each reply before blocking
-        (0 = off, at most 100000); libkvsink(3) kvs_set_busy_poll."""
+        (0 = off, at most 100000; until set, device puts and gets spin up
+        to 1000 us and the rest not at all); libkvsink(3)
+        kvs_set_busy_poll."""
         if not 0 <= usec <= 100000:
             raise ValueError("busy-poll of %r us: expected 0..100000" % (usec,))
         self._check(L.lib().kvs_set_busy_poll(self._handle(), usec), "set_busy_poll")

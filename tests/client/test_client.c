@@ -246,14 +246,22 @@ END_TEST
 
 START_TEST(busy_poll_env)
 {
-  static const struct { const char *v; uint32_t want; } c[] = {
-      {"", 0}, {"50", 50}, {"abc", 0}, {"-5", 0}, {"12x", 0}, {"999999999", KVS__CONN_MAX_SPIN_US}};
+  /* set: a number, 0 included (it turns the device requests' default
+   * spin off too); anything else counts as unset */
+  static const struct { const char *v; int set; uint32_t want; } c[] = {
+      {"", 0, 0}, {"50", 1, 50}, {"0", 1, 0}, {"abc", 0, 0}, {"-5", 0, 0}, {"12x", 0, 0},
+      {"999999999", 1, KVS__CONN_MAX_SPIN_US}};
+  uint32_t us;
   for (size_t i = 0; i < sizeof c / sizeof c[0]; i++) {
     setenv("KVSINK_BUSY_POLL_US", c[i].v, 1);
-    ck_assert_uint_eq(kvs__conn_env_spin(), c[i].want);
+    us = 12345;
+    ck_assert_int_eq(kvs__conn_env_spin(&us), c[i].set);
+    ck_assert_uint_eq(us, c[i].want);
   }
   unsetenv("KVSINK_BUSY_POLL_US");
-  ck_assert_uint_eq(kvs__conn_env_spin(), 0);
+  us = 12345;
+  ck_assert_int_eq(kvs__conn_env_spin(&us), 0);
+  ck_assert_uint_eq(us, 0);
 }
 END_TEST
 

@@ -13,13 +13,17 @@
 #    nothing behind; kvsinkd killed and restarted between two puts of a
 #    client gives it a clear error, and kvs_reconnect re-imports;
 # 3. latency of a 1-token put+get (and its parts: put, the G-th puts, get,
-#    ping), then again with busy-polling on both sides (SPIN us, default
-#    1000); put/get bandwidth for 1, 2, 4 client processes at 16/8/4/2 bits
+#    ping) as libkvsink waits by default (device requests spin, HACKING.md
+#    Decision 48), with the client's spin off, then with busy-polling on
+#    both sides (SPIN us, default 1000); put/get bandwidth for 1, 2, 4
+#    client processes at 16/8/4/2 bits
 #    next to cudaMemcpy D2D, device and host segments side by side; after
 #    each 1-process row, kvsinkd's profile of those sessions
 #    (KVSINK_PROFILE=1: us per put and get in the store's phases, the
 #    kernels included, and in the daemon around them; the first put and get
 #    of a session not counted, as in the row).
+# DEVSEG_AB="put get" (default): which A/B sections run at the end (the
+# put's switches, the get's); DEVSEG_ITERS: put/get pairs per bench process.
 # MPS=1: the whole run under the CUDA Multi-Process Service (started here,
 # quit at the end): without it the clients' contexts and kvsinkd's
 # time-slice the GPU (kvsinkd(8) GPU SHARING, HACKING.md Decision 46).
@@ -164,6 +168,7 @@ cat "$tmp/restart.log"
 
 # 3. figures
 timeout 120 "$T" "$sock" latency || failed "latency"
+timeout 120 "$T" "$sock" latency 0 || failed "latency without spinning"
 # 3b. the same with busy-polling on both sides (kvsinkd.conf busy_poll_us,
 # kvs_set_busy_poll): a second GPU daemon for it, stopped after
 ssock="$tmp/spin.sock"
@@ -192,8 +197,11 @@ stop
 # puts staged, the kernel checking the copy) and KVSINK_PUT_QUEUE (0: one
 # launch at the end) (HACKING.md Decision 36), to show what the in-place
 # put and the queued launches each give
-for ab in "1 1" "0 1" "1 0" "0 0"; do
-  set -- $ab
+# (DEVSEG_AB="put get" by default: which of the two A/B sections run)
+case " ${DEVSEG_AB:-put get} " in *" put "*) put_ab="11 01 10 00" ;; *) put_ab= ;; esac
+case " ${DEVSEG_AB:-put get} " in *" get "*) get_ab="new ctx-sync no-spin" ;; *) get_ab= ;; esac
+for ab in $put_ab; do
+  set -- ${ab%?} ${ab#?}
   export KVSINK_DEV_INPLACE=$1 KVSINK_PUT_QUEUE=$2
   start
   echo "A/B: KVSINK_DEV_INPLACE=$1 KVSINK_PUT_QUEUE=$2 (fresh daemon):"
@@ -207,6 +215,27 @@ for ab in "1 1" "0 1" "1 0" "0 0"; do
   stop
 done
 unset KVSINK_DEV_INPLACE KVSINK_PUT_QUEUE
+# the same for a bulk get's parts (HACKING.md Decision 48): "new" as
+# built; "ctx-sync" a context synchronize before the reply
+# (KVSINK_GET_SYNC=1); "no-spin" the client sleeping through its device
+# requests (KVSINK_BUSY_POLL_US=0 in the client)
+for ab in $get_ab; do
+  case $ab in
+    ctx-sync) export KVSINK_GET_SYNC=1 ;;
+  esac
+  start
+  unset KVSINK_GET_SYNC
+  echo "A/B: get $ab (fresh daemon):"
+  for bits in 16 4; do
+    if if [ $ab = no-spin ]; then KVSINK_BUSY_POLL_US=0 timeout 200 "$T" "$sock" bench 1 "$bits"
+       else timeout 200 "$T" "$sock" bench 1 "$bits"; fi > "$tmp/ab.out"; then
+      grep "^device" "$tmp/ab.out" | sed "s/^/  $ab: /"
+    else
+      cat "$tmp/ab.out"; failed "A/B get $ab $bits bits"
+    fi
+  done
+  stop
+done
 # the store's own host time per bulk put/get on this machine's CPU (no
 # GPU work: a backend whose kernels do nothing), pool filling and full
 if [ -x "$b/tests/store/bench_put" ]; then

@@ -10,7 +10,9 @@
  *                                     and host segments, next to cudaMemcpy D2D
  *   devseg_test SOCK latency [SPIN]   1-token put+get, median and p99 (us), and
  *                                     its parts (put, the G-th puts, get, ping);
- *                                     SPIN: client busy-poll (us)
+ *                                     SPIN: client busy-poll (us; 0 = off, also
+ *                                     for device requests, which spin by
+ *                                     default: HACKING.md Decision 48)
  *   devseg_test SOCK dump FILE DEV    outputs at 16/8/4/2 bits into FILE (DEV 1:
  *                                     device segment, 0: host segment)
  *   devseg_test - cmp A B             compare two dumps: where they differ (bits,
@@ -20,7 +22,9 @@
  * whose token ids an earlier run used gets that run's blocks back, not its
  * own data (what made "two clients", both dump comparisons and "after a
  * killed client" fail on the first H200 run).
- * Client buffers are CUDA runtime allocations; exit 0 = pass. */
+ * DEVSEG_ITERS=N: bench times N - 1 put/get pairs a process (default 6,
+ * the first warms up). Client buffers are CUDA runtime allocations;
+ * exit 0 = pass. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -473,7 +477,9 @@ static int restart(void)
  * the segment from / to its own device buffers. */
 static void bench1(int bits, int dev, double *put, double *get)
 {
-  const uint32_t n = 1024, L = 32, iters = 6;
+  const uint32_t n = 1024, L = 32;
+  const char *ie = getenv("DEVSEG_ITERS");
+  const uint32_t iters = ie && atoi(ie) >= 2 && atoi(ie) <= 1000 ? (uint32_t)atoi(ie) : 6;
   size_t e = (size_t)n * L * 8 * 128, b = e * 2;
   kvs_client *c = conn(L, bits, dev, 4 * b);
   uint16_t *h = malloc(2 * b);
@@ -582,16 +588,18 @@ static int cmpd(const void *a, const void *b)
 
 /* The 1-token round trip (a decode step), device and host segments:
  * put+get median and p99, and its parts: the put (the G-th ones, which
- * complete a block per layer, apart), the get, a ping. spin_us > 0: the
- * client busy-polls for its replies (kvs_set_busy_poll); devseg.sh runs it
- * against a daemon with busy_poll_us set too. */
-static int latency(unsigned spin_us)
+ * complete a block per layer, apart), the get, a ping. spin_us >= 0: the
+ * client busy-polls that long for its replies (kvs_set_busy_poll; 0 = off,
+ * device requests too); -1: libkvsink's default (device requests spin,
+ * Decision 48). devseg.sh runs it against a daemon with busy_poll_us set
+ * too. */
+static int latency(long spin_us)
 {
   const uint32_t L = 32, iters = 2000;
   for (int dev = 1; dev >= 0; dev--) {
     set_salt(dev ? "latency-dev" : "latency-host"); /* neither finds the other's blocks */
     kvs_client *c = conn(L, 4, dev, 64u << 20);
-    if (kvs_set_busy_poll(c, spin_us) < 0) { fprintf(stderr, "kvs_set_busy_poll\n"); return 1; }
+    if (spin_us >= 0 && kvs_set_busy_poll(c, (unsigned)spin_us) < 0) { fprintf(stderr, "kvs_set_busy_poll\n"); return 1; }
     uint32_t G = kvs_get_info(c)->group;
     size_t b = kvs_kv_bytes(c, 1, 0, L);
     uint16_t *h = calloc(1, 2 * b);
@@ -622,7 +630,8 @@ static int latency(unsigned spin_us)
     }
     const char *kind = dev ? "device" : "host";
     char how[48] = "";
-    if (spin_us) snprintf(how, sizeof how, " [busy-poll %u us]", spin_us);
+    if (spin_us > 0) snprintf(how, sizeof how, " [busy-poll %ld us]", spin_us);
+    else if (spin_us == 0) snprintf(how, sizeof how, " [busy-poll off]");
     /* where a slow put+get goes: the i of the slowest ones */
     uint32_t slow[5] = {0, 0, 0, 0, 0};
     for (uint32_t i = 0; i < iters; i++)
@@ -662,7 +671,7 @@ int main(int argc, char **argv)
   set_salt(argv[2]);
   if (!strcmp(argv[2], "check")) return check();
   if (!strcmp(argv[2], "restart")) return restart();
-  if (!strcmp(argv[2], "latency")) return latency(argc > 3 ? (unsigned)atoi(argv[3]) : 0);
+  if (!strcmp(argv[2], "latency")) return latency(argc > 3 ? atol(argv[3]) : -1);
   if (!strcmp(argv[2], "dump") && argc == 5) return dump(argv[3], atoi(argv[4]));
   if (!strcmp(argv[2], "bench") && argc == 5) return bench(atoi(argv[3]), atoi(argv[4]));
   return 2;

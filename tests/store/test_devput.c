@@ -369,6 +369,88 @@ START_TEST(one_batch)
 }
 END_TEST
 
+/* kvs__seq_get_dev returns with everything it wrote complete, so kvsinkd
+ * replies to a bulk device get without a context synchronize (Decision
+ * 48): a copy up (a residual row) may still be running when copy()
+ * returns (CUDA, from pageable memory); a dequantize call waits for the
+ * copies before it, and sync() for all of them. */
+static int pending, sync_calls;
+
+static int pend_copy(kvs__backend *b, void *dst, const void *src, size_t n, int to_pool)
+{
+  (void)b;
+  memcpy(dst, src, n);
+  if (to_pool) pending = 1;
+  return 0;
+}
+
+static int pend_dequantize_n(kvs__backend *b, const kvs__qparams *p, const kvs__dqitem *it,
+                             uint32_t n)
+{
+  pending = 0;
+  for (uint32_t i = 0; i < n; i++) {
+    int rc = b->dequantize(b, p, it[i].block, it[i].rows, it[i].r0, it[i].r1, it[i].k_out,
+                           it[i].v_out);
+    if (rc < 0) return rc;
+  }
+  return 0;
+}
+
+static int pend_sync(kvs__backend *b)
+{
+  (void)b;
+  sync_calls++;
+  pending = 0;
+  return 0;
+}
+
+START_TEST(get_dev_waits_for_its_copies)
+{
+  kvs__backend cb = fakedev;
+  cb.copy = pend_copy;
+  cb.dequantize_n = pend_dequantize_n;
+  cb.sync = pend_sync;
+  kvs__space_key key = tkey(4, 4);
+  kvs__store *sd = mk(&cb);
+  kvs__space *sp;
+  kvs__seq *q;
+  char err[KVS_STORE_ERRMSG];
+  ck_assert_int_eq(kvs__space_ref(sd, &key, NULL, &sp), 0);
+  ck_assert_int_eq(kvs__seq_new(sp, &q), 0);
+  const uint32_t n = 2 * G + 5; /* two blocks and five residual rows a layer */
+  uint32_t *tok = ttoks(n, 1);
+  uint16_t *k = trandkv(NL, n, 1), *v = trandkv(NL, n, 2);
+  ck_assert_int_eq(kvs__seq_put_dev(q, 0, tok, n, 0, NL, k, v, NULL, 0, NULL, err), 0);
+  size_t bytes = (size_t)NL * n * C * 2;
+  uint16_t *ko = malloc(bytes), *vo = malloc(bytes);
+  /* { start, tokens, syncs expected }: blocks and rows (the launch comes
+   * after the copies and waits for them), blocks only, rows only (nothing
+   * but the sync waits), a row then a block of the next layer */
+  static const uint32_t cases[][3] = {{0, 2 * G + 5, 0}, {0, 2 * G, 0}, {2 * G, 5, 1},
+                                      {2 * G + 1, 4, 1}, {G - 1, G + 3, 0}};
+  for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+    sync_calls = 0;
+    pending = 0;
+    ck_assert_int_eq(kvs__seq_get_dev(q, cases[i][0], cases[i][1], 0, NL, ko, vo, err), 0);
+    ck_assert_int_eq(pending, 0);
+    ck_assert_int_eq(sync_calls, (int)cases[i][2]);
+  }
+  /* the residual rows came back as put */
+  ck_assert_int_eq(kvs__seq_get_dev(q, 0, n, 0, NL, ko, vo, err), 0);
+  for (uint32_t l = 0; l < NL; l++)
+    ck_assert_mem_eq(ko + ((size_t)l * n + 2 * G) * C, k + ((size_t)l * n + 2 * G) * C,
+                     (size_t)5 * C * 2);
+  kvs__seq_free(q);
+  kvs__space_unref(sp);
+  kvs__store_close(sd);
+  free(tok);
+  free(k);
+  free(v);
+  free(ko);
+  free(vo);
+}
+END_TEST
+
 /* The host backend reads no device memory. */
 START_TEST(host_backend_refuses)
 {
@@ -404,6 +486,7 @@ int main(void)
   tcase_add_test(t, cached_rows_not_read);
   tcase_add_test(t, host_backend_refuses);
   tcase_add_test(t, one_batch);
+  tcase_add_test(t, get_dev_waits_for_its_copies);
   suite_add_tcase(su, t);
   SRunner *sr = srunner_create(su);
   srunner_run_all(sr, CK_NORMAL);
