@@ -664,6 +664,7 @@ static __device__ __forceinline__ void fq_kcols(const kvs_cu_args &a, const kvs_
  *   codes. Packed min orders -0 below +0, the reference keeps the first
  *   zero: a range whose minimum is zero takes the first zero's sign by an
  *   exact scan (rare: a range with no negative member and a zero). */
+#ifndef KVS_QUANT_EMU
 template <bool BF> static __device__ __forceinline__ uint32_t hmin2u(uint32_t a, uint32_t b)
 {
   uint32_t r;
@@ -678,6 +679,11 @@ template <bool BF> static __device__ __forceinline__ uint32_t hmax2u(uint32_t a,
   else asm("max.f16x2 %0, %1, %2;" : "=r"(r) : "r"(a), "r"(b));
   return r;
 }
+#else
+/* the CPU emulation (tests/kernels/quant_emu.cpp) defines these */
+template <bool BF> static uint32_t hmin2u(uint32_t a, uint32_t b) { return emu_hminmax2(BF, false, a, b); }
+template <bool BF> static uint32_t hmax2u(uint32_t a, uint32_t b) { return emu_hminmax2(BF, true, a, b); }
+#endif
 /* +Inf / -Inf in both halves */
 template <bool BF> static __device__ __forceinline__ uint32_t hinf2(bool neg)
 {
@@ -1064,6 +1070,7 @@ static __device__ __forceinline__ void fq_kcodes_out(const kvs_cu_args &a, const
 
 /* cp.async.wait_group takes an immediate: at most n of this thread's
  * groups still pending (n < 8: G <= 64, 8 warps). */
+#ifndef KVS_QUANT_EMU
 static __device__ __forceinline__ void cp_async_wait(uint32_t n)
 {
   switch (n) {
@@ -1077,6 +1084,21 @@ static __device__ __forceinline__ void cp_async_wait(uint32_t n)
     default: asm volatile("cp.async.wait_group 7;\n" ::: "memory"); break;
   }
 }
+static __device__ __forceinline__ void cp_async_wait_all() { asm volatile("cp.async.wait_all;\n" ::: "memory"); }
+static __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::: "memory"); }
+/* 16 bytes global -> shared, asynchronously */
+static __device__ __forceinline__ void cp_async16(uint4 *dst, const uint4 *src)
+{
+  uint32_t sa = (uint32_t)__cvta_generic_to_shared(dst);
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(sa),
+               "l"(__cvta_generic_to_global(src)) : "memory");
+}
+#else
+static void cp_async_wait(uint32_t) {}
+static void cp_async_wait_all() {}
+static void cp_async_commit() {}
+static void cp_async16(uint4 *dst, const uint4 *src) { *dst = *src; }
+#endif
 
 /* Key outliers of tile row r, once this warp's copy of it is in (at most
  * `pending` of the warp's later rows still on the way): the entries, and
@@ -1153,22 +1175,14 @@ kvs_fquant_kernel(kvs_cu_args a, const kvs__cuda_qjob *jobs, int *st)
     for (uint32_t t = 0; t < rpw; t++) {
       const uint32_t r = warp + t * (KVS_CU_THREADS / 32);
       if (r < G)
-        for (uint32_t i = r * O + lane; i < (r + 1) * O; i += 32) {
-          uint32_t sa = (uint32_t)__cvta_generic_to_shared(tile + i);
-          asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(sa),
-                       "l"(__cvta_generic_to_global(src + i)) : "memory");
-        }
-      asm volatile("cp.async.commit_group;\n" ::: "memory");
+        for (uint32_t i = r * O + lane; i < (r + 1) * O; i += 32) cp_async16(tile + i, src + i);
+      cp_async_commit();
     }
   } else {
     const uint4 *src = (const uint4 *)J.k;
     const uint32_t n16 = G * O;
-    for (uint32_t i = tid; i < n16; i += KVS_CU_THREADS) {
-      uint32_t sa = (uint32_t)__cvta_generic_to_shared(tile + i);
-      asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"(sa),
-                   "l"(__cvta_generic_to_global(src + i)) : "memory");
-    }
-    asm volatile("cp.async.commit_group;\n" ::: "memory");
+    for (uint32_t i = tid; i < n16; i += KVS_CU_THREADS) cp_async16(tile + i, src + i);
+    cp_async_commit();
   }
   /* header and the alignment gaps between sections */
   if (tid == 0) {
@@ -1277,7 +1291,7 @@ kvs_fquant_kernel(kvs_cu_args a, const kvs__cuda_qjob *jobs, int *st)
   if (kpick)
     for (uint32_t r = warp, t = 0; r < G; r += KVS_CU_THREADS / 32, t++)
       fq_kpick<BF>(a, mask, blk, tile, r, rpw - 1u - t, nj, nko, ws, lane, bad);
-  asm volatile("cp.async.wait_all;\n" ::: "memory");
+  cp_async_wait_all();
   __syncthreads();
 
   /* 4. keys with outliers: ranges over the NaN-masked tile, the outliers
@@ -1548,6 +1562,7 @@ static fq_kern_t fq_pick(bool bf, bool big, bool out)
  * quant_general reads its input several times (ranges, outliers, codes),
  * so it is not eligible; the fast kernel falls back to it for misaligned
  * jobs, which the caller rules out. */
+#ifndef KVS_QUANT_EMU
 extern "C" int kvs__cuda_quant_reads_once(const kvs__qparams *p)
 {
   kvs__qlayout l;
@@ -1676,3 +1691,4 @@ extern "C" int kvs__cuda_dequantize(kvs__cuda_ctx *c, const kvs__qparams *p,
   if (rc) return rc;
   return kvs__cuda_finish(c);
 }
+#endif /* KVS_QUANT_EMU */
