@@ -51,9 +51,6 @@
 #endif
 #define TC_D 128   /* head dim */
 #define TC_LAZY 8.f /* how far a score may pass the running max before it moves */
-#ifndef TC_KACC
-#define TC_KACC 2  /* key accumulators: mma chains of 4 / TC_KACC */
-#endif
 #ifndef TC_MINB
 #define TC_MINB 3  /* CUDA blocks per SM the registers must allow: 168 registers */
 #endif
@@ -186,7 +183,7 @@ static __device__ __forceinline__ uint32_t tc_base(uint32_t g, int i)
   return L1 ? 16u * g + 4u * i : 32u * i + 4u * g;
 }
 
-/* Keys of a fast tile as integers: acc[m % TC_KACC] += codes x digits of q'
+/* Keys of a fast tile as integers: acc[m & 1] += codes x digits of q'
  * (tc_qprime) for mma m, rows g and g + 8 (k0: row g's 32 channels of
  * this thread, k1: row g + 8's). The A operand is the codes themselves,
  * one byte each, 4 a register: at 2 bits mma m takes codes m, m + 4,
@@ -194,7 +191,7 @@ static __device__ __forceinline__ uint32_t tc_base(uint32_t g, int i)
  * m's even codes, then its odd ones. */
 template <int KB>
 static __device__ __forceinline__ void tc_keys(const uint32_t (&k0)[4], const uint32_t (&k1)[4],
-                                               const uint32_t (&qb)[4][2], int (&acc)[TC_KACC][4])
+                                               const uint32_t (&qb)[4][2], int (&acc)[2][4])
 {
   constexpr uint32_t M = KB == 2 ? 0x03030303u : 0x0f0f0f0fu;
 #pragma unroll
@@ -211,7 +208,7 @@ static __device__ __forceinline__ void tc_keys(const uint32_t (&k0)[4], const ui
       a[2] = (k0[m] >> 4) & M;
       a[3] = (k1[m] >> 4) & M;
     }
-    tc_mma8(acc[m % TC_KACC], a, qb[m][0], qb[m][1]);
+    tc_mma8(acc[m & 1], a, qb[m][0], qb[m][1]);
   }
 }
 
@@ -335,7 +332,6 @@ static __device__ __forceinline__ void tc_xsync(tc_warp &X, uint32_t lane)
 /* Where each row of a tile the scalar way lies (tc_rows): lane i < 16
  * looks token tb + i up once; rows past t1 repeat token tb's (their
  * probabilities are 0), so the loops below need no test per row. */
-template <int KB>
 static __device__ __forceinline__ void tc_rows(const at_args &a, const kvs__attn_seq &S, uint32_t tb, uint32_t t1,
                                                uint32_t lane, tc_warp &X)
 {
@@ -633,14 +629,12 @@ kvs_attn_tc(at_args a, const kvs__attn_seq *seqs, const float *q, float *ws_acc,
       }
       X.vs[lane >> 4][lane & 15u] = C.vs;
       __syncwarp();
-      int acc[TC_KACC][4] = {};
+      int acc[2][4] = {};
       tc_keys<KB>(C.k0, C.k1, qb, acc);
       float c[4];
 #pragma unroll
       for (int e = 0; e < 4; e++) {
-        int v = acc[0][e];
-#pragma unroll
-        for (int h = 1; h < TC_KACC; h++) v += acc[h][e];
+        const int v = acc[0][e] + acc[1][e];
         const int u = (int)__shfl_xor_sync(0xffffffffu, (uint32_t)v, 2); /* lanes t < 2: the lo digits' sums */
         c[e] = (float)(v * 256 + u);
       }
@@ -652,7 +646,7 @@ kvs_attn_tc(at_args a, const kvs__attn_seq *seqs, const float *q, float *ws_acc,
         X.sc[2u * t + 1u][g + 8u] = fmaf(c[3], sc, qc);
       }
     } else {
-      tc_rows<KB>(a, S, tb, t1, lane, X);
+      tc_rows(a, S, tb, t1, lane, X);
       tc_keys_slow<KB>(a, j, lane, qs, X);
     }
     if (a.nko && tb < nbt) {

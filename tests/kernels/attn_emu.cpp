@@ -20,14 +20,7 @@
 struct emu_dim { unsigned x, y, z; };
 thread_local emu_dim threadIdx, blockIdx;
 emu_dim blockDim, gridDim;
-/* CUDA's host_defines.h gives __device__ and __forceinline__ host
- * meanings; these three the emulation defines itself. */
-#undef __global__
-#define __global__
-#undef __launch_bounds__
-#define __launch_bounds__(...)
-#undef __shared__
-#define __shared__
+#include "tests/kernels/emu_host.h"
 float sm[1 << 17]; /* the kernel's extern __shared__ array: one CUDA block at a time */
 static std::barrier<> *bar;
 static std::barrier<> *wbar[4];

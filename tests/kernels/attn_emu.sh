@@ -1,26 +1,9 @@
 #!/bin/sh
 # SPDX-License-Identifier: MIT
 # The CUDA decode-attention kernels emulated on the CPU against the C
-# reference (tests/kernels/attn_emu.cpp): builds it with the host C++
-# compiler (C++20 for std::barrier) and CUDA's headers for the fp16/bf16
-# conversions, no GPU needed. Skips (77) without those headers.
+# reference (tests/kernels/attn_emu.cpp); no GPU needed, skips (77)
+# without CUDA's headers (tests/kernels/emu_build.sh).
 set -eu
-top=${top_srcdir:-$(cd "$(dirname "$0")/../.." && pwd)}
-cuinc=${CUDA_INCLUDE:-/usr/local/cuda/include}
-[ -f "$cuinc/cuda_fp16.h" ] || { echo "skip: no $cuinc/cuda_fp16.h"; exit 77; }
-CXX=${CXX:-g++}
-CC=${CC:-gcc}
-command -v "$CXX" >/dev/null 2>&1 || { echo "skip: no C++ compiler $CXX"; exit 77; }
-tmp=$(mktemp -d "${TMPDIR:-/tmp}/kvs-attn-emu.XXXXXX")
-trap 'rm -rf "$tmp"' EXIT
-inc="-I$top -I$top/include"
-printf '#include <barrier>\nint main() { std::barrier<> b(1); b.arrive_and_wait(); }\n' >"$tmp/probe.cpp"
-$CXX -std=c++20 "$tmp/probe.cpp" -o "$tmp/probe" -pthread 2>/dev/null || { echo "skip: $CXX has no C++20 <barrier>"; exit 77; }
-for f in half quant attn; do
-  $CC -std=c11 -D_GNU_SOURCE -O2 $inc -c "$top/kernels/$f.c" -o "$tmp/$f.o"
-done
-$CXX -std=c++20 -O1 -Wall -Wno-unused-function -Wno-unknown-pragmas -Wno-maybe-uninitialized $inc -isystem "$cuinc" "$top/tests/kernels/attn_emu.cpp" \
-  "$tmp/half.o" "$tmp/quant.o" "$tmp/attn.o" -o "$tmp/attn_emu" -pthread -lm
-# (nvcc's pragmas mean nothing to g++; w[] and qm[] are set before use,
-# which gcc cannot see across the block changes)
+. "${top_srcdir:-$(cd "$(dirname "$0")/../.." && pwd)}/tests/kernels/emu_build.sh"
+emu_build attn_emu half quant attn
 "$tmp/attn_emu"

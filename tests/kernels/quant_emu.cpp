@@ -26,14 +26,7 @@
 struct emu_dim { unsigned x, y, z; };
 thread_local emu_dim threadIdx;
 static emu_dim blockIdx, blockDim = {256, 1, 1};
-#undef __global__
-#define __global__
-#undef __launch_bounds__
-#define __launch_bounds__(...)
-#undef __shared__
-#define __shared__
-#undef __noinline__
-#define __noinline__ __attribute__((noinline))
+#include "tests/kernels/emu_host.h"
 alignas(16) uint32_t fsm[(228u * 1024u) / 4u]; /* the kernels' extern __shared__ arrays */
 alignas(16) uint32_t sm[(228u * 1024u) / 4u];
 
