@@ -122,6 +122,13 @@ extern "C" int kvs__cuda_attn_make_plan(const kvs__attn_shape *s, uint32_t n_seq
       return -EIO;
     }
     if (per_sm < 1) per_sm = 1;
+    /* The plan's cost model takes a CUDA block's time as independent of
+     * how many share an SM. For the tensor-core kernel that holds up to 3
+     * (2/2 bits fit 4: the fourth fills stalls rather than adding an equal
+     * share), so it plans waves of 3 an SM (H200, 2 bits: 128k x 1 95 -> 108
+     * us planned for 4, 99 for 3; 128k x 64 3,721 -> 3,548; HACKING
+     * Decision 45). */
+    if (per_sm > 3) per_sm = 3;
   } else switch (g) {
   case 1: rc = at_per_sm<1>(a, &per_sm); break;
   case 2: rc = at_per_sm<2>(a, &per_sm); break;

@@ -39,7 +39,10 @@
  * max); sparse
  * outliers correct scores and that accumulator with raw - dequantized,
  * as kvs_attn_kernel does (which is the faster of the two for them: see
- * at_tc_ok). No 16-bit K or V is written anywhere. */
+ * at_tc_ok). No 16-bit K or V is written anywhere.
+ *
+ * A fast tile's codes are loaded one tile ahead: into registers, or at 2
+ * bits into shared-memory stages by cp.async (tc_cfg, tc_stage). */
 #ifndef KVS_KERNELS_ATTN_TC_CUH
 #define KVS_KERNELS_ATTN_TC_CUH
 
@@ -51,9 +54,17 @@
 #endif
 #define TC_D 128   /* head dim */
 #define TC_LAZY 8.f /* how far a score may pass the running max before it moves */
-#ifndef TC_MINB
-#define TC_MINB 3  /* CUDA blocks per SM the registers must allow: 168 registers */
-#endif
+/* Codes through shared-memory stages (cp.async, tc_stage) and 4 CUDA
+ * blocks per SM (128 registers) for 2-bit keys and values; the other
+ * widths load into registers with 3 blocks per SM (168 registers).
+ * Measured (H200, HACKING Decision 45): 2 bits 32k x 64 1,028 -> 919 us,
+ * 64k x 64 1,914 -> 1,729; 4 bits with stages were the same or slower (up
+ * to 16 %) and spill with 4 blocks; stages with 3 blocks are slower at
+ * both widths (the registers they free are what pays). */
+template <int KB, int VB> struct tc_cfg {
+  static constexpr bool CP = KB == 2 && VB == 2;
+  static constexpr int MINB = CP ? 4 : 3;
+};
 
 #ifndef KVS_ATTN_EMU
 /* D += A B, m16n8k16, A row-major bf16 (4 registers), B column-major
@@ -79,6 +90,28 @@ static __device__ __forceinline__ void tc_mma8(int (&d)[4], const uint32_t (&a)[
 #endif
 }
 static __device__ __forceinline__ uint32_t tc_perm(uint32_t x, uint32_t y, uint32_t s) { return __byte_perm(x, y, s); }
+/* 16 bytes global -> shared without registers (cp.async, sm_80+), and the
+ * groups that say when they have landed */
+static __device__ __forceinline__ void tc_cp16(void *dst, const void *src)
+{
+#if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16;\n" ::"r"((uint32_t)__cvta_generic_to_shared(dst)), "l"(src)
+               : "memory");
+#endif
+}
+static __device__ __forceinline__ void tc_cp_commit()
+{
+#if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
+  asm volatile("cp.async.commit_group;\n" ::: "memory");
+#endif
+}
+/* all but the newest group have landed (for this thread) */
+static __device__ __forceinline__ void tc_cp_wait1()
+{
+#if !defined(__CUDA_ARCH__) || __CUDA_ARCH__ >= 800
+  asm volatile("cp.async.wait_group 1;\n" ::: "memory");
+#endif
+}
 /* two floats to a bf16 pair, round to nearest even (lo in the low half) */
 static __device__ __forceinline__ uint32_t tc_bf2(float lo, float hi)
 {
@@ -155,7 +188,7 @@ struct __align__(16) tc_warp { /* one warp's shared memory */
   float qk[4];             /* the block's score per unit of the integer q' (tc_qprime) */
   float wb[4][4];          /* value constants [query][piece] */
   float xacc[4][TC_D];     /* scalar-path and outlier sums [query][channel] */
-  uint4 ks[32];            /* a block's key scales (lanes 0-15) and mins (16-31) of the head */
+  uint4 ks[32];            /* register path: a block's key scales (lanes 0-15) and mins (16-31) of the head */
   uint2 vs[2][16];         /* a tile's value scales [0] and mins [1] of the head's groups, per row */
   tc_row rows[16];         /* a scalar tile's rows */
 };
@@ -222,8 +255,8 @@ static __device__ __forceinline__ void tc_keys(const uint32_t (&k0)[4], const ui
  * (lane ^ 16) need the same Q: each makes 16 of the 32 channels' digits,
  * both kinds, and hands its partner the kind it needs. */
 template <int KB>
-static __device__ __forceinline__ void tc_qprime(uint32_t g, uint32_t t, const float *qs, uint32_t (&qb)[4][2],
-                                                 tc_warp &X)
+static __device__ __forceinline__ void tc_qprime(uint32_t g, uint32_t t, const float *qs, const uint4 *ks,
+                                                 uint32_t (&qb)[4][2], tc_warp &X)
 {
   const uint32_t qi = g & 3u;
   const bool lo = g >= 4u;
@@ -231,7 +264,7 @@ static __device__ __forceinline__ void tc_qprime(uint32_t g, uint32_t t, const f
 #pragma unroll
   for (int i = 0; i < 2; i++) {
     const uint32_t o = (lo ? 2u : 0u) + i; /* this lane's octets: channels 32t + 16 lo .. + 15 */
-    const uint4 su = X.ks[4u * t + o], mu = X.ks[16u + 4u * t + o];
+    const uint4 su = ks[4u * t + o], mu = ks[16u + 4u * t + o];
     const uint16_t *sc = (const uint16_t *)&su, *mn = (const uint16_t *)&mu;
     const float4 *q4 = (const float4 *)&qs[tc_qx(qi, 32u * t + 8u * o)];
     const float4 qa = q4[0], qc = q4[1];
@@ -473,16 +506,25 @@ struct tc_view {
   const uint8_t *data;
   uint64_t mask;
 };
-/* What a tile needs from global memory, loaded while the tile before it
- * is computed. */
+/* Staged path (tc_cfg::CP): a fast tile's codes (and its block's key
+ * scales) come into shared memory by cp.async while the tile before it is
+ * computed, one stage per tile in turn (two a warp); only what the loop
+ * needs to steer stays in registers. Stage layout: key codes [16 rows][16 KB bytes] (the head's
+ * slice, rows in order), value codes [16][16 VB] with row 4t + i in slot
+ * 4i + t (so that a value read, row 4t + i of every thread t, falls in
+ * distinct banks), then the block's key scales (lanes 0-15) and mins
+ * (16-31) of the head as 32 x 16 bytes (newblk). */
+template <int KB, int VB> struct tc_stage {
+  static constexpr uint32_t K = 0, V = 256u * KB, KS = 256u * (KB + VB), BYTES = 256u * (KB + VB) + 512u;
+};
 struct tc_pre {
   uint32_t tb, b, r0;
   bool fast, newblk;
-  const uint8_t *data;
+  uint2 vs;              /* the tile's value scales or mins of one row */
+  /* without stages (register path): the codes themselves */
   uint32_t k0[4], k1[4]; /* key codes of rows g and g + 8 (this thread's 32 channels) */
   uint2 vr[4];           /* value codes of rows 4t .. 4t + 3 (this thread's pieces) */
   uint4 ks;              /* the block's key scales or mins (newblk) */
-  uint2 vs;              /* the tile's value scales or mins of one row */
 };
 
 /* Constants of a CUDA block's loads, computed once (no division per tile).
@@ -494,16 +536,20 @@ struct tc_geo {
   uint32_t ng;    /* value groups per row */
   uint32_t g0;    /* the head's first value group */
   uint32_t one;   /* 0x3f803f80, opaque (tc_pair) */
-  uint32_t koff, voff, vsoff, ksoff; /* this thread's offsets in a block (row r0 = 0) */
+  uint32_t koff, voff, vsoff, ksoff; /* this lane's sources in a block (row r0 = 0) */
+  uint32_t kd, vd;                   /* and its destinations in a stage (register path: unused) */
   uint32_t kst, vst, vsst;           /* bytes per row: key codes, value codes, value scales */
 };
 
-template <int KB, int VB, bool L1>
-static __device__ __forceinline__ void tc_load(const at_args &a, const tc_geo &ge, uint32_t j, uint32_t tb,
-                                               uint32_t nbt, const tc_view &v, uint32_t lane, uint32_t &lastb,
+/* Start a tile's loads (fast tiles only). CP: copies into stage stg, 16
+ * bytes a lane per 2 bits of keys and of values, the key scales on a new
+ * block; else into P's registers. */
+template <int KB, int VB, bool L1, bool CP>
+static __device__ __forceinline__ void tc_load(const at_args &a, const tc_geo &ge, uint32_t tb, uint32_t nbt,
+                                               const tc_view &v, uint32_t lane, uint32_t &lastb, uint8_t *stg,
                                                tc_pre &P)
 {
-  const uint32_t g = lane >> 2;
+  typedef tc_stage<KB, VB> SG;
   P.tb = tb;
   P.fast = tb + 16u <= nbt && v.data;
   if (P.fast) {
@@ -513,31 +559,38 @@ static __device__ __forceinline__ void tc_load(const at_args &a, const tc_geo &g
   }
   P.newblk = false;
   if (!P.fast) return;
-  const uint8_t *data = P.data = v.data;
+  const uint8_t *data = v.data;
   const uint32_t r0 = P.r0;
-  const uint32_t ko = ge.koff + r0 * ge.kst;
-  const uint8_t *kr = data + ko, *kr8 = data + (ko + 8u * ge.kst);
-  if (KB == 4) {
-    const uint4 x0 = *(const uint4 *)kr, x1 = *(const uint4 *)kr8;
-    P.k0[0] = x0.x; P.k0[1] = x0.y; P.k0[2] = x0.z; P.k0[3] = x0.w;
-    P.k1[0] = x1.x; P.k1[1] = x1.y; P.k1[2] = x1.z; P.k1[3] = x1.w;
+  const uint32_t ko = ge.koff + r0 * ge.kst, vo = ge.voff + r0 * ge.vst;
+  if (CP) {
+    tc_cp16(stg + SG::K + ge.kd, data + ko);
+    if (KB == 4) tc_cp16(stg + SG::K + ge.kd + 512u, data + (ko + 8u * ge.kst));
+    tc_cp16(stg + SG::V + ge.vd, data + vo);
+    if (VB == 4) tc_cp16(stg + SG::V + ge.vd + 128u, data + (vo + 8u * ge.vst));
   } else {
-    const uint2 x0 = *(const uint2 *)kr, x1 = *(const uint2 *)kr8;
-    P.k0[0] = x0.x; P.k0[1] = x0.y; P.k0[2] = P.k0[3] = 0u;
-    P.k1[0] = x1.x; P.k1[1] = x1.y; P.k1[2] = P.k1[3] = 0u;
-  }
-  const uint32_t vo = ge.voff + r0 * ge.vst;
-#pragma unroll
-  for (int i = 0; i < 4; i++) {
-    const uint8_t *r = data + (vo + (uint32_t)i * ge.vst);
-    if (L1) {
-      if (VB == 4) P.vr[i] = *(const uint2 *)(r + 8u * g);
-      else P.vr[i] = make_uint2(*(const uint32_t *)(r + 4u * g), 0u);
-    } else if (VB == 4) {
-      P.vr[i] = make_uint2((uint32_t)*(const uint16_t *)(r + 2u * g) | (uint32_t)*(const uint16_t *)(r + 16u + 2u * g) << 16,
-                           (uint32_t)*(const uint16_t *)(r + 32u + 2u * g) | (uint32_t)*(const uint16_t *)(r + 48u + 2u * g) << 16);
+    const uint32_t g = lane >> 2;
+    const uint8_t *kr = data + ko, *kr8 = data + (ko + 8u * ge.kst);
+    if (KB == 4) {
+      const uint4 x0 = *(const uint4 *)kr, x1 = *(const uint4 *)kr8;
+      P.k0[0] = x0.x; P.k0[1] = x0.y; P.k0[2] = x0.z; P.k0[3] = x0.w;
+      P.k1[0] = x1.x; P.k1[1] = x1.y; P.k1[2] = x1.z; P.k1[3] = x1.w;
     } else {
-      P.vr[i] = make_uint2((uint32_t)r[g] | (uint32_t)r[8u + g] << 8 | (uint32_t)r[16u + g] << 16 | (uint32_t)r[24u + g] << 24, 0u);
+      const uint2 x0 = *(const uint2 *)kr, x1 = *(const uint2 *)kr8;
+      P.k0[0] = x0.x; P.k0[1] = x0.y; P.k0[2] = P.k0[3] = 0u;
+      P.k1[0] = x1.x; P.k1[1] = x1.y; P.k1[2] = P.k1[3] = 0u;
+    }
+#pragma unroll
+    for (int i = 0; i < 4; i++) {
+      const uint8_t *r = data + (vo + (uint32_t)i * ge.vst);
+      if (L1) {
+        if (VB == 4) P.vr[i] = *(const uint2 *)(r + 8u * g);
+        else P.vr[i] = make_uint2(*(const uint32_t *)(r + 4u * g), 0u);
+      } else if (VB == 4) {
+        P.vr[i] = make_uint2((uint32_t)*(const uint16_t *)(r + 2u * g) | (uint32_t)*(const uint16_t *)(r + 16u + 2u * g) << 16,
+                             (uint32_t)*(const uint16_t *)(r + 32u + 2u * g) | (uint32_t)*(const uint16_t *)(r + 48u + 2u * g) << 16);
+      } else {
+        P.vr[i] = make_uint2((uint32_t)r[g] | (uint32_t)r[8u + g] << 8 | (uint32_t)r[16u + g] << 16 | (uint32_t)r[24u + g] << 24, 0u);
+      }
     }
   }
   /* value scales (lanes 0-15) and mins (16-31) of row r0 + lane % 16: the head's groups */
@@ -550,17 +603,57 @@ static __device__ __forceinline__ void tc_load(const at_args &a, const tc_geo &g
   if (P.b != lastb) {
     lastb = P.b;
     P.newblk = true;
-    P.ks = *(const uint4 *)(data + ge.ksoff);
+    if (CP) tc_cp16(stg + SG::KS + 16u * lane, data + ge.ksoff);
+    else P.ks = *(const uint4 *)(data + ge.ksoff);
+  }
+}
+
+/* A fast tile's codes from its stage: keys of rows g and g + 8 (this
+ * thread's 32 channels), values of rows 4t .. 4t + 3 (its pieces: L1, all
+ * 16 channels; else piece p in bits 16p (4 bits) or 8p (2 bits)). */
+template <int KB, int VB>
+static __device__ __forceinline__ void tc_keys_in(const uint8_t *stg, uint32_t g, uint32_t t, uint32_t (&k0)[4],
+                                                  uint32_t (&k1)[4])
+{
+  const uint8_t *sk = stg + tc_stage<KB, VB>::K;
+  if (KB == 4) {
+    const uint4 x0 = *(const uint4 *)(sk + 64u * g + 16u * t), x1 = *(const uint4 *)(sk + 64u * (g + 8u) + 16u * t);
+    k0[0] = x0.x; k0[1] = x0.y; k0[2] = x0.z; k0[3] = x0.w;
+    k1[0] = x1.x; k1[1] = x1.y; k1[2] = x1.z; k1[3] = x1.w;
+  } else {
+    const uint2 x0 = *(const uint2 *)(sk + 32u * g + 8u * t), x1 = *(const uint2 *)(sk + 32u * (g + 8u) + 8u * t);
+    k0[0] = x0.x; k0[1] = x0.y; k0[2] = k0[3] = 0u;
+    k1[0] = x1.x; k1[1] = x1.y; k1[2] = k1[3] = 0u;
+  }
+}
+template <int KB, int VB, bool L1>
+static __device__ __forceinline__ void tc_values_in(const uint8_t *stg, uint32_t g, uint32_t t, uint2 (&vr)[4])
+{
+  constexpr uint32_t R = 16u * VB; /* bytes a row */
+#pragma unroll
+  for (int i = 0; i < 4; i++) {
+    const uint8_t *r = stg + tc_stage<KB, VB>::V + (4u * i + t) * R;
+    if (L1) {
+      if (VB == 4) vr[i] = *(const uint2 *)(r + 8u * g);
+      else vr[i] = make_uint2(*(const uint32_t *)(r + 4u * g), 0u);
+    } else if (VB == 4) {
+      vr[i] = make_uint2((uint32_t)*(const uint16_t *)(r + 2u * g) | (uint32_t)*(const uint16_t *)(r + 16u + 2u * g) << 16,
+                         (uint32_t)*(const uint16_t *)(r + 32u + 2u * g) | (uint32_t)*(const uint16_t *)(r + 48u + 2u * g) << 16);
+    } else {
+      vr[i] = make_uint2((uint32_t)r[g] | (uint32_t)r[8u + g] << 8 | (uint32_t)r[16u + g] << 16 | (uint32_t)r[24u + g] << 24, 0u);
+    }
   }
 }
 
 template <int KB, int VB, bool L1>
-static __global__ void __launch_bounds__(TC_NW * 32, TC_MINB)
+static __global__ void __launch_bounds__(TC_NW * 32, tc_cfg<KB, VB>::MINB)
 kvs_attn_tc(at_args a, const kvs__attn_seq *seqs, const float *q, float *ws_acc, float *ws_ml, int *st)
 {
   TC_SHARED __align__(16) float qs[TC_QN];
   TC_SHARED tc_warp W[TC_NW];
   TC_SHARED float fm[TC_NW][4], fl[TC_NW][4];
+  constexpr bool CP = tc_cfg<KB, VB>::CP;
+  TC_SHARED __align__(16) uint8_t stg[TC_NW][2][CP ? tc_stage<KB, VB>::BYTES : 16u];
   const uint32_t split = blockIdx.x, j = blockIdx.y, si = blockIdx.z, tid = threadIdx.x;
   const uint32_t lane = tid & 31u, w = tid >> 5, g = lane >> 2, t = lane & 3u, gq = a.nq / gridDim.y;
   const kvs__attn_seq S = seqs[si];
@@ -583,7 +676,7 @@ kvs_attn_tc(at_args a, const kvs__attn_seq *seqs, const float *q, float *ws_acc,
   uint32_t qb[4][2] = {};
 
   /* this warp's tiles: the blocks w, w + 4, ... of the span, in order;
-   * views two tiles ahead, loads one ahead, into two buffers in turn */
+   * views two tiles ahead, copies one ahead, into two stages in turn */
   tc_geo ge;
   ge.gsh = 0;
   while ((1u << ge.gsh) < a.G) ge.gsh++;
@@ -593,8 +686,19 @@ kvs_attn_tc(at_args a, const kvs__attn_seq *seqs, const float *q, float *ws_acc,
   ge.kst = (uint32_t)a.kstride;
   ge.vst = (uint32_t)a.vstride;
   ge.vsst = 2u * ge.ng;
-  ge.koff = (uint32_t)a.kcodes + g * ge.kst + j * (TC_D * KB / 8) + t * (32 * KB / 8);
-  ge.voff = (uint32_t)a.vcodes + 4u * t * ge.vst + j * (TC_D * VB / 8);
+  /* the lane's 16 bytes: key row lane / KB, chunk lane % KB (and row + 8
+   * at 4 bits); value row r = lane / VB into slot 4 (r % 4) + r / 4 */
+  if (CP) {
+    const uint32_t kr = lane / KB, vr = lane / VB;
+    ge.koff = (uint32_t)a.kcodes + kr * ge.kst + j * (16u * KB) + 16u * (lane % KB);
+    ge.kd = 16u * lane;
+    ge.voff = (uint32_t)a.vcodes + vr * ge.vst + j * (16u * VB) + 16u * (lane % VB);
+    ge.vd = (4u * (vr & 3u) + (vr >> 2)) * (16u * VB) + 16u * (lane % VB);
+  } else { /* rows g (and g + 8) of the keys, 4t .. 4t + 3 of the values */
+    ge.koff = (uint32_t)a.kcodes + g * ge.kst + j * (TC_D * KB / 8) + t * (32 * KB / 8);
+    ge.voff = (uint32_t)a.vcodes + 4u * t * ge.vst + j * (TC_D * VB / 8);
+    ge.kd = ge.vd = 0u;
+  }
   ge.vsoff = (uint32_t)(lane < 16u ? a.vscale : a.vmin) + 2u * ((lane & 15u) * ge.ng + ge.g0);
   ge.ksoff = (uint32_t)(lane < 16u ? a.kscale : a.kmin) + 2u * (j * TC_D + 8u * (lane & 15u));
   auto next_k = [&](uint32_t k) { k++; return (k & (tpb - 1u)) ? k : k + (TC_NW - 1u) * tpb; };
@@ -611,26 +715,44 @@ kvs_attn_tc(at_args a, const kvs__attn_seq *seqs, const float *q, float *ws_acc,
   uint32_t kc = w * tpb, kn = next_k(kc), lastb = 0xffffffffu;
   tc_view vn = view_of(kn);
   tc_pre P0, P1;
-  if (kc < ntile) tc_load<KB, VB, L1>(a, ge, j, t0 + 16u * kc, nbt, view_of(kc), lane, lastb, P0);
-  /* one tile: C computed while N is loaded; false once the warp is done */
-  auto step = [&](const tc_pre &C, tc_pre &N) -> bool {
+  uint8_t *const s0 = stg[w][0], *const s1 = stg[w][1];
+  if (kc < ntile) tc_load<KB, VB, L1, CP>(a, ge, t0 + 16u * kc, nbt, view_of(kc), lane, lastb, s0, P0);
+  if (CP) tc_cp_commit();
+  /* one tile: C computed (from stage cs) while N is copied (into ns);
+   * false once the warp is done */
+  auto step = [&](const tc_pre &C, tc_pre &N, const uint8_t *cs, uint8_t *ns) -> bool {
     if (kc >= ntile) return false;
     const uint32_t kn2 = next_k(kn);
     /* a block's later tiles share its view (next_k stays in the block) */
     const tc_view vn2 = (kn2 & (tpb - 1u)) ? vn : view_of(kn2);
-    if (kn < ntile) tc_load<KB, VB, L1>(a, ge, j, t0 + 16u * kn, nbt, vn, lane, lastb, N);
+    if (kn < ntile) tc_load<KB, VB, L1, CP>(a, ge, t0 + 16u * kn, nbt, vn, lane, lastb, ns, N);
+    if (CP) {
+      tc_cp_commit();
+      tc_cp_wait1(); /* C's copies are in (this lane's; the warp's after the barrier) */
+      __syncwarp();
+    }
     const uint32_t tb = C.tb;
     const bool fast = C.fast;
     if (fast) {
       if (C.newblk) {
-        X.ks[lane] = C.ks;
-        __syncwarp();
-        tc_qprime<KB>(g, t, qs, qb, X);
+        if (!CP) {
+          X.ks[lane] = C.ks;
+          __syncwarp();
+        }
+        tc_qprime<KB>(g, t, qs, CP ? (const uint4 *)(cs + tc_stage<KB, VB>::KS) : X.ks, qb, X);
       }
       X.vs[lane >> 4][lane & 15u] = C.vs;
       __syncwarp();
       int acc[2][4] = {};
-      tc_keys<KB>(C.k0, C.k1, qb, acc);
+      {
+        if (CP) {
+          uint32_t k0[4], k1[4];
+          tc_keys_in<KB, VB>(cs, g, t, k0, k1);
+          tc_keys<KB>(k0, k1, qb, acc);
+        } else {
+          tc_keys<KB>(C.k0, C.k1, qb, acc);
+        }
+      }
       float c[4];
 #pragma unroll
       for (int e = 0; e < 4; e++) {
@@ -709,7 +831,13 @@ kvs_attn_tc(at_args a, const kvs__attn_seq *seqs, const float *q, float *ws_acc,
         pb[pi][0] = tc_split(x[0], x[1], lo);
         pb[pi][1] = tc_split(x[2], x[3], lo);
       }
-      tc_values<VB, L1>(C.vr, pb, ge.one, o);
+      if (CP) {
+        uint2 vr[4];
+        tc_values_in<KB, VB, L1>(cs, g, t, vr);
+        tc_values<VB, L1>(vr, pb, ge.one, o);
+      } else {
+        tc_values<VB, L1>(C.vr, pb, ge.one, o);
+      }
     }
     if (!fast || a.nvo) {
       tc_xsync(X, lane);
@@ -725,7 +853,7 @@ kvs_attn_tc(at_args a, const kvs__attn_seq *seqs, const float *q, float *ws_acc,
     vn = vn2;
     return true;
   };
-  while (step(P0, P1) && step(P1, P0)) {
+  while (step(P0, P1, s0, s1) && step(P1, P0, s1, s0)) {
   }
 
   /* this warp's sums into its xacc at its running max, then the warps meet */

@@ -115,6 +115,11 @@ static uint32_t bf16_rne(float f)
   return (u + 0x7fffu + ((u >> 16) & 1u)) >> 16; /* finite inputs only */
 }
 static uint32_t tc_bf2(float lo, float hi) { return bf16_rne(lo) | bf16_rne(hi) << 16; }
+/* cp.async: the copy at once (the stage is read only after the wait and a
+ * barrier on the GPU too) */
+static void tc_cp16(void *dst, const void *src) { memcpy(dst, src, 16); }
+static void tc_cp_commit() {}
+static void tc_cp_wait1() {}
 #include "kernels/attn_dev.cuh"
 #include "kernels/attn_tc.cuh"
 #include "kernels/attn_io_dev.cuh" /* kvs_attend_device's helpers: lse, q to fp32 */
@@ -214,6 +219,9 @@ int main(int argc, char **argv)
      * outliers, bf16 */
     {4, 4, 32, 128, 2, 128, 4, 0, KVS_DTYPE_F16}, {2, 4, 16, 32, 2, 128, 2, 10, KVS_DTYPE_F16},
     {4, 2, 64, 64, 2, 128, 1, 20, KVS_DTYPE_BF16}, {2, 2, 32, 256, 2, 128, 4, 10, KVS_DTYPE_BF16},
+    /* 2/2 bits take the staged (cp.async) path: its 32- and 64-channel
+     * value groups, G 16 and 64 */
+    {2, 2, 16, 32, 2, 128, 2, 0, KVS_DTYPE_F16}, {2, 2, 64, 64, 2, 128, 4, 10, KVS_DTYPE_BF16},
   };
   int bad = 0;
   unsigned only = argc > 1 ? atoi(argv[1]) : 999;
