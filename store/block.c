@@ -6,7 +6,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
+#include <stddef.h>
 
 #include "store/store_int.h"
 
@@ -161,106 +161,54 @@ void kvs__blk_view(const kvs__block *b, const uint32_t *prefix, kvs__block_view 
   memset(v, 0, sizeof(*v));
   v->space = &b->sp->key;
   v->blk = b;
-  memcpy(v->id, &b->key.h.lo, 8);
-  memcpy(v->id + 8, &b->key.h.hi, 8);
-  v->layer = b->key.layer;
-  v->group_index = b->g;
+  memcpy(v->id, &b->grp->h.lo, 8);
+  memcpy(v->id + 8, &b->grp->h.hi, 8);
+  v->layer = b->layer;
+  v->group_index = b->grp->g;
   v->group = b->sp->qp.group;
-  v->tokens = b->tok;
+  v->tokens = b->grp->tok;
   v->prefix = prefix;
 }
 
-void kvs__blk_publish(kvs__block *b, const uint32_t *prefix)
+void kvs__blk_publish(kvs__block *b)
 {
-  kvs__space *sp = b->sp;
-  kvs__store *st = sp->st;
-  b->indexed = kvs__index_insert(st->ix, &b->key, b) == 0;
+  b->pending = 0;
   account(b, 1);
   if (b->refs) {
-    sp->pinned++;
-    st->pinned++;
+    b->sp->pinned++;
+    b->sp->st->pinned++;
   } else {
-    lru_push(st, b);
-  }
-  if (prefix && b->indexed && st->hooks.on_publish) {
-    kvs__block_view v;
-    kvs__blk_view(b, prefix, &v);
-    st->hooks.on_publish(&v, st->hooks.arg);
+    lru_push(b->sp->st, b);
   }
 }
 
-kvs__block *kvs__blk_find(kvs__store *st, kvs__h128 h, kvs__h128 parent, uint32_t layer,
+kvs__block *kvs__blk_find(kvs__space *sp, kvs__h128 h, kvs__h128 parent, uint32_t layer,
                           const uint32_t *tok)
 {
-  kvs__ikey key = {h, layer};
-  kvs__block *b = kvs__index_find(st->ix, &key);
-  /* Identity is the whole prefix: the parent's chain hash and these ids. */
-  if (!b || b->pending || b->parent.lo != parent.lo || b->parent.hi != parent.hi ||
-      memcmp(b->tok, tok, (size_t)b->sp->qp.group * sizeof(*tok)) != 0)
-    return NULL;
-  return b;
+  return kvs__grp_block(kvs__grp_find(sp, h, parent, tok), layer);
 }
 
-void kvs__blk_prefetch(const kvs__store *st, kvs__h128 h, uint32_t layer)
-{
-  kvs__ikey key = {h, layer};
-  kvs__index_prefetch(st->ix, &key);
-}
-
-/* Records come from 2 MiB slabs, faulted in by one mmap (MAP_POPULATE),
- * and go back to a free list per size (in cache lines), never to malloc:
- * a bulk put makes a thousand records, and one page fault per 16 of
- * them, or malloc trimming and refaulting its heap when a full pool
- * evicts as many, cost more than the rest of the put's host work
- * (tests/store/bench_put); and a stale LRU entry may still read a record
- * that was freed (lru_stale). The slabs stay until the store closes: as
- * many records as blocks were ever cached at once, plus one put's. */
-#define REC_SLAB ((size_t)2 << 20)
-
-_Static_assert((sizeof(kvs__block) + KVS_QBLOCK_MAX_G * (sizeof(uint16_t *) + sizeof(uint32_t)) +
-                63) / 64 < KVS_REC_LINES,
+_Static_assert(offsetof(kvs__block, fnext) == KVS_REC_LINK &&
+                   offsetof(kvs__block, stamp) != KVS_REC_LINK,
+               "rec.c links through fnext, and a freed block keeps its stamp");
+_Static_assert((sizeof(kvs__block) + KVS_QBLOCK_MAX_G * sizeof(uint16_t *) + 63) / 64 <
+                   KVS_REC_LINES,
                "KVS_REC_LINES covers the largest record");
 
 /* Whole cache lines, so that an eviction reads one (kvs__block). */
-static uint32_t rec_lines(uint32_t ns, uint32_t G)
+static uint32_t rec_lines(uint32_t ns)
 {
-  return (uint32_t)((sizeof(kvs__block) + ns * sizeof(uint16_t *) + G * sizeof(uint32_t) + 63u) /
-                    64u);
+  return (uint32_t)((sizeof(kvs__block) + ns * sizeof(uint16_t *) + 63u) / 64u);
 }
 
-static kvs__block *rec_get(kvs__store *st, uint32_t ns, uint32_t G)
+static void rec_free(kvs__store *st, kvs__block *b)
 {
-  const uint32_t n = rec_lines(ns, G);
-  const size_t rs = (size_t)n * 64u;
-  kvs__block *b = st->blk_free[n];
-  if (b) {
-    st->blk_free[n] = b->fnext;
-    if (b->fnext) /* the next record's lines, to be written soon */
-      for (size_t o = 0; o < rs; o += 64)
-        __builtin_prefetch((const char *)b->fnext + o, 1);
-    return b;
-  }
-  /* never used: cut from the slab, which is not linked ahead of time
-   * (writing a link into each record of a fresh slab missed the cache
-   * 8,000 times in a row) */
-  if (!st->rec_next[n] || st->rec_next[n] + rs > st->rec_end[n]) {
-    unsigned char *p = mmap(NULL, REC_SLAB, PROT_READ | PROT_WRITE,
-                            MAP_PRIVATE | MAP_ANONYMOUS | MAP_POPULATE, -1, 0);
-    if (p == MAP_FAILED)
-      return NULL;
-    *(void **)p = st->rec_slabs; /* the slab list lives in the slabs' first bytes */
-    st->rec_slabs = p;
-    st->rec_next[n] = p + 64;
-    st->rec_end[n] = p + REC_SLAB;
-  }
-  b = (kvs__block *)st->rec_next[n];
-  st->rec_next[n] += rs;
-  for (size_t o = 0; st->rec_next[n] + rs <= st->rec_end[n] && o < rs; o += 64)
-    __builtin_prefetch(st->rec_next[n] + o, 1);
-  return b;
+  kvs__rec_put(&st->blk_recs, b, rec_lines(b->n_sinks));
 }
 
-void kvs__blk_drop(kvs__block *b)
+/* Free a block that was never published (or was evicted), out of its
+ * group already: its slots, and its record. */
+static void blk_drop(kvs__block *b)
 {
   kvs__store *st = b->sp->st;
   kvs__pool *p = st->pool;
@@ -271,21 +219,14 @@ void kvs__blk_drop(kvs__block *b)
       kvs__pool_free(p, b->rows[i]);
   st->cls_lru[b->sp->blk_cls].records--;
   b->stamp = 0; /* (it is: unreferenced, never published, or evicted) */
-  uint32_t n = rec_lines(b->n_sinks, b->sp->qp.group);
-  b->fnext = st->blk_free[n];
-  st->blk_free[n] = b;
+  rec_free(st, b);
 }
 
 void kvs__blk_cache_free(kvs__store *st)
 {
-  while (st->rec_slabs) {
-    void *p = st->rec_slabs;
-    st->rec_slabs = *(void **)p;
-    munmap(p, REC_SLAB);
-  }
-  memset(st->blk_free, 0, sizeof(st->blk_free));
-  memset(st->rec_next, 0, sizeof(st->rec_next));
-  memset(st->rec_end, 0, sizeof(st->rec_end));
+  kvs__rec_slabs_free(&st->rec_slabs);
+  memset(&st->blk_recs, 0, sizeof(st->blk_recs));
+  kvs__grp_cache_reset(st);
   for (uint32_t c = 0; c < KVS_POOL_MAX_CLASSES; c++) {
     free(st->cls_lru[c].e);
     memset(&st->cls_lru[c], 0, sizeof(st->cls_lru[c]));
@@ -298,24 +239,27 @@ static void blk_evict(kvs__block *b)
 {
   kvs__space *sp = b->sp;
   kvs__store *st = sp->st;
-  if (b->indexed && st->hooks.on_evict) {
+  if (b->grp->indexed && st->hooks.on_evict) {
     kvs__block_view v;
     kvs__blk_view(b, NULL, &v);
     st->hooks.on_evict(&v, st->hooks.arg);
   }
   lru_unlink(b);
-  if (b->indexed)
-    kvs__index_remove(st->ix, &b->key);
+  kvs__grp_detach(b);
   account(b, -1);
-  kvs__blk_drop(b);
+  blk_drop(b);
   if (sp->refs == 0 && sp->blocks == 0)
     kvs__space_free(sp);
 }
 
-/* The next victims lie at random places, their index slots too: with the
- * class's victims in a row (its LRU ring), an eviction asks for the
- * record EV_AHEAD victims ahead and for the index slot of the one half
- * as far (whose record it asked for before), so that neither waits. */
+/* The next victims lie at random places, their groups and index slots
+ * too: with the class's victims in a row (its LRU ring), an eviction
+ * asks for the record EV_AHEAD victims ahead, for the group lines of the
+ * one half as far (whose record it asked for before: its header and its
+ * layer's slot), and for the index slot of the one a quarter as far if
+ * it is the last block of its group, so that none waits. A stale
+ * entry's record may be free, its group pointer overwritten: only
+ * live entries are followed. */
 #define EV_AHEAD 16u
 
 static void look_ahead(kvs__store *st, int cls)
@@ -323,8 +267,18 @@ static void look_ahead(kvs__store *st, int cls)
   kvs__lru *r = &st->cls_lru[cls];
   if (r->n > EV_AHEAD)
     __builtin_prefetch(lru_at(r, EV_AHEAD)->b);
-  if (r->n > EV_AHEAD / 2)
-    kvs__index_prefetch(st->ix, &lru_at(r, EV_AHEAD / 2)->b->key);
+  if (r->n > EV_AHEAD / 2) {
+    const kvs__lru_ent *e = lru_at(r, EV_AHEAD / 2);
+    if (!lru_stale(e)) {
+      __builtin_prefetch(e->b->grp);
+      __builtin_prefetch(&e->b->grp->blk[e->b->layer], 1);
+    }
+  }
+  if (r->n > EV_AHEAD / 4) {
+    const kvs__lru_ent *e = lru_at(r, EV_AHEAD / 4);
+    if (!lru_stale(e) && e->b->grp->nblk == 1 && e->b->grp->indexed)
+      kvs__grp_prefetch(st, e->b->grp->h);
+  }
 }
 
 /* blk_evict for reserve's own victims, whose data slot goes to *slot:
@@ -334,7 +288,7 @@ static void look_ahead(kvs__store *st, int cls)
  * put's thousand victims. */
 static void evict_own(kvs__store *st, kvs__lru *r, kvs__block *v, void **slot)
 {
-  if (v->indexed && st->hooks.on_evict) {
+  if (v->grp->indexed && st->hooks.on_evict) {
     kvs__block_view bv;
     kvs__blk_view(v, NULL, &bv);
     st->hooks.on_evict(&bv, st->hooks.arg);
@@ -342,16 +296,13 @@ static void evict_own(kvs__store *st, kvs__lru *r, kvs__block *v, void **slot)
   v->stamp = 0;
   r->head = (r->head + 1) & (r->cap - 1); /* its entry, stale now */
   r->n--;
-  if (v->indexed)
-    kvs__index_remove(st->ix, &v->key);
+  kvs__grp_detach(v);
   *slot = v->data;
   for (uint32_t i = 0; i < v->n_sinks; i++)
     kvs__pool_free(st->pool, v->rows[i]);
   st->own_n++;
   st->own_rows += v->n_sinks;
-  uint32_t n = rec_lines(v->n_sinks, v->sp->qp.group);
-  v->fnext = st->blk_free[n];
-  st->blk_free[n] = v;
+  rec_free(st, v);
 }
 
 static void own_flush(kvs__store *st, kvs__space *sp)
@@ -401,38 +352,32 @@ static int reserve(kvs__store *st, int cls, int direct, void **slot)
   }
 }
 
-/* A record for a new block: every field written (no memset), no slots
- * yet, not in the index. */
-static kvs__block *rec_new(kvs__space *sp, kvs__h128 h, kvs__h128 parent, uint32_t layer,
-                           uint32_t g, const uint32_t *tok, uint64_t sink_mask)
+/* A record for a new, pending block of layer in grp: every field written
+ * (no memset), no slots yet, attached to grp. */
+static kvs__block *rec_new(kvs__group *grp, uint32_t layer, uint64_t sink_mask)
 {
+  kvs__space *sp = grp->sp;
   kvs__store *st = sp->st;
   kvs__lru *r = &st->cls_lru[sp->blk_cls];
   if (lru_room(r) < 0)
     return NULL;
   /* most blocks have no sink rows (popcount is a libcall without -mpopcnt) */
   uint32_t ns = sink_mask ? (uint32_t)__builtin_popcountll(sink_mask) : 0;
-  /* the struct, its sink-row slots and its token ids in one record */
-  size_t head = sizeof(kvs__block) + ns * sizeof(uint16_t *);
-  kvs__block *b = rec_get(st, ns, sp->qp.group);
+  kvs__block *b = kvs__rec_get(&st->blk_recs, &st->rec_slabs, rec_lines(ns));
   if (!b)
     return NULL;
   r->records++;
-  b->key = (kvs__ikey){h, layer};
   b->sp = sp;
   b->data = NULL;
   b->stamp = 0;
-  b->parent = parent;
-  b->tok = (uint32_t *)((unsigned char *)b + head);
-  memcpy(b->tok, tok, (size_t)sp->qp.group * sizeof(*tok));
   b->sink_mask = sink_mask;
   b->refs = 0;
   b->n_sinks = ns;
-  b->g = g;
-  b->indexed = 0;
-  b->pending = 0;
+  b->layer = layer;
+  b->pending = 1;
   for (uint32_t i = 0; i < ns; i++)
     b->rows[i] = NULL;
+  kvs__grp_attach(grp, b);
   return b;
 }
 
@@ -458,52 +403,38 @@ int kvs__blk_slots(kvs__block *const *bs, uint32_t n)
   return rc;
 }
 
-int kvs__blk_new(kvs__space *sp, kvs__h128 h, kvs__h128 parent, uint32_t layer, uint32_t g,
-                 const uint32_t *tok, uint64_t sink_mask, kvs__block **out)
+int kvs__blk_new(kvs__group *grp, uint32_t layer, uint64_t sink_mask, kvs__block **out)
 {
-  kvs__block *b = rec_new(sp, h, parent, layer, g, tok, sink_mask);
-  if (!b)
+  kvs__block *b = rec_new(grp, layer, sink_mask);
+  if (!b) {
+    if (!grp->nblk)
+      kvs__grp_release(grp);
     return -ENOMEM;
+  }
   int rc = kvs__blk_slots(&b, 1);
   if (rc < 0) {
-    kvs__blk_drop(b);
+    kvs__blk_unclaim(b);
     return rc;
   }
   *out = b;
   return 0;
 }
 
-kvs__block *kvs__blk_claim(kvs__space *sp, kvs__h128 h, kvs__h128 parent, uint32_t layer,
-                           uint32_t g, const uint32_t *tok, uint64_t sink_mask, int *fresh)
+kvs__block *kvs__blk_claim(kvs__group *grp, uint32_t layer, uint64_t sink_mask, int *fresh)
 {
-  kvs__store *st = sp->st;
-  kvs__ikey key = {h, layer};
-  void **slot = kvs__index_slot(st->ix, &key);
-  kvs__block *o = *slot;
-  /* identity is the whole prefix, as in kvs__blk_find; a block this put
-   * filed itself is never a hit (it holds nothing yet) */
-  if (o && !o->pending && o->parent.lo == parent.lo && o->parent.hi == parent.hi &&
-      memcmp(o->tok, tok, (size_t)sp->qp.group * sizeof(*tok)) == 0) {
+  kvs__block *o = grp->blk[layer];
+  if (o) {
     *fresh = 0;
     return o;
   }
-  kvs__block *b = rec_new(sp, h, parent, layer, g, tok, sink_mask);
-  if (!b)
-    return NULL;
   *fresh = 1;
-  b->pending = 1;
-  if (!o) {
-    kvs__index_fill(st->ix, slot, &b->key, b);
-    b->indexed = 1;
-  }
-  return b;
+  return rec_new(grp, layer, sink_mask);
 }
 
 void kvs__blk_unclaim(kvs__block *b)
 {
-  if (b->indexed)
-    kvs__index_remove(b->sp->st->ix, &b->key);
-  kvs__blk_drop(b);
+  kvs__grp_detach(b);
+  blk_drop(b);
 }
 
 void kvs__blk_publish_n(kvs__block *const *bs, uint32_t n, const uint32_t *prefix)
@@ -523,7 +454,7 @@ void kvs__blk_publish_n(kvs__block *const *bs, uint32_t n, const uint32_t *prefi
   st->pinned += n;
   if (prefix && st->hooks.on_publish)
     for (uint32_t i = 0; i < n; i++)
-      if (bs[i]->indexed) {
+      if (bs[i]->grp->indexed) {
         kvs__block_view v;
         kvs__blk_view(bs[i], prefix, &v);
         st->hooks.on_publish(&v, st->hooks.arg);

@@ -168,6 +168,8 @@ void kvs__index_fill(kvs__index *ix, void **val_slot, const kvs__ikey *k, void *
   ix->count++;
 }
 
+size_t kvs__index_count(const kvs__index *ix) { return ix->count; }
+
 int kvs__index_remove(kvs__index *ix, const kvs__ikey *k)
 {
   size_t mask = ix->cap - 1, i = probe(ix, k);

@@ -37,5 +37,7 @@ void **kvs__index_slot(kvs__index *ix, const kvs__ikey *k);
 void kvs__index_fill(kvs__index *ix, void **slot, const kvs__ikey *k, void *val);
 /* 0 or -ENOENT. */
 int kvs__index_remove(kvs__index *ix, const kvs__ikey *k);
+/* Keys filed. */
+size_t kvs__index_count(const kvs__index *ix);
 
 #endif

@@ -393,7 +393,7 @@ static int put_start(put *c)
  * reserved when the backend can. */
 static int dev_block(const put *c, const kvs__block *b)
 {
-  return c->kdev && b->g * c->G >= c->pl[b->key.layer].L0;
+  return c->kdev && b->grp->g * c->G >= c->pl[b->layer].L0;
 }
 
 static int queues(const put *c) { return c->kdev && c->st->be->quantize_start; }
@@ -409,7 +409,7 @@ static int put_queue(put *c, uint32_t from, uint32_t to)
     kvs__block *b = c->fresh[i];
     if (!dev_block(c, b))
       continue;
-    const uint32_t l = b->key.layer, t0 = b->g * c->G;
+    const uint32_t l = b->layer, t0 = b->grp->g * c->G;
     c->qa[c->nqa++] = (kvs__qitem){in_row(c, c->k, l, t0), in_row(c, c->v, l, t0), b->sink_mask,
                                    b->data, b->rows, 1};
     c->nqueued++;
@@ -475,29 +475,42 @@ static int put_reserve(put *c)
     return kvs__fail(c->errmsg, -ENOMEM, "out of memory");
   for (uint32_t g = c->g0; g < c->maxnb; g++)
     c->gmask[g - c->g0] = group_mask(c, g);
-  for (uint32_t l = 0; l < c->nl; l++)
-    for (uint32_t g = q->l[l].nblk; g < c->pl[l].nb1; g++)
-      c->jobs[c->njobs++] = (job){.layer = l, .g = g};
-  /* every job may file a block: room first, so that filing cannot fail */
-  if (kvs__index_reserve(c->st->ix, c->njobs) < 0)
+  /* by group, then layer: one index probe serves a group's layers (and
+   * each layer still gets its groups in order, for put_commit) */
+  for (uint32_t g = c->g0; g < c->maxnb; g++)
+    for (uint32_t l = 0; l < c->nl; l++)
+      if (g >= q->l[l].nblk && g < c->pl[l].nb1)
+        c->jobs[c->njobs++] = (job){.layer = l, .g = g};
+  /* every group may file a record: room first, so that filing cannot fail */
+  if (kvs__index_reserve(c->st->ix, c->maxnb - c->g0) < 0)
     return kvs__fail(c->errmsg, -ENOMEM, "out of memory");
   const kvs__h128 none = {0, 0};
-  /* index slots at random places of a large table: asked for a few jobs
-   * ahead, so that their cache misses overlap */
-  for (uint32_t i = 0; i < c->njobs && i < KVS_PREFETCH_AHEAD; i++)
-    kvs__blk_prefetch(c->st, q->chain[c->jobs[i].g], c->jobs[i].layer);
-  /* One probe per block: a hit is pinned (so reserving cannot evict
-   * it), a miss gets its record filed at once (kvs__blk_claim). */
+  /* index slots at random places of a large table: asked for a few
+   * groups ahead, so that their cache misses overlap */
+  for (uint32_t g = c->g0; g < c->maxnb && g < c->g0 + KVS_PREFETCH_AHEAD; g++)
+    kvs__grp_prefetch(c->st, q->chain[g]);
+  /* One probe per group: a hit is pinned (so reserving cannot evict
+   * it), a miss gets its record attached to the group at once
+   * (kvs__blk_claim). */
+  kvs__group *grp = NULL;
   for (uint32_t i = 0; i < c->njobs; i++) {
-    uint32_t g = c->jobs[i].g, a = i + KVS_PREFETCH_AHEAD;
-    if (a < c->njobs)
-      kvs__blk_prefetch(c->st, q->chain[c->jobs[a].g], c->jobs[a].layer);
+    uint32_t g = c->jobs[i].g;
+    if (!grp || grp->g != g) {
+      if (g + KVS_PREFETCH_AHEAD < c->maxnb)
+        kvs__grp_prefetch(c->st, q->chain[g + KVS_PREFETCH_AHEAD]);
+      int taken;
+      grp = kvs__grp_claim(sp, q->chain[g], g ? q->chain[g - 1] : none, g,
+                           &q->tok[(size_t)g * G], 0, &taken);
+      if (!grp)
+        return kvs__fail(c->errmsg, -ENOMEM, "out of memory");
+    }
     int fresh;
-    kvs__block *b = kvs__blk_claim(sp, q->chain[g], g ? q->chain[g - 1] : none,
-                                   c->jobs[i].layer, g, &q->tok[(size_t)g * G],
-                                   c->gmask[g - c->g0], &fresh);
-    if (!b)
+    kvs__block *b = kvs__blk_claim(grp, c->jobs[i].layer, c->gmask[g - c->g0], &fresh);
+    if (!b) {
+      if (!grp->nblk)
+        kvs__grp_release(grp);
       return kvs__fail(c->errmsg, -ENOMEM, "out of memory");
+    }
     c->jobs[i].b = b;
     c->jobs[i].fresh = fresh;
     if (fresh)

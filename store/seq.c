@@ -261,15 +261,20 @@ int kvs__space_lookup(kvs__space *sp, const uint32_t *tokens, uint32_t n, kvs__s
   const kvs__h128 none = {0, 0};
   uint32_t ng = n / G, found = 0;
   kvs__h128 *ch = malloc(sizeof(*ch) * (ng ? ng : 1));
-  if (!ch)
+  kvs__group **gr = malloc(sizeof(*gr) * (ng ? ng : 1));
+  if (!ch || !gr) {
+    free(ch);
+    free(gr);
     return -ENOMEM;
+  }
+  /* one look-up per group: its record holds every layer's block */
   for (; found < ng; found++) {
     ch[found] = kvs__chain_next(sp, found ? &ch[found - 1] : NULL, tokens + (size_t)found * G);
+    gr[found] = kvs__grp_find(sp, ch[found], found ? ch[found - 1] : none,
+                              tokens + (size_t)found * G);
     uint32_t l = 0;
-    for (; l < nl; l++)
-      if (!kvs__blk_find(st, ch[found], found ? ch[found - 1] : none, l,
-                         tokens + (size_t)found * G))
-        break;
+    while (l < nl && kvs__grp_block(gr[found], l))
+      l++;
     if (l < nl)
       break;
   }
@@ -291,12 +296,13 @@ int kvs__space_lookup(kvs__space *sp, const uint32_t *tokens, uint32_t n, kvs__s
         rc = -ENOMEM;
     if (rc < 0) {
       free(ch);
+      free(gr);
       return rc;
     }
     for (uint32_t l = 0; l < nl; l++) {
       kvs__seq_layer *L = &bind->l[l];
       for (uint32_t g = 0; g < found; g++) {
-        kvs__block *b = kvs__blk_find(st, ch[g], g ? ch[g - 1] : none, l, tokens + (size_t)g * G);
+        kvs__block *b = kvs__grp_block(gr[g], l);
         kvs__blk_ref(b);
         L->blk[g] = b;
         if (l == 0)
@@ -317,9 +323,10 @@ int kvs__space_lookup(kvs__space *sp, const uint32_t *tokens, uint32_t n, kvs__s
     /* A hit is a use: keep those blocks young. */
     for (uint32_t g = 0; g < found; g++)
       for (uint32_t l = 0; l < nl; l++)
-        kvs__blk_touch(kvs__blk_find(st, ch[g], g ? ch[g - 1] : none, l, tokens + (size_t)g * G));
+        kvs__blk_touch(kvs__grp_block(gr[g], l));
   }
   free(ch);
+  free(gr);
   st->lookups++;
   st->lookup_tokens += n;
   st->lookup_hit_tokens += hit;

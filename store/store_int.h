@@ -11,6 +11,7 @@
 
 #include "store/index.h"
 #include "store/pool.h"
+#include "store/rec.h"
 #include "store/store.h"
 
 
@@ -27,27 +28,43 @@ typedef struct kvs__lru {
   uint64_t records;                 /* records of the class (the ring's room) */
 } kvs__lru;
 
+/* A cached block: one layer of one group. Its identity (chain hash,
+ * parent, token ids) is its group's (kvs__group), which the index files
+ * once for all layers (Decision 46). */
 typedef struct kvs__block {
-  /* the first 64 bytes are what an eviction reads: one cache line */
-  kvs__ikey key;
+  /* one cache line without sink rows: what an eviction reads */
+  struct kvs__group *grp;
   kvs__space *sp;
   union {
     void *data;                     /* quantized part, in the pool */
-    struct kvs__block *fnext;       /* a free record: the next (block.c) */
+    struct kvs__block *fnext;       /* a free record (rec.c's link) */
   };
   uint64_t stamp;                   /* its LRU entry's while refs == 0, else 0 */
-  uint32_t n_sinks;
-  uint8_t indexed;                  /* 0: a collision kept it private to its seq */
-  uint8_t pending;                  /* claimed by a put, not yet published */
-  kvs__h128 parent;                 /* chain hash of the group before (0 for the first) */
-  uint32_t *tok;                    /* the G token ids, checked on every hit */
   uint64_t sink_mask;
   uint32_t refs;
-  uint32_t g;                       /* group index: tokens [g*G, (g+1)*G) */
+  uint32_t n_sinks;
+  uint32_t layer;
+  uint8_t pending;                  /* claimed by a put, not yet published */
   uint16_t *rows[];                 /* sink-row slots, in the pool */
 } kvs__block;
 
-#define KVS_REC_LINES 16u            /* record sizes, in cache lines */
+/* The blocks of one identity (chain hash, parent, G token ids), a slot
+ * per layer of its space; in the index under (h, 0) unless another
+ * group holds that key (a collision: then private, Decision 19). It
+ * lives while it has blocks (nblk > 0), published or pending. */
+typedef struct kvs__group {
+  kvs__h128 h;
+  union {
+    uint32_t *tok;                  /* the G token ids, checked on every hit */
+    struct kvs__group *fnext;       /* a free record (rec.c's link) */
+  };
+  kvs__h128 parent;                 /* chain hash of the group before (0 for the first) */
+  kvs__space *sp;
+  uint32_t g;                       /* group index: tokens [g*G, (g+1)*G) */
+  uint32_t nblk;                    /* blocks in blk[] */
+  uint8_t indexed;                  /* 0: a collision kept it private to its seqs */
+  kvs__block *blk[];                /* per layer, or NULL; the token ids follow */
+} kvs__group;
 
 struct kvs__space {
   kvs__store *st;
@@ -106,12 +123,12 @@ struct kvs__store {
   uint64_t puts, gets, evictions, put_nospc, bytes_in, bytes_out;
   uint64_t stored_raw, stored, sinks_found, sinks_dropped, outliers_kept;
   kvs__store_prof *prof;            /* attached profile, or NULL */
-  struct kvs__block *blk_free[KVS_REC_LINES]; /* free records, by cache lines (block.c) */
+  kvs__recs blk_recs, grp_recs;     /* records of blocks and groups (apart, so
+                                       a stale LRU entry never reads a group) */
   void *rec_slabs;                  /* the slabs they come from */
   int full_cls;                     /* reserve(): class + 1 that had no free slot */
   uint64_t own_n, own_rows;         /* evictions not counted yet (block.c) */
   uint64_t full_frees;              /* at this kvs__pool_frees */
-  unsigned char *rec_next[KVS_REC_LINES], *rec_end[KVS_REC_LINES]; /* unused part */
 };
 
 /* Profile phases (kvs__store_set_prof): a no-op without a profile. */
@@ -134,49 +151,67 @@ static inline uint64_t kvs__prof_add(const kvs__store *st, int ph, uint64_t t0)
   return t;
 }
 
+/* group.c */
+/* The group of identity (h, parent, tok) of sp in the index, or NULL. */
+kvs__group *kvs__grp_find(kvs__space *sp, kvs__h128 h, kvs__h128 parent, const uint32_t *tok);
+/* Start loading the index slot of h, a few groups ahead. */
+void kvs__grp_prefetch(const kvs__store *st, kvs__h128 h);
+/* The group for a put's blocks of identity (h, parent, tok) at group
+ * index g, in one probe of the index (room reserved by the caller): the
+ * indexed one, or a new one, filed unless a different identity holds
+ * the key (a collision: private). With exclusive set, a collision is
+ * refused (NULL, *taken = 1) instead. A new group has no blocks: it
+ * goes when its last one does (kvs__grp_detach), so a caller that adds
+ * none gives it back with kvs__grp_release. NULL: out of memory. */
+kvs__group *kvs__grp_claim(kvs__space *sp, kvs__h128 h, kvs__h128 parent, uint32_t g,
+                           const uint32_t *tok, int exclusive, int *taken);
+/* Give back a group with no blocks (out of the index, record freed). */
+void kvs__grp_release(kvs__group *grp);
+/* b joins / leaves its group; the group goes with its last block. */
+void kvs__grp_attach(kvs__group *grp, kvs__block *b);
+void kvs__grp_detach(kvs__block *b);
+void kvs__grp_cache_reset(kvs__store *st);
+
 /* block.c */
-/* A new, unpublished block of sp for chain hash h at layer; its slots are
- * reserved (evicting as needed): -ENOSPC when the pool is full of pinned
- * blocks, -ENOMEM. */
-int kvs__blk_new(kvs__space *sp, kvs__h128 h, kvs__h128 parent, uint32_t layer, uint32_t g,
-                 const uint32_t *tok, uint64_t sink_mask, kvs__block **out);
+/* A new, pending block of layer in grp (attached), its slots reserved
+ * (evicting as needed): -ENOSPC when the pool is full of pinned blocks,
+ * -ENOMEM; on failure nothing is left (grp goes if it has no blocks). */
+int kvs__blk_new(kvs__group *grp, uint32_t layer, uint64_t sink_mask, kvs__block **out);
 /* Reserve the slots of records bs[0..n) in order (data, then sink rows),
  * evicting as needed; on failure the slots taken stay with their records
- * (kvs__blk_drop gives them back). */
+ * (kvs__blk_unclaim gives them back). */
 int kvs__blk_slots(kvs__block *const *bs, uint32_t n);
-/* Look (h, layer) up and, unless a block with this prefix is cached, make
- * a record for it, in one probe of the index (room reserved by the
- * caller): the cached block (*fresh = 0; the caller pins it), or the new
- * record (*fresh = 1, no slots: kvs__blk_slots), filed in the index
- * unless a different block holds the key (a collision: it stays private,
- * Decision 19). Filed but pending, it is no hit for anyone until
- * kvs__blk_publish_n; the store runs one call at a time, so nothing else
- * sees it before. NULL: out of memory. */
-kvs__block *kvs__blk_claim(kvs__space *sp, kvs__h128 h, kvs__h128 parent, uint32_t layer,
-                           uint32_t g, const uint32_t *tok, uint64_t sink_mask, int *fresh);
-/* Undo a claim: out of the index, slots and record given back. */
+/* The block of layer in grp (from kvs__grp_claim): a published one
+ * (*fresh = 0; the caller pins it), or a new record (*fresh = 1, no
+ * slots: kvs__blk_slots) attached to grp, pending: no hit for anyone
+ * until kvs__blk_publish_n. The store runs one call at a time, so
+ * nothing else sees it before, and a layer of a group is claimed once
+ * per put. NULL: out of memory. */
+kvs__block *kvs__blk_claim(kvs__group *grp, uint32_t layer, uint64_t sink_mask, int *fresh);
+/* Undo a claim or a kvs__blk_new: out of its group, slots and record
+ * given back. */
 void kvs__blk_unclaim(kvs__block *b);
 /* Publish n claimed and filled blocks of one space, each with one
  * reference (a seq's): counters at once, then the publish hook. */
 void kvs__blk_publish_n(kvs__block *const *bs, uint32_t n, const uint32_t *prefix);
-/* Free a block that was never published (or was evicted): its slots, and
- * its record (kept for reuse; kvs__blk_cache_free unmaps them at close). */
-void kvs__blk_drop(kvs__block *b);
 void kvs__blk_cache_free(kvs__store *st);
-/* Make b (filled; refs 1 for a seq's, 0 for an import) known: index
- * (unless its key is taken by a different block: then it stays private),
- * counters, and the publish hook when prefix (ids [0, (g+1)*G)) is given.
- * Room in the index was reserved by the caller, so this cannot fail. */
-void kvs__blk_publish(kvs__block *b, const uint32_t *prefix);
+/* Make b (from kvs__blk_new, filled) known with no reference (an
+ * import): counters, LRU; no publish hook. */
+void kvs__blk_publish(kvs__block *b);
 /* The view hooks see. */
 void kvs__blk_view(const kvs__block *b, const uint32_t *prefix, kvs__block_view *v);
-/* The published block for (h, layer) whose parent and tokens match, or NULL. */
-kvs__block *kvs__blk_find(kvs__store *st, kvs__h128 h, kvs__h128 parent, uint32_t layer,
+/* The published block of layer in grp, or NULL. */
+static inline kvs__block *kvs__grp_block(const kvs__group *grp, uint32_t layer)
+{
+  kvs__block *b = grp ? grp->blk[layer] : NULL;
+  return b && !b->pending ? b : NULL;
+}
+/* The published block of sp for (h, layer) whose parent and tokens
+ * match, or NULL. */
+kvs__block *kvs__blk_find(kvs__space *sp, kvs__h128 h, kvs__h128 parent, uint32_t layer,
                           const uint32_t *tok);
-/* Start loading the index slot of (h, layer) (kvs__index_prefetch), this
- * many look-ups ahead. */
-#define KVS_PREFETCH_AHEAD 64u
-void kvs__blk_prefetch(const kvs__store *st, kvs__h128 h, uint32_t layer);
+/* Prefetch distance of a put's look-ups, in groups. */
+#define KVS_PREFETCH_AHEAD 8u
 void kvs__blk_ref(kvs__block *b);
 void kvs__blk_unref(kvs__block *b);
 /* Move an unreferenced block to the young end of the LRU. */

@@ -61,10 +61,10 @@ int kvs__block_serialize(const kvs__block_view *v, void *out, size_t cap)
   if (!out || cap < need)
     return -ENOBUFS;
   unsigned char *p = out;
-  header(p, sp, b->key.layer, b->n_sinks, b->sink_mask);
+  header(p, sp, b->layer, b->n_sinks, b->sink_mask);
   size_t o = HDR;
   for (uint32_t i = 0; i < sp->qp.group; i++, o += 4)
-    put32(p + o, b->tok[i]);
+    put32(p + o, b->grp->tok[i]);
   kvs__backend *be = sp->st->be;
   int rc = kvs__backend_copy(be, p + o, b->data, sp->qbytes, 0);
   o += sp->qbytes;
@@ -173,17 +173,21 @@ int kvs__space_import(kvs__space *sp, const uint32_t *prefix, uint32_t n_prefix,
   }
   if (g == 0)
     parent = (kvs__h128){0, 0};
-  /* Taken: this block, or (a collision) another that keeps the key. */
-  kvs__ikey key = {h, layer};
-  if (kvs__index_find(st->ix, &key))
-    return -EEXIST;
   if (kvs__index_reserve(st->ix, 1) < 0)
     return -ENOMEM;
   uint32_t ids[KVS_QBLOCK_MAX_G];
   for (uint32_t i = 0; i < G; i++)
     ids[i] = get32(tok + 4u * i);
+  /* Taken: this block, or (a collision) another group that keeps the
+   * key; an import is no use private. */
+  int taken;
+  kvs__group *grp = kvs__grp_claim(sp, h, parent, g, ids, 1, &taken);
+  if (!grp)
+    return taken ? -EEXIST : -ENOMEM;
+  if (grp->blk[layer])
+    return -EEXIST;
   kvs__block *b;
-  rc = kvs__blk_new(sp, h, parent, layer, g, ids, mask, &b);
+  rc = kvs__blk_new(grp, layer, mask, &b);
   if (rc == -ENOSPC) {
     st->put_nospc++;
     return rc;
@@ -194,10 +198,10 @@ int kvs__space_import(kvs__space *sp, const uint32_t *prefix, uint32_t n_prefix,
   for (uint32_t i = 0; rc == 0 && i < ns; i++)
     rc = kvs__backend_copy(st->be, b->rows[i], rows + (size_t)i * sp->rowbytes, sp->rowbytes, 1);
   if (rc < 0) {
-    kvs__blk_drop(b);
+    kvs__blk_unclaim(b);
     return rc;
   }
-  kvs__blk_publish(b, NULL);
+  kvs__blk_publish(b);
   return 0;
 }
 
@@ -221,7 +225,7 @@ int kvs__space_chain(kvs__space *sp, const uint32_t *tokens, uint32_t n, uint8_t
     h = kvs__chain_next(sp, g ? &parent : NULL, tokens + (size_t)g * G);
     h128_bytes(h, ids[g]);
     for (uint32_t l = 0; !missing && l < nl; l++)
-      if (!kvs__blk_find(sp->st, h, parent, l, tokens + (size_t)g * G))
+      if (!kvs__blk_find(sp, h, parent, l, tokens + (size_t)g * G))
         missing = 1;
     if (!missing)
       *local = g + 1;

@@ -38,14 +38,14 @@ START_TEST(forced_collision)
   kvs__seq *a, *b;
   ck_assert_int_eq(kvs__seq_new(sp, &a), 0);
   ck_assert_int_eq(kvs__seq_put(a, 0, ta, G, 0, NL, ka, va, NULL, 0, NULL, err), 0);
-  /* The collision: A's blocks re-filed under B's chain hash. */
+  /* The collision: A's group (all its layers) re-filed under B's chain
+   * hash. */
   kvs__h128 hb = kvs__chain_next(sp, NULL, tb);
-  for (uint32_t l = 0; l < NL; l++) {
-    kvs__block *x = a->l[l].blk[0];
-    ck_assert_int_eq(kvs__index_remove(s->ix, &x->key), 0);
-    x->key.h = hb;
-    ck_assert_int_eq(kvs__index_insert(s->ix, &x->key, x), 0);
-  }
+  kvs__group *x = a->l[0].blk[0]->grp;
+  kvs__ikey xk = {x->h, 0};
+  ck_assert_int_eq(kvs__index_remove(s->ix, &xk), 0);
+  x->h = xk.h = hb;
+  ck_assert_int_eq(kvs__index_insert(s->ix, &xk, x), 0);
   ck_assert_uint_eq(tcached(sp, tb, G), 0); /* ids differ: no hit */
   ck_assert_int_eq(kvs__seq_new(sp, &b), 0);
   uint32_t cached = 99;
@@ -63,10 +63,9 @@ START_TEST(forced_collision)
   /* B's private blocks leave A's index entries alone when they go. */
   kvs__seq_free(b);
   ck_assert_uint_eq(kvs__store_evict_all(s), NL);
-  for (uint32_t l = 0; l < NL; l++) {
-    kvs__ikey ik = {hb, l};
-    ck_assert_ptr_eq(kvs__index_find(s->ix, &ik), a->l[l].blk[0]);
-  }
+  ck_assert_ptr_eq(kvs__index_find(s->ix, &xk), x);
+  for (uint32_t l = 0; l < NL; l++)
+    ck_assert_ptr_eq(x->blk[l], a->l[l].blk[0]);
   kvs__seq_free(a);
   kvs__space_unref(sp);
   free(gk);
@@ -224,13 +223,12 @@ START_TEST(failed_put_files_nothing)
   for (uint32_t g = 0; g < n / G; g++) {
     kvs__h128 prev = h;
     h = kvs__chain_next(sp, g ? &prev : NULL, tc + (size_t)g * G);
-    for (uint32_t l = 0; l < NL; l++) {
-      kvs__ikey ik = {h, l};
-      ck_assert_ptr_null(kvs__index_find(s->ix, &ik));
-    }
+    kvs__ikey ik = {h, 0}; /* no group of c's is filed */
+    ck_assert_ptr_null(kvs__index_find(s->ix, &ik));
   }
   kvs__store_stats st = tstats(s);
   ck_assert_uint_eq(st.blocks, 4 * NL);
+  ck_assert_uint_eq(kvs__index_count(s->ix), 4); /* a's groups only */
   ck_assert_uint_eq(st.evictions, 2 * NL);
   ck_assert_uint_eq(st.pool_used_bytes, 4 * NL * slot);
   ck_assert_uint_eq(st.put_nospc, 1);
@@ -259,6 +257,78 @@ START_TEST(failed_put_files_nothing)
 }
 END_TEST
 
+/* One group record per identity holds every layer's block (Decision
+ * 46): layer-range puts of one prefix share it, a hit on one layer and
+ * new blocks on others land in the same record, and it stays filed while
+ * any of its blocks is cached, then goes with the last. */
+START_TEST(group_spans_layers)
+{
+  enum { L4 = 4 };
+  kvs__store *s = mk(NULL);
+  kvs__space_key key = tkey(16, 16);
+  key.n_layers = L4;
+  kvs__space *sp;
+  ck_assert_int_eq(kvs__space_ref(s, &key, NULL, &sp), 0);
+  const uint32_t n = 2 * G;
+  uint16_t *k = trandkv(L4, n, 1), *v = trandkv(L4, n, 2);
+  uint32_t *t = ttoks(n, 100);
+  char err[KVS_STORE_ERRMSG];
+  kvs__seq *a, *b, *c;
+  ck_assert_int_eq(kvs__seq_new(sp, &a), 0);
+  ck_assert_int_eq(kvs__seq_put(a, 0, t, n, 0, 1, k, v, NULL, 0, NULL, err), 0); /* layer 0 */
+  ck_assert_uint_eq(kvs__index_count(s->ix), 2);
+  kvs__group *g0 = a->l[0].blk[0]->grp, *g1 = a->l[0].blk[1]->grp;
+  ck_assert_ptr_ne(g0, g1);
+  ck_assert_uint_eq(g0->nblk, 1);
+  ck_assert_ptr_null(g0->blk[1]);
+  /* all layers: layer 0 hits a's blocks, the others join their groups */
+  ck_assert_int_eq(kvs__seq_new(sp, &b), 0);
+  ck_assert_int_eq(kvs__seq_put(b, 0, t, n, 0, L4, k, v, NULL, 0, NULL, err), 0);
+  ck_assert_ptr_eq(b->l[0].blk[0], a->l[0].blk[0]);
+  ck_assert_ptr_eq(b->l[0].blk[1], a->l[0].blk[1]);
+  for (uint32_t l = 0; l < L4; l++) {
+    ck_assert_ptr_eq(b->l[l].blk[0]->grp, g0);
+    ck_assert_ptr_eq(b->l[l].blk[1]->grp, g1);
+    ck_assert_ptr_eq(g0->blk[l], b->l[l].blk[0]);
+  }
+  ck_assert_uint_eq(g0->nblk, L4);
+  ck_assert_uint_eq(kvs__index_count(s->ix), 2);
+  ck_assert_uint_eq(tstats(s).blocks, 2 * L4);
+  ck_assert_uint_eq(tcached(sp, t, n), n);
+  /* layers 1..3 evicted, layer 0 pinned by a: the groups stay, without them */
+  kvs__seq_free(b);
+  ck_assert_uint_eq(kvs__store_evict_all(s), 2 * (L4 - 1));
+  ck_assert_uint_eq(kvs__index_count(s->ix), 2);
+  ck_assert_uint_eq(g0->nblk, 1);
+  for (uint32_t l = 1; l < L4; l++)
+    ck_assert_ptr_null(g0->blk[l]);
+  ck_assert_uint_eq(tcached(sp, t, n), 0); /* a prefix is cached in all layers or not */
+  /* and fill up again in the same records, reading back bit-exact */
+  ck_assert_int_eq(kvs__seq_new(sp, &c), 0);
+  ck_assert_int_eq(kvs__seq_put(c, 0, t, n, 0, L4, k, v, NULL, 0, NULL, err), 0);
+  ck_assert_ptr_eq(c->l[0].blk[0], a->l[0].blk[0]);
+  ck_assert_ptr_eq(c->l[L4 - 1].blk[1]->grp, g1);
+  ck_assert_uint_eq(g1->nblk, L4);
+  uint16_t *gk = malloc((size_t)L4 * n * C * 2), *gv = malloc((size_t)L4 * n * C * 2);
+  ck_assert_int_eq(kvs__seq_get(c, 0, n, 0, L4, gk, gv, err), 0);
+  ck_assert_int_eq(memcmp(gk, k, (size_t)L4 * n * C * 2), 0);
+  ck_assert_int_eq(memcmp(gv, v, (size_t)L4 * n * C * 2), 0);
+  /* the last block of a group takes it out of the index */
+  kvs__seq_free(a);
+  kvs__seq_free(c);
+  ck_assert_uint_eq(kvs__store_evict_all(s), 2 * L4);
+  ck_assert_uint_eq(kvs__index_count(s->ix), 0);
+  ck_assert_uint_eq(tcached(sp, t, n), 0);
+  kvs__space_unref(sp);
+  free(gk);
+  free(gv);
+  free(k);
+  free(v);
+  free(t);
+  kvs__store_close(s);
+}
+END_TEST
+
 int main(void)
 {
   Suite *s = suite_create("identity");
@@ -268,6 +338,7 @@ int main(void)
   tcase_add_test(tc, keys_change_chains);
   tcase_add_test(tc, chain_is_keyed_blake2b);
   tcase_add_test(tc, failed_put_files_nothing);
+  tcase_add_test(tc, group_spans_layers);
   suite_add_tcase(s, tc);
   SRunner *r = srunner_create(s);
   srunner_run_all(r, CK_NORMAL);
