@@ -6,7 +6,6 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
-#include <stddef.h>
 
 #include "store/store_int.h"
 
@@ -188,9 +187,6 @@ kvs__block *kvs__blk_find(kvs__space *sp, kvs__h128 h, kvs__h128 parent, uint32_
   return kvs__grp_block(kvs__grp_find(sp, h, parent, tok), layer);
 }
 
-_Static_assert(offsetof(kvs__block, fnext) == KVS_REC_LINK &&
-                   offsetof(kvs__block, stamp) != KVS_REC_LINK,
-               "rec.c links through fnext, and a freed block keeps its stamp");
 _Static_assert((sizeof(kvs__block) + KVS_QBLOCK_MAX_G * sizeof(uint16_t *) + 63) / 64 <
                    KVS_REC_LINES,
                "KVS_REC_LINES covers the largest record");
@@ -225,7 +221,7 @@ static void blk_drop(kvs__block *b)
 void kvs__blk_cache_free(kvs__store *st)
 {
   kvs__rec_slabs_free(&st->rec_slabs);
-  memset(&st->blk_recs, 0, sizeof(st->blk_recs));
+  kvs__recs_reset(&st->blk_recs);
   kvs__grp_cache_reset(st);
   for (uint32_t c = 0; c < KVS_POOL_MAX_CLASSES; c++) {
     free(st->cls_lru[c].e);

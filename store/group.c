@@ -3,12 +3,10 @@
  * parent, token ids) for the blocks of all its layers (Decision 46). A
  * put of 1,024 tokens x 32 layers probes the index 32 times, not 1,024,
  * and a block record is one cache line. */
-#include <stddef.h>
 #include <string.h>
 
 #include "store/store_int.h"
 
-_Static_assert(offsetof(kvs__group, fnext) == KVS_REC_LINK, "rec.c links through fnext");
 _Static_assert(sizeof(kvs__group) == 64, "a group's header is one cache line");
 _Static_assert((sizeof(kvs__group) + KVS_STORE_MAX_LAYERS * sizeof(kvs__block *) +
                 KVS_QBLOCK_MAX_G * sizeof(uint32_t) + 63) / 64 < KVS_REC_LINES,
@@ -101,4 +99,4 @@ void kvs__grp_detach(kvs__block *b)
     kvs__grp_release(grp);
 }
 
-void kvs__grp_cache_reset(kvs__store *st) { memset(&st->grp_recs, 0, sizeof(st->grp_recs)); }
+void kvs__grp_cache_reset(kvs__store *st) { kvs__recs_reset(&st->grp_recs); }

@@ -1,7 +1,7 @@
 /* SPDX-License-Identifier: MIT */
 /* Records of blocks and groups (store/block.c, group.c): whole cache
- * lines cut from 2 MiB slabs, a free list per size, never given back to
- * malloc while the store lives. */
+ * lines cut from 2 MiB slabs, a stack of free ones per size, never given
+ * back to malloc while the store lives. */
 #ifndef KVS_DAEMON_REC_H
 #define KVS_DAEMON_REC_H
 
@@ -9,12 +9,10 @@
 #include <stdint.h>
 
 #define KVS_REC_LINES 40u            /* record sizes, in cache lines */
-/* A free record's link lies at this byte offset: a block's data pointer,
- * never its stamp, which a stale LRU entry still reads (block.c). */
-#define KVS_REC_LINK 16u
 
 typedef struct kvs__recs {
-  void *free[KVS_REC_LINES];          /* free records, by cache lines */
+  void **free[KVS_REC_LINES];         /* free records, by cache lines: a stack */
+  size_t nfree[KVS_REC_LINES], made[KVS_REC_LINES], cap[KVS_REC_LINES]; /* made <= cap */
   unsigned char *next[KVS_REC_LINES], *end[KVS_REC_LINES]; /* unused part of a slab */
 } kvs__recs;
 
@@ -22,9 +20,15 @@ typedef struct kvs__recs {
  * were (the caller writes every field); *slabs is the list of all slabs
  * of the store. NULL: out of memory. */
 void *kvs__rec_get(kvs__recs *r, void **slabs, uint32_t lines);
-void kvs__rec_put(kvs__recs *r, void *rec, uint32_t lines);
-/* Unmap every slab (at close); the free lists of each kvs__recs given
- * must be reset by the caller. */
+/* Give a record back (cannot fail: its stack has room for every record
+ * ever made). */
+static inline void kvs__rec_put(kvs__recs *r, void *rec, uint32_t lines)
+{
+  r->free[lines][r->nfree[lines]++] = rec;
+}
+/* The stacks freed; the slabs stay (kvs__rec_slabs_free). */
+void kvs__recs_reset(kvs__recs *r);
+/* Unmap every slab (at close). */
 void kvs__rec_slabs_free(void **slabs);
 
 #endif

@@ -35,10 +35,7 @@ typedef struct kvs__block {
   /* one cache line without sink rows: what an eviction reads */
   struct kvs__group *grp;
   kvs__space *sp;
-  union {
-    void *data;                     /* quantized part, in the pool */
-    struct kvs__block *fnext;       /* a free record (rec.c's link) */
-  };
+  void *data;                       /* quantized part, in the pool */
   uint64_t stamp;                   /* its LRU entry's while refs == 0, else 0 */
   uint64_t sink_mask;
   uint32_t refs;
@@ -54,10 +51,7 @@ typedef struct kvs__block {
  * lives while it has blocks (nblk > 0), published or pending. */
 typedef struct kvs__group {
   kvs__h128 h;
-  union {
-    uint32_t *tok;                  /* the G token ids, checked on every hit */
-    struct kvs__group *fnext;       /* a free record (rec.c's link) */
-  };
+  uint32_t *tok;                    /* the G token ids, checked on every hit */
   kvs__h128 parent;                 /* chain hash of the group before (0 for the first) */
   kvs__space *sp;
   uint32_t g;                       /* group index: tokens [g*G, (g+1)*G) */
