@@ -84,19 +84,4 @@ void kvs__grp_release(kvs__group *grp)
   kvs__rec_put(&st->grp_recs, grp, grp_lines(grp->sp));
 }
 
-void kvs__grp_attach(kvs__group *grp, kvs__block *b)
-{
-  b->grp = grp;
-  grp->blk[b->layer] = b;
-  grp->nblk++;
-}
-
-void kvs__grp_detach(kvs__block *b)
-{
-  kvs__group *grp = b->grp;
-  grp->blk[b->layer] = NULL;
-  if (--grp->nblk == 0)
-    kvs__grp_release(grp);
-}
-
 void kvs__grp_cache_reset(kvs__store *st) { kvs__recs_reset(&st->grp_recs); }

@@ -17,11 +17,7 @@ static void res_account(kvs__seq *q, uint64_t add, uint64_t sub)
 }
 
 /* One block a put needs: found in the index (pinned) or freshly claimed. */
-typedef struct job {
-  uint32_t layer, g;
-  kvs__block *b;
-  int fresh;
-} job;
+typedef kvs__claim job;
 
 typedef struct plan {
   uint32_t L0, L1, nb1;
@@ -491,32 +487,25 @@ static int put_reserve(put *c)
     kvs__grp_prefetch(c->st, q->chain[g]);
   /* One probe per group: a hit is pinned (so reserving cannot evict
    * it), a miss gets its record attached to the group at once
-   * (kvs__blk_claim). */
-  kvs__group *grp = NULL;
-  for (uint32_t i = 0; i < c->njobs; i++) {
-    uint32_t g = c->jobs[i].g;
-    if (!grp || grp->g != g) {
-      if (g + KVS_PREFETCH_AHEAD < c->maxnb)
-        kvs__grp_prefetch(c->st, q->chain[g + KVS_PREFETCH_AHEAD]);
-      int taken;
-      grp = kvs__grp_claim(sp, q->chain[g], g ? q->chain[g - 1] : none, g,
-                           &q->tok[(size_t)g * G], 0, &taken);
-      if (!grp)
-        return kvs__fail(c->errmsg, -ENOMEM, "out of memory");
-    }
-    int fresh;
-    kvs__block *b = kvs__blk_claim(grp, c->jobs[i].layer, c->gmask[g - c->g0], &fresh);
-    if (!b) {
-      if (!grp->nblk)
-        kvs__grp_release(grp);
+   * (kvs__blk_claim_run). */
+  for (uint32_t i = 0, e; i < c->njobs; i = e) {
+    const uint32_t g = c->jobs[i].g;
+    for (e = i + 1; e < c->njobs && c->jobs[e].g == g; e++)
+      ;
+    if (g + KVS_PREFETCH_AHEAD < c->maxnb)
+      kvs__grp_prefetch(c->st, q->chain[g + KVS_PREFETCH_AHEAD]);
+    int taken;
+    kvs__group *grp = kvs__grp_claim(sp, q->chain[g], g ? q->chain[g - 1] : none, g,
+                                     &q->tok[(size_t)g * G], 0, &taken);
+    if (!grp)
       return kvs__fail(c->errmsg, -ENOMEM, "out of memory");
-    }
-    c->jobs[i].b = b;
-    c->jobs[i].fresh = fresh;
-    if (fresh)
-      c->fresh[c->nfresh++] = b;
-    else
-      kvs__blk_ref(b);
+    kvs__block **f = c->fresh + c->nfresh;
+    rc = kvs__blk_claim_run(grp, c->jobs + i, e - i, c->gmask[g - c->g0], &f);
+    c->nfresh = (uint32_t)(f - c->fresh);
+    if (!grp->nblk)
+      kvs__grp_release(grp);
+    if (rc < 0)
+      return kvs__fail(c->errmsg, rc, "out of memory");
   }
   tp = kvs__prof_add(c->st, KVS_PROF_PUT_FIND, tp);
   /* Slots (evicting), a chunk at a time: each chunk's kernels are queued
@@ -691,7 +680,7 @@ static void put_commit(put *c, kvs__put_info *info)
     kvs__seq_layer *L = &q->l[c->jobs[i].layer];
     L->blk[L->nblk++] = c->jobs[i].b;
   }
-  /* filed in the index already (kvs__blk_claim) */
+  /* filed in their groups already (kvs__blk_claim_run) */
   kvs__blk_publish_n(c->fresh, c->nfresh, q->tok);
   for (uint32_t l = 0; l < c->nl; l++)
     q->l[l].len = c->pl[l].L1;

@@ -15,7 +15,6 @@
 #include <sys/mman.h>
 
 #define REC_SLAB ((size_t)2 << 20)
-#define AHEAD 4u /* records asked for ahead of a pop, to be written soon */
 #define CUT_AHEAD 32u /* and ahead of a cut from a slab (lines from memory) */
 
 /* A fresh slab, 2 MiB-aligned so that it can be one huge page (where
@@ -42,20 +41,11 @@ static unsigned char *slab_new(void **slabs)
   return p;
 }
 
-void *kvs__rec_get(kvs__recs *r, void **slabs, uint32_t lines)
+void *kvs__rec_cut(kvs__recs *r, void **slabs, uint32_t lines)
 {
   const size_t rs = (size_t)lines * 64u;
-  size_t n = r->nfree[lines];
-  if (n) {
-    void **s = r->free[lines];
-    if (n > AHEAD)
-      for (size_t o = 0; o < rs; o += 64)
-        __builtin_prefetch((const char *)s[n - 1 - AHEAD] + o, 1);
-    r->nfree[lines] = n - 1;
-    return s[n - 1];
-  }
-  /* never used: cut from the slab; the stack grows first, so that every
-   * record made has a place there (kvs__rec_put cannot fail) */
+  /* the stack grows first, so that every record made has a place there
+   * (kvs__rec_put cannot fail) */
   if (r->made[lines] == r->cap[lines]) {
     size_t cap = r->cap[lines] ? 2 * r->cap[lines] : 1024;
     void **s = realloc(r->free[lines], cap * sizeof(*s));

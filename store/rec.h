@@ -16,10 +16,26 @@ typedef struct kvs__recs {
   unsigned char *next[KVS_REC_LINES], *end[KVS_REC_LINES]; /* unused part of a slab */
 } kvs__recs;
 
+#define KVS_REC_AHEAD 4u /* records asked for ahead of a pop, to be written soon */
+
+/* kvs__rec_get with no free record: one cut from a slab. */
+void *kvs__rec_cut(kvs__recs *r, void **slabs, uint32_t lines);
 /* A record of `lines` cache lines (< KVS_REC_LINES), its bytes as they
  * were (the caller writes every field); *slabs is the list of all slabs
- * of the store. NULL: out of memory. */
-void *kvs__rec_get(kvs__recs *r, void **slabs, uint32_t lines);
+ * of the store. NULL: out of memory. (inline: once per block of a bulk
+ * put) */
+static inline void *kvs__rec_get(kvs__recs *r, void **slabs, uint32_t lines)
+{
+  size_t n = r->nfree[lines];
+  if (!n)
+    return kvs__rec_cut(r, slabs, lines);
+  void **s = r->free[lines];
+  if (n > KVS_REC_AHEAD)
+    for (uint32_t o = 0; o < lines; o++)
+      __builtin_prefetch((const char *)s[n - 1 - KVS_REC_AHEAD] + 64u * o, 1);
+  r->nfree[lines] = n - 1;
+  return s[n - 1];
+}
 /* Give a record back (cannot fail: its stack has room for every record
  * ever made). */
 static inline void kvs__rec_put(kvs__recs *r, void *rec, uint32_t lines)

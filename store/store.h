@@ -309,7 +309,7 @@ enum {
   KVS_PROF_PUT_CHAIN,      /* capacity, token ids, flags, chain hashes */
   KVS_PROF_PUT_RESIDUAL,   /* rows for the 16-bit residual: copy, check */
   KVS_PROF_PUT_FIND,       /* index look-ups of the blocks, and the records
-                              of the fresh ones filed (kvs__blk_claim) */
+                              of the fresh ones filed (kvs__blk_claim_run) */
   KVS_PROF_PUT_NEW,        /* fresh blocks' slots, eviction (and queuing
                               their kernels: quantize_start) */
   KVS_PROF_PUT_ITEMS,      /* batch items and host tiles */

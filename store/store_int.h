@@ -161,9 +161,21 @@ kvs__group *kvs__grp_claim(kvs__space *sp, kvs__h128 h, kvs__h128 parent, uint32
                            const uint32_t *tok, int exclusive, int *taken);
 /* Give back a group with no blocks (out of the index, record freed). */
 void kvs__grp_release(kvs__group *grp);
-/* b joins / leaves its group; the group goes with its last block. */
-void kvs__grp_attach(kvs__group *grp, kvs__block *b);
-void kvs__grp_detach(kvs__block *b);
+/* b joins / leaves its group; the group goes with its last block.
+ * (inline: once per block of a bulk put and per eviction) */
+static inline void kvs__grp_attach(kvs__group *grp, kvs__block *b)
+{
+  b->grp = grp;
+  grp->blk[b->layer] = b;
+  grp->nblk++;
+}
+static inline void kvs__grp_detach(kvs__block *b)
+{
+  kvs__group *grp = b->grp;
+  grp->blk[b->layer] = NULL;
+  if (--grp->nblk == 0)
+    kvs__grp_release(grp);
+}
 void kvs__grp_cache_reset(kvs__store *st);
 
 /* block.c */
@@ -175,13 +187,24 @@ int kvs__blk_new(kvs__group *grp, uint32_t layer, uint64_t sink_mask, kvs__block
  * evicting as needed; on failure the slots taken stay with their records
  * (kvs__blk_unclaim gives them back). */
 int kvs__blk_slots(kvs__block *const *bs, uint32_t n);
-/* The block of layer in grp (from kvs__grp_claim): a published one
- * (*fresh = 0; the caller pins it), or a new record (*fresh = 1, no
- * slots: kvs__blk_slots) attached to grp, pending: no hit for anyone
- * until kvs__blk_publish_n. The store runs one call at a time, so
- * nothing else sees it before, and a layer of a group is claimed once
- * per put. NULL: out of memory. */
-kvs__block *kvs__blk_claim(kvs__group *grp, uint32_t layer, uint64_t sink_mask, int *fresh);
+/* One block a put needs: layer in its group, then the block found
+ * (pinned) or claimed (fresh). */
+typedef struct kvs__claim {
+  uint32_t layer, g;
+  kvs__block *b;
+  int fresh;
+} kvs__claim;
+/* The blocks of a put's n claims of one group (j[i].layer given, g ==
+ * grp->g, from kvs__grp_claim): a published one is pinned (fresh = 0),
+ * else a new record (fresh = 1, no slots: kvs__blk_slots) is attached
+ * to grp, pending: no hit for anyone until kvs__blk_publish_n (the store
+ * runs one call at a time, so nothing else sees it before, and a layer
+ * of a group is claimed once per put); fresh ones also go to
+ * *fresh_out (advanced). 0, or -ENOMEM with the claims done so far
+ * filled in (b set) for the caller to undo. (A group's layers at once:
+ * one check of the LRU's room, no call per block.) */
+int kvs__blk_claim_run(kvs__group *grp, kvs__claim *j, uint32_t n, uint64_t sink_mask,
+                       kvs__block ***fresh_out);
 /* Undo a claim or a kvs__blk_new: out of its group, slots and record
  * given back. */
 void kvs__blk_unclaim(kvs__block *b);
