@@ -10,6 +10,7 @@
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
+#include <mutex>
 
 #include "kernels/cuda.h"
 
@@ -1626,6 +1627,42 @@ extern "C" int kvs__cuda_sync(kvs__cuda_ctx *c)
   return 0;
 }
 
+/* The launch attributes a quantize kernel needs, set once per kernel and
+ * device (each cudaFuncSetAttribute is a driver call, and a bulk put
+ * launches up to four times): largest carveout (fast kernels), dynamic
+ * shared memory up to smem. Entries are never removed; past the table's
+ * size the calls are simply made every time. */
+static int quant_attrs(const void *kern, bool carve, size_t smem)
+{
+  struct ent { const void *k; int dev; bool carve; size_t smem; };
+  static ent tab[64];
+  static unsigned n;
+  static std::mutex mu;
+  int dev = 0;
+  if (cudaGetDevice(&dev) != cudaSuccess) { cudaGetLastError(); return -EIO; }
+  std::lock_guard<std::mutex> g(mu);
+  ent *e = nullptr;
+  for (unsigned i = 0; i < n && !e; i++)
+    if (tab[i].k == kern && tab[i].dev == dev) e = &tab[i];
+  if (e && (e->carve || !carve) && e->smem >= smem) return 0;
+  if (carve && cudaFuncSetAttribute(kern, cudaFuncAttributePreferredSharedMemoryCarveout,
+                                    (int)cudaSharedmemCarveoutMaxShared) != cudaSuccess) {
+    cudaGetLastError();
+    return -EIO;
+  }
+  if (smem > 48u * 1024u &&
+      cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem) != cudaSuccess) {
+    cudaGetLastError();
+    return -EIO;
+  }
+  if (!e && n < sizeof tab / sizeof tab[0]) e = &tab[n++], *e = ent{kern, dev, false, 0};
+  if (e) {
+    e->carve = e->carve || carve;
+    if (smem > e->smem) e->smem = smem;
+  }
+  return 0;
+}
+
 extern "C" int kvs__cuda_quantize_async(kvs__cuda_ctx *c, const kvs__qparams *p,
                                         const kvs__qlayout *l, const kvs__cuda_qjob *d_jobs,
                                         uint32_t n)
@@ -1637,26 +1674,17 @@ extern "C" int kvs__cuda_quantize_async(kvs__cuda_ctx *c, const kvs__qparams *p,
   size_t smem = quant_smem_v(&a);
   if (smem > KVS_CU_MAX_SMEM) return -EINVAL;
   void (*kern)(kvs_cu_args, const kvs__cuda_qjob *, int *) = kvs_quant_kernel;
-  if (fast_ok(a)) {
+  const bool fast = fast_ok(a);
+  if (fast) {
     const bool bf = a.dtype == KVS_DTYPE_BF16;
     const bool out = (a.kb != 16 && a.nko) || (a.vb != 16 && a.nvo);
     size_t fs = fast_smem(a, out);
     const bool big = KVS_FQ_NJT && a.C == 256u * KVS_FQ_NJ;
     kern = fq_pick(bf, big, out);
     if (fs > smem) smem = fs;
-    /* ask for the largest shared-memory carveout: 3 blocks of ~64-73 KB */
-    if (cudaFuncSetAttribute(kern, cudaFuncAttributePreferredSharedMemoryCarveout,
-                             (int)cudaSharedmemCarveoutMaxShared) != cudaSuccess) {
-      cudaGetLastError();
-      return -EIO;
-    }
   }
-  if (smem > 48u * 1024u &&
-      cudaFuncSetAttribute(kern, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem) !=
-          cudaSuccess) {
-    cudaGetLastError();
-    return -EIO;
-  }
+  /* fast kernels: the largest shared-memory carveout (3 blocks of ~64-73 KB) */
+  if (quant_attrs((const void *)kern, fast, smem)) return -EIO;
   kern<<<n, KVS_CU_THREADS, smem, (cudaStream_t)c->stream>>>(a, d_jobs, c->d_status);
   if (cudaGetLastError() != cudaSuccess) return -EIO;
   return 0;

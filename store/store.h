@@ -312,6 +312,7 @@ enum {
                               of the fresh ones filed (kvs__blk_claim_run) */
   KVS_PROF_PUT_NEW,        /* fresh blocks' slots, eviction (and queuing
                               their kernels: quantize_start) */
+  KVS_PROF_PUT_QUEUE,      /* the part of put.new in quantize_start */
   KVS_PROF_PUT_ITEMS,      /* batch items and host tiles */
   KVS_PROF_PUT_KERNEL,     /* quantize_n calls, and the wait for the queued
                               kernels (what of them the host work did not hide) */
