@@ -277,12 +277,9 @@ static void look_ahead(kvs__store *st, int cls)
   }
 }
 
-/* blk_evict for reserve's own victims, whose data slot goes to *slot:
- * the head of the ring of the class being reserved, so a block of the
- * reserving space, which the caller holds (it is not freed here). Its
- * counters wait in st->own_* until kvs__blk_slots ends: one update for a
- * put's thousand victims. */
-static void evict_own(kvs__store *st, kvs__lru *r, kvs__block *v, void **slot)
+/* Take v, the head of ring r, out of the cache (evict hook, its entry,
+ * its group); its record and slot stay with the caller. */
+static void evict_head(kvs__store *st, kvs__lru *r, kvs__block *v)
 {
   if (v->grp->indexed && st->hooks.on_evict) {
     kvs__block_view bv;
@@ -293,6 +290,16 @@ static void evict_own(kvs__store *st, kvs__lru *r, kvs__block *v, void **slot)
   r->head = (r->head + 1) & (r->cap - 1); /* its entry, stale now */
   r->n--;
   kvs__grp_detach(v);
+}
+
+/* blk_evict for reserve's own victims, whose data slot goes to *slot:
+ * the head of the ring of the class being reserved, so a block of the
+ * reserving space, which the caller holds (it is not freed here). Its
+ * counters wait in st->own_* until kvs__blk_slots ends: one update for a
+ * put's thousand victims. */
+static void evict_own(kvs__store *st, kvs__lru *r, kvs__block *v, void **slot)
+{
+  evict_head(st, r, v);
   *slot = v->data;
   for (uint32_t i = 0; i < v->n_sinks; i++)
     kvs__pool_free(st->pool, v->rows[i]);
@@ -403,15 +410,7 @@ static uint32_t evict_run(kvs__store *st, kvs__space *sp, kvs__block *const *bs,
     if (v->n_sinks)
       break; /* reserve's way: rows to free */
     look_ahead(st, cls);
-    if (v->grp->indexed && st->hooks.on_evict) {
-      kvs__block_view bv;
-      kvs__blk_view(v, NULL, &bv);
-      st->hooks.on_evict(&bv, st->hooks.arg);
-    }
-    v->stamp = 0;
-    r->head = (r->head + 1) & (r->cap - 1); /* its entry, stale now */
-    r->n--;
-    kvs__grp_detach(v);
+    evict_head(st, r, v);
     bs[i++]->data = v->data;
     rec_free(st, v);
   }
