@@ -355,6 +355,23 @@ static int reserve(kvs__store *st, int cls, int direct, void **slot)
   }
 }
 
+/* A fresh record: pending (no look-up takes it) until the put commits. */
+static void blk_init(kvs__block *b, kvs__space *sp, kvs__group *grp, uint64_t sink_mask, uint32_t ns,
+                     uint32_t layer)
+{
+  b->sp = sp;
+  b->data = NULL;
+  b->stamp = 0;
+  b->sink_mask = sink_mask;
+  b->refs = 0;
+  b->n_sinks = ns;
+  b->layer = layer;
+  b->pending = 1;
+  for (uint32_t i = 0; i < ns; i++)
+    b->rows[i] = NULL;
+  kvs__grp_attach(grp, b);
+}
+
 /* A record for a new, pending block of layer in grp: every field written
  * (no memset), no slots yet, attached to grp. */
 static kvs__block *rec_new(kvs__group *grp, uint32_t layer, uint64_t sink_mask)
@@ -370,17 +387,7 @@ static kvs__block *rec_new(kvs__group *grp, uint32_t layer, uint64_t sink_mask)
   if (!b)
     return NULL;
   r->records++;
-  b->sp = sp;
-  b->data = NULL;
-  b->stamp = 0;
-  b->sink_mask = sink_mask;
-  b->refs = 0;
-  b->n_sinks = ns;
-  b->layer = layer;
-  b->pending = 1;
-  for (uint32_t i = 0; i < ns; i++)
-    b->rows[i] = NULL;
-  kvs__grp_attach(grp, b);
+  blk_init(b, sp, grp, sink_mask, ns, layer);
   return b;
 }
 
@@ -488,17 +495,7 @@ int kvs__blk_claim_run(kvs__group *grp, kvs__claim *j, uint32_t n, uint64_t sink
       break;
     }
     r->records++;
-    b->sp = sp;
-    b->data = NULL;
-    b->stamp = 0;
-    b->sink_mask = sink_mask;
-    b->refs = 0;
-    b->n_sinks = ns;
-    b->layer = j[i].layer;
-    b->pending = 1;
-    for (uint32_t k = 0; k < ns; k++)
-      b->rows[k] = NULL;
-    kvs__grp_attach(grp, b);
+    blk_init(b, sp, grp, sink_mask, ns, j[i].layer);
     j[i].b = b;
     j[i].fresh = 1;
     *fo++ = b;
