@@ -355,7 +355,9 @@ static int put(kvs_client *c, const kvs_put_args *a, kvs_put_result *res, int de
   if (req.dev) {
     /* ordering: the client's kernels that wrote K/V are done before the
      * daemon reads (libkvsink(3) DEVICE SEGMENTS) */
-    int sr = c->dseg.ptr ? kvs__cudrv_sync(&c->dseg) : KVS_ESEGMENT;
+    int sr = !c->dseg.ptr   ? KVS_ESEGMENT
+             : c->dev_stream ? kvs__cudrv_sync_stream(&c->dseg, c->dev_stream)
+                             : kvs__cudrv_sync(&c->dseg);
     if (sr < 0) {
       snprintf(c->conn.errmsg, sizeof c->conn.errmsg, "%s",
                sr == KVS_ESEGMENT ? "this session has no device segment" : kvs__cudrv_error());
@@ -467,6 +469,14 @@ int kvs_set_busy_poll(kvs_client *c, unsigned usec)
     return -EINVAL;
   c->spin_us = c->conn.spin_us = usec;
   c->spin_set = 1;
+  return 0;
+}
+
+int kvs_set_device_stream(kvs_client *c, void *cu_stream)
+{
+  if (!c)
+    return -EINVAL;
+  c->dev_stream = cu_stream;
   return 0;
 }
 

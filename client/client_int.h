@@ -28,6 +28,8 @@ struct kvs_client {
   uint32_t spin_us;         /* kvs_set_busy_poll; survives kvs_reconnect */
   int spin_set;             /* spin_us chosen (call or environment): device
                              * puts and gets use it, not KVS__CONN_DEV_SPIN_US */
+  void *dev_stream;         /* kvs_set_device_stream: a device put waits for
+                             * this CUstream only; NULL: the whole context */
 };
 
 /* Unmap what attend.c mapped for c (tables still alive keep theirs). */

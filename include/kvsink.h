@@ -329,8 +329,17 @@ const char *kvs_last_error(const kvs_client *c);
  * what the session got). The structs above keep their layout. */
 int kvs_connect_device(kvs_client **out, const char *socket_path, const kvs_model *model,
                        const kvs_options *opts, size_t dev_seg_size);
-/* kvs_put with a's offsets in the device segment. */
+/* kvs_put with a's offsets in the device segment. Before sending it,
+ * libkvsink waits for the CUDA context the segment was mapped in
+ * (cuCtxSynchronize), or, once kvs_set_device_stream named one, for that
+ * stream only. */
 int kvs_put_device(kvs_client *c, const kvs_put_args *a, kvs_put_result *res);
+/* The CUstream (of the segment's context) whose work wrote what device
+ * puts send: they wait for it alone (cuStreamSynchronize), not for every
+ * stream of the context. NULL (the default) = the whole context. The
+ * caller orders writes made on other streams itself. Kept across
+ * kvs_reconnect. 0 or -EINVAL. */
+int kvs_set_device_stream(kvs_client *c, void *cu_stream);
 /* The device pointer
  * (a CUdeviceptr) of the session's device segment, mapped read-write on
  * the client's GPU, or NULL when the session got a host segment only. */

@@ -23,6 +23,7 @@ int kvs__vmm_from_host(const kvs__vmm *m, uint64_t o, const void *s, size_t n) {
 int kvs__vmm_to_host_async(const kvs__vmm *m, void *d, uint64_t o, size_t n) { (void)m; (void)d; (void)o; (void)n; return -ENOSYS; }
 int kvs__vmm_from_host_async(const kvs__vmm *m, uint64_t o, const void *s, size_t n) { (void)m; (void)o; (void)s; (void)n; return -ENOSYS; }
 int kvs__cudrv_sync(const kvs__vmm *m) { (void)m; return -ENOSYS; }
+int kvs__cudrv_sync_stream(const kvs__vmm *m, void *s) { (void)m; (void)s; return -ENOSYS; }
 int kvs__cudrv_alloc(const kvs__vmm *m, uint64_t *p, size_t n) { (void)m; (void)n; *p = 0; return -ENOSYS; }
 int kvs__cudrv_ctx_of(kvs__vmm *m, int o) { (void)m; (void)o; return -ENOSYS; }
 int kvs__cudrv_htod(const kvs__vmm *m, uint64_t d, const void *s, size_t n) { (void)m; (void)d; (void)s; (void)n; return -ENOSYS; }
@@ -59,7 +60,7 @@ int kvs__cudrv_find_uuid(const uint8_t u[KVS_GPU_UUID_BYTES], int *o) { (void)u;
   X(cuMemExportToShareableHandle) X(cuMemImportFromShareableHandle) X(cuMemAddressReserve) \
   X(cuMemAddressFree) X(cuMemMap) X(cuMemUnmap) X(cuMemSetAccess) X(cuMemcpyDtoH) \
   X(cuMemcpyHtoD) X(cuMemHostRegister) X(cuMemHostUnregister) X(cuMemAlloc) X(cuMemFree) \
-  X(cuMemcpyDtoDAsync) X(cuMemcpyDtoHAsync) X(cuMemcpyHtoDAsync)
+  X(cuMemcpyDtoDAsync) X(cuMemcpyDtoHAsync) X(cuMemcpyHtoDAsync) X(cuStreamSynchronize)
 
 static struct {
 #define X(f) __typeof__(f) *f;
@@ -376,6 +377,15 @@ int kvs__cudrv_sync(const kvs__vmm *m)
   if (rc) return rc;
   if (m && m->ctx) CU(cu.cuCtxSetCurrent((CUcontext)m->ctx), "cuCtxSetCurrent");
   CU(cu.cuCtxSynchronize(), "cuCtxSynchronize");
+  return 0;
+}
+
+int kvs__cudrv_sync_stream(const kvs__vmm *m, void *stream)
+{
+  int rc = kvs__cudrv_load();
+  if (rc) return rc;
+  if (m && m->ctx) CU(cu.cuCtxSetCurrent((CUcontext)m->ctx), "cuCtxSetCurrent");
+  CU(cu.cuStreamSynchronize((CUstream)stream), "cuStreamSynchronize");
   return 0;
 }
 

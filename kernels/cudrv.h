@@ -67,6 +67,8 @@ void kvs__cudrv_free(const kvs__vmm *m, uint64_t dptr);
 int kvs__vmm_to_device(const kvs__vmm *m, uint64_t dst, uint64_t off, size_t n);
 /* Wait for everything queued in m's context (or the current one: NULL). */
 int kvs__cudrv_sync(const kvs__vmm *m);
+/* Wait for one stream (a CUstream of m's context) only. */
+int kvs__cudrv_sync_stream(const kvs__vmm *m, void *stream);
 
 /* Pieces of a memory made of several VMM allocations in one reserved
  * range (exportable GPU pools, Attend: one allocation per pool chunk, each

@@ -127,6 +127,7 @@ def _declare(lib):
         "kvs_put_device": (c.c_int, [c.c_void_p, P(PutArgs), P(PutResult)]),
         "kvs_get_device": (c.c_int, [c.c_void_p, c.c_uint64, c.c_uint32, c.c_uint32, c.c_uint32,
                                      c.c_uint32, c.c_size_t, c.c_size_t]),
+        "kvs_set_device_stream": (c.c_int, [c.c_void_p, c.c_void_p]),
         "kvs_set_busy_poll": (c.c_int, [c.c_void_p, c.c_uint]),
         "kvs_last_error": (c.c_char_p, [c.c_void_p]),
         # attend (libkvsink(3) ATTEND): block tables, decode attention
@@ -140,7 +141,8 @@ def _declare(lib):
                                         c.c_void_p, c.c_int, c.c_uint32, c.c_void_p, c.c_void_p,
                                         c.c_void_p]),
     }
-    device = ("kvs_connect_device", "kvs_device_segment", "kvs_put_device", "kvs_get_device")
+    device = ("kvs_connect_device", "kvs_device_segment", "kvs_put_device", "kvs_get_device",
+              "kvs_set_device_stream")
     attend = ("kvs_table_get", "kvs_table_free", "kvs_table_tokens", "kvs_attend_lse",
               "kvs_attend_device")
     lib.has_device = lib.has_attend = True

@@ -473,8 +473,9 @@ class Client(L.Closing):
 
     def _put_device(self, h, seq, start, toks, k, v, lb, le, shape, act):
         """put through the device segment: torch copies (and rounds) K/V
-        into it on the GPU; kvs_put_device synchronizes the context before
-        the daemon reads."""
+        into it on the GPU, on the current stream; kvs_put_device waits for
+        that stream alone (kvs_set_device_stream) before the daemon reads,
+        not for the model's other streams."""
         n, nl = shape[1], shape[0]
         seg = self._dseg
         if nl > 0:
@@ -497,6 +498,8 @@ class Client(L.Closing):
             stream = torch.cuda.current_stream(self.device)
             if self._busy is not None:
                 stream.wait_event(self._busy)  # our reads of the segment come first
+            self._check(L.lib().kvs_set_device_stream(h, ctypes.c_void_p(stream.cuda_stream)),
+                        "set_device_stream")
             for l0, l1, s, e, with_act in self._plan(nl, n, ch, seg.numel(), "put",
                                                           L.MAX_TOKENS_PER_PUT):
                 t, cl = e - s, l1 - l0

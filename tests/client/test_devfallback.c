@@ -47,6 +47,11 @@ START_TEST(host_fallback)
   memset(kvs_segment(c, NULL), 0, 8192);
   ck_assert_int_eq(put1(c, 1, 1), KVS_ESEGMENT);
   ck_assert_ptr_nonnull(strstr(kvs_last_error(c), "device segment"));
+  /* a stream to order on changes nothing without a device segment */
+  ck_assert_int_eq(kvs_set_device_stream(NULL, NULL), -EINVAL);
+  ck_assert_int_eq(kvs_set_device_stream(c, (void *)0x1234), 0);
+  ck_assert_int_eq(put1(c, 1, 1), KVS_ESEGMENT);
+  ck_assert_int_eq(kvs_set_device_stream(c, NULL), 0);
   ck_assert_int_eq(kvs_get_device(c, 1, 0, 1, 0, 2, 0, 4096), KVS_ESEGMENT);
   ck_assert_int_eq(put1(c, 1, 0), 0);
   ck_assert_int_eq(kvs_get(c, 1, 0, 1, 0, 2, 0, 4096), 0);

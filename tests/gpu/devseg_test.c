@@ -184,6 +184,64 @@ static int put_get_at(kvs_client *c, uint64_t seq, uint32_t tok0, uint32_t n, ui
   return kvs_release(c, seq);
 }
 
+/* a host callback on a stream: what is queued behind it waits 20 ms */
+static void CUDART_CB sleep20(void *arg)
+{
+  (void)arg;
+  struct timespec t = {0, 20 * 1000 * 1000};
+  nanosleep(&t, NULL);
+}
+
+/* Stream-scoped ordering (kvs_set_device_stream), 16 bits so that a get
+ * returns exactly what the put read: the segment holds the old K/V, new
+ * ones are queued on stream s1 behind a 20 ms host callback, then the
+ * put. Ordered on s1 or on the whole context (NULL), the put waits and
+ * stores the new bytes; ordered on another, idle stream it does not wait
+ * and stores the old ones, which shows that the wait on s1 is what made
+ * the first case right. */
+static int check_stream(const uint16_t *h, size_t e, uint32_t n, uint32_t L)
+{
+  const size_t b = e * 2;
+  kvs_client *c = conn(L, 16, 1, 4 * b);
+  uint8_t *seg = kvs_device_segment(c, NULL);
+  cudaStream_t s1, s2;
+  CK(cudaStreamCreateWithFlags(&s1, cudaStreamNonBlocking));
+  CK(cudaStreamCreateWithFlags(&s2, cudaStreamNonBlocking));
+  uint16_t *pin, *back = malloc(2 * b);
+  CK(cudaMallocHost((void **)&pin, 2 * b));
+  memcpy(pin, h + e, b); /* new K = old V, new V = old K */
+  memcpy(pin + e, h, b);
+  uint32_t *tok = malloc(n * sizeof *tok);
+  int fails = 0;
+  static const char *const how[] = {"its stream", "the whole context (default)", "another stream"};
+  for (int m = 0; m < 3; m++) {
+    for (uint32_t i = 0; i < n; i++) tok[i] = 400000 + 10000 * (uint32_t)m + i;
+    CK(cudaMemcpy(seg, h, 2 * b, cudaMemcpyDefault)); /* the old K/V */
+    CK(cudaLaunchHostFunc(s1, sleep20, NULL));
+    CK(cudaMemcpyAsync(seg, pin, 2 * b, cudaMemcpyHostToDevice, s1));
+    kvs_set_device_stream(c, m == 0 ? (void *)s1 : m == 1 ? NULL : (void *)s2);
+    kvs_put_args a = { .seq = 300 + (uint64_t)m, .tokens = tok, .n_tokens = n, .layer_end = L,
+                       .k_off = 0, .v_off = b };
+    int r = kvs_put_device(c, &a, NULL);
+    CK(cudaStreamSynchronize(s1));
+    if (r == 0) r = kvs_get_device(c, 300 + (uint64_t)m, 0, n, 0, L, 2 * b, 3 * b);
+    if (r == 0) CK(cudaMemcpy(back, seg + 2 * b, 2 * b, cudaMemcpyDefault));
+    const uint16_t *want = m < 2 ? pin : h;
+    int ok = r == 0 && !memcmp(back, want, 2 * b);
+    printf("%s: a device put ordered on %s stored the %s K/V (%s)\n", ok ? "PASS" : "FAIL", how[m],
+           m < 2 ? "new" : "old (it did not wait)", kvs_strerror(r));
+    fails += !ok;
+  }
+  kvs_set_device_stream(c, NULL);
+  CK(cudaStreamDestroy(s1));
+  CK(cudaStreamDestroy(s2));
+  CK(cudaFreeHost(pin));
+  free(back);
+  free(tok);
+  kvs_close(c);
+  return fails;
+}
+
 static int check(void)
 {
   const uint32_t n = 256, L = 4;
@@ -356,6 +414,7 @@ static int check(void)
   fails += !ok;
   kvs_close(a);
   kvs_close(c2);
+  fails += check_stream(h, e, n, L);
   return fails ? 1 : 0;
 }
 
