@@ -541,6 +541,34 @@ struct tc_geo {
   uint32_t kst, vst, vsst;           /* bytes per row: key codes, value codes, value scales */
 };
 
+/* This thread's 32 channels of key rows g (at r) and g + 8 (at r8), the
+ * codes of the mma's A operand; from global memory or a stage. */
+template <int KB>
+static __device__ __forceinline__ void tc_krows(const uint8_t *r, const uint8_t *r8, uint32_t (&k0)[4],
+                                                uint32_t (&k1)[4])
+{
+  if (KB == 4) {
+    const uint4 x0 = *(const uint4 *)r, x1 = *(const uint4 *)r8;
+    k0[0] = x0.x; k0[1] = x0.y; k0[2] = x0.z; k0[3] = x0.w;
+    k1[0] = x1.x; k1[1] = x1.y; k1[2] = x1.z; k1[3] = x1.w;
+  } else {
+    const uint2 x0 = *(const uint2 *)r, x1 = *(const uint2 *)r8;
+    k0[0] = x0.x; k0[1] = x0.y; k0[2] = k0[3] = 0u;
+    k1[0] = x1.x; k1[1] = x1.y; k1[2] = k1[3] = 0u;
+  }
+}
+/* Thread group g's value codes of the head's row at r (L1, all 16
+ * channels; else piece p in bits 16p (4 bits) or 8p (2 bits)). */
+template <int VB, bool L1>
+static __device__ __forceinline__ uint2 tc_vrow(const uint8_t *r, uint32_t g)
+{
+  if (L1) return VB == 4 ? *(const uint2 *)(r + 8u * g) : make_uint2(*(const uint32_t *)(r + 4u * g), 0u);
+  if (VB == 4)
+    return make_uint2((uint32_t)*(const uint16_t *)(r + 2u * g) | (uint32_t)*(const uint16_t *)(r + 16u + 2u * g) << 16,
+                      (uint32_t)*(const uint16_t *)(r + 32u + 2u * g) | (uint32_t)*(const uint16_t *)(r + 48u + 2u * g) << 16);
+  return make_uint2((uint32_t)r[g] | (uint32_t)r[8u + g] << 8 | (uint32_t)r[16u + g] << 16 | (uint32_t)r[24u + g] << 24, 0u);
+}
+
 /* Start a tile's loads (fast tiles only). CP: copies into stage stg, 16
  * bytes a lane per 2 bits of keys and of values, the key scales on a new
  * block; else into P's registers. */
@@ -568,30 +596,9 @@ static __device__ __forceinline__ void tc_load(const at_args &a, const tc_geo &g
     tc_cp16(stg + SG::V + ge.vd, data + vo);
     if (VB == 4) tc_cp16(stg + SG::V + ge.vd + 128u, data + (vo + 8u * ge.vst));
   } else {
-    const uint32_t g = lane >> 2;
-    const uint8_t *kr = data + ko, *kr8 = data + (ko + 8u * ge.kst);
-    if (KB == 4) {
-      const uint4 x0 = *(const uint4 *)kr, x1 = *(const uint4 *)kr8;
-      P.k0[0] = x0.x; P.k0[1] = x0.y; P.k0[2] = x0.z; P.k0[3] = x0.w;
-      P.k1[0] = x1.x; P.k1[1] = x1.y; P.k1[2] = x1.z; P.k1[3] = x1.w;
-    } else {
-      const uint2 x0 = *(const uint2 *)kr, x1 = *(const uint2 *)kr8;
-      P.k0[0] = x0.x; P.k0[1] = x0.y; P.k0[2] = P.k0[3] = 0u;
-      P.k1[0] = x1.x; P.k1[1] = x1.y; P.k1[2] = P.k1[3] = 0u;
-    }
+    tc_krows<KB>(data + ko, data + (ko + 8u * ge.kst), P.k0, P.k1);
 #pragma unroll
-    for (int i = 0; i < 4; i++) {
-      const uint8_t *r = data + (vo + (uint32_t)i * ge.vst);
-      if (L1) {
-        if (VB == 4) P.vr[i] = *(const uint2 *)(r + 8u * g);
-        else P.vr[i] = make_uint2(*(const uint32_t *)(r + 4u * g), 0u);
-      } else if (VB == 4) {
-        P.vr[i] = make_uint2((uint32_t)*(const uint16_t *)(r + 2u * g) | (uint32_t)*(const uint16_t *)(r + 16u + 2u * g) << 16,
-                             (uint32_t)*(const uint16_t *)(r + 32u + 2u * g) | (uint32_t)*(const uint16_t *)(r + 48u + 2u * g) << 16);
-      } else {
-        P.vr[i] = make_uint2((uint32_t)r[g] | (uint32_t)r[8u + g] << 8 | (uint32_t)r[16u + g] << 16 | (uint32_t)r[24u + g] << 24, 0u);
-      }
-    }
+    for (int i = 0; i < 4; i++) P.vr[i] = tc_vrow<VB, L1>(data + (vo + (uint32_t)i * ge.vst), lane >> 2);
   }
   /* value scales (lanes 0-15) and mins (16-31) of row r0 + lane % 16: the head's groups */
   {
@@ -615,34 +622,16 @@ template <int KB, int VB>
 static __device__ __forceinline__ void tc_keys_in(const uint8_t *stg, uint32_t g, uint32_t t, uint32_t (&k0)[4],
                                                   uint32_t (&k1)[4])
 {
-  const uint8_t *sk = stg + tc_stage<KB, VB>::K;
-  if (KB == 4) {
-    const uint4 x0 = *(const uint4 *)(sk + 64u * g + 16u * t), x1 = *(const uint4 *)(sk + 64u * (g + 8u) + 16u * t);
-    k0[0] = x0.x; k0[1] = x0.y; k0[2] = x0.z; k0[3] = x0.w;
-    k1[0] = x1.x; k1[1] = x1.y; k1[2] = x1.z; k1[3] = x1.w;
-  } else {
-    const uint2 x0 = *(const uint2 *)(sk + 32u * g + 8u * t), x1 = *(const uint2 *)(sk + 32u * (g + 8u) + 8u * t);
-    k0[0] = x0.x; k0[1] = x0.y; k0[2] = k0[3] = 0u;
-    k1[0] = x1.x; k1[1] = x1.y; k1[2] = k1[3] = 0u;
-  }
+  constexpr uint32_t R = 16u * KB; /* bytes a row */
+  const uint8_t *sk = stg + tc_stage<KB, VB>::K + 4u * KB * t; /* 32 channels */
+  tc_krows<KB>(sk + R * g, sk + R * (g + 8u), k0, k1);
 }
 template <int KB, int VB, bool L1>
 static __device__ __forceinline__ void tc_values_in(const uint8_t *stg, uint32_t g, uint32_t t, uint2 (&vr)[4])
 {
   constexpr uint32_t R = 16u * VB; /* bytes a row */
 #pragma unroll
-  for (int i = 0; i < 4; i++) {
-    const uint8_t *r = stg + tc_stage<KB, VB>::V + (4u * i + t) * R;
-    if (L1) {
-      if (VB == 4) vr[i] = *(const uint2 *)(r + 8u * g);
-      else vr[i] = make_uint2(*(const uint32_t *)(r + 4u * g), 0u);
-    } else if (VB == 4) {
-      vr[i] = make_uint2((uint32_t)*(const uint16_t *)(r + 2u * g) | (uint32_t)*(const uint16_t *)(r + 16u + 2u * g) << 16,
-                         (uint32_t)*(const uint16_t *)(r + 32u + 2u * g) | (uint32_t)*(const uint16_t *)(r + 48u + 2u * g) << 16);
-    } else {
-      vr[i] = make_uint2((uint32_t)r[g] | (uint32_t)r[8u + g] << 8 | (uint32_t)r[16u + g] << 16 | (uint32_t)r[24u + g] << 24, 0u);
-    }
-  }
+  for (int i = 0; i < 4; i++) vr[i] = tc_vrow<VB, L1>(stg + tc_stage<KB, VB>::V + (4u * i + t) * R, g);
 }
 
 template <int KB, int VB, bool L1>
