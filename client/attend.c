@@ -310,7 +310,7 @@ int kvs_table_get(kvs_client *c, uint64_t seq, uint32_t lb, uint32_t le, size_t 
                   size_t scratch_len, kvs_table **out)
 {
   if (!c || !out || lb > le || le > c->model.n_layers || !c->seg ||
-      scratch_off > c->seg_size || scratch_len > c->seg_size - scratch_off)
+      scratch_off > c->info.seg_size || scratch_len > c->info.seg_size - scratch_off)
     return -EINVAL;
   *out = NULL;
   if (!c->umaps && !(c->umaps = calloc(1, sizeof(*c->umaps))))

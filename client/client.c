@@ -104,7 +104,7 @@ static int hello(kvs_client *c)
   req.hello.n_kv_heads = model->n_kv_heads;
   req.hello.head_dim = model->head_dim;
   req.hello.dtype = (uint32_t)model->dtype;
-  req.hello.seg_size = opts->seg_size ? opts->seg_size : KVS_DEFAULT_SEG_SIZE;
+  req.hello.seg_size = (opts->seg_size ? opts->seg_size : KVS_DEFAULT_SEG_SIZE) + kvs__stage_extra(c);
   req.hello.k_bits = opts->k_bits;
   req.hello.v_bits = opts->v_bits;
   req.hello.policy = (int32_t)opts->policy;
@@ -147,6 +147,8 @@ static int hello(kvs_client *c)
   kvs__rep_free(&rep);
   c->info.seg_device = c->dseg.ptr != 0;
   c->info.dev_seg_size = (size_t)c->dseg.size;
+  if (r == 0)
+    kvs__stage_open(c);
   return r;
 }
 
@@ -217,6 +219,7 @@ static int connect_impl(kvs_client **out, const char *socket_path, const kvs_mod
  * with the connection: its fds die with the session). */
 static void unmap_segments(kvs_client *c)
 {
+  kvs__stage_close(c);
   if (c->seg)
     munmap(c->seg, c->seg_size);
   c->seg = NULL;
@@ -278,7 +281,7 @@ const kvs_info *kvs_get_info(const kvs_client *c)
 void *kvs_segment(kvs_client *c, size_t *size)
 {
   if (size)
-    *size = c ? c->seg_size : 0;
+    *size = c ? c->info.seg_size : 0; /* the stage's tail is the library's */
   return c ? c->seg : NULL;
 }
 
@@ -352,6 +355,10 @@ static int put(kvs_client *c, const kvs_put_args *a, kvs_put_result *res, int de
   req.act_channels = a->act_channels;
   req.has_act = a->act_channels > 0;
   req.dev = dev;
+  /* a decode step: copied through the stage here (client/stage.c) */
+  int staged = dev && c->dseg.ptr ? kvs__stage_put(c, a, &req) : 0;
+  if (staged < 0)
+    return staged;
   if (req.dev) {
     /* ordering: the client's kernels that wrote K/V are done before the
      * daemon reads (libkvsink(3) DEVICE SEGMENTS) */
@@ -427,7 +434,11 @@ static int get(kvs_client *c, uint64_t seq, uint32_t start, uint32_t n_tokens, u
   req.k_off = k_off;
   req.v_off = v_off;
   req.dev = dev;
+  /* a decode step: through the stage, copied up here (client/stage.c) */
+  size_t skv = dev ? kvs__stage_get(c, n_tokens, lb, le, k_off, v_off, &req) : 0;
   int r = dev ? dev_call(c, &req, &rep) : simple_call(c, &req, &rep);
+  if (r == 0 && skv)
+    r = kvs__stage_get_done(c, skv, k_off, v_off);
   kvs__rep_free(&rep);
   return r;
 }

@@ -30,7 +30,30 @@ struct kvs_client {
                              * puts and gets use it, not KVS__CONN_DEV_SPIN_US */
   void *dev_stream;         /* kvs_set_device_stream: a device put waits for
                              * this CUstream only; NULL: the whole context */
+  size_t stage_off;         /* client/stage.c: the page-locked tail of the */
+  size_t stage_size;        /* host segment; size 0 = none */
+  void *stage_ev;           /* CUevent after a get's copies from the stage */
+  int stage_busy;           /* stage_ev recorded and not waited for */
 };
+
+/* The stage (client/stage.c): decode-step device puts and gets copied
+ * through the host segment's page-locked tail by the client itself. */
+#define KVS__STAGE_BYTES ((size_t)1 << 20)
+/* Bytes hello asks for on top of the caller's host segment. */
+size_t kvs__stage_extra(const kvs_client *c);
+/* After hello mapped the segments / before they are unmapped. */
+void kvs__stage_open(kvs_client *c);
+void kvs__stage_close(kvs_client *c);
+/* A small device put: waits as kvs_put_device does, copies K/V (and the
+ * summary) into the stage and turns rq into a host put. 1 staged, 0 not
+ * for the stage (kvsinkd's device path), or an error. */
+int kvs__stage_put(kvs_client *c, const kvs_put_args *a, kvs__req *rq);
+/* A small device get: rq turned into a host get into the stage; returns
+ * the K bytes (0: not for the stage). kvs__stage_get_done copies the rows
+ * into the device segment after a successful reply. */
+size_t kvs__stage_get(kvs_client *c, uint32_t n, uint32_t lb, uint32_t le, uint64_t k_off,
+                      uint64_t v_off, kvs__req *rq);
+int kvs__stage_get_done(kvs_client *c, size_t kvb, uint64_t k_off, uint64_t v_off);
 
 /* Unmap what attend.c mapped for c (tables still alive keep theirs). */
 void kvs__attn_close(kvs_client *c);

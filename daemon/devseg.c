@@ -100,12 +100,12 @@ int kvs__devseg_from_host(kvs__devseg *d, uint64_t off, const void *src, size_t 
 
 int kvs__devseg_to_host_async(kvs__devseg *d, void *dst, uint64_t off, size_t n)
 {
-  return kvs__vmm_to_host_async(&d->vmm, dst, off, n);
+  return kvs__vmm_to_host_async(&d->vmm, NULL, dst, off, n);
 }
 
 int kvs__devseg_from_host_async(kvs__devseg *d, uint64_t off, const void *src, size_t n)
 {
-  return kvs__vmm_from_host_async(&d->vmm, off, src, n);
+  return kvs__vmm_from_host_async(&d->vmm, NULL, off, src, n);
 }
 
 int kvs__devseg_sync(kvs__devseg *d)

@@ -20,8 +20,8 @@ int kvs__vmm_import(kvs__vmm *m, int fd, uint64_t s) { (void)m; (void)fd; (void)
 void kvs__vmm_close(kvs__vmm *m) { (void)m; }
 int kvs__vmm_to_host(const kvs__vmm *m, void *d, uint64_t o, size_t n) { (void)m; (void)d; (void)o; (void)n; return -ENOSYS; }
 int kvs__vmm_from_host(const kvs__vmm *m, uint64_t o, const void *s, size_t n) { (void)m; (void)o; (void)s; (void)n; return -ENOSYS; }
-int kvs__vmm_to_host_async(const kvs__vmm *m, void *d, uint64_t o, size_t n) { (void)m; (void)d; (void)o; (void)n; return -ENOSYS; }
-int kvs__vmm_from_host_async(const kvs__vmm *m, uint64_t o, const void *s, size_t n) { (void)m; (void)o; (void)s; (void)n; return -ENOSYS; }
+int kvs__vmm_to_host_async(const kvs__vmm *m, void *st, void *d, uint64_t o, size_t n) { (void)m; (void)st; (void)d; (void)o; (void)n; return -ENOSYS; }
+int kvs__vmm_from_host_async(const kvs__vmm *m, void *st, uint64_t o, const void *s, size_t n) { (void)m; (void)st; (void)o; (void)s; (void)n; return -ENOSYS; }
 int kvs__cudrv_sync(const kvs__vmm *m) { (void)m; return -ENOSYS; }
 int kvs__cudrv_sync_stream(const kvs__vmm *m, void *s) { (void)m; (void)s; return -ENOSYS; }
 int kvs__cudrv_alloc(const kvs__vmm *m, uint64_t *p, size_t n) { (void)m; (void)n; *p = 0; return -ENOSYS; }
@@ -31,7 +31,11 @@ int kvs__cudrv_dtoh(const kvs__vmm *m, void *d, uint64_t s, size_t n) { (void)m;
 void kvs__cudrv_free(const kvs__vmm *m, uint64_t p) { (void)m; (void)p; }
 int kvs__vmm_to_device(const kvs__vmm *m, uint64_t d, uint64_t o, size_t n) { (void)m; (void)d; (void)o; (void)n; return -ENOSYS; }
 int kvs__cudrv_host_register(void *p, size_t n) { (void)p; (void)n; return -ENOSYS; }
+int kvs__vmm_host_register(const kvs__vmm *m, void *p, size_t n) { (void)m; (void)p; (void)n; return -ENOSYS; }
 void kvs__cudrv_host_unregister(void *p) { (void)p; }
+int kvs__cudrv_event_record(const kvs__vmm *m, void **ev, void *s) { (void)m; (void)ev; (void)s; return -ENOSYS; }
+int kvs__cudrv_event_wait(const kvs__vmm *m, void *ev) { (void)m; (void)ev; return -ENOSYS; }
+void kvs__cudrv_event_free(const kvs__vmm *m, void *ev) { (void)m; (void)ev; }
 
 int kvs__cudrv_granularity(int o, size_t *g) { (void)o; *g = 0; return -ENOSYS; }
 int kvs__cudrv_reserve(int o, size_t b, size_t a, uint64_t *va) { (void)o; (void)b; (void)a; *va = 0; return -ENOSYS; }
@@ -60,7 +64,8 @@ int kvs__cudrv_find_uuid(const uint8_t u[KVS_GPU_UUID_BYTES], int *o) { (void)u;
   X(cuMemExportToShareableHandle) X(cuMemImportFromShareableHandle) X(cuMemAddressReserve) \
   X(cuMemAddressFree) X(cuMemMap) X(cuMemUnmap) X(cuMemSetAccess) X(cuMemcpyDtoH) \
   X(cuMemcpyHtoD) X(cuMemHostRegister) X(cuMemHostUnregister) X(cuMemAlloc) X(cuMemFree) \
-  X(cuMemcpyDtoDAsync) X(cuMemcpyDtoHAsync) X(cuMemcpyHtoDAsync) X(cuStreamSynchronize)
+  X(cuMemcpyDtoDAsync) X(cuMemcpyDtoHAsync) X(cuMemcpyHtoDAsync) X(cuStreamSynchronize) \
+  X(cuEventCreate) X(cuEventRecord) X(cuEventSynchronize) X(cuEventDestroy)
 
 static struct {
 #define X(f) __typeof__(f) *f;
@@ -293,21 +298,22 @@ int kvs__vmm_from_host(const kvs__vmm *m, uint64_t off, const void *src, size_t 
   return 0;
 }
 
-int kvs__vmm_to_host_async(const kvs__vmm *m, void *dst, uint64_t off, size_t n)
+int kvs__vmm_to_host_async(const kvs__vmm *m, void *stream, void *dst, uint64_t off, size_t n)
 {
   if (!range_ok(m, off, n)) return -EINVAL;
   if (n == 0) return 0;
   CU(cu.cuCtxSetCurrent((CUcontext)m->ctx), "cuCtxSetCurrent");
-  CU(cu.cuMemcpyDtoHAsync(dst, (CUdeviceptr)(m->ptr + off), n, NULL), "cuMemcpyDtoHAsync");
+  CU(cu.cuMemcpyDtoHAsync(dst, (CUdeviceptr)(m->ptr + off), n, (CUstream)stream), "cuMemcpyDtoHAsync");
   return 0;
 }
 
-int kvs__vmm_from_host_async(const kvs__vmm *m, uint64_t off, const void *src, size_t n)
+int kvs__vmm_from_host_async(const kvs__vmm *m, void *stream, uint64_t off, const void *src,
+                             size_t n)
 {
   if (!range_ok(m, off, n)) return -EINVAL;
   if (n == 0) return 0;
   CU(cu.cuCtxSetCurrent((CUcontext)m->ctx), "cuCtxSetCurrent");
-  CU(cu.cuMemcpyHtoDAsync((CUdeviceptr)(m->ptr + off), src, n, NULL), "cuMemcpyHtoDAsync");
+  CU(cu.cuMemcpyHtoDAsync((CUdeviceptr)(m->ptr + off), src, n, (CUstream)stream), "cuMemcpyHtoDAsync");
   return 0;
 }
 
@@ -393,6 +399,42 @@ int kvs__cudrv_host_register(void *p, size_t n)
 {
   int rc = kvs__cudrv_load();
   if (rc) return rc;
+  CU(cu.cuMemHostRegister(p, n, CU_MEMHOSTREGISTER_PORTABLE), "cuMemHostRegister");
+  return 0;
+}
+
+int kvs__cudrv_event_record(const kvs__vmm *m, void **ev, void *stream)
+{
+  int rc = kvs__cudrv_load();
+  if (rc) return rc;
+  CU(cu.cuCtxSetCurrent((CUcontext)m->ctx), "cuCtxSetCurrent");
+  if (!*ev) CU(cu.cuEventCreate((CUevent *)ev, CU_EVENT_DISABLE_TIMING), "cuEventCreate");
+  CU(cu.cuEventRecord((CUevent)*ev, (CUstream)stream), "cuEventRecord");
+  return 0;
+}
+
+int kvs__cudrv_event_wait(const kvs__vmm *m, void *ev)
+{
+  int rc = kvs__cudrv_load();
+  if (rc) return rc;
+  CU(cu.cuCtxSetCurrent((CUcontext)m->ctx), "cuCtxSetCurrent");
+  CU(cu.cuEventSynchronize((CUevent)ev), "cuEventSynchronize");
+  return 0;
+}
+
+void kvs__cudrv_event_free(const kvs__vmm *m, void *ev)
+{
+  if (!ev || kvs__cudrv_load()) return;
+  if (m->ctx && cu.cuCtxSetCurrent((CUcontext)m->ctx) == CUDA_SUCCESS)
+    cu.cuEventSynchronize((CUevent)ev);
+  cu.cuEventDestroy((CUevent)ev);
+}
+
+int kvs__vmm_host_register(const kvs__vmm *m, void *p, size_t n)
+{
+  int rc = kvs__cudrv_load();
+  if (rc) return rc;
+  CU(cu.cuCtxSetCurrent((CUcontext)m->ctx), "cuCtxSetCurrent");
   CU(cu.cuMemHostRegister(p, n, CU_MEMHOSTREGISTER_PORTABLE), "cuMemHostRegister");
   return 0;
 }

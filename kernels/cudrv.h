@@ -47,12 +47,14 @@ void kvs__vmm_close(kvs__vmm *m);
 /* Copies on m's context; they return when the data is there. */
 int kvs__vmm_to_host(const kvs__vmm *m, void *dst, uint64_t off, size_t n);
 int kvs__vmm_from_host(const kvs__vmm *m, uint64_t off, const void *src, size_t n);
-/* The same queued on m's context's legacy default stream, after what was
- * queued before; the data is there once kvs__cudrv_sync returns. Small
- * requests queue their copies and wait once, instead of once per copy
- * and again at the end. */
-int kvs__vmm_to_host_async(const kvs__vmm *m, void *dst, uint64_t off, size_t n);
-int kvs__vmm_from_host_async(const kvs__vmm *m, uint64_t off, const void *src, size_t n);
+/* The same queued on stream (a CUstream of m's context; NULL: the legacy
+ * default stream), after what was queued there before; the data is there
+ * once that stream (or the context) is synchronized. Small requests
+ * queue their copies and wait once, instead of once per copy and again
+ * at the end. */
+int kvs__vmm_to_host_async(const kvs__vmm *m, void *stream, void *dst, uint64_t off, size_t n);
+int kvs__vmm_from_host_async(const kvs__vmm *m, void *stream, uint64_t off, const void *src,
+                             size_t n);
 /* A kvs__vmm without memory that names GPU ordinal's primary context,
  * for the calls below (staging of host-segment sessions). */
 int kvs__cudrv_ctx_of(kvs__vmm *m, int ordinal);
@@ -101,6 +103,13 @@ int kvs__cudrv_find_uuid(const uint8_t uuid[KVS_GPU_UUID_BYTES], int *ordinal);
 
 /* Page-lock host memory for faster copies (cuMemHostRegister). */
 int kvs__cudrv_host_register(void *p, size_t n);
+/* The same with m's context made current first. */
+int kvs__vmm_host_register(const kvs__vmm *m, void *p, size_t n);
+/* An event (a CUevent of m's context, created into *ev when NULL)
+ * recorded on stream; waited for; synchronized and destroyed. */
+int kvs__cudrv_event_record(const kvs__vmm *m, void **ev, void *stream);
+int kvs__cudrv_event_wait(const kvs__vmm *m, void *ev);
+void kvs__cudrv_event_free(const kvs__vmm *m, void *ev);
 void kvs__cudrv_host_unregister(void *p);
 
 #endif

@@ -50,6 +50,7 @@ typedef struct put {
   uint64_t *gmask;              /* sink mask of group g0 + i (all layers share it) */
   uint32_t g0;
   uint32_t njobs, maxnb, nfresh;
+  uint32_t nchain;              /* groups whose chain hash is in q->chain */
   kvs__qitem *qa;               /* dev items waiting for quantize_start */
   uint32_t nqa, nqueued;
   int queued;                   /* quantize_start called: wait before freeing */
@@ -443,6 +444,41 @@ static uint64_t group_mask(const put *c, uint32_t g)
   return mask;
 }
 
+/* The chain hashes of groups [c->nchain, end) (end capped at maxnb). */
+static void put_chain(put *c, uint32_t end)
+{
+  kvs__seq *q = c->q;
+  if (end > c->maxnb)
+    end = c->maxnb;
+  for (uint32_t g = c->nchain; g < end; g++)
+    q->chain[g] = kvs__chain_next(c->sp, g ? &q->chain[g - 1] : NULL, &q->tok[(size_t)g * c->G]);
+  if (end > c->nchain)
+    c->nchain = end;
+}
+
+/* put_chain timed as the chain phase; the clock after it. */
+static uint64_t put_chain_lap(put *c, uint32_t end, uint64_t tp)
+{
+  if (c->nchain >= end || c->nchain >= c->maxnb)
+    return tp;
+  tp = kvs__prof_add(c->st, KVS_PROF_PUT_FIND, tp);
+  put_chain(c, end);
+  return kvs__prof_add(c->st, KVS_PROF_PUT_CHAIN, tp);
+}
+
+/* Slots (evicting) for fresh blocks [i, e), then their kernels queued. */
+static int put_slots(put *c, uint32_t i, uint32_t e)
+{
+  int rc = kvs__blk_slots(c->fresh + i, e - i);
+  if (rc == -ENOSPC) {
+    c->st->put_nospc++;
+    return kvs__fail(c->errmsg, rc, "pool full: no block can be evicted");
+  }
+  if (rc < 0)
+    return kvs__fail(c->errmsg, rc, "out of memory");
+  return put_queue(c, i, e);
+}
+
 /* Capacity, scratch ids / flags / chain, staged residuals, then the blocks:
  * hits pinned first (so reserving cannot evict them), then fresh slots. */
 static int put_reserve(put *c)
@@ -460,8 +496,12 @@ static int put_reserve(put *c)
     for (uint32_t t = q->ntok; t < c->ntok1 && kvs__pfn_flag(sp, t); t++)
       q->flag[t] = 1;
   }
-  for (uint32_t g = q->nchain; g < c->maxnb; g++)
-    q->chain[g] = kvs__chain_next(sp, g ? &q->chain[g - 1] : NULL, &q->tok[(size_t)g * G]);
+  /* a device put that queues its kernels hashes its groups as it claims
+   * them (put_chain), so the first chunk's kernels start after its own
+   * hashes, not after all of them */
+  c->nchain = q->nchain;
+  if (!queues(c))
+    put_chain(c, c->maxnb);
   tp = kvs__prof_add(c->st, KVS_PROF_PUT_CHAIN, tp);
   int rc = put_stage_residual(c);
   if (rc < 0)
@@ -492,17 +532,26 @@ static int put_reserve(put *c)
   const kvs__h128 none = {0, 0};
   /* index slots at random places of a large table: asked for a few
    * groups ahead, so that their cache misses overlap */
+  tp = put_chain_lap(c, c->g0 + KVS_PREFETCH_AHEAD, tp);
   for (uint32_t g = c->g0; g < c->maxnb && g < c->g0 + KVS_PREFETCH_AHEAD; g++)
     kvs__grp_prefetch(c->st, q->chain[g]);
   /* One probe per group: a hit is pinned (so reserving cannot evict
    * it), a miss gets its record attached to the group at once
-   * (kvs__blk_claim_run). */
+   * (kvs__blk_claim_run). A device put that queues reserves the slots
+   * of each chunk of fresh blocks and queues its kernels as soon as the
+   * chunk is claimed, so the GPU works while later groups are hashed and
+   * probed (Decision 50: a later group's hit may then be evicted by an
+   * earlier chunk's slots and quantized again, which costs time, not
+   * correctness); other puts pin every hit first. */
+  uint32_t slotted = 0;
   for (uint32_t i = 0, e; i < c->njobs; i = e) {
     const uint32_t g = c->jobs[i].g;
     for (e = i + 1; e < c->njobs && c->jobs[e].g == g; e++)
       ;
-    if (g + KVS_PREFETCH_AHEAD < c->maxnb)
+    if (g + KVS_PREFETCH_AHEAD < c->maxnb) {
+      tp = put_chain_lap(c, g + KVS_PREFETCH_AHEAD + 1, tp);
       kvs__grp_prefetch(c->st, q->chain[g + KVS_PREFETCH_AHEAD]);
+    }
     int taken;
     kvs__group *grp = kvs__grp_claim(sp, q->chain[g], g ? q->chain[g - 1] : none, g,
                                      &q->tok[(size_t)g * G], 0, &taken);
@@ -515,20 +564,20 @@ static int put_reserve(put *c)
       kvs__grp_release(grp);
     if (rc < 0)
       return kvs__fail(c->errmsg, rc, "out of memory");
-  }
-  tp = kvs__prof_add(c->st, KVS_PROF_PUT_FIND, tp);
-  /* Slots (evicting), a chunk at a time: each chunk's kernels are queued
-   * before the next chunk is reserved. */
-  for (uint32_t i = 0; i < c->nfresh; i += KVS_PUT_CHUNK) {
-    uint32_t e = c->nfresh - i < KVS_PUT_CHUNK ? c->nfresh : i + KVS_PUT_CHUNK;
-    rc = kvs__blk_slots(c->fresh + i, e - i);
-    if (rc == -ENOSPC) {
-      c->st->put_nospc++;
-      return kvs__fail(c->errmsg, rc, "pool full: no block can be evicted");
+    tp = kvs__prof_add(c->st, KVS_PROF_PUT_FIND, tp);
+    if (queues(c) && c->nfresh - slotted >= KVS_PUT_CHUNK) {
+      if ((rc = put_slots(c, slotted, slotted + KVS_PUT_CHUNK)) < 0)
+        return rc;
+      slotted += KVS_PUT_CHUNK;
+      tp = kvs__prof_add(c->st, KVS_PROF_PUT_NEW, tp);
     }
-    if (rc < 0)
-      return kvs__fail(c->errmsg, rc, "out of memory");
-    if ((rc = put_queue(c, i, e)) < 0)
+  }
+  tp = put_chain_lap(c, c->maxnb, tp);
+  /* Slots (evicting) of the rest, a chunk at a time: each chunk's kernels
+   * are queued before the next chunk is reserved. */
+  for (uint32_t i = slotted; i < c->nfresh; i += KVS_PUT_CHUNK) {
+    uint32_t e = c->nfresh - i < KVS_PUT_CHUNK ? c->nfresh : i + KVS_PUT_CHUNK;
+    if ((rc = put_slots(c, i, e)) < 0)
       return rc;
   }
   if (c->nqa && (rc = put_start(c)) < 0)

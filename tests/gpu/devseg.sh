@@ -24,6 +24,7 @@
 #    of a session not counted, as in the row).
 # DEVSEG_AB="put get" (default): which A/B sections run at the end (the
 # put's switches, the get's); DEVSEG_ITERS: put/get pairs per bench process.
+# DEVSEG_KEEP=1: keep the logs in $OUT/devseg/ even when every check passes.
 # MPS=1: the whole run under the CUDA Multi-Process Service (started here,
 # quit at the end): without it the clients' contexts and kvsinkd's
 # time-slice the GPU (kvsinkd(8) GPU SHARING, HACKING.md Decision 46).
@@ -86,7 +87,7 @@ if [ "${MPS:-0}" = 1 ]; then
   mps=1
   echo "MPS: on (pipes in $CUDA_MPS_PIPE_DIRECTORY)"
 fi
-trap 'stop; [ -n "$mps" ] && echo quit | nvidia-cuda-mps-control; [ $rc = 0 ] || keep; rm -rf "$tmp"' EXIT
+trap 'stop; [ -n "$mps" ] && echo quit | nvidia-cuda-mps-control; [ $rc = 0 ] && [ -z "${DEVSEG_KEEP:-}" ] || keep; rm -rf "$tmp"' EXIT
 nvidia-smi --query-gpu=name,uuid,driver_version --format=csv,noheader 2>/dev/null | sed 's/^/GPU: /'
 
 start
@@ -178,6 +179,28 @@ ssock="$tmp/spin.sock"
 spid=$!
 for i in $(seq 100); do [ -S "$ssock" ] && break; sleep 0.1; done
 timeout 120 "$T" "$ssock" latency "${SPIN:-1000}" || failed "latency with busy-poll"
+# A/B: decode steps through kvsinkd's device path instead of the client's
+# stage (KVSINK_DEVICE_STAGE=0, HACKING.md Decision 50)
+KVSINK_DEVICE_STAGE=0 timeout 120 "$T" "$ssock" latency "${SPIN:-1000}" | grep -v "^host" |
+  sed 's/^/[stage off] /' || failed "latency with busy-poll, stage off"
+# four clients at once (four engines' decode steps), stage on and off:
+# with the stage kvsinkd never waits for a GPU copy of a decode step, so
+# one client's copies do not hold up the others' requests
+for st in 1 0; do
+  lp=
+  for i in 1 2 3 4; do
+    KVSINK_DEVICE_STAGE=$st timeout 120 "$T" "$ssock" latency "${SPIN:-1000}" > "$tmp/lat4-$st-$i.txt" 2>&1 &
+    lp="$lp $!"
+  done
+  for p in $lp; do wait "$p" || failed "latency, 4 clients, stage $st"; done
+  grep -h "put+get (" "$tmp"/lat4-$st-*.txt | sed "s/^/[4 clients, stage $st] /"
+done
+# 1-process bandwidth against the busy-polling daemon (no wakeup of
+# kvsinkd per request; the rows below use the default daemon)
+for bits in 16 8 4 2; do
+  timeout 200 "$T" "$ssock" bench 1 "$bits" | sed 's/^/[busy-poll daemon] /' ||
+    failed "bench 1 proc $bits bits, busy-poll daemon"
+done
 kill -TERM "$spid"; wait "$spid"
 profiles() { grep -c "profile: session" "$tmp/kvsinkd.log"; }
 for p in 1 2 4; do

@@ -10,11 +10,14 @@
 #include <errno.h>
 #include <math.h>
 
+#include "store/store_int.h"
 #include "tests/store/util.h"
 
 static uint32_t dev_items; /* blocks quantized from "device" input */
 static uint32_t s_calls, s_max, w_calls, queued; /* quantize_start / _wait */
 static int q_status;                             /* of the queued items */
+static kvs__store *s_watch;  /* a store whose group records the first start counts */
+static size_t s_groups;      /* its group records at the first quantize_start */
 
 static int fake_quantize_n(kvs__backend *b, const kvs__qparams *p, const kvs__qitem *it,
                            uint32_t n)
@@ -35,7 +38,8 @@ static int fake_quantize_start(kvs__backend *b, const kvs__qparams *p, const kvs
                                uint32_t n)
 {
   ck_assert_uint_le(n, KVS_BATCH_DEV_MAX);
-  s_calls++;
+  if (s_calls++ == 0 && s_watch)
+    s_groups = kvs__index_count(s_watch->ix);
   if (n > s_max) s_max = n;
   queued = 1;
   for (uint32_t i = 0; i < n; i++) {
@@ -325,9 +329,15 @@ START_TEST(one_batch)
   const uint32_t n = 200 * G; /* 400 blocks over NL = 2 layers */
   uint32_t *tok = ttoks(n + 5, 1);
   uint16_t *k = trandkv(NL, n, 1), *v = trandkv(NL, n, 2);
-  /* bulk device put: two chunks queued (256 + 144), one wait */
+  /* bulk device put: two chunks queued (256 + 144), one wait; the first
+   * chunk goes once its 128 groups are claimed, before the other 72 are
+   * hashed and probed (Decision 50) */
   q_calls = q_max = s_calls = s_max = w_calls = 0;
+  s_watch = sd;
+  s_groups = 0;
   ck_assert_int_eq(kvs__seq_put_dev(q, 0, tok, n, 0, NL, k, v, NULL, 0, NULL, err), 0);
+  s_watch = NULL;
+  ck_assert_uint_eq(s_groups, 256 / NL);
   ck_assert_uint_eq(q_calls, 0);
   ck_assert_uint_eq(s_calls, 2);
   ck_assert_uint_eq(s_max, 256);
