@@ -443,6 +443,18 @@ kvs__backend *kvs__backend_cuda_open(int device, char *errmsg)
   if (ab && !strcmp(ab, "0")) b->reads_once = NULL;
   ab = getenv("KVSINK_PUT_QUEUE");
   if (ab && !strcmp(ab, "0")) b->quantize_start = NULL, b->quantize_wait = NULL;
+  /* (Decision 50) KVSINK_PUT_PIPE=0 claims all of a put's groups before
+   * queueing, KVSINK_PUT_CHUNK=N queues N blocks a launch,
+   * KVSINK_QUEUE_STREAMS=1 queues every launch on the legacy stream */
+  ab = getenv("KVSINK_PUT_PIPE");
+  b->queue_late = ab && !strcmp(ab, "0");
+  ab = getenv("KVSINK_PUT_CHUNK");
+  b->queue_chunk = ab ? (uint32_t)strtoul(ab, NULL, 10) : 0;
+  ab = getenv("KVSINK_QUEUE_STREAMS");
+  if (ab && !strcmp(ab, "1") && c->qs[0]) {
+    for (int i = 0; i < KVS__CUDA_QSTREAMS; i++) cudaStreamDestroy(c->qs[i]);
+    memset(c->qs, 0, sizeof c->qs);
+  }
   b->chunk_gpu = device + 1; /* the pool: a VMM allocation per chunk (Attend) */
   b->priv = c;
   return b;

@@ -57,10 +57,10 @@ typedef struct put {
 } put;
 
 /* Fresh blocks whose rows all come from a device put are queued on the
- * GPU in chunks while the next ones are reserved (backend quantize_start),
- * so the kernel and the host work per block overlap; one wait at the end.
- * (-D for experiments: 512 and 1,024 measured the same as 256 on the
- * H200, fewer launches and less overlap cancelling out: Decision 46.) */
+ * GPU in chunks as soon as they are claimed and have slots (backend
+ * quantize_start), so the kernels and the host work on later groups
+ * overlap; one wait at the end (Decisions 36, 50). The backend may ask
+ * for another chunk size (queue_chunk, A/B runs). */
 #ifndef KVS_PUT_CHUNK
 #define KVS_PUT_CHUNK 256u
 #endif
@@ -404,12 +404,19 @@ static int dev_block(const put *c, const kvs__block *b)
 
 static int queues(const put *c) { return c->kdev && c->st->be->quantize_start; }
 
+/* Blocks per quantize_start call. */
+static uint32_t chunk(const put *c)
+{
+  const uint32_t n = c->st->be->queue_chunk;
+  return n && n <= KVS_BATCH_DEV_MAX ? n : KVS_PUT_CHUNK;
+}
+
 /* Queue fresh blocks [from, to) that can go (dev_block). */
 static int put_queue(put *c, uint32_t from, uint32_t to)
 {
   if (!queues(c))
     return 0;
-  if (!c->qa && !(c->qa = malloc(KVS_PUT_CHUNK * sizeof *c->qa)))
+  if (!c->qa && !(c->qa = malloc(chunk(c) * sizeof *c->qa)))
     return kvs__fail(c->errmsg, -ENOMEM, "out of memory");
   for (uint32_t i = from; i < to; i++) {
     kvs__block *b = c->fresh[i];
@@ -419,7 +426,7 @@ static int put_queue(put *c, uint32_t from, uint32_t to)
     c->qa[c->nqa++] = (kvs__qitem){in_row(c, c->k, l, t0), in_row(c, c->v, l, t0), b->sink_mask,
                                    b->data, b->rows, 1};
     c->nqueued++;
-    if (c->nqa == KVS_PUT_CHUNK) {
+    if (c->nqa == chunk(c)) {
       int rc = put_start(c);
       if (rc < 0)
         return rc;
@@ -500,7 +507,8 @@ static int put_reserve(put *c)
    * them (put_chain), so the first chunk's kernels start after its own
    * hashes, not after all of them */
   c->nchain = q->nchain;
-  if (!queues(c))
+  const int early = queues(c) && !c->st->be->queue_late;
+  if (!early)
     put_chain(c, c->maxnb);
   tp = kvs__prof_add(c->st, KVS_PROF_PUT_CHAIN, tp);
   int rc = put_stage_residual(c);
@@ -565,18 +573,18 @@ static int put_reserve(put *c)
     if (rc < 0)
       return kvs__fail(c->errmsg, rc, "out of memory");
     tp = kvs__prof_add(c->st, KVS_PROF_PUT_FIND, tp);
-    if (queues(c) && c->nfresh - slotted >= KVS_PUT_CHUNK) {
-      if ((rc = put_slots(c, slotted, slotted + KVS_PUT_CHUNK)) < 0)
+    if (early && c->nfresh - slotted >= chunk(c)) {
+      if ((rc = put_slots(c, slotted, slotted + chunk(c))) < 0)
         return rc;
-      slotted += KVS_PUT_CHUNK;
+      slotted += chunk(c);
       tp = kvs__prof_add(c->st, KVS_PROF_PUT_NEW, tp);
     }
   }
   tp = put_chain_lap(c, c->maxnb, tp);
   /* Slots (evicting) of the rest, a chunk at a time: each chunk's kernels
    * are queued before the next chunk is reserved. */
-  for (uint32_t i = slotted; i < c->nfresh; i += KVS_PUT_CHUNK) {
-    uint32_t e = c->nfresh - i < KVS_PUT_CHUNK ? c->nfresh : i + KVS_PUT_CHUNK;
+  for (uint32_t i = slotted; i < c->nfresh; i += chunk(c)) {
+    uint32_t e = c->nfresh - i < chunk(c) ? c->nfresh : i + chunk(c);
     if ((rc = put_slots(c, i, e)) < 0)
       return rc;
   }

@@ -103,6 +103,12 @@ typedef struct kvs__backend {
   int (*quantize_start)(struct kvs__backend *b, const kvs__qparams *p, const kvs__qitem *it,
                         uint32_t n);
   int (*quantize_wait)(struct kvs__backend *b);
+  /* With quantize_start, for A/B runs (0 = the defaults): queue_chunk,
+   * blocks per quantize_start call (KVS_PUT_CHUNK); queue_late, 1 = a
+   * device put claims all its groups before it queues any (HACKING.md
+   * Decision 50). */
+  uint32_t queue_chunk;
+  int queue_late;
   /* Optional (dev_io): wait until every copy into the pool's memory is
    * complete: copy() to device memory may return while its DMA still runs
    * (CUDA from pageable memory). dequantize_n returns with its own

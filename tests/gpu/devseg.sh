@@ -23,7 +23,8 @@
 #    kernels included, and in the daemon around them; the first put and get
 #    of a session not counted, as in the row).
 # DEVSEG_AB="put get" (default): which A/B sections run at the end (the
-# put's switches, the get's); DEVSEG_ITERS: put/get pairs per bench process.
+# put's switches, the get's; "pipe": the put's overlap, Decision 50);
+# DEVSEG_ITERS: put/get pairs per bench process.
 # DEVSEG_KEEP=1: keep the logs in $OUT/devseg/ even when every check passes.
 # MPS=1: the whole run under the CUDA Multi-Process Service (started here,
 # quit at the end): without it the clients' contexts and kvsinkd's
@@ -223,6 +224,7 @@ stop
 # (DEVSEG_AB="put get" by default: which of the two A/B sections run)
 case " ${DEVSEG_AB:-put get} " in *" put "*) put_ab="11 01 10 00" ;; *) put_ab= ;; esac
 case " ${DEVSEG_AB:-put get} " in *" get "*) get_ab="new ctx-sync no-spin" ;; *) get_ab= ;; esac
+case " ${DEVSEG_AB:-put get} " in *" pipe "*) pipe_ab="built pipe=0 streams=1 chunk=512 chunk=1024" ;; *) pipe_ab= ;; esac
 for ab in $put_ab; do
   set -- ${ab%?} ${ab#?}
   export KVSINK_DEV_INPLACE=$1 KVSINK_PUT_QUEUE=$2
@@ -238,6 +240,28 @@ for ab in $put_ab; do
   stop
 done
 unset KVSINK_DEV_INPLACE KVSINK_PUT_QUEUE
+# a bulk device put's overlap (HACKING.md Decision 50; DEVSEG_AB=pipe):
+# as built; KVSINK_PUT_PIPE=0 (all groups claimed before any launch);
+# KVSINK_QUEUE_STREAMS=1 (every chunk on one stream); KVSINK_PUT_CHUNK
+# 512 and 1024 (two launches, one)
+for ab in $pipe_ab; do
+  case $ab in
+    pipe=0) export KVSINK_PUT_PIPE=0 ;;
+    streams=1) export KVSINK_QUEUE_STREAMS=1 ;;
+    chunk=*) export KVSINK_PUT_CHUNK=${ab#chunk=} ;;
+  esac
+  start
+  unset KVSINK_PUT_PIPE KVSINK_QUEUE_STREAMS KVSINK_PUT_CHUNK
+  echo "A/B: put $ab (fresh daemon):"
+  for bits in 16 4; do
+    if timeout 200 "$T" "$sock" bench 1 "$bits" > "$tmp/ab.out"; then
+      grep "^device" "$tmp/ab.out" | sed "s/^/  $ab: /"
+    else
+      cat "$tmp/ab.out"; failed "A/B put $ab $bits bits"
+    fi
+  done
+  stop
+done
 # the same for a bulk get's parts (HACKING.md Decision 48): "new" as
 # built; "ctx-sync" a context synchronize before the reply
 # (KVSINK_GET_SYNC=1); "no-spin" the client sleeping through its device

@@ -373,6 +373,30 @@ START_TEST(one_batch)
   kvs__space_unref(hp);
   kvs__store_close(sd);
   kvs__store_close(sh);
+  /* the backend's A/B knobs (Decision 50): queue_late claims all 200
+   * groups before the first launch (two of 256 + 144 after), queue_chunk
+   * 128 queues after 64 groups, four launches (128 x 3 + 16) */
+  for (int late = 1; late >= 0; late--) {
+    kvs__backend vb = fakedev;
+    vb.queue_late = late;
+    vb.queue_chunk = late ? 0 : 128;
+    kvs__store *s2 = mk(&vb);
+    kvs__space *p3;
+    kvs__seq *q3;
+    ck_assert_int_eq(kvs__space_ref(s2, &key, NULL, &p3), 0);
+    ck_assert_int_eq(kvs__seq_new(p3, &q3), 0);
+    s_calls = s_max = 0;
+    s_watch = s2;
+    s_groups = 0;
+    ck_assert_int_eq(kvs__seq_put_dev(q3, 0, tok, n, 0, NL, k, v, NULL, 0, NULL, err), 0);
+    s_watch = NULL;
+    ck_assert_uint_eq(s_groups, late ? 200 : 128 / NL);
+    ck_assert_uint_eq(s_calls, late ? 2 : 4);
+    ck_assert_uint_eq(s_max, late ? 256 : 128);
+    kvs__seq_free(q3);
+    kvs__space_unref(p3);
+    kvs__store_close(s2);
+  }
   free(tok);
   free(k);
   free(v);
