@@ -234,8 +234,15 @@ int kvs__config_set(kvs__config *c, const char *key, const char *v, char *err)
     if (parse_size(v, &u64) < 0 || u64 < (64u << 10) || u64 > (1ull << 32)) BAD("max_reply_queue: expected bytes 64K..4G, got '%s'", v);
     c->max_reply_queue = u64;
   } else if (strcmp(key, "busy_poll_us") == 0) {
-    if (parse_u32(v, 0, 10000, &u32) < 0) BAD("busy_poll_us: expected microseconds 0..10000, got '%s'", v);
-    c->busy_poll_us = u32;
+    if (strcmp(v, "auto") == 0) {
+      c->busy_poll_auto = 1;
+      c->busy_poll_us = 0;
+    } else {
+      if (parse_u32(v, 0, 10000, &u32) < 0)
+        BAD("busy_poll_us: expected auto or microseconds 0..10000, got '%s'", v);
+      c->busy_poll_us = u32;
+      c->busy_poll_auto = 0;
+    }
   } else if (strcmp(key, "max_sessions") == 0) {
     if (parse_u32(v, 1, 65536, &u32) < 0) BAD("max_sessions: expected 1..65536, got '%s'", v);
     c->max_sessions = u32;
@@ -383,6 +390,12 @@ void kvs__config_defaults(kvs__config *c)
     fprintf(stderr, "kvsinkd: embedded %s\n", err);
     abort();
   }
+}
+
+uint32_t kvs__config_busy_poll(const kvs__config *c, int gpu_pools)
+{
+  if (!c->busy_poll_auto) return c->busy_poll_us;
+  return gpu_pools ? KVS_BUSY_POLL_GPU_US : 0;
 }
 
 int kvs__config_admin_path(const kvs__config *c, char out[108])

@@ -44,6 +44,7 @@ typedef struct kvs__config {
   uint32_t frame_timeout_s;      /* a partial frame may wait this long */
   uint64_t max_reply_queue;      /* queued reply bytes before a session's reads pause */
   uint32_t busy_poll_us;         /* the loop spins this long after a request; 0 = off */
+  int busy_poll_auto;            /* "auto": KVS_BUSY_POLL_GPU_US with GPU pools, else 0 */
   uint32_t max_pending_tokens;
   uint64_t residual_bytes;        /* 16-bit residual of all seqs; 0 = pool_size */
   uint64_t residual_seq_bytes;    /* of one seq; 0 = residual_bytes */
@@ -65,6 +66,11 @@ extern const char kvs__default_conf[];
 
 /* Fill c from the embedded default config. */
 void kvs__config_defaults(kvs__config *c);
+/* busy_poll_us in effect: "auto" spins on a daemon that serves GPU pools
+ * (its clients wait for kernels and copies, as a CUDA synchronize spins:
+ * HACKING.md Decision 50), not on a host-only one. */
+#define KVS_BUSY_POLL_GPU_US 1000u
+uint32_t kvs__config_busy_poll(const kvs__config *c, int gpu_pools);
 /* Apply the lines of text over c. name prefixes error messages
  * ("name:LINE: reason"). On error c may be partly changed: parse into a
  * copy when that matters. Returns 0 or -EINVAL. */

@@ -472,7 +472,7 @@ static void on_spin(uv_idle_t *i)
 
 static void spin_after_request(kvs__sessions *h)
 {
-  uint32_t us = h->cfg->busy_poll_us;
+  uint32_t us = kvs__config_busy_poll(h->cfg, h->env.devs && h->env.devs->n);
   if (!us || h->spin_closed) return;
   if (!h->spin_init) {
     if (uv_idle_init(h->loop, &h->spin) < 0) return;

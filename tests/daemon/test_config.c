@@ -44,6 +44,10 @@ START_TEST(defaults_embedded)
   /* one definition: the store's default, not a second number in default.conf */
   ck_assert_uint_eq(c.max_pending_tokens, KVS_STORE_MAX_PENDING);
   ck_assert_uint_eq(KVS_STORE_MAX_PENDING, 65536);
+  /* busy-polling by default only where the pools are GPU ones */
+  ck_assert_int_eq(c.busy_poll_auto, 1);
+  ck_assert_uint_eq(kvs__config_busy_poll(&c, 0), 0);
+  ck_assert_uint_eq(kvs__config_busy_poll(&c, 1), KVS_BUSY_POLL_GPU_US);
 }
 END_TEST
 
@@ -128,6 +132,15 @@ START_TEST(other_values)
   ck_assert_int_eq(c.device, KVS_DEVICE_AUTO);
   ck_assert_int_eq(c.policy, KVS_POLICY_KVSINK);
   ck_assert_uint_eq(c.k_bits, 16);
+  /* a number is that number, GPU or not; 0 is off */
+  ck_assert_int_eq(kvs__config_parse(&c, "busy_poll_us = 250\n", "t", err), 0);
+  ck_assert_uint_eq(kvs__config_busy_poll(&c, 0), 250);
+  ck_assert_uint_eq(kvs__config_busy_poll(&c, 1), 250);
+  ck_assert_int_eq(kvs__config_parse(&c, "busy_poll_us = 0\n", "t", err), 0);
+  ck_assert_uint_eq(kvs__config_busy_poll(&c, 1), 0);
+  ck_assert_int_eq(kvs__config_parse(&c, "busy_poll_us = auto\n", "t", err), 0);
+  ck_assert_uint_eq(kvs__config_busy_poll(&c, 1), KVS_BUSY_POLL_GPU_US);
+  ck_assert_int_eq(kvs__config_parse(&c, "busy_poll_us = often\n", "t", err), -EINVAL);
 }
 END_TEST
 

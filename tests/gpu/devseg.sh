@@ -15,8 +15,11 @@
 # 3. latency of a 1-token put+get (and its parts: put, the G-th puts, get,
 #    ping) as libkvsink waits by default (device requests spin, HACKING.md
 #    Decision 48), with the client's spin off, then with busy-polling on
-#    both sides (SPIN us, default 1000); put/get bandwidth for 1, 2, 4
-#    client processes at 16/8/4/2 bits
+#    both sides (SPIN us, default 1000), the client's stage off, four
+#    clients at once (stage on and off); 1-process bandwidth against a
+#    daemon that sleeps between requests (busy_poll_us = 0; the default,
+#    auto, spins with a GPU pool: Decision 50); put/get bandwidth for 1,
+#    2, 4 client processes at 16/8/4/2 bits
 #    next to cudaMemcpy D2D, device and host segments side by side; after
 #    each 1-process row, kvsinkd's profile of those sessions
 #    (KVSINK_PROFILE=1: us per put and get in the store's phases, the
@@ -196,11 +199,19 @@ for st in 1 0; do
   for p in $lp; do wait "$p" || failed "latency, 4 clients, stage $st"; done
   grep -h "put+get (" "$tmp"/lat4-$st-*.txt | sed "s/^/[4 clients, stage $st] /"
 done
-# 1-process bandwidth against the busy-polling daemon (no wakeup of
-# kvsinkd per request; the rows below use the default daemon)
+kill -TERM "$spid"; wait "$spid"
+# 1-process bandwidth against a daemon that sleeps between requests
+# (busy_poll_us = 0; the rows below use the default, auto: kvsinkd spins
+# 1 ms after a request when it serves a GPU pool, HACKING.md Decision 50)
+{ cat "$tmp/kvsinkd.conf"; echo "busy_poll_us = 0"; } > "$tmp/kvsinkd-sleep.conf"
+rm -f "$ssock"
+"$D" --foreground --config "$tmp/kvsinkd-sleep.conf" --socket "$ssock" --device "${GPU:-cuda:0}" \
+  --log-level info > "$tmp/kvsinkd-sleep.log" 2>&1 &
+spid=$!
+for i in $(seq 100); do [ -S "$ssock" ] && break; sleep 0.1; done
 for bits in 16 8 4 2; do
-  timeout 200 "$T" "$ssock" bench 1 "$bits" | sed 's/^/[busy-poll daemon] /' ||
-    failed "bench 1 proc $bits bits, busy-poll daemon"
+  timeout 200 "$T" "$ssock" bench 1 "$bits" | sed 's/^/[daemon sleeps] /' ||
+    failed "bench 1 proc $bits bits, busy_poll_us = 0"
 done
 kill -TERM "$spid"; wait "$spid"
 profiles() { grep -c "profile: session" "$tmp/kvsinkd.log"; }
