@@ -236,18 +236,23 @@ stop
 case " ${DEVSEG_AB:-put get} " in *" put "*) put_ab="11 01 10 00" ;; *) put_ab= ;; esac
 case " ${DEVSEG_AB:-put get} " in *" get "*) get_ab="new ctx-sync no-spin" ;; *) get_ab= ;; esac
 case " ${DEVSEG_AB:-put get} " in *" pipe "*) pipe_ab="built pipe=0 streams=1 chunk=512 chunk=1024" ;; *) pipe_ab= ;; esac
+# the 1-process rows at 16 and 4 bits on the running daemon, labelled
+ab_rows() { # LABEL [VAR=VALUE...] (the client's environment)
+  label=$1; shift
+  for bits in 16 4; do
+    if env "$@" timeout 200 "$T" "$sock" bench 1 "$bits" > "$tmp/ab.out"; then
+      grep "^device" "$tmp/ab.out" | sed "s/^/  $label: /"
+    else
+      cat "$tmp/ab.out"; failed "A/B $label $bits bits"
+    fi
+  done
+}
 for ab in $put_ab; do
   set -- ${ab%?} ${ab#?}
   export KVSINK_DEV_INPLACE=$1 KVSINK_PUT_QUEUE=$2
   start
   echo "A/B: KVSINK_DEV_INPLACE=$1 KVSINK_PUT_QUEUE=$2 (fresh daemon):"
-  for bits in 16 4; do
-    if timeout 200 "$T" "$sock" bench 1 "$bits" > "$tmp/ab.out"; then
-      grep "^device" "$tmp/ab.out" | sed "s/^/  $1$2: /"
-    else
-      cat "$tmp/ab.out"; failed "A/B bench $bits bits"
-    fi
-  done
+  ab_rows "$1$2"
   stop
 done
 unset KVSINK_DEV_INPLACE KVSINK_PUT_QUEUE
@@ -264,13 +269,7 @@ for ab in $pipe_ab; do
   start
   unset KVSINK_PUT_PIPE KVSINK_QUEUE_STREAMS KVSINK_PUT_CHUNK
   echo "A/B: put $ab (fresh daemon):"
-  for bits in 16 4; do
-    if timeout 200 "$T" "$sock" bench 1 "$bits" > "$tmp/ab.out"; then
-      grep "^device" "$tmp/ab.out" | sed "s/^/  $ab: /"
-    else
-      cat "$tmp/ab.out"; failed "A/B put $ab $bits bits"
-    fi
-  done
+  ab_rows "$ab"
   stop
 done
 # the same for a bulk get's parts (HACKING.md Decision 48): "new" as
@@ -284,14 +283,7 @@ for ab in $get_ab; do
   start
   unset KVSINK_GET_SYNC
   echo "A/B: get $ab (fresh daemon):"
-  for bits in 16 4; do
-    if if [ $ab = no-spin ]; then KVSINK_BUSY_POLL_US=0 timeout 200 "$T" "$sock" bench 1 "$bits"
-       else timeout 200 "$T" "$sock" bench 1 "$bits"; fi > "$tmp/ab.out"; then
-      grep "^device" "$tmp/ab.out" | sed "s/^/  $ab: /"
-    else
-      cat "$tmp/ab.out"; failed "A/B get $ab $bits bits"
-    fi
-  done
+  if [ $ab = no-spin ]; then ab_rows "$ab" KVSINK_BUSY_POLL_US=0; else ab_rows "$ab"; fi
   stop
 done
 # the store's own host time per bulk put/get on this machine's CPU (no
