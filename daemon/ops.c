@@ -127,10 +127,10 @@ static int op_hello(const kvs__ops_env *env, kvs__sess_state *st, const kvs__req
   const kvs__hello *h = &rq->hello;
   const kvs__config *cfg = env->cfg;
   if (st->hello_done) return kvs__ops_fail(rep, -EPROTO, "hello already done on this connection");
-  if (h->version != KVS_PROTO_VERSION)
+  if (h->version < KVS_PROTO_VERSION_MIN || h->version > KVS_PROTO_VERSION)
     return kvs__ops_fail(rep, KVS_EVERSION,
-                "protocol version %u not supported: this kvsinkd speaks version %u", h->version,
-                KVS_PROTO_VERSION);
+                "protocol version %u not supported: this kvsinkd speaks versions %u to %u",
+                h->version, KVS_PROTO_VERSION_MIN, KVS_PROTO_VERSION);
   if (!h->model_id[0] || h->n_layers == 0 || h->n_layers > KVS_MAX_LAYERS || h->n_kv_heads == 0 ||
       h->n_kv_heads > KVS_MAX_KV_HEADS || h->head_dim == 0 || h->head_dim > KVS_MAX_HEAD_DIM ||
       (h->dtype != KVS_DTYPE_F16 && h->dtype != KVS_DTYPE_BF16))

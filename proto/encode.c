@@ -75,6 +75,28 @@ static void kv_u32_array(enc *e, const char *k, const uint32_t *v, uint32_t n)
     e->fail |= msgpack_pack_uint32(&e->pk, v[i]) != 0;
 }
 
+/* Token ids as one bin of little-endian uint32 (version 2; get_tokens). */
+static void kv_tokens(enc *e, const uint32_t *v, uint32_t n)
+{
+  key(e, "tokens");
+  if (n > UINT32_MAX / 4) {
+    e->fail = 1;
+    return;
+  }
+  e->fail |= msgpack_pack_bin(&e->pk, 4 * n) != 0;
+  uint8_t b[256];
+  for (uint32_t i = 0; i < n;) {
+    uint32_t m = 0;
+    for (; i < n && m < sizeof b; i++, m += 4) {
+      b[m] = (uint8_t)v[i];
+      b[m + 1] = (uint8_t)(v[i] >> 8);
+      b[m + 2] = (uint8_t)(v[i] >> 16);
+      b[m + 3] = (uint8_t)(v[i] >> 24);
+    }
+    e->fail |= msgpack_pack_bin_body(&e->pk, b, m) != 0;
+  }
+}
+
 static int enc_finish(enc *e, char **out, size_t *len)
 {
   if (e->fail) {
@@ -171,7 +193,7 @@ int kvs__encode_req(const kvs__req *req, char **out, size_t *len)
   case KVS_OP_PUT:
     kv_u64(&e, "seq", req->seq);
     kv_u64(&e, "start", req->start);
-    kv_u32_array(&e, "tokens", req->tokens, req->n_tokens);
+    kv_tokens(&e, req->tokens, req->n_tokens);
     kv_layers(&e, req->layer_begin, req->layer_end);
     kv_u64(&e, "k_off", req->k_off);
     kv_u64(&e, "v_off", req->v_off);
@@ -183,7 +205,7 @@ int kvs__encode_req(const kvs__req *req, char **out, size_t *len)
       kv_bool(&e, "dev", 1);
     break;
   case KVS_OP_LOOKUP:
-    kv_u32_array(&e, "tokens", req->tokens, req->n_tokens);
+    kv_tokens(&e, req->tokens, req->n_tokens);
     kv_u64(&e, "seq", req->seq);
     kv_bool(&e, "bind", req->bind);
     break;

@@ -15,7 +15,10 @@
 
 #include <kvsink.h> /* public error codes, dtype, policy enums */
 
-#define KVS_PROTO_VERSION 1
+/* Version 2 sends token ids as a bin of little-endian uint32 (1: an array
+ * of uint); kvsinkd decodes both and speaks versions MIN..VERSION. */
+#define KVS_PROTO_VERSION 2
+#define KVS_PROTO_VERSION_MIN 1
 
 /* Limits, enforced by the decoder before anything is allocated. */
 #define KVS_MAX_FRAME          (1u << 20)  /* bytes of one msgpack frame */

@@ -168,6 +168,8 @@ START_TEST(hello_validation)
   kvs__req rq = mkhello();
   rq.hello.version = KVS_PROTO_VERSION + 1;
   ck_assert_int_eq(run(&st, &rq, NULL), KVS_EVERSION);
+  rq.hello.version = KVS_PROTO_VERSION_MIN - 1;
+  ck_assert_int_eq(run(&st, &rq, NULL), KVS_EVERSION);
   rq = mkhello();
   rq.hello.n_layers = 0;
   ck_assert_int_eq(run(&st, &rq, NULL), KVS_EMODEL);

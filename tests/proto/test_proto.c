@@ -296,6 +296,16 @@ START_TEST(rt_put)
   ck_assert_uint_eq(d.start, 64);
   ck_assert_uint_eq(d.n_tokens, KVS_MAX_TOKENS_PER_PUT);
   ck_assert_mem_eq(d.tokens, toks, sizeof(toks));
+  /* on the wire: one bin of 4n bytes, little-endian (version 2) */
+  {
+    char *out;
+    size_t len;
+    ck_assert_int_eq(kvs__encode_req(&q, &out, &len), 0);
+    const uint8_t want[] = { 0xa6, 't', 'o', 'k', 'e', 'n', 's', 0xc5, 0x80, 0x00,
+                             0, 0, 0, 0, 0xb1, 0x79, 0x37, 0x9e };
+    ck_assert_ptr_nonnull(memmem(out, len, want, sizeof want));
+    free(out);
+  }
   ck_assert_uint_eq(d.layer_begin, 2);
   ck_assert_uint_eq(d.layer_end, 5);
   ck_assert_uint_eq(d.k_off, 0);
@@ -790,10 +800,10 @@ START_TEST(dec_hello_errors)
   mp_begin(4);
   kv_s("op", "hello");
   kv_u("id", 6);
-  kv_u("version", 2);
-  kv_s("model", "a string in version 2");
+  kv_u("version", KVS_PROTO_VERSION + 1);
+  kv_s("model", "a string in a later version");
   ck_assert_int_eq(req_end(), 0);
-  ck_assert_uint_eq(rq.hello.version, 2);
+  ck_assert_uint_eq(rq.hello.version, KVS_PROTO_VERSION + 1);
   ck_assert_uint_eq(rq.id, 6);
 
   /* missing required fields, named */
@@ -947,6 +957,34 @@ START_TEST(dec_put_errors)
     kv_u("v_off", 0);
     ck_assert_int_eq(req_end(), bad_kind[i] == 2 ? -EBADMSG : -EINVAL);
     ck_assert_ptr_null(rq.tokens);
+  }
+
+  /* tokens as a bin (version 2): little-endian uint32s; a length that is
+   * not whole uint32s, or over the limit, is refused */
+  static const uint32_t bin_len[] = { 8, 7, 4 * (KVS_MAX_TOKENS_PER_PUT + 1) };
+  for (int i = 0; i < 3; i++) {
+    mp_begin(8);
+    kv_s("op", "put");
+    kv_u("id", 22);
+    kv_u("seq", 1);
+    kv_u("start", 0);
+    ks("tokens");
+    static uint8_t raw[4 * (KVS_MAX_TOKENS_PER_PUT + 1)];
+    memset(raw, 0, sizeof raw);
+    memcpy(raw, "\x01\x02\x03\x04\xff\xff\xff\xff", 8);
+    msgpack_pack_bin_with_body(&pk, raw, bin_len[i]);
+    kv_layers(0, 1);
+    kv_u("k_off", 0);
+    kv_u("v_off", 0);
+    ck_assert_int_eq(req_end(), i == 0 ? 0 : i == 1 ? -EBADMSG : -E2BIG);
+    if (i == 0) {
+      ck_assert_uint_eq(rq.n_tokens, 2);
+      ck_assert_uint_eq(rq.tokens[0], 0x04030201u);
+      ck_assert_uint_eq(rq.tokens[1], 0xffffffffu);
+      kvs__req_free(&rq);
+    } else {
+      ck_assert_ptr_null(rq.tokens);
+    }
   }
 
   /* act_channels over the limit, and without act_off */
