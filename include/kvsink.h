@@ -344,7 +344,10 @@ int kvs_set_device_stream(kvs_client *c, void *cu_stream);
  * (a CUdeviceptr) of the session's device segment, mapped read-write on
  * the client's GPU, or NULL when the session got a host segment only. */
 void *kvs_device_segment(kvs_client *c, size_t *size);
-/* kvs_get into the device segment; returns when the data is there. */
+/* kvs_get into the device segment; returns when the data is there, except
+ * a get of fewer tokens than a group with a stream named
+ * (kvs_set_device_stream): its copy is queued on that stream, as
+ * cudaMemcpyAsync would (libkvsink(3), DEVICE SEGMENTS). */
 int kvs_get_device(kvs_client *c, uint64_t seq, uint32_t start, uint32_t n_tokens,
                    uint32_t lb, uint32_t le, size_t k_off, size_t v_off);
 /* After a daemon restart (calls fail with -ECONNRESET or -EPIPE): connect
