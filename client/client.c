@@ -356,7 +356,10 @@ static int put(kvs_client *c, const kvs_put_args *a, kvs_put_result *res, int de
   req.has_act = a->act_channels > 0;
   req.dev = dev;
   /* a decode step: copied through the stage here (client/stage.c) */
-  int staged = dev && c->dseg.ptr ? kvs__stage_put(c, a, &req) : 0;
+  int staged = dev && c->dseg.ptr
+                   ? kvs__stage_put(c, a, kvs_kv_bytes(c, a->n_tokens, a->layer_begin, a->layer_end),
+                                    &req)
+                   : 0;
   if (staged < 0)
     return staged;
   if (req.dev) {
@@ -435,7 +438,8 @@ static int get(kvs_client *c, uint64_t seq, uint32_t start, uint32_t n_tokens, u
   req.v_off = v_off;
   req.dev = dev;
   /* a decode step: through the stage, copied up here (client/stage.c) */
-  size_t skv = dev ? kvs__stage_get(c, n_tokens, lb, le, k_off, v_off, &req) : 0;
+  size_t skv = dev ? kvs__stage_get(c, n_tokens, kvs_kv_bytes(c, n_tokens, lb, le), k_off, v_off, &req)
+                   : 0;
   int r = dev ? dev_call(c, &req, &rep) : simple_call(c, &req, &rep);
   if (r == 0 && skv)
     r = kvs__stage_get_done(c, skv, k_off, v_off);

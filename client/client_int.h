@@ -44,15 +44,17 @@ size_t kvs__stage_extra(const kvs_client *c);
 /* After hello mapped the segments / before they are unmapped. */
 void kvs__stage_open(kvs_client *c);
 void kvs__stage_close(kvs_client *c);
-/* A small device put: waits as kvs_put_device does, copies K/V (and the
- * summary) into the stage and turns rq into a host put. 1 staged, 0 not
- * for the stage (kvsinkd's device path), or an error. */
-int kvs__stage_put(kvs_client *c, const kvs_put_args *a, kvs__req *rq);
-/* A small device get: rq turned into a host get into the stage; returns
- * the K bytes (0: not for the stage). kvs__stage_get_done copies the rows
- * into the device segment after a successful reply. */
-size_t kvs__stage_get(kvs_client *c, uint32_t n, uint32_t lb, uint32_t le, uint64_t k_off,
-                      uint64_t v_off, kvs__req *rq);
+/* A small device put (k_bytes: kvs_kv_bytes of it): waits as
+ * kvs_put_device does, copies K/V (and the summary) into the stage and
+ * turns rq into a host put. 1 staged, 0 not for the stage (kvsinkd's
+ * device path), or an error. */
+int kvs__stage_put(kvs_client *c, const kvs_put_args *a, size_t k_bytes, kvs__req *rq);
+/* A small device get of n tokens, k_bytes of K: rq turned into a host get
+ * into the stage; returns the K bytes (0: not for the stage).
+ * kvs__stage_get_done copies the rows into the device segment after a
+ * successful reply. */
+size_t kvs__stage_get(kvs_client *c, uint32_t n, size_t k_bytes, uint64_t k_off, uint64_t v_off,
+                      kvs__req *rq);
 int kvs__stage_get_done(kvs_client *c, size_t kvb, uint64_t k_off, uint64_t v_off);
 
 /* Unmap what attend.c mapped for c (tables still alive keep theirs). */

@@ -86,18 +86,18 @@ static int copy_kv(kvs_client *c, void *st, int up, char *s, uint64_t k_off, uin
   return r;
 }
 
-/* K+V bytes of a small request that fits the stage, else 0. */
-static size_t small_kv(const kvs_client *c, uint32_t n, uint32_t lb, uint32_t le)
+/* kvb (K bytes of n tokens) when the request is small and fits the
+ * stage, else 0. */
+static size_t small_kv(const kvs_client *c, uint32_t n, size_t kvb)
 {
   if (!c->stage_size || n == 0 || n >= c->info.group)
     return 0;
-  size_t kvb = kvs_kv_bytes(c, n, lb, le);
   return kvb && 2 * kvb <= c->stage_size ? kvb : 0;
 }
 
-int kvs__stage_put(kvs_client *c, const kvs_put_args *a, kvs__req *rq)
+int kvs__stage_put(kvs_client *c, const kvs_put_args *a, size_t k_bytes, kvs__req *rq)
 {
-  const size_t kvb = small_kv(c, a->n_tokens, a->layer_begin, a->layer_end);
+  const size_t kvb = small_kv(c, a->n_tokens, k_bytes);
   if (!kvb || a->act_channels > KVS_MAX_ACT_CHANNELS)
     return 0;
   const size_t ab = (size_t)a->n_tokens * a->act_channels * 4u, ao = up(2 * kvb, 16);
@@ -128,10 +128,10 @@ int kvs__stage_put(kvs_client *c, const kvs_put_args *a, kvs__req *rq)
   return 1;
 }
 
-size_t kvs__stage_get(kvs_client *c, uint32_t n, uint32_t lb, uint32_t le, uint64_t k_off,
-                      uint64_t v_off, kvs__req *rq)
+size_t kvs__stage_get(kvs_client *c, uint32_t n, size_t k_bytes, uint64_t k_off, uint64_t v_off,
+                      kvs__req *rq)
 {
-  const size_t kvb = small_kv(c, n, lb, le);
+  const size_t kvb = small_kv(c, n, k_bytes);
   if (!kvb || !dev_ok(c, k_off, kvb, 2) || !dev_ok(c, v_off, kvb, 2) || stage_free(c) < 0)
     return 0; /* (a failed wait leaves the stage alone: kvsinkd's path) */
   rq->k_off = c->stage_off;

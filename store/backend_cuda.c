@@ -415,7 +415,9 @@ kvs__backend *kvs__backend_cuda_open(int device, char *errmsg)
     free(c);
     return NULL;
   }
-  for (int i = 0; i < KVS__CUDA_QSTREAMS; i++)
+  /* KVSINK_QUEUE_STREAMS=1 (A/B, Decision 50): every launch on the legacy stream */
+  const char *one = getenv("KVSINK_QUEUE_STREAMS");
+  for (int i = 0; i < KVS__CUDA_QSTREAMS && !(one && !strcmp(one, "1")); i++)
     if (cudaStreamCreate(&c->qs[i]) != cudaSuccess) { /* the legacy stream alone */
       cudaGetLastError();
       for (int j = 0; j < i; j++) cudaStreamDestroy(c->qs[j]);
@@ -444,17 +446,11 @@ kvs__backend *kvs__backend_cuda_open(int device, char *errmsg)
   ab = getenv("KVSINK_PUT_QUEUE");
   if (ab && !strcmp(ab, "0")) b->quantize_start = NULL, b->quantize_wait = NULL;
   /* (Decision 50) KVSINK_PUT_PIPE=0 claims all of a put's groups before
-   * queueing, KVSINK_PUT_CHUNK=N queues N blocks a launch,
-   * KVSINK_QUEUE_STREAMS=1 queues every launch on the legacy stream */
+   * queueing, KVSINK_PUT_CHUNK=N queues N blocks a launch */
   ab = getenv("KVSINK_PUT_PIPE");
   b->queue_late = ab && !strcmp(ab, "0");
   ab = getenv("KVSINK_PUT_CHUNK");
   b->queue_chunk = ab ? (uint32_t)strtoul(ab, NULL, 10) : 0;
-  ab = getenv("KVSINK_QUEUE_STREAMS");
-  if (ab && !strcmp(ab, "1") && c->qs[0]) {
-    for (int i = 0; i < KVS__CUDA_QSTREAMS; i++) cudaStreamDestroy(c->qs[i]);
-    memset(c->qs, 0, sizeof c->qs);
-  }
   b->chunk_gpu = device + 1; /* the pool: a VMM allocation per chunk (Attend) */
   b->priv = c;
   return b;

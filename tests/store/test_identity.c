@@ -240,14 +240,9 @@ START_TEST(failed_put_files_nothing)
   st = tstats(s);
   ck_assert_uint_eq(st.blocks, 16);    /* 8 free slots, 2 of a's evicted */
   ck_assert_uint_eq(st.evictions, 6);
-  uint16_t *gk = malloc((size_t)NL * n * C * 2), *gv = malloc((size_t)NL * n * C * 2);
-  ck_assert_int_eq(kvs__seq_get(c, 0, n, 0, NL, gk, gv, err), 0);
-  ck_assert_int_eq(memcmp(gk, k, (size_t)NL * n * C * 2), 0);
-  ck_assert_int_eq(memcmp(gv, v, (size_t)NL * n * C * 2), 0);
+  tget_exact(c, n, NL, k, v);
   kvs__seq_free(c);
   kvs__space_unref(sp);
-  free(gk);
-  free(gv);
   free(k);
   free(v);
   free(ta);
@@ -309,10 +304,7 @@ START_TEST(group_spans_layers)
   ck_assert_ptr_eq(c->l[0].blk[0], a->l[0].blk[0]);
   ck_assert_ptr_eq(c->l[L4 - 1].blk[1]->grp, g1);
   ck_assert_uint_eq(g1->nblk, L4);
-  uint16_t *gk = malloc((size_t)L4 * n * C * 2), *gv = malloc((size_t)L4 * n * C * 2);
-  ck_assert_int_eq(kvs__seq_get(c, 0, n, 0, L4, gk, gv, err), 0);
-  ck_assert_int_eq(memcmp(gk, k, (size_t)L4 * n * C * 2), 0);
-  ck_assert_int_eq(memcmp(gv, v, (size_t)L4 * n * C * 2), 0);
+  tget_exact(c, n, L4, k, v);
   /* the last block of a group takes it out of the index */
   kvs__seq_free(a);
   kvs__seq_free(c);
@@ -320,8 +312,6 @@ START_TEST(group_spans_layers)
   ck_assert_uint_eq(kvs__index_count(s->ix), 0);
   ck_assert_uint_eq(tcached(sp, t, n), 0);
   kvs__space_unref(sp);
-  free(gk);
-  free(gv);
   free(k);
   free(v);
   free(t);

@@ -79,6 +79,21 @@ static inline int tput_free(kvs__space *sp, const uint32_t *t, uint32_t n, const
   return rc;
 }
 
+/* Tokens [0, n) of layers [0, nl) of q read back bit-exact as k, v
+ * ([nl][n][C]). */
+static inline void tget_exact(kvs__seq *q, uint32_t n, uint32_t nl, const uint16_t *k,
+                              const uint16_t *v)
+{
+  const size_t bytes = (size_t)nl * n * C * 2;
+  uint16_t *gk = malloc(bytes), *gv = malloc(bytes);
+  char err[KVS_STORE_ERRMSG];
+  ck_assert_int_eq(kvs__seq_get(q, 0, n, 0, nl, gk, gv, err), 0);
+  ck_assert_int_eq(memcmp(gk, k, bytes), 0);
+  ck_assert_int_eq(memcmp(gv, v, bytes), 0);
+  free(gk);
+  free(gv);
+}
+
 /* Leading tokens of t cached in sp. */
 static inline uint32_t tcached(kvs__space *sp, const uint32_t *t, uint32_t n)
 {
