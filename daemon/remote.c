@@ -7,7 +7,7 @@
  * Redis bounds its own memory (maxmemory + allkeys-lru), so writing
  * every block costs only bandwidth, bounded here by remote_queue.
  *
- * Keys: "kvsink:1:" NS ":" SPACE ":" CHAIN ":" LAYER, SPACE and CHAIN in
+ * Keys: "kvsink:2:" NS ":" SPACE ":" CHAIN ":" LAYER, SPACE and CHAIN in
  * hex, both keyed by the cluster secret; values: kvs__block_serialize
  * (format version, checksum), checked whole by kvs__space_import. */
 #include <errno.h>
@@ -25,7 +25,7 @@
 #include "daemon/log.h"
 #include "daemon/remote.h"
 
-#define KEY_MAX 192u          /* "kvsink:1:" + ns (63) + 32 + 32 + layer + colons */
+#define KEY_MAX 192u          /* "kvsink:2:" + ns (63) + 32 + 32 + layer + colons */
 #define MAX_KEYS 8192u        /* keys in one MGET: groups x layers */
 #define MAX_REPLY (128u << 20) /* bytes one MGET may bring, at 16 bits */
 #define MAX_PENDING 64u       /* MGETs unanswered: a hung Redis costs no more */
@@ -264,7 +264,7 @@ static size_t key_of(char *out, const char *ns, const uint8_t sid[16], const uin
   char hs[33], hi[33];
   hex(hs, sid, 16);
   hex(hi, id, 16);
-  int n = snprintf(out, KEY_MAX, "kvsink:1:%s:%s:%s:%u", ns, hs, hi, layer);
+  int n = snprintf(out, KEY_MAX, "kvsink:2:%s:%s:%s:%u", ns, hs, hi, layer);
   return n < 0 ? 0 : (size_t)n;
 }
 

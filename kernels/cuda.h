@@ -45,6 +45,8 @@ typedef struct kvs__cuda_ctx {
   int *d_status;        /* device int */
   void *stream;         /* cudaStream_t; NULL = default stream */
   int *h_status;        /* page-locked host int for the status read, or NULL */
+  void *d_feed;         /* device word a feed's kernel mirrors the host's in */
+  uint32_t feed_gen;    /* feeds launched (tags the mirror) */
 } kvs__cuda_ctx;
 
 int kvs__cuda_ctx_init(kvs__cuda_ctx *c);
@@ -64,6 +66,27 @@ int kvs__cuda_quantize_async(kvs__cuda_ctx *c, const kvs__qparams *p, const kvs_
                              const kvs__cuda_qjob *d_jobs, uint32_t n);
 int kvs__cuda_dequantize_async(kvs__cuda_ctx *c, const kvs__qparams *p, const kvs__qlayout *l,
                                const kvs__cuda_dqjob *d_jobs, uint32_t n);
+/* The feed (HACKING.md Decision 51): a quantize kernel launched before its
+ * jobs exist. word lives where host and GPU both reach it (mapped
+ * page-locked memory): the host writes job j at d_jobs + j *
+ * KVS__CUDA_FEED_STRIDE (mapped too), then stores the count of jobs
+ * written (release); KVS__CUDA_FEED_CLOSED set means no more will come.
+ * The kernel ends once every job below the final count is coded; a feed
+ * not closed within KVS__CUDA_FEED_TIMEOUT_NS ends with -ETIMEDOUT in
+ * the status. One feed at a time per context (its d_feed word). */
+typedef struct kvs__cuda_feed {
+  uint32_t word;
+} kvs__cuda_feed;
+#define KVS__CUDA_FEED_CLOSED 0x80000000u
+#define KVS__CUDA_FEED_COUNT 0x7fffffffu
+#define KVS__CUDA_FEED_STRIDE 128u
+#define KVS__CUDA_FEED_TIMEOUT_NS 5000000000ull
+/* Launch the fast kernel of p's shape over a feed of at most max_jobs
+ * jobs, on the context's stream, without waiting: at most as many CUDA
+ * blocks as the GPU holds at once. -EOPNOTSUPP: p's shape has no fast
+ * kernel, or has outliers (quantize in batches instead). */
+int kvs__cuda_quantize_feed(kvs__cuda_ctx *c, const kvs__qparams *p, const kvs__qlayout *l,
+                            const void *d_jobs, const kvs__cuda_feed *d_feed, uint32_t max_jobs);
 /* Synchronize and read (then clear) the status word. */
 int kvs__cuda_finish(kvs__cuda_ctx *c);
 /* Synchronize only (the dequantize kernel sets no status word): 0 or

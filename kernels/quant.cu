@@ -22,6 +22,14 @@ struct kvs_cu_args {
   size_t kscale, kmin, kcodes, vscale, vmin, vcodes, kout, vout, total, kstride, vstride;
 };
 
+/* A feed's kernel argument (the feed, below). */
+struct kvs_feed_arg {
+  const uint32_t *word;        /* the host's word (mapped) */
+  unsigned long long *mirror;  /* device: gen << 32 | word */
+  uint32_t gen;
+};
+
+
 static __device__ __forceinline__ float h2f(uint16_t h, uint32_t dt)
 {
   if (dt == 2) return __bfloat162float(__ushort_as_bfloat16(h));
@@ -330,8 +338,9 @@ static __device__ __forceinline__ void quant_general(const kvs_cu_args &a, const
   }
 }
 
+/* feed: unused (the store feeds fast kernels only, kvs__cuda_quantize_feed) */
 static __global__ void __launch_bounds__(KVS_CU_THREADS, 4)
-kvs_quant_kernel(kvs_cu_args a, const kvs__cuda_qjob *jobs, int *st)
+kvs_quant_kernel(kvs_cu_args a, const kvs__cuda_qjob *jobs, int *st, kvs_feed_arg)
 {
   extern __shared__ uint32_t sm[];
   quant_general(a, jobs[blockIdx.x], st, sm);
@@ -1144,11 +1153,9 @@ static __device__ __forceinline__ void fq_kpick(const kvs_cu_args &a, uint64_t m
  * spills around the exact pick's call; the registers of 2 blocks, with or
  * without the next V row prefetched, measured no faster on an H200). */
 template <bool BF, bool OUT, int NJT>
-static __global__ void __launch_bounds__(KVS_CU_THREADS, OUT ? KVS_FQ_OUT_MINB : 3)
-kvs_fquant_kernel(kvs_cu_args a, const kvs__cuda_qjob *jobs, int *st)
+static __device__ __forceinline__ void fq_job(const kvs_cu_args &a, const kvs__cuda_qjob &J, int *st)
 {
   extern __shared__ __align__(16) uint32_t fsm[];
-  const kvs__cuda_qjob J = jobs[blockIdx.x];
   if ((((uintptr_t)J.k | (uintptr_t)J.v | (uintptr_t)J.block) & 15u) != 0) {
     quant_general(a, J, st, fsm);
     return;
@@ -1356,6 +1363,146 @@ kvs_fquant_kernel(kvs_cu_args a, const kvs__cuda_qjob *jobs, int *st)
   if (erange) set_status(st, -ERANGE);
 }
 
+/* ---- The feed (HACKING.md Decision 51) --------------------------------
+ * A bulk device put launches one kernel before its host work and hands it
+ * jobs as it claims blocks: the host writes job j (at a stride of
+ * KVS__CUDA_FEED_STRIDE, so no cache line holds two hand-overs) and then
+ * the count in the feed word (a release store) in mapped page-locked
+ * memory. Reads of that memory are slow and few at a time (loads of it
+ * from every block made the kernel 15 times slower on an H200), so block
+ * 0 alone watches the word and copies it, tagged with the launch's
+ * generation, into a device word (mirror) that the other blocks watch;
+ * worker w (block w + 1) takes jobs w, w + n, w + 2n, ... (n workers).
+ * Block 0 ends when it sees the feed closed (KVS__CUDA_FEED_CLOSED); a
+ * worker, when its next job is past the final count. A feed left open
+ * past KVS__CUDA_FEED_TIMEOUT_NS sets -ETIMEDOUT and ends instead of
+ * holding the GPU. */
+__shared__ uint32_t kvs_feed_go;
+#define KVS__CUDA_FEED_STALL_NS 200000ull /* a worker reads the host's word itself after this */
+
+#ifdef KVS_QUANT_EMU
+#include <atomic>
+static uint32_t feed_load_sys(const uint32_t *p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
+static unsigned long long feed_load_gpu(const unsigned long long *p) { return __atomic_load_n(p, __ATOMIC_ACQUIRE); }
+static void feed_store_gpu(unsigned long long *p, unsigned long long v) { __atomic_store_n(p, v, __ATOMIC_RELEASE); }
+/* the emulation's feeds come closed; its clock jumps 100 us a reading,
+ * so that a worker run before the watcher takes the stall path */
+static uint64_t feed_clock(void)
+{
+  static std::atomic<uint64_t> t{0};
+  return t += 100000;
+}
+static void feed_sleep(uint32_t) {}
+static void feed_fence_sys(void) {}
+static void feed_fence_gpu(void) {}
+#else
+static __device__ __forceinline__ uint32_t feed_load_sys(const uint32_t *p)
+{
+  uint32_t v;
+  asm volatile("ld.relaxed.sys.global.u32 %0, [%1];" : "=r"(v) : "l"(p) : "memory");
+  return v;
+}
+static __device__ __forceinline__ unsigned long long feed_load_gpu(const unsigned long long *p)
+{
+  unsigned long long v;
+  asm volatile("ld.relaxed.gpu.global.u64 %0, [%1];" : "=l"(v) : "l"(p) : "memory");
+  return v;
+}
+static __device__ __forceinline__ void feed_store_gpu(unsigned long long *p, unsigned long long v)
+{
+  asm volatile("st.relaxed.gpu.global.u64 [%0], %1;" : : "l"(p), "l"(v) : "memory");
+}
+/* host release -> block 0 (system scope) -> workers (GPU scope) */
+static __device__ __forceinline__ void feed_fence_sys(void) { asm volatile("fence.acq_rel.sys;" ::: "memory"); }
+static __device__ __forceinline__ void feed_fence_gpu(void) { asm volatile("fence.acq_rel.gpu;" ::: "memory"); }
+static __device__ __forceinline__ uint64_t feed_clock(void)
+{
+  uint64_t t;
+  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+  return t;
+}
+static __device__ __forceinline__ void feed_sleep(uint32_t ns) { __nanosleep(ns); }
+#endif
+
+/* Block 0's thread 0: copy the word into the mirror as it changes, until
+ * it is closed. */
+static __device__ __forceinline__ void feed_watch(const kvs_feed_arg &f, int *st)
+{
+  uint32_t last = ~0u;
+  const uint64_t t0 = feed_clock();
+  for (;;) {
+    const uint32_t w = feed_load_sys(f.word);
+    if (w != last) {
+      feed_fence_sys();
+      feed_store_gpu(f.mirror, (unsigned long long)f.gen << 32 | w);
+      last = w;
+    }
+    if (w & KVS__CUDA_FEED_CLOSED) return;
+    if (feed_clock() - t0 > KVS__CUDA_FEED_TIMEOUT_NS) {
+      set_status(st, -ETIMEDOUT);
+      feed_store_gpu(f.mirror, (unsigned long long)f.gen << 32 | KVS__CUDA_FEED_CLOSED);
+      return;
+    }
+    feed_sleep(200);
+  }
+}
+
+/* Whether job j has come (every thread), or the feed closed without it. */
+static __device__ __forceinline__ bool feed_next(const kvs_feed_arg &f, uint32_t j, int *st)
+{
+  if (threadIdx.x == 0) {
+    uint32_t go = 0, ns = 32;
+    const uint64_t t0 = feed_clock();
+    uint64_t stall = KVS__CUDA_FEED_STALL_NS;
+    for (;;) {
+      const unsigned long long m = feed_load_gpu(f.mirror);
+      uint32_t w = (uint32_t)(m >> 32) == f.gen ? (uint32_t)m : 0u;
+      /* block 0 should have mirrored the word within microseconds; if
+       * the GPU has not run it (fewer blocks resident than the occupancy
+       * said, under MPS limits), read the host's word itself, slowly */
+      if (!(w & KVS__CUDA_FEED_CLOSED) && j >= (w & KVS__CUDA_FEED_COUNT) &&
+          feed_clock() - t0 > stall) {
+        stall += 10000; /* then every 10 us at most: such reads are few at a time */
+        w = feed_load_sys(f.word);
+        if (j < (w & KVS__CUDA_FEED_COUNT)) { feed_fence_sys(); go = 1; break; }
+      }
+      if (j < (w & KVS__CUDA_FEED_COUNT)) { feed_fence_gpu(); go = 1; break; }
+      if (w & KVS__CUDA_FEED_CLOSED) break;
+      if (feed_clock() - t0 > KVS__CUDA_FEED_TIMEOUT_NS) { set_status(st, -ETIMEDOUT); break; }
+      feed_sleep(ns);
+      if (ns < 256) ns *= 2;
+    }
+    kvs_feed_go = go;
+  }
+  __syncthreads();
+  return kvs_feed_go != 0;
+}
+
+/* One job per CUDA block. (feed: unused.) The job is read where it lies
+ * (through a reference), so the compiler may load its fields again
+ * rather than hold them in registers. */
+template <bool BF, bool OUT, int NJT>
+static __global__ void __launch_bounds__(KVS_CU_THREADS, OUT ? KVS_FQ_OUT_MINB : 3)
+kvs_fquant_kernel(kvs_cu_args a, const kvs__cuda_qjob *jobs, int *st, kvs_feed_arg)
+{
+  fq_job<BF, OUT, NJT>(a, jobs[blockIdx.x], st);
+}
+
+/* The jobs of a feed, at KVS__CUDA_FEED_STRIDE (block 0 watches). */
+template <bool BF, bool OUT, int NJT>
+static __global__ void __launch_bounds__(KVS_CU_THREADS, OUT ? KVS_FQ_OUT_MINB : 3)
+kvs_fquant_feed_kernel(kvs_cu_args a, const kvs__cuda_qjob *jobs, int *st, kvs_feed_arg f)
+{
+  if (blockIdx.x == 0) {
+    if (threadIdx.x == 0) feed_watch(f, st);
+    return;
+  }
+  for (uint32_t j = blockIdx.x - 1; feed_next(f, j, st); j += gridDim.x - 1) {
+    fq_job<BF, OUT, NJT>(a, *(const kvs__cuda_qjob *)((const uint8_t *)jobs + (size_t)j * KVS__CUDA_FEED_STRIDE), st);
+    __syncthreads(); /* shared memory is the next job's */
+  }
+}
+
 static __device__ __forceinline__ uint32_t read_code(const uint32_t *row, uint32_t c, uint32_t b)
 {
   uint64_t p = (uint64_t)c * b;
@@ -1544,17 +1691,18 @@ static size_t fast_smem(const kvs_cu_args &a, bool out)
   return s;
 }
 
-typedef void (*fq_kern_t)(kvs_cu_args, const kvs__cuda_qjob *, int *);
+typedef void (*fq_kern_t)(kvs_cu_args, const kvs__cuda_qjob *, int *, kvs_feed_arg);
 
-template <bool BF, int NJT> static fq_kern_t fq_pick_n(bool out)
+template <bool BF, int NJT> static fq_kern_t fq_pick_n(bool out, bool feed)
 {
+  if (feed) return out ? nullptr : kvs_fquant_feed_kernel<BF, false, NJT>;
   return out ? kvs_fquant_kernel<BF, true, NJT> : kvs_fquant_kernel<BF, false, NJT>;
 }
 
-static fq_kern_t fq_pick(bool bf, bool big, bool out)
+static fq_kern_t fq_pick(bool bf, bool big, bool out, bool feed = false)
 {
-  if (big) return bf ? fq_pick_n<true, KVS_FQ_NJ>(out) : fq_pick_n<false, KVS_FQ_NJ>(out);
-  return bf ? fq_pick_n<true, 0>(out) : fq_pick_n<false, 0>(out);
+  if (big) return bf ? fq_pick_n<true, KVS_FQ_NJ>(out, feed) : fq_pick_n<false, KVS_FQ_NJ>(out, feed);
+  return bf ? fq_pick_n<true, 0>(out, feed) : fq_pick_n<false, 0>(out, feed);
 }
 
 /* The fast kernel reads once: K goes to shared memory with cp.async and
@@ -1587,6 +1735,18 @@ extern "C" int kvs__cuda_ctx_init(kvs__cuda_ctx *c)
     c->d_status = NULL;
     return -EIO;
   }
+  /* the feed's mirror word (generation 0 = never launched) */
+  c->d_feed = NULL;
+  c->feed_gen = 0;
+  if (cudaMalloc(&c->d_feed, sizeof(unsigned long long)) != cudaSuccess ||
+      cudaMemset(c->d_feed, 0, sizeof(unsigned long long)) != cudaSuccess) {
+    cudaGetLastError();
+    if (c->d_feed) cudaFree(c->d_feed);
+    cudaFree(c->d_status);
+    c->d_feed = NULL;
+    c->d_status = NULL;
+    return -ENOMEM;
+  }
   /* page-locked: the status read is a DMA, not a copy through a bounce
    * buffer (optional: without it kvs__cuda_finish reads into the stack) */
   if (cudaHostAlloc((void **)&c->h_status, sizeof(int), cudaHostAllocDefault) != cudaSuccess) {
@@ -1600,8 +1760,10 @@ extern "C" void kvs__cuda_ctx_close(kvs__cuda_ctx *c)
 {
   if (c->d_status) cudaFree(c->d_status);
   if (c->h_status) cudaFreeHost(c->h_status);
+  if (c->d_feed) cudaFree(c->d_feed);
   c->d_status = NULL;
   c->h_status = NULL;
+  c->d_feed = NULL;
 }
 
 extern "C" int kvs__cuda_finish(kvs__cuda_ctx *c)
@@ -1632,9 +1794,9 @@ extern "C" int kvs__cuda_sync(kvs__cuda_ctx *c)
  * launches up to four times): largest carveout (fast kernels), dynamic
  * shared memory up to smem. Entries are never removed; past the table's
  * size the calls are simply made every time. */
-static int quant_attrs(const void *kern, bool carve, size_t smem)
+static int quant_attrs(const void *kern, bool carve, size_t smem, int *resident = nullptr)
 {
-  struct ent { const void *k; int dev; bool carve; size_t smem; };
+  struct ent { const void *k; int dev; bool carve; size_t smem; int resident; };
   static ent tab[64];
   static unsigned n;
   static std::mutex mu;
@@ -1644,7 +1806,10 @@ static int quant_attrs(const void *kern, bool carve, size_t smem)
   ent *e = nullptr;
   for (unsigned i = 0; i < n && !e; i++)
     if (tab[i].k == kern && tab[i].dev == dev) e = &tab[i];
-  if (e && (e->carve || !carve) && e->smem >= smem) return 0;
+  if (e && (e->carve || !carve) && e->smem >= smem && (!resident || e->resident)) {
+    if (resident) *resident = e->resident;
+    return 0;
+  }
   if (carve && cudaFuncSetAttribute(kern, cudaFuncAttributePreferredSharedMemoryCarveout,
                                     (int)cudaSharedmemCarveoutMaxShared) != cudaSuccess) {
     cudaGetLastError();
@@ -1655,10 +1820,20 @@ static int quant_attrs(const void *kern, bool carve, size_t smem)
     cudaGetLastError();
     return -EIO;
   }
-  if (!e && n < sizeof tab / sizeof tab[0]) e = &tab[n++], *e = ent{kern, dev, false, 0};
+  /* blocks of this kernel the whole GPU holds at once (a feed's grid) */
+  int per_sm = 0, sms = 0;
+  if (resident &&
+      (cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, kern, KVS_CU_THREADS, smem) != cudaSuccess ||
+       cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev) != cudaSuccess)) {
+    cudaGetLastError();
+    return -EIO;
+  }
+  if (resident) *resident = per_sm * sms;
+  if (!e && n < sizeof tab / sizeof tab[0]) e = &tab[n++], *e = ent{kern, dev, false, 0, 0};
   if (e) {
     e->carve = e->carve || carve;
-    if (smem > e->smem) e->smem = smem;
+    if (smem > e->smem) e->smem = smem, e->resident = 0;
+    if (resident && smem == e->smem) e->resident = *resident;
   }
   return 0;
 }
@@ -1673,7 +1848,7 @@ extern "C" int kvs__cuda_quantize_async(kvs__cuda_ctx *c, const kvs__qparams *p,
   if (n == 0) return 0;
   size_t smem = quant_smem_v(&a);
   if (smem > KVS_CU_MAX_SMEM) return -EINVAL;
-  void (*kern)(kvs_cu_args, const kvs__cuda_qjob *, int *) = kvs_quant_kernel;
+  fq_kern_t kern = kvs_quant_kernel;
   const bool fast = fast_ok(a);
   if (fast) {
     const bool bf = a.dtype == KVS_DTYPE_BF16;
@@ -1685,7 +1860,38 @@ extern "C" int kvs__cuda_quantize_async(kvs__cuda_ctx *c, const kvs__qparams *p,
   }
   /* fast kernels: the largest shared-memory carveout (3 blocks of ~64-73 KB) */
   if (quant_attrs((const void *)kern, fast, smem)) return -EIO;
-  kern<<<n, KVS_CU_THREADS, smem, (cudaStream_t)c->stream>>>(a, d_jobs, c->d_status);
+  kern<<<n, KVS_CU_THREADS, smem, (cudaStream_t)c->stream>>>(a, d_jobs, c->d_status, kvs_feed_arg{});
+  if (cudaGetLastError() != cudaSuccess) return -EIO;
+  return 0;
+}
+
+extern "C" int kvs__cuda_quantize_feed(kvs__cuda_ctx *c, const kvs__qparams *p, const kvs__qlayout *l,
+                                       const void *d_jobs, const kvs__cuda_feed *d_feed,
+                                       uint32_t max_jobs)
+{
+  kvs_cu_args a;
+  int rc = fill_args(p, l, &a);
+  if (rc) return rc;
+  if (!fast_ok(a)) return -EOPNOTSUPP;
+  if (max_jobs == 0 || max_jobs > KVS__CUDA_FEED_COUNT) return -EINVAL;
+  /* not with outliers: in a loop that path spills ~850 bytes a thread
+   * (against 70 in one job per block); those puts launch per chunk */
+  const bool out = (a.kb != 16 && a.nko) || (a.vb != 16 && a.nvo);
+  if (out) return -EOPNOTSUPP;
+  size_t smem = quant_smem_v(&a), fs = fast_smem(a, out);
+  if (fs > smem) smem = fs;
+  if (smem > KVS_CU_MAX_SMEM) return -EINVAL;
+  fq_kern_t kern = fq_pick(a.dtype == KVS_DTYPE_BF16, KVS_FQ_NJT && a.C == 256u * KVS_FQ_NJ, out, true);
+  int resident = 0;
+  if (quant_attrs((const void *)kern, true, smem, &resident)) return -EIO;
+  /* no more blocks than the GPU holds at once (one not yet resident
+   * would wait for blocks that wait for the host); block 0 watches */
+  if (resident < 2) return -EOPNOTSUPP;
+  const uint32_t grid = (uint32_t)resident - 1u < max_jobs ? (uint32_t)resident : max_jobs + 1u;
+  if (++c->feed_gen == 0) c->feed_gen = 1; /* 0: the mirror's first contents */
+  kvs_feed_arg f = {&d_feed->word, (unsigned long long *)c->d_feed, c->feed_gen};
+  kern<<<grid, KVS_CU_THREADS, smem, (cudaStream_t)c->stream>>>(a, (const kvs__cuda_qjob *)d_jobs,
+                                                                 c->d_status, f);
   if (cudaGetLastError() != cudaSuccess) return -EIO;
   return 0;
 }

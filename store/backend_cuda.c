@@ -35,13 +35,36 @@ typedef struct cuda_priv {
    * comes after all of them. NULL: the legacy stream alone. */
   cudaStream_t qs[KVS__CUDA_QSTREAMS];
   unsigned qnext;
+  /* An open feed (quantize_open, Decision 51): its word, job and row-list
+   * areas in the mapped batch area; quantize_start writes jobs there and
+   * publishes them, no CUDA call. Any other call closes it first. */
+  struct {
+    int open;
+    kvs__qparams p;
+    kvs__cuda_feed *word;     /* host address */
+    uint8_t *jobs;            /* host address of job 0 */
+    size_t rows, rows_end;    /* row-list area, offsets into hbatch */
+    uint32_t n, cap;
+  } feed;
 } cuda_priv;
 
 static size_t align16(size_t x) { return (x + 15u) & ~(size_t)15u; }
 
+static void feed_close(cuda_priv *c);
+
+/* Calls that may wait on the GPU close an open feed first: its kernel
+ * would otherwise wait for the host that waits for it. */
+static void feed_end(cuda_priv *c)
+{
+  pthread_mutex_lock(&c->lock);
+  feed_close(c);
+  pthread_mutex_unlock(&c->lock);
+}
+
 static int cu_pool_alloc(kvs__backend *b, size_t bytes, void **base)
 {
   cuda_priv *c = b->priv;
+  feed_end(c);
   if (cudaSetDevice(c->device) != cudaSuccess || cudaMalloc(base, bytes) != cudaSuccess) {
     cudaGetLastError();
     *base = NULL;
@@ -52,13 +75,14 @@ static int cu_pool_alloc(kvs__backend *b, size_t bytes, void **base)
 
 static void cu_pool_free(kvs__backend *b, void *base)
 {
-  (void)b;
+  feed_end(b->priv);
   if (base) cudaFree(base);
 }
 
 static int cu_copy(kvs__backend *b, void *dst, const void *src, size_t n, int to_pool)
 {
   cuda_priv *c = b->priv;
+  feed_end(c);
   if (cudaSetDevice(c->device) != cudaSuccess ||
       cudaMemcpy(dst, src, n, to_pool ? cudaMemcpyHostToDevice : cudaMemcpyDeviceToHost) !=
           cudaSuccess) {
@@ -137,6 +161,7 @@ static int quant_queue(cuda_priv *c, const kvs__qparams *p, const kvs__qitem *it
 {
   kvs__qlayout l;
   kvs__qlayout_of(p, &l);
+  feed_close(c);
   size_t plane = (size_t)p->group * p->channels * 2u, ps = align16(plane);
   size_t base = (c->boff + 255u) & ~(size_t)255u;
   batch_layout bl;
@@ -194,9 +219,95 @@ static int quant_queue(cuda_priv *c, const kvs__qparams *p, const kvs__qitem *it
   return rc;
 }
 
+/* No more jobs for the open feed: its kernel ends once it has coded the
+ * ones it has. Every entry point but quantize_start calls this first, so
+ * nothing waits on the GPU while the kernel waits for the host. */
+static void feed_close(cuda_priv *c)
+{
+  if (!c->feed.open) return;
+  __atomic_store_n(&c->feed.word->word, c->feed.n | KVS__CUDA_FEED_CLOSED, __ATOMIC_RELEASE);
+  c->feed.open = 0;
+}
+
+/* Bytes of a feed of cap jobs: the word on a line of its own, the jobs
+ * at KVS__CUDA_FEED_STRIDE, then the row lists, each hand-over's own
+ * starting on a fresh line (so no line the kernel has read can change). */
+static size_t feed_bytes(const kvs__qparams *p, uint32_t cap, size_t *jobs, size_t *rows)
+{
+  *jobs = KVS__CUDA_FEED_STRIDE;
+  *rows = *jobs + (size_t)cap * KVS__CUDA_FEED_STRIDE;
+  return *rows + (size_t)cap * (p->group * sizeof(void *) + KVS__CUDA_FEED_STRIDE);
+}
+
+/* Start the feed's kernel for up to n blocks of p's shape (capped at
+ * KVS_BATCH_DEV_MAX; the rest go in batches). 1: open; 0: not (no
+ * mapped batch area, kernels queued, or p has no fast kernel). */
+static int cu_quantize_open(kvs__backend *b, const kvs__qparams *p, uint32_t n)
+{
+  cuda_priv *c = b->priv;
+  if (kvs__qparams_check(p) || n == 0) return -EINVAL;
+  if (!kvs__cuda_quant_reads_once(p)) return 0;
+  const uint32_t cap = n < KVS_BATCH_DEV_MAX ? n : KVS_BATCH_DEV_MAX;
+  size_t jo, ro, bytes = feed_bytes(p, cap, &jo, &ro);
+  pthread_mutex_lock(&c->lock);
+  feed_close(c);
+  int rc = cudaSetDevice(c->device) == cudaSuccess ? 0 : -EIO;
+  if (rc == 0 && c->queued) goto out; /* the area is in use: batches, as before */
+  if (rc == 0 && bytes > c->batch_bytes) rc = batch_reserve(c, bytes);
+  if (rc || !c->hmapped) goto out;
+  kvs__qlayout l;
+  kvs__qlayout_of(p, &l);
+  c->feed.word = (kvs__cuda_feed *)c->hbatch;
+  c->feed.word->word = 0;
+  c->feed.jobs = (uint8_t *)c->hbatch + jo;
+  c->feed.rows = ro;
+  c->feed.rows_end = bytes;
+  c->feed.n = 0;
+  c->feed.cap = cap;
+  c->feed.p = *p;
+  rc = kvs__cuda_quantize_feed(&c->ctx, p, &l, (uint8_t *)c->hmapped + jo,
+                               (const kvs__cuda_feed *)c->hmapped, cap);
+  if (rc == -EOPNOTSUPP) {
+    rc = 0;
+    goto out;
+  }
+  c->queued = 1; /* a failed launch shows in the wait, too */
+  c->boff = bytes;
+  if (rc == 0) c->feed.open = rc = 1;
+out:
+  pthread_mutex_unlock(&c->lock);
+  return rc;
+}
+
+/* Hand n checked dev items to the open feed: 0, or 1 when they do not
+ * fit (the caller closes it and queues a batch). */
+static int feed_put(cuda_priv *c, const kvs__qparams *p, const kvs__qitem *it, uint32_t n,
+                    size_t nrows)
+{
+  size_t ro = (c->feed.rows + KVS__CUDA_FEED_STRIDE - 1) & ~(size_t)(KVS__CUDA_FEED_STRIDE - 1);
+  if (memcmp(p, &c->feed.p, sizeof *p) || n > c->feed.cap - c->feed.n ||
+      ro + nrows * sizeof(void *) > c->feed.rows_end)
+    return 1;
+  uint8_t *h = c->hbatch, *d = c->hmapped;
+  for (uint32_t i = 0; i < n; i++) {
+    uint32_t ns = (uint32_t)__builtin_popcountll(it[i].sink_mask);
+    uint16_t *const *rows = ns ? (uint16_t *const *)(d + ro) : NULL;
+    if (ns) memcpy(h + ro, it[i].rows, ns * sizeof(void *));
+    ro += ns * sizeof(void *);
+    kvs__cuda_qjob j = { it[i].k, it[i].v, it[i].block, rows, it[i].sink_mask };
+    memcpy(c->feed.jobs + (size_t)(c->feed.n + i) * KVS__CUDA_FEED_STRIDE, &j, sizeof j);
+  }
+  c->feed.rows = ro;
+  c->feed.n += n;
+  /* the jobs are written before the count that hands them over */
+  __atomic_store_n(&c->feed.word->word, c->feed.n, __ATOMIC_RELEASE);
+  return 0;
+}
+
 /* Wait for everything queued; the status word of all of it. */
 static int quant_wait(cuda_priv *c)
 {
+  feed_close(c);
   int rc = kvs__cuda_finish(&c->ctx);
   c->queued = 0;
   c->boff = 0;
@@ -237,6 +348,11 @@ static int cu_quantize_start(kvs__backend *b, const kvs__qparams *p, const kvs__
   if (rc == 0 && nh) rc = -EINVAL;
   if (rc) return rc;
   pthread_mutex_lock(&c->lock);
+  /* an open feed takes them without a CUDA call */
+  if (c->feed.open && feed_put(c, p, it, n, nrows) == 0) {
+    pthread_mutex_unlock(&c->lock);
+    return 0;
+  }
   rc = cudaSetDevice(c->device) == cudaSuccess ? 0 : -EIO;
   if (rc == 0) rc = quant_queue(c, p, it, n, nrows, nh);
   pthread_mutex_unlock(&c->lock);
@@ -277,6 +393,7 @@ static int cu_dequantize_n(kvs__backend *b, const kvs__qparams *p, const kvs__dq
   if (nh > KVS_BATCH_MAX) return -EINVAL;
   kvs__qlayout_of(p, &l);
   pthread_mutex_lock(&c->lock);
+  feed_close(c);
   batch_layout bl;
   /* the batch area is the queued quantize calls' until they are waited for */
   int rc = c->queued ? -EBUSY : cudaSetDevice(c->device) == cudaSuccess ? 0 : -EIO;
@@ -342,6 +459,7 @@ static int cu_sync(kvs__backend *b)
 {
   cuda_priv *c = b->priv;
   pthread_mutex_lock(&c->lock);
+  feed_close(c);
   int rc = cudaSetDevice(c->device) == cudaSuccess ? kvs__cuda_sync(&c->ctx) : -EIO;
   pthread_mutex_unlock(&c->lock);
   return rc;
@@ -371,6 +489,7 @@ static int cu_dequantize(kvs__backend *b, const kvs__qparams *p, const void *blo
   kvs__qhdr h;
   if (r0 > r1) return -EINVAL;
   if (r0 == r1) return 0;
+  feed_end(b->priv);
   /* the row-pointer count comes from the block's own header */
   if (cudaMemcpy(&h, block, sizeof h, cudaMemcpyDeviceToHost) != cudaSuccess) {
     cudaGetLastError();
@@ -437,6 +556,7 @@ kvs__backend *kvs__backend_cuda_open(int device, char *errmsg)
   b->reads_once = cu_reads_once;
   b->quantize_start = cu_quantize_start;
   b->quantize_wait = cu_quantize_wait;
+  b->quantize_open = cu_quantize_open;
   b->sync = cu_sync;
   /* A/B switches for tests/gpu (HACKING.md Decision 36), not settings:
    * KVSINK_DEV_INPLACE=0 stages every device put (no quantizing in place),
@@ -444,7 +564,10 @@ kvs__backend *kvs__backend_cuda_open(int device, char *errmsg)
   const char *ab = getenv("KVSINK_DEV_INPLACE");
   if (ab && !strcmp(ab, "0")) b->reads_once = NULL;
   ab = getenv("KVSINK_PUT_QUEUE");
-  if (ab && !strcmp(ab, "0")) b->quantize_start = NULL, b->quantize_wait = NULL;
+  if (ab && !strcmp(ab, "0")) b->quantize_start = NULL, b->quantize_wait = NULL, b->quantize_open = NULL;
+  /* (Decision 51) KVSINK_PUT_FEED=0: chunks launched as they come, no feed */
+  ab = getenv("KVSINK_PUT_FEED");
+  if (ab && !strcmp(ab, "0")) b->quantize_open = NULL;
   /* (Decision 50) KVSINK_PUT_PIPE=0 claims all of a put's groups before
    * queueing, KVSINK_PUT_CHUNK=N queues N blocks a launch */
   ab = getenv("KVSINK_PUT_PIPE");
@@ -460,6 +583,10 @@ void kvs__backend_cuda_close(kvs__backend *b)
 {
   if (!b) return;
   cuda_priv *c = b->priv;
+  if (c->feed.open) { /* (a put always waits; this is the last guard) */
+    feed_close(c);
+    cudaDeviceSynchronize();
+  }
   kvs__cuda_ctx_close(&c->ctx);
   for (int i = 0; i < KVS__CUDA_QSTREAMS; i++)
     if (c->qs[i]) cudaStreamDestroy(c->qs[i]);

@@ -54,6 +54,7 @@ typedef struct put {
   kvs__qitem *qa;               /* dev items waiting for quantize_start */
   uint32_t nqa, nqueued;
   int queued;                   /* quantize_start called: wait before freeing */
+  int feed;                     /* the backend's kernel runs and takes blocks as they come */
 } put;
 
 /* Fresh blocks whose rows all come from a device put are queued on the
@@ -64,6 +65,11 @@ typedef struct put {
 #ifndef KVS_PUT_CHUNK
 #define KVS_PUT_CHUNK 256u
 #endif
+/* With a feed (quantize_open, Decision 51) blocks are handed over as
+ * each group is claimed: a hand-over costs no launch. Puts of fewer
+ * blocks than KVS_PUT_FEED_MIN launch per chunk as before. */
+#define KVS_PUT_FEED_CHUNK 32u
+#define KVS_PUT_FEED_MIN 64u
 
 static void jobs_undo(put *c)
 {
@@ -408,7 +414,7 @@ static int queues(const put *c) { return c->kdev && c->st->be->quantize_start; }
 static uint32_t chunk(const put *c)
 {
   const uint32_t n = c->st->be->queue_chunk;
-  return n && n <= KVS_BATCH_DEV_MAX ? n : KVS_PUT_CHUNK;
+  return n && n <= KVS_BATCH_DEV_MAX ? n : c->feed ? KVS_PUT_FEED_CHUNK : KVS_PUT_CHUNK;
 }
 
 /* Queue fresh blocks [from, to) that can go (dev_block). */
@@ -537,6 +543,16 @@ static int put_reserve(put *c)
   /* every group may file a record: room first, so that filing cannot fail */
   if (kvs__index_reserve(c->st->ix, c->maxnb - c->g0) < 0)
     return kvs__fail(c->errmsg, -ENOMEM, "out of memory");
+  /* a bulk device put starts the GPU's side now (a feed), so its
+   * kernel is running when the first group's blocks are handed over */
+  if (early && c->st->be->quantize_open && c->njobs >= KVS_PUT_FEED_MIN) {
+    c->queued = 1; /* open or not, wait before returning */
+    rc = c->st->be->quantize_open(c->st->be, &sp->qp, c->njobs);
+    if (rc < 0)
+      return kvs__fail(c->errmsg, rc, "quantization failed");
+    c->feed = rc == 1;
+    tp = kvs__prof_add(c->st, KVS_PROF_PUT_NEW, tp);
+  }
   const kvs__h128 none = {0, 0};
   /* index slots at random places of a large table: asked for a few
    * groups ahead, so that their cache misses overlap */

@@ -64,6 +64,11 @@ void kvs__hash_init(kvs__store *st)
   crypto_generichash_init(&s, st->key, sizeof(st->key), 16);
   memcpy(st->hstate, &s, sizeof(s));
   sodium_memzero(&s, sizeof(s));
+  /* the chain's key: BLAKE2b(key, label), so both keys come from the one
+   * secret (stores that share it, as hosts of a Redis tier do, agree) */
+  static const char label[] = "kvsink chain siphash-2-4-128 v2";
+  crypto_generichash(st->chkey, sizeof(st->chkey), (const unsigned char *)label, sizeof(label) - 1,
+                     st->key, sizeof(st->key));
 }
 
 /* The same bytes as crypto_generichash(out, 16, buf, n, key, 32). */
@@ -110,7 +115,18 @@ kvs__h128 kvs__chain_next(const kvs__space *sp, const kvs__h128 *prev, const uin
   buf[2] = prev ? prev->lo : 0;
   buf[3] = prev ? prev->hi : 0;
   memcpy(&buf[4], tokens, (size_t)sp->qp.group * 4u);
-  return keyed(sp->st, buf, 32u + (size_t)sp->qp.group * 4u);
+  /* SipHash-2-4 with 128-bit output: a keyed PRF, 5 times faster than
+   * BLAKE2b on these 160 bytes (a group of 32), one per group of a put
+   * on its critical path (Decision 51); a hit compares token ids and the
+   * parent's hash too, so the key's secrecy is what protects against
+   * chosen collisions, as before */
+  unsigned char out[16];
+  crypto_shorthash_siphashx24(out, (const unsigned char *)buf, 32u + (size_t)sp->qp.group * 4u,
+                              sp->st->chkey);
+  kvs__h128 h;
+  memcpy(&h.lo, out, 8);
+  memcpy(&h.hi, out + 8, 8);
+  return h;
 }
 
 static int key_check(const kvs__space_key *k)

@@ -103,6 +103,14 @@ typedef struct kvs__backend {
   int (*quantize_start)(struct kvs__backend *b, const kvs__qparams *p, const kvs__qitem *it,
                         uint32_t n);
   int (*quantize_wait)(struct kvs__backend *b);
+  /* Optional (with quantize_start): a put is about to queue up to n dev
+   * blocks of p's shape. The backend may start its kernel now and take
+   * the blocks as quantize_start hands them over, with no launch each
+   * (a feed, HACKING.md Decision 51). Returns 1 when it did (then small
+   * quantize_start calls are cheap: the store hands blocks over a group
+   * at a time), 0 when not, or an error; whatever it returns, the
+   * caller calls quantize_wait before it returns. */
+  int (*quantize_open)(struct kvs__backend *b, const kvs__qparams *p, uint32_t n);
   /* With quantize_start, for A/B runs (0 = the defaults): queue_chunk,
    * blocks per quantize_start call (KVS_PUT_CHUNK); queue_late, 1 = a
    * device put claims all its groups before it queues any (HACKING.md

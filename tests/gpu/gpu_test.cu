@@ -144,6 +144,82 @@ out:
 
 static uint16_t enc(float x, int dt) { return kvs__f32_to_h(x, dt); }
 
+/* The feed (kernels/cuda.h, HACKING.md Decision 51): the kernel is
+ * launched first, the host writes jobs into mapped page-locked memory and
+ * hands them over a few at a time while it runs (more jobs than the GPU
+ * holds blocks, so blocks take several); the blocks must equal those of
+ * one ordinary launch over the same jobs. Then a feed closed with no job
+ * ends at once with status 0. */
+static void feed_check(void)
+{
+  const uint32_t G = 32, C = 1024, N = 1000;
+  for (kvs_dtype dt : {KVS_DTYPE_F16, KVS_DTYPE_BF16}) {
+    const uint32_t outl = 0;
+    kvs__qparams p = {G, C, 128, 4, 2, outl, outl, dt};
+    kvs__qlayout l;
+    size_t tot = (LAYOUT(&p, &l) + 255) & ~(size_t)255, plane = (size_t)G * C * 2;
+    std::vector<uint16_t> h(plane / 2 * 2 * 64);
+    for (auto &x : h) x = kvs__f32_to_h(gauss(), dt);
+    uint16_t *in;
+    uint8_t *b1, *b2;
+    CK(cudaMalloc(&in, h.size() * 2));
+    CK(cudaMemcpy(in, h.data(), h.size() * 2, cudaMemcpyHostToDevice));
+    CK(cudaMalloc(&b1, N * tot)); CK(cudaMalloc(&b2, N * tot));
+    CK(cudaMemset(b1, 0x11, N * tot)); CK(cudaMemset(b2, 0x22, N * tot));
+    uint8_t *area, *darea;
+    const size_t jo = KVS__CUDA_FEED_STRIDE;
+    CK(cudaHostAlloc((void **)&area, jo + (size_t)N * KVS__CUDA_FEED_STRIDE, cudaHostAllocMapped));
+    CK(cudaHostGetDevicePointer((void **)&darea, area, 0));
+    std::vector<kvs__cuda_qjob> jobs(N);
+    for (uint32_t j = 0; j < N; j++) {
+      const uint16_t *k = in + (size_t)(j % 64) * (plane / 2 * 2), *v = k + plane / 2;
+      jobs[j] = {k, v, b1 + (size_t)j * tot, NULL, 0};
+    }
+    kvs__cuda_ctx ctx;
+    if (kvs__cuda_ctx_init(&ctx)) { FAIL("feed: ctx"); return; }
+    kvs__cuda_qjob *dj;
+    CK(cudaMalloc(&dj, N * sizeof *dj));
+    CK(cudaMemcpy(dj, jobs.data(), N * sizeof *dj, cudaMemcpyHostToDevice));
+    int rc1 = kvs__cuda_quantize(&ctx, &p, &l, dj, N);
+    kvs__cuda_feed *w = (kvs__cuda_feed *)area;
+    w->word = 0;
+    int rc2 = kvs__cuda_quantize_feed(&ctx, &p, &l, darea + jo, (const kvs__cuda_feed *)darea, N);
+    for (uint32_t j = 0; j < N && !rc2;) {
+      uint32_t m = std::min(N - j, 1 + (uint32_t)(xr() % 40));
+      for (uint32_t i = j; i < j + m; i++) {
+        kvs__cuda_qjob q = jobs[i];
+        q.block = b2 + (size_t)i * tot;
+        memcpy(area + jo + (size_t)i * KVS__CUDA_FEED_STRIDE, &q, sizeof q);
+      }
+      j += m;
+      __atomic_store_n(&w->word, j, __ATOMIC_RELEASE);
+      if (xr() % 4 == 0) { volatile uint64_t spin = 0; while (spin < 20000) spin = spin + 1; }
+    }
+    __atomic_store_n(&w->word, N | KVS__CUDA_FEED_CLOSED, __ATOMIC_RELEASE);
+    if (!rc2) rc2 = kvs__cuda_finish(&ctx);
+    std::vector<uint8_t> o1(N * tot), o2(N * tot);
+    CK(cudaMemcpy(o1.data(), b1, N * tot, cudaMemcpyDeviceToHost));
+    CK(cudaMemcpy(o2.data(), b2, N * tot, cudaMemcpyDeviceToHost));
+    size_t bad = 0;
+    for (uint32_t j = 0; j < N; j++) bad += memcmp(o1.data() + (size_t)j * tot, o2.data() + (size_t)j * tot, l.total) != 0;
+    if (rc1 || rc2 || bad) FAIL("feed: rc launch %d feed %d, %zu of %u blocks differ", rc1, rc2, bad, N);
+    /* closed empty */
+    w->word = KVS__CUDA_FEED_CLOSED;
+    int rc3 = kvs__cuda_quantize_feed(&ctx, &p, &l, darea + jo, (const kvs__cuda_feed *)darea, N);
+    if (!rc3) rc3 = kvs__cuda_finish(&ctx);
+    if (rc3) FAIL("feed closed empty: %d", rc3);
+    printf("feed %s: %u jobs handed over while the kernel ran, %zu blocks differ from one launch%s\n",
+           dt == KVS_DTYPE_BF16 ? "bf16" : "fp16", N, bad, rc3 ? "" : "; an empty feed ends with 0");
+    /* outliers: no feed (the caller launches per chunk) */
+    p.k_outliers = p.v_outliers = 10;
+    LAYOUT(&p, &l);
+    int rc4 = kvs__cuda_quantize_feed(&ctx, &p, &l, darea + jo, (const kvs__cuda_feed *)darea, N);
+    if (rc4 != -EOPNOTSUPP) FAIL("feed with outliers: %d, expected -EOPNOTSUPP", rc4);
+    kvs__cuda_ctx_close(&ctx);
+    cudaFree(in); cudaFree(b1); cudaFree(b2); cudaFree(dj); cudaFreeHost(area);
+  }
+}
+
 static int check(void)
 {
   struct cfg { uint32_t G, C, vg, kb, vb, ko, vo; };
@@ -199,6 +275,7 @@ static int check(void)
          n_cases, (unsigned long long)S.codes, (unsigned long long)S.off_by_one,
          S.codes ? 100.0 * S.off_by_one / S.codes : 0.0, failures);
 
+  feed_check();
   printf("check: %s (%d failures)\n", failures ? "FAILED" : "passed", failures);
   return failures ? 1 : 0;
 }
@@ -278,6 +355,34 @@ static int bench(bool prof)
         for (uint16_t x : h) nbad += (x & 0x7c00u) == 0x7c00u;
         printf("bench: T=%u %u-bit launch failed %d (input has %zu NaN/Inf)\n", T, bits, rc, nbad);
         failures++;
+      }
+      if (!outl) {
+        /* the feed (Decision 51) with every job handed over before the
+         * launch: the persistent loop's own cost against one launch */
+        uint8_t *area, *darea;
+        CK(cudaHostAlloc((void **)&area, (nb + 1) * KVS__CUDA_FEED_STRIDE, cudaHostAllocMapped));
+        CK(cudaHostGetDevicePointer((void **)&darea, area, 0));
+        for (size_t b = 0; b < nb; b++) memcpy(area + (b + 1) * KVS__CUDA_FEED_STRIDE, &hq[b], sizeof hq[b]);
+        ((kvs__cuda_feed *)area)->word = (uint32_t)nb | KVS__CUDA_FEED_CLOSED;
+        float tf = time([&] {
+          rc |= kvs__cuda_quantize_feed(&ctx, &p, &l, darea + KVS__CUDA_FEED_STRIDE, (const kvs__cuda_feed *)darea,
+                                        (uint32_t)nb);
+        });
+        rc |= kvs__cuda_finish(&ctx);
+        /* the same with word and jobs in device memory (no host reads) */
+        uint8_t *dev;
+        CK(cudaMalloc(&dev, (nb + 1) * KVS__CUDA_FEED_STRIDE));
+        CK(cudaMemcpy(dev, area, (nb + 1) * KVS__CUDA_FEED_STRIDE, cudaMemcpyHostToDevice));
+        float td2 = time([&] {
+          rc |= kvs__cuda_quantize_feed(&ctx, &p, &l, dev + KVS__CUDA_FEED_STRIDE, (const kvs__cuda_feed *)dev,
+                                        (uint32_t)nb);
+        });
+        rc |= kvs__cuda_finish(&ctx);
+        printf("T=%-6u %u-bit feed (all handed over first) %.3f ms (%.0f%% of copy; one launch %.0f%%; "
+               "word and jobs in device memory %.0f%%)\n", T, bits,
+               tf, 100.0 * tcopy / tf, 100.0 * tcopy / tq, 100.0 * tcopy / td2);
+        cudaFreeHost(area);
+        cudaFree(dev);
       }
       printf("T=%-6u %u-bit outliers=%-2u quantize %.3f ms %.0f GB/s (%.0f%% of copy)  "
              "dequantize %.3f ms %.0f GB/s (%.0f%% of copy)  block %zu B\n",

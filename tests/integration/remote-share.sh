@@ -46,8 +46,8 @@ client c fetch 5 256 16 0 0 || fail "c (other cluster key) found a's prefix"
 rcli flushall >/dev/null
 client a store 7 128 16 || fail "store seed 7 on a"
 wait_for "16 blocks in redis" dbsize_is 16
-keys=$(rcli --scan --pattern 'kvsink:1:*') || fail "redis-cli --scan"
-[ "$(echo "$keys" | wc -l)" = 16 ] || fail "expected 16 keys named kvsink:1:*"
+keys=$(rcli --scan --pattern 'kvsink:2:*') || fail "redis-cli --scan"
+[ "$(echo "$keys" | wc -l)" = 16 ] || fail "expected 16 keys named kvsink:2:*"
 first=
 for k in $keys; do
   [ -n "$first" ] || first=$k
@@ -65,13 +65,13 @@ client b fetch 5 256 16 256 256 || fail "b cannot serve after refusing values"
 rcli flushall >/dev/null
 client a store 9 32 16 || fail "store seed 9 on a"
 wait_for "4 blocks of a" dbsize_is 4
-rcli --scan --pattern 'kvsink:1:*' > "$T/a.keys" || fail "redis-cli --scan"
+rcli --scan --pattern 'kvsink:2:*' > "$T/a.keys" || fail "redis-cli --scan"
 client c store 10 32 16 || fail "store seed 10 on c"
 wait_for "4 blocks of c" dbsize_is 8
 r0=$(dstat b remote_rejected)
 for l in 0 1 2 3; do
   ak=$(grep ":$l\$" "$T/a.keys") || fail "no key of a for layer $l"
-  ck=$(rcli --scan --pattern "kvsink:1:*:$l" | grep -v -x -F "$ak") || fail "no key of c for layer $l"
+  ck=$(rcli --scan --pattern "kvsink:2:*:$l" | grep -v -x -F "$ak") || fail "no key of c for layer $l"
   [ "$(rcli copy "$ck" "$ak" replace)" = 1 ] || fail "COPY $ck $ak"
 done
 client b fetch 9 32 16 0 0 || fail "b used another cluster's values"

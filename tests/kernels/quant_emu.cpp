@@ -9,6 +9,7 @@
  * of its reach (tests/gpu/run.sh covers those). Built and run by
  * quant_emu.sh; `quant_emu N` runs the first N cases of each dtype only. */
 #include <algorithm>
+#include <atomic>
 #include <barrier>
 #include <cmath>
 #include <cstdint>
@@ -25,7 +26,7 @@
 
 struct emu_dim { unsigned x, y, z; };
 thread_local emu_dim threadIdx;
-static emu_dim blockIdx, blockDim = {256, 1, 1};
+static emu_dim blockIdx, blockDim = {256, 1, 1}, gridDim = {1, 1, 1};
 #include "tests/kernels/emu_host.h"
 alignas(16) uint32_t fsm[(228u * 1024u) / 4u]; /* the kernels' extern __shared__ arrays */
 alignas(16) uint32_t sm[(228u * 1024u) / 4u];
@@ -141,9 +142,10 @@ extern "C" {
 #include "kernels/sink.h"
 }
 
-/* Run one CUDA block of kern on job j. */
-static int run_block(void (*kern)(kvs_cu_args, const kvs__cuda_qjob *, int *), const kvs_cu_args &a,
-                     const kvs__cuda_qjob &j)
+/* Run CUDA block `block` of kern on job j (feed: of a grid of two, block
+ * 0 the feed's watcher, block 1 the worker that takes every job). */
+static int run_block(fq_kern_t kern, const kvs_cu_args &a, const kvs__cuda_qjob *j,
+                     kvs_feed_arg feed = {}, unsigned block = 0)
 {
   int st = 0;
   std::barrier<> b(256);
@@ -152,12 +154,13 @@ static int run_block(void (*kern)(kvs_cu_args, const kvs__cuda_qjob *, int *), c
   for (int w = 0; w < 8; w++) wbar[w] = new std::barrier<>(32);
   memset(fsm, 0xcd, sizeof fsm);
   memset(sm, 0xcd, sizeof sm);
-  blockIdx = {0, 0, 0};
+  blockIdx = {block, 0, 0};
+  gridDim = {feed.word ? 2u : 1u, 1, 1};
   std::vector<std::thread> th;
   for (unsigned t = 0; t < 256; t++)
     th.emplace_back([&, t] {
       threadIdx = {t, 0, 0};
-      kern(a, &j, &st);
+      kern(a, j, &st, feed);
     });
   for (auto &x : th) x.join();
   for (int w = 0; w < 8; w++) delete wbar[w];
@@ -184,7 +187,7 @@ static void one_case(const char *name, const kvs__qparams &p, const std::vector<
   kvs_cu_args a;
   if (fill_args(&p, &l, &a)) { printf("FAIL: %s: fill_args\n", name); failures++; return; }
   quant_smem_v(&a);
-  void (*kern)(kvs_cu_args, const kvs__cuda_qjob *, int *) = kvs_quant_kernel;
+  fq_kern_t kern = kvs_quant_kernel;
   if (fast_ok(a)) {
     const bool out = (a.kb != 16 && a.nko) || (a.vb != 16 && a.nvo);
     kern = fq_pick(a.dtype == KVS_DTYPE_BF16, KVS_FQ_NJT && a.C == 256u * KVS_FQ_NJ, out);
@@ -210,7 +213,47 @@ static void one_case(const char *name, const kvs__qparams &p, const std::vector<
   memcpy(dk, k.data(), n * 2);
   memcpy(dv, v.data(), n * 2);
   kvs__cuda_qjob j = {dk, dv, gb, ns ? gptr.data() : NULL, mask};
-  int grc = run_block(kern, a, j);
+  int grc = run_block(kern, a, &j);
+  /* every other fast case without outliers (the feed's kernels) also
+   * goes through a feed of two jobs (the same
+   * input into two blocks): the block's loop over jobs, its shared
+   * memory reused, must give the same bytes both times */
+  const bool outl = (a.kb != 16 && a.nko) || (a.vb != 16 && a.nvo);
+  if (kern != kvs_quant_kernel && !outl && cases % 2 == 0) {
+    alignas(16) uint8_t fj[2 * KVS__CUDA_FEED_STRIDE];
+    uint8_t *gb2 = (uint8_t *)aligned_alloc(16, (tot + 64 + 15) & ~(size_t)15);
+    std::vector<uint16_t> grows2(ns ? ns * rowb / 2 + 8 : 8, 0x5a5a);
+    std::vector<uint16_t *> gptr2(ns ? ns : 1);
+    for (uint32_t i = 0; i < ns; i++) gptr2[i] = grows2.data() + i * rowb / 2;
+    memset(gb2, 0x5a, tot + 64);
+    memset(fj, 0xee, sizeof fj);
+    kvs__cuda_qjob j2 = {dk, dv, gb2, ns ? gptr2.data() : NULL, mask};
+    memcpy(fj, &j, sizeof j);
+    memcpy(fj + KVS__CUDA_FEED_STRIDE, &j2, sizeof j2);
+    kvs__cuda_feed f = {2u | KVS__CUDA_FEED_CLOSED};
+    unsigned long long mirror = 0;
+    memset(gb, 0x5a, tot + 64);
+    fq_kern_t fk = fq_pick(a.dtype == KVS_DTYPE_BF16, KVS_FQ_NJT && a.C == 256u * KVS_FQ_NJ, false, true);
+    const kvs_feed_arg fa = {&f.word, &mirror, 7};
+    /* the watcher (block 0) first: it mirrors the word and ends, and the
+     * worker finds its jobs in the mirror; or the worker first, as when
+     * the GPU has not run block 0: after the stall it reads the host's
+     * word itself */
+    const bool worker_first = cases % 4 == 0;
+    int frc = 0;
+    if (!worker_first) {
+      frc = run_block(fk, a, (const kvs__cuda_qjob *)fj, fa, 0);
+      if (frc || mirror != (7ull << 32 | f.word)) { printf("FAIL: %s: feed watcher rc %d mirror %llx\n", name, frc, mirror); failures++; }
+    }
+    frc = run_block(fk, a, (const kvs__cuda_qjob *)fj, fa, 1);
+    if (worker_first && mirror != 0) { printf("FAIL: %s: the worker wrote the mirror\n", name); failures++; }
+    if (frc != grc) { printf("FAIL: %s: feed rc %d, one job %d\n", name, frc, grc); failures++; }
+    else if (!frc && (memcmp(gb, gb2, tot + 64) || (ns && memcmp(grows.data(), grows2.data(), ns * rowb)))) {
+      printf("FAIL: %s: the feed's two blocks differ\n", name);
+      failures++;
+    }
+    free(gb2);
+  }
   if (rrc != grc) {
     printf("FAIL: %s: rc reference %d emulated %d\n", name, rrc, grc);
     failures++;

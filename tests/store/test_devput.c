@@ -403,6 +403,107 @@ START_TEST(one_batch)
 }
 END_TEST
 
+/* The feed (Decision 51): a bulk device put opens the backend's kernel
+ * before it claims anything (quantize_open, with the put's block count)
+ * and hands the blocks over a group at a time (32 blocks); a backend
+ * that does not open gets chunks of 256 as before; whatever open
+ * returns, the put waits once; a put too small for a feed does not open
+ * one. */
+static uint32_t o_calls, o_n, o_starts; /* open calls, its n, starts before it */
+static int o_ret;
+
+static int fake_quantize_open(kvs__backend *b, const kvs__qparams *p, uint32_t n)
+{
+  (void)b;
+  (void)p;
+  o_calls++;
+  o_n = n;
+  o_starts = s_calls;
+  return o_ret;
+}
+
+START_TEST(feed)
+{
+  kvs__backend fb = fakedev;
+  fb.quantize_open = fake_quantize_open;
+  kvs__space_key key = tkey(4, 4);
+  const uint32_t n = 200 * G; /* 400 blocks over NL = 2 layers */
+  uint32_t *tok = ttoks(n, 1);
+  uint16_t *k = trandkv(NL, n, 1), *v = trandkv(NL, n, 2);
+  char err[KVS_STORE_ERRMSG];
+  /* the host store's bytes, for the gets below */
+  kvs__store *sh = mk(NULL);
+  kvs__space *hp;
+  kvs__seq *hq;
+  ck_assert_int_eq(kvs__space_ref(sh, &key, NULL, &hp), 0);
+  ck_assert_int_eq(kvs__seq_new(hp, &hq), 0);
+  ck_assert_int_eq(kvs__seq_put(hq, 0, tok, n, 0, NL, k, v, NULL, 0, NULL, err), 0);
+  size_t bytes = (size_t)NL * n * C * 2;
+  uint16_t *a1 = malloc(bytes), *b1 = malloc(bytes), *a2 = malloc(bytes), *b2 = malloc(bytes);
+  ck_assert_int_eq(kvs__seq_get(hq, 0, n, 0, NL, a2, b2, err), 0);
+  const int rets[] = {1, 0, -EIO};
+  for (unsigned r = 0; r < 3; r++) {
+    o_ret = rets[r];
+    kvs__store *sd = mk(&fb);
+    kvs__space *sp;
+    kvs__seq *q;
+    ck_assert_int_eq(kvs__space_ref(sd, &key, NULL, &sp), 0);
+    ck_assert_int_eq(kvs__seq_new(sp, &q), 0);
+    o_calls = o_n = s_calls = s_max = w_calls = 0;
+    o_starts = 99;
+    s_watch = sd;
+    s_groups = 0;
+    int rc = kvs__seq_put_dev(q, 0, tok, n, 0, NL, k, v, NULL, 0, NULL, err);
+    s_watch = NULL;
+    ck_assert_uint_eq(o_calls, 1);
+    ck_assert_uint_eq(o_n, 2 * 200);
+    ck_assert_uint_eq(o_starts, 0);
+    ck_assert_uint_eq(w_calls, 1);
+    if (o_ret < 0) {
+      /* refused, and nothing of it is visible */
+      ck_assert_int_eq(rc, -EIO);
+      ck_assert_uint_eq(s_calls, 0);
+      ck_assert_uint_eq(kvs__seq_len(q), 0);
+      o_ret = 1;
+      ck_assert_int_eq(kvs__seq_put_dev(q, 0, tok, n, 0, NL, k, v, NULL, 0, NULL, err), 0);
+    } else {
+      ck_assert_int_eq(rc, 0);
+      /* open: the first 32 blocks go after 16 groups, 12 x 32 + 16 in all */
+      ck_assert_uint_eq(s_groups, o_ret ? 32 / NL : 256 / NL);
+      ck_assert_uint_eq(s_calls, o_ret ? 13 : 2);
+      ck_assert_uint_eq(s_max, o_ret ? 32 : 256);
+    }
+    memset(a1, 0, bytes);
+    memset(b1, 0, bytes);
+    ck_assert_int_eq(kvs__seq_get_dev(q, 0, n, 0, NL, a1, b1, err), 0);
+    ck_assert_mem_eq(a1, a2, bytes);
+    ck_assert_mem_eq(b1, b2, bytes);
+    /* a put of 20 blocks: no feed */
+    kvs__seq *q2;
+    ck_assert_int_eq(kvs__seq_new(sp, &q2), 0);
+    uint32_t *tok2 = ttoks(10 * G, 70000);
+    o_calls = 0;
+    ck_assert_int_eq(kvs__seq_put_dev(q2, 0, tok2, 10 * G, 0, NL, k, v, NULL, 0, NULL, err), 0);
+    ck_assert_uint_eq(o_calls, 0);
+    free(tok2);
+    kvs__seq_free(q2);
+    kvs__seq_free(q);
+    kvs__space_unref(sp);
+    kvs__store_close(sd);
+  }
+  free(a1);
+  free(b1);
+  free(a2);
+  free(b2);
+  kvs__seq_free(hq);
+  kvs__space_unref(hp);
+  kvs__store_close(sh);
+  free(tok);
+  free(k);
+  free(v);
+}
+END_TEST
+
 /* kvs__seq_get_dev returns with everything it wrote complete, so kvsinkd
  * replies to a bulk device get without a context synchronize (Decision
  * 48): a copy up (a residual row) may still be running when copy()
@@ -520,6 +621,7 @@ int main(void)
   tcase_add_test(t, cached_rows_not_read);
   tcase_add_test(t, host_backend_refuses);
   tcase_add_test(t, one_batch);
+  tcase_add_test(t, feed);
   tcase_add_test(t, get_dev_waits_for_its_copies);
   suite_add_tcase(su, t);
   SRunner *sr = srunner_create(su);
