@@ -565,9 +565,11 @@ kvs__backend *kvs__backend_cuda_open(int device, char *errmsg)
   if (ab && !strcmp(ab, "0")) b->reads_once = NULL;
   ab = getenv("KVSINK_PUT_QUEUE");
   if (ab && !strcmp(ab, "0")) b->quantize_start = NULL, b->quantize_wait = NULL, b->quantize_open = NULL;
-  /* (Decision 51) KVSINK_PUT_FEED=0: chunks launched as they come, no feed */
+  /* (Decision 51) the feed only with KVSINK_PUT_FEED=1: no faster than
+   * a launch per chunk in one process, and its waiting blocks hold every
+   * SM while the host claims (other processes' kernels would wait) */
   ab = getenv("KVSINK_PUT_FEED");
-  if (ab && !strcmp(ab, "0")) b->quantize_open = NULL;
+  if (!(ab && !strcmp(ab, "1"))) b->quantize_open = NULL;
   /* (Decision 50) KVSINK_PUT_PIPE=0 claims all of a put's groups before
    * queueing, KVSINK_PUT_CHUNK=N queues N blocks a launch */
   ab = getenv("KVSINK_PUT_PIPE");

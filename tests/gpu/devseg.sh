@@ -27,7 +27,7 @@
 #    of a session not counted, as in the row).
 # DEVSEG_AB="put get" (default): which A/B sections run at the end (the
 # put's switches, the get's; "pipe": the put's overlap, Decision 50; "feed":
-# the feed against launches per chunk, Decision 51);
+# the feed (KVSINK_PUT_FEED=1) against launches per chunk, Decision 51);
 # DEVSEG_ITERS: put/get pairs per bench process.
 # DEVSEG_KEEP=1: keep the logs in $OUT/devseg/ even when every check passes.
 # MPS=1: the whole run under the CUDA Multi-Process Service (started here,
@@ -237,8 +237,11 @@ stop
 case " ${DEVSEG_AB:-put get} " in *" put "*) put_ab="11 01 10 00" ;; *) put_ab= ;; esac
 case " ${DEVSEG_AB:-put get} " in *" get "*) get_ab="new ctx-sync no-spin" ;; *) get_ab= ;; esac
 case " ${DEVSEG_AB:-put get} " in *" pipe "*) pipe_ab="built pipe=0 streams=1 chunk=512 chunk=1024" ;; *) pipe_ab= ;; esac
-# DEVSEG_AB=feed: the feed against chunk launches, twice in turn (Decision 51)
-case " ${DEVSEG_AB:-put get} " in *" feed "*) pipe_ab="$pipe_ab built feed=0 built feed=0" ;; esac
+# DEVSEG_AB=feed: the feed (KVSINK_PUT_FEED=1) against launches per chunk
+# (as built), twice in turn (Decision 51)
+case " ${DEVSEG_AB:-put get} " in *" feed "*) pipe_ab="$pipe_ab built feed=1 built feed=1" ;; esac
+# DEVSEG_PIPE_AB="built chunk=64 ...": these settings instead
+pipe_ab=${DEVSEG_PIPE_AB:-$pipe_ab}
 # the 1-process rows at 16 and 4 bits on the running daemon, labelled
 ab_rows() { # LABEL [VAR=VALUE...] (the client's environment)
   label=$1; shift
@@ -262,14 +265,14 @@ unset KVSINK_DEV_INPLACE KVSINK_PUT_QUEUE
 # a bulk device put's overlap (HACKING.md Decision 50; DEVSEG_AB=pipe):
 # as built; KVSINK_PUT_PIPE=0 (all groups claimed before any launch);
 # KVSINK_QUEUE_STREAMS=1 (every chunk on one stream); KVSINK_PUT_CHUNK
-# 512 and 1024 (two launches, one); KVSINK_PUT_FEED=0 (no feed: a launch
-# per chunk of 256, Decision 51)
+# 512 and 1024 (two launches, one); KVSINK_PUT_FEED=1 (the feed: one
+# kernel fed as groups are claimed, Decision 51)
 for ab in $pipe_ab; do
   case $ab in
     pipe=0) export KVSINK_PUT_PIPE=0 ;;
     streams=1) export KVSINK_QUEUE_STREAMS=1 ;;
     chunk=*) export KVSINK_PUT_CHUNK=${ab#chunk=} ;;
-    feed=0) export KVSINK_PUT_FEED=0 ;;
+    feed=1) export KVSINK_PUT_FEED=1 ;;
   esac
   start
   unset KVSINK_PUT_PIPE KVSINK_QUEUE_STREAMS KVSINK_PUT_CHUNK KVSINK_PUT_FEED
