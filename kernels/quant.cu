@@ -26,6 +26,7 @@ struct kvs_cu_args {
 struct kvs_feed_arg {
   const uint32_t *word;        /* the host's word (mapped) */
   unsigned long long *mirror;  /* device: gen << 32 | word */
+  uint32_t *ctr;               /* device: [0] the next job to take, [1] workers done */
   uint32_t gen;
 };
 
@@ -1372,7 +1373,9 @@ static __device__ __forceinline__ void fq_job(const kvs_cu_args &a, const kvs__c
  * from every block made the kernel 15 times slower on an H200), so block
  * 0 alone watches the word and copies it, tagged with the launch's
  * generation, into a device word (mirror) that the other blocks watch;
- * worker w (block w + 1) takes jobs w, w + n, w + 2n, ... (n workers).
+ * a worker (every other block) takes the next job index from a device
+ * counter when it is free (a fixed share per block left fast blocks idle
+ * behind slow ones: 72 % of a copy with every job there).
  * Block 0 ends when it sees the feed closed (KVS__CUDA_FEED_CLOSED); a
  * worker, when its next job is past the final count. A feed left open
  * past KVS__CUDA_FEED_TIMEOUT_NS sets -ETIMEDOUT and ends instead of
@@ -1447,10 +1450,14 @@ static __device__ __forceinline__ void feed_watch(const kvs_feed_arg &f, int *st
   }
 }
 
-/* Whether job j has come (every thread), or the feed closed without it. */
-static __device__ __forceinline__ bool feed_next(const kvs_feed_arg &f, uint32_t j, int *st)
+/* The next job for this block (thread 0 takes the next index, so that a
+ * block that is free takes the next job handed over: no block waits for
+ * a job while another lies untaken), once it has come (every thread
+ * gets it), or UINT32_MAX: the feed closed without it. */
+static __device__ __forceinline__ uint32_t feed_next(const kvs_feed_arg &f, int *st)
 {
   if (threadIdx.x == 0) {
+    const uint32_t j = atomicAdd(&f.ctr[0], 1u);
     uint32_t go = 0, ns = 32;
     const uint64_t t0 = feed_clock();
     uint64_t stall = KVS__CUDA_FEED_STALL_NS;
@@ -1472,10 +1479,10 @@ static __device__ __forceinline__ bool feed_next(const kvs_feed_arg &f, uint32_t
       feed_sleep(ns);
       if (ns < 256) ns *= 2;
     }
-    kvs_feed_go = go;
+    kvs_feed_go = go ? j : UINT32_MAX;
   }
   __syncthreads();
-  return kvs_feed_go != 0;
+  return kvs_feed_go;
 }
 
 /* One job per CUDA block. (feed: unused.) The job is read where it lies
@@ -1497,9 +1504,16 @@ kvs_fquant_feed_kernel(kvs_cu_args a, const kvs__cuda_qjob *jobs, int *st, kvs_f
     if (threadIdx.x == 0) feed_watch(f, st);
     return;
   }
-  for (uint32_t j = blockIdx.x - 1; feed_next(f, j, st); j += gridDim.x - 1) {
+  for (uint32_t j; (j = feed_next(f, st)) != UINT32_MAX;) {
     fq_job<BF, OUT, NJT>(a, *(const kvs__cuda_qjob *)((const uint8_t *)jobs + (size_t)j * KVS__CUDA_FEED_STRIDE), st);
-    __syncthreads(); /* shared memory is the next job's */
+    __syncthreads(); /* shared memory (kvs_feed_go too) is the next job's */
+  }
+  /* the last worker out sets the counters back for the next feed (which
+   * the stream orders after this kernel): every other worker has taken
+   * its last index by then */
+  if (threadIdx.x == 0 && atomicAdd(&f.ctr[1], 1u) == gridDim.x - 2u) {
+    f.ctr[0] = 0;
+    f.ctr[1] = 0;
   }
 }
 
@@ -1735,11 +1749,12 @@ extern "C" int kvs__cuda_ctx_init(kvs__cuda_ctx *c)
     c->d_status = NULL;
     return -EIO;
   }
-  /* the feed's mirror word (generation 0 = never launched) */
+  /* the feed's mirror word (generation 0 = never launched), then its
+   * two counters (kvs_feed_arg) */
   c->d_feed = NULL;
   c->feed_gen = 0;
-  if (cudaMalloc(&c->d_feed, sizeof(unsigned long long)) != cudaSuccess ||
-      cudaMemset(c->d_feed, 0, sizeof(unsigned long long)) != cudaSuccess) {
+  if (cudaMalloc(&c->d_feed, 2 * sizeof(unsigned long long)) != cudaSuccess ||
+      cudaMemset(c->d_feed, 0, 2 * sizeof(unsigned long long)) != cudaSuccess) {
     cudaGetLastError();
     if (c->d_feed) cudaFree(c->d_feed);
     cudaFree(c->d_status);
@@ -1889,7 +1904,8 @@ extern "C" int kvs__cuda_quantize_feed(kvs__cuda_ctx *c, const kvs__qparams *p, 
   if (resident < 2) return -EOPNOTSUPP;
   const uint32_t grid = (uint32_t)resident - 1u < max_jobs ? (uint32_t)resident : max_jobs + 1u;
   if (++c->feed_gen == 0) c->feed_gen = 1; /* 0: the mirror's first contents */
-  kvs_feed_arg f = {&d_feed->word, (unsigned long long *)c->d_feed, c->feed_gen};
+  kvs_feed_arg f = {&d_feed->word, (unsigned long long *)c->d_feed,
+                    (uint32_t *)((unsigned long long *)c->d_feed + 1), c->feed_gen};
   kern<<<grid, KVS_CU_THREADS, smem, (cudaStream_t)c->stream>>>(a, (const kvs__cuda_qjob *)d_jobs,
                                                                  c->d_status, f);
   if (cudaGetLastError() != cudaSuccess) return -EIO;

@@ -81,6 +81,7 @@ static uint32_t __reduce_min_sync(unsigned, uint32_t v)
   return coll(v, [&](uint32_t *x, unsigned) { uint32_t s = ~0u; for (int i = 0; i < 32; i++) s = std::min(s, x[i]); return s; });
 }
 static int atomicMin(int *p, int v) { std::lock_guard<std::mutex> g(amu); int o = *p; if (v < o) *p = v; return o; }
+static uint32_t atomicAdd(uint32_t *p, uint32_t v) { std::lock_guard<std::mutex> g(amu); uint32_t o = *p; *p = o + v; return o; }
 static uint32_t atomicAnd(uint32_t *p, uint32_t v) { std::lock_guard<std::mutex> g(amu); uint32_t o = *p; *p = o & v; return o; }
 static uint32_t atomicOr(uint32_t *p, uint32_t v) { std::lock_guard<std::mutex> g(amu); uint32_t o = *p; *p = o | v; return o; }
 static int __popc(uint32_t x) { return __builtin_popcount(x); }
@@ -232,9 +233,10 @@ static void one_case(const char *name, const kvs__qparams &p, const std::vector<
     memcpy(fj + KVS__CUDA_FEED_STRIDE, &j2, sizeof j2);
     kvs__cuda_feed f = {2u | KVS__CUDA_FEED_CLOSED};
     unsigned long long mirror = 0;
+    uint32_t ctr[2] = {0, 0};
     memset(gb, 0x5a, tot + 64);
     fq_kern_t fk = fq_pick(a.dtype == KVS_DTYPE_BF16, KVS_FQ_NJT && a.C == 256u * KVS_FQ_NJ, false, true);
-    const kvs_feed_arg fa = {&f.word, &mirror, 7};
+    const kvs_feed_arg fa = {&f.word, &mirror, ctr, 7};
     /* the watcher (block 0) first: it mirrors the word and ends, and the
      * worker finds its jobs in the mirror; or the worker first, as when
      * the GPU has not run block 0: after the stall it reads the host's
@@ -247,6 +249,8 @@ static void one_case(const char *name, const kvs__qparams &p, const std::vector<
     }
     frc = run_block(fk, a, (const kvs__cuda_qjob *)fj, fa, 1);
     if (worker_first && mirror != 0) { printf("FAIL: %s: the worker wrote the mirror\n", name); failures++; }
+    /* the last worker out set the counters back for the next feed */
+    if (ctr[0] || ctr[1]) { printf("FAIL: %s: feed counters left at %u %u\n", name, ctr[0], ctr[1]); failures++; }
     if (frc != grc) { printf("FAIL: %s: feed rc %d, one job %d\n", name, frc, grc); failures++; }
     else if (!frc && (memcmp(gb, gb2, tot + 64) || (ns && memcmp(grows.data(), grows2.data(), ns * rowb)))) {
       printf("FAIL: %s: the feed's two blocks differ\n", name);
