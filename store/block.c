@@ -52,8 +52,14 @@ static int lru_room_n(kvs__lru *r, uint32_t n)
       return -ENOMEM;
     cap *= 2;
   }
-  kvs__lru_ent *e = malloc((size_t)cap * sizeof(*e));
-  if (!e)
+  /* at once to the class's floor where memory allows (space.c) */
+  kvs__lru_ent *e = NULL;
+  uint32_t big = cap;
+  while (big < r->floor && big <= UINT32_MAX / 2)
+    big *= 2;
+  if (big > cap && (e = malloc((size_t)big * sizeof(*e))))
+    cap = big;
+  if (!e && !(e = malloc((size_t)cap * sizeof(*e))))
     return -ENOMEM;
   for (uint32_t i = 0; i < r->n; i++)
     e[i] = *lru_at(r, i);

@@ -176,6 +176,15 @@ static int space_setup(kvs__store *st, kvs__space *sp)
   if (rc >= 0) {
     sp->blk_direct = kvs__pool_class_slots(st->pool, sp->blk_cls) > 1;
     sp->row_direct = kvs__pool_class_slots(st->pool, sp->row_cls) > 1;
+    /* the class's LRU ring is made at its full size at once: doubling
+     * while the pool filled copied it each time, ~10 us a bulk put on
+     * average (Decision 51); its pages are touched as it fills */
+    kvs__lru *r = &st->cls_lru[sp->blk_cls];
+    uint64_t most = 2u * (kvs__pool_bytes(st->pool) / sp->qbytes) + 64u;
+    if (most > (1u << 25)) /* 512 MiB of ring at most; it doubles past that */
+      most = 1u << 25;
+    if (most > r->floor)
+      r->floor = (uint32_t)most;
   }
   return rc == -E2BIG ? -ENOSPC : rc < 0 ? rc : 0;
 }

@@ -26,6 +26,9 @@ typedef struct kvs__lru {
   kvs__lru_ent *e;
   uint32_t cap, head, n;            /* entries e[(head + i) % cap], i < n */
   uint64_t records;                 /* records of the class (the ring's room) */
+  uint32_t floor;                   /* the ring's first size: room for the most
+                                       records the pool holds of the class, so
+                                       that a filling pool never copies it */
 } kvs__lru;
 
 /* A cached block: one layer of one group. Its identity (chain hash,

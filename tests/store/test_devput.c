@@ -504,6 +504,39 @@ START_TEST(feed)
 }
 END_TEST
 
+/* A class's LRU ring is made once, with room for the most records the
+ * pool holds of it (Decision 51): filling the pool and then evicting
+ * never grows (copies) it. */
+START_TEST(lru_ring_made_once)
+{
+  kvs__store *s = mk(NULL); /* 8 MiB */
+  kvs__space_key key = tkey(4, 4);
+  kvs__space *sp;
+  ck_assert_int_eq(kvs__space_ref(s, &key, NULL, &sp), 0);
+  const uint64_t most = 2u * (kvs__pool_bytes(s->pool) / sp->qbytes) + 64u;
+  kvs__lru *r = &s->cls_lru[sp->blk_cls];
+  ck_assert_uint_ge(r->floor, most);
+  const uint32_t n = 8 * G; /* 16 blocks a put */
+  uint16_t *k = trandkv(NL, n, 3), *v = trandkv(NL, n, 4);
+  uint32_t *t = ttoks(n, 1);
+  ck_assert_int_eq(tput_free(sp, t, n, k, v), 0);
+  const kvs__lru_ent *e0 = r->e;
+  const uint32_t cap0 = r->cap;
+  ck_assert_uint_ge(cap0, most);
+  for (uint32_t i = 1; tstats(s).evictions < most; i++) {
+    for (uint32_t j = 0; j < n; j++) t[j] = i * n + j + 1;
+    ck_assert_int_eq(tput_free(sp, t, n, k, v), 0);
+  }
+  ck_assert_ptr_eq(r->e, e0);
+  ck_assert_uint_eq(r->cap, cap0);
+  free(t);
+  free(k);
+  free(v);
+  kvs__space_unref(sp);
+  kvs__store_close(s);
+}
+END_TEST
+
 /* kvs__seq_get_dev returns with everything it wrote complete, so kvsinkd
  * replies to a bulk device get without a context synchronize (Decision
  * 48): a copy up (a residual row) may still be running when copy()
@@ -622,6 +655,7 @@ int main(void)
   tcase_add_test(t, host_backend_refuses);
   tcase_add_test(t, one_batch);
   tcase_add_test(t, feed);
+  tcase_add_test(t, lru_ring_made_once);
   tcase_add_test(t, get_dev_waits_for_its_copies);
   suite_add_tcase(su, t);
   SRunner *sr = srunner_create(su);
