@@ -181,8 +181,11 @@ static int space_setup(kvs__store *st, kvs__space *sp)
      * average (Decision 51); its pages are touched as it fills */
     kvs__lru *r = &st->cls_lru[sp->blk_cls];
     uint64_t most = 2u * (kvs__pool_bytes(st->pool) / sp->qbytes) + 64u;
-    if (most > (1u << 25)) /* 512 MiB of ring at most; it doubles past that */
-      most = 1u << 25;
+    /* at most 2^20 entries (16 MiB; it doubles past that): a ring's
+     * pages all get touched as its entries go round, even for a space
+     * with few records, so a big floor costs every space that much */
+    if (most > (1u << 20))
+      most = 1u << 20;
     if (most > r->floor)
       r->floor = (uint32_t)most;
   }
