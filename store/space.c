@@ -55,15 +55,8 @@ int kvs__space_reads_once(const kvs__space *sp, const void *k, const void *v)
   return be->dev_io && be->reads_once && be->reads_once(be, &sp->qp, k, v);
 }
 
-_Static_assert(sizeof(crypto_generichash_state) <= sizeof(((kvs__store *)0)->hstate),
-               "hstate holds a crypto_generichash_state");
-
 void kvs__hash_init(kvs__store *st)
 {
-  crypto_generichash_state s; /* aligned here; hstate is plain bytes */
-  crypto_generichash_init(&s, st->key, sizeof(st->key), 16);
-  memcpy(st->hstate, &s, sizeof(s));
-  sodium_memzero(&s, sizeof(s));
   /* the chain's key: BLAKE2b(key, label), so both keys come from the one
    * secret (stores that share it, as hosts of a Redis tier do, agree) */
   static const char label[] = "kvsink chain siphash-2-4-128 v2";
@@ -71,19 +64,20 @@ void kvs__hash_init(kvs__store *st)
                      st->key, sizeof(st->key));
 }
 
-/* The same bytes as crypto_generichash(out, 16, buf, n, key, 32). */
-static kvs__h128 keyed(const kvs__store *st, const void *buf, size_t n)
+static kvs__h128 h128_of(const unsigned char out[16])
 {
-  unsigned char out[16];
-  crypto_generichash_state s;
-  memcpy(&s, st->hstate, sizeof(s));
-  crypto_generichash_update(&s, buf, n);
-  crypto_generichash_final(&s, out, sizeof(out));
-  sodium_memzero(&s, sizeof(s));
   kvs__h128 h;
   memcpy(&h.lo, out, 8);
   memcpy(&h.hi, out + 8, 8);
   return h;
+}
+
+/* BLAKE2b-128 keyed with the store's secret (once per space: the seed). */
+static kvs__h128 keyed(const kvs__store *st, const void *buf, size_t n)
+{
+  unsigned char out[16];
+  crypto_generichash(out, sizeof(out), buf, n, st->key, sizeof(st->key));
+  return h128_of(out);
 }
 
 /* The seed covers every field, serialized without padding bytes. */
@@ -123,10 +117,7 @@ kvs__h128 kvs__chain_next(const kvs__space *sp, const kvs__h128 *prev, const uin
   unsigned char out[16];
   crypto_shorthash_siphashx24(out, (const unsigned char *)buf, 32u + (size_t)sp->qp.group * 4u,
                               sp->st->chkey);
-  kvs__h128 h;
-  memcpy(&h.lo, out, 8);
-  memcpy(&h.hi, out + 8, 8);
-  return h;
+  return h128_of(out);
 }
 
 static int key_check(const kvs__space_key *k)

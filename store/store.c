@@ -60,7 +60,6 @@ int kvs__store_init(kvs__store **out, const kvs__store_opts *o)
   }
   if (rc < 0) {
     sodium_memzero(st->key, sizeof(st->key));
-    sodium_memzero(st->hstate, sizeof(st->hstate));
     sodium_memzero(st->chkey, sizeof(st->chkey));
     free(st);
     return rc;
@@ -84,7 +83,6 @@ void kvs__store_close(kvs__store *st)
   kvs__index_close(st->ix);
   kvs__pool_close(st->pool);
   sodium_memzero(st->key, sizeof(st->key));
-  sodium_memzero(st->hstate, sizeof(st->hstate));
   sodium_memzero(st->chkey, sizeof(st->chkey));
   free(st);
 }

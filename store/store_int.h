@@ -109,8 +109,6 @@ struct kvs__store {
   uint64_t lru_clock;               /* the last stamp given */
   int lru_top;                      /* classes below it may have LRU entries */
   unsigned char key[32];            /* secret of the chain hash */
-  unsigned char hstate[512];        /* BLAKE2b state after the key block
-                                       (kvs__hash_init): copied per hash */
   unsigned char chkey[16];          /* SipHash key of the chain, drawn
                                        from key (kvs__hash_init) */
   kvs__tier_hooks hooks;
@@ -269,9 +267,7 @@ static inline int kvs__has_nonfinite(const uint16_t *x, size_t n, kvs_dtype dt)
 }
 
 /* space.c */
-/* Absorb st->key into st->hstate once, so that a keyed hash compresses
- * its data only (the key block is the same for every hash), and derive
- * the chain's SipHash key from it (Decision 19). */
+/* Derive the chain's SipHash key from st->key (Decision 19). */
 void kvs__hash_init(kvs__store *st);
 kvs__h128 kvs__chain_next(const kvs__space *sp, const kvs__h128 *prev, const uint32_t *tokens);
 void kvs__space_unref_internal(kvs__space *sp);
