@@ -269,14 +269,29 @@ static const uint16_t *in_row(const put *c, const uint16_t *x, uint32_t l, uint3
   return x + ((size_t)(l - c->lb) * c->n + (t - c->start)) * c->C;
 }
 
-/* Copy input rows [t, t + rows) of layer l (contiguous) to host dst. */
+/* Copy input rows [t, t + rows) of layer l (contiguous) to host dst and
+ * check the copy: 0, KVS_ENAN, or -EIO when device memory could not be
+ * read. Host input is copied and checked in one pass (each value loaded
+ * once from the client's memory: store/rows.c). */
 static int in_copy(const put *c, uint16_t *dst, const uint16_t *x, uint32_t l, uint32_t t,
                    uint32_t rows)
 {
-  size_t bytes = (size_t)rows * c->C * 2u;
-  if (c->kdev)
-    return kvs__backend_copy(c->st->be, dst, in_row(c, x, l, t), bytes, 0);
-  memcpy(dst, in_row(c, x, l, t), bytes);
+  size_t n = (size_t)rows * c->C;
+  kvs_dtype dt = c->sp->qp.dtype;
+  if (!c->kdev)
+    return kvs__copy_finite(dst, in_row(c, x, l, t), n, dt) ? KVS_ENAN : 0;
+  if (kvs__backend_copy(c->st->be, dst, in_row(c, x, l, t), n * 2u, 0) < 0)
+    return -EIO;
+  return kvs__has_nonfinite(dst, n, dt) ? KVS_ENAN : 0;
+}
+
+/* in_copy of K and V, with the error message. */
+static int in_copy_kv(put *c, uint16_t *dk, uint16_t *dv, uint32_t l, uint32_t t, uint32_t rows)
+{
+  int r = in_copy(c, dk, c->k, l, t, rows);
+  if (r == 0) r = in_copy(c, dv, c->v, l, t, rows);
+  if (r == KVS_ENAN) return kvs__fail(c->errmsg, KVS_ENAN, "NaN or Inf in K/V");
+  if (r < 0) return kvs__fail(c->errmsg, -EIO, "copy from device memory failed");
   return 0;
 }
 
@@ -312,9 +327,10 @@ static int put_stage_residual(put *c)
       dk = L->rk;
       dv = L->rv;
       first = p->L0 - nb0 * G;
-      if (in_copy(c, dk + (size_t)first * C, c->k, l, p->L0, p->L1 - p->L0) < 0 ||
-          in_copy(c, dv + (size_t)first * C, c->v, l, p->L0, p->L1 - p->L0) < 0)
-        return kvs__fail(c->errmsg, -EIO, "copy from device memory failed");
+      int r = in_copy_kv(c, dk + (size_t)first * C, dv + (size_t)first * C, l, p->L0,
+                         p->L1 - p->L0);
+      if (r < 0)
+        return r;
     } else {
       p->rk = malloc((size_t)pend * rb);
       p->rv = malloc((size_t)pend * rb);
@@ -334,17 +350,11 @@ static int put_stage_residual(put *c)
       uint32_t t0 = p->nb1 * G > p->L0 ? p->nb1 * G : p->L0;
       if (t0 < p->L1) {
         first = t0 - p->nb1 * G;
-        if (in_copy(c, dk + (size_t)first * C, c->k, l, t0, p->L1 - t0) < 0 ||
-            in_copy(c, dv + (size_t)first * C, c->v, l, t0, p->L1 - t0) < 0)
-          return kvs__fail(c->errmsg, -EIO, "copy from device memory failed");
+        int r = in_copy_kv(c, dk + (size_t)first * C, dv + (size_t)first * C, l, t0, p->L1 - t0);
+        if (r < 0)
+          return r;
       }
     }
-    uint32_t last = p->append ? p->L1 - nb0 * G : pend;
-    if (first < last && (kvs__has_nonfinite(dk + (size_t)first * C, (size_t)(last - first) * C,
-                                       c->sp->qp.dtype) ||
-                         kvs__has_nonfinite(dv + (size_t)first * C, (size_t)(last - first) * C,
-                                       c->sp->qp.dtype)))
-      return kvs__fail(c->errmsg, KVS_ENAN, "NaN or Inf in K/V");
   }
   return 0;
 }
@@ -669,17 +679,10 @@ static int put_quantize(put *c)
           memcpy(tk + (size_t)j * C, R->rk + (size_t)(t0 + j - base) * C, rb);
           memcpy(tv + (size_t)j * C, R->rv + (size_t)(t0 + j - base) * C, rb);
         }
-        if (r < G && (in_copy(c, tk + (size_t)r * C, c->k, l, t0 + r, G - r) < 0 ||
-                      in_copy(c, tv + (size_t)r * C, c->v, l, t0 + r, G - r) < 0)) {
-          rc = kvs__fail(c->errmsg, -EIO, "copy from device memory failed");
-          break;
-        }
         /* rows below r are residual rows, checked when they were staged */
-        if (kvs__has_nonfinite(tk + (size_t)r * C, (size_t)(G - r) * C, c->sp->qp.dtype) ||
-            kvs__has_nonfinite(tv + (size_t)r * C, (size_t)(G - r) * C, c->sp->qp.dtype)) {
-          rc = kvs__fail(c->errmsg, KVS_ENAN, "NaN or Inf in K/V");
+        if (r < G && (rc = in_copy_kv(c, tk + (size_t)r * C, tv + (size_t)r * C, l, t0 + r,
+                                      G - r)) < 0)
           break;
-        }
         items[m++] = (kvs__qitem){tk, tv, b->sink_mask, b->data, b->rows, 0};
         mh++;
       }
@@ -748,6 +751,11 @@ static void put_commit(put *c, kvs__put_info *info)
     kvs__seq_layer *L = &q->l[l];
     uint32_t pend = p->L1 - p->nb1 * c->G;
     if ((p->L1 == p->L0 && p->nb1 == L->nblk) || p->append)
+      continue;
+    /* a decode step that completed a group: its residual buffer (room
+     * for 2G rows) stays as the next group's, so the next steps neither
+     * allocate nor fault it in again (it stays counted as residual) */
+    if (pend == 0 && !p->rk && L->rk && L->rcap <= 2u * c->G)
       continue;
     res_account(q, 0, res_size(L->rcap, c->C));
     free(L->rk);

@@ -12,6 +12,7 @@
 #include "store/index.h"
 #include "store/pool.h"
 #include "store/rec.h"
+#include "store/rows.h"
 #include "store/store.h"
 
 
@@ -245,26 +246,6 @@ int kvs__fail(char *errmsg, int rc, const char *fmt, ...) __attribute__((format(
 int kvs__grow(void **p, uint32_t *cap, uint32_t n, size_t sz);
 /* Position t is a sink by the PFN rule of sp. */
 int kvs__pfn_flag(const kvs__space *sp, uint32_t t);
-
-/* Chunks of 256 without an early exit inside, so the compiler vectorizes
- * them (-O2): the scan of a put's rows was the largest part of a 1-token
- * put's time in the daemon (32 layers x 1,024 values x 2, scalar). */
-static inline int kvs__has_nonfinite(const uint16_t *x, size_t n, kvs_dtype dt)
-{
-  const uint16_t e = dt == KVS_DTYPE_BF16 ? 0x7f80u : 0x7c00u;
-  size_t i = 0;
-  for (; i + 256 <= n; i += 256) {
-    unsigned bad = 0;
-    for (size_t j = 0; j < 256; j++)
-      bad |= (x[i + j] & e) == e;
-    if (bad)
-      return 1;
-  }
-  for (; i < n; i++)
-    if ((x[i] & e) == e)
-      return 1;
-  return 0;
-}
 
 /* space.c */
 /* Derive the chain's SipHash key from st->key (Decision 19). */

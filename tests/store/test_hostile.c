@@ -4,6 +4,7 @@
  * the client scribbles on the segment), and the 16-bit residual is
  * counted against its budgets. */
 #include "tests/store/util.h"
+#include "store/rows.h"
 
 #include <errno.h>
 #include <pthread.h>
@@ -210,7 +211,9 @@ START_TEST(residual_budget)
 }
 END_TEST
 
-/* Rows that become a block give their residual bytes back. */
+/* Rows that become a block give their residual bytes back, except a
+ * decode step's buffer (room for 2G rows), kept as the next group's
+ * scratch and counted until the seq goes. */
 START_TEST(residual_returns_on_quantize)
 {
   kvs__store *s;
@@ -226,9 +229,96 @@ START_TEST(residual_returns_on_quantize)
   kvs__seq *q;
   ck_assert_int_eq(kvs__seq_new(sp, &q), 0);
   ck_assert_int_eq(kvs__seq_put(q, 0, t, G - 1, 0, NL, k, v, NULL, 0, NULL, err), 0);
-  ck_assert_uint_gt(tstats(s).residual_bytes, 0);
+  uint64_t r = tstats(s).residual_bytes;
+  ck_assert_uint_gt(r, 0);
   ck_assert_int_eq(kvs__seq_put(q, G - 1, t + G - 1, 1, 0, NL, k, v, NULL, 0, NULL, err), 0);
+  ck_assert_uint_eq(tstats(s).residual_bytes, r); /* kept: the next step appends to it */
+  ck_assert_uint_eq(kvs__seq_len(q), G);
+  ck_assert_int_eq(kvs__seq_put(q, G, t, 1, 0, NL, k, v, NULL, 0, NULL, err), 0);
+  ck_assert_uint_eq(tstats(s).residual_bytes, r); /* no new buffer */
+  kvs__seq_free(q);
   ck_assert_uint_eq(tstats(s).residual_bytes, 0);
+  /* a bulk put whose rows all become blocks holds no residual */
+  ck_assert_int_eq(kvs__seq_new(sp, &q), 0);
+  ck_assert_int_eq(kvs__seq_put(q, 0, t, G, 0, NL, k, v, NULL, 0, NULL, err), 0);
+  ck_assert_uint_eq(tstats(s).residual_bytes, 0);
+  kvs__seq_free(q);
+  kvs__space_unref(sp);
+  free(k);
+  free(v);
+  free(t);
+  kvs__store_close(s);
+}
+END_TEST
+
+/* The one-pass copy and scan of a put's rows (store/rows.c): every value
+ * copied, NaN and Inf found at any place (vector body and tail), none
+ * reported for the largest finite values, for both 16-bit types. */
+START_TEST(rows_copy_and_scan)
+{
+  const size_t sizes[] = {0, 1, 255, 256, 257, 1024, 1031};
+  const kvs_dtype dts[] = {KVS_DTYPE_F16, KVS_DTYPE_BF16};
+  uint16_t *src = malloc(1032 * 2), *dst = malloc(1032 * 2);
+  ck_assert_ptr_nonnull(src);
+  ck_assert_ptr_nonnull(dst);
+  for (int d = 0; d < 2; d++) {
+    const int bf = dts[d] == KVS_DTYPE_BF16;
+    const uint16_t big = bf ? 0x7f7fu : 0x7bffu;
+    const uint16_t bad[3] = {bf ? 0x7fc0u : 0x7e00u, bf ? 0x7f80u : 0x7c00u, bf ? 0xff80u : 0xfc00u};
+    for (size_t si = 0; si < sizeof sizes / sizeof sizes[0]; si++) {
+      const size_t n = sizes[si];
+      /* finite values all over the range: bit 14 clear keeps the exponent
+       * below all ones */
+      for (size_t i = 0; i < n; i++) src[i] = (uint16_t)((i * 2654435761u) & 0xbfffu);
+      if (n) src[n - 1] = (uint16_t)(big | 0x8000u);
+      memset(dst, 0xaa, 1032 * 2);
+      ck_assert_int_eq(kvs__copy_finite(dst, src, n, dts[d]), 0);
+      ck_assert_int_eq(kvs__has_nonfinite(src, n, dts[d]), 0);
+      ck_assert(memcmp(dst, src, n * 2) == 0);
+      ck_assert_uint_eq(dst[n], 0xaaaau); /* nothing past n */
+      for (size_t i = 0; i < n; i += (n > 300 ? 97 : 1)) {
+        const uint16_t keep = src[i];
+        src[i] = bad[i % 3];
+        memset(dst, 0, 1032 * 2);
+        ck_assert_int_eq(kvs__copy_finite(dst, src, n, dts[d]), 1);
+        ck_assert_int_eq(kvs__has_nonfinite(src, n, dts[d]), 1);
+        ck_assert(memcmp(dst, src, n * 2) == 0); /* all of it stored */
+        src[i] = keep;
+      }
+    }
+  }
+  free(src);
+  free(dst);
+}
+END_TEST
+
+/* A decode step with a NaN in its last layer's V is refused and changes
+ * nothing: the seq's length, its residual, its next step. */
+START_TEST(nan_in_a_decode_step)
+{
+  kvs__store *s;
+  kvs__store_opts o = {.pool_bytes = 1u << 20};
+  ck_assert_int_eq(kvs__store_init(&s, &o), 0);
+  kvs__space_key key = tkey(4, 2);
+  kvs__space *sp;
+  ck_assert_int_eq(kvs__space_ref(s, &key, NULL, &sp), 0);
+  uint16_t *k = trandkv(NL, 1, 1), *v = trandkv(NL, 1, 2);
+  uint32_t *t = ttoks(G, 1);
+  char err[KVS_STORE_ERRMSG];
+  kvs__seq *q;
+  ck_assert_int_eq(kvs__seq_new(sp, &q), 0);
+  ck_assert_int_eq(kvs__seq_put(q, 0, t, 1, 0, NL, k, v, NULL, 0, NULL, err), 0);
+  uint64_t r = tstats(s).residual_bytes;
+  const size_t last = (size_t)NL * C - 1; /* the put's last value */
+  uint16_t keep = v[last];
+  v[last] = 0x7e00u; /* fp16 NaN */
+  ck_assert_int_eq(kvs__seq_put(q, 1, t + 1, 1, 0, NL, k, v, NULL, 0, NULL, err), KVS_ENAN);
+  ck_assert_ptr_nonnull(strstr(err, "NaN"));
+  ck_assert_uint_eq(kvs__seq_len(q), 1);
+  ck_assert_uint_eq(tstats(s).residual_bytes, r);
+  v[last] = keep;
+  ck_assert_int_eq(kvs__seq_put(q, 1, t + 1, 1, 0, NL, k, v, NULL, 0, NULL, err), 0);
+  ck_assert_uint_eq(kvs__seq_len(q), 2);
   kvs__seq_free(q);
   kvs__space_unref(sp);
   free(k);
@@ -246,6 +336,8 @@ int main(void)
   tcase_add_test(tc, scribbled_input);
   tcase_add_test(tc, residual_budget);
   tcase_add_test(tc, residual_returns_on_quantize);
+  tcase_add_test(tc, rows_copy_and_scan);
+  tcase_add_test(tc, nan_in_a_decode_step);
   suite_add_tcase(s, tc);
   SRunner *r = srunner_create(s);
   srunner_run_all(r, CK_NORMAL);
