@@ -9,6 +9,7 @@
 #include <unistd.h>
 
 #include "client/client_int.h"
+#include "proto/fast.h"
 #include <kvsink.h>
 
 void kvs_options_init(kvs_options *opts)
@@ -69,7 +70,7 @@ static int fill_info(kvs_client *c, const kvs__rep *rep)
     return -EPROTO;
   }
   i->session = rep->session;
-  i->seg_size = c->seg_size;
+  i->seg_size = c->seg_end;
   i->group = rep->group;
   i->k_bits = rep->k_bits;
   i->v_bits = rep->v_bits;
@@ -104,7 +105,12 @@ static int hello(kvs_client *c)
   req.hello.n_kv_heads = model->n_kv_heads;
   req.hello.head_dim = model->head_dim;
   req.hello.dtype = (uint32_t)model->dtype;
-  req.hello.seg_size = (opts->seg_size ? opts->seg_size : KVS_DEFAULT_SEG_SIZE) + kvs__stage_extra(c);
+  /* the fast area (HACKING.md Decision 52): KVSINK_FAST=0 does without */
+  const char *fe = getenv("KVSINK_FAST");
+  const uint64_t want = (opts->seg_size ? opts->seg_size : KVS_DEFAULT_SEG_SIZE) + kvs__stage_extra(c);
+  /* kvsinkd grants it in segments of 64 KiB and more (4 areas) */
+  req.hello.fast = !(fe && !strcmp(fe, "0")) && want >= 3u * KVS_FAST_BYTES;
+  req.hello.seg_size = want + (req.hello.fast ? KVS_FAST_BYTES : 0);
   req.hello.k_bits = opts->k_bits;
   req.hello.v_bits = opts->v_bits;
   req.hello.policy = (int32_t)opts->policy;
@@ -129,6 +135,13 @@ static int hello(kvs_client *c)
     fds[0] = -1;
   if (r == 0) {
     r = map_segment(c, fds[0], rep.seg_size);
+    /* kvsinkd puts the fast area at the segment's end */
+    c->seg_end = c->seg_size;
+    if (r == 0 && req.hello.fast && rep.fast_off && rep.fast_off % 64 == 0 &&
+        rep.fast_off + KVS_FAST_BYTES == c->seg_size) {
+      c->seg_end = (size_t)rep.fast_off;
+      kvs__conn_set_fast(&c->conn, (char *)c->seg + rep.fast_off);
+    }
     if (r == 0 && rep.seg_device) {
       if (fds[1] < 0) {
         snprintf(c->conn.errmsg, sizeof c->conn.errmsg, "hello reply announced a device segment without its fd");
@@ -219,11 +232,12 @@ static int connect_impl(kvs_client **out, const char *socket_path, const kvs_mod
  * with the connection: its fds die with the session). */
 static void unmap_segments(kvs_client *c)
 {
+  kvs__conn_set_fast(&c->conn, NULL);
   kvs__stage_close(c);
   if (c->seg)
     munmap(c->seg, c->seg_size);
   c->seg = NULL;
-  c->seg_size = 0;
+  c->seg_size = c->seg_end = 0;
   kvs__vmm_close(&c->dseg);
   kvs__attn_close(c); /* pool units of the old session mean nothing to a new one */
 }

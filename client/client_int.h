@@ -19,6 +19,9 @@ struct kvs_client {
   kvs_info info;
   void *seg;
   size_t seg_size;
+  size_t seg_end;           /* where the fast area starts (proto/fast.h),
+                             * else seg_size: the stage and the caller's
+                             * part lie below it */
   char socket_path[108];
   kvs_options opts;
   int want_dev;             /* kvs_connect_device */

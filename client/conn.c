@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include "client/conn.h"
+#include "proto/fast.h"
 
 const char *kvs__conn_default_path(const char *path)
 {
@@ -216,6 +217,125 @@ int kvs__conn_call(kvs__conn *c, kvs__req *req, kvs__rep *rep, int *fd_out)
   return r;
 }
 
+void kvs__conn_set_fast(kvs__conn *c, void *area)
+{
+  c->fast = area;
+  /* requests count on from what the area holds (a new area: 0) */
+  c->fast_seq = area ? kvs__fast_load(area, KVS_FAST_REQ_SEQ) : 0;
+}
+
+/* The fast area (proto/fast.h, HACKING.md Decision 52) for this call: a
+ * caller that busy-polls, an op kvsinkd takes there, a body that fits. */
+static int fast_ok(const kvs__conn *c, kvs__op op, size_t frame_len)
+{
+  return c->fast && c->spin_us &&
+         (op == KVS_OP_PUT || op == KVS_OP_GET || op == KVS_OP_RELEASE || op == KVS_OP_PING) &&
+         frame_len > 4 && frame_len - 4 <= KVS_FAST_REQ_MAX;
+}
+
+/* Publish the body; ring over the socket when kvsinkd's loop is not
+ * polling the area (it may be asleep in epoll). */
+static int fast_send(kvs__conn *c, const char *body, uint32_t len)
+{
+  memcpy(c->fast + KVS_FAST_REQ, body, len);
+  kvs__fast_store(c->fast, KVS_FAST_REQ_LEN, len);
+  kvs__fast_store(c->fast, KVS_FAST_REQ_SEQ, ++c->fast_seq);
+  __atomic_thread_fence(__ATOMIC_SEQ_CST); /* the seq before the look at polling */
+  if (kvs__fast_load(c->fast, KVS_FAST_POLLING))
+    return 0;
+  kvs__req bell;
+  memset(&bell, 0, sizeof bell);
+  bell.op = KVS_OP_BELL;
+  char *out;
+  size_t olen;
+  int r = kvs__encode_req(&bell, &out, &olen);
+  if (r < 0)
+    return r;
+  r = send_all(c->fd, out, olen);
+  free(out);
+  return r;
+}
+
+/* Wait for the reply to the request published last: 1 with its body in
+ * buf (KVS_FAST_REP_MAX bytes) and *len set, 0 when kvsinkd sent it on
+ * the socket, or an error. Spins for spin_us (yielding between looks, as
+ * the socket's spin does), then naps of up to 500 us, each time checking
+ * that the connection is still there. */
+static int fast_wait(kvs__conn *c, char *buf, uint32_t *len)
+{
+  const double until = mono_us() + c->spin_us;
+  long nap_ns = 20000;
+  while (kvs__fast_load(c->fast, KVS_FAST_REP_SEQ) != c->fast_seq) {
+    if (mono_us() < until) {
+      sched_yield();
+      continue;
+    }
+    char b;
+    ssize_t n = recv(c->fd, &b, 1, MSG_PEEK | MSG_DONTWAIT);
+    if (n == 0)
+      return -ECONNRESET;
+    if (n < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
+      return -errno;
+    struct timespec ts = {0, nap_ns};
+    nanosleep(&ts, NULL);
+    if (nap_ns < 500000)
+      nap_ns *= 2;
+  }
+  uint32_t l = kvs__fast_load(c->fast, KVS_FAST_REP_LEN);
+  if (l == KVS_FAST_ON_SOCKET)
+    return 0;
+  if (l == 0 || l > KVS_FAST_REP_MAX)
+    return -EBADMSG;
+  memcpy(buf, c->fast + KVS_FAST_REP, l);
+  *len = l;
+  return 1;
+}
+
+/* Decode the reply body to req and check it; the fds in box are the
+ * caller's on 0 and closed otherwise. */
+static int finish(kvs__conn *c, const char *body, uint32_t len, const kvs__req *req,
+                  kvs__rep *rep, fdbox *box, uint32_t *nfds)
+{
+  char emsg[KVS_MAX_ERRMSG] = "";
+  int r = kvs__decode_rep(body, len, rep, emsg);
+  if (r < 0) {
+    snprintf(c->errmsg, sizeof c->errmsg, "bad reply: %.200s", emsg);
+    c->broken = 1;
+    box_close(box);
+    return r;
+  }
+  if (rep->id != req->id) {
+    unsigned long long got = (unsigned long long)rep->id;
+    kvs__rep_free(rep);
+    memset(rep, 0, sizeof *rep);
+    snprintf(c->errmsg, sizeof c->errmsg, "reply id %llu, expected %llu",
+             got, (unsigned long long)req->id);
+    c->broken = 1;
+    box_close(box);
+    return -EPROTO;
+  }
+  if (rep->err < 0) {
+    box_close(box);
+    rep->errmsg[sizeof rep->errmsg - 1] = '\0';
+    if (rep->errmsg[0])
+      snprintf(c->errmsg, sizeof c->errmsg, "%s", rep->errmsg);
+    else
+      snprintf(c->errmsg, sizeof c->errmsg, "%s", kvs_strerror(rep->err));
+    return rep->err;
+  }
+  if (rep->err > 0 || box->trunc) {
+    kvs__rep_free(rep);
+    memset(rep, 0, sizeof *rep);
+    snprintf(c->errmsg, sizeof c->errmsg, "%s", box->trunc ? "reply carried more fds than expected"
+                                                           : "positive error code in reply");
+    c->broken = !box->trunc;
+    box_close(box);
+    return -EPROTO;
+  }
+  *nfds = box->n;
+  return 0;
+}
+
 int kvs__conn_call_fds(kvs__conn *c, kvs__req *req, kvs__rep *rep, int *fds, uint32_t cap,
                        uint32_t *nfds)
 {
@@ -237,12 +357,30 @@ int kvs__conn_call_fds(kvs__conn *c, kvs__req *req, kvs__rep *rep, int *fds, uin
     kvs__conn_seterr(c, r, "encode request");
     return r;
   }
-  r = send_all(c->fd, out, olen);
+  const int fast = fast_ok(c, req->op, olen);
+  r = fast ? fast_send(c, out + 4, (uint32_t)(olen - 4)) : send_all(c->fd, out, olen);
   free(out);
   if (r < 0) {
     c->broken = 1;
     kvs__conn_seterr(c, r, "send");
     return r;
+  }
+  if (fast) {
+    char fbuf[KVS_FAST_REP_MAX];
+    uint32_t flen = 0;
+    r = fast_wait(c, fbuf, &flen);
+    if (r == 1)
+      return finish(c, fbuf, flen, req, rep, &box, nfds);
+    if (r < 0) {
+      c->broken = 1;
+      kvs__conn_seterr(c, r, "receive");
+      if (r == -ECONNRESET)
+        snprintf(c->errmsg, sizeof c->errmsg,
+                 "kvsinkd closed the connection (stopped or restarted): kvs_reconnect() connects "
+                 "again and maps new segments");
+      return r;
+    }
+    /* 0: the reply comes on the socket */
   }
   for (;;) {
     r = rbuf_fill(c, 4, fd_out);
@@ -276,51 +414,9 @@ int kvs__conn_call_fds(kvs__conn *c, kvs__req *req, kvs__rep *rep, int *fds, uin
         break;
       body = in;
     }
-    char emsg[KVS_MAX_ERRMSG] = "";
-    r = kvs__decode_rep(body, len, rep, emsg);
+    r = finish(c, body, len, req, rep, &box, nfds);
     free(in);
-    in = NULL;
-    if (r < 0) {
-      snprintf(c->errmsg, sizeof c->errmsg, "bad reply: %.200s", emsg);
-      c->broken = 1;
-      goto fail_fd;
-    }
-    if (rep->id != req->id) {
-      unsigned long long got = (unsigned long long)rep->id;
-      kvs__rep_free(rep);
-      memset(rep, 0, sizeof *rep);
-      r = -EPROTO;
-      snprintf(c->errmsg, sizeof c->errmsg, "reply id %llu, expected %llu",
-               got, (unsigned long long)req->id);
-      c->broken = 1;
-      goto fail_fd;
-    }
-    if (rep->err < 0) {
-      box_close(&box);
-      rep->errmsg[sizeof rep->errmsg - 1] = '\0';
-      if (rep->errmsg[0])
-        snprintf(c->errmsg, sizeof c->errmsg, "%s", rep->errmsg);
-      else
-        snprintf(c->errmsg, sizeof c->errmsg, "%s", kvs_strerror(rep->err));
-      return rep->err;
-    }
-    if (rep->err > 0) {
-      kvs__rep_free(rep);
-      memset(rep, 0, sizeof *rep);
-      r = -EPROTO;
-      snprintf(c->errmsg, sizeof c->errmsg, "positive error code in reply");
-      c->broken = 1;
-      goto fail_fd;
-    }
-    if (box.trunc) {
-      kvs__rep_free(rep);
-      memset(rep, 0, sizeof *rep);
-      r = -EPROTO;
-      snprintf(c->errmsg, sizeof c->errmsg, "reply carried more fds than expected");
-      goto fail_fd;
-    }
-    *nfds = box.n;
-    return 0;
+    return r;
   }
   free(in);
   c->broken = 1;
@@ -329,7 +425,6 @@ int kvs__conn_call_fds(kvs__conn *c, kvs__req *req, kvs__rep *rep, int *fds, uin
     snprintf(c->errmsg, sizeof c->errmsg,
              "kvsinkd closed the connection (stopped or restarted): kvs_reconnect() connects "
              "again and maps new segments");
-fail_fd:
   box_close(&box);
   return r;
 }

@@ -25,6 +25,9 @@ typedef struct kvs__conn {
   int broken;                   /* stream out of sync: every call fails */
   uint32_t spin_us;             /* busy-poll for a reply this long before blocking */
   uint32_t rpos, rlen;          /* unread bytes are rbuf[rpos, rlen) */
+  uint8_t *fast;                /* the fast area (proto/fast.h) in the
+                                 * segment; NULL = none (the socket only) */
+  uint32_t fast_seq;            /* the last request published there */
   char errmsg[KVS_MAX_ERRMSG];  /* last error text (daemon's or ours) */
   uint8_t rbuf[KVS__CONN_RBUF];
 } kvs__conn;
@@ -51,6 +54,11 @@ int kvs__conn_call(kvs__conn *c, kvs__req *req, kvs__rep *rep, int *fd_out);
  * caller owns them on success; none are left open on failure). */
 int kvs__conn_call_fds(kvs__conn *c, kvs__req *req, kvs__rep *rep, int *fds, uint32_t cap,
                        uint32_t *nfds);
+
+/* Use the fast area at area (KVS_FAST_BYTES of the mapped segment, as
+ * hello granted it) for the small requests of a busy-polling caller; NULL
+ * stops using it (before the segment is unmapped). */
+void kvs__conn_set_fast(kvs__conn *c, void *area);
 
 /* Record an error text for kvs_last_error(). */
 void kvs__conn_seterr(kvs__conn *c, int err, const char *what);

@@ -24,16 +24,17 @@ size_t kvs__stage_extra(const kvs_client *c)
 void kvs__stage_open(kvs_client *c)
 {
   c->stage_off = c->stage_size = 0;
-  c->info.seg_size = c->seg_size;
+  c->info.seg_size = c->seg_end;
   const char *e = getenv("KVSINK_DEVICE_STAGE"); /* "0": kvsinkd's path (A/B runs) */
-  if (!c->dseg.ptr || !c->seg || c->seg_size < 2 * (size_t)KVS__STAGE_BYTES || (e && !strcmp(e, "0")))
+  if (!c->dseg.ptr || !c->seg || c->seg_end < 2 * (size_t)KVS__STAGE_BYTES || (e && !strcmp(e, "0")))
     return;
-  const size_t off = (c->seg_size - KVS__STAGE_BYTES) & ~(size_t)4095u;
+  /* below the fast area, if there is one (the segment's last bytes) */
+  const size_t off = (c->seg_end - KVS__STAGE_BYTES) & ~(size_t)4095u;
   /* page-locked for the client's context: DMA both ways, no bounce */
-  if (kvs__vmm_host_register(&c->dseg, (char *)c->seg + off, c->seg_size - off) < 0)
+  if (kvs__vmm_host_register(&c->dseg, (char *)c->seg + off, c->seg_end - off) < 0)
     return; /* pageable copies would cost more than kvsinkd's path */
   c->stage_off = off;
-  c->stage_size = c->seg_size - off;
+  c->stage_size = c->seg_end - off;
   c->info.seg_size = off; /* the caller's part of the host segment */
 }
 

@@ -11,6 +11,7 @@
 #include "daemon/ops.h"
 #include "daemon/ops_dev.h"
 #include "daemon/table.h"
+#include "proto/fast.h"
 
 void kvs__sess_init(kvs__sess_state *st, const kvs__config *cfg, uint64_t id, uid_t uid,
                     pid_t pid, int admin)
@@ -206,6 +207,11 @@ static int op_hello(const kvs__ops_env *env, kvs__sess_state *st, const kvs__req
   kvs__opsdev_hello(env, st, h, dev, seg, rep);
   rep->session = st->id;
   rep->seg_size = st->seg.size;
+  /* the fast area: the segment's last KVS_FAST_BYTES, when asked for and
+   * the segment is large enough that the client keeps most of it */
+  st->fast_off = h->fast && st->seg.size >= 4u * KVS_FAST_BYTES ? st->seg.size - KVS_FAST_BYTES : 0;
+  rep->fast_off = st->fast_off;
+  if (st->fast_off) st->seg.data = st->fast_off; /* requests may not name the area */
   rep->group = k.group;
   rep->k_bits = (int32_t)k.k_bits;
   rep->v_bits = (int32_t)k.v_bits;
@@ -247,6 +253,7 @@ void kvs__ops_hello_undo(kvs__sess_state *st)
   st->space = NULL;
   st->hello_done = 0;
   st->fell_back = 0;
+  st->fast_off = 0;
 }
 
 /* ---- put / get / lookup / release ---- */
@@ -275,7 +282,7 @@ static int check_range(const kvs__sess_state *st, kvs__rep *rep, const char *wha
     return kvs__ops_fail(rep, KVS_ESEGMENT,
                 "%s: offset %llu + %llu bytes outside the %llu-byte segment or not %llu-aligned",
                 what, (unsigned long long)off, (unsigned long long)len,
-                (unsigned long long)st->seg.size, (unsigned long long)align);
+                (unsigned long long)st->seg.data, (unsigned long long)align);
   return 0;
 }
 

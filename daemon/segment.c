@@ -12,7 +12,7 @@ int kvs__segment_create(kvs__segment *s, uint64_t size, const char *name)
 {
   s->fd = -1;
   s->base = NULL;
-  s->size = 0;
+  s->size = s->data = 0;
   if (size == 0 || size > (uint64_t)SIZE_MAX || size > (uint64_t)INT64_MAX) return -EINVAL;
   int fd = memfd_create(name, MFD_ALLOW_SEALING | MFD_CLOEXEC);
   if (fd < 0) return -errno;
@@ -23,7 +23,7 @@ int kvs__segment_create(kvs__segment *s, uint64_t size, const char *name)
   if (p == MAP_FAILED) goto fail;
   s->fd = fd;
   s->base = p;
-  s->size = size;
+  s->size = s->data = size;
   return 0;
 fail:
   e = errno;
@@ -44,8 +44,8 @@ int kvs__segment_range_ok(const kvs__segment *s, uint64_t off, uint64_t len, uin
 {
   if (!s->base) return 0;
   if (align > 1 && off % align) return 0;
-  if (off > s->size) return 0;
-  return len <= s->size - off;
+  if (off > s->data) return 0;
+  return len <= s->data - off;
 }
 
 int kvs__mul_u64(uint64_t *out, uint64_t a, uint64_t b, uint64_t c, uint64_t d)

@@ -39,7 +39,8 @@ static void on_close(uv_handle_t *h)
   else host->head = ss->next;
   if (ss->next) ss->next->prev = ss->prev;
   host->n--;
-  kvs__debug("session %llu: closed", (unsigned long long)ss->st.id);
+  kvs__debug("session %llu: closed (%llu requests in the fast area)", (unsigned long long)ss->st.id,
+             (unsigned long long)ss->fast.n);
   free(ss);
   if (host->on_gone) host->on_gone(host->arg);
 }
@@ -48,6 +49,7 @@ static void session_close(kvs__session *ss)
 {
   if (uv_is_closing((uv_handle_t *)&ss->pipe)) return;
   ss->closing = 1;
+  ss->fast.area = NULL;
   ss->pending_closes = 1;
   if (ss->timer_on) {
     ss->pending_closes++;
@@ -71,6 +73,7 @@ void kvs__session_shutdown(kvs__session *ss)
 {
   if (ss->closing) return;
   ss->closing = 1;
+  ss->fast.area = NULL;
   uv_read_stop((uv_stream_t *)&ss->pipe);
   ss->shutdown_req.data = ss;
   if (uv_shutdown(&ss->shutdown_req, (uv_stream_t *)&ss->pipe, on_shutdown) < 0) {
@@ -125,6 +128,15 @@ static int send_rep(kvs__session *ss, const kvs__rep *rep)
     kvs__err("session %llu: cannot encode %s reply: %d", (unsigned long long)ss->st.id,
              kvs__op_name(rep->op), r);
     return r;
+  }
+  if (ss->fast_replying) {
+    /* the body into the fast area (its frame length is the socket's);
+     * one too big for it goes on the socket, as the area then says */
+    ss->fast_replying = 0;
+    if (kvs__fast_reply(&ss->fast, out + 4, len - 4) == 0) {
+      free(out);
+      return 0;
+    }
   }
   size_t off = 0;
   /* nothing queued: write at once (one write(2), no request to allocate,
@@ -242,6 +254,10 @@ static void dispatch(kvs__session *ss, const kvs__req *rq)
     int r = send_fds(ss, &rep, hfds, ss->st.dseg.fd >= 0 ? 2 : 1);
     if (ss->st.dseg.fd >= 0) close(ss->st.dseg.fd); /* the client holds it now */
     ss->st.dseg.fd = -1;
+    if (r == 0 && ss->st.fast_off) {
+      kvs__fast_init(&ss->fast, ss->st.seg.base + ss->st.fast_off);
+      kvs__fast_polling(&ss->fast, ss->host->fast_polling);
+    }
     if (r < 0) {
       kvs__warn("session %llu: sending hello reply: %s", (unsigned long long)ss->st.id,
                 strerror(-r));
@@ -347,6 +363,74 @@ static int park(kvs__session *ss, kvs__req *rq)
 
 /* ---- end of the Redis tier's part ---- */
 
+/* ---- the fast area (daemon/fast.h, HACKING.md Decision 52) ---- */
+
+static void spin_after_request(kvs__sessions *h);
+
+/* One request from the session's fast area, when its client left one:
+ * decoded and run as a socket frame would be, its reply into the area.
+ * 1 taken, 0 none, -1 the session must close (a malformed body, as on the
+ * socket). */
+static int fast_poll(kvs__session *ss)
+{
+  if (!ss->fast.area || ss->closing || ss->paused || ss->parked) return 0;
+  uint8_t body[KVS_FAST_REQ_MAX];
+  uint32_t len = 0;
+  int r = kvs__fast_take(&ss->fast, body, &len);
+  if (r == 0) return 0;
+  spin_after_request(ss->host);
+  ss->fast_replying = 1;
+  if (r < 0) {
+    send_err(ss, KVS_OP_INVALID, 0, -EMSGSIZE, "a request of 0 or over %u bytes in the fast area",
+             KVS_FAST_REQ_MAX);
+    ss->fast_replying = 0;
+    return 1;
+  }
+  kvs__req rq;
+  memset(&rq, 0, sizeof rq);
+  char msg[KVS_MAX_ERRMSG] = "";
+  int rc = 1;
+  r = kvs__decode_req((const char *)body, len, &rq, msg);
+  if (r == -EBADMSG) {
+    kvs__warn("session %llu: malformed request in the fast area (%s), closing",
+              (unsigned long long)ss->st.id, msg);
+    send_err(ss, KVS_OP_INVALID, rq.id, r, "malformed message: %s", msg);
+    rc = -1;
+  } else if (r < 0) {
+    send_err(ss, rq.op, rq.id, r, "%s", msg[0] ? msg : kvs_strerror(r));
+  } else if (rq.op != KVS_OP_PUT && rq.op != KVS_OP_GET && rq.op != KVS_OP_RELEASE &&
+             rq.op != KVS_OP_PING) {
+    /* the rest carry fds, wait on the Redis tier or change the session */
+    send_err(ss, rq.op, rq.id, -EPROTO, "%s is not taken in the fast area (put, get, release and "
+             "ping are)", kvs__op_name(rq.op));
+  } else {
+    dispatch(ss, &rq);
+  }
+  ss->fast_replying = 0;
+  kvs__req_free(&rq);
+  return rc;
+}
+
+/* Every session's fast area once; how many requests were taken. */
+static int fast_poll_all(kvs__sessions *h)
+{
+  int n = 0;
+  for (kvs__session *ss = h->head; ss; ss = ss->next) {
+    int r = fast_poll(ss);
+    if (r < 0) kvs__session_shutdown(ss);
+    else n += r;
+  }
+  return n;
+}
+
+static void fast_polling_all(kvs__sessions *h, int on)
+{
+  h->fast_polling = on;
+  for (kvs__session *ss = h->head; ss; ss = ss->next) kvs__fast_polling(&ss->fast, on);
+}
+
+/* ---- end of the fast area's part ---- */
+
 /* ---- framing ---- */
 
 static void on_alloc(uv_handle_t *h, size_t hint, uv_buf_t *b)
@@ -397,6 +481,8 @@ static int process_frames(kvs__session *ss)
     }
     if (r < 0) {
       send_err(ss, rq.op, rq.id, r, "%s", msg[0] ? msg : kvs_strerror(r));
+    } else if (rq.op == KVS_OP_BELL) {
+      if (fast_poll(ss) < 0) rc = -1; /* no reply to the bell itself */
     } else if (park(ss, &rq) < 0) {
       dispatch(ss, &rq);
     }
@@ -466,8 +552,18 @@ static void on_tick(uv_timer_t *t)
 static void on_spin(uv_idle_t *i)
 {
   kvs__sessions *h = i->data;
-  if (uv_hrtime() >= h->spin_until) uv_idle_stop(i);
-  else sched_yield(); /* a client waiting for a core gets this one */
+  int took = fast_poll_all(h);
+  if (uv_hrtime() < h->spin_until) {
+    if (!took) sched_yield(); /* a client waiting for a core gets this one */
+    return;
+  }
+  /* the loop may sleep from now on: clients ring instead, and a request
+   * published before they could see that is taken here (each side
+   * writes its word, fences, then reads the other's) */
+  fast_polling_all(h, 0);
+  __atomic_thread_fence(__ATOMIC_SEQ_CST);
+  if (fast_poll_all(h)) return; /* spinning again */
+  uv_idle_stop(i);
 }
 
 static void spin_after_request(kvs__sessions *h)
@@ -480,6 +576,7 @@ static void spin_after_request(kvs__sessions *h)
     h->spin_init = 1;
   }
   h->spin_until = uv_hrtime() + (uint64_t)us * 1000u;
+  if (!h->fast_polling) fast_polling_all(h, 1);
   if (!uv_is_active((uv_handle_t *)&h->spin)) uv_idle_start(&h->spin, on_spin);
 }
 

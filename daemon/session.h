@@ -8,6 +8,7 @@
 #include <sys/types.h>
 #include <uv.h>
 
+#include "daemon/fast.h"
 #include "daemon/ops.h"
 
 typedef struct kvs__session kvs__session;
@@ -27,6 +28,7 @@ typedef struct kvs__sessions {
   uv_idle_t spin;          /* busy_poll_us: the loop polls without sleeping */
   uint64_t spin_until;     /* uv_hrtime() when it stops */
   int spin_init, spin_closed;
+  int fast_polling;        /* the fast areas say the loop polls them */
 } kvs__sessions;
 
 struct kvs__session {
@@ -43,6 +45,8 @@ struct kvs__session {
   struct kvs__parked *parked; /* a lookup waiting on the Redis tier; reads
                                  and framing stop meanwhile (session.c) */
   uint64_t connected_ms, partial_since_ms;
+  kvs__fast fast;          /* the fast area (daemon/fast.h), area NULL = none */
+  int fast_replying;       /* the next reply goes to the fast area */
   uint8_t *buf;            /* received bytes not yet consumed */
   size_t buf_len, buf_cap;
   uv_shutdown_t shutdown_req;

@@ -172,7 +172,7 @@ int kvs__ops_table(kvs__store *store, kvs__sess_state *st, kvs__seq *seq, const 
     r = kvs__ops_fail(rep, size > rq->n_tokens ? -ENOBUFS : KVS_ESEGMENT,
               "table: needs %llu bytes at offset %llu (room %u, segment %llu, 8-aligned)",
               (unsigned long long)size, (unsigned long long)rq->k_off, rq->n_tokens,
-              (unsigned long long)st->seg.size);
+              (unsigned long long)st->seg.data);
     goto out;
   }
   /* Pass 2: write. The segment is the client's: written, never read back. */

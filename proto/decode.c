@@ -244,14 +244,14 @@ enum {
   RK_OP, RK_ID, RK_VERSION, RK_MODEL, RK_SEG_SIZE, RK_K_BITS, RK_V_BITS,
   RK_POLICY, RK_PFN, RK_OUTLIERS, RK_PID, RK_SEQ, RK_START, RK_TOKENS,
   RK_LAYERS, RK_K_OFF, RK_V_OFF, RK_ACT_OFF, RK_ACT_CHANNELS, RK_BIND, RK_N,
-  RK_GPU, RK_DEV_SEG_SIZE, RK_DEV, RK_SALT,
+  RK_GPU, RK_DEV_SEG_SIZE, RK_DEV, RK_SALT, RK_FAST,
   RK__COUNT
 };
 static const char *const req_keys[RK__COUNT] = {
   "op", "id", "version", "model", "seg_size", "k_bits", "v_bits",
   "policy", "pfn", "outliers", "pid", "seq", "start", "tokens",
   "layers", "k_off", "v_off", "act_off", "act_channels", "bind", "n",
-  "gpu", "dev_seg_size", "dev", "salt",
+  "gpu", "dev_seg_size", "dev", "salt", "fast",
 };
 
 enum { MK_ID, MK_LAYERS, MK_KV_HEADS, MK_HEAD_DIM, MK_DTYPE, MK__COUNT };
@@ -388,6 +388,8 @@ static int decode_hello(const msgpack_object **s, kvs__hello *h, char *errmsg)
         (r = get_uint(s[RK_DEV_SEG_SIZE], "dev_seg_size", UINT64_MAX, &h->dev_seg_size, errmsg)) < 0)
       return r;
   }
+  if (s[RK_FAST] && (r = get_bool(s[RK_FAST], "fast", &h->fast, errmsg)) < 0)
+    return r;
   if (s[RK_SALT]) {
     /* bytes; a str is taken as its bytes (cache_salt strings) */
     const msgpack_object *o = s[RK_SALT];
@@ -578,14 +580,14 @@ enum {
   PK_POLICY, PK_PFN, PK_OUTLIERS, PK_PROFILE, PK_SINK_LAYER, PK_SINK_CHANNELS,
   PK_QUANTIZED, PK_SINKS, PK_SEQ_LEN, PK_CACHED, PK_STATS, PK_SPACES, PK_PROFILES,
   PK_EVICTED, PK_FALLBACK, PK_V_GROUP, PK_SEG_KIND, PK_DEV_SEG_SIZE, PK_TEXT,
-  PK_TABLE_BYTES, PK_FDS, PK_MORE, PK_POOLS, PK_CHUNKS, PK_GPU, PK__COUNT
+  PK_TABLE_BYTES, PK_FDS, PK_MORE, PK_POOLS, PK_CHUNKS, PK_GPU, PK_FAST_OFF, PK__COUNT
 };
 static const char *const rep_keys[PK__COUNT] = {
   "id", "err", "session", "seg_size", "group", "k_bits", "v_bits",
   "policy", "pfn", "outliers", "profile", "sink_layer", "sink_channels",
   "quantized", "sinks", "seq_len", "cached", "stats", "spaces", "profiles",
   "evicted", "fallback", "v_group", "seg_kind", "dev_seg_size", "text",
-  "table_bytes", "fds", "more", "pools", "chunks", "gpu",
+  "table_bytes", "fds", "more", "pools", "chunks", "gpu", "fast_off",
 };
 
 enum {
@@ -809,6 +811,7 @@ static int decode_rep_fields(const char *buf, size_t len, const msgpack_object *
   U32(PK_CACHED, "cached", &rep->cached)
   U64(PK_EVICTED, "evicted", &rep->evicted)
   U64(PK_DEV_SEG_SIZE, "dev_seg_size", &rep->dev_seg_size)
+  U64(PK_FAST_OFF, "fast_off", &rep->fast_off)
   U32(PK_TABLE_BYTES, "table_bytes", &rep->table_bytes)
   U32(PK_FDS, "fds", &rep->table_fds)
 #undef U32

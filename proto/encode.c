@@ -128,7 +128,7 @@ int kvs__encode_req(const kvs__req *req, char **out, size_t *len)
       return -EINVAL;
     if (h->salt_len > KVS_MAX_SALT)
       return -E2BIG;
-    n += 9 + (h->has_gpu ? 2 : 0) + (h->salt_len ? 1 : 0);
+    n += 9 + (h->has_gpu ? 2 : 0) + (h->salt_len ? 1 : 0) + (h->fast ? 1 : 0);
     break;
   case KVS_OP_PUT:
     n += 6 + (req->has_act ? 2 : 0) + (req->dev ? 1 : 0);
@@ -152,6 +152,7 @@ int kvs__encode_req(const kvs__req *req, char **out, size_t *len)
     break;
   case KVS_OP_STATS: case KVS_OP_BYE: case KVS_OP_LIST: case KVS_OP_EVICT:
   case KVS_OP_RELOAD: case KVS_OP_PROFILES: case KVS_OP_PING: case KVS_OP_METRICS:
+  case KVS_OP_BELL:
     break;
   default:
     return -EINVAL;
@@ -189,6 +190,8 @@ int kvs__encode_req(const kvs__req *req, char **out, size_t *len)
       key(&e, "salt");
       e.fail |= msgpack_pack_bin_with_body(&e.pk, h->salt, h->salt_len) != 0;
     }
+    if (h->fast)
+      kv_bool(&e, "fast", 1);
     break;
   case KVS_OP_PUT:
     kv_u64(&e, "seq", req->seq);
@@ -329,7 +332,7 @@ int kvs__encode_rep(const kvs__rep *rep, char **out, size_t *len)
   case KVS_OP_HELLO:
     if (rep->n_sink_channels > KVS_MAX_ACT_CHANNELS)
       return -E2BIG;
-    n += 14 + (rep->seg_device ? 1 : 0); /* seg_kind, dev_seg_size */
+    n += 14 + (rep->seg_device ? 1 : 0) + (rep->fast_off ? 1 : 0); /* seg_kind, dev_seg_size, fast_off */
     break;
   case KVS_OP_PUT: n += 3; break;
   case KVS_OP_LOOKUP: n += 2; break;
@@ -386,6 +389,8 @@ int kvs__encode_rep(const kvs__rep *rep, char **out, size_t *len)
     kv_str(&e, "seg_kind", rep->seg_device ? "device" : "host");
     if (rep->seg_device)
       kv_u64(&e, "dev_seg_size", rep->dev_seg_size);
+    if (rep->fast_off)
+      kv_u64(&e, "fast_off", rep->fast_off);
     break;
   case KVS_OP_PUT:
     kv_u64(&e, "quantized", rep->quantized);

@@ -27,6 +27,7 @@ static const char *const op_names[KVS_OP__COUNT] = {
   [KVS_OP_EVICT] = "evict",     [KVS_OP_RELOAD] = "reload",
   [KVS_OP_PROFILES] = "profiles", [KVS_OP_PING] = "ping",
   [KVS_OP_METRICS] = "metrics", [KVS_OP_TABLE] = "table",
+  [KVS_OP_BELL] = "bell",
 };
 
 const char *kvs__op_name(kvs__op op)

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include <kvsink.h>
+#include "proto/fast.h"
 #include "proto/proto.h" /* limits */
 
 enum { L = 4, H = 2, D = 32, LOOP_GROUPS = 96 };
@@ -453,6 +454,54 @@ static int m_errors(void)
   return 0;
 }
 
+/* The fast area scribbled on (proto/fast.h; run with KVSINK_BUSY_POLL_US
+ * set so that libkvsink uses it): requests of length 0 and over the
+ * limit get an error in the area and the session goes on; garbage bytes
+ * close the session as a malformed frame on the socket does, and
+ * kvs_reconnect() brings a working one. kvsinkd must poll the areas
+ * (busy_poll_us) for the scribbles to be taken without a bell. */
+static int fast_scribble(uint8_t *a, uint32_t len, const void *body, uint32_t seq)
+{
+  if (body) memcpy(a + KVS_FAST_REQ, body, len);
+  __atomic_store_n((uint32_t *)(a + KVS_FAST_REQ_LEN), len, __ATOMIC_RELEASE);
+  __atomic_store_n((uint32_t *)(a + KVS_FAST_REQ_SEQ), seq, __ATOMIC_RELEASE);
+  for (int i = 0; i < 20000; i++) { /* 2 s */
+    if (__atomic_load_n((uint32_t *)(a + KVS_FAST_REP_SEQ), __ATOMIC_ACQUIRE) == seq) return 0;
+    usleep(100);
+  }
+  return -1;
+}
+
+static int m_fasthostile(void)
+{
+  kvs_client *c = conn("fast-hostile");
+  size_t size = 0;
+  uint8_t *a = (uint8_t *)kvs_segment(c, &size) + size; /* the area follows the caller's part */
+  if (kvs_ping(c) < 0) FAIL("ping: %s", kvs_last_error(c));
+  uint32_t seq = __atomic_load_n((uint32_t *)(a + KVS_FAST_REQ_SEQ), __ATOMIC_ACQUIRE);
+  if (seq == 0) FAIL("no request went through the fast area (is busy-polling on both sides?)");
+  /* length 0, then over the limit: an error reply in the area */
+  if (fast_scribble(a, 0, NULL, seq + 1000) < 0) FAIL("no reply to a request of length 0");
+  uint32_t rl = __atomic_load_n((uint32_t *)(a + KVS_FAST_REP_LEN), __ATOMIC_ACQUIRE);
+  if (rl == 0 || rl > KVS_FAST_REP_MAX) FAIL("reply of %u bytes to a request of length 0", rl);
+  if (fast_scribble(a, KVS_FAST_REQ_MAX + 1, NULL, seq + 2000) < 0) FAIL("no reply to an oversize request");
+  /* the session goes on: libkvsink's next request counts on from its own seq */
+  for (int i = 0; i < 10; i++)
+    if (kvs_ping(c) < 0) FAIL("ping after bad lengths: %s", kvs_last_error(c));
+  /* garbage: the session is closed */
+  const uint8_t junk[8] = {0xc1, 0xc1, 0xff, 0x00, 0x91, 0xc1, 0x80, 0x00};
+  seq = __atomic_load_n((uint32_t *)(a + KVS_FAST_REQ_SEQ), __ATOMIC_ACQUIRE);
+  fast_scribble(a, sizeof junk, junk, seq + 3000);
+  int r = kvs_ping(c);
+  if (r == 0) FAIL("the session survived a malformed request in the fast area");
+  if ((r = kvs_reconnect(c)) < 0) FAIL("reconnect: %s", kvs_strerror(r));
+  for (int i = 0; i < 10; i++)
+    if (kvs_ping(c) < 0) FAIL("ping after reconnect: %s", kvs_last_error(c));
+  kvs_close(c);
+  printf("fasthostile ok\n");
+  return 0;
+}
+
 int main(int argc, char **argv)
 {
   if (argc < 3) {
@@ -486,6 +535,8 @@ int main(int argc, char **argv)
     return m_evict((uint32_t)a1);
   if (strcmp(m, "errors") == 0 && argc == 3)
     return m_errors();
+  if (strcmp(m, "fasthostile") == 0 && argc == 3)
+    return m_fasthostile();
   fprintf(stderr, "kvs-itest: bad arguments\n");
   return 2;
 }

@@ -158,7 +158,7 @@ START_TEST(op_names)
 {
   static const char *names[] = { "hello", "put", "lookup", "get", "release", "stats",
                                  "bye", "list", "evict", "reload", "profiles", "ping",
-                                 "metrics", "table" };
+                                 "metrics", "table", "bell" };
   for (int op = KVS_OP_HELLO; op < KVS_OP__COUNT; op++) {
     ck_assert_str_eq(kvs__op_name((kvs__op)op), names[op - 1]);
     ck_assert_int_eq(kvs__op_from_name(names[op - 1], strlen(names[op - 1])), op);
