@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include <cuda_runtime_api.h>
 
@@ -468,6 +469,57 @@ static int cu_sync(kvs__backend *b)
 /* Device-resident input (device segments): the fast kernel on 16-byte
  * aligned tiles reads once (kvs__cuda_quant_reads_once); tiles start at
  * multiples of C elements from k and v, and C is a multiple of 256 there. */
+/* Page-locked host memory mapped for the device at the same address
+ * (unified addressing), for decode residuals the kernels read in place
+ * (store/resbuf.c). Transparent huge pages where the kernel gives them,
+ * then registered: cudaHostAlloc's 4 KiB pages made every 1-token get
+ * that reads 64 rows from as many buffers 3-4 us slower in TLB misses
+ * (H200 host). */
+static int cu_host_alloc(kvs__backend *b, size_t bytes, void **p)
+{
+  cuda_priv *c = b->priv;
+  const size_t huge = (size_t)2 << 20;
+  *p = NULL;
+  bytes = (bytes + huge - 1) & ~(huge - 1);
+  unsigned char *m = mmap(NULL, bytes + huge, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+                          -1, 0);
+  if (m == MAP_FAILED) return -ENOMEM;
+  unsigned char *a = (unsigned char *)(((uintptr_t)m + huge - 1) & ~(uintptr_t)(huge - 1));
+  if (a > m) munmap(m, (size_t)(a - m));
+  if (a + bytes < m + bytes + huge) munmap(a + bytes, (size_t)(m + bytes + huge - (a + bytes)));
+  madvise(a, bytes, MADV_HUGEPAGE); /* a hint */
+  void *d = NULL;
+  pthread_mutex_lock(&c->lock);
+  int rc = cudaSetDevice(c->device) == cudaSuccess &&
+                   cudaHostRegister(a, bytes, cudaHostRegisterMapped | cudaHostRegisterPortable) ==
+                       cudaSuccess
+               ? 0
+               : -ENOMEM;
+  if (rc == 0 && (cudaHostGetDevicePointer(&d, a, 0) != cudaSuccess || d != (void *)a)) {
+    cudaHostUnregister(a); /* a kernel could not read it by this address */
+    rc = -ENOTSUP;
+  }
+  if (rc) cudaGetLastError();
+  pthread_mutex_unlock(&c->lock);
+  if (rc) {
+    munmap(a, bytes);
+    return rc;
+  }
+  *p = a;
+  return 0;
+}
+
+static void cu_host_free(kvs__backend *b, void *p, size_t bytes)
+{
+  cuda_priv *c = b->priv;
+  const size_t huge = (size_t)2 << 20;
+  pthread_mutex_lock(&c->lock);
+  cudaHostUnregister(p);
+  cudaGetLastError();
+  pthread_mutex_unlock(&c->lock);
+  munmap(p, (bytes + huge - 1) & ~(huge - 1));
+}
+
 static int cu_reads_once(kvs__backend *b, const kvs__qparams *p, const void *k, const void *v)
 {
   (void)b;
@@ -558,6 +610,8 @@ kvs__backend *kvs__backend_cuda_open(int device, char *errmsg)
   b->quantize_wait = cu_quantize_wait;
   b->quantize_open = cu_quantize_open;
   b->sync = cu_sync;
+  b->host_alloc = cu_host_alloc;
+  b->host_free = cu_host_free;
   /* A/B switches for tests/gpu (HACKING.md Decision 36), not settings:
    * KVSINK_DEV_INPLACE=0 stages every device put (no quantizing in place),
    * KVSINK_PUT_QUEUE=0 quantizes a put's blocks in one launch at the end */
@@ -574,6 +628,10 @@ kvs__backend *kvs__backend_cuda_open(int device, char *errmsg)
    * queueing, KVSINK_PUT_CHUNK=N queues N blocks a launch */
   ab = getenv("KVSINK_PUT_PIPE");
   b->queue_late = ab && !strcmp(ab, "0");
+  /* (Decision 53) KVSINK_RESIDUAL_PINNED=0: decode residuals in
+   * malloc'd memory, copied up when their group completes */
+  ab = getenv("KVSINK_RESIDUAL_PINNED");
+  if (ab && !strcmp(ab, "0")) b->host_alloc = NULL, b->host_free = NULL;
   ab = getenv("KVSINK_PUT_CHUNK");
   b->queue_chunk = ab ? (uint32_t)strtoul(ab, NULL, 10) : 0;
   b->chunk_gpu = device + 1; /* the pool: a VMM allocation per chunk (Attend) */

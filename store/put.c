@@ -245,6 +245,10 @@ static int put_plan(put *c)
         p->rcap1 = p->rcap1 ? p->rcap1 : 2u * c->G;
         while (p->rcap1 < pend)
           p->rcap1 *= 2;
+        /* 2G rows in page-locked memory where the backend has it
+         * (res_grow) */
+        if (p->rcap1 < 2u * c->G && st->be->host_alloc)
+          p->rcap1 = 2u * c->G;
         add += res_size(p->rcap1 - L->rcap, c->C);
       }
     } else {
@@ -295,6 +299,56 @@ static int in_copy_kv(put *c, uint16_t *dk, uint16_t *dv, uint32_t l, uint32_t t
   return 0;
 }
 
+/* Grow layer L's residual to cap rows, keeping its rows [0, keep), and
+ * count the new bytes. Room for 2G rows comes from page-locked memory
+ * the backend's kernels read in place where there is some (a decode
+ * step's residual: the step that completes the group quantizes it
+ * without a copy up, store/resbuf.c), else from realloc. On failure the
+ * layer is as it was. */
+static int res_grow(put *c, kvs__seq_layer *L, uint32_t cap, uint32_t keep)
+{
+  kvs__store *st = c->st;
+  const size_t rb = (size_t)c->C * 2u, bytes = (size_t)cap * rb;
+  const uint32_t old = L->rcap;
+  uint16_t *nk = NULL, *nv = NULL;
+  int pin = 0;
+  if (cap == 2u * c->G && (nk = kvs__resbuf_get(&st->resbuf, st->be, bytes)) &&
+      !(nv = kvs__resbuf_get(&st->resbuf, st->be, bytes))) {
+    kvs__resbuf_put(&st->resbuf, nk, bytes);
+    nk = NULL;
+  }
+  if (nk) {
+    pin = 1;
+  } else if (!L->rpin) {
+    /* contents kept, so a later failure leaves the seq as it was */
+    nk = realloc(L->rk, bytes);
+    if (!nk)
+      return -ENOMEM;
+    L->rk = nk;
+    nv = realloc(L->rv, bytes);
+    if (!nv)
+      return -ENOMEM;
+    L->rv = nv;
+    res_account(c->q, res_size(cap - old, c->C), 0);
+    L->rcap = cap;
+    return 0;
+  } else if (!(nk = malloc(bytes)) || !(nv = malloc(bytes))) {
+    free(nk);
+    return -ENOMEM;
+  }
+  if (keep) {
+    memcpy(nk, L->rk, (size_t)keep * rb);
+    memcpy(nv, L->rv, (size_t)keep * rb);
+  }
+  kvs__res_free(st, L, c->C);
+  L->rk = nk;
+  L->rv = nv;
+  L->rpin = (uint32_t)pin;
+  res_account(c->q, res_size(cap - old, c->C), 0);
+  L->rcap = cap;
+  return 0;
+}
+
 /* Copy the rows that stay 16-bit into the seq's own memory and check the
  * copy; nothing visible changes (rows past a layer's length are scratch). */
 static int put_stage_residual(put *c)
@@ -311,19 +365,8 @@ static int put_stage_residual(put *c)
     uint16_t *dk, *dv;
     uint32_t first;          /* first staged row that came from the input */
     if (p->append) {
-      if (p->rcap1 > L->rcap) {
-        /* Contents kept, so a later failure leaves the seq as it was. */
-        uint16_t *nk = realloc(L->rk, (size_t)p->rcap1 * rb);
-        if (!nk)
-          return kvs__fail(c->errmsg, -ENOMEM, "out of memory");
-        L->rk = nk;
-        uint16_t *nv = realloc(L->rv, (size_t)p->rcap1 * rb);
-        if (!nv)
-          return kvs__fail(c->errmsg, -ENOMEM, "out of memory");
-        L->rv = nv;
-        res_account(q, res_size(p->rcap1 - L->rcap, C), 0);
-        L->rcap = p->rcap1;
-      }
+      if (p->rcap1 > L->rcap && res_grow(c, L, p->rcap1, p->L0 - nb0 * G) < 0)
+        return kvs__fail(c->errmsg, -ENOMEM, "out of memory");
       dk = L->rk;
       dv = L->rv;
       first = p->L0 - nb0 * G;
@@ -683,8 +726,10 @@ static int put_quantize(put *c)
         if (r < G && (rc = in_copy_kv(c, tk + (size_t)r * C, tv + (size_t)r * C, l, t0 + r,
                                       G - r)) < 0)
           break;
-        items[m++] = (kvs__qitem){tk, tv, b->sink_mask, b->data, b->rows, 0};
-        mh++;
+        /* a page-locked residual is read where it is (dev) */
+        const int pinned = in_place && R->rpin;
+        items[m++] = (kvs__qitem){tk, tv, b->sink_mask, b->data, b->rows, pinned};
+        mh += !pinned;
       }
     }
     if (m == nb || mh == nt || (m && i + 1 == c->njobs)) {
@@ -758,8 +803,7 @@ static void put_commit(put *c, kvs__put_info *info)
     if (pend == 0 && !p->rk && L->rk && L->rcap <= 2u * c->G)
       continue;
     res_account(q, 0, res_size(L->rcap, c->C));
-    free(L->rk);
-    free(L->rv);
+    kvs__res_free(c->st, L, c->C);
     L->rk = p->rk;
     L->rv = p->rv;
     L->rcap = pend;

@@ -60,6 +60,20 @@ int kvs__seq_new(kvs__space *sp, kvs__seq **out)
   return 0;
 }
 
+void kvs__res_free(kvs__store *st, kvs__seq_layer *L, uint32_t channels)
+{
+  if (L->rpin) {
+    size_t bytes = (size_t)L->rcap * channels * 2u;
+    kvs__resbuf_put(&st->resbuf, L->rk, bytes);
+    kvs__resbuf_put(&st->resbuf, L->rv, bytes);
+  } else {
+    free(L->rk);
+    free(L->rv);
+  }
+  L->rk = L->rv = NULL;
+  L->rcap = L->rpin = 0;
+}
+
 void kvs__seq_free(kvs__seq *q)
 {
   if (!q)
@@ -70,8 +84,7 @@ void kvs__seq_free(kvs__seq *q)
     for (uint32_t i = 0; i < q->l[l].nblk; i++)
       kvs__blk_unref(q->l[l].blk[i]);
     free(q->l[l].blk);
-    free(q->l[l].rk);
-    free(q->l[l].rv);
+    kvs__res_free(st, &q->l[l], sp->qp.channels);
   }
   if (q->prev)
     q->prev->next = q->next;

@@ -76,6 +76,8 @@ void kvs__store_close(kvs__store *st)
     return;
   while (st->seqs)
     kvs__seq_free(st->seqs);
+  if (st->be)
+    kvs__resbuf_close(&st->resbuf, st->be);
   kvs__blk_evict_all(st);
   while (st->spaces)
     kvs__space_free(st->spaces);

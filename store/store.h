@@ -125,6 +125,12 @@ typedef struct kvs__backend {
   /* 1 + the GPU ordinal whose CUDA VMM allocations may make the pool's
    * chunks (one per chunk, exportable for block tables); 0 = none. */
   int chunk_gpu;
+  /* Optional (dev_io): page-locked host memory that the quantize calls
+   * read in place as dev items (mapped, the same address on the device):
+   * a decode step's residual, so the step that completes a group does
+   * not copy it up first (store/resbuf.c). NULL = none. */
+  int (*host_alloc)(struct kvs__backend *b, size_t bytes, void **p);
+  void (*host_free)(struct kvs__backend *b, void *p, size_t bytes); /* bytes as allocated */
   void *priv;
 } kvs__backend;
 int kvs__backend_copy(kvs__backend *b, void *dst, const void *src, size_t n, int to_pool);

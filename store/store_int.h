@@ -12,6 +12,7 @@
 #include "store/index.h"
 #include "store/pool.h"
 #include "store/rec.h"
+#include "store/resbuf.h"
 #include "store/rows.h"
 #include "store/store.h"
 
@@ -84,6 +85,7 @@ typedef struct kvs__seq_layer {
   kvs__block **blk;
   uint16_t *rk, *rv;                /* residual [len - nblk*G][C] */
   uint32_t rcap;                    /* rows allocated in rk / rv */
+  uint32_t rpin;                    /* rk and rv are resbuf buffers (store/resbuf.c) */
 } kvs__seq_layer;
 
 struct kvs__seq {
@@ -124,6 +126,7 @@ struct kvs__store {
   kvs__recs blk_recs, grp_recs;     /* records of blocks and groups (apart, so
                                        a stale LRU entry never reads a group) */
   void *rec_slabs;                  /* the slabs they come from */
+  kvs__resbuf resbuf;               /* decode residuals in page-locked memory */
   int full_cls;                     /* reserve(): class + 1 that had no free slot */
   uint64_t own_n, own_rows;         /* evictions not counted yet (block.c) */
   uint64_t full_frees;              /* at this kvs__pool_frees */
@@ -244,6 +247,8 @@ uint64_t kvs__blk_evict_all(kvs__store *st);
 int kvs__fail(char *errmsg, int rc, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
 /* Grow *p (elements of size sz) to hold at least n; contents kept. */
 int kvs__grow(void **p, uint32_t *cap, uint32_t n, size_t sz);
+/* Free a layer's residual buffers (malloc'd or resbuf) and zero them. */
+void kvs__res_free(kvs__store *st, kvs__seq_layer *L, uint32_t channels);
 /* Position t is a sink by the PFN rule of sp. */
 int kvs__pfn_flag(const kvs__space *sp, uint32_t t);
 

@@ -643,6 +643,151 @@ START_TEST(host_backend_refuses)
 }
 END_TEST
 
+/* Decode residuals in the backend's page-locked memory (store/resbuf.c):
+ * a 1-token put that completes a group hands the residual to quantize_n
+ * as dev items (no copy into host tiles), buffers come from one chunk and
+ * are recycled, a residual left by a bulk put moves there at the next
+ * decode step, and the blocks are the host store's. */
+static uint32_t ha_calls, hf_calls, pin_items;
+static char *ha_lo, *ha_hi;
+
+static int fake_host_alloc(kvs__backend *b, size_t bytes, void **p)
+{
+  (void)b;
+  *p = aligned_alloc(4096, (bytes + 4095) & ~(size_t)4095);
+  if (!*p) return -ENOMEM;
+  ha_calls++;
+  if (!ha_lo || (char *)*p < ha_lo) ha_lo = *p;
+  if ((char *)*p + bytes > ha_hi) ha_hi = (char *)*p + bytes;
+  return 0;
+}
+
+static void fake_host_free(kvs__backend *b, void *p, size_t bytes)
+{
+  (void)b;
+  ck_assert_uint_ge(bytes, (size_t)2 << 20); /* a whole chunk */
+  hf_calls++;
+  free(p);
+}
+
+static int pin_quantize_n(kvs__backend *b, const kvs__qparams *p, const kvs__qitem *it, uint32_t n)
+{
+  for (uint32_t i = 0; i < n; i++)
+    if (it[i].dev && (const char *)it[i].k >= ha_lo && (const char *)it[i].k < ha_hi) pin_items++;
+  return fake_quantize_n(b, p, it, n);
+}
+
+/* tokens [from, to) one at a time into both seqs; k, v: [NL][stride][C] */
+static void decode(kvs__seq *q, kvs__seq *hq, const uint32_t *tok, const uint16_t *k,
+                   const uint16_t *v, uint32_t stride, uint32_t from, uint32_t to)
+{
+  char err[KVS_STORE_ERRMSG];
+  uint16_t *k1 = malloc((size_t)NL * C * 2), *v1 = malloc((size_t)NL * C * 2);
+  for (uint32_t t = from; t < to; t++) {
+    for (uint32_t l = 0; l < NL; l++) { /* [layer][1][C] of token t */
+      memcpy(k1 + (size_t)l * C, k + ((size_t)l * stride + t) * C, (size_t)C * 2);
+      memcpy(v1 + (size_t)l * C, v + ((size_t)l * stride + t) * C, (size_t)C * 2);
+    }
+    ck_assert_int_eq(kvs__seq_put(q, t, tok + t, 1, 0, NL, k1, v1, NULL, 0, NULL, err), 0);
+    ck_assert_int_eq(kvs__seq_put(hq, t, tok + t, 1, 0, NL, k1, v1, NULL, 0, NULL, err), 0);
+  }
+  free(k1);
+  free(v1);
+}
+
+static void same_rows(kvs__seq *q, kvs__seq *hq, uint32_t n)
+{
+  char err[KVS_STORE_ERRMSG];
+  size_t bytes = (size_t)NL * n * C * 2;
+  uint16_t *a1 = malloc(bytes), *b1 = malloc(bytes), *a2 = malloc(bytes), *b2 = malloc(bytes);
+  ck_assert_int_eq(kvs__seq_get(q, 0, n, 0, NL, a1, b1, err), 0);
+  ck_assert_int_eq(kvs__seq_get(hq, 0, n, 0, NL, a2, b2, err), 0);
+  ck_assert_mem_eq(a1, a2, bytes);
+  ck_assert_mem_eq(b1, b2, bytes);
+  free(a1);
+  free(b1);
+  free(a2);
+  free(b2);
+}
+
+START_TEST(decode_residual_pinned)
+{
+  kvs__backend pb = fakedev;
+  pb.quantize_n = pin_quantize_n;
+  pb.host_alloc = fake_host_alloc;
+  pb.host_free = fake_host_free;
+  ha_calls = hf_calls = pin_items = 0;
+  ha_lo = ha_hi = NULL;
+  kvs__space_key key = tkey(4, 2);
+  kvs__store *sd = mk(&pb), *sh = mk(NULL);
+  kvs__space *sp, *hp;
+  kvs__seq *q, *hq;
+  char err[KVS_STORE_ERRMSG];
+  ck_assert_int_eq(kvs__space_ref(sd, &key, NULL, &sp), 0);
+  ck_assert_int_eq(kvs__space_ref(sh, &key, NULL, &hp), 0);
+  const uint32_t n = 2 * G + 3;
+  uint32_t *tok = ttoks(n, 7);
+  uint16_t *k = trandkv(NL, n, 11), *v = trandkv(NL, n, 12);
+  ck_assert_int_eq(kvs__seq_new(sp, &q), 0);
+  ck_assert_int_eq(kvs__seq_new(hp, &hq), 0);
+  decode(q, hq, tok, k, v, n, 0, n);
+  ck_assert_uint_eq(ha_calls, 1);           /* one chunk for every buffer */
+  ck_assert_uint_eq(pin_items, 2 * NL);     /* two groups, each layer's read in place */
+  same_rows(q, hq, n);
+  kvs__store_stats s1;
+  kvs__store_stats_get(sd, &s1);
+  ck_assert_uint_eq(s1.residual_bytes, (uint64_t)NL * 2 * 2 * G * C * 2); /* 2G rows, K and V */
+  kvs__seq_free(q);
+  kvs__store_stats_get(sd, &s1);
+  ck_assert_uint_eq(s1.residual_bytes, 0);
+  /* the buffers come back: a new seq takes them, no new chunk */
+  kvs__seq_free(hq);
+  ck_assert_int_eq(kvs__seq_new(sp, &q), 0);
+  ck_assert_int_eq(kvs__seq_new(hp, &hq), 0);
+  uint32_t *tok2 = ttoks(n, 1000); /* other tokens: the first seq's blocks are still cached */
+  decode(q, hq, tok2, k, v, n, 0, G + 1);
+  free(tok2);
+  ck_assert_uint_eq(ha_calls, 1);
+  ck_assert_uint_eq(pin_items, 3 * NL);
+  same_rows(q, hq, G + 1);
+  kvs__seq_free(q);
+  kvs__seq_free(hq);
+  /* a bulk put's leftover rows (malloc'd) move to a pinned buffer at the
+   * next decode step, rows kept */
+  free(k);
+  free(v);
+  uint16_t *k2 = trandkv(NL, n, 21), *v2 = trandkv(NL, n, 22);
+  /* a bulk put of G + 5 tokens: [layer][G + 5][C] */
+  uint16_t *kb = malloc((size_t)NL * (G + 5) * C * 2), *vb = malloc((size_t)NL * (G + 5) * C * 2);
+  for (uint32_t l = 0; l < NL; l++) {
+    memcpy(kb + (size_t)l * (G + 5) * C, k2 + (size_t)l * n * C, (size_t)(G + 5) * C * 2);
+    memcpy(vb + (size_t)l * (G + 5) * C, v2 + (size_t)l * n * C, (size_t)(G + 5) * C * 2);
+  }
+  ck_assert_int_eq(kvs__seq_new(sp, &q), 0);
+  ck_assert_int_eq(kvs__seq_new(hp, &hq), 0);
+  uint32_t *tok3 = ttoks(n, 5000);
+  ck_assert_int_eq(kvs__seq_put(q, 0, tok3, G + 5, 0, NL, kb, vb, NULL, 0, NULL, err), 0);
+  ck_assert_int_eq(kvs__seq_put(hq, 0, tok3, G + 5, 0, NL, kb, vb, NULL, 0, NULL, err), 0);
+  uint32_t before = pin_items;
+  decode(q, hq, tok3, k2, v2, n, G + 5, n);
+  free(tok3);
+  ck_assert_uint_eq(pin_items, before + NL); /* the second group, read in place */
+  same_rows(q, hq, n);
+  free(kb);
+  free(vb);
+  free(k2);
+  free(v2);
+  free(tok);
+  kvs__seq_free(q);
+  kvs__seq_free(hq);
+  kvs__space_unref(sp);
+  kvs__space_unref(hp);
+  kvs__store_close(sd);
+  kvs__store_close(sh);
+  ck_assert_uint_eq(hf_calls, ha_calls); /* every chunk given back at close */
+}
+END_TEST
+
 int main(void)
 {
   Suite *su = suite_create("devput");
@@ -657,6 +802,7 @@ int main(void)
   tcase_add_test(t, feed);
   tcase_add_test(t, lru_ring_made_once);
   tcase_add_test(t, get_dev_waits_for_its_copies);
+  tcase_add_test(t, decode_residual_pinned);
   suite_add_tcase(su, t);
   SRunner *sr = srunner_create(su);
   srunner_run_all(sr, CK_NORMAL);
