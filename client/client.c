@@ -9,7 +9,7 @@
 #include <unistd.h>
 
 #include "client/client_int.h"
-#include "proto/fast.h"
+#include "proto/fastarea.h"
 #include <kvsink.h>
 
 void kvs_options_init(kvs_options *opts)

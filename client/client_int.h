@@ -19,7 +19,7 @@ struct kvs_client {
   kvs_info info;
   void *seg;
   size_t seg_size;
-  size_t seg_end;           /* where the fast area starts (proto/fast.h),
+  size_t seg_end;           /* where the fast area starts (proto/fastarea.h),
                              * else seg_size: the stage and the caller's
                              * part lie below it */
   char socket_path[108];

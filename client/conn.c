@@ -12,7 +12,7 @@
 #include <unistd.h>
 
 #include "client/conn.h"
-#include "proto/fast.h"
+#include "proto/fastarea.h"
 
 const char *kvs__conn_default_path(const char *path)
 {
@@ -224,7 +224,7 @@ void kvs__conn_set_fast(kvs__conn *c, void *area)
   c->fast_seq = area ? kvs__fast_load(area, KVS_FAST_REQ_SEQ) : 0;
 }
 
-/* The fast area (proto/fast.h, HACKING.md Decision 52) for this call: a
+/* The fast area (proto/fastarea.h, HACKING.md Decision 52) for this call: a
  * caller that busy-polls, an op kvsinkd takes there, a body that fits. */
 static int fast_ok(const kvs__conn *c, kvs__op op, size_t frame_len)
 {

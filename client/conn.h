@@ -25,7 +25,7 @@ typedef struct kvs__conn {
   int broken;                   /* stream out of sync: every call fails */
   uint32_t spin_us;             /* busy-poll for a reply this long before blocking */
   uint32_t rpos, rlen;          /* unread bytes are rbuf[rpos, rlen) */
-  uint8_t *fast;                /* the fast area (proto/fast.h) in the
+  uint8_t *fast;                /* the fast area (proto/fastarea.h) in the
                                  * segment; NULL = none (the socket only) */
   uint32_t fast_seq;            /* the last request published there */
   char errmsg[KVS_MAX_ERRMSG];  /* last error text (daemon's or ours) */

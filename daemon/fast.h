@@ -1,5 +1,5 @@
 /* SPDX-License-Identifier: MIT */
-/* A session's fast area, kvsinkd's side (proto/fast.h, HACKING.md
+/* A session's fast area, kvsinkd's side (proto/fastarea.h, HACKING.md
  * Decision 52): take a request the client left there (copied out once,
  * its length checked), write its reply, say whether the loop polls. */
 #ifndef KVS_DAEMON_FAST_H
@@ -8,7 +8,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "proto/fast.h"
+#include "proto/fastarea.h"
 
 typedef struct kvs__fast {
   uint8_t *area;    /* in the session's segment; NULL = none */

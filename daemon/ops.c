@@ -11,7 +11,7 @@
 #include "daemon/ops.h"
 #include "daemon/ops_dev.h"
 #include "daemon/table.h"
-#include "proto/fast.h"
+#include "proto/fastarea.h"
 
 void kvs__sess_init(kvs__sess_state *st, const kvs__config *cfg, uint64_t id, uid_t uid,
                     pid_t pid, int admin)

@@ -56,7 +56,7 @@ struct kvs__sess_state {
   kvs__space *space;
   kvs__space_key key;
   kvs__segment seg;
-  uint64_t fast_off;       /* the fast area's offset in seg, 0 = none (proto/fast.h) */
+  uint64_t fast_off;       /* the fast area's offset in seg, 0 = none (proto/fastarea.h) */
   kvs__devseg dseg;        /* device segment, or the pinned memfd's staging */
   kvs__store *store;       /* the session's pool (its GPU's, else the first) */
   kvs__backend *backend;

@@ -11,7 +11,7 @@ typedef struct kvs__segment {
   uint8_t *base;
   uint64_t size;
   uint64_t data;   /* the bytes requests may name: size, or where the
-                      fast area starts (proto/fast.h) */
+                      fast area starts (proto/fastarea.h) */
 } kvs__segment;
 
 /* Create, size and seal (F_SEAL_SHRINK|F_SEAL_GROW|F_SEAL_SEAL) a memfd of

@@ -48,7 +48,7 @@ typedef enum kvs__op {
   KVS_OP_PING,     /* no work; latency and health */
   KVS_OP_METRICS,  /* the Prometheus exposition as text (kvsinkctl metrics) */
   KVS_OP_TABLE,    /* block table of a seq, pool chunk fds (Attend) */
-  KVS_OP_BELL,     /* a request waits in the fast area (proto/fast.h); no reply */
+  KVS_OP_BELL,     /* a request waits in the fast area (proto/fastarea.h); no reply */
   KVS_OP__COUNT
 } kvs__op;
 
@@ -81,7 +81,7 @@ typedef struct kvs__hello {
   uint64_t dev_seg_size;   /* 0 = seg_size */
   uint8_t salt[KVS_MAX_SALT]; /* joins the space key; salt_len 0 = none */
   uint32_t salt_len;
-  int fast;                /* asks for a fast area (proto/fast.h) */
+  int fast;                /* asks for a fast area (proto/fastarea.h) */
 } kvs__hello;
 
 /* All other requests share one struct; each op uses the fields it documents

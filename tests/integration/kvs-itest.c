@@ -14,7 +14,7 @@
 #include <unistd.h>
 
 #include <kvsink.h>
-#include "proto/fast.h"
+#include "proto/fastarea.h"
 #include "proto/proto.h" /* limits */
 
 enum { L = 4, H = 2, D = 32, LOOP_GROUPS = 96 };
@@ -454,7 +454,7 @@ static int m_errors(void)
   return 0;
 }
 
-/* The fast area scribbled on (proto/fast.h; run with KVSINK_BUSY_POLL_US
+/* The fast area scribbled on (proto/fastarea.h; run with KVSINK_BUSY_POLL_US
  * set so that libkvsink uses it): requests of length 0 and over the
  * limit get an error in the area and the session goes on; garbage bytes
  * close the session as a malformed frame on the socket does, and

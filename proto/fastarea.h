@@ -15,8 +15,8 @@
  *            rep_len KVS_FAST_ON_SOCKET: the reply went on the socket.
  *   kvsinkd clears polling, fences, then looks at req_seq once more
  *   before its loop sleeps, so a request is never left unseen. */
-#ifndef KVS_PROTO_FAST_H
-#define KVS_PROTO_FAST_H
+#ifndef KVS_PROTO_FASTAREA_H
+#define KVS_PROTO_FASTAREA_H
 
 #include <stdint.h>
 
