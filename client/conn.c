@@ -291,6 +291,19 @@ static int fast_wait(kvs__conn *c, char *buf, uint32_t *len)
   return 1;
 }
 
+/* No reply could be read: the stream is out of sync from here on. */
+static int recv_failed(kvs__conn *c, fdbox *box, int r)
+{
+  c->broken = 1;
+  kvs__conn_seterr(c, r, "receive");
+  if (r == -ECONNRESET)
+    snprintf(c->errmsg, sizeof c->errmsg,
+             "kvsinkd closed the connection (stopped or restarted): kvs_reconnect() connects "
+             "again and maps new segments");
+  box_close(box);
+  return r;
+}
+
 /* Decode the reply body to req and check it; the fds in box are the
  * caller's on 0 and closed otherwise. */
 static int finish(kvs__conn *c, const char *body, uint32_t len, const kvs__req *req,
@@ -371,15 +384,8 @@ int kvs__conn_call_fds(kvs__conn *c, kvs__req *req, kvs__rep *rep, int *fds, uin
     r = fast_wait(c, fbuf, &flen);
     if (r == 1)
       return finish(c, fbuf, flen, req, rep, &box, nfds);
-    if (r < 0) {
-      c->broken = 1;
-      kvs__conn_seterr(c, r, "receive");
-      if (r == -ECONNRESET)
-        snprintf(c->errmsg, sizeof c->errmsg,
-                 "kvsinkd closed the connection (stopped or restarted): kvs_reconnect() connects "
-                 "again and maps new segments");
-      return r;
-    }
+    if (r < 0)
+      return recv_failed(c, &box, r);
     /* 0: the reply comes on the socket */
   }
   for (;;) {
@@ -419,12 +425,5 @@ int kvs__conn_call_fds(kvs__conn *c, kvs__req *req, kvs__rep *rep, int *fds, uin
     return r;
   }
   free(in);
-  c->broken = 1;
-  kvs__conn_seterr(c, r, "receive");
-  if (r == -ECONNRESET)
-    snprintf(c->errmsg, sizeof c->errmsg,
-             "kvsinkd closed the connection (stopped or restarted): kvs_reconnect() connects "
-             "again and maps new segments");
-  box_close(&box);
-  return r;
+  return recv_failed(c, &box, r);
 }
