@@ -727,7 +727,7 @@ static int put_quantize(put *c)
                                       G - r)) < 0)
           break;
         /* a page-locked residual is read where it is (dev) */
-        const int pinned = in_place && R->rpin;
+        const int pinned = in_place && R->rpin && c->st->be->dev_io;
         items[m++] = (kvs__qitem){tk, tv, b->sink_mask, b->data, b->rows, pinned};
         mh += !pinned;
       }
