@@ -8,7 +8,7 @@
 #include "store/store.h"
 
 #define CHUNK_MIN ((size_t)4 << 20)
-#define STAGGER ((size_t)3 * 64)
+#define STAGGER ((size_t)17 * 64)
 
 static kvs__resbuf_class *class_of(kvs__resbuf *r, size_t bytes, int make)
 {
@@ -45,11 +45,13 @@ void *kvs__resbuf_get(kvs__resbuf *r, kvs__backend *b, size_t bytes)
   if (!c->nfree) {
     /* a new chunk, cut into buffers of this class; the stack first, so
      * that every buffer cut has room there */
-    /* buffers a few cache lines apart beyond their size: at a stride of
-     * a power of two (128 KiB for 2G rows of 1,024 channels), the row a
-     * decode step writes in each layer's buffer, and a get reads, would
-     * all fall in the same cache sets (a 1-token get was 3-5 us slower
-     * on the H200 host for it) */
+    /* buffers 17 cache lines apart beyond their size: at a stride of a
+     * power of two (128 KiB for 2G rows of 1,024 channels) or a few lines
+     * more, the rows a decode step writes in each layer's buffer and a
+     * get reads back collide (cache sets and 4 KiB address aliasing
+     * against the copy's other side): on the H200 host a 1-token get's
+     * residual copy took 8.6-9.9 us at a stagger of 16 or 192 bytes,
+     * 3.4-3.9 at 1,088 or 2,240, 4.2-5.4 from malloc'd buffers */
     const size_t stride = bytes + STAGGER;
     size_t n = CHUNK_MIN / stride ? CHUNK_MIN / stride : 1;
     if (c->cap < c->nfree + n) {
