@@ -363,6 +363,29 @@ static int park(kvs__session *ss, kvs__req *rq)
 
 /* ---- end of the Redis tier's part ---- */
 
+/* Decode a frame's body (the socket's or the fast area's) into rq.
+ * 1: run it; 0: refused, its error sent; -1: malformed, the session must
+ * close (answered when the client can tell which request it was: an id,
+ * or the fast area's one slot). */
+static int decode_frame(kvs__session *ss, const uint8_t *body, uint32_t len, kvs__req *rq,
+                        const char *what)
+{
+  memset(rq, 0, sizeof *rq);
+  char msg[KVS_MAX_ERRMSG] = "";
+  int r = kvs__decode_req((const char *)body, len, rq, msg);
+  if (r == -EBADMSG) {
+    kvs__warn("session %llu: malformed %s (%s), closing", (unsigned long long)ss->st.id, what, msg);
+    if (rq->id || ss->fast_replying)
+      send_err(ss, KVS_OP_INVALID, rq->id, r, "malformed message: %s", msg);
+    return -1;
+  }
+  if (r < 0) {
+    send_err(ss, rq->op, rq->id, r, "%s", msg[0] ? msg : kvs_strerror(r));
+    return 0;
+  }
+  return 1;
+}
+
 /* ---- the fast area (daemon/fast.h, HACKING.md Decision 52) ---- */
 
 static void spin_after_request(kvs__sessions *h);
@@ -387,17 +410,12 @@ static int fast_poll(kvs__session *ss)
     return 1;
   }
   kvs__req rq;
-  memset(&rq, 0, sizeof rq);
-  char msg[KVS_MAX_ERRMSG] = "";
   int rc = 1;
-  r = kvs__decode_req((const char *)body, len, &rq, msg);
-  if (r == -EBADMSG) {
-    kvs__warn("session %llu: malformed request in the fast area (%s), closing",
-              (unsigned long long)ss->st.id, msg);
-    send_err(ss, KVS_OP_INVALID, rq.id, r, "malformed message: %s", msg);
+  r = decode_frame(ss, body, len, &rq, "request in the fast area");
+  if (r < 0) {
     rc = -1;
-  } else if (r < 0) {
-    send_err(ss, rq.op, rq.id, r, "%s", msg[0] ? msg : kvs_strerror(r));
+  } else if (r == 0) {
+    /* answered */
   } else if (rq.op != KVS_OP_PUT && rq.op != KVS_OP_GET && rq.op != KVS_OP_RELEASE &&
              rq.op != KVS_OP_PING) {
     /* the rest carry fds, wait on the Redis tier or change the session */
@@ -468,19 +486,15 @@ static int process_frames(kvs__session *ss)
     }
     if (ss->buf_len - pos - 4 < flen) break;
     kvs__req rq;
-    memset(&rq, 0, sizeof rq);
-    char msg[KVS_MAX_ERRMSG] = "";
-    int r = kvs__decode_req((const char *)ss->buf + pos + 4, flen, &rq, msg);
+    int r = decode_frame(ss, ss->buf + pos + 4, flen, &rq, "frame");
     pos += 4 + (size_t)flen;
-    if (r == -EBADMSG) {
-      kvs__warn("session %llu: malformed frame (%s), closing", (unsigned long long)ss->st.id, msg);
-      if (rq.id) send_err(ss, KVS_OP_INVALID, rq.id, r, "malformed message: %s", msg);
+    if (r < 0) {
       kvs__req_free(&rq);
       rc = -1;
       break;
     }
-    if (r < 0) {
-      send_err(ss, rq.op, rq.id, r, "%s", msg[0] ? msg : kvs_strerror(r));
+    if (r == 0) {
+      /* answered */
     } else if (rq.op == KVS_OP_BELL) {
       if (fast_poll(ss) < 0) rc = -1; /* no reply to the bell itself */
     } else if (park(ss, &rq) < 0) {

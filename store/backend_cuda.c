@@ -9,10 +9,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/mman.h>
 
 #include <cuda_runtime_api.h>
 
+#include "store/rec.h"
 #include "store/store.h"
 #include "kernels/cuda.h"
 
@@ -478,16 +478,10 @@ static int cu_sync(kvs__backend *b)
 static int cu_host_alloc(kvs__backend *b, size_t bytes, void **p)
 {
   cuda_priv *c = b->priv;
-  const size_t huge = (size_t)2 << 20;
   *p = NULL;
-  bytes = (bytes + huge - 1) & ~(huge - 1);
-  unsigned char *m = mmap(NULL, bytes + huge, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
-                          -1, 0);
-  if (m == MAP_FAILED) return -ENOMEM;
-  unsigned char *a = (unsigned char *)(((uintptr_t)m + huge - 1) & ~(uintptr_t)(huge - 1));
-  if (a > m) munmap(m, (size_t)(a - m));
-  if (a + bytes < m + bytes + huge) munmap(a + bytes, (size_t)(m + bytes + huge - (a + bytes)));
-  madvise(a, bytes, MADV_HUGEPAGE); /* a hint */
+  bytes = (bytes + ((size_t)2 << 20) - 1) & ~(((size_t)2 << 20) - 1);
+  unsigned char *a = kvs__map_huge(bytes);
+  if (!a) return -ENOMEM;
   void *d = NULL;
   pthread_mutex_lock(&c->lock);
   int rc = cudaSetDevice(c->device) == cudaSuccess &&
@@ -502,7 +496,7 @@ static int cu_host_alloc(kvs__backend *b, size_t bytes, void **p)
   if (rc) cudaGetLastError();
   pthread_mutex_unlock(&c->lock);
   if (rc) {
-    munmap(a, bytes);
+    kvs__unmap_huge(a, bytes);
     return rc;
   }
   *p = a;
@@ -512,12 +506,11 @@ static int cu_host_alloc(kvs__backend *b, size_t bytes, void **p)
 static void cu_host_free(kvs__backend *b, void *p, size_t bytes)
 {
   cuda_priv *c = b->priv;
-  const size_t huge = (size_t)2 << 20;
   pthread_mutex_lock(&c->lock);
   cudaHostUnregister(p);
   cudaGetLastError();
   pthread_mutex_unlock(&c->lock);
-  munmap(p, (bytes + huge - 1) & ~(huge - 1));
+  kvs__unmap_huge(p, bytes);
 }
 
 static int cu_reads_once(kvs__backend *b, const kvs__qparams *p, const void *k, const void *v)

@@ -21,19 +21,34 @@
  * the kernel gives them on madvise), faulted in here rather than line by
  * line inside a put: in 4 KiB pages, a slab's 512 faults were a third
  * of a put's host time while the pool filled (bench_put cold). */
-static unsigned char *slab_new(void **slabs)
+void *kvs__map_huge(size_t bytes)
 {
-  unsigned char *m = mmap(NULL, 2 * REC_SLAB, PROT_READ | PROT_WRITE,
+  const size_t huge = (size_t)2 << 20;
+  bytes = (bytes + huge - 1) & ~(huge - 1);
+  unsigned char *m = mmap(NULL, bytes + huge, PROT_READ | PROT_WRITE,
                           MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   if (m == MAP_FAILED)
     return NULL;
-  uintptr_t a = ((uintptr_t)m + REC_SLAB - 1) & ~(uintptr_t)(REC_SLAB - 1);
-  unsigned char *p = (unsigned char *)a;
+  unsigned char *p = (unsigned char *)(((uintptr_t)m + huge - 1) & ~(uintptr_t)(huge - 1));
   if (p > m)
     munmap(m, (size_t)(p - m));
-  if (p + REC_SLAB < m + 2 * REC_SLAB)
-    munmap(p + REC_SLAB, (size_t)(m + 2 * REC_SLAB - (p + REC_SLAB)));
-  madvise(p, REC_SLAB, MADV_HUGEPAGE); /* a hint: 4 KiB pages work too */
+  if (p + bytes < m + bytes + huge)
+    munmap(p + bytes, (size_t)(m + bytes + huge - (p + bytes)));
+  madvise(p, bytes, MADV_HUGEPAGE); /* a hint: 4 KiB pages work too */
+  return p;
+}
+
+void kvs__unmap_huge(void *p, size_t bytes)
+{
+  const size_t huge = (size_t)2 << 20;
+  munmap(p, (bytes + huge - 1) & ~(huge - 1));
+}
+
+static unsigned char *slab_new(void **slabs)
+{
+  unsigned char *p = kvs__map_huge(REC_SLAB);
+  if (!p)
+    return NULL;
   for (size_t o = 0; o < REC_SLAB; o += 4096)
     p[o] = 0;
   *(void **)p = *slabs; /* the slab list lives in the slabs' first bytes */

@@ -42,6 +42,12 @@ static inline void kvs__rec_put(kvs__recs *r, void *rec, uint32_t lines)
 {
   r->free[lines][r->nfree[lines]++] = rec;
 }
+/* Anonymous memory of bytes (rounded up to 2 MiB), 2 MiB-aligned so that
+ * it can be huge pages (where the kernel gives them); NULL when out of
+ * memory. kvs__unmap_huge takes the same bytes. (Record slabs here, the
+ * CUDA backend's page-locked residual chunks.) */
+void *kvs__map_huge(size_t bytes);
+void kvs__unmap_huge(void *p, size_t bytes);
 /* The stacks freed; the slabs stay (kvs__rec_slabs_free). */
 void kvs__recs_reset(kvs__recs *r);
 /* Unmap every slab (at close). */
