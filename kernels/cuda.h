@@ -39,14 +39,37 @@ typedef struct kvs__cuda_dqjob {
   uint32_t r0, r1;
 } kvs__cuda_dqjob;
 
+/* Launch signals (kvs__cuda_wait, HACKING.md Decision 54): the last
+ * CUDA block of a signalled launch writes its slot's word, in mapped
+ * page-locked memory, so that the host learns of the end of the launches
+ * since its last wait by reading memory instead of a copy and a
+ * synchronize. One slot per launch; seq is the launch's number. */
+#define KVS__CUDA_SIGNALS 64u
+typedef struct kvs__cuda_signal {
+  unsigned long long seq; /* written last */
+  int status;             /* the status word when the launch ended */
+  int pad;
+} kvs__cuda_signal;
+typedef struct kvs__cuda_sigs {
+  kvs__cuda_signal *host;   /* mapped page-locked [KVS__CUDA_SIGNALS] */
+  kvs__cuda_signal *dev;    /* the same, as the GPU addresses it */
+  uint32_t *ctr;            /* device [KVS__CUDA_SIGNALS]: blocks done per launch */
+  unsigned long long next;  /* the next launch's seq */
+  uint32_t n;               /* slots taken since the last wait */
+  int all;                  /* every launch since the last wait has a slot */
+  int off;                  /* signals not used (KVSINK_LAUNCH_SIGNAL=0) */
+} kvs__cuda_sigs;
+
 /* Scratch the launchers need (a device status word); one per thread of
- * use. Returns 0 or -EIO / -ENOMEM. */
+ * use. Returns 0 or -EIO / -ENOMEM. Copies of a context (another stream)
+ * share its signals. */
 typedef struct kvs__cuda_ctx {
   int *d_status;        /* device int */
   void *stream;         /* cudaStream_t; NULL = default stream */
   int *h_status;        /* page-locked host int for the status read, or NULL */
   void *d_feed;         /* device word a feed's kernel mirrors the host's in */
   uint32_t feed_gen;    /* feeds launched (tags the mirror) */
+  kvs__cuda_sigs *sig;  /* NULL: none (kvs__cuda_wait is kvs__cuda_finish) */
 } kvs__cuda_ctx;
 
 int kvs__cuda_ctx_init(kvs__cuda_ctx *c);
@@ -89,6 +112,15 @@ int kvs__cuda_quantize_feed(kvs__cuda_ctx *c, const kvs__qparams *p, const kvs__
                             const void *d_jobs, const kvs__cuda_feed *d_feed, uint32_t max_jobs);
 /* Synchronize and read (then clear) the status word. */
 int kvs__cuda_finish(kvs__cuda_ctx *c);
+/* kvs__cuda_finish for a caller whose only GPU work since the last wait
+ * is kvs__cuda_quantize_async / kvs__cuda_dequantize_async launches (and
+ * copies queued before them on their streams): when each of those
+ * launches has a signal, it waits for their signals (spinning on host
+ * memory, no CUDA call) and returns the status they carry; otherwise, or
+ * when the signals have not all come within KVS__CUDA_SIGNAL_SPIN_NS, it
+ * is kvs__cuda_finish. */
+#define KVS__CUDA_SIGNAL_SPIN_NS 2000000ull
+int kvs__cuda_wait(kvs__cuda_ctx *c);
 /* Synchronize only (the dequantize kernel sets no status word): 0 or
  * -EIO. */
 int kvs__cuda_sync(kvs__cuda_ctx *c);

@@ -7,6 +7,8 @@
  * them into FMAs: the reference evaluates each step in fp32 separately. */
 #include <cerrno>
 #include <cstdlib>
+#include <cstring>
+#include <ctime>
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 #include <cuda_runtime.h>
@@ -22,13 +24,45 @@ struct kvs_cu_args {
   size_t kscale, kmin, kcodes, vscale, vmin, vcodes, kout, vout, total, kstride, vstride;
 };
 
-/* A feed's kernel argument (the feed, below). */
+/* A launch's signal (kernels/cuda.h kvs__cuda_wait): its slot's block
+ * counter and host word, and the launch's seq. ctr NULL: none. */
+struct kvs_done_arg {
+  uint32_t *ctr;
+  kvs__cuda_signal *sig;
+  unsigned long long seq;
+};
+
+/* A feed's kernel argument (the feed, below); done: the signal of a
+ * kernel that is not a feed. */
 struct kvs_feed_arg {
   const uint32_t *word;        /* the host's word (mapped) */
   unsigned long long *mirror;  /* device: gen << 32 | word */
   uint32_t *ctr;               /* device: [0] the next job to take, [1] workers done */
   uint32_t gen;
+  kvs_done_arg done;
 };
+
+/* The end of a CUDA block of a signalled launch, called by every thread:
+ * the block counts itself once all its threads are done (the barrier,
+ * then thread 0's fence: their writes come first), and the last block of
+ * the launch sets the counter back for the slot's next launch and writes
+ * the status word and then the seq to the host's word. The same fences
+ * as a last-block reduction: every block's writes (blocks, sink rows, a
+ * get's output) and status are visible before the host sees the seq. */
+static __device__ __forceinline__ void launch_done(const kvs_done_arg &d, int *st)
+{
+  if (!d.ctr) return;
+  __syncthreads();
+  if (threadIdx.x != 0) return;
+  __threadfence();
+  if (atomicAdd(d.ctr, 1u) != gridDim.x - 1u) return;
+  __threadfence();
+  *d.ctr = 0;
+  const int s = st ? atomicAdd(st, 0) : 0;
+  *(volatile int *)&d.sig->status = s;
+  __threadfence_system();
+  *(volatile unsigned long long *)&d.sig->seq = d.seq;
+}
 
 
 static __device__ __forceinline__ float h2f(uint16_t h, uint32_t dt)
@@ -341,10 +375,11 @@ static __device__ __forceinline__ void quant_general(const kvs_cu_args &a, const
 
 /* feed: unused (the store feeds fast kernels only, kvs__cuda_quantize_feed) */
 static __global__ void __launch_bounds__(KVS_CU_THREADS, 4)
-kvs_quant_kernel(kvs_cu_args a, const kvs__cuda_qjob *jobs, int *st, kvs_feed_arg)
+kvs_quant_kernel(kvs_cu_args a, const kvs__cuda_qjob *jobs, int *st, kvs_feed_arg f)
 {
   extern __shared__ uint32_t sm[];
   quant_general(a, jobs[blockIdx.x], st, sm);
+  launch_done(f.done, st);
 }
 
 /* ---- Fast path -------------------------------------------------------
@@ -1490,9 +1525,10 @@ static __device__ __forceinline__ uint32_t feed_next(const kvs_feed_arg &f, int 
  * rather than hold them in registers. */
 template <bool BF, bool OUT, int NJT>
 static __global__ void __launch_bounds__(KVS_CU_THREADS, OUT ? KVS_FQ_OUT_MINB : 3)
-kvs_fquant_kernel(kvs_cu_args a, const kvs__cuda_qjob *jobs, int *st, kvs_feed_arg)
+kvs_fquant_kernel(kvs_cu_args a, const kvs__cuda_qjob *jobs, int *st, kvs_feed_arg f)
 {
   fq_job<BF, OUT, NJT>(a, jobs[blockIdx.x], st);
+  launch_done(f.done, st);
 }
 
 /* The jobs of a feed, at KVS__CUDA_FEED_STRIDE (block 0 watches). */
@@ -1606,10 +1642,8 @@ static __device__ __forceinline__ void dq_octets(const kvs_cu_args &a, const uin
   }
 }
 
-static __global__ void __launch_bounds__(KVS_CU_THREADS)
-kvs_dequant_kernel(kvs_cu_args a, const kvs__cuda_dqjob *jobs)
+static __device__ __forceinline__ void dq_job(const kvs_cu_args &a, const kvs__cuda_dqjob &J)
 {
-  const kvs__cuda_dqjob J = jobs[blockIdx.x];
   const uint8_t *blk = (const uint8_t *)J.block;
   const uint64_t mask = ((const kvs__qhdr *)blk)->sink_mask;
   const uint32_t C = a.C, tid = threadIdx.x, nt = blockDim.x;
@@ -1654,6 +1688,14 @@ kvs_dequant_kernel(kvs_cu_args a, const kvs__cuda_dqjob *jobs)
       if (c < C) out[(size_t)(r - J.r0) * C + c] = (uint16_t)(e >> 16);
     }
   }
+}
+
+static __global__ void __launch_bounds__(KVS_CU_THREADS)
+kvs_dequant_kernel(kvs_cu_args a, const kvs__cuda_dqjob *jobs, kvs_done_arg d)
+{
+  const kvs__cuda_dqjob J = jobs[blockIdx.x];
+  dq_job(a, J);
+  launch_done(d, nullptr);
 }
 
 static int fill_args(const kvs__qparams *p, const kvs__qlayout *l, kvs_cu_args *a)
@@ -1735,11 +1777,75 @@ extern "C" int kvs__cuda_quant_reads_once(const kvs__qparams *p)
   return fill_args(p, &l, &a) == 0 && fast_ok(a) && fast_smem(a, (a.kb != 16 && a.nko) || (a.vb != 16 && a.nvo)) <= KVS_CU_MAX_SMEM;
 }
 
+/* The signal slots (kvs__cuda_wait); without them (no mapped memory)
+ * every wait is a finish. */
+static void sigs_init(kvs__cuda_ctx *c)
+{
+  kvs__cuda_sigs *g = (kvs__cuda_sigs *)calloc(1, sizeof *g);
+  if (!g) return;
+  const size_t hb = KVS__CUDA_SIGNALS * sizeof(kvs__cuda_signal);
+  if (cudaHostAlloc((void **)&g->host, hb, cudaHostAllocMapped) != cudaSuccess) g->host = NULL;
+  else if (cudaHostGetDevicePointer((void **)&g->dev, g->host, 0) != cudaSuccess) g->dev = NULL;
+  if (g->dev && cudaMalloc((void **)&g->ctr, KVS__CUDA_SIGNALS * sizeof(uint32_t)) != cudaSuccess) g->ctr = NULL;
+  if (g->ctr && cudaMemset(g->ctr, 0, KVS__CUDA_SIGNALS * sizeof(uint32_t)) != cudaSuccess) {
+    cudaFree(g->ctr);
+    g->ctr = NULL;
+  }
+  if (!g->ctr) {
+    cudaGetLastError();
+    if (g->host) cudaFreeHost(g->host);
+    free(g);
+    return;
+  }
+  memset(g->host, 0, hb);
+  g->next = 1; /* 0: a slot never written */
+  g->all = 1;
+  const char *e = getenv("KVSINK_LAUNCH_SIGNAL"); /* A/B switch for tests/gpu */
+  g->off = e && !strcmp(e, "0");
+  c->sig = g;
+}
+
+static void sigs_close(kvs__cuda_ctx *c)
+{
+  kvs__cuda_sigs *g = c->sig;
+  c->sig = NULL;
+  if (!g) return;
+  cudaFree(g->ctr);
+  cudaFreeHost(g->host);
+  free(g);
+}
+
+/* The next launch's signal, or none (then the next wait is a finish). */
+static kvs_done_arg sig_take(kvs__cuda_ctx *c)
+{
+  kvs__cuda_sigs *g = c->sig;
+  if (!g || g->off || g->n == KVS__CUDA_SIGNALS) {
+    if (g) g->all = 0;
+    return kvs_done_arg{};
+  }
+  const uint32_t i = g->n++;
+  return kvs_done_arg{g->ctr + i, g->dev + i, g->next++};
+}
+
+/* A launch that took a signal and failed: its slot will never be written. */
+static void sig_failed(kvs__cuda_ctx *c)
+{
+  if (c->sig) c->sig->all = 0;
+}
+
+static void sig_reset(kvs__cuda_ctx *c)
+{
+  if (!c->sig) return;
+  c->sig->n = 0;
+  c->sig->all = 1;
+}
+
 extern "C" int kvs__cuda_ctx_init(kvs__cuda_ctx *c)
 {
   c->stream = NULL;
   c->d_status = NULL;
   c->h_status = NULL;
+  c->sig = NULL;
   if (cudaMalloc((void **)&c->d_status, sizeof(int)) != cudaSuccess) {
     cudaGetLastError();
     return -ENOMEM;
@@ -1768,11 +1874,13 @@ extern "C" int kvs__cuda_ctx_init(kvs__cuda_ctx *c)
     cudaGetLastError();
     c->h_status = NULL;
   }
+  sigs_init(c);
   return 0;
 }
 
 extern "C" void kvs__cuda_ctx_close(kvs__cuda_ctx *c)
 {
+  sigs_close(c);
   if (c->d_status) cudaFree(c->d_status);
   if (c->h_status) cudaFreeHost(c->h_status);
   if (c->d_feed) cudaFree(c->d_feed);
@@ -1784,6 +1892,7 @@ extern "C" void kvs__cuda_ctx_close(kvs__cuda_ctx *c)
 extern "C" int kvs__cuda_finish(kvs__cuda_ctx *c)
 {
   int st = 0, *hs = c->h_status ? c->h_status : &st;
+  sig_reset(c); /* everything before it is done when it returns */
   cudaStream_t s = (cudaStream_t)c->stream;
   if (cudaMemcpyAsync(hs, c->d_status, sizeof st, cudaMemcpyDeviceToHost, s) != cudaSuccess ||
       cudaStreamSynchronize(s) != cudaSuccess) {
@@ -1792,6 +1901,47 @@ extern "C" int kvs__cuda_finish(kvs__cuda_ctx *c)
   }
   st = *hs;
   if (st && cudaMemsetAsync(c->d_status, 0, sizeof(int), s) != cudaSuccess) return -EIO;
+  return st;
+}
+
+static uint64_t mono_ns(void)
+{
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return (uint64_t)t.tv_sec * 1000000000ull + (uint64_t)t.tv_nsec;
+}
+
+extern "C" int kvs__cuda_wait(kvs__cuda_ctx *c)
+{
+  kvs__cuda_sigs *g = c->sig;
+  if (!g || !g->all || !g->n) return kvs__cuda_finish(c);
+  /* slot i carries seq first + i; the seq is written after the status */
+  const unsigned long long first = g->next - g->n;
+  uint64_t t0 = 0;
+  int st = 0;
+  for (uint32_t i = 0, spins = 0; i < g->n;) {
+    const volatile kvs__cuda_signal *w = &g->host[i];
+    if (w->seq == first + i) {
+      __atomic_thread_fence(__ATOMIC_ACQUIRE);
+      const int s = w->status;
+      if (s < st) st = s;
+      i++;
+      continue;
+    }
+    if ((++spins & 1023u) == 0) {
+      /* a kernel that faulted never signals: after a while the ordinary
+       * synchronize (which reports the fault) */
+      const uint64_t t = mono_ns();
+      if (!t0) t0 = t;
+      else if (t - t0 > KVS__CUDA_SIGNAL_SPIN_NS) return kvs__cuda_finish(c);
+    }
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+  }
+  sig_reset(c);
+  /* as kvs__cuda_finish: the status word back to 0 behind the launches */
+  if (st && cudaMemsetAsync(c->d_status, 0, sizeof(int), (cudaStream_t)c->stream) != cudaSuccess) return -EIO;
   return st;
 }
 
@@ -1875,8 +2025,13 @@ extern "C" int kvs__cuda_quantize_async(kvs__cuda_ctx *c, const kvs__qparams *p,
   }
   /* fast kernels: the largest shared-memory carveout (3 blocks of ~64-73 KB) */
   if (quant_attrs((const void *)kern, fast, smem)) return -EIO;
-  kern<<<n, KVS_CU_THREADS, smem, (cudaStream_t)c->stream>>>(a, d_jobs, c->d_status, kvs_feed_arg{});
-  if (cudaGetLastError() != cudaSuccess) return -EIO;
+  kvs_feed_arg f{};
+  f.done = sig_take(c);
+  kern<<<n, KVS_CU_THREADS, smem, (cudaStream_t)c->stream>>>(a, d_jobs, c->d_status, f);
+  if (cudaGetLastError() != cudaSuccess) {
+    sig_failed(c);
+    return -EIO;
+  }
   return 0;
 }
 
@@ -1905,7 +2060,8 @@ extern "C" int kvs__cuda_quantize_feed(kvs__cuda_ctx *c, const kvs__qparams *p, 
   const uint32_t grid = (uint32_t)resident - 1u < max_jobs ? (uint32_t)resident : max_jobs + 1u;
   if (++c->feed_gen == 0) c->feed_gen = 1; /* 0: the mirror's first contents */
   kvs_feed_arg f = {&d_feed->word, (unsigned long long *)c->d_feed,
-                    (uint32_t *)((unsigned long long *)c->d_feed + 1), c->feed_gen};
+                    (uint32_t *)((unsigned long long *)c->d_feed + 1), c->feed_gen, {}};
+  sig_failed(c); /* a feed sends no signal: the next wait is a finish */
   kern<<<grid, KVS_CU_THREADS, smem, (cudaStream_t)c->stream>>>(a, (const kvs__cuda_qjob *)d_jobs,
                                                                  c->d_status, f);
   if (cudaGetLastError() != cudaSuccess) return -EIO;
@@ -1928,8 +2084,11 @@ extern "C" int kvs__cuda_dequantize_async(kvs__cuda_ctx *c, const kvs__qparams *
   int rc = fill_args(p, l, &a);
   if (rc) return rc;
   if (n == 0) return 0;
-  kvs_dequant_kernel<<<n, KVS_CU_THREADS, 0, (cudaStream_t)c->stream>>>(a, d_jobs);
-  if (cudaGetLastError() != cudaSuccess) return -EIO;
+  kvs_dequant_kernel<<<n, KVS_CU_THREADS, 0, (cudaStream_t)c->stream>>>(a, d_jobs, sig_take(c));
+  if (cudaGetLastError() != cudaSuccess) {
+    sig_failed(c);
+    return -EIO;
+  }
   return 0;
 }
 

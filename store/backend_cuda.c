@@ -309,7 +309,9 @@ static int feed_put(cuda_priv *c, const kvs__qparams *p, const kvs__qitem *it, u
 static int quant_wait(cuda_priv *c)
 {
   feed_close(c);
-  int rc = kvs__cuda_finish(&c->ctx);
+  /* the launch signals when every launch since the last wait has one
+   * (a feed has none): Decision 54 */
+  int rc = kvs__cuda_wait(&c->ctx);
   c->queued = 0;
   c->boff = 0;
   return rc;
@@ -427,15 +429,12 @@ static int cu_dequantize_n(kvs__backend *b, const kvs__qparams *p, const kvs__dq
     cudaGetLastError();
     goto out;
   }
-  /* the dequantize kernel sets no status word: the copy down of host
-   * items' rows, else a synchronize, is the wait (a failed launch or
-   * kernel shows there) */
+  /* the dequantize kernel sets no status word: the wait (its launch
+   * signal, else a synchronize, Decision 54) shows a failed launch or
+   * kernel; then the copy down of host items' rows */
   rc = kvs__cuda_dequantize_async(&c->ctx, p, &l, (const kvs__cuda_dqjob *)d, n);
-  if (rc) goto out;
-  if (!nh) {
-    rc = kvs__cuda_sync(&c->ctx);
-    goto out;
-  }
+  if (rc == 0) rc = kvs__cuda_wait(&c->ctx);
+  if (rc || !nh) goto out;
   if (cudaMemcpy(h + bl.k, d + bl.k, bl.total - bl.k, cudaMemcpyDeviceToHost) != cudaSuccess) {
     cudaGetLastError();
     rc = -EIO;

@@ -23,8 +23,10 @@
  * own data (what made "two clients", both dump comparisons and "after a
  * killed client" fail on the first H200 run).
  * DEVSEG_ITERS=N: bench times N - 1 put/get pairs a process (default 6,
- * the first warms up). Client buffers are CUDA runtime allocations;
- * exit 0 = pass. */
+ * the first warms up). DEVSEG_NOCOPY=1: bench copies the engine's K/V
+ * into the segment once, not before every put (A/B: no GPU work of the
+ * client between its requests, HACKING.md Decision 54). Client buffers
+ * are CUDA runtime allocations; exit 0 = pass. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -551,12 +553,17 @@ static void bench1(int bits, int dev, double *put, double *get)
   uint8_t *seg = dev ? kvs_device_segment(c, NULL) : kvs_segment(c, NULL);
   uint32_t *tok = malloc(n * sizeof *tok);
   double tp = 0, tg = 0, tcp = 0, tcg = 0;
+  /* DEVSEG_NOCOPY=1: the client's copies once only (no GPU work of the
+   * client between its requests; for A/B runs) */
+  const int nocopy = getenv("DEVSEG_NOCOPY") && !strcmp(getenv("DEVSEG_NOCOPY"), "1");
   for (uint32_t it = 0; it < iters; it++) {
     for (uint32_t i = 0; i < n; i++) tok[i] = (uint32_t)getpid() * 7919u + it * n + i;
     /* the engine's K/V into the segment (device to device, or down to host) */
     double t0 = now();
-    CK(cudaMemcpy(seg, dk, b, cudaMemcpyDefault));
-    CK(cudaMemcpy(seg + b, dv, b, cudaMemcpyDefault));
+    if (it == 0 || !nocopy) {
+      CK(cudaMemcpy(seg, dk, b, cudaMemcpyDefault));
+      CK(cudaMemcpy(seg + b, dv, b, cudaMemcpyDefault));
+    }
     /* a device-to-device cudaMemcpy returns before it is done: the put's
      * time starts once the engine's K/V are there, not with the tail of
      * its own copy (which libkvsink's synchronize would otherwise wait
@@ -570,7 +577,7 @@ static void bench1(int bits, int dev, double *put, double *get)
     if (r == 0)
       r = dev ? kvs_get_device(c, it, 0, n, 0, L, 2 * b, 3 * b) : kvs_get(c, it, 0, n, 0, L, 2 * b, 3 * b);
     double t3 = now();
-    if (r == 0) {
+    if (r == 0 && !nocopy) {
       CK(cudaMemcpy(dk, seg + 2 * b, b, cudaMemcpyDefault));
       CK(cudaMemcpy(dv, seg + 3 * b, b, cudaMemcpyDefault));
     }

@@ -82,6 +82,9 @@ static uint32_t __reduce_min_sync(unsigned, uint32_t v)
 }
 static int atomicMin(int *p, int v) { std::lock_guard<std::mutex> g(amu); int o = *p; if (v < o) *p = v; return o; }
 static uint32_t atomicAdd(uint32_t *p, uint32_t v) { std::lock_guard<std::mutex> g(amu); uint32_t o = *p; *p = o + v; return o; }
+static int atomicAdd(int *p, int v) { std::lock_guard<std::mutex> g(amu); int o = *p; *p = o + v; return o; }
+static void __threadfence() { std::atomic_thread_fence(std::memory_order_seq_cst); }
+static void __threadfence_system() { std::atomic_thread_fence(std::memory_order_seq_cst); }
 static uint32_t atomicAnd(uint32_t *p, uint32_t v) { std::lock_guard<std::mutex> g(amu); uint32_t o = *p; *p = o & v; return o; }
 static uint32_t atomicOr(uint32_t *p, uint32_t v) { std::lock_guard<std::mutex> g(amu); uint32_t o = *p; *p = o | v; return o; }
 static int __popc(uint32_t x) { return __builtin_popcount(x); }
@@ -144,9 +147,10 @@ extern "C" {
 }
 
 /* Run CUDA block `block` of kern on job j (feed: of a grid of two, block
- * 0 the feed's watcher, block 1 the worker that takes every job). */
+ * 0 the feed's watcher, block 1 the worker that takes every job; else of
+ * a grid of `grid`). */
 static int run_block(fq_kern_t kern, const kvs_cu_args &a, const kvs__cuda_qjob *j,
-                     kvs_feed_arg feed = {}, unsigned block = 0)
+                     kvs_feed_arg feed = {}, unsigned block = 0, unsigned grid = 1)
 {
   int st = 0;
   std::barrier<> b(256);
@@ -156,7 +160,7 @@ static int run_block(fq_kern_t kern, const kvs_cu_args &a, const kvs__cuda_qjob 
   memset(fsm, 0xcd, sizeof fsm);
   memset(sm, 0xcd, sizeof sm);
   blockIdx = {block, 0, 0};
-  gridDim = {feed.word ? 2u : 1u, 1, 1};
+  gridDim = {feed.word ? 2u : grid, 1, 1};
   std::vector<std::thread> th;
   for (unsigned t = 0; t < 256; t++)
     th.emplace_back([&, t] {
@@ -257,6 +261,35 @@ static void one_case(const char *name, const kvs__qparams &p, const std::vector<
       failures++;
     }
     free(gb2);
+  }
+  /* every third case also runs as both blocks of a signalled launch of
+   * two (kvs__cuda_wait, Decision 54): the first block to end counts
+   * itself and leaves the host's word alone; the last sets the counter
+   * back and writes the status, then the seq; the bytes are the same */
+  if (cases % 3 == 1) {
+    uint8_t *gb3 = (uint8_t *)aligned_alloc(16, (tot + 64 + 15) & ~(size_t)15);
+    std::vector<uint16_t> grows3(ns ? ns * rowb / 2 + 8 : 8, 0x5a5a);
+    std::vector<uint16_t *> gptr3(ns ? ns : 1);
+    for (uint32_t i = 0; i < ns; i++) gptr3[i] = grows3.data() + i * rowb / 2;
+    memset(gb3, 0x5a, tot + 64);
+    const kvs__cuda_qjob j3[2] = {{dk, dv, gb3, ns ? gptr3.data() : NULL, mask},
+                                  {dk, dv, gb3, ns ? gptr3.data() : NULL, mask}};
+    uint32_t dctr = 0;
+    kvs__cuda_signal sig = {0, 0, 0};
+    kvs_feed_arg fa{};
+    fa.done = kvs_done_arg{&dctr, &sig, 42};
+    run_block(kern, a, j3, fa, 0, 2);
+    if (dctr != 1 || sig.seq != 0) { printf("FAIL: %s: the first of two signalled blocks: counter %u seq %llu\n", name, dctr, sig.seq); failures++; }
+    const int s1 = run_block(kern, a, j3, fa, 1, 2);
+    if (dctr != 0 || sig.seq != 42 || sig.status != s1 || s1 != grc) {
+      printf("FAIL: %s: the last signalled block: counter %u seq %llu status %d (rc %d, one block %d)\n", name,
+             dctr, sig.seq, sig.status, s1, grc);
+      failures++;
+    } else if (!grc && (memcmp(gb, gb3, tot + 64) || (ns && memcmp(grows.data(), grows3.data(), ns * rowb)))) {
+      printf("FAIL: %s: a signalled launch's bytes differ\n", name);
+      failures++;
+    }
+    free(gb3);
   }
   if (rrc != grc) {
     printf("FAIL: %s: rc reference %d emulated %d\n", name, rrc, grc);
