@@ -630,8 +630,11 @@ static int put_reserve(put *c)
       kvs__grp_prefetch(c->st, q->chain[g + KVS_PREFETCH_AHEAD]);
     }
     int taken;
+    const uint64_t tg = kvs__prof_now(c->st);
     kvs__group *grp = kvs__grp_claim(sp, q->chain[g], g ? q->chain[g - 1] : none, g,
                                      &q->tok[(size_t)g * G], 0, &taken);
+    if (c->st->prof)
+      c->st->prof->ns[KVS_PROF_PUT_GROUP] += kvs__prof_now(c->st) - tg;
     if (!grp)
       return kvs__fail(c->errmsg, -ENOMEM, "out of memory");
     kvs__block **f = c->fresh + c->nfresh;

@@ -125,7 +125,7 @@ const char *kvs__store_prof_name(int phase)
 {
   static const char *const names[KVS_PROF_N] = {
       "put", "put.check", "put.predict", "put.plan", "put.chain", "put.residual",
-      "put.find", "put.new", "put.queue", "put.items", "put.kernel", "put.commit",
+      "put.find", "put.group", "put.new", "put.queue", "put.items", "put.kernel", "put.commit",
       "get", "get.items", "get.kernel", "get.residual"};
   return phase >= 0 && phase < KVS_PROF_N ? names[phase] : "?";
 }

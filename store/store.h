@@ -330,6 +330,8 @@ enum {
   KVS_PROF_PUT_RESIDUAL,   /* rows for the 16-bit residual: copy, check */
   KVS_PROF_PUT_FIND,       /* index look-ups of the blocks, and the records
                               of the fresh ones filed (kvs__blk_claim_run) */
+  KVS_PROF_PUT_GROUP,      /* the part of put.find in the groups' index
+                              probes and group records (kvs__grp_claim) */
   KVS_PROF_PUT_NEW,        /* fresh blocks' slots, eviction (and queuing
                               their kernels: quantize_start) */
   KVS_PROF_PUT_QUEUE,      /* the part of put.new in quantize_start */
