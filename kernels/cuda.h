@@ -57,7 +57,7 @@ typedef struct kvs__cuda_sigs {
   unsigned long long next;  /* the next launch's seq */
   uint32_t n;               /* slots taken since the last wait */
   int all;                  /* every launch since the last wait has a slot */
-  int off;                  /* signals not used (KVSINK_LAUNCH_SIGNAL=0) */
+  int off;                  /* signals not used (the backend's A/B switch) */
 } kvs__cuda_sigs;
 
 /* Scratch the launchers need (a device status word); one per thread of

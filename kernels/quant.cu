@@ -1800,8 +1800,6 @@ static void sigs_init(kvs__cuda_ctx *c)
   memset(g->host, 0, hb);
   g->next = 1; /* 0: a slot never written */
   g->all = 1;
-  const char *e = getenv("KVSINK_LAUNCH_SIGNAL"); /* A/B switch for tests/gpu */
-  g->off = e && !strcmp(e, "0");
   c->sig = g;
 }
 
@@ -1827,8 +1825,9 @@ static kvs_done_arg sig_take(kvs__cuda_ctx *c)
   return kvs_done_arg{g->ctr + i, g->dev + i, g->next++};
 }
 
-/* A launch that took a signal and failed: its slot will never be written. */
-static void sig_failed(kvs__cuda_ctx *c)
+/* A launch without a signal (a feed) or whose slot will never be
+ * written (it failed): the next wait is a finish. */
+static void sig_none(kvs__cuda_ctx *c)
 {
   if (c->sig) c->sig->all = 0;
 }
@@ -2029,7 +2028,7 @@ extern "C" int kvs__cuda_quantize_async(kvs__cuda_ctx *c, const kvs__qparams *p,
   f.done = sig_take(c);
   kern<<<n, KVS_CU_THREADS, smem, (cudaStream_t)c->stream>>>(a, d_jobs, c->d_status, f);
   if (cudaGetLastError() != cudaSuccess) {
-    sig_failed(c);
+    sig_none(c);
     return -EIO;
   }
   return 0;
@@ -2061,7 +2060,7 @@ extern "C" int kvs__cuda_quantize_feed(kvs__cuda_ctx *c, const kvs__qparams *p, 
   if (++c->feed_gen == 0) c->feed_gen = 1; /* 0: the mirror's first contents */
   kvs_feed_arg f = {&d_feed->word, (unsigned long long *)c->d_feed,
                     (uint32_t *)((unsigned long long *)c->d_feed + 1), c->feed_gen, {}};
-  sig_failed(c); /* a feed sends no signal: the next wait is a finish */
+  sig_none(c); /* a feed sends no signal: the next wait is a finish */
   kern<<<grid, KVS_CU_THREADS, smem, (cudaStream_t)c->stream>>>(a, (const kvs__cuda_qjob *)d_jobs,
                                                                  c->d_status, f);
   if (cudaGetLastError() != cudaSuccess) return -EIO;
@@ -2086,7 +2085,7 @@ extern "C" int kvs__cuda_dequantize_async(kvs__cuda_ctx *c, const kvs__qparams *
   if (n == 0) return 0;
   kvs_dequant_kernel<<<n, KVS_CU_THREADS, 0, (cudaStream_t)c->stream>>>(a, d_jobs, sig_take(c));
   if (cudaGetLastError() != cudaSuccess) {
-    sig_failed(c);
+    sig_none(c);
     return -EIO;
   }
   return 0;

@@ -624,6 +624,9 @@ kvs__backend *kvs__backend_cuda_open(int device, char *errmsg)
    * malloc'd memory, copied up when their group completes */
   ab = getenv("KVSINK_RESIDUAL_PINNED");
   if (ab && !strcmp(ab, "0")) b->host_alloc = NULL, b->host_free = NULL;
+  /* (Decision 54) KVSINK_LAUNCH_SIGNAL=0: waits synchronize, as before */
+  ab = getenv("KVSINK_LAUNCH_SIGNAL");
+  if (ab && !strcmp(ab, "0") && c->ctx.sig) c->ctx.sig->off = 1;
   ab = getenv("KVSINK_PUT_CHUNK");
   b->queue_chunk = ab ? (uint32_t)strtoul(ab, NULL, 10) : 0;
   b->chunk_gpu = device + 1; /* the pool: a VMM allocation per chunk (Attend) */
