@@ -226,7 +226,7 @@ static void blk_drop(kvs__block *b)
 
 void kvs__blk_cache_free(kvs__store *st)
 {
-  kvs__rec_slabs_free(&st->rec_slabs);
+  kvs__slabs_close(&st->rec_slabs);
   kvs__recs_reset(&st->blk_recs);
   kvs__grp_cache_reset(st);
   for (uint32_t c = 0; c < KVS_POOL_MAX_CLASSES; c++) {

@@ -8,11 +8,16 @@
  * slabs stay until the store closes. A stack of pointers, not a list
  * linked through the records: popping a list waits for each record's
  * link to come from memory before the next pop (a third of a bulk put's
- * record time), a stack's next entries are known ahead. */
+ * record time), a stack's next entries are known ahead. A helper
+ * thread keeps the next slab mapped and faulted in (kvs__slabs). */
 #include "store/rec.h"
 
+#include <errno.h>
+#include <signal.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/mman.h>
+#include <time.h>
 
 #define REC_SLAB ((size_t)2 << 20)
 #define CUT_AHEAD 32u /* and ahead of a cut from a slab (lines from memory) */
@@ -44,19 +49,133 @@ void kvs__unmap_huge(void *p, size_t bytes)
   munmap(p, (bytes + huge - 1) & ~(huge - 1));
 }
 
-static unsigned char *slab_new(void **slabs)
+/* A slab mapped and faulted in (a write to every 4 KiB page), not on
+ * the list yet. */
+static unsigned char *slab_map(void)
 {
   unsigned char *p = kvs__map_huge(REC_SLAB);
   if (!p)
     return NULL;
   for (size_t o = 0; o < REC_SLAB; o += 4096)
     p[o] = 0;
-  *(void **)p = *slabs; /* the slab list lives in the slabs' first bytes */
-  *slabs = p;
   return p;
 }
 
-void *kvs__rec_cut(kvs__recs *r, void **slabs, uint32_t lines)
+void kvs__slabs_init(kvs__slabs *s)
+{
+  memset(s, 0, sizeof *s);
+  pthread_mutex_init(&s->mu, NULL);
+  pthread_cond_init(&s->cv, NULL);
+  const char *ab = getenv("KVSINK_SLAB_SPARE");
+  s->off = ab && !strcmp(ab, "0");
+}
+
+/* The helper keeps one spare ready, mapped outside the lock (the loop
+ * never waits for a mapping), and sleeps while there is one. */
+static void *slab_helper(void *arg)
+{
+  kvs__slabs *s = arg;
+  pthread_mutex_lock(&s->mu);
+  while (!s->stop) {
+    if (s->spare) {
+      pthread_cond_wait(&s->cv, &s->mu);
+      continue;
+    }
+    pthread_mutex_unlock(&s->mu);
+    unsigned char *p = slab_map();
+    pthread_mutex_lock(&s->mu);
+    if (!p) { /* out of memory: again when the loop next needs a slab */
+      pthread_cond_wait(&s->cv, &s->mu);
+      continue;
+    }
+    s->spare = p;
+    pthread_cond_broadcast(&s->cv);
+  }
+  pthread_mutex_unlock(&s->mu);
+  return NULL;
+}
+
+/* With s->mu held. The helper takes no signals (the daemon's loop
+ * handles them). */
+static void helper_start(kvs__slabs *s)
+{
+  sigset_t all, old;
+  sigfillset(&all);
+  pthread_sigmask(SIG_SETMASK, &all, &old);
+  if (pthread_create(&s->th, NULL, slab_helper, s) == 0) {
+    s->started = 1;
+    pthread_setname_np(s->th, "kvs-slabs");
+  } else {
+    s->off = 1; /* every slab inline, as without the helper */
+  }
+  pthread_sigmask(SIG_SETMASK, &old, NULL);
+}
+
+/* The spare if there is one (and the helper asked for the next), else a
+ * slab mapped here; on the list. */
+static unsigned char *slab_new(kvs__slabs *s)
+{
+  unsigned char *p = NULL;
+  if (!s->off) {
+    pthread_mutex_lock(&s->mu);
+    p = s->spare;
+    s->spare = NULL;
+    if (!s->started)
+      helper_start(s);
+    pthread_cond_broadcast(&s->cv);
+    pthread_mutex_unlock(&s->mu);
+  }
+  if (p)
+    s->spares_taken++;
+  else if (!(p = slab_map()))
+    return NULL;
+  s->made++;
+  *(void **)p = s->list; /* the slab list lives in the slabs' first bytes */
+  s->list = p;
+  return p;
+}
+
+int kvs__slabs_spare_ready(kvs__slabs *s, unsigned ms)
+{
+  struct timespec dl;
+  clock_gettime(CLOCK_REALTIME, &dl);
+  dl.tv_sec += ms / 1000u;
+  dl.tv_nsec += (long)(ms % 1000u) * 1000000L;
+  if (dl.tv_nsec >= 1000000000L) {
+    dl.tv_sec++;
+    dl.tv_nsec -= 1000000000L;
+  }
+  pthread_mutex_lock(&s->mu);
+  while (!s->spare && s->started && !s->stop)
+    if (pthread_cond_timedwait(&s->cv, &s->mu, &dl) == ETIMEDOUT)
+      break;
+  const int ready = s->spare != NULL;
+  pthread_mutex_unlock(&s->mu);
+  return ready;
+}
+
+void kvs__slabs_close(kvs__slabs *s)
+{
+  pthread_mutex_lock(&s->mu);
+  s->stop = 1;
+  pthread_cond_broadcast(&s->cv);
+  pthread_mutex_unlock(&s->mu);
+  if (s->started)
+    pthread_join(s->th, NULL);
+  s->started = 0;
+  if (s->spare)
+    munmap(s->spare, REC_SLAB);
+  s->spare = NULL;
+  while (s->list) {
+    void *p = s->list;
+    s->list = *(void **)p;
+    munmap(p, REC_SLAB);
+  }
+  pthread_mutex_destroy(&s->mu);
+  pthread_cond_destroy(&s->cv);
+}
+
+void *kvs__rec_cut(kvs__recs *r, kvs__slabs *slabs, uint32_t lines)
 {
   const size_t rs = (size_t)lines * 64u;
   /* the stack grows first, so that every record made has a place there
@@ -93,11 +212,3 @@ void kvs__recs_reset(kvs__recs *r)
   *r = (kvs__recs){0};
 }
 
-void kvs__rec_slabs_free(void **slabs)
-{
-  while (*slabs) {
-    void *p = *slabs;
-    *slabs = *(void **)p;
-    munmap(p, REC_SLAB);
-  }
-}

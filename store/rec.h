@@ -5,6 +5,7 @@
 #ifndef KVS_DAEMON_REC_H
 #define KVS_DAEMON_REC_H
 
+#include <pthread.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -18,13 +19,34 @@ typedef struct kvs__recs {
 
 #define KVS_REC_AHEAD 4u /* records asked for ahead of a pop, to be written soon */
 
+/* The record slabs of a store: every slab made (a list through their
+ * first bytes, unmapped at close) and a spare that a helper thread maps
+ * and faults in ahead of need. A slab made inside a bulk put stalled it
+ * for 100-700 us on the H200 host, once every 32 puts of 1,024 blocks
+ * while the pool filled (HACKING.md Decision 55). The helper starts with
+ * the first slab; KVSINK_SLAB_SPARE=0 in the environment: none (A/B). */
+typedef struct kvs__slabs {
+  void *list;
+  void *spare;                /* mapped and faulted in, not in list yet */
+  pthread_mutex_t mu;
+  pthread_cond_t cv;
+  pthread_t th;
+  int started, stop, off;
+  uint64_t made, spares_taken; /* slabs in all; of them, spares */
+} kvs__slabs;
+
+void kvs__slabs_init(kvs__slabs *s);
+/* Stops the helper and unmaps every slab (the records die with them). */
+void kvs__slabs_close(kvs__slabs *s);
+/* For tests: waits up to ms for a spare to be ready; 1 when one is. */
+int kvs__slabs_spare_ready(kvs__slabs *s, unsigned ms);
+
 /* kvs__rec_get with no free record: one cut from a slab. */
-void *kvs__rec_cut(kvs__recs *r, void **slabs, uint32_t lines);
+void *kvs__rec_cut(kvs__recs *r, kvs__slabs *slabs, uint32_t lines);
 /* A record of `lines` cache lines (< KVS_REC_LINES), its bytes as they
- * were (the caller writes every field); *slabs is the list of all slabs
- * of the store. NULL: out of memory. (inline: once per block of a bulk
- * put) */
-static inline void *kvs__rec_get(kvs__recs *r, void **slabs, uint32_t lines)
+ * were (the caller writes every field), from the store's slabs. NULL:
+ * out of memory. (inline: once per block of a bulk put) */
+static inline void *kvs__rec_get(kvs__recs *r, kvs__slabs *slabs, uint32_t lines)
 {
   size_t n = r->nfree[lines];
   if (!n)
@@ -48,9 +70,7 @@ static inline void kvs__rec_put(kvs__recs *r, void *rec, uint32_t lines)
  * CUDA backend's page-locked residual chunks.) */
 void *kvs__map_huge(size_t bytes);
 void kvs__unmap_huge(void *p, size_t bytes);
-/* The stacks freed; the slabs stay (kvs__rec_slabs_free). */
+/* The stacks freed; the slabs stay (kvs__slabs_close). */
 void kvs__recs_reset(kvs__recs *r);
-/* Unmap every slab (at close). */
-void kvs__rec_slabs_free(void **slabs);
 
 #endif

@@ -31,6 +31,7 @@ int kvs__store_init(kvs__store **out, const kvs__store_opts *o)
   kvs__store *st = calloc(1, sizeof(*st));
   if (!st)
     return -ENOMEM;
+  kvs__slabs_init(&st->rec_slabs);
   st->be = o->backend ? o->backend : &kvs__backend_host;
   st->max_pending = o->max_pending ? o->max_pending : KVS_STORE_MAX_PENDING;
   st->res_max = o->residual_bytes ? o->residual_bytes : o->pool_bytes;
@@ -61,6 +62,7 @@ int kvs__store_init(kvs__store **out, const kvs__store_opts *o)
   if (rc < 0) {
     sodium_memzero(st->key, sizeof(st->key));
     sodium_memzero(st->chkey, sizeof(st->chkey));
+    kvs__slabs_close(&st->rec_slabs);
     free(st);
     return rc;
   }

@@ -125,7 +125,7 @@ struct kvs__store {
   kvs__store_prof *prof;            /* attached profile, or NULL */
   kvs__recs blk_recs, grp_recs;     /* records of blocks and groups (apart, so
                                        a stale LRU entry never reads a group) */
-  void *rec_slabs;                  /* the slabs they come from */
+  kvs__slabs rec_slabs;             /* the slabs they come from */
   kvs__resbuf resbuf;               /* decode residuals in page-locked memory */
   int full_cls;                     /* reserve(): class + 1 that had no free slot */
   uint64_t own_n, own_rows;         /* evictions not counted yet (block.c) */
