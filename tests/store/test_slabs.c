@@ -3,7 +3,7 @@
  * the next one mapped and faulted in, so a cut that needs a new slab
  * takes the spare instead of mapping 2 MiB inside a put; records stay
  * distinct, aligned and writable across slabs; KVSINK_SLAB_SPARE=0 maps
- * every slab inline. */
+ * every slab inline. The free stacks keep their entries as they grow. */
 #include <check.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -91,6 +91,41 @@ START_TEST(close_with_a_spare_and_unused)
 }
 END_TEST
 
+/* The free stacks grow (mremap) with their entries in place: records
+ * given back before and after growths all come back, each once. */
+START_TEST(free_stack_keeps_its_entries)
+{
+  kvs__slabs s;
+  kvs__slabs_init(&s);
+  kvs__recs r = {0};
+  const size_t n = 70000; /* the stack of one-line records grows 7 times */
+  void **got = malloc(n * sizeof *got);
+  ck_assert_ptr_nonnull(got);
+  for (size_t i = 0; i < n; i++) {
+    got[i] = kvs__rec_get(&r, &s, 1);
+    ck_assert_ptr_nonnull(got[i]);
+    if (i % 3 == 0) { /* some back at once: popped again before the next cut */
+      kvs__rec_put(&r, got[i], 1);
+      ck_assert_ptr_eq(kvs__rec_get(&r, &s, 1), got[i]);
+    }
+  }
+  ck_assert_uint_ge(r.cap[1], n);
+  for (size_t i = 0; i < n; i++)
+    kvs__rec_put(&r, got[i], 1);
+  ck_assert_uint_eq(r.nfree[1], n);
+  /* LIFO: they come back in reverse order, no new record made */
+  const size_t made = r.made[1];
+  size_t bad = 0;
+  for (size_t i = n; i-- > 0;)
+    bad += kvs__rec_get(&r, &s, 1) != got[i];
+  ck_assert_uint_eq(bad, 0);
+  ck_assert_uint_eq(r.made[1], made);
+  free(got);
+  kvs__recs_reset(&r);
+  kvs__slabs_close(&s);
+}
+END_TEST
+
 int main(void)
 {
   Suite *su = suite_create("slabs");
@@ -99,6 +134,7 @@ int main(void)
   tcase_add_test(tc, new_slabs_are_spares);
   tcase_add_test(tc, off_maps_inline);
   tcase_add_test(tc, close_with_a_spare_and_unused);
+  tcase_add_test(tc, free_stack_keeps_its_entries);
   suite_add_tcase(su, tc);
   SRunner *sr = srunner_create(su);
   srunner_run_all(sr, CK_NORMAL);
