@@ -1531,6 +1531,121 @@ kvs_fquant_kernel(kvs_cu_args a, const kvs__cuda_qjob *jobs, int *st, kvs_feed_a
   launch_done(f.done, st);
 }
 
+/* ---- 16-bit blocks by copy (K and V both 16 bits; Decision 56) --------
+ * Such a block is its rows as they came, in place: the header, zeros
+ * where the scales, minima and sink rows would be, the K rows, the V
+ * rows (the C reference's raw_row). So it needs no tile and no warp per
+ * row: each CUDA block copies 1/P of one job's block, 16 bytes a thread
+ * and step, four steps' loads in flight before their stores; the sink
+ * rows go to their own slots (K words then V words, as sink_rows). The
+ * NaN/Inf check covers every input word, sink rows too, as any_bad does.
+ * Jobs whose K, V or block are not 16-byte aligned take 2-byte steps. */
+static __host__ __device__ __forceinline__ uint32_t cp16_parts(const kvs_cu_args &a)
+{
+  const uint32_t nu = (uint32_t)(a.total / 16u);
+  return (nu + KVS_CU_THREADS * 16u - 1u) / (KVS_CU_THREADS * 16u);
+}
+
+static __device__ __forceinline__ uint32_t cp16_bad(const uint4 &q, uint32_t e, uint32_t one)
+{
+  return (((q.x & e) + one) | ((q.y & e) + one) | ((q.z & e) + one) | ((q.w & e) + one)) & 0x80008000u;
+}
+static __device__ __forceinline__ uint32_t cp16_bad(uint16_t h, uint32_t e, uint32_t one)
+{
+  return ((h & e) + one) & 0x8000u;
+}
+static __device__ __forceinline__ void cp16_row(uint16_t *dst, uint32_t o, const uint4 &q) { sink_put(dst, o, q); }
+static __device__ __forceinline__ void cp16_row(uint16_t *dst, uint32_t o, uint16_t h) { dst[o] = h; }
+static __device__ __forceinline__ void cp16_zero(uint4 &q) { q = make_uint4(0, 0, 0, 0); }
+static __device__ __forceinline__ void cp16_zero(uint16_t &h) { h = 0; }
+/* unit u (< 16 / sizeof(T)) of the header */
+static __device__ __forceinline__ void cp16_hdr(uint4 &q, uint32_t, const uint4 &h) { q = h; }
+static __device__ __forceinline__ void cp16_hdr(uint16_t &x, uint32_t u, const uint4 &h)
+{
+  const uint32_t w = u < 2 ? h.x : u < 4 ? h.y : u < 6 ? h.z : h.w;
+  x = (uint16_t)(w >> (16u * (u & 1u)));
+}
+
+/* Units [u0, u1) of block J (T: uint4 or uint16_t units): the loads of
+ * four units a thread first, then their checks and stores. */
+template <typename T>
+static __device__ __forceinline__ void cp16_part(const kvs_cu_args &a, const kvs__cuda_qjob &J, uint32_t u0,
+                                                 uint32_t u1, uint32_t &bad)
+{
+  constexpr uint32_t E = 16u / sizeof(T); /* units per 16 bytes */
+  const bool bf = a.dtype == KVS_DTYPE_BF16;
+  const uint32_t e = bf ? 0x7f807f80u : 0x7c007c00u, one = bf ? 0x00800080u : 0x04000400u;
+  const uint32_t rowu = 2u * a.C / (uint32_t)sizeof(T);
+  const uint32_t kc = (uint32_t)(a.kcodes / sizeof(T)), vc = (uint32_t)(a.vcodes / sizeof(T));
+  const uint32_t ke = kc + a.G * rowu, ve = vc + a.G * rowu;
+  const uint64_t mask = J.sink_mask;
+  const T *ks = (const T *)J.k, *vs = (const T *)J.v;
+  T *blk = (T *)J.block;
+  const uint4 hdr = make_uint4((uint32_t)mask, (uint32_t)(mask >> 32),
+                               (uint32_t)__popcll(mask) | (a.kb << 16) | (a.vb << 24), a.G);
+  for (uint32_t b0 = u0 + threadIdx.x; b0 < u1; b0 += KVS_CU_THREADS * 4u) {
+    T x0, x1, x2, x3;
+    uint32_t w0, w1, w2, w3; /* 1 + input unit index (V: + G rows), 0 else */
+#define CP16_LOAD(X, W, I)                                   \
+    {                                                        \
+      const uint32_t u = b0 + (I) * KVS_CU_THREADS;          \
+      W = 0;                                                 \
+      cp16_zero(X);                                          \
+      if (u < u1) {                                          \
+        if (u >= kc && u < ke) { W = u - kc + 1u; X = ks[u - kc]; }                    \
+        else if (u >= vc && u < ve) { W = u - vc + 1u + a.G * rowu; X = vs[u - vc]; } \
+        else if (u < E) cp16_hdr(X, u, hdr);                                          \
+      }                                                      \
+    }
+    CP16_LOAD(x0, w0, 0) CP16_LOAD(x1, w1, 1) CP16_LOAD(x2, w2, 2) CP16_LOAD(x3, w3, 3)
+#undef CP16_LOAD
+#define CP16_STORE(X, W, I)                                  \
+    {                                                        \
+      const uint32_t u = b0 + (I) * KVS_CU_THREADS;          \
+      if (u < u1) {                                          \
+        if (W) {                                             \
+          bad |= cp16_bad(X, e, one);                        \
+          const bool isv = W > a.G * rowu;                   \
+          const uint32_t i = W - 1u - (isv ? a.G * rowu : 0u), r = mask ? i / rowu : 0u; \
+          if ((mask >> r) & 1u) {                            \
+            cp16_row(J.rows[__popcll(mask & ((1ull << r) - 1ull))] + (isv ? a.C : 0u), i - r * rowu, X); \
+            cp16_zero(X);                                    \
+          }                                                  \
+        }                                                    \
+        blk[u] = X;                                          \
+      }                                                      \
+    }
+    CP16_STORE(x0, w0, 0) CP16_STORE(x1, w1, 1) CP16_STORE(x2, w2, 2) CP16_STORE(x3, w3, 3)
+#undef CP16_STORE
+  }
+}
+
+static __global__ void __launch_bounds__(KVS_CU_THREADS)
+kvs_copy16_kernel(kvs_cu_args a, const kvs__cuda_qjob *jobs, int *st, kvs_feed_arg f)
+{
+  const uint32_t P = cp16_parts(a), part = blockIdx.x % P;
+  const kvs__cuda_qjob J = jobs[blockIdx.x / P];
+  uint32_t bad = 0;
+  if ((((uintptr_t)J.k | (uintptr_t)J.v | (uintptr_t)J.block) & 15u) == 0) {
+    const uint32_t nu = (uint32_t)(a.total / 16u), per = (nu + P - 1u) / P, u0 = part * per;
+    cp16_part<uint4>(a, J, u0, min(nu, u0 + per), bad);
+  } else {
+    const uint32_t nu = (uint32_t)(a.total / 2u), per = (nu + P - 1u) / P, u0 = part * per;
+    cp16_part<uint16_t>(a, J, u0, min(nu, u0 + per), bad);
+  }
+  if (bad) set_status(st, KVS_ENAN);
+  launch_done(f.done, st);
+}
+
+/* Params the copy takes: 16/16 bits, whole 16-byte rows, sections
+ * 16-byte aligned (kvs__qlayout_of aligns them). */
+static bool cp16_ok(const kvs_cu_args &a)
+{
+  return a.kb == 16 && a.vb == 16 && a.C % 8u == 0 && a.kstride == 2u * a.C && a.vstride == 2u * a.C &&
+         (a.kcodes & 15u) == 0 && (a.vcodes & 15u) == 0 && (a.total & 15u) == 0 && a.G <= 64u &&
+         cp16_parts(a) <= 64u;
+}
+
 /* The jobs of a feed, at KVS__CUDA_FEED_STRIDE (block 0 watches). */
 template <bool BF, bool OUT, int NJT>
 static __global__ void __launch_bounds__(KVS_CU_THREADS, OUT ? KVS_FQ_OUT_MINB : 3)
@@ -2002,6 +2117,16 @@ static int quant_attrs(const void *kern, bool carve, size_t smem, int *resident 
   return 0;
 }
 
+static bool copy16_on(void)
+{
+  static int on = -1;
+  if (on < 0) {
+    const char *e = getenv("KVSINK_COPY16");
+    on = !(e && !strcmp(e, "0"));
+  }
+  return on;
+}
+
 extern "C" int kvs__cuda_quantize_async(kvs__cuda_ctx *c, const kvs__qparams *p,
                                         const kvs__qlayout *l, const kvs__cuda_qjob *d_jobs,
                                         uint32_t n)
@@ -2025,6 +2150,17 @@ extern "C" int kvs__cuda_quantize_async(kvs__cuda_ctx *c, const kvs__qparams *p,
   /* fast kernels: the largest shared-memory carveout (3 blocks of ~64-73 KB) */
   if (quant_attrs((const void *)kern, fast, smem)) return -EIO;
   kvs_feed_arg f{};
+  /* 16/16 bits: the copy, P CUDA blocks a job (KVSINK_COPY16=0: the
+   * quantize kernel, for A/B runs) */
+  if (cp16_ok(a) && copy16_on()) {
+    f.done = sig_take(c);
+    kvs_copy16_kernel<<<n * cp16_parts(a), KVS_CU_THREADS, 0, (cudaStream_t)c->stream>>>(a, d_jobs, c->d_status, f);
+    if (cudaGetLastError() != cudaSuccess) {
+      sig_none(c);
+      return -EIO;
+    }
+    return 0;
+  }
   f.done = sig_take(c);
   kern<<<n, KVS_CU_THREADS, smem, (cudaStream_t)c->stream>>>(a, d_jobs, c->d_status, f);
   if (cudaGetLastError() != cudaSuccess) {

@@ -27,7 +27,9 @@
 #    of a session not counted, as in the row).
 # DEVSEG_AB="put get" (default): which A/B sections run at the end (the
 # put's switches, the get's; "pipe": the put's overlap, Decision 50; "feed":
-# the feed (KVSINK_PUT_FEED=1) against launches per chunk, Decision 51);
+# the feed (KVSINK_PUT_FEED=1) against launches per chunk, Decision 51;
+# "copy16": 16/16 blocks by copy or not, Decision 56);
+# DEVSEG_AB_BITS: the widths of the A/B rows (default "16 4");
 # DEVSEG_ITERS: put/get pairs per bench process.
 # DEVSEG_KEEP=1: keep the logs in $OUT/devseg/ even when every check passes.
 # MPS=1: the whole run under the CUDA Multi-Process Service (started here,
@@ -240,12 +242,15 @@ case " ${DEVSEG_AB:-put get} " in *" pipe "*) pipe_ab="built pipe=0 streams=1 ch
 # DEVSEG_AB=feed: the feed (KVSINK_PUT_FEED=1) against launches per chunk
 # (as built), twice in turn (Decision 51)
 case " ${DEVSEG_AB:-put get} " in *" feed "*) pipe_ab="$pipe_ab built feed=1 built feed=1" ;; esac
+# DEVSEG_AB=copy16: 16/16 blocks by the copy kernel (as built) against the
+# quantize kernel (KVSINK_COPY16=0), twice in turn (Decision 56)
+case " ${DEVSEG_AB:-put get} " in *" copy16 "*) pipe_ab="$pipe_ab built copy16=0 built copy16=0" ;; esac
 # DEVSEG_PIPE_AB="built chunk=64 ...": these settings instead
 pipe_ab=${DEVSEG_PIPE_AB:-$pipe_ab}
 # the 1-process rows at 16 and 4 bits on the running daemon, labelled
 ab_rows() { # LABEL [VAR=VALUE...] (the client's environment)
   label=$1; shift
-  for bits in 16 4; do
+  for bits in ${DEVSEG_AB_BITS:-16 4}; do
     if env "$@" timeout 200 "$T" "$sock" bench 1 "$bits" > "$tmp/ab.out"; then
       grep "^device" "$tmp/ab.out" | sed "s/^/  $label: /"
     else
@@ -273,9 +278,10 @@ for ab in $pipe_ab; do
     streams=1) export KVSINK_QUEUE_STREAMS=1 ;;
     chunk=*) export KVSINK_PUT_CHUNK=${ab#chunk=} ;;
     feed=1) export KVSINK_PUT_FEED=1 ;;
+    copy16=0) export KVSINK_COPY16=0 ;;
   esac
   start
-  unset KVSINK_PUT_PIPE KVSINK_QUEUE_STREAMS KVSINK_PUT_CHUNK KVSINK_PUT_FEED
+  unset KVSINK_PUT_PIPE KVSINK_QUEUE_STREAMS KVSINK_PUT_CHUNK KVSINK_PUT_FEED KVSINK_COPY16
   echo "A/B: put $ab (fresh daemon):"
   ab_rows "$ab"
   stop

@@ -181,7 +181,7 @@ static float gauss(void)
   return sqrtf(-2.f * logf(u)) * cosf(6.2831853f * v);
 }
 
-static int failures, cases;
+static int failures, cases, copies;
 
 static void one_case(const char *name, const kvs__qparams &p, const std::vector<uint16_t> &k,
                      const std::vector<uint16_t> &v, uint64_t mask, bool fast_only)
@@ -291,6 +291,31 @@ static void one_case(const char *name, const kvs__qparams &p, const std::vector<
     }
     free(gb3);
   }
+  /* 16/16 bits: the copy kernel too (Decision 56), all its CUDA blocks
+   * for this job, the block 16-byte aligned and (every other case) not:
+   * the same bytes and status as the reference's */
+  if (cp16_ok(a)) {
+    const uint32_t P = cp16_parts(a), off = cases % 2 ? 2u : 0u;
+    copies++;
+    uint8_t *gb4 = (uint8_t *)aligned_alloc(16, (tot + 80 + 15) & ~(size_t)15);
+    std::vector<uint16_t> grows4(ns ? ns * rowb / 2 + 8 : 8, 0x5a5a);
+    std::vector<uint16_t *> gptr4(ns ? ns : 1);
+    for (uint32_t i = 0; i < ns; i++) gptr4[i] = grows4.data() + i * rowb / 2;
+    memset(gb4, 0x5a, tot + 80);
+    const kvs__cuda_qjob j4 = {dk, dv, gb4 + off, ns ? gptr4.data() : NULL, mask};
+    int crc = 0;
+    for (uint32_t b = 0; b < P; b++) {
+      const int r = run_block(kvs_copy16_kernel, a, &j4, {}, b, P);
+      crc = r < crc ? r : crc;
+    }
+    if (crc != rrc) { printf("FAIL: %s: copy16 rc %d, reference %d\n", name, crc, rrc); failures++; }
+    else if (!rrc && (memcmp(rb.data(), gb4 + off, tot) || gb4[off + tot] != 0x5a || (off && gb4[0] != 0x5a) ||
+                      (ns && memcmp(rrows.data(), grows4.data(), ns * rowb)))) {
+      printf("FAIL: %s: copy16 bytes differ (block at +%u)\n", name, off);
+      failures++;
+    }
+    free(gb4);
+  }
   if (rrc != grc) {
     printf("FAIL: %s: rc reference %d emulated %d\n", name, rrc, grc);
     failures++;
@@ -371,7 +396,8 @@ int main(int argc, char **argv)
         one_case(name, p, k, v, mask, false);
       }
   }
-  printf("quant_emu: %d cases, %d failures\n", cases, failures);
+  printf("quant_emu: %d cases (%d of them also by copy16), %d failures\n", cases, copies, failures);
+  if (!copies) { printf("FAIL: no case took the copy kernel\n"); failures++; }
   printf("%d passed, %d failed\n", cases - failures, failures);
   return failures ? 1 : 0;
 }
