@@ -1566,13 +1566,15 @@ static __device__ __forceinline__ void cp16_hdr(uint16_t &x, uint32_t u, const u
   x = (uint16_t)(w >> (16u * (u & 1u)));
 }
 
-/* Units [u0, u1) of block J (T: uint4 or uint16_t units): the loads of
- * four units a thread first, then their checks and stores. */
+/* Part `part` of P of block J, in units T (uint4 or uint16_t): the loads
+ * of four units a thread first, then their checks and stores. */
 template <typename T>
-static __device__ __forceinline__ void cp16_part(const kvs_cu_args &a, const kvs__cuda_qjob &J, uint32_t u0,
-                                                 uint32_t u1, uint32_t &bad)
+static __device__ __forceinline__ void cp16_part(const kvs_cu_args &a, const kvs__cuda_qjob &J, uint32_t part,
+                                                 uint32_t P, uint32_t &bad)
 {
   constexpr uint32_t E = 16u / sizeof(T); /* units per 16 bytes */
+  const uint32_t nu = (uint32_t)(a.total / sizeof(T)), per = (nu + P - 1u) / P, u0 = part * per;
+  const uint32_t u1 = min(nu, u0 + per);
   const bool bf = a.dtype == KVS_DTYPE_BF16;
   const uint32_t e = bf ? 0x7f807f80u : 0x7c007c00u, one = bf ? 0x00800080u : 0x04000400u;
   const uint32_t rowu = 2u * a.C / (uint32_t)sizeof(T);
@@ -1626,13 +1628,8 @@ kvs_copy16_kernel(kvs_cu_args a, const kvs__cuda_qjob *jobs, int *st, kvs_feed_a
   const uint32_t P = cp16_parts(a), part = blockIdx.x % P;
   const kvs__cuda_qjob J = jobs[blockIdx.x / P];
   uint32_t bad = 0;
-  if ((((uintptr_t)J.k | (uintptr_t)J.v | (uintptr_t)J.block) & 15u) == 0) {
-    const uint32_t nu = (uint32_t)(a.total / 16u), per = (nu + P - 1u) / P, u0 = part * per;
-    cp16_part<uint4>(a, J, u0, min(nu, u0 + per), bad);
-  } else {
-    const uint32_t nu = (uint32_t)(a.total / 2u), per = (nu + P - 1u) / P, u0 = part * per;
-    cp16_part<uint16_t>(a, J, u0, min(nu, u0 + per), bad);
-  }
+  if ((((uintptr_t)J.k | (uintptr_t)J.v | (uintptr_t)J.block) & 15u) == 0) cp16_part<uint4>(a, J, part, P, bad);
+  else cp16_part<uint16_t>(a, J, part, P, bad);
   if (bad) set_status(st, KVS_ENAN);
   launch_done(f.done, st);
 }
@@ -2147,22 +2144,20 @@ extern "C" int kvs__cuda_quantize_async(kvs__cuda_ctx *c, const kvs__qparams *p,
     kern = fq_pick(bf, big, out);
     if (fs > smem) smem = fs;
   }
-  /* fast kernels: the largest shared-memory carveout (3 blocks of ~64-73 KB) */
-  if (quant_attrs((const void *)kern, fast, smem)) return -EIO;
-  kvs_feed_arg f{};
-  /* 16/16 bits: the copy, P CUDA blocks a job (KVSINK_COPY16=0: the
-   * quantize kernel, for A/B runs) */
+  /* 16/16 bits: the copy, P CUDA blocks a job, no shared memory
+   * (KVSINK_COPY16=0: the quantize kernel, for A/B runs) */
+  uint32_t grid = n;
   if (cp16_ok(a) && copy16_on()) {
-    f.done = sig_take(c);
-    kvs_copy16_kernel<<<n * cp16_parts(a), KVS_CU_THREADS, 0, (cudaStream_t)c->stream>>>(a, d_jobs, c->d_status, f);
-    if (cudaGetLastError() != cudaSuccess) {
-      sig_none(c);
-      return -EIO;
-    }
-    return 0;
+    kern = kvs_copy16_kernel;
+    grid = n * cp16_parts(a);
+    smem = 0;
+  } else if (quant_attrs((const void *)kern, fast, smem)) {
+    /* fast kernels: the largest shared-memory carveout (3 blocks of ~64-73 KB) */
+    return -EIO;
   }
+  kvs_feed_arg f{};
   f.done = sig_take(c);
-  kern<<<n, KVS_CU_THREADS, smem, (cudaStream_t)c->stream>>>(a, d_jobs, c->d_status, f);
+  kern<<<grid, KVS_CU_THREADS, smem, (cudaStream_t)c->stream>>>(a, d_jobs, c->d_status, f);
   if (cudaGetLastError() != cudaSuccess) {
     sig_none(c);
     return -EIO;
