@@ -26,7 +26,9 @@
  * the first warms up). DEVSEG_NOCOPY=1: bench copies the engine's K/V
  * into the segment once, not before every put (A/B: no GPU work of the
  * client between its requests, HACKING.md Decision 54). Client buffers
- * are CUDA runtime allocations; exit 0 = pass. */
+ * are CUDA runtime allocations; exit 0 = pass. The processes of a bench
+ * row start their timed loops together; DEVSEG_NO_BARRIER=1 does without
+ * (each starts when set up), to show what the barrier changes. */
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -536,7 +538,15 @@ static int restart(void)
 /* One process: GB/s of put and of get (16-bit bytes of K+V): [0] the
  * call through the daemon, [1] with the client's copies into / out of
  * the segment from / to its own device buffers. */
-static void bench1(int bits, int dev, double *put, double *get)
+/* DEVSEG_NO_BARRIER=1: each process starts its loop when it is set up
+ * (the rows before the barrier; for showing what it changes) */
+static int no_barrier(void)
+{
+  const char *e = getenv("DEVSEG_NO_BARRIER");
+  return e && !strcmp(e, "1");
+}
+
+static void bench1(int bits, int dev, double *put, double *get, int ready, int go, double *win)
 {
   const uint32_t n = 1024, L = 32;
   const char *ie = getenv("DEVSEG_ITERS");
@@ -556,6 +566,14 @@ static void bench1(int bits, int dev, double *put, double *get)
   /* DEVSEG_NOCOPY=1: the client's copies once only (no GPU work of the
    * client between its requests; for A/B runs) */
   const int nocopy = getenv("DEVSEG_NOCOPY") && !strcmp(getenv("DEVSEG_NOCOPY"), "1");
+  /* every process set up before any starts its loop: CUDA's start-up in
+   * a fresh process takes longer than the loop, so without this the
+   * processes of a row would mostly take turns, not run at once */
+  char one = 1;
+  if (!no_barrier() && (write(ready, &one, 1) != 1 || read(go, &one, 1) != 1)) {
+    fprintf(stderr, "bench: start barrier\n");
+    exit(1);
+  }
   for (uint32_t it = 0; it < iters; it++) {
     for (uint32_t i = 0; i < n; i++) tok[i] = (uint32_t)getpid() * 7919u + it * n + i;
     /* the engine's K/V into the segment (device to device, or down to host) */
@@ -584,6 +602,8 @@ static void bench1(int bits, int dev, double *put, double *get)
     double t4 = now();
     if (r < 0) { fprintf(stderr, "bench: %s (%s)\n", kvs_strerror(r), kvs_last_error(c)); exit(1); }
     kvs_release(c, it);
+    if (it == 0) win[0] = t4; /* the timed window: after the warm-up */
+    win[1] = t4;
     if (it > 0) { /* the first warms up */
       tp += t2 - t1;
       tg += t3 - t2;
@@ -596,6 +616,15 @@ static void bench1(int bits, int dev, double *put, double *get)
   put[1] = 2.0 * b * (iters - 1) / tcp / 1e9;
   get[1] = 2.0 * b * (iters - 1) / tcg / 1e9;
   kvs_close(c);
+}
+
+/* Bytes that PROCS processes put and got back in their timed windows
+ * (bench1: the iterations after the first). */
+static double wall_bytes(int procs)
+{
+  const char *ie = getenv("DEVSEG_ITERS");
+  const uint32_t iters = ie && atoi(ie) >= 2 && atoi(ie) <= 1000 ? (uint32_t)atoi(ie) : 6;
+  return (double)procs * (iters - 1) * 2.0 * ((size_t)1024 * 32 * 8 * 128 * 2 * 2);
 }
 
 static double d2d(void)
@@ -616,38 +645,68 @@ static double d2d(void)
 }
 
 /* PROCS processes at once; one row per segment kind. The parent touches
- * CUDA only after the children ran (CUDA does not survive a fork). */
+ * CUDA only after the children ran (CUDA does not survive a fork). A
+ * row's GB/s are the sum of each process's own (its bytes over the time
+ * of its own calls), which is the daemon's aggregate only while the
+ * processes really run at once: they start their loops together (a
+ * barrier), and the row says how much of their timed windows overlapped
+ * (FAIL under half: the row would not measure what it says). */
 static int bench(int procs, int bits)
 {
-  double res[2][4];
+  double res[2][4], ovl[2], wall[2];
   for (int dev = 1; dev >= 0; dev--) {
-    int pfd[2];
-    if (pipe(pfd) < 0) return 1;
+    int pfd[2], rfd[2], gfd[2];
+    if (pipe(pfd) < 0 || pipe(rfd) < 0 || pipe(gfd) < 0) return 1;
     for (int p = 0; p < procs; p++)
       if (fork() == 0) {
-        double a[2], g[2];
+        double a[2], g[2], w[2] = {0, 0};
         close(pfd[0]);
-        bench1(bits, dev, a, g);
-        if (write(pfd[1], (double[4]){a[0], g[0], a[1], g[1]}, sizeof(double[4])) < 0) _exit(1);
+        close(rfd[0]);
+        close(gfd[1]);
+        bench1(bits, dev, a, g, rfd[1], gfd[0], w);
+        if (write(pfd[1], (double[6]){a[0], g[0], a[1], g[1], w[0], w[1]}, sizeof(double[6])) < 0) _exit(1);
         _exit(0);
       }
     close(pfd[1]);
-    double sum[4] = {0, 0, 0, 0}, v[4];
+    close(rfd[1]);
+    close(gfd[0]);
+    /* all set up (or gone: EOF), then all go */
+    char c;
+    int ready = 0;
+    while (!no_barrier() && ready < procs && read(rfd[0], &c, 1) == 1) ready++;
+    for (int p = 0; p < ready; p++)
+      if (write(gfd[1], &c, 1) != 1) break;
+    close(rfd[0]);
+    close(gfd[1]);
+    double sum[4] = {0, 0, 0, 0}, v[6], ws = 0, we = 1e30, span = 0, w0 = 1e30, w1 = 0;
     int got = 0;
     while (read(pfd[0], v, sizeof v) == (ssize_t)sizeof v) {
       for (int i = 0; i < 4; i++) sum[i] += v[i];
+      ws = v[4] > ws ? v[4] : ws;
+      we = v[5] < we ? v[5] : we;
+      w0 = v[4] < w0 ? v[4] : w0;
+      w1 = v[5] > w1 ? v[5] : w1;
+      span += v[5] - v[4];
       got++;
     }
     close(pfd[0]);
     while (wait(NULL) > 0) {}
     if (got != procs) { printf("FAIL: bench %d procs %d bits: %d of them finished\n", procs, bits, got); return 1; }
     memcpy(res[dev], sum, sizeof sum);
+    wall[dev] = w1 > w0 ? wall_bytes(procs) / (w1 - w0) / 1e9 : 0;
+    /* the common window against the mean window */
+    ovl[dev] = span > 0 && we > ws ? 100.0 * (we - ws) / (span / procs) : 0;
+    if (procs > 1 && ovl[dev] < 50 && !no_barrier()) {
+      printf("FAIL: bench %d procs %d bits (%s segments): the processes ran at once for only %.0f%% of their "
+             "timed loops\n", procs, bits, dev ? "device" : "host", ovl[dev]);
+      return 1;
+    }
   }
   double dd = d2d();
   for (int dev = 1; dev >= 0; dev--)
-    printf("%-6s procs %d bits %2d | put %7.1f GB/s %5.1f%% | get %7.1f GB/s %5.1f%% | with client copies: put %7.1f get %7.1f GB/s | D2D %7.1f GB/s\n",
+    printf("%-6s procs %d bits %2d | put %7.1f GB/s %5.1f%% | get %7.1f GB/s %5.1f%% | with client copies: put %7.1f get %7.1f GB/s | D2D %7.1f GB/s | at once %3.0f%%, wall clock %7.1f GB/s\n",
            dev ? "device" : "host", procs, bits, res[dev][0], 100 * res[dev][0] / dd, res[dev][1],
-           100 * res[dev][1] / dd, res[dev][2], res[dev][3], dd);
+           100 * res[dev][1] / dd, res[dev][2], res[dev][3], dd, procs > 1 ? ovl[dev] : 100.0, wall[dev]);
   return 0;
 }
 
