@@ -3,6 +3,10 @@
  *   gpu_test check   compare with the C reference (kernels/quant.c, sink.c)
  *   gpu_test bench   quantize / dequantize throughput vs cudaMemcpy D2D
  *   gpu_test prof    one launch of each at T=4096, 2 bits, for a profiler
+ *   gpu_test launch  the host's time in a bulk put's launch calls (4 x 256
+ *                    jobs, then a finish) per width, next to an empty
+ *                    kernel with the same parameters, with and without
+ *                    64 KB of dynamic shared memory
  * KVS_BENCH_T=N in the environment: bench (and prof) at T=N only.
  * Exit status 1 on any mismatch. Built by tests/gpu/run.sh. */
 #include <cerrno>
@@ -10,7 +14,9 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <ctime>
 #include <vector>
+#include <algorithm>
 
 #include <cuda_runtime.h>
 
@@ -396,6 +402,114 @@ static int bench(bool prof)
   return failures ? 1 : 0;
 }
 
+/* ---- launch: where a put's launch calls spend the host's time ---- */
+struct nop_args { uint32_t w[12]; size_t z[12]; };
+struct nop_feed { void *p[4]; uint32_t u[4]; };
+static __global__ void nop_kernel(nop_args, const void *, int *, nop_feed) {}
+
+static double host_us(void)
+{
+  struct timespec t;
+  clock_gettime(CLOCK_MONOTONIC, &t);
+  return t.tv_sec * 1e6 + t.tv_nsec * 1e-3;
+}
+
+static double med(std::vector<double> v)
+{
+  std::sort(v.begin(), v.end());
+  return v[v.size() / 2];
+}
+
+static int launch_bench(void)
+{
+  const uint32_t L = 32, G = 32, C = 1024, chunk = 256, nb = 1024, reps = 300;
+  const size_t plane = (size_t)G * C * 2;
+  uint16_t *in;
+  CK(cudaMalloc(&in, nb * plane * 2));
+  CK(cudaMemset(in, 0, nb * plane * 2));
+  kvs__cuda_ctx ctx;
+  if (kvs__cuda_ctx_init(&ctx)) return 1;
+  cudaStream_t st;
+  CK(cudaStreamCreateWithFlags(&st, cudaStreamNonBlocking));
+  ctx.stream = st;
+  cudaDeviceProp prop;
+  CK(cudaGetDeviceProperties(&prop, 0));
+  printf("launch: device %s, %u blocks a put in launches of %u, %u puts, median us (host clock)\n",
+         prop.name, nb, chunk, reps);
+  (void)L;
+  /* empty kernels with the quantize kernel's parameter size */
+  for (int smem : {0, 64 * 1024}) {
+    if (smem) CK(cudaFuncSetAttribute(nop_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, smem));
+    std::vector<double> first, rest, fin;
+    for (uint32_t r = 0; r < reps; r++) {
+      for (uint32_t c = 0; c < nb / chunk; c++) {
+        double t0 = host_us();
+        nop_kernel<<<chunk, 256, smem, st>>>(nop_args{}, in, nullptr, nop_feed{});
+        double t1 = host_us();
+        (c ? rest : first).push_back(t1 - t0);
+      }
+      double t0 = host_us();
+      CK(cudaStreamSynchronize(st));
+      fin.push_back(host_us() - t0);
+    }
+    printf("empty kernel, %2d KB shared: first launch %.1f, later ones %.1f, synchronize %.1f\n",
+           smem / 1024, med(first), med(rest), med(fin));
+  }
+  /* the launches on one stream (each chunk waits for the one before),
+   * or on four in turn as kvsinkd's CUDA backend does (created as it
+   * does, blocking: ordered with the legacy stream; or non-blocking) */
+  cudaStream_t qs[2][4];
+  for (int i = 0; i < 4; i++) {
+    CK(cudaStreamCreate(&qs[0][i]));
+    CK(cudaStreamCreateWithFlags(&qs[1][i], cudaStreamNonBlocking));
+  }
+  for (int mode = 0; mode < 3; mode++)
+  for (uint32_t bits : {16u, 8u, 4u, 2u}) {
+    if (mode && bits != 16u && bits != 4u) continue;
+    kvs__qparams p = {G, C, 128, bits, bits, 0, 0, KVS_DTYPE_F16};
+    kvs__qlayout l;
+    size_t tot = (LAYOUT(&p, &l) + 255) & ~(size_t)255;
+    uint8_t *blocks;
+    kvs__cuda_qjob *dq;
+    CK(cudaMalloc(&blocks, nb * tot));
+    CK(cudaMalloc(&dq, nb * sizeof *dq));
+    std::vector<kvs__cuda_qjob> hq(nb);
+    for (size_t b = 0; b < nb; b++)
+      hq[b] = {in + b * (plane / 2), in + nb * plane / 2 + b * (plane / 2), blocks + b * tot, NULL, 0};
+    CK(cudaMemcpy(dq, hq.data(), nb * sizeof *dq, cudaMemcpyHostToDevice));
+    std::vector<double> first, rest, fin;
+    int rc = 0;
+    for (uint32_t r = 0; r < reps; r++) {
+      for (uint32_t c = 0; c < nb / chunk; c++) {
+        kvs__cuda_ctx qc = ctx;
+        if (mode) qc.stream = qs[mode - 1][c % 4];
+        double t0 = host_us();
+        rc |= kvs__cuda_quantize_async(&qc, &p, &l, dq + c * chunk, chunk);
+        double t1 = host_us();
+        (c ? rest : first).push_back(t1 - t0);
+      }
+      double t0 = host_us();
+      if (mode) CK(cudaDeviceSynchronize());
+      rc |= kvs__cuda_finish(&ctx);
+      fin.push_back(host_us() - t0);
+    }
+    if (rc) { printf("FAIL: launch: %u bits: %d\n", bits, rc); failures++; }
+    printf("%2u-bit quantize, %s: first launch %.1f, later ones %.1f, finish %.1f\n", bits,
+           mode == 0 ? "one stream" : mode == 1 ? "4 streams (blocking)" : "4 streams (non-blocking)",
+           med(first), med(rest), med(fin));
+    cudaFree(blocks);
+    cudaFree(dq);
+  }
+  for (int i = 0; i < 4; i++) {
+    cudaStreamDestroy(qs[0][i]);
+    cudaStreamDestroy(qs[1][i]);
+  }
+  kvs__cuda_ctx_close(&ctx);
+  cudaStreamDestroy(st);
+  cudaFree(in);
+  return failures ? 1 : 0;
+}
+
 int main(int argc, char **argv)
 {
   int n = 0;
@@ -403,5 +517,6 @@ int main(int argc, char **argv)
   if (argc > 1 && !strcmp(argv[1], "bench")) return bench(false);
   /* gpu_test prof: one launch of each kernel at T=4096, 2 bits (for ncu) */
   if (argc > 1 && !strcmp(argv[1], "prof")) return bench(true);
+  if (argc > 1 && !strcmp(argv[1], "launch")) return launch_bench();
   return check();
 }
